@@ -1,0 +1,52 @@
+"""openat2(2) with RESOLVE_IN_ROOT and close_range(2): the fd-relative file primitives."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from kobako.linux import libc
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+O_PATH = 0o10000000
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    while True:
+        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, path.encode(),
+                              ctypes.byref(how), ctypes.sizeof(how))
+        if r != -1 or libc.errno() not in (11, 4):  # EAGAIN (rename race) or EINTR: retry
+            return libc.check(r, "openat2", path)
+
+
+def open_in_root(rootfd: int, path: str, flags: int = O_PATH) -> int:
+    """Open path as if rootfd were '/': symlinks and '..' cannot leave the root."""
+    return openat2(rootfd, path.lstrip("/") or ".", flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+
+
+def cloexec_from(first: int) -> None:
+    """Mark every fd >= first close-on-exec, so none reaches the container's program."""
+    r = libc.LIBC.syscall(libc.syscall_number("close_range"), first, ctypes.c_uint(~0),
+                          CLOSE_RANGE_CLOEXEC)
+    if r == -1:  # kernel < 5.11: do it by hand
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd >= first:
+                try:
+                    os.set_inheritable(fd, False)
+                except OSError:
+                    pass
+
+
+def proc_fd(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"

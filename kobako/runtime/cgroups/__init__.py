@@ -1,0 +1,244 @@
+"""The container's cgroup on pure v2, v1, and the hybrid layout (v1 controllers
+plus a cgroup2 mount holding no controllers, as on the development VM).
+
+Every directory is recorded in the container's state *before* it is made, so
+`delete` (also after kill -9 of the runtime) removes exactly what kobako made and
+nothing else. Resource limits are applied by the next layer (issue: runtime limits).
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.runtime.errors import RuntimeFailure
+
+ROOT = "/sys/fs/cgroup"
+
+
+def mounts() -> tuple[dict[str, str], str | None]:
+    """{v1 hierarchy mount point: comma list of controllers}, cgroup2 mount point."""
+    v1: dict[str, str] = {}
+    v2 = None
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            if b"cgroup" not in line:
+                continue
+            fields = line.split()
+            sep = fields.index(b"-")
+            fstype, opts = fields[sep + 1], fields[sep + 3].decode()
+            point = fields[4].decode()
+            if not point.startswith(ROOT):
+                continue
+            if fstype == b"cgroup2":
+                v2 = point
+            elif fstype == b"cgroup":
+                ctrls = [o for o in opts.split(",") if o not in ("rw", "ro", "relatime", "nosuid",
+                                                                   "nodev", "noexec", "clone_children")]
+                v1[point] = ",".join(ctrls)
+    return v1, v2
+
+
+def layout() -> str:
+    v1, v2 = mounts()
+    if v1:
+        return "hybrid" if v2 else "v1"
+    if v2:
+        return "v2"
+    raise RuntimeFailure("no cgroup filesystem is mounted under /sys/fs/cgroup")
+
+
+def own_cgroup(controller: str | None) -> str:
+    """This process's cgroup in the hierarchy of controller (None: the v2 one)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if (controller is None and ctrls == "") or (controller and controller in ctrls.split(",")):
+                return path
+    return "/"
+
+
+def resolve_path(cgroups_path: str | None, cid: str) -> str:
+    """linux.cgroupsPath -> path inside each hierarchy. Default: /kobako/<id>."""
+    p = cgroups_path or f"/kobako/{cid}"
+    if ":" in p and not p.startswith("/"):
+        raise RuntimeFailure(f"cgroupsPath {p!r} is in systemd's slice:prefix:name form",
+                             "kobako-runtime manages cgroupfs directly; pass a path like /kobako/ID")
+    parts = [x for x in p.split("/") if x]
+    if ".." in parts:
+        raise RuntimeFailure(f"cgroupsPath {p!r} must not contain '..'")
+    return "/" + "/".join(parts)
+
+
+class Manager:
+    """One container's cgroup across every hierarchy it lives in."""
+
+    def __init__(self, rec: dict) -> None:
+        self.rec = rec  # {"layout", "path", "dirs": [...made by us...], "leaves": [...], "relative"}
+
+    @classmethod
+    def plan(cls, cgroups_path: str | None, cid: str) -> Manager:
+        kind = layout()
+        v1, v2 = mounts()
+        path = resolve_path(cgroups_path, cid)
+        relative = bool(cgroups_path) and not cgroups_path.startswith("/")
+        leaves = []
+        for point, ctrls in sorted(v1.items()):
+            base = own_cgroup(ctrls.split(",")[0]) if relative else "/"
+            leaves.append({"dir": os.path.join(point, (base + path).lstrip("/")).rstrip("/"),
+                           "v": 1, "ctrls": ctrls, "mount": point})
+        if v2:
+            base = own_cgroup(None) if relative else "/"
+            leaves.append({"dir": os.path.join(v2, (base + path).lstrip("/")).rstrip("/"),
+                           "v": 2, "ctrls": "", "mount": v2})
+        return cls({"layout": kind, "path": path, "leaves": leaves, "dirs": []})
+
+    # -- making and removing -----------------------------------------------------
+    def create(self, record) -> None:
+        """mkdir each missing level. Every directory is listed in rec["dirs"] and
+        `record()` persists that list *before* the first mkdir, so a crash midway
+        still leaves a state that names everything `delete` has to remove."""
+        todo = []
+        for leaf in self.rec["leaves"]:
+            missing = []
+            p = leaf["dir"]
+            while not os.path.isdir(p):
+                missing.append(p)
+                p = os.path.dirname(p)
+            todo.append((leaf, list(reversed(missing))))
+            self.rec["dirs"] += missing
+        record()
+        for leaf, missing in todo:
+            for m in missing:
+                try:
+                    os.makedirs(m, exist_ok=True)  # a concurrent delete may remove a parent
+                except OSError as e:
+                    raise RuntimeFailure(f"cannot create cgroup {m}: {e.strerror}") from None
+                if "cpuset" in leaf["ctrls"].split(","):
+                    _inherit_cpuset(m)
+                if leaf["v"] == 2 and m != leaf["dir"]:
+                    _enable_controllers(m)
+
+    def add(self, pid: int) -> None:
+        for leaf in self.rec["leaves"]:
+            try:
+                with open(os.path.join(leaf["dir"], "cgroup.procs"), "w") as f:
+                    f.write(str(pid))
+            except OSError as e:
+                raise RuntimeFailure(f"cannot move process {pid} into cgroup {leaf['dir']}: "
+                                     f"{e.strerror}") from None
+
+    def pids(self) -> list[int]:
+        out: set[int] = set()
+        for leaf in self.rec["leaves"]:
+            try:
+                with open(os.path.join(leaf["dir"], "cgroup.procs")) as f:
+                    out.update(int(x) for x in f.read().split())
+            except OSError:
+                pass
+        return sorted(out)
+
+    def remove(self) -> list[str]:
+        """rmdir what we made, deepest first; returns errors, never raises."""
+        import time
+
+        leaves = {x["dir"] for x in self.rec["leaves"]}
+        errors = []
+        for d in sorted(set(self.rec["dirs"]), key=len, reverse=True):
+            tries = 200 if d in leaves else 1
+            for i in range(tries):
+                try:
+                    os.rmdir(d)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    if d not in leaves:
+                        pass  # a parent such as /kobako that other containers share
+                    elif e.errno == 16 and i < tries - 1:  # EBUSY: exiting tasks still listed
+                        time.sleep(0.005)
+                        continue
+                    else:
+                        errors.append(f"rmdir {d}: {e.strerror}")
+                break
+        return errors
+
+    # -- freezer -----------------------------------------------------------------
+    def _freezer(self) -> tuple[int, str] | None:
+        for leaf in self.rec["leaves"]:
+            if leaf["v"] == 1 and "freezer" in leaf["ctrls"].split(","):
+                return 1, leaf["dir"]
+        for leaf in self.rec["leaves"]:
+            if leaf["v"] == 2 and os.path.exists(os.path.join(leaf["dir"], "cgroup.freeze")):
+                return 2, leaf["dir"]
+        return None
+
+    def frozen(self) -> bool:
+        fz = self._freezer()
+        if fz is None:
+            return False
+        try:
+            if fz[0] == 1:
+                with open(os.path.join(fz[1], "freezer.state")) as f:
+                    return f.read().strip() == "FROZEN"
+            with open(os.path.join(fz[1], "cgroup.freeze")) as f:
+                return f.read().strip() == "1"
+        except OSError:
+            return False
+
+    def freeze(self, on: bool) -> None:
+        import time
+
+        fz = self._freezer()
+        if fz is None:
+            raise RuntimeFailure("this container's cgroup has no freezer",
+                                 "pause needs the v1 freezer controller or cgroup v2")
+        v, d = fz
+        if v == 1:
+            want = "FROZEN" if on else "THAWED"
+            for _ in range(1000):
+                with open(os.path.join(d, "freezer.state"), "w") as f:
+                    f.write(want)
+                with open(os.path.join(d, "freezer.state")) as f:
+                    if f.read().strip() == want:
+                        return
+                time.sleep(0.001)
+            raise RuntimeFailure(f"cgroup {d} did not reach {want}")
+        with open(os.path.join(d, "cgroup.freeze"), "w") as f:
+            f.write("1" if on else "0")
+        for _ in range(1000):
+            with open(os.path.join(d, "cgroup.events")) as f:
+                if f"frozen {int(on)}" in f.read():
+                    return
+            time.sleep(0.001)
+        raise RuntimeFailure(f"cgroup {d} did not {'freeze' if on else 'thaw'}")
+
+
+def _inherit_cpuset(d: str) -> None:
+    """A v1 cpuset cgroup starts empty and refuses tasks: copy the parent's sets."""
+    parent = os.path.dirname(d)
+    for f in ("cpuset.cpus", "cpuset.mems"):
+        try:
+            with open(os.path.join(d, f)) as fh:
+                if fh.read().strip():
+                    continue
+            with open(os.path.join(parent, f)) as fh:
+                val = fh.read().strip()
+            with open(os.path.join(d, f), "w") as fh:
+                fh.write(val)
+        except OSError:
+            pass
+
+
+def _enable_controllers(d: str) -> None:
+    """On v2, a level we made passes every controller it has down to its children."""
+    try:
+        with open(os.path.join(d, "cgroup.controllers")) as f:
+            ctrls = f.read().split()
+        if ctrls:
+            with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                f.write(" ".join("+" + c for c in ctrls))
+    except OSError:
+        pass
+
+
+def manager_for(state: dict) -> Manager:
+    return Manager(state.get("_cgroup") or {"leaves": [], "dirs": []})

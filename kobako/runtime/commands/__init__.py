@@ -1,0 +1,1 @@
+"""One module per kobako-runtime verb, imported only when that verb runs."""

@@ -1,0 +1,62 @@
+"""kobako-runtime run: create + start, then wait (forwarding signals) and delete."""
+
+from __future__ import annotations
+
+import os
+
+from kobako.linux import prctl
+from kobako.runtime import container, hooks
+from kobako.runtime.errors import RuntimeFailure
+
+FORWARDED = (1, 2, 3, 10, 12, 15, 28)  # HUP INT QUIT USR1 USR2 TERM WINCH
+
+
+def run(args, log) -> int:
+    prctl.set_child_subreaper()
+    c, chan = container.create(args, log, for_run=True)
+    pid = c.data["pid"]
+    try:
+        chan.send("START")
+        kind, msg = chan.recv()  # EOF: execve succeeded (the channel is close-on-exec)
+        chan.close()
+        if kind == "ERR":
+            raise RuntimeFailure(msg)
+        cfg = c.cfg
+        if hooks.has(cfg.get("hooks"), "poststart"):
+            hooks.run_logged(cfg["hooks"], "poststart", container.oci_state(c, "running"), log)
+        if args.detach:
+            return 0
+        code = wait(pid)
+        log.debug(f"init {pid} exited with status {code}")
+    except BaseException:
+        c.lock()
+        container.destroy(c, log, c.cfg)
+        raise
+    if not args.keep:
+        c.lock()
+        container.destroy(c, log, c.cfg)
+        log.debug(f"container {args.id} deleted")
+    return code
+
+
+def wait(pid: int) -> int:
+    """Wait for the init, passing on the signals a foreground runc passes on."""
+    import _signal
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in FORWARDED:
+        _signal.signal(s, forward)
+    _, status = os.waitpid(pid, 0)
+    while True:  # reap anything else reparented to us as subreaper
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code

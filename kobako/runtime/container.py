@@ -1,0 +1,404 @@
+"""The parent's side of a container's life: create, start, run, kill, delete.
+
+create: validate -> state dir -> cgroup -> fork the init (into new pid/time/user
+namespaces) -> place it in the cgroup -> GO -> createRuntime hooks on request ->
+READY -> state "created". Every step is in a Steps record; any failure unwinds
+it all: the init is killed (its mount namespace and mounts die with it), the
+cgroup and the state directory are removed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.linux import namespaces as ns
+from kobako.linux import prctl
+from kobako.runtime import hooks, jsonfast, spec, state
+from kobako.runtime.cgroups import Manager, manager_for
+from kobako.runtime.errors import RuntimeFailure
+from kobako.runtime.steps import Steps
+from kobako.runtime.sync import Channel
+
+
+def oci_state(c: state.Container, status: str) -> str:
+    d = c.public()
+    d["status"] = status
+    d["pid"] = c.data.get("pid", 0)
+    return jsonfast.dumps(d)
+
+
+def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel | None]:
+    spec.check_id(args.id)
+    cfg = spec.load(args.bundle)
+    proc = cfg.get("process")
+    if not proc:
+        raise RuntimeFailure("config.json has no process to run")
+    if proc.get("terminal") and not args.console_socket and not for_run:
+        raise RuntimeFailure("process.terminal is true but no --console-socket was given",
+                             "pass --console-socket or set process.terminal to false")
+    if proc.get("terminal") and not args.console_socket:
+        raise RuntimeFailure("process.terminal is true: `run` needs --console-socket for the pty",
+                             "set process.terminal to false to use the caller's stdio")
+    linux = cfg.get("linux") or {}
+    steps = Steps(log)
+    c = state.Container(args.root, args.id)
+    c.make_dir()
+    steps.made("mkdir(2)", f"state directory {c.dir}", c.remove_dir)
+    chan = child = None
+    try:
+        with open(os.path.join(c.dir, "config.json"), "wb") as f:
+            f.write(cfg.pop("_raw"))
+        cg = Manager.plan(linux.get("cgroupsPath"), args.id)
+        c.data = {
+            "ociVersion": cfg.get("ociVersion", "1.2.0"), "id": args.id, "status": "creating", "pid": 0,
+            "bundle": cfg["_bundle"], "rootfs": os.path.join(cfg["_bundle"], cfg["root"]["path"]),
+            "created": state.now_rfc3339(), "annotations": cfg.get("annotations") or {},
+            "_cgroup": cg.rec, "_namespaces": [n["type"] for n in linux.get("namespaces") or []
+                                               if not n.get("path")],
+        }
+        console_fd = gate_fd = -1
+        if args.console_socket:
+            from kobako.runtime import console
+
+            console_fd = console.connect(args.console_socket)
+        if not for_run:
+            gate_fd = _listen(os.path.join(c.dir, "exec.sock"))
+        chan, child = Channel.pair()
+        from kobako.runtime.init import InitContext
+
+        ctx = InitContext(cfg, child, log, gate_fd, console_fd, cg.rec, args.no_pivot, args.preserve_fds)
+        pid = spawn(ctx, chan, c, cg, steps)
+        for fd in (console_fd, gate_fd):
+            if fd >= 0:
+                os.close(fd)
+        child.close()
+        if proc.get("oomScoreAdj") is not None:
+            with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+                f.write(str(proc["oomScoreAdj"]))
+        chan.send("GO", oci_state(c, "creating"))
+        while True:
+            kind, msg = chan.recv()
+            if kind == "READY":
+                break
+            if kind == "HOOKS":
+                st = oci_state(c, "creating")
+                hooks.run(cfg.get("hooks"), "prestart", st, log)
+                hooks.run(cfg.get("hooks"), "createRuntime", st, log)
+                chan.send("OK")
+            elif kind == "ERR":
+                raise RuntimeFailure(msg)
+            else:
+                raise RuntimeFailure("the container's init exited during create")
+        c.data["status"] = "created"
+        c.save()
+        if args.pid_file:
+            _write_pid_file(args.pid_file, pid)
+        steps.made("state", f"container {args.id} created, init pid {pid}")
+        steps.forget()
+        c.unlock()
+        c.cfg = cfg
+        if not for_run:
+            chan.close()
+            return c, None
+        return c, chan
+    except BaseException:
+        for e in steps.unwind():
+            log.error(e)
+        if chan is not None:
+            chan.close()
+        raise
+
+
+def spawn(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> int:
+    """Fork the init into its new pid (and time, and user) namespaces, make its
+    cgroup and place it there; return its host PID.
+
+    unshare(CLONE_NEWPID) and CLONE_NEWTIME take effect for children only, so
+    the parent enters them for its next fork and then returns to its own. With a
+    new user namespace an intermediate child is needed, because the pid namespace
+    must be owned by the new user namespace (or /proc cannot be mounted).
+    The init builds its namespaces and mounts while the parent makes the cgroup.
+    """
+    if ctx.userns:
+        _make_cgroup(c, cg, steps)
+        return _spawn_via_userns(ctx, chan, c, cg, steps)
+    restore = _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, steps)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            chan.close()  # the parent's ends
+            init_main(ctx)
+    finally:
+        for fd, flag in restore:
+            ns.setns(fd, flag, "the runtime's own namespace")
+            os.close(fd)
+    steps.made("fork(2)", f"init pid {pid}", lambda: _kill_and_reap(pid))
+    _record_init(c, pid)
+    _make_cgroup(c, cg, steps)
+    cg.add(pid)
+    steps.made("write cgroup.procs", f"pid {pid} into cgroup {cg.rec['path']}")
+    return pid
+
+
+def _record_init(c: state.Container, pid: int) -> None:
+    c.data["pid"] = pid
+    c.data["_start_time"] = state.start_time(pid)
+
+
+def _make_cgroup(c: state.Container, cg: Manager, steps: Steps) -> None:
+    cg.create(record=c.save)
+    steps.made("mkdir(2) in cgroupfs", f"cgroup {cg.rec['path']} ({cg.rec['layout']})", cg.remove)
+
+
+def _enter_for_children(nss: dict, linux: dict, steps: Steps) -> list[tuple[int, int]]:
+    restore = []
+    for t in ("pid", "time"):
+        if t not in nss:
+            continue
+        flag, name = ns.TYPES[t]
+        restore.append((os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag))
+        if nss[t]:
+            ns.enter(nss[t], flag)
+            steps.made("setns(2)", f"{t} namespace {nss[t]} for the init")
+        else:
+            ns.unshare(flag)
+            steps.made("unshare(2)", f"new {t} namespace ({ns.flag_names(flag)}) for the init")
+            if t == "time":
+                _write_time_offsets("/proc/self/timens_offsets", linux.get("timeOffsets") or {})
+    return restore
+
+
+def _write_time_offsets(path: str, offsets: dict) -> None:
+    ids = {"monotonic": 1, "boottime": 7}  # CLOCK_MONOTONIC, CLOCK_BOOTTIME
+    lines = "".join(f"{ids[k]} {v.get('secs', 0)} {v.get('nanosecs', 0)}\n" for k, v in offsets.items())
+    if lines:
+        with open(path, "w") as f:
+            f.write(lines)
+
+
+def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> int:
+    linux = ctx.cfg.get("linux") or {}
+    prctl.set_child_subreaper()  # the init, grandchild, becomes our child when mid exits
+    mid = os.fork()
+    if mid == 0:
+        try:
+            chan.close()
+            c = ctx.chan
+            upath = ctx.namespaces["user"]
+            if upath:
+                ns.enter(upath, ns.CLONE_NEWUSER)
+            else:
+                ns.unshare(ns.CLONE_NEWUSER)
+                c.send("MAP")
+            if c.recv()[0] != "OK":
+                os._exit(1)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            _enter_for_children(ctx.namespaces, linux, Steps(ctx.log, "init"))
+            pid = os.fork()
+            if pid == 0:
+                init_main(ctx)
+            c.send("PID", str(pid))
+            os._exit(0)
+        except BaseException as e:
+            try:
+                ctx.chan.send("ERR", f"cannot enter the user namespace: {e}")
+            finally:
+                os._exit(1)
+    steps.made("fork(2)", f"intermediate pid {mid} for the user namespace", lambda: _kill_and_reap(mid))
+    cg.add(mid)
+    if not ctx.namespaces["user"]:
+        kind, msg = chan.recv()
+        if kind != "MAP":
+            raise RuntimeFailure(msg or "the intermediate process exited")
+        write_id_maps(mid, linux)
+        steps.made("write uid_map/gid_map", f"user namespace of pid {mid}: "
+                   f"{linux.get('uidMappings')} {linux.get('gidMappings')}")
+    chan.send("OK")
+    kind, msg = chan.recv()
+    if kind != "PID":
+        raise RuntimeFailure(msg or "the intermediate process exited")
+    os.waitpid(mid, 0)
+    pid = int(msg)
+    steps.made("fork(2)", f"init pid {pid} (PID 1 of its namespace)", lambda: _kill_and_reap(pid))
+    _record_init(c, pid)
+    c.save()
+    return pid
+
+
+def init_main(ctx) -> None:
+    from kobako.runtime import init
+
+    init.main(ctx)
+    os._exit(1)
+
+
+def write_id_maps(pid: int, linux: dict) -> None:
+    def fmt(ms: list[dict]) -> str:
+        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in ms)
+
+    try:
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(fmt(linux["uidMappings"]))
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(fmt(linux["gidMappings"]))
+    except OSError as e:
+        raise RuntimeFailure(f"cannot write the user namespace's id maps: {e.strerror}",
+                             "mappings must not overlap and need root (or newuidmap) for other ids") from None
+
+
+def _listen(path: str) -> int:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(1)
+    return s.detach()
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        _wait_gone(pid)
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait for a process that is not our child to disappear."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        p.poll(int(timeout * 1000))
+    finally:
+        os.close(fd)
+
+
+# -- start / kill / delete ------------------------------------------------------------
+def start(root: str, cid: str, log) -> None:
+    c = state.open_existing(root, cid)
+    st = c.status()
+    if st != "created":
+        raise RuntimeFailure(f"cannot start container {cid!r}: it is {st}, not created")
+    import socket
+
+    sock = os.path.join(c.dir, "exec.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(sock)
+        s.sendall(b"S")
+        reply = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    except OSError as e:
+        raise RuntimeFailure(f"cannot start container {cid!r}: its init is not waiting ({e.strerror})") from None
+    finally:
+        s.close()
+        try:
+            os.unlink(sock)
+        except FileNotFoundError:
+            pass
+    if reply.startswith(b"ERR "):
+        raise RuntimeFailure(reply[4:].decode().strip())
+    cfg = c.config()
+    if hooks.has(cfg.get("hooks"), "poststart"):
+        hooks.run_logged(cfg["hooks"], "poststart", oci_state(c, "running"), log)
+
+
+def signal_number(sig: str | None) -> int:
+    if not sig:
+        return 15
+    s = sig.upper()
+    if s.isdigit():
+        return int(s)
+    import _signal
+
+    name = s if s.startswith("SIG") else "SIG" + s
+    num = getattr(_signal, name, None)
+    if not isinstance(num, int) or name in ("SIG_DFL", "SIG_IGN", "SIG_BLOCK"):
+        raise RuntimeFailure(f"unknown signal {sig!r}")
+    return num
+
+
+def kill(root: str, cid: str, sig: str | None, all_procs: bool) -> None:
+    signum = signal_number(sig)
+    c = state.open_existing(root, cid)
+    st = c.status()
+    if st == "stopped":
+        raise RuntimeFailure(f"container {cid!r} is not running")
+    if all_procs:
+        for p in manager_for(c.data).pids():
+            try:
+                os.kill(p, signum)
+            except ProcessLookupError:
+                pass
+    else:
+        os.kill(c.data["pid"], signum)
+
+
+def delete(root: str, cid: str, force: bool, log) -> None:
+    spec.check_id(cid)
+    c = state.Container(root, cid)
+    c.lock()
+    if not os.path.exists(os.path.join(c.dir, "state.json")):
+        # a create killed before its first state write: nothing was made but the dir
+        c.remove_dir()
+        c.unlock()
+        return
+    c.load()
+    st = c.status()
+    if st not in ("stopped", "created") and not force:
+        raise RuntimeFailure(f"cannot delete container {cid!r}: it is {st}",
+                             "stop it first or use delete --force")
+    destroy(c, log)
+
+
+def destroy(c: state.Container, log, cfg: dict | None = None) -> None:
+    """Kill whatever is left, remove the cgroup and the state; run poststop hooks."""
+    cg = manager_for(c.data)
+    if c.init_alive():
+        if cg.frozen():
+            try:
+                cg.freeze(False)
+            except RuntimeFailure:
+                pass
+        _kill_and_reap(c.data["pid"])
+    if "pid" not in c.data.get("_namespaces", ()):
+        # no pid namespace of its own: the init's death does not end the rest
+        for p in cg.pids():
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass
+    errors = cg.remove()
+    if cfg is None:
+        try:
+            cfg = c.config()
+        except (OSError, ValueError):
+            cfg = {}
+    if hooks.has(cfg.get("hooks"), "poststop"):
+        hooks.run_logged(cfg["hooks"], "poststop", oci_state(c, "stopped"), log)
+    c.remove_dir()
+    c.unlock()
+    if errors:
+        raise RuntimeFailure("; ".join(errors))
+

@@ -1,0 +1,183 @@
+"""The container's side of create: what runs in the forked child until execve.
+
+Order (runc's, in one process): join or unshare the namespaces, set the
+hostname, build the root (rootfs.py), let the parent run createRuntime hooks,
+run createContainer hooks, pivot_root, terminal, sysctl/masks/read-only, check
+the program exists, report READY, wait for `start`, run startContainer hooks,
+become the configured user with the configured capabilities, execve.
+Any failure is sent to the parent as one line; the child never returns.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.linux import namespaces as ns
+from kobako.linux import uts
+from kobako.runtime import hooks, process
+from kobako.runtime.errors import RuntimeFailure, describe_oserror
+from kobako.runtime.steps import Steps
+from kobako.runtime.sync import Channel
+
+# Namespaces the init makes itself (pid, time and user are made before its fork;
+# cgroup once the parent has placed the init in its cgroup).
+LATE = ("ipc", "uts", "network", "mount")
+
+
+class InitContext:
+    def __init__(self, cfg: dict, chan: Channel, log, gate_fd: int, console_fd: int,
+                 cgroup: dict | None, no_pivot: bool, preserve_fds: int) -> None:
+        self.cfg = cfg
+        self.chan = chan
+        self.log = log
+        self.gate_fd = gate_fd  # listening exec.sock (create) or -1 (run: the channel is the gate)
+        self.console_fd = console_fd
+        self.cgroup = cgroup
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        linux = cfg.get("linux") or {}
+        self.namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
+        self.userns = "user" in self.namespaces
+        self.path = ""  # the resolved program, set once the root is in place
+        self.state_json = ""  # the OCI state, sent with GO once we are in the cgroup
+
+
+def main(ctx: InitContext) -> None:
+    """Entry of the forked init. Never returns."""
+    steps = Steps(ctx.log, "init")
+    report = ctx.chan
+    try:
+        _setup(ctx, steps)
+        report = _wait_for_start(ctx)
+        if hooks.has(ctx.cfg.get("hooks"), "startContainer"):
+            hooks.run(ctx.cfg["hooks"], "startContainer",
+                      ctx.state_json.replace('"creating"', '"running"'), ctx.log)
+        proc = ctx.cfg["process"]
+        process.set_rlimits(proc, steps)
+        process.become(proc, steps, setgroups_allowed=not ctx.userns or _setgroups_allowed())
+        process.enter_cwd(proc)
+        process.execute(ctx.path, proc, ctx.preserve_fds)
+    except RuntimeFailure as e:
+        _fail(report, str(e))
+    except OSError as e:
+        _fail(report, describe_oserror(e))
+    except BaseException as e:  # never fall back into the parent's code
+        _fail(report, f"internal error in init: {type(e).__name__}: {e}")
+    os._exit(1)
+
+
+def _fail(report, msg: str) -> None:
+    try:
+        if isinstance(report, Channel):
+            report.send("ERR", msg)
+        else:
+            os.write(report, f"ERR {msg}\n".encode())
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def _placed(ctx: InitContext, steps: Steps) -> None:
+    """Wait until the parent has put us in the container's cgroup (GO), then make
+    the cgroup namespace, whose root is the cgroup we are in at that moment.
+    The parent's cgroup.procs write costs an RCU grace period (~5-10 ms on v1);
+    everything before this point runs in parallel with it."""
+    if ctx.state_json:
+        return
+    kind, ctx.state_json = ctx.chan.recv()
+    if kind != "GO":
+        os._exit(1)
+    if "cgroup" in ctx.namespaces:
+        path = ctx.namespaces["cgroup"]
+        if path:
+            ns.enter(path, ns.CLONE_NEWCGROUP)
+            steps.made("setns(2)", f"joined cgroup namespace {path}")
+        else:
+            ns.unshare(ns.CLONE_NEWCGROUP)
+            steps.made("unshare(2)", "new namespace CLONE_NEWCGROUP")
+
+
+def _setup(ctx: InitContext, steps: Steps) -> None:
+    cfg = ctx.cfg
+    # 1. namespaces: join the ones given by path, unshare the rest
+    flags = 0
+    for t in LATE:
+        if t not in ctx.namespaces:
+            continue
+        flag = ns.TYPES[t][0]
+        path = ctx.namespaces[t]
+        if path:
+            ns.enter(path, flag)
+            steps.made("setns(2)", f"joined {t} namespace {path}")
+        else:
+            flags |= flag
+    if flags:
+        ns.unshare(flags)
+        steps.made("unshare(2)", f"new namespaces {ns.flag_names(flags)}")
+    if cfg.get("hostname"):
+        uts.sethostname(cfg["hostname"])
+        steps.made("sethostname(2)", cfg["hostname"])
+    if cfg.get("domainname"):
+        uts.setdomainname(cfg["domainname"])
+        steps.made("setdomainname(2)", cfg["domainname"])
+    # 2. the root filesystem, mounts and devices
+    from kobako.runtime.rootfs import Rootfs
+
+    os.umask(0)
+    root = Rootfs(cfg, steps, ctx.cgroup, ctx.userns, "cgroup" in ctx.namespaces
+                  and not ctx.namespaces["cgroup"], before_cgroup=lambda: _placed(ctx, steps))
+    if "mount" in ctx.namespaces:
+        root.prepare()
+    _placed(ctx, steps)
+    h = cfg.get("hooks")
+    if hooks.has(h, "prestart", "createRuntime"):
+        ctx.chan.send("HOOKS")
+        kind, msg = ctx.chan.recv()
+        if kind != "OK":
+            os._exit(1)
+    if hooks.has(h, "createContainer"):
+        hooks.run(h, "createContainer", ctx.state_json, ctx.log)
+    # After pivot_root the host's Python library is out of sight: import now.
+    if ctx.console_fd >= 0:
+        from kobako.runtime import console
+    if ctx.gate_fd >= 0:
+        import socket  # noqa: F401
+    if hooks.has(h, "startContainer"):
+        import subprocess  # noqa: F401
+    if "mount" in ctx.namespaces:
+        root.pivot(ctx.no_pivot)
+    else:
+        os.chroot(root.path)
+        os.chdir("/")
+    # 3. terminal, then the last changes to the root
+    if ctx.console_fd >= 0:
+        console.setup(ctx.console_fd, steps)
+    if "mount" in ctx.namespaces:
+        root.finish()
+    ctx.path = process.find_program(cfg["process"])
+    ctx.chan.send("READY")
+
+
+def _wait_for_start(ctx: InitContext):
+    """Block until `start` (create) or the parent's START (run). Returns where to report."""
+    if ctx.gate_fd < 0:
+        kind, _ = ctx.chan.recv()
+        if kind != "START":
+            os._exit(1)
+        return ctx.chan
+    import socket
+
+    ctx.chan.close()
+    s = socket.socket(fileno=ctx.gate_fd)
+    conn, _ = s.accept()
+    s.close()
+    conn.recv(1)
+    return conn.detach()  # close-on-exec: `start` reads EOF once execve succeeded
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "allow"
+    except OSError:
+        return True

@@ -1,0 +1,115 @@
+"""The container's process, last steps before execve: rlimits, user and groups,
+all five capability sets, no_new_privs, cwd, and no fd of the runtime left open.
+Shared by the init (create/run) and by exec."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from kobako.linux import capabilities, fs, prctl
+from kobako.runtime.errors import RuntimeFailure
+from kobako.runtime.spec import RLIMITS
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def find_program(proc: dict) -> str:
+    """Resolve args[0] inside the (already entered) root, as execvp would."""
+    prog = proc["args"][0]
+    if "/" in prog:
+        candidates = [prog if prog.startswith("/") else os.path.join(proc.get("cwd") or "/", prog)]
+    else:
+        path = next((e[5:] for e in proc.get("env") or [] if e.startswith("PATH=")), DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", prog) for d in path.split(":")]
+    for c in candidates:
+        try:
+            st = os.stat(c)
+        except OSError:
+            continue
+        if not (st.st_mode & 0o170000 == 0o100000):
+            continue
+        if os.access(c, os.X_OK):
+            return c
+        raise RuntimeFailure(f"exec: {prog!r}: permission denied", f"{c} is not executable")
+    if "/" in prog:
+        raise RuntimeFailure(f"exec: {prog!r}: no such file in the container's root filesystem")
+    raise RuntimeFailure(f"exec: {prog!r}: executable file not found in $PATH")
+
+
+def set_rlimits(proc: dict, steps) -> None:
+    if not proc.get("rlimits"):
+        return
+    for r in proc["rlimits"]:
+        try:
+            resource.setrlimit(RLIMITS[r["type"]], (r["soft"], r["hard"]))
+        except (ValueError, OSError) as e:
+            raise RuntimeFailure(f"cannot set {r['type']} to {r['soft']}:{r['hard']}: {e}",
+                                 "a hard limit above the runtime's own needs CAP_SYS_RESOURCE") from None
+        steps.made("setrlimit(2)", f"{r['type']} soft={r['soft']} hard={r['hard']}")
+
+
+def become(proc: dict, steps, setgroups_allowed: bool = True) -> None:
+    """Drop to the configured user with exactly the configured capabilities."""
+    caps = proc.get("capabilities") or {}
+    top = capabilities.last_cap()
+    masks = {k: capabilities.to_mask(caps.get(k), top) for k in
+             ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    if "bounding" in caps:
+        capabilities.drop_bounding(masks["bounding"], top)
+        steps.made("prctl(2) PR_CAPBSET_DROP", "bounding set: " + (" ".join(caps["bounding"]) or "empty"))
+    user = proc.get("user") or {}
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    prctl.set_keepcaps(True)
+    extra = user.get("additionalGids") or []
+    if setgroups_allowed:
+        os.setgroups(extra)
+    elif extra:
+        raise RuntimeFailure("additionalGids needs setgroups, which this user namespace denies")
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    prctl.set_keepcaps(False)
+    steps.made("setresuid(2)/setresgid(2)", f"uid={uid} gid={gid} groups={extra}")
+    capabilities.capset(masks["effective"], masks["permitted"], masks["inheritable"])
+    steps.made("capset(2)", "effective/permitted/inheritable")
+    refused = capabilities.raise_ambient(masks["ambient"])
+    if refused:  # runc only warns too: ambient needs each cap in permitted and inheritable
+        steps.log.debug(f"ambient capabilities not raised (not inheritable): {' '.join(refused)}")
+    if "umask" in user:
+        os.umask(user["umask"])
+    else:
+        os.umask(0o022)
+    if proc.get("noNewPrivileges"):
+        prctl.set_no_new_privs()
+        steps.made("prctl(2) PR_SET_NO_NEW_PRIVS", "no_new_privs set")
+
+
+def enter_cwd(proc: dict) -> None:
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise RuntimeFailure(f"cannot enter working directory {cwd}: {e.strerror}") from None
+    # CVE-2024-21626: a cwd reached through a leaked host fd reads "(unreachable)"
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = "(unreachable)"
+    if not here.startswith("/"):
+        raise RuntimeFailure(f"working directory {cwd} is outside the container's root")
+
+
+def execute(path: str, proc: dict, preserve_fds: int = 0) -> None:
+    """Close every fd but stdio (and preserved ones) on exec, then execve."""
+    fs.cloexec_from(3 + preserve_fds)
+    env = proc.get("env") or []
+    envd = {}
+    for e in env:
+        k, _, v = e.partition("=")
+        envd[k] = v
+    if "HOME" not in envd:
+        envd["HOME"] = "/root" if (proc.get("user") or {}).get("uid", 0) == 0 else "/"
+    try:
+        os.execve(path, proc["args"], envd)
+    except OSError as e:
+        raise RuntimeFailure(f"exec {proc['args'][0]!r}: {e.strerror}") from None

@@ -1,0 +1,229 @@
+"""config.json: load it, validate all of it before any step, and write defaults.
+
+Validation happens up front so a bad bundle fails with one clear message before
+a single kernel object exists (DESIGN: validate all, then apply).
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.runtime import jsonfast
+from kobako.runtime.errors import RuntimeFailure
+
+NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+MOUNT_TYPES_NEEDING_NO_SOURCE_CHECK = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup",
+                                       "cgroup2", "ramfs", "overlay", "securityfs", "debugfs")
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def check_id(cid: str) -> None:
+    """runc's rule: ^[\\w+-\\.]+$, and not '.' or '..' (it names a directory)."""
+    if not cid or not set(cid) <= ID_CHARS or cid in (".", "..") or len(cid) > 1024:
+        raise RuntimeFailure(f"invalid container id {cid!r}",
+                             "use letters, digits, '_', '+', '-' and '.' only")
+
+
+def load(bundle: str) -> dict:
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise RuntimeFailure(f"no config.json in bundle {bundle}",
+                             "create one with `kobako-runtime spec`") from None
+    except OSError as e:
+        raise RuntimeFailure(f"cannot read {path}: {e.strerror}") from None
+    try:
+        cfg = jsonfast.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        import json
+
+        try:
+            json.loads(raw)
+            msg = "not valid JSON"
+        except ValueError as e:
+            msg = str(e)
+        raise RuntimeFailure(f"malformed config.json in {bundle}: {msg}") from None
+    if not isinstance(cfg, dict):
+        raise RuntimeFailure(f"malformed config.json in {bundle}: the top level is not an object")
+    validate(cfg, bundle)
+    cfg["_bundle"] = bundle
+    cfg["_raw"] = raw
+    return cfg
+
+
+def _bad(msg: str, hint: str | None = None) -> RuntimeFailure:
+    return RuntimeFailure(f"invalid config.json: {msg}", hint)
+
+
+def _type(v: object, t: type | tuple, where: str) -> None:
+    if not isinstance(v, t) or (t is int and isinstance(v, bool)):
+        name = t.__name__ if isinstance(t, type) else " or ".join(x.__name__ for x in t)
+        raise _bad(f"{where} must be {_article(name)}, not {type(v).__name__}")
+
+
+def _article(name: str) -> str:
+    return {"dict": "an object", "list": "an array", "str": "a string", "int": "a number",
+            "bool": "a boolean"}.get(name, name)
+
+
+def validate(cfg: dict, bundle: str) -> None:
+    root = cfg.get("root")
+    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
+        raise _bad("root.path is missing", "point it at the bundle's root filesystem, e.g. \"rootfs\"")
+    rootfs = os.path.join(bundle, root["path"])
+    if not os.path.isdir(rootfs):
+        raise RuntimeFailure(f"root filesystem {rootfs} does not exist or is not a directory",
+                             "unpack an image there or fix root.path")
+    proc = cfg.get("process")
+    if proc is not None:
+        validate_process(proc, "process")
+    linux = cfg.get("linux") or {}
+    _type(linux, dict, "linux")
+    seen = {}
+    for ns in linux.get("namespaces") or []:
+        _type(ns, dict, "linux.namespaces[]")
+        t = ns.get("type")
+        if t not in NAMESPACES:
+            raise _bad(f"unknown namespace type {t!r}", f"known types: {', '.join(NAMESPACES)}")
+        if t in seen:
+            raise _bad(f"namespace {t!r} is listed twice")
+        seen[t] = ns
+        p = ns.get("path")
+        if p and not os.path.exists(p):
+            raise _bad(f"namespace path {p} of {t} does not exist")
+    if "user" in seen and not seen["user"].get("path"):
+        if not linux.get("uidMappings") or not linux.get("gidMappings"):
+            raise _bad("a new user namespace needs linux.uidMappings and linux.gidMappings")
+    for key in ("uidMappings", "gidMappings"):
+        for m in linux.get(key) or []:
+            for f in ("containerID", "hostID", "size"):
+                _type(m.get(f), int, f"linux.{key}[].{f}")
+        if linux.get(key) and "user" not in seen:
+            raise _bad(f"linux.{key} is set but there is no user namespace")
+    if cfg.get("hostname") and "uts" not in seen:
+        raise _bad("hostname is set but there is no new uts namespace",
+                   "add {\"type\": \"uts\"} to linux.namespaces")
+    if linux.get("timeOffsets") and "time" not in seen:
+        raise _bad("linux.timeOffsets is set but there is no time namespace")
+    for k, v in (linux.get("timeOffsets") or {}).items():
+        if k not in ("monotonic", "boottime"):
+            raise _bad(f"unknown clock {k!r} in linux.timeOffsets", "use monotonic or boottime")
+    for m in cfg.get("mounts") or []:
+        _type(m, dict, "mounts[]")
+        d = m.get("destination")
+        if not isinstance(d, str) or not d.startswith("/"):
+            raise _bad(f"mount destination {d!r} must be an absolute path")
+        _type(m.get("options") or [], list, f"mounts[{d}].options")
+    for d in linux.get("devices") or []:
+        if d.get("type") not in ("c", "b", "u", "p"):
+            raise _bad(f"device {d.get('path')!r} has unknown type {d.get('type')!r}")
+        if not str(d.get("path", "")).startswith("/dev/"):
+            raise _bad(f"device path {d.get('path')!r} must be under /dev")
+    prop = linux.get("rootfsPropagation")
+    if prop and prop not in ("private", "rprivate", "slave", "rslave", "shared", "rshared",
+                             "unbindable", "runbindable"):
+        raise _bad(f"unknown rootfsPropagation {prop!r}")
+    hooks = cfg.get("hooks") or {}
+    _type(hooks, dict, "hooks")
+    for kind, lst in hooks.items():
+        if kind not in HOOK_KINDS:
+            raise _bad(f"unknown hook kind {kind!r}", f"known kinds: {', '.join(HOOK_KINDS)}")
+        for h in lst or []:
+            if not isinstance(h, dict) or not str(h.get("path", "")).startswith("/"):
+                raise _bad(f"{kind} hook path {h.get('path') if isinstance(h, dict) else h!r} "
+                           "must be absolute")
+
+
+def validate_process(proc: dict, where: str) -> None:
+    _type(proc, dict, where)
+    args = proc.get("args")
+    if not args or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise _bad(f"{where}.args must be a non-empty list of strings")
+    cwd = proc.get("cwd", "/")
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise _bad(f"{where}.cwd {cwd!r} must be an absolute path")
+    env = proc.get("env") or []
+    _type(env, list, f"{where}.env")
+    user = proc.get("user") or {}
+    for f in ("uid", "gid", "umask"):
+        if f in user:
+            _type(user[f], int, f"{where}.user.{f}")
+    for r in proc.get("rlimits") or []:
+        if r.get("type") not in RLIMITS:
+            raise _bad(f"unknown rlimit {r.get('type')!r}")
+        for f in ("soft", "hard"):
+            _type(r.get(f), int, f"{where}.rlimits[{r['type']}].{f}")
+    from kobako.linux import capabilities
+
+    for kind, names in (proc.get("capabilities") or {}).items():
+        try:
+            capabilities.to_mask(names)
+        except ValueError as e:
+            raise _bad(f"{where}.capabilities.{kind}: {e}") from None
+
+
+def default(rootless: bool = False) -> dict:
+    """The config `kobako-runtime spec` writes: runc's defaults, so both accept it."""
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    cfg: dict = {
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": True, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "kobako",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+                            "/sys/devices/virtual/powercap"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    }
+    if rootless:
+        uid, gid = os.getuid(), os.getgid()
+        linux = cfg["linux"]
+        del linux["resources"]
+        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "user")]
+        linux["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
+        mounts = [m for m in cfg["mounts"] if m["destination"] not in ("/sys", "/sys/fs/cgroup")]
+        for m in mounts:
+            if m["destination"] == "/dev/pts":
+                m["options"] = [o for o in m["options"] if o != "gid=5"]
+        mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
+                       "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+        cfg["mounts"] = mounts
+    return cfg
