@@ -1,0 +1,1 @@
+"""The docker-like `kobako` command line (front end over the engine)."""

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install what the tests need (as root, on Debian 12) and run every test:
+# unit (no root), integration (real containers), security.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the integration tests make real containers)" >&2; exit 1; }
+"$here/scripts/install.sh" >/dev/null
+need_pkgs=""
+for p in iproute2 procps util-linux; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs="$need_pkgs $p"
+done
+if [ -n "$need_pkgs" ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >/dev/null
+fi
+/opt/kobako/venv/bin/pip install -q --disable-pip-version-check -e "$here[test]"
+cd "$here"
+exec /opt/kobako/venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
