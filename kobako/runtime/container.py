@@ -127,6 +127,9 @@ def spawn(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> 
         pid = os.fork()
         if pid == 0:
             chan.close()  # the parent's ends
+            for fd, _ in restore:
+                os.close(fd)
+            c.close_lock()  # flock belongs to the open file: the init must not hold it
             init_main(ctx)
     finally:
         for fd, flag in restore:
@@ -183,6 +186,7 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg: Manager, steps
     if mid == 0:
         try:
             chan.close()
+            c.close_lock()
             c = ctx.chan
             upath = ctx.namespaces["user"]
             if upath:
@@ -194,6 +198,9 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg: Manager, steps
                 os._exit(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+            # a credential change clears "dumpable", which hands /proc/self to the
+            # host's root: restore it so we can write timens_offsets and the like
+            prctl.set_dumpable(True)
             _enter_for_children(ctx.namespaces, linux, Steps(ctx.log, "init"))
             pid = os.fork()
             if pid == 0:

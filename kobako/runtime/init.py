@@ -54,7 +54,7 @@ def main(ctx: InitContext) -> None:
                       ctx.state_json.replace('"creating"', '"running"'), ctx.log)
         proc = ctx.cfg["process"]
         process.set_rlimits(proc, steps)
-        process.become(proc, steps, setgroups_allowed=not ctx.userns or _setgroups_allowed())
+        process.become(proc, steps, setgroups_allowed=not ctx.userns or process.setgroups_allowed())
         process.enter_cwd(proc)
         process.execute(ctx.path, proc, ctx.preserve_fds)
     except RuntimeFailure as e:
@@ -173,11 +173,3 @@ def _wait_for_start(ctx: InitContext):
     s.close()
     conn.recv(1)
     return conn.detach()  # close-on-exec: `start` reads EOF once execve succeeded
-
-
-def _setgroups_allowed() -> bool:
-    try:
-        with open("/proc/self/setgroups") as f:
-            return f.read().strip() == "allow"
-    except OSError:
-        return True

@@ -37,6 +37,15 @@ def find_program(proc: dict) -> str:
     raise RuntimeFailure(f"exec: {prog!r}: executable file not found in $PATH")
 
 
+def setgroups_allowed() -> bool:
+    """False in a user namespace whose /proc/PID/setgroups says deny."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "allow"
+    except OSError:
+        return True
+
+
 def set_rlimits(proc: dict, steps) -> None:
     if not proc.get("rlimits"):
         return

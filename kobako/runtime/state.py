@@ -53,6 +53,12 @@ class Container:
         if not os.path.exists(os.path.join(self.dir, "state.json")) and not os.path.isdir(self.dir):
             raise RuntimeFailure(f"container {self.id!r} does not exist")
 
+    def close_lock(self) -> None:
+        """In a forked child: drop our copy of the lock fd without unlocking the parent."""
+        if self._lockfd >= 0:
+            os.close(self._lockfd)
+            self._lockfd = -1
+
     def unlock(self) -> None:
         if self._lockfd >= 0:
             os.close(self._lockfd)

@@ -85,6 +85,7 @@ def run(args, log) -> int:
         fds.append((os.open(p, os.O_RDONLY | os.O_CLOEXEC), flag, t))
     console_fd = -1
     if args.console_socket:
+        # imported here, used after setns(mnt) where the host's library is out of sight
         from kobako.runtime import console
 
         console_fd = console.connect(args.console_socket)
@@ -154,14 +155,12 @@ def _middle(chan: Channel, fds: list, proc: dict, console_fd: int, preserve_fds:
 def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, steps, userns: bool) -> None:
     try:
         if console_fd >= 0:
-            from kobako.runtime import console
+            from kobako.runtime import console  # already loaded by run()
 
             console.setup(console_fd, steps)
         path = process.find_program(proc)
         process.set_rlimits(proc, steps)
-        from kobako.runtime.init import _setgroups_allowed
-
-        process.become(proc, steps, setgroups_allowed=not userns or _setgroups_allowed())
+        process.become(proc, steps, setgroups_allowed=not userns or process.setgroups_allowed())
         process.enter_cwd(proc)
         process.execute(path, proc, preserve_fds)
     except BaseException as e:
