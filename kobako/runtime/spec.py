@@ -176,7 +176,7 @@ def default(rootless: bool = False) -> dict:
     """The config `kobako-runtime spec` writes: runc's defaults, so both accept it."""
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     cfg: dict = {
-        "ociVersion": "1.2.0",
+        "ociVersion": "1.0.2",  # what runc 1.1 writes: crun 1.8 refuses versions it does not know
         "process": {
             "terminal": True, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],

@@ -38,15 +38,6 @@ def mounts() -> tuple[dict[str, str], str | None]:
     return v1, v2
 
 
-def layout() -> str:
-    v1, v2 = mounts()
-    if v1:
-        return "hybrid" if v2 else "v1"
-    if v2:
-        return "v2"
-    raise RuntimeFailure("no cgroup filesystem is mounted under /sys/fs/cgroup")
-
-
 def own_cgroup(controller: str | None) -> str:
     """This process's cgroup in the hierarchy of controller (None: the v2 one)."""
     with open("/proc/self/cgroup") as f:
@@ -77,8 +68,10 @@ class Manager:
 
     @classmethod
     def plan(cls, cgroups_path: str | None, cid: str) -> Manager:
-        kind = layout()
         v1, v2 = mounts()
+        kind = ("hybrid" if v2 else "v1") if v1 else "v2"
+        if not v1 and not v2:
+            raise RuntimeFailure("no cgroup filesystem is mounted under /sys/fs/cgroup")
         path = resolve_path(cgroups_path, cid)
         relative = bool(cgroups_path) and not cgroups_path.startswith("/")
         leaves = []
