@@ -149,8 +149,14 @@ def _record_init(c: state.Container, pid: int) -> None:
 
 
 def _make_cgroup(c: state.Container, cg: Manager, steps: Steps) -> None:
+    def undo() -> None:
+        errors = cg.remove()
+        if errors:
+            raise RuntimeFailure("; ".join(errors))
+
+    # registered before the mkdirs: a failure halfway removes the ones made
+    steps.made("mkdir(2) in cgroupfs", f"cgroup {cg.rec['path']} ({cg.rec['layout']})", undo)
     cg.create(record=c.save)
-    steps.made("mkdir(2) in cgroupfs", f"cgroup {cg.rec['path']} ({cg.rec['layout']})", cg.remove)
 
 
 def _enter_for_children(nss: dict, linux: dict, steps: Steps) -> list[tuple[int, int]]:
@@ -389,14 +395,7 @@ def destroy(c: state.Container, log, cfg: dict | None = None) -> None:
             except RuntimeFailure:
                 pass
         _kill_and_reap(c.data["pid"])
-    if "pid" not in c.data.get("_namespaces", ()):
-        # no pid namespace of its own: the init's death does not end the rest
-        for p in cg.pids():
-            try:
-                os.kill(p, 9)
-            except ProcessLookupError:
-                pass
-    errors = cg.remove()
+    errors = cg.remove()  # kills what is left in the cgroup first (a shared pid namespace)
     if cfg is None:
         try:
             cfg = c.config()

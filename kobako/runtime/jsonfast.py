@@ -41,6 +41,8 @@ def loads(s: str | bytes):
         obj, end = _scan(s, i)
     except StopIteration as e:
         raise ValueError(f"invalid JSON at character {e.value}") from None
+    except SystemError:  # the C scanner's error path wants json.decoder, never imported here
+        raise ValueError("invalid JSON") from None
     while end < n and s[end] in _WS:
         end += 1
     if end != n:

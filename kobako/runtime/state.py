@@ -34,6 +34,9 @@ def start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
+LOCK_WAIT_TRIES = 3000  # x 10 ms
+
+
 class Container:
     def __init__(self, root: str, cid: str) -> None:
         self.root = root
@@ -49,7 +52,19 @@ class Container:
             self._lockfd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
             raise RuntimeFailure(f"container {self.id!r} does not exist") from None
-        fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+        # Another call holds the lock while it works (create holds it until "created").
+        # Wait for it, but not forever: a wedged holder gets a clear message.
+        for _ in range(LOCK_WAIT_TRIES):
+            try:
+                fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+        else:
+            os.close(self._lockfd)
+            self._lockfd = -1
+            raise RuntimeFailure(f"container {self.id!r} is busy: another kobako-runtime call holds its lock",
+                                 "try again, or find that process")
         if not os.path.exists(os.path.join(self.dir, "state.json")) and not os.path.isdir(self.dir):
             raise RuntimeFailure(f"container {self.id!r} does not exist")
 

@@ -120,6 +120,14 @@ class Manager:
                 raise RuntimeFailure(f"cannot move process {pid} into cgroup {leaf['dir']}: "
                                      f"{e.strerror}") from None
 
+    def kill_all(self) -> None:
+        """SIGKILL whatever is left in the container's own cgroup (never a parent's)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
     def pids(self) -> list[int]:
         out: set[int] = set()
         for leaf in self.rec["leaves"]:
@@ -135,6 +143,7 @@ class Manager:
         import time
 
         leaves = {x["dir"] for x in self.rec["leaves"]}
+        self.kill_all()
         errors = []
         for d in sorted(set(self.rec["dirs"]), key=len, reverse=True):
             tries = 200 if d in leaves else 1

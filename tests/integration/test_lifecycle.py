@@ -1,0 +1,258 @@
+"""create / start / state / kill / delete, list, --pid-file, ps, pause / resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import support
+
+pytestmark = pytest.mark.root
+
+# PID 1 of a pid namespace ignores signals it has no handler for: the program traps TERM
+WAITER = ("trap 'echo TERM >> /w/signals; exit 0' TERM; trap 'echo USR1 >> /w/signals' USR1; "
+          "touch /w/started; while :; do sleep 0.05; done")
+
+
+def lifecycle_bundle(bundle, hostdir, program=WAITER):
+    d = hostdir("life")
+    b = bundle(["sh", "-c", program])
+    b.add_bind(d, "/w")
+    return b, d
+
+
+def test_create_start_state_kill_delete(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("life")
+    runtime.create(cid, b)
+
+    st = runtime.state(cid)
+    assert st["status"] == "created"
+    assert st["id"] == cid
+    assert os.path.realpath(st["bundle"]) == os.path.realpath(b.path)
+    assert st["pid"] > 0 and support.pid_alive(st["pid"])
+    assert st.get("created")
+    assert not (d / "started").exists(), "the program ran before start"
+    pid = st["pid"]
+    assert support.proc_status(pid, "NSpid").split()[-1] == "1"
+
+    runtime.ok("start", cid)
+    support.wait_for(lambda: (d / "started").exists(), what="the program to start")
+    st = runtime.state(cid)
+    assert st["status"] == "running" and st["pid"] == pid
+
+    runtime.ok("kill", cid, "TERM")
+    support.wait_for(lambda: not support.pid_alive(pid), what="the init to exit")
+    assert (d / "signals").read_text().split() == ["TERM"]
+    assert runtime.status(cid) == "stopped"
+
+    assert support.cgroup_dirs(cid), "the cgroup went away before delete"
+    runtime.ok("delete", cid)
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+    if runtime.is_kobako:
+        assert not os.path.exists(f"/sys/fs/cgroup/pids/kobako/{cid}")
+    cp = runtime("state", cid)
+    support.assert_clean_error(cp, cid)
+
+
+def test_start_twice_fails(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("twice")
+    runtime.create(cid, b)
+    runtime.ok("start", cid)
+    support.wait_for(lambda: (d / "started").exists(), what="the program to start")
+    support.assert_clean_error(runtime("start", cid))
+    assert runtime.status(cid) == "running"
+
+
+def test_stopped_after_the_program_exits(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir, "touch /w/started; exit 3")
+    cid = runtime.new_id("exit")
+    runtime.create(cid, b)
+    runtime.ok("start", cid)
+    support.wait_for(lambda: runtime.status(cid) == "stopped", what="stopped")
+    assert (d / "started").exists()
+    runtime.ok("delete", cid)
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_default_kill_signal_is_term(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid, pid = runtime.start_container(b, "killdef")
+    support.wait_for(lambda: (d / "started").exists(), what="start")
+    runtime.ok("kill", cid)
+    support.wait_for(lambda: not support.pid_alive(pid), what="exit on TERM")
+    assert (d / "signals").read_text().split() == ["TERM"]
+
+
+@pytest.mark.parametrize("form", ["SIGUSR1", "USR1", str(int(signal.SIGUSR1))])
+def test_kill_signal_forms_reach_the_program(runtime, bundle, hostdir, form):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid, pid = runtime.start_container(b, "killusr")
+    support.wait_for(lambda: (d / "started").exists(), what="start")
+    runtime.ok("kill", cid, form)
+    support.wait_for(lambda: (d / "signals").exists(), what="USR1 to arrive")
+    assert (d / "signals").read_text().split() == ["USR1"]
+    assert support.pid_alive(pid)
+
+
+@pytest.mark.parametrize("form", ["KILL", "9", "SIGKILL"])
+def test_kill_with_sigkill(runtime, bundle, hostdir, form):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid, pid = runtime.start_container(b, "kill9")
+    support.wait_for(lambda: (d / "started").exists(), what="start")
+    runtime.ok("kill", cid, form)
+    support.wait_for(lambda: not support.pid_alive(pid), what="SIGKILL")
+    assert runtime.status(cid) == "stopped"
+    assert not (d / "signals").exists()
+    runtime.ok("delete", cid)
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_kill_unknown_signal(runtime, running):
+    cid, pid, _ = running
+    support.assert_clean_error(runtime("kill", cid, "SIGNOPE"))
+    assert support.pid_alive(pid)
+
+
+def test_kill_all(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir, "sleep 300 & sleep 300 & touch /w/started; wait")
+    cid, pid = runtime.start_container(b, "killall")
+    support.wait_for(lambda: (d / "started").exists() and len(support.cgroup_pids(cid)) >= 3,
+                     what="three processes")
+    procs = support.cgroup_pids(cid)
+    runtime.ok("kill", "--all", cid, "KILL")
+    support.wait_for(lambda: not any(support.pid_alive(p) for p in procs), what="every process to die")
+
+
+def test_kill_a_stopped_container_fails(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir, "true")
+    cid = runtime.new_id("killstopped")
+    runtime.create(cid, b)
+    runtime.ok("start", cid)
+    support.wait_for(lambda: runtime.status(cid) == "stopped", what="stopped")
+    support.assert_clean_error(runtime("kill", cid, "KILL"))
+
+
+def test_delete_a_running_container_needs_force(runtime, running):
+    cid, pid, _ = running
+    support.assert_clean_error(runtime("delete", cid))
+    assert runtime.status(cid) == "running" and support.pid_alive(pid)
+    runtime.ok("delete", "--force", cid)
+    support.wait_for(lambda: not support.pid_alive(pid), what="the init to die")
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_delete_a_created_container(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("delcreated")
+    runtime.create(cid, b)
+    pid = runtime.state(cid)["pid"]
+    runtime.ok("delete", cid)
+    support.wait_for(lambda: not support.pid_alive(pid), what="the init to die")
+    assert not (d / "started").exists()
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_delete_force_of_unknown_container_succeeds(runtime):
+    cp = runtime("delete", "--force", runtime.new_id("nothere"))
+    assert cp.returncode == 0, cp.stderr
+
+
+def test_delete_of_unknown_container_fails(runtime):
+    cid = runtime.new_id("nothere")
+    support.assert_clean_error(runtime("delete", cid), cid)
+
+
+def test_pid_file(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("pidfile")
+    runtime.create(cid, b, "--pid-file", d / "init.pid")
+    pid = int((d / "init.pid").read_text())
+    assert pid == runtime.state(cid)["pid"]
+    assert support.proc_status(pid, "NSpid").split()[-1] == "1"
+    assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+
+
+def test_list(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    a = runtime.new_id("lista")
+    runtime.create(a, b)
+    c, cpid = runtime.start_container(lifecycle_bundle(bundle, hostdir)[0], "listb")
+    table = runtime.ok("list").stdout.splitlines()
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    rows = {x.split()[0]: x.split() for x in table[1:]}
+    assert set(rows) == {a, c}
+    assert rows[a][2] == "created" and rows[c][2] == "running"
+    assert rows[c][1] == str(cpid)
+    data = json.loads(runtime.ok("list", "--format", "json").stdout)
+    assert isinstance(data, list)
+    by_id = {x["id"]: x for x in data}
+    assert set(by_id) == {a, c}
+    assert by_id[a]["status"] == "created" and by_id[c]["status"] == "running"
+    assert by_id[c]["pid"] == cpid and by_id[a]["pid"] == runtime.state(a)["pid"]
+    quiet = runtime.ok("list", "-q").stdout.split()
+    assert sorted(quiet) == sorted([a, c])
+
+
+def test_list_of_an_empty_root(runtime):
+    data = json.loads(runtime.ok("list", "--format", "json").stdout or "null")
+    assert data in ([], None)  # runc prints null for none
+
+
+def test_ps(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir, "sleep 300 & touch /w/started; wait")
+    cid, pid = runtime.start_container(b, "ps")
+    support.wait_for(lambda: (d / "started").exists() and len(support.cgroup_pids(cid)) >= 2, what="child")
+    pids = json.loads(runtime.ok("ps", "--format", "json", cid).stdout)
+    assert pid in pids
+    assert set(pids) == support.cgroup_pids(cid)
+    table = runtime.ok("ps", cid).stdout.splitlines()
+    assert "PID" in table[0].split()
+    col = table[0].split().index("PID")
+    assert {int(x.split()[col]) for x in table[1:]} == set(pids)
+
+
+def test_pause_and_resume(runtime, bundle, hostdir):
+    ticker = "touch /w/started; while :; do date +%s%N > /w/tick; sleep 0.02; done"
+    b, d = lifecycle_bundle(bundle, hostdir, ticker)
+    cid, pid = runtime.start_container(b, "pause")
+    support.wait_for(lambda: (d / "tick").exists(), what="ticks")
+    runtime.ok("pause", cid)
+    assert runtime.status(cid) == "paused"
+    assert support.proc_status(pid, "State").startswith(("D", "S"))
+    support.assert_clean_error(runtime("pause", cid))  # already paused
+    runtime.ok("resume", cid)
+    assert runtime.status(cid) == "running"
+    before = (d / "tick").read_text()
+    support.wait_for(lambda: (d / "tick").read_text() != before, what="ticks after resume")
+    support.assert_clean_error(runtime("resume", cid))  # not paused
+
+
+def test_delete_force_of_a_paused_container(runtime, running):
+    cid, pid, _ = running
+    runtime.ok("pause", cid)
+    runtime.ok("delete", "--force", cid)
+    support.wait_for(lambda: not support.pid_alive(pid), what="the init to die")
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_state_of_unknown_container(runtime):
+    cid = runtime.new_id("unknown")
+    support.assert_clean_error(runtime("state", cid), cid)
+
+
+def test_two_containers_from_one_bundle(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir, "sleep 300")
+    a, apid = runtime.start_container(b, "twin")
+    c, cpid = runtime.start_container(b, "twin")
+    assert apid != cpid
+    assert os.readlink(f"/proc/{apid}/ns/pid") != os.readlink(f"/proc/{cpid}/ns/pid")
+    runtime.ok("delete", "--force", a)
+    assert runtime.status(c) == "running"

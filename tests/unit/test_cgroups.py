@@ -1,0 +1,188 @@
+"""cgroups: path rules, and Manager.create/remove/freeze against a fake tree."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kobako.runtime import cgroups
+from kobako.runtime.cgroups import Manager, resolve_path
+from kobako.runtime.errors import RuntimeFailure
+
+
+@pytest.mark.parametrize("given,cid,want", [
+    (None, "abc", "/kobako/abc"),
+    ("", "abc", "/kobako/abc"),
+    ("/a/b", "x", "/a/b"),
+    ("/a/b/", "x", "/a/b"),
+    ("a//b", "x", "/a/b"),
+    ("//a///b//", "x", "/a/b"),
+    ("relative/path", "x", "/relative/path"),
+    ("/a/b.c-d_e", "x", "/a/b.c-d_e"),
+])
+def test_resolve_path(given, cid, want):
+    assert resolve_path(given, cid) == want
+
+
+@pytest.mark.parametrize("bad", ["/a/../b", "..", "../x", "/a/..", "a/../../etc"])
+def test_resolve_path_refuses_dotdot(bad):
+    with pytest.raises(RuntimeFailure, match=r"\.\."):
+        resolve_path(bad, "x")
+
+
+@pytest.mark.parametrize("bad", ["system.slice:kobako:abc", "user.slice:x:y"])
+def test_resolve_path_refuses_systemd_form(bad):
+    with pytest.raises(RuntimeFailure, match="systemd"):
+        resolve_path(bad, "x")
+
+
+def test_resolve_path_colon_in_absolute_path_is_a_path():
+    assert resolve_path("/a:b", "x") == "/a:b"
+
+
+def _manager(tmp_path, hier=("pids", "memory"), path="/kobako/c1", v2=False):
+    leaves = []
+    for h in hier:
+        (tmp_path / h).mkdir(exist_ok=True)
+        leaves.append({"dir": str(tmp_path / h) + path, "v": 1, "ctrls": h, "mount": str(tmp_path / h)})
+    if v2:
+        (tmp_path / "unified").mkdir(exist_ok=True)
+        leaves.append({"dir": str(tmp_path / "unified") + path, "v": 2, "ctrls": "",
+                       "mount": str(tmp_path / "unified")})
+    return Manager({"layout": "hybrid" if v2 else "v1", "path": path, "leaves": leaves, "dirs": []})
+
+
+def test_create_records_every_dir_before_making_it(tmp_path):
+    mgr = _manager(tmp_path)
+    seen = []
+
+    def record():
+        seen.append(list(mgr.rec["dirs"]))
+        assert not any(os.path.exists(d) for d in mgr.rec["dirs"]), "made before it was recorded"
+
+    mgr.create(record)
+    assert len(seen) == 1
+    want = {str(tmp_path / h / p) for h in ("pids", "memory") for p in ("kobako", "kobako/c1")}
+    assert set(seen[0]) == want
+    assert all(os.path.isdir(d) for d in want)
+
+
+def test_create_only_records_what_it_makes(tmp_path):
+    (tmp_path / "pids" / "kobako").mkdir(parents=True)
+    mgr = _manager(tmp_path, hier=("pids",))
+    mgr.create(lambda: None)
+    assert mgr.rec["dirs"] == [str(tmp_path / "pids" / "kobako" / "c1")]
+
+
+def test_remove_deepest_first_and_empty_parents(tmp_path):
+    mgr = _manager(tmp_path, v2=True)
+    mgr.create(lambda: None)
+    assert mgr.remove() == []
+    for h in ("pids", "memory", "unified"):
+        assert not (tmp_path / h / "kobako").exists()
+        assert (tmp_path / h).is_dir()  # never above what it made
+
+
+def test_remove_leaves_a_shared_parent_without_error(tmp_path):
+    mgr = _manager(tmp_path)
+    mgr.create(lambda: None)
+    (tmp_path / "pids" / "kobako" / "other").mkdir()
+    assert mgr.remove() == []
+    assert not (tmp_path / "pids" / "kobako" / "c1").exists()
+    assert (tmp_path / "pids" / "kobako" / "other").is_dir()
+
+
+def test_remove_reports_a_leaf_it_cannot_remove(tmp_path):
+    mgr = _manager(tmp_path, hier=("pids", "memory"))
+    mgr.create(lambda: None)
+    (tmp_path / "pids" / "kobako" / "c1" / "stuck").write_text("x")  # ENOTEMPTY, as a busy cgroup
+    errors = mgr.remove()
+    assert len(errors) == 1 and "c1" in errors[0]
+    assert not (tmp_path / "memory" / "kobako").exists()  # the others are still removed
+
+
+def test_remove_twice_is_harmless(tmp_path):
+    mgr = _manager(tmp_path)
+    mgr.create(lambda: None)
+    assert mgr.remove() == []
+    assert mgr.remove() == []
+
+
+def test_remove_never_touches_unrecorded_dirs(tmp_path):
+    (tmp_path / "pids" / "kobako" / "c1").mkdir(parents=True)
+    mgr = _manager(tmp_path, hier=("pids",))
+    mgr.create(lambda: None)  # everything existed: nothing is ours
+    assert mgr.rec["dirs"] == []
+    assert mgr.remove() == []
+    assert (tmp_path / "pids" / "kobako" / "c1").is_dir()
+
+
+def test_pids_merges_every_hierarchy(tmp_path):
+    mgr = _manager(tmp_path)
+    mgr.create(lambda: None)
+    (tmp_path / "pids" / "kobako" / "c1" / "cgroup.procs").write_text("10\n11\n")
+    (tmp_path / "memory" / "kobako" / "c1" / "cgroup.procs").write_text("11\n12\n")
+    assert mgr.pids() == [10, 11, 12]
+
+
+def test_add_writes_the_pid_to_every_leaf(tmp_path):
+    mgr = _manager(tmp_path)
+    mgr.create(lambda: None)
+    mgr.add(4242)
+    for h in ("pids", "memory"):
+        assert (tmp_path / h / "kobako" / "c1" / "cgroup.procs").read_text() == "4242"
+
+
+def test_add_to_a_missing_cgroup_is_a_clear_error(tmp_path):
+    mgr = _manager(tmp_path)
+    with pytest.raises(RuntimeFailure, match="cannot move process 1"):
+        mgr.add(1)
+
+
+def test_v1_freezer(tmp_path):
+    mgr = _manager(tmp_path, hier=("freezer",))
+    mgr.create(lambda: None)
+    state = tmp_path / "freezer" / "kobako" / "c1" / "freezer.state"
+    state.write_text("THAWED\n")
+    assert not mgr.frozen()
+    mgr.freeze(True)
+    assert state.read_text() == "FROZEN" and mgr.frozen()
+    mgr.freeze(False)
+    assert state.read_text() == "THAWED" and not mgr.frozen()
+
+
+def test_v2_freeze_waits_for_the_event(tmp_path):
+    mgr = _manager(tmp_path, hier=(), v2=True)
+    mgr.create(lambda: None)
+    leaf = tmp_path / "unified" / "kobako" / "c1"
+    (leaf / "cgroup.freeze").write_text("0\n")
+    (leaf / "cgroup.events").write_text("populated 1\nfrozen 1\n")
+    mgr.freeze(True)
+    assert (leaf / "cgroup.freeze").read_text() == "1" and mgr.frozen()
+
+
+def test_no_freezer_is_a_clear_error(tmp_path):
+    mgr = _manager(tmp_path, hier=("pids",))
+    mgr.create(lambda: None)
+    assert not mgr.frozen()
+    with pytest.raises(RuntimeFailure, match="freezer"):
+        mgr.freeze(True)
+
+
+def test_manager_for_state_without_cgroup():
+    mgr = cgroups.manager_for({})
+    assert mgr.pids() == [] and mgr.remove() == [] and not mgr.frozen()
+
+
+def test_plan_on_this_host_puts_every_leaf_under_its_mount():
+    v1, v2 = cgroups.mounts()
+    if not v1 and not v2:
+        pytest.skip("no cgroup filesystem here")
+    mgr = Manager.plan(None, "unit-c1")
+    assert mgr.rec["path"] == "/kobako/unit-c1"
+    assert mgr.rec["leaves"], "no hierarchy found"
+    for leaf in mgr.rec["leaves"]:
+        assert leaf["dir"] == leaf["mount"] + "/kobako/unit-c1"
+        assert leaf["dir"].startswith(cgroups.ROOT)
+    assert mgr.rec["dirs"] == []
