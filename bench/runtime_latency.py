@@ -115,7 +115,8 @@ def main() -> int:
             mb = f"{rss[k] / 1024:.1f}" if rss[k] else "n/a"
             print(f"{k:<16}{med * 1000:>10.1f}{med / base:>8.2f}{mb:>13}")
         ratio = statistics.median(times["kobako-runtime"]) / base
-        print(f"kobako-runtime / runc = {ratio:.2f} (goal <= {goal:.2f}: {'met' if ratio <= goal else 'not met'})")
+        verdict = "met" if ratio <= goal else "not met"
+        print(f"kobako-runtime / runc = {ratio:.2f} (goal <= {goal:.2f}: {verdict})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

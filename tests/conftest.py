@@ -164,13 +164,20 @@ class Runtime:
         return [self.binary, "--root", str(self.root), *global_args, *[str(a) for a in args]]
 
     def __call__(self, *args, global_args=(), timeout: float = 60, input: str | None = None,
-                 pass_fds=(), env=None, cwd=None) -> subprocess.CompletedProcess:
+                 open_fds: dict[int, str | Path] | None = None, env=None,
+                 cwd=None) -> subprocess.CompletedProcess:
+        """open_fds {N: path}: the runtime starts with path open read-only as fd N
+        (opened by a shell in between, so the test process's own fds are untouched)."""
         out, err = self._files()
         argv = self.argv(args, global_args)
+        if open_fds:
+            redirs = " ".join(f'{n}<"${i + 1}"' for i, n in enumerate(open_fds))
+            k = len(open_fds)
+            argv = ["/bin/sh", "-c", f'exec 0<&0 {redirs} ; shift {k}; exec "$@"', "sh",
+                    *[str(x) for x in open_fds.values()], *argv]
         with out, err:
             p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                 stdout=out, stderr=err, pass_fds=pass_fds, env=env, cwd=cwd,
-                                 text=True)
+                                 stdout=out, stderr=err, env=env, cwd=cwd, text=True)
             try:
                 p.communicate(input, timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -323,7 +323,8 @@ def start(root: str, cid: str, log) -> None:
                 break
             reply += chunk
     except OSError as e:
-        raise RuntimeFailure(f"cannot start container {cid!r}: its init is not waiting ({e.strerror})") from None
+        raise RuntimeFailure(f"cannot start container {cid!r}: its init is not waiting",
+                             e.strerror) from None
     finally:
         s.close()
         try:

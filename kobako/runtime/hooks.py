@@ -8,7 +8,6 @@ poststart or poststop hook is only logged, as the spec says.
 
 from __future__ import annotations
 
-
 from kobako.runtime.errors import RuntimeFailure
 
 
@@ -25,7 +24,7 @@ def run_one(h: dict, kind: str, state_json: str, log) -> None:
     log.debug(f"hook {kind}: {path} {' '.join(argv[1:])}")
     try:
         p = subprocess.run(argv, executable=path, input=state_json.encode(), env=_env(h.get("env")),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=h.get("timeout"),
+                           capture_output=True, timeout=h.get("timeout"),
                            close_fds=True)
     except FileNotFoundError:
         raise RuntimeFailure(f"{kind} hook {path} does not exist") from None

@@ -11,7 +11,6 @@ import time
 
 from kobako.runtime import jsonfast
 
-
 _T0 = time.perf_counter()
 
 

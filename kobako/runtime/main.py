@@ -179,7 +179,8 @@ def parse(argv: list[str]) -> tuple[str | None, Args]:
         elif pos:
             out[name] = pos.pop(0)
         elif not p.endswith("?"):
-            raise RuntimeFailure(f"kobako-runtime {cmd}: missing <{name}>", f"usage: {_help(cmd).splitlines()[0]}")
+            raise RuntimeFailure(f"kobako-runtime {cmd}: missing <{name}>",
+                                 f"usage: {_help(cmd).splitlines()[0]}")
     if pos:
         raise RuntimeFailure(f"kobako-runtime {cmd}: unexpected argument {pos[0]!r}")
     return cmd, Args(**out)

@@ -129,7 +129,8 @@ class Rootfs:
                     self._remount(dest, flags | m.MS_BIND)
             finally:
                 os.close(fd)
-            what = f"{typ} at {dest}" + (f" ({','.join(mnt.get('options') or [])})" if mnt.get("options") else "")
+            opts = ",".join(mnt.get("options") or [])
+            what = f"{typ} at {dest}" + (f" ({opts})" if opts else "")
         if prop:
             fd = fs.open_in_root(self.rootfd, dest)
             try:

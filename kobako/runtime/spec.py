@@ -115,7 +115,7 @@ def validate(cfg: dict, bundle: str) -> None:
                    "add {\"type\": \"uts\"} to linux.namespaces")
     if linux.get("timeOffsets") and "time" not in seen:
         raise _bad("linux.timeOffsets is set but there is no time namespace")
-    for k, v in (linux.get("timeOffsets") or {}).items():
+    for k in linux.get("timeOffsets") or {}:
         if k not in ("monotonic", "boottime"):
             raise _bad(f"unknown clock {k!r} in linux.timeOffsets", "use monotonic or boottime")
     for m in cfg.get("mounts") or []:

@@ -49,7 +49,8 @@ class Container:
     # -- locking ---------------------------------------------------------------
     def lock(self) -> None:
         try:
-            self._lockfd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lockfd = os.open(os.path.join(self.dir, "lock"),
+                                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
             raise RuntimeFailure(f"container {self.id!r} does not exist") from None
         # Another call holds the lock while it works (create holds it until "created").

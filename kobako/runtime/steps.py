@@ -13,7 +13,7 @@ from kobako.runtime.log import Log
 
 TYPE_CHECKING = False  # typing costs ~9 ms to import; the runtime's budget is ~20
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
 
 class Steps:

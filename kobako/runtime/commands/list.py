@@ -23,5 +23,5 @@ def run(args, log) -> int:
                           for r in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(head))]
         for row in table:
-            print("   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+            print("   ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return 0
