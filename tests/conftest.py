@@ -173,7 +173,7 @@ class Runtime:
         if open_fds:
             redirs = " ".join(f'{n}<"${i + 1}"' for i, n in enumerate(open_fds))
             k = len(open_fds)
-            argv = ["/bin/sh", "-c", f'exec 0<&0 {redirs} ; shift {k}; exec "$@"', "sh",
+            argv = ["/bin/sh", "-c", f'exec {redirs}; shift {k}; exec "$@"', "sh",
                     *[str(x) for x in open_fds.values()], *argv]
         with out, err:
             p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,

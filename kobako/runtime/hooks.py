@@ -25,7 +25,7 @@ def run_one(h: dict, kind: str, state_json: str, log) -> None:
     try:
         p = subprocess.run(argv, executable=path, input=state_json.encode(), env=_env(h.get("env")),
                            capture_output=True, timeout=h.get("timeout"),
-                           close_fds=True)
+                           close_fds=True, preexec_fn=_die_with_parent)
     except FileNotFoundError:
         raise RuntimeFailure(f"{kind} hook {path} does not exist") from None
     except PermissionError:
@@ -36,6 +36,13 @@ def run_one(h: dict, kind: str, state_json: str, log) -> None:
         tail = (p.stderr or p.stdout).decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise RuntimeFailure(f"{kind} hook {path} failed with exit status {p.returncode}"
                              + (f": {tail[0]}" if tail[0] else ""))
+
+
+def _die_with_parent() -> None:
+    """A hook must not outlive a runtime killed with -9 midway (it would be orphaned)."""
+    from kobako.linux import prctl
+
+    prctl.set_pdeathsig(9)
 
 
 def _env(env: list[str] | None) -> dict[str, str]:

@@ -24,81 +24,58 @@ def _fd_listing(out: str) -> dict[int, str]:
     return fds
 
 
-def test_no_fd_of_the_caller_or_runtime_reaches_the_container(runtime, bundle, hostdir):
+def _secret(hostdir):
     secret = hostdir("fd") / "secret-host-file"
     secret.write_text("secret")
-    fd = os.open(secret, os.O_RDONLY)  # inheritable into the runtime through pass_fds
-    try:
-        os.dup2(fd, 7)
-        cp = run(runtime, bundle(["ls", "-l", "/proc/self/fd/"]), pass_fds=(7,))
-    finally:
-        os.close(fd)
-        os.close(7)
+    return secret
+
+
+def _leaked(listing: str) -> dict[int, str]:
+    """fds above stdio, except the /proc directory ls itself reads."""
+    return {n: t for n, t in _fd_listing(listing).items() if n > 2 and not t.startswith("/proc/")}
+
+
+def test_no_fd_of_the_caller_or_runtime_reaches_the_container(runtime, bundle, hostdir):
+    secret = _secret(hostdir)
+    cp = run(runtime, bundle(["ls", "-l", "/proc/self/fd/"]), open_fds={7: secret, 9: secret})
     assert cp.returncode == 0, cp.stderr
     fds = _fd_listing(cp.stdout)
     assert {0, 1, 2} <= set(fds), cp.stdout
-    extra = {n: t for n, t in fds.items() if n > 2 and not t.startswith("/proc/")}
-    assert extra == {}, f"fds leaked into the container: {extra}"
+    assert _leaked(cp.stdout) == {}, f"fds leaked into the container:\n{cp.stdout}"
     assert len([n for n in fds if n > 2]) <= 1  # ls's own directory fd at most
     assert "secret" not in cp.stdout
 
 
 def test_no_fd_reaches_a_created_then_started_container(runtime, bundle, hostdir):
     d = hostdir("fd2")
-    secret = d / "secret-host-file"
-    secret.write_text("secret")
+    secret = _secret(hostdir)
     b = bundle(["sh", "-c", "ls -l /proc/self/fd/ > /w/fds"])
     b.add_bind(d, "/w")
-    fd = os.open(secret, os.O_RDONLY)
-    try:
-        os.dup2(fd, 9)
-        cid = runtime.new_id("fd")
-        runtime.create(cid, b, pass_fds=(9,))
-        runtime.ok("start", cid, pass_fds=(9,))
-    finally:
-        os.close(fd)
-        os.close(9)
+    cid = runtime.new_id("fd")
+    runtime.create(cid, b, open_fds={7: secret})
+    runtime.ok("start", cid, open_fds={8: secret})
     support.wait_for(lambda: runtime.status(cid) == "stopped", what="the program to finish")
-    fds = _fd_listing((d / "fds").read_text())
-    extra = {n: t for n, t in fds.items() if n > 2 and not t.startswith("/proc/")}
-    assert extra == {}, f"fds leaked into the container: {extra}"
+    listing = (d / "fds").read_text()
+    assert _leaked(listing) == {}, f"fds leaked into the container:\n{listing}"
 
 
 def test_no_fd_reaches_an_exec_process(runtime, running, hostdir):
     cid, _, _ = running
-    secret = hostdir("fd3") / "secret-host-file"
-    secret.write_text("secret")
-    fd = os.open(secret, os.O_RDONLY)
-    try:
-        os.dup2(fd, 8)
-        cp = runtime.ok("exec", cid, "ls", "-l", "/proc/self/fd/", pass_fds=(8,))
-    finally:
-        os.close(fd)
-        os.close(8)
-    fds = _fd_listing(cp.stdout)
-    extra = {n: t for n, t in fds.items() if n > 2 and not t.startswith("/proc/")}
-    assert extra == {}, f"fds leaked into the exec'd process: {extra}"
+    cp = runtime.ok("exec", cid, "ls", "-l", "/proc/self/fd/", open_fds={8: _secret(hostdir)})
+    assert _leaked(cp.stdout) == {}, f"fds leaked into the exec'd process:\n{cp.stdout}"
 
 
 def test_preserve_fds_passes_exactly_the_asked_ones(runtime, bundle, hostdir):
     d = hostdir("pfd")
     (d / "passed").write_text("passed-through\n")
-    fd = os.open(d / "passed", os.O_RDONLY)
-    try:
-        os.dup2(fd, 3)
-        os.dup2(fd, 4)
-        cp = run(runtime, bundle(["sh", "-c", "cat <&3; ls /proc/self/fd"]), pass_fds=(3, 4),
-                 global_args=()) if False else runtime(
-            "run", "--preserve-fds", "1", "--bundle", bundle(["sh", "-c", "cat <&3; ls -l /proc/self/fd/"]).path,
-            runtime.new_id("pfd"), pass_fds=(3, 4))
-    finally:
-        os.close(fd)
-        os.close(3)
-        os.close(4)
+    b = bundle(["sh", "-c", "cat <&3; ls -l /proc/self/fd/"])
+    cp = runtime("run", "--preserve-fds", "1", "--bundle", b.path, runtime.new_id("pfd"),
+                 open_fds={3: d / "passed", 4: d / "passed"})
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.startswith("passed-through\n")
     fds = _fd_listing(cp.stdout)
-    assert 3 in fds and 4 not in fds or fds.get(4, "").startswith("/proc/")
+    assert fds.get(3, "").endswith("/passed")
+    assert not fds.get(4, "/proc/").startswith(str(d)), "fd 4 was not asked for"
 
 
 def test_cwd_resolves_inside_the_root(runtime, bundle):
@@ -137,10 +114,11 @@ def test_init_is_the_container_program_not_the_runtime(runtime, bundle):
 
 def test_exec_process_exe_is_the_program(runtime, running):
     cid, _, _ = running
-    cp = runtime.ok("exec", cid, "sh", "-c", "readlink /proc/self/exe; readlink /proc/$PPID/exe || true; "
-                                             "grep -c python /proc/self/maps")
+    cp = runtime.ok("exec", cid, "sh", "-c", "readlink /proc/self/exe; echo ppid=$PPID; "
+                                             "grep -c python /proc/self/maps || true")
     lines = cp.stdout.split()
     assert lines[0] == "/bin/busybox"
+    assert lines[1] == "ppid=0"  # its parent (the runtime) is outside the pid namespace
     assert lines[-1] == "0"
 
 
