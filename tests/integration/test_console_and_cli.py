@@ -171,3 +171,24 @@ def test_unknown_command_fails_cleanly(runtime):
 
 def test_unknown_flag_fails_cleanly(runtime):
     support.assert_clean_error(runtime("state", "--frobnicate", "x"))
+
+
+def test_exec_tty_through_the_console_socket(runtime, running, hostdir):
+    cid, _, _ = running
+    cs = support.ConsoleSocket(hostdir("xpty") / "console.sock")
+    try:
+        p = runtime.popen("exec", "--detach", "--tty", "--console-socket", cs.path, cid,
+                          "sh", "-c", "tty; echo exec-pty-ok")
+        try:
+            cs.receive()
+        except TimeoutError:
+            p.kill()
+            p.wait()
+            raise AssertionError("no pty master arrived: " + open(p.err_path).read()) from None
+        out = cs.read_until(b"exec-pty-ok").decode(errors="replace")
+        assert p.wait(timeout=30) == 0, open(p.err_path).read()
+    finally:
+        cs.close()
+    lines = [x.strip() for x in out.splitlines()]
+    assert "exec-pty-ok" in lines, out
+    assert lines[lines.index("exec-pty-ok") - 1].startswith("/dev/pts/")

@@ -159,3 +159,19 @@ def test_exec_does_not_see_the_host(runtime, running):
     cp = runtime.ok("exec", cid, "sh", "-c", "ls /proc | grep -c '^[0-9]'; hostname; ls /sys/class/net")
     n, host, net = cp.stdout.split()
     assert int(n) <= 4 and host != os.uname().nodename and net == "lo"
+
+
+def test_exec_gets_the_containers_rlimits_and_no_new_privs(runtime, bundle):
+    limits = [{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]
+    b = bundle(["sleep", "300"], edit={"process.rlimits": limits, "process.noNewPrivileges": True})
+    cid, _ = runtime.start_container(b, "execlim")
+    script = "ulimit -n; ulimit -Hn; grep NoNewPrivs /proc/self/status"
+    out = runtime.ok("exec", cid, "sh", "-c", script).stdout
+    assert out.split() == ["123", "456", "NoNewPrivs:", "1"]
+
+
+def test_exec_additional_gids(runtime, running):
+    cid, _, _ = running
+    out = runtime.ok("exec", "--user", "1000:1000", "--additional-gids", "10", "--additional-gids", "20",
+                     cid, "grep", "^Groups:", "/proc/self/status").stdout
+    assert sorted(out.split()[1:]) == ["10", "20"]

@@ -142,10 +142,7 @@ def test_mounts_in_the_container_do_not_reach_the_host(runtime, bundle):
 def test_proc_and_sys_are_mounted(runtime, bundle):
     cp = run(runtime, bundle(["sh", "-c", "cat /proc/self/mountinfo"]))
     assert cp.returncode == 0, cp.stderr
-    by_target = {}
-    for line in cp.stdout.splitlines():
-        f = line.split()
-        by_target[f[4]] = f[f.index("-") + 1]
+    by_target = _mount_targets(cp.stdout)
     assert by_target.get("/proc") == "proc"
     assert by_target.get("/sys") == "sysfs"
     assert by_target.get("/dev") == "tmpfs"
@@ -172,18 +169,35 @@ def test_dev_symlinks(runtime, bundle):
     assert cp.stdout.split() == ["/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"]
 
 
+def _mount_targets(mountinfo: str) -> dict[str, str]:
+    """mount point -> fstype, the last mount on a point winning."""
+    out = {}
+    for line in mountinfo.splitlines():
+        f = line.split()
+        out[f[4]] = f[f.index("-") + 1]
+    return out
+
+
 def test_masked_paths(runtime, bundle):
-    script = ("wc -c < /proc/kcore 2>/dev/null || echo kcore-unreadable; "
+    script = ("echo kcore=$(wc -c < /proc/kcore 2>/dev/null || echo unreadable); "
               "echo keys=$(wc -c < /proc/keys); "
               "echo firmware=$(ls -A /sys/firmware | wc -l); "
-              "grep ' /sys/firmware ' /proc/self/mountinfo | sed 's/.* - //' | cut -d' ' -f1")
-    cp = run(runtime, bundle(["sh", "-c", script]))
+              "echo timer_list=$(wc -c < /proc/timer_list); "
+              "echo ---; cat /proc/self/mountinfo")
+    cp = run(runtime, bundle(["sh", "-c", script], edit=support.add_caps("CAP_SYS_RAWIO")))
     assert cp.returncode == 0, cp.stderr
-    lines = cp.stdout.split()
-    assert lines[0] in ("0", "kcore-unreadable")
-    assert "keys=0" in lines
-    assert "firmware=0" in lines
-    assert lines[-1] == "tmpfs"
+    values, _, mountinfo = cp.stdout.partition("---\n")
+    got = dict(x.split("=", 1) for x in values.split())
+    assert got["kcore"] in ("0", "unreadable")
+    assert got["keys"] == "0" and got["timer_list"] == "0"
+    assert got["firmware"] == "0"
+    targets = _mount_targets(mountinfo)
+    for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/acpi", "/sys/firmware"):
+        if os.path.exists(p):  # a path this kernel lacks needs no mask
+            assert p in targets, f"{p} is not masked by a mount"
+    assert targets.get("/sys/firmware") == "tmpfs"
+    if os.path.isdir("/proc/acpi"):
+        assert targets["/proc/acpi"] == "tmpfs"
 
 
 def test_masked_file_is_the_null_device(runtime, bundle):
@@ -193,13 +207,17 @@ def test_masked_file_is_the_null_device(runtime, bundle):
 
 
 def test_readonly_paths(runtime, bundle):
-    script = ("if echo x > /proc/sys/kernel/hostname 2>/dev/null; then echo WROTE; else echo refused; fi; "
-              "grep ' /proc/sys ' /proc/self/mountinfo | cut -d' ' -f6")
-    cp = run(runtime, bundle(["sh", "-c", script]))
+    """Even with CAP_SYS_ADMIN (which may write it otherwise) /proc/sys is read-only."""
+    script = ("(echo x > /proc/sys/kernel/hostname) 2>&1 && echo WROTE; "
+              "echo ---; cat /proc/self/mountinfo")
+    cp = run(runtime, bundle(["sh", "-c", script], edit=support.add_caps("CAP_SYS_ADMIN")))
     assert cp.returncode == 0, cp.stderr
-    first, opts = cp.stdout.split()
-    assert first == "refused"
-    assert "ro" in opts.split(",")
+    first, _, mountinfo = cp.stdout.partition("---\n")
+    assert "WROTE" not in first and "Read-only file system" in first, first
+    opts = {x.split()[4]: x.split()[5].split(",") for x in mountinfo.splitlines()}
+    for p in ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"):
+        assert "ro" in opts.get(p, []), f"{p} is not a read-only mount"
+    assert "rw" in opts["/proc"]
 
 
 def test_readonly_root(runtime, bundle):
@@ -275,3 +293,86 @@ def test_container_is_in_its_own_pids_cgroup(runtime, bundle, hostdir):
     if runtime.is_kobako and os.path.isdir("/sys/fs/cgroup/pids"):
         assert f"/sys/fs/cgroup/pids/kobako/{cid}" in dirs
     assert pid in support.cgroup_pids(cid)
+
+
+def test_stdout_and_stderr_stay_apart(runtime, bundle):
+    cp = run(runtime, bundle(["sh", "-c", "echo to-out; echo to-err >&2"]))
+    assert cp.returncode == 0
+    assert cp.stdout == "to-out\n" and cp.stderr == "to-err\n"
+
+
+def test_no_pivot(runtime, bundle):
+    cp = runtime("run", "--no-pivot", "--bundle", bundle(["sh", "-c", "ls /; echo $$"]).path,
+                 runtime.new_id("nopivot"))
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.split()
+    assert "bin" in lines and lines[-1] == "1"
+    assert "home" not in lines and "usr" not in lines  # the host's root is not visible
+
+
+def test_sysctl_in_the_containers_network_namespace(runtime, bundle):
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        host = f.read().strip()
+    want = "0" if host == "1" else "1"
+    b = bundle(["cat", "/proc/sys/net/ipv4/ip_forward"], edit={"linux.sysctl": {"net.ipv4.ip_forward": want}})
+    cp = run(runtime, b)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == want
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        assert f.read().strip() == host
+
+
+def test_extra_device(runtime, bundle):
+    dev = {"path": "/dev/kbtnull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o620, "uid": 0, "gid": 5}
+    b = bundle(["sh", "-c", "stat -c '%t:%T %a %g' /dev/kbtnull; echo x > /dev/kbtnull && echo written"],
+               edit={"linux.devices": [dev]})
+    cp = run(runtime, b)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.splitlines() == ["1:3 620 5", "written"]
+    assert not (b.rootfs / "dev" / "kbtnull").exists()  # made on the container's /dev tmpfs
+
+
+def test_oom_score_adj(runtime, bundle):
+    cp = run(runtime, bundle(["cat", "/proc/self/oom_score_adj"], edit={"process.oomScoreAdj": 123}))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == "123"
+
+
+def test_bind_mount_of_a_host_file(runtime, bundle, hostdir):
+    d = hostdir("fbind")
+    (d / "config.txt").write_text("file-content\n")
+    b = bundle(["sh", "-c", "cat /etc/kbt/config.txt; test -d /etc/kbt && echo parent-made"])
+    b.add_bind(d / "config.txt", "/etc/kbt/config.txt", options=["bind", "ro"])
+    cp = run(runtime, b)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.splitlines() == ["file-content", "parent-made"]
+
+
+def test_nested_mounts_in_order(runtime, bundle, hostdir):
+    d = hostdir("nest")
+    (d / "inner-file").write_text("inner\n")
+    b = bundle(["sh", "-c", "cat /outer/inner/inner-file; grep -c ' /outer' /proc/self/mountinfo"])
+    b.config["mounts"].append({"destination": "/outer", "type": "tmpfs", "source": "tmpfs"})
+    b.write()
+    b.add_bind(d, "/outer/inner")
+    cp = run(runtime, b)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["inner", "2"]
+
+
+def test_cgroupfs_and_sysfs_are_read_only_inside(runtime, bundle):
+    script = ("for f in /sys/fs/cgroup/pids/cgroup.procs /sys/fs/cgroup/cgroup.procs; do "
+              "test -e $f && (echo $$ > $f) 2>/dev/null && echo MOVED; done; "
+              "echo ---; cat /proc/self/mountinfo")
+    cp = run(runtime, bundle(["sh", "-c", script], edit=support.add_caps("CAP_SYS_ADMIN")))
+    assert cp.returncode == 0, cp.stderr
+    moved, _, mountinfo = cp.stdout.partition("---\n")
+    assert "MOVED" not in moved
+    checked = 0
+    for line in mountinfo.splitlines():
+        f = line.split()
+        point, opts, fstype = f[4], f[5].split(","), f[f.index("-") + 1]
+        if point.startswith("/sys") and fstype in ("sysfs", "cgroup", "cgroup2"):
+            assert "ro" in opts, f"{point} ({fstype}) is writable"
+            checked += 1
+    assert checked >= 2

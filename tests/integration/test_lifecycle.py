@@ -256,3 +256,129 @@ def test_two_containers_from_one_bundle(runtime, bundle, hostdir):
     assert os.readlink(f"/proc/{apid}/ns/pid") != os.readlink(f"/proc/{cpid}/ns/pid")
     runtime.ok("delete", "--force", a)
     assert runtime.status(c) == "running"
+
+
+def test_run_detached(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("rund")
+    cp = runtime("run", "--detach", "--bundle", b.path, cid)
+    assert cp.returncode == 0, cp.stderr
+    support.wait_for(lambda: (d / "started").exists(), what="the program to start")
+    st = runtime.state(cid)
+    assert st["status"] == "running" and support.pid_alive(st["pid"])
+    runtime.ok("kill", cid, "KILL")
+    support.wait_for(lambda: runtime.status(cid) == "stopped", what="stopped")
+    runtime.ok("delete", cid)
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_annotations_appear_in_the_state(runtime, bundle):
+    b = bundle(["sleep", "300"], edit={"annotations": {"org.example.key": "value", "other": ""}})
+    cid = runtime.new_id("annot")
+    runtime.create(cid, b)
+    assert runtime.state(cid)["annotations"] == {"org.example.key": "value", "other": ""}
+
+
+def test_exec_in_a_paused_container(runtime, running):
+    cid, _, _ = running
+    runtime.ok("pause", cid)
+    try:
+        support.assert_clean_error(runtime("exec", cid, "true", timeout=30))
+    finally:
+        runtime.ok("resume", cid)
+    assert runtime.ok("exec", cid, "echo", "after").stdout == "after\n"
+
+
+def test_kill_a_created_container(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("killcreated")
+    runtime.create(cid, b)
+    pid = runtime.state(cid)["pid"]
+    assert pid in support.cgroup_pids(cid), "the init is not in its cgroup after create"
+    runtime.ok("kill", cid, "KILL")
+    support.wait_for(lambda: not support.pid_alive(pid), what="the init to die")
+    assert runtime.status(cid) == "stopped"
+    assert not (d / "started").exists()
+    runtime.ok("delete", cid)
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_concurrent_creates_of_one_id(runtime, bundle):
+    b = bundle(["sleep", "300"])
+    cid = runtime.new_id("race")
+    procs = [runtime.popen("create", "--bundle", b.path, cid) for _ in range(4)]
+    codes = [p.wait(timeout=60) for p in procs]
+    errs = [open(p.err_path).read() for p in procs]
+    assert codes.count(0) == 1, f"exit codes {codes}: {errs}"
+    assert not any("Traceback" in e for e in errs), errs
+    st = runtime.state(cid)
+    assert st["status"] == "created" and support.cgroup_pids(cid) == {st["pid"]}
+    runtime.ok("delete", cid)
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_default_bundle_is_the_working_directory(runtime, bundle):
+    b = bundle(["echo", "from-cwd-bundle"])
+    cp = runtime("run", runtime.new_id("cwdbundle"), cwd=b.path)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "from-cwd-bundle\n"
+
+
+def test_relative_bundle_path(runtime, bundle):
+    b = bundle(["sleep", "300"])
+    cid = runtime.new_id("relbundle")
+    runtime.ok("create", "--bundle", b.path.name, cid, cwd=b.path.parent)
+    assert os.path.realpath(runtime.state(cid)["bundle"]) == os.path.realpath(b.path)
+
+
+def test_run_forwards_signals_to_the_container(runtime, bundle, hostdir):
+    b, d = lifecycle_bundle(bundle, hostdir)
+    cid = runtime.new_id("fwd")
+    p = runtime.popen("run", "--bundle", b.path, cid)
+    support.wait_for(lambda: (d / "started").exists() or p.poll() is not None, what="start")
+    assert p.poll() is None, open(p.err_path).read()
+    p.send_signal(signal.SIGUSR1)
+    support.wait_for(lambda: (d / "signals").exists(), what="USR1 to be forwarded")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0  # the program's TERM trap exits 0
+    assert (d / "signals").read_text().split() == ["USR1", "TERM"]
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_large_output_is_complete(runtime, bundle):
+    cp = runtime("run", "--bundle", bundle(["seq", "1", "300000"]).path, runtime.new_id("bigout"))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout == "".join(f"{i}\n" for i in range(1, 300001))
+
+
+@pytest.mark.parametrize("code", [1, 42, 255])
+def test_exit_codes(runtime, bundle, code):
+    cp = runtime("run", "--bundle", bundle(["sh", "-c", f"exit {code}"]).path, runtime.new_id("code"))
+    assert cp.returncode == code
+
+
+def test_long_id(runtime, bundle):
+    """200 characters: it works, or fails in one clean line with nothing left."""
+    cid = support.SESSION.tag + "-" + "l" * 190
+    runtime.ids.append(cid)
+    b = bundle(["sleep", "300"])
+    cp = runtime("create", "--bundle", b.path, cid)
+    if cp.returncode != 0:
+        support.assert_clean_error(cp)
+        assert not (runtime.root / cid).exists()
+        assert support.cgroup_dirs(cid) == []
+        return
+    runtime.ok("start", cid)
+    assert runtime.status(cid) == "running"
+    runtime.ok("delete", "--force", cid)
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_id_too_long_for_a_file_name(runtime, bundle):
+    cid = support.SESSION.tag + "-" + "x" * 300
+    runtime.ids.append(cid)
+    cp = runtime("create", "--bundle", bundle(["true"]).path, cid)
+    support.assert_clean_error(cp)
+    assert os.listdir(runtime.root) == []
+    assert support.cgroup_dirs(cid) == []

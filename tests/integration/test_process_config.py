@@ -130,6 +130,28 @@ def test_default_umask(runtime, bundle):
     assert run_ok(runtime, bundle(["sh", "-c", "umask"])).strip() == "0022"
 
 
+def test_signal_dispositions_and_mask_are_clean(runtime, bundle):
+    """The runtime (Python ignores SIGPIPE) must not pass ignored or blocked signals on."""
+    out = run_ok(runtime, bundle(["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"]))
+    got = dict(x.split() for x in out.replace(":", "").splitlines())
+    assert got == {"SigIgn": "0" * 16, "SigBlk": "0" * 16}, got
+
+
+def test_exec_signal_dispositions_are_clean(runtime, running):
+    cid, _, _ = running
+    out = runtime.ok("exec", cid, "grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status").stdout
+    got = dict(x.split() for x in out.replace(":", "").splitlines())
+    assert got == {"SigIgn": "0" * 16, "SigBlk": "0" * 16}, got
+
+
+def test_a_pipeline_ends_on_sigpipe(runtime, bundle):
+    """`yes | head` ends only if yes dies of SIGPIPE, the default disposition."""
+    cp = runtime("run", "--bundle", bundle(["sh", "-c", "yes abcdefghi | head -c 2000000 | wc -c"]).path,
+                 runtime.new_id("sigpipe"), timeout=20)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == "2000000"
+
+
 def test_cwd(runtime, bundle):
     b = bundle(["sh", "-c", "pwd; readlink /proc/self/cwd"], edit={"process.cwd": "/tmp"})
     assert run_ok(runtime, b).split() == ["/tmp", "/tmp"]

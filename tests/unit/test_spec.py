@@ -327,3 +327,32 @@ def test_rootless_default_does_not_change_the_rootful_one():
     before = copy.deepcopy(spec.default())
     spec.default(rootless=True)
     assert spec.default() == before
+
+
+# -- values the kernel would refuse later: refused up front, as the design asks ----------------
+
+
+@pytest.mark.parametrize("field,value", [("uid", 2**32), ("uid", -1), ("gid", 2**32), ("gid", -5)])
+def test_ids_out_of_range(good, field, value):
+    cfg, b = good
+    cfg["process"]["user"][field] = value
+    _fails(cfg, b, field)
+
+
+@pytest.mark.parametrize("where", ["args", "env", "cwd"])
+def test_nul_bytes_are_refused(good, where):
+    cfg, b = good
+    if where == "args":
+        cfg["process"]["args"] = ["sh", "-c", "a\x00b"]
+    elif where == "env":
+        cfg["process"]["env"] = ["A=b\x00c"]
+    else:
+        cfg["process"]["cwd"] = "/tm\x00p"
+    _fails(cfg, b, where)
+
+
+def test_capability_set_must_be_a_list(good):
+    cfg, b = good
+    cfg["process"]["capabilities"]["bounding"] = "CAP_KILL"
+    msg = _fails(cfg, b, "bounding")
+    assert "'C'" not in msg
