@@ -13,8 +13,7 @@ import os
 
 from kobako.linux import namespaces as ns
 from kobako.linux import prctl
-from kobako.runtime import hooks, jsonfast, spec, state
-from kobako.runtime.cgroups import Manager, manager_for
+from kobako.runtime import jsonfast, spec, state
 from kobako.runtime.errors import RuntimeFailure
 from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel
@@ -28,6 +27,8 @@ def oci_state(c: state.Container, status: str) -> str:
 
 
 def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel | None]:
+    """Validate, claim the id, fork the init, then (while the init builds its
+    namespaces and mounts) make the cgroup and place the init in it."""
     spec.check_id(args.id)
     cfg = spec.load(args.bundle)
     proc = cfg.get("process")
@@ -44,18 +45,8 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
     c = state.Container(args.root, args.id)
     c.make_dir()
     steps.made("mkdir(2)", f"state directory {c.dir}", c.remove_dir)
-    chan = child = None
+    chan = None
     try:
-        with open(os.path.join(c.dir, "config.json"), "wb") as f:
-            f.write(cfg.pop("_raw"))
-        cg = Manager.plan(linux.get("cgroupsPath"), args.id)
-        c.data = {
-            "ociVersion": cfg.get("ociVersion", "1.2.0"), "id": args.id, "status": "creating", "pid": 0,
-            "bundle": cfg["_bundle"], "rootfs": os.path.join(cfg["_bundle"], cfg["root"]["path"]),
-            "created": state.now_rfc3339(), "annotations": cfg.get("annotations") or {},
-            "_cgroup": cg.rec, "_namespaces": [n["type"] for n in linux.get("namespaces") or []
-                                               if not n.get("path")],
-        }
         console_fd = gate_fd = -1
         if args.console_socket:
             from kobako.runtime import console
@@ -66,21 +57,37 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
         chan, child = Channel.pair()
         from kobako.runtime.init import InitContext
 
-        ctx = InitContext(cfg, child, log, gate_fd, console_fd, cg.rec, args.no_pivot, args.preserve_fds)
-        pid = spawn(ctx, chan, c, cg, steps)
+        ctx = InitContext(args.id, cfg, child, log, gate_fd, console_fd, args.no_pivot,
+                          args.no_new_keyring, args.preserve_fds)
+        c.data = {
+            "ociVersion": cfg.get("ociVersion", "1.0.2"), "id": args.id, "status": "creating", "pid": 0,
+            "bundle": cfg["_bundle"], "rootfs": os.path.join(cfg["_bundle"], cfg["root"]["path"]),
+            "created": state.now_rfc3339(), "annotations": cfg.get("annotations") or {},
+            "_namespaces": [n["type"] for n in linux.get("namespaces") or [] if not n.get("path")],
+        }
+        c.cfg = cfg
+        pid = spawn(ctx, chan, c, steps)
         for fd in (console_fd, gate_fd):
             if fd >= 0:
                 os.close(fd)
         child.close()
+        with open(os.path.join(c.dir, "config.json"), "wb") as f:  # exec reuses it
+            f.write(cfg.pop("_raw"))
         if proc.get("oomScoreAdj") is not None:
             with open(f"/proc/{pid}/oom_score_adj", "w") as f:
                 f.write(str(proc["oomScoreAdj"]))
-        chan.send("GO", oci_state(c, "creating"))
+        go = jsonfast.dumps({"state": oci_state(c, "creating"), "cgroup": c.data["_cgroup"]})
+        try:
+            chan.send("GO", go)
+        except BrokenPipeError:  # the init failed early: its ERR line is waiting for us
+            pass
         while True:
             kind, msg = chan.recv()
             if kind == "READY":
                 break
             if kind == "HOOKS":
+                from kobako.runtime import hooks
+
                 st = oci_state(c, "creating")
                 hooks.run(cfg.get("hooks"), "prestart", st, log)
                 hooks.run(cfg.get("hooks"), "createRuntime", st, log)
@@ -96,7 +103,6 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
         steps.made("state", f"container {args.id} created, init pid {pid}")
         steps.forget()
         c.unlock()
-        c.cfg = cfg
         if not for_run:
             chan.close()
             return c, None
@@ -109,7 +115,7 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
         raise
 
 
-def spawn(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> int:
+def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     """Fork the init into its new pid (and time, and user) namespaces, make its
     cgroup and place it there; return its host PID.
 
@@ -120,7 +126,7 @@ def spawn(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> 
     The init builds its namespaces and mounts while the parent makes the cgroup.
     """
     if ctx.userns:
-        _make_cgroup(c, cg, steps)
+        cg = _make_cgroup(c, steps)
         return _spawn_via_userns(ctx, chan, c, cg, steps)
     restore = _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, steps)
     try:
@@ -137,7 +143,7 @@ def spawn(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> 
             os.close(fd)
     steps.made("fork(2)", f"init pid {pid}", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    _make_cgroup(c, cg, steps)
+    cg = _make_cgroup(c, steps)
     cg.add(pid)
     steps.made("write cgroup.procs", f"pid {pid} into cgroup {cg.rec['path']}")
     return pid
@@ -148,7 +154,12 @@ def _record_init(c: state.Container, pid: int) -> None:
     c.data["_start_time"] = state.start_time(pid)
 
 
-def _make_cgroup(c: state.Container, cg: Manager, steps: Steps) -> None:
+def _make_cgroup(c: state.Container, steps: Steps):
+    from kobako.runtime.cgroups import Manager
+
+    cg = Manager.plan(((c.cfg or {}).get("linux") or {}).get("cgroupsPath"), c.id)
+    c.data["_cgroup"] = cg.rec
+
     def undo() -> None:
         errors = cg.remove()
         if errors:
@@ -157,6 +168,7 @@ def _make_cgroup(c: state.Container, cg: Manager, steps: Steps) -> None:
     # registered before the mkdirs: a failure halfway removes the ones made
     steps.made("mkdir(2) in cgroupfs", f"cgroup {cg.rec['path']} ({cg.rec['layout']})", undo)
     cg.create(record=c.save)
+    return cg
 
 
 def _enter_for_children(nss: dict, linux: dict, steps: Steps) -> list[tuple[int, int]]:
@@ -185,7 +197,7 @@ def _write_time_offsets(path: str, offsets: dict) -> None:
             f.write(lines)
 
 
-def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg: Manager, steps: Steps) -> int:
+def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) -> int:
     linux = ctx.cfg.get("linux") or {}
     prctl.set_child_subreaper()  # the init, grandchild, becomes our child when mid exits
     mid = os.fork()
@@ -227,7 +239,10 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg: Manager, steps
         write_id_maps(mid, linux)
         steps.made("write uid_map/gid_map", f"user namespace of pid {mid}: "
                    f"{linux.get('uidMappings')} {linux.get('gidMappings')}")
-    chan.send("OK")
+    try:
+        chan.send("OK")
+    except BrokenPipeError:  # the intermediate failed: its ERR line is waiting
+        pass
     kind, msg = chan.recv()
     if kind != "PID":
         raise RuntimeFailure(msg or "the intermediate process exited")
@@ -334,6 +349,8 @@ def start(root: str, cid: str, log) -> None:
     if reply.startswith(b"ERR "):
         raise RuntimeFailure(reply[4:].decode().strip())
     cfg = c.config()
+    from kobako.runtime import hooks
+
     if hooks.has(cfg.get("hooks"), "poststart"):
         hooks.run_logged(cfg["hooks"], "poststart", oci_state(c, "running"), log)
 
@@ -343,12 +360,15 @@ def signal_number(sig: str | None) -> int:
         return 15
     s = sig.upper()
     if s.isdigit():
+        if not 0 < int(s) <= 64:
+            raise RuntimeFailure(f"unknown signal {sig!r}", "signal numbers run from 1 to 64")
         return int(s)
     import _signal
 
     name = s if s.startswith("SIG") else "SIG" + s
-    num = getattr(_signal, name, None)
-    if not isinstance(num, int) or name in ("SIG_DFL", "SIG_IGN", "SIG_BLOCK"):
+    # _signal also holds SIG_DFL, SIG_IGN, SIG_BLOCK...: no real signal name has a '_'
+    num = getattr(_signal, name, None) if "_" not in name else None
+    if not isinstance(num, int):
         raise RuntimeFailure(f"unknown signal {sig!r}")
     return num
 
@@ -360,6 +380,8 @@ def kill(root: str, cid: str, sig: str | None, all_procs: bool) -> None:
     if st == "stopped":
         raise RuntimeFailure(f"container {cid!r} is not running")
     if all_procs:
+        from kobako.runtime.cgroups import manager_for
+
         for p in manager_for(c.data).pids():
             try:
                 os.kill(p, signum)
@@ -388,6 +410,9 @@ def delete(root: str, cid: str, force: bool, log) -> None:
 
 def destroy(c: state.Container, log, cfg: dict | None = None) -> None:
     """Kill whatever is left, remove the cgroup and the state; run poststop hooks."""
+    from kobako.runtime import hooks
+    from kobako.runtime.cgroups import manager_for
+
     cg = manager_for(c.data)
     if c.init_alive():
         if cg.frozen():

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 
+from kobako.linux import keyring, uts
 from kobako.linux import namespaces as ns
-from kobako.linux import uts
-from kobako.runtime import hooks, process
+from kobako.runtime import hooks, jsonfast, process
 from kobako.runtime.errors import RuntimeFailure, describe_oserror
 from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel
@@ -25,14 +25,16 @@ LATE = ("ipc", "uts", "network", "mount")
 
 
 class InitContext:
-    def __init__(self, cfg: dict, chan: Channel, log, gate_fd: int, console_fd: int,
-                 cgroup: dict | None, no_pivot: bool, preserve_fds: int) -> None:
+    def __init__(self, cid: str, cfg: dict, chan: Channel, log, gate_fd: int, console_fd: int,
+                 no_pivot: bool, no_new_keyring: bool, preserve_fds: int) -> None:
+        self.id = cid
+        self.new_keyring = not no_new_keyring
         self.cfg = cfg
         self.chan = chan
         self.log = log
         self.gate_fd = gate_fd  # listening exec.sock (create) or -1 (run: the channel is the gate)
         self.console_fd = console_fd
-        self.cgroup = cgroup
+        self.cgroup: dict | None = None  # the cgroup record, sent with GO
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         linux = cfg.get("linux") or {}
@@ -77,16 +79,18 @@ def _fail(report, msg: str) -> None:
     os._exit(1)
 
 
-def _placed(ctx: InitContext, steps: Steps) -> None:
+def _placed(ctx: InitContext, steps: Steps) -> dict | None:
     """Wait until the parent has put us in the container's cgroup (GO), then make
     the cgroup namespace, whose root is the cgroup we are in at that moment.
     The parent's cgroup.procs write costs an RCU grace period (~5-10 ms on v1);
     everything before this point runs in parallel with it."""
     if ctx.state_json:
-        return
-    kind, ctx.state_json = ctx.chan.recv()
+        return ctx.cgroup
+    kind, msg = ctx.chan.recv()
     if kind != "GO":
         os._exit(1)
+    go = jsonfast.loads(msg)
+    ctx.state_json, ctx.cgroup = go["state"], go["cgroup"]
     if "cgroup" in ctx.namespaces:
         path = ctx.namespaces["cgroup"]
         if path:
@@ -95,6 +99,7 @@ def _placed(ctx: InitContext, steps: Steps) -> None:
         else:
             ns.unshare(ns.CLONE_NEWCGROUP)
             steps.made("unshare(2)", "new namespace CLONE_NEWCGROUP")
+    return ctx.cgroup
 
 
 def _setup(ctx: InitContext, steps: Steps) -> None:
@@ -114,6 +119,13 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     if flags:
         ns.unshare(flags)
         steps.made("unshare(2)", f"new namespaces {ns.flag_names(flags)}")
+    if ctx.new_keyring:
+        try:
+            keyring.join_session_keyring(ctx.id)
+            steps.made("keyctl(2) JOIN_SESSION_KEYRING", f"session keyring {ctx.id}")
+        except OSError as e:  # no keyrings in this kernel, or a user namespace refuses it
+            if e.errno not in (1, 13, 38):
+                raise
     if cfg.get("hostname"):
         uts.sethostname(cfg["hostname"])
         steps.made("sethostname(2)", cfg["hostname"])
@@ -124,8 +136,8 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     from kobako.runtime.rootfs import Rootfs
 
     os.umask(0)
-    root = Rootfs(cfg, steps, ctx.cgroup, ctx.userns, "cgroup" in ctx.namespaces
-                  and not ctx.namespaces["cgroup"], before_cgroup=lambda: _placed(ctx, steps))
+    root = Rootfs(cfg, steps, ctx.userns, "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"],
+                  placed=lambda: _placed(ctx, steps))
     if "mount" in ctx.namespaces:
         root.prepare()
     _placed(ctx, steps)
@@ -154,16 +166,14 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
         console.setup(ctx.console_fd, steps)
     if "mount" in ctx.namespaces:
         root.finish()
+    process.check_cwd(cfg["process"])
     ctx.path = process.find_program(cfg["process"])
     ctx.chan.send("READY")
 
 
 def _wait_for_start(ctx: InitContext):
-    """Block until `start` (create) or the parent's START (run). Returns where to report."""
+    """Block until `start` (create); `run` starts at once. Returns where to report."""
     if ctx.gate_fd < 0:
-        kind, _ = ctx.chan.recv()
-        if kind != "START":
-            os._exit(1)
         return ctx.chan
     import socket
 

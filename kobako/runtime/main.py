@@ -97,7 +97,8 @@ class Args:
 
 
 def _parse_flags(argv: list[str], flags: list[Flag], stop_at_positional: bool,
-                 what: str) -> tuple[dict, list[str]]:
+                 what: str) -> tuple[dict, list[str], bool]:
+    """-> (values, positionals, whether a `--` ended the flags)."""
     by_name = {n: f for f in flags for n in f[0]}
     vals: dict = {f[1]: (list(f[3]) if isinstance(f[3], list) else f[3]) for f in flags}
     rest: list[str] = []
@@ -105,8 +106,7 @@ def _parse_flags(argv: list[str], flags: list[Flag], stop_at_positional: bool,
     while i < len(argv):
         a = argv[i]
         if a == "--":
-            rest += argv[i + 1:]
-            break
+            return vals, rest + argv[i + 1:], True
         if a.startswith("-") and len(a) > 1:
             name, eq, value = a.partition("=")
             f = by_name.get(name) or (by_name.get("-" + name) if not name.startswith("--") else None)
@@ -136,7 +136,7 @@ def _parse_flags(argv: list[str], flags: list[Flag], stop_at_positional: bool,
                 rest += argv[i + 1:]
                 break
         i += 1
-    return vals, rest
+    return vals, rest, False
 
 
 def _help(cmd: str | None = None) -> str:
@@ -154,7 +154,7 @@ def _help(cmd: str | None = None) -> str:
 
 
 def parse(argv: list[str]) -> tuple[str | None, Args]:
-    g, rest = _parse_flags(argv, GLOBAL, True, "kobako-runtime")
+    g, rest, _ = _parse_flags(argv, GLOBAL, True, "global options")
     if not rest:
         return None, Args(**g)
     cmd = rest[0]
@@ -166,8 +166,8 @@ def parse(argv: list[str]) -> tuple[str | None, Args]:
     if cmd == "exec":  # flags stop at the program: its own argv is left untouched
         vals, pos = _parse_exec(rest[1:], flags)
     else:
-        vals, pos = _parse_flags(rest[1:], flags + [(("-h", "--help"), "cmd_help", "bool", False, "")],
-                                 False, f"kobako-runtime {cmd}")
+        vals, pos, _ = _parse_flags(rest[1:], flags + [(("-h", "--help"), "cmd_help", "bool", False, "")],
+                                    False, cmd)
     if vals.get("cmd_help"):
         return None, Args(**{**g, "help": True, "help_cmd": cmd})
     out = {**g, **vals}
@@ -179,27 +179,26 @@ def parse(argv: list[str]) -> tuple[str | None, Args]:
         elif pos:
             out[name] = pos.pop(0)
         elif not p.endswith("?"):
-            raise RuntimeFailure(f"kobako-runtime {cmd}: missing <{name}>",
+            raise RuntimeFailure(f"{cmd}: missing <{name}>",
                                  f"usage: {_help(cmd).splitlines()[0]}")
     if pos:
-        raise RuntimeFailure(f"kobako-runtime {cmd}: unexpected argument {pos[0]!r}")
+        raise RuntimeFailure(f"{cmd}: unexpected argument {pos[0]!r}")
     return cmd, Args(**out)
 
 
 def _parse_exec(argv: list[str], flags: list[Flag]) -> tuple[dict, list[str]]:
-    """exec: flags, then the id, then the program's own argv untouched."""
+    """exec: flags, then the id, then the program's own argv untouched.
+    runc also takes its flags after the id, up to the program; `--` ends them."""
     flags = flags + [(("-h", "--help"), "cmd_help", "bool", False, "")]
-    vals, rest = _parse_flags(argv, flags, True, "kobako-runtime exec")
-    if not rest:
+    vals, rest, dashdash = _parse_flags(argv, flags, True, "exec")
+    if not rest or dashdash:
         return vals, rest
     cid, tail = rest[0], rest[1:]
-    more, prog = _parse_flags(tail, flags, True, "kobako-runtime exec")
+    more, prog, _ = _parse_flags(tail, flags, True, "exec")
     for k, v in more.items():
         default = next(f[3] for f in flags if f[1] == k)
         if v != default:
             vals[k] = v
-    if prog and prog[0] == "--":
-        prog = prog[1:]
     return vals, [cid, *prog]
 
 

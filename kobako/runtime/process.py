@@ -4,6 +4,7 @@ Shared by the init (create/run) and by exec."""
 
 from __future__ import annotations
 
+import _signal  # built in: still importable after pivot_root
 import os
 import resource
 
@@ -93,6 +94,18 @@ def become(proc: dict, steps, setgroups_allowed: bool = True) -> None:
         steps.made("prctl(2) PR_SET_NO_NEW_PRIVS", "no_new_privs set")
 
 
+def check_cwd(proc: dict) -> None:
+    """At create, inside the new root: a missing cwd is made (as runc and Docker do);
+    one that is not a directory fails create, not start."""
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.makedirs(cwd, 0o755, exist_ok=True)
+    except FileExistsError:
+        raise RuntimeFailure(f"working directory {cwd} is not a directory") from None
+    except OSError as e:
+        raise RuntimeFailure(f"cannot create working directory {cwd}: {e.strerror}") from None
+
+
 def enter_cwd(proc: dict) -> None:
     cwd = proc.get("cwd") or "/"
     try:
@@ -108,8 +121,24 @@ def enter_cwd(proc: dict) -> None:
         raise RuntimeFailure(f"working directory {cwd} is outside the container's root")
 
 
+def reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive execve: a
+    container would start with `yes | head` spinning forever. Give the program
+    default dispositions and an empty signal mask, as runc does."""
+    for sig in range(1, _signal.NSIG):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            if _signal.getsignal(sig) is _signal.SIG_IGN:
+                _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals the kernel or libc reserve (32, 33)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
 def execute(path: str, proc: dict, preserve_fds: int = 0) -> None:
     """Close every fd but stdio (and preserved ones) on exec, then execve."""
+    reset_signals()
     fs.cloexec_from(3 + preserve_fds)
     env = proc.get("env") or []
     envd = {}

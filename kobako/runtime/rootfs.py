@@ -54,17 +54,15 @@ def _at(fd: int) -> str:
 
 
 class Rootfs:
-    def __init__(self, cfg: dict, steps, cgroup: dict | None, userns: bool, cgroupns: bool,
-                 before_cgroup=None) -> None:
+    def __init__(self, cfg: dict, steps, userns: bool, cgroupns: bool, placed) -> None:
         self.cfg = cfg
         self.steps = steps
-        self.cgroup = cgroup or {"leaves": [], "layout": "v2"}
         self.userns = userns
         self.cgroupns = cgroupns
         self.path = os.path.realpath(os.path.join(cfg["_bundle"], cfg["root"]["path"]))
         self.linux = cfg.get("linux") or {}
         self.rootfd = -1
-        self.before_cgroup = before_cgroup  # waits until the init is in its cgroup
+        self.placed = placed  # waits until the init is in its cgroup; returns the cgroup record
 
     # -- before pivot_root --------------------------------------------------------
     def prepare(self) -> None:
@@ -91,6 +89,15 @@ class Rootfs:
         return mnt.get("type") == "bind" or any(o in ("bind", "rbind") for o in mnt.get("options") or [])
 
     def mount_one(self, mnt: dict) -> None:
+        try:
+            self._mount_one(mnt)
+        except OSError as e:  # name the destination, not the /proc/self/fd/N it went through
+            typ = mnt.get("type") or "bind"
+            src = mnt.get("source") or typ
+            raise RuntimeFailure(f"cannot mount {typ} {src} on {mnt['destination']}: {e.strerror}",
+                                 _mount_hint(e.errno, typ)) from None
+
+    def _mount_one(self, mnt: dict) -> None:
         dest = mnt["destination"]
         typ = mnt.get("type") or "none"
         flags, prop, data = m.parse_options(mnt.get("options") or [])
@@ -112,9 +119,7 @@ class Rootfs:
                 self._remount(dest, extra)
             what = f"bind {src} at {dest}"
         elif typ == "cgroup":
-            if self.before_cgroup:
-                self.before_cgroup()
-            self.mount_cgroup(dest, flags)
+            self.mount_cgroup(dest, flags, self.placed() or {"leaves": [], "layout": "v2"})
             what = f"cgroup hierarchies at {dest}"
         else:
             fd = ensure(self.rootfd, dest)
@@ -148,11 +153,11 @@ class Rootfs:
         finally:
             os.close(fd)
 
-    def mount_cgroup(self, dest: str, flags: int) -> None:
+    def mount_cgroup(self, dest: str, flags: int, cgroup: dict) -> None:
         ro = flags & m.MS_RDONLY
         base = flags & (m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC)
-        leaves = self.cgroup.get("leaves") or []
-        if self.cgroup.get("layout") == "v2":
+        leaves = cgroup.get("leaves") or []
+        if cgroup.get("layout") == "v2":
             fd = ensure(self.rootfd, dest)
             try:
                 if self.cgroupns:
@@ -309,6 +314,12 @@ class Rootfs:
             return
         m.mount(None, p, None, m.MS_BIND | m.MS_REMOUNT | m.MS_RDONLY | m.MS_REC | _locked_flags(p))
         self.steps.made("mount(2) MS_BIND|MS_REMOUNT|MS_RDONLY", f"read-only {p}")
+
+
+def _mount_hint(err: int, typ: str) -> str | None:
+    return {19: f"this kernel has no {typ!r} filesystem",
+            22: "check the mount options",
+            1: "not permitted here (a user namespace cannot mount this)"}.get(err)
 
 
 def _locked_flags(path: str) -> int:

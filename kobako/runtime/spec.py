@@ -110,6 +110,12 @@ def validate(cfg: dict, bundle: str) -> None:
                 _type(m.get(f), int, f"linux.{key}[].{f}")
         if linux.get(key) and "user" not in seen:
             raise _bad(f"linux.{key} is set but there is no user namespace")
+    for key in ("hostname", "domainname"):
+        v = cfg.get(key)
+        if v is not None:
+            _type(v, str, key)
+            if len(v.encode()) > 64 or "\0" in v:
+                raise _bad(f"{key} {v[:70]!r} is longer than 64 bytes or contains a NUL byte")
     if cfg.get("hostname") and "uts" not in seen:
         raise _bad("hostname is set but there is no new uts namespace",
                    "add {\"type\": \"uts\"} to linux.namespaces")
@@ -149,27 +155,60 @@ def validate_process(proc: dict, where: str) -> None:
     args = proc.get("args")
     if not args or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise _bad(f"{where}.args must be a non-empty list of strings")
+    _no_nul(args, f"{where}.args")
     cwd = proc.get("cwd", "/")
     if not isinstance(cwd, str) or not cwd.startswith("/"):
         raise _bad(f"{where}.cwd {cwd!r} must be an absolute path")
+    _no_nul([cwd], f"{where}.cwd")
     env = proc.get("env") or []
     _type(env, list, f"{where}.env")
+    if not all(isinstance(e, str) for e in env):
+        raise _bad(f"{where}.env must be a list of strings")
+    _no_nul(env, f"{where}.env")
     user = proc.get("user") or {}
-    for f in ("uid", "gid", "umask"):
+    _type(user, dict, f"{where}.user")
+    for f in ("uid", "gid"):
         if f in user:
-            _type(user[f], int, f"{where}.user.{f}")
+            _id(user[f], f"{where}.user.{f}")
+    if "umask" in user:
+        _type(user["umask"], int, f"{where}.user.umask")
+    for g in user.get("additionalGids") or []:
+        _id(g, f"{where}.user.additionalGids[]")
     for r in proc.get("rlimits") or []:
         if r.get("type") not in RLIMITS:
             raise _bad(f"unknown rlimit {r.get('type')!r}")
         for f in ("soft", "hard"):
             _type(r.get(f), int, f"{where}.rlimits[{r['type']}].{f}")
+            if not 0 <= r[f] < 2**64:
+                raise _bad(f"{where}.rlimits[{r['type']}].{f} {r[f]} is out of range")
+        if r["soft"] > r["hard"]:
+            raise _bad(f"{where}.rlimits[{r['type']}]: soft limit {r['soft']} "
+                       f"is above hard limit {r['hard']}")
     from kobako.linux import capabilities
 
-    for kind, names in (proc.get("capabilities") or {}).items():
+    caps = proc.get("capabilities") or {}
+    _type(caps, dict, f"{where}.capabilities")
+    for kind, names in caps.items():
+        if kind not in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+            raise _bad(f"unknown capability set {where}.capabilities.{kind}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _bad(f"{where}.capabilities.{kind} must be an array of capability names")
         try:
             capabilities.to_mask(names)
         except ValueError as e:
             raise _bad(f"{where}.capabilities.{kind}: {e}") from None
+
+
+def _no_nul(values: list[str], where: str) -> None:
+    if any("\0" in v for v in values):
+        raise _bad(f"{where} contains a NUL byte")
+
+
+def _id(v: object, where: str) -> None:
+    """A uid or gid: 0 .. 2**32-2 ((uid_t)-1 means "unchanged" to the kernel)."""
+    _type(v, int, where)
+    if not 0 <= v < 2**32 - 1:
+        raise _bad(f"{where} {v} is out of range (0 to 4294967294)")
 
 
 def default(rootless: bool = False) -> dict:

@@ -16,7 +16,6 @@ def run(args, log) -> int:
     c, chan = container.create(args, log, for_run=True)
     pid = c.data["pid"]
     try:
-        chan.send("START")
         kind, msg = chan.recv()  # EOF: execve succeeded (the channel is close-on-exec)
         chan.close()
         if kind == "ERR":
