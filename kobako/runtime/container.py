@@ -143,9 +143,7 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
             os.close(fd)
     steps.made("fork(2)", f"init pid {pid}", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    cg = _make_cgroup(c, steps)
-    cg.add(pid)
-    steps.made("write cgroup.procs", f"pid {pid} into cgroup {cg.rec['path']}")
+    _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
 
 
@@ -157,7 +155,8 @@ def _record_init(c: state.Container, pid: int) -> None:
 def _make_cgroup(c: state.Container, steps: Steps):
     from kobako.runtime.cgroups import Manager
 
-    cg = Manager.plan(((c.cfg or {}).get("linux") or {}).get("cgroupsPath"), c.id)
+    linux = (c.cfg or {}).get("linux") or {}
+    cg = Manager.plan(linux.get("cgroupsPath"), c.id, linux.get("resources"))
     c.data["_cgroup"] = cg.rec
 
     def undo() -> None:
@@ -205,6 +204,10 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
         try:
             chan.close()
             c.close_lock()
+            # join the cgroup while still the host's root: in the new user
+            # namespace the cgroupfs files are no longer ours to write
+            cg.join_self()
+            ctx.cgroup_joined = True
             c = ctx.chan
             upath = ctx.namespaces["user"]
             if upath:
@@ -231,7 +234,6 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             finally:
                 os._exit(1)
     steps.made("fork(2)", f"intermediate pid {mid} for the user namespace", lambda: _kill_and_reap(mid))
-    cg.add(mid)
     if not ctx.namespaces["user"]:
         kind, msg = chan.recv()
         if kind != "MAP":

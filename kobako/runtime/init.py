@@ -35,6 +35,7 @@ class InitContext:
         self.gate_fd = gate_fd  # listening exec.sock (create) or -1 (run: the channel is the gate)
         self.console_fd = console_fd
         self.cgroup: dict | None = None  # the cgroup record, sent with GO
+        self.cgroup_joined = False  # the user-namespace path joins before unshare(CLONE_NEWUSER)
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         linux = cfg.get("linux") or {}
@@ -91,6 +92,11 @@ def _placed(ctx: InitContext, steps: Steps) -> dict | None:
         os._exit(1)
     go = jsonfast.loads(msg)
     ctx.state_json, ctx.cgroup = go["state"], go["cgroup"]
+    if not ctx.cgroup_joined:
+        from kobako.runtime.cgroups import Manager
+
+        Manager(ctx.cgroup).join_self()
+        steps.made("write tasks (v1) / cgroup.procs (v2)", f"joined cgroup {ctx.cgroup['path']}")
     if "cgroup" in ctx.namespaces:
         path = ctx.namespaces["cgroup"]
         if path:

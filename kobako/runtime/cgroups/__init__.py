@@ -67,7 +67,7 @@ class Manager:
         self.rec = rec  # {"layout", "path", "dirs": [...made by us...], "leaves": [...], "relative"}
 
     @classmethod
-    def plan(cls, cgroups_path: str | None, cid: str) -> Manager:
+    def plan(cls, cgroups_path: str | None, cid: str, resources: dict | None = None) -> Manager:
         v1, v2 = mounts()
         kind = ("hybrid" if v2 else "v1") if v1 else "v2"
         if not v1 and not v2:
@@ -79,7 +79,10 @@ class Manager:
             base = own_cgroup(ctrls.split(",")[0]) if relative else "/"
             leaves.append({"dir": os.path.join(point, (base + path).lstrip("/")).rstrip("/"),
                            "v": 1, "ctrls": ctrls, "mount": point})
-        if v2:
+        # On a hybrid host the controllers live on v1; the cgroup2 mount is joined only
+        # when the config asks for what only it offers (hugetlb here, raw v2 files):
+        # a cgroup.procs write there costs an RCU grace period on every start.
+        if v2 and (not v1 or any((resources or {}).get(k) for k in ("hugepageLimits", "unified"))):
             base = own_cgroup(None) if relative else "/"
             leaves.append({"dir": os.path.join(v2, (base + path).lstrip("/")).rstrip("/"),
                            "v": 2, "ctrls": "", "mount": v2})
@@ -110,6 +113,21 @@ class Manager:
                     _inherit_cpuset(m)
                 if leaf["v"] == 2 and m != leaf["dir"]:
                     _enable_controllers(m)
+
+    def join_self(self) -> None:
+        """Move the calling (single-threaded) process into every leaf.
+
+        On v1 this writes "0" to `tasks`: moving one thread, the caller itself, the
+        kernel skips the global cgroup_threadgroup_rwsem, whose write side waits for
+        an RCU grace period (5-20 ms here) - the cost of writing a PID to
+        cgroup.procs, which runc pays on every start. v2 has only cgroup.procs."""
+        for leaf in self.rec["leaves"]:
+            name = "tasks" if leaf["v"] == 1 else "cgroup.procs"
+            try:
+                with open(os.path.join(leaf["dir"], name), "w") as f:
+                    f.write("0")
+            except OSError as e:
+                raise RuntimeFailure(f"cannot join cgroup {leaf['dir']}: {e.strerror}") from None
 
     def add(self, pid: int) -> None:
         for leaf in self.rec["leaves"]:

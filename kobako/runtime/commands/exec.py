@@ -91,20 +91,16 @@ def run(args, log) -> int:
         console_fd = console.connect(args.console_socket)
     prctl.set_child_subreaper()
     parent, child = Channel.pair()
-    steps = Steps(log, "exec")
     mid = os.fork()
     if mid == 0:
         parent.close()
-        _middle(child, fds, proc, console_fd, args.preserve_fds, log)
+        _middle(child, manager_for(c.data), fds, proc, console_fd, args.preserve_fds, log)
     child.close()
     for fd, _, _ in fds:
         os.close(fd)
     if console_fd >= 0:
         os.close(console_fd)
     try:
-        manager_for(c.data).add(mid)
-        steps.made("write cgroup.procs", f"exec helper {mid} into the container's cgroup")
-        parent.send("GO")
         kind, msg = parent.recv()
         os.waitpid(mid, 0)
         if kind != "PID":
@@ -127,12 +123,13 @@ def run(args, log) -> int:
     return wait(pid)
 
 
-def _middle(chan: Channel, fds: list, proc: dict, console_fd: int, preserve_fds: int, log) -> None:
-    """In the forked helper: join the namespaces, fork the process, report its PID."""
+def _middle(chan: Channel, cg, fds: list, proc: dict, console_fd: int, preserve_fds: int, log) -> None:
+    """In the forked helper: join the cgroup and the namespaces, fork the process,
+    report its PID."""
     try:
-        if chan.recv()[0] != "GO":
-            os._exit(1)
         steps = Steps(log, "exec")
+        cg.join_self()  # before the user namespace: the cgroupfs is the host's
+        steps.made("write tasks (v1) / cgroup.procs (v2)", "joined the container's cgroup")
         userns = False
         for fd, flag, t in fds:
             ns.setns(fd, flag, f"{t} namespace of the container")
