@@ -86,7 +86,10 @@ class Manager:
             base = own_cgroup(None) if relative else "/"
             leaves.append({"dir": os.path.join(v2, (base + path).lstrip("/")).rstrip("/"),
                            "v": 2, "ctrls": "", "mount": v2})
-        return cls({"layout": kind, "path": path, "leaves": leaves, "dirs": []})
+        rec = {"layout": kind, "path": path, "leaves": leaves, "dirs": []}
+        if not cgroups_path:  # /kobako is kobako's own parent: the last one out removes it
+            rec["shared"] = [os.path.dirname(x["dir"]) for x in leaves]
+        return cls(rec)
 
     # -- making and removing -----------------------------------------------------
     def create(self, record) -> None:
@@ -105,10 +108,14 @@ class Manager:
         record()
         for leaf, missing in todo:
             for m in missing:
-                try:
-                    os.makedirs(m, exist_ok=True)  # a concurrent delete may remove a parent
-                except OSError as e:
-                    raise RuntimeFailure(f"cannot create cgroup {m}: {e.strerror}") from None
+                for _attempt in range(10):
+                    try:
+                        os.makedirs(m, exist_ok=True)
+                        break
+                    except FileNotFoundError:  # a concurrent delete removed the shared parent
+                        continue
+                    except OSError as e:
+                        raise RuntimeFailure(f"cannot create cgroup {m}: {e.strerror}") from None
                 if "cpuset" in leaf["ctrls"].split(","):
                     _inherit_cpuset(m)
                 if leaf["v"] == 2 and m != leaf["dir"]:
@@ -179,6 +186,11 @@ class Manager:
                     else:
                         errors.append(f"rmdir {d}: {e.strerror}")
                 break
+        for d in self.rec.get("shared") or ():
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # another container still lives there
         return errors
 
     # -- freezer -----------------------------------------------------------------
