@@ -50,3 +50,70 @@ def setup(sock_fd: int, steps) -> None:
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def receive_master(sock) -> int:
+    """Our end of the console socketpair: the pty master the init sent."""
+    _, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+    sock.close()
+    if not fds:
+        from kobako.runtime.errors import RuntimeFailure
+
+        raise RuntimeFailure("the container's init sent no pty")
+    return fds[0]
+
+
+def proxy(master: int, pid: int, wait) -> int:
+    """`run` in a terminal: copy our stdin to the pty and the pty to our stdout until
+    the container's side closes, with our terminal in raw mode meanwhile."""
+    import select
+    import termios
+    import threading
+    import tty
+
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        try:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
+        except OSError:
+            pass
+    if saved is not None:  # a resized terminal resizes the container's pty
+        import _signal
+
+        def resize(signum, frame):
+            try:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
+            except OSError:
+                pass
+
+        _signal.signal(_signal.SIGWINCH, resize)
+    code: list[int] = []
+    waiter = threading.Thread(target=lambda: code.append(wait(pid)), daemon=True)
+    waiter.start()
+    try:
+        fds = [master, 0]
+        while master in fds:
+            for fd in select.select(fds, [], [], 0.2)[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: every slave fd is closed
+                    data = b""
+                if fd == master:
+                    if not data:
+                        fds.remove(master)
+                    else:
+                        os.write(1, data)
+                elif data:
+                    os.write(master, data)
+                else:
+                    fds.remove(0)  # our stdin ended; keep reading the container's output
+            if not waiter.is_alive() and master in fds and not select.select([master], [], [], 0)[0]:
+                break
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(master)
+    waiter.join()
+    return code[0] if code else 1

@@ -37,9 +37,6 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
     if proc.get("terminal") and not args.console_socket and not for_run:
         raise RuntimeFailure("process.terminal is true but no --console-socket was given",
                              "pass --console-socket or set process.terminal to false")
-    if proc.get("terminal") and not args.console_socket:
-        raise RuntimeFailure("process.terminal is true: `run` needs --console-socket for the pty",
-                             "set process.terminal to false to use the caller's stdio")
     linux = cfg.get("linux") or {}
     steps = Steps(log)
     c = state.Container(args.root, args.id)
@@ -52,6 +49,12 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
             from kobako.runtime import console
 
             console_fd = console.connect(args.console_socket)
+        elif proc.get("terminal"):  # `run` in a terminal: we are the console socket (runc too)
+            import socket
+
+            ours, console_fd = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.console = ours
+            console_fd = console_fd.detach()
         if not for_run:
             gate_fd = _listen(os.path.join(c.dir, "exec.sock"))
         chan, child = Channel.pair()

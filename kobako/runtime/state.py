@@ -44,6 +44,7 @@ class Container:
         self.dir = os.path.join(root, cid)
         self.data: dict = {}
         self.cfg: dict | None = None  # the validated config, when this process loaded it
+        self.console = None  # `run` with a terminal: our end of the console socket
         self._lockfd = -1
 
     # -- locking ---------------------------------------------------------------

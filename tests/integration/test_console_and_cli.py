@@ -58,6 +58,29 @@ def test_terminal_without_console_socket_fails_cleanly(runtime, bundle):
     assert support.cgroup_dirs(cid) == []
 
 
+def test_run_with_a_terminal_and_no_console_socket_proxies_the_pty(runtime, bundle):
+    """runc's `run` holds the pty itself when nobody gave a console socket: stdin goes
+    in through the pty, its output comes back, the exit status is the program's."""
+    b = bundle(["sh", "-c", "tty; read x; echo got:$x; exit 3"], edit={"process.terminal": True})
+    cid = runtime.new_id("ttyrun")
+    cp = runtime("run", "--bundle", b.path, cid, input="abc\n")
+    assert cp.returncode == 3, cp.stderr
+    assert "/dev/pts/" in cp.stdout
+    assert "got:abc" in cp.stdout
+    assert cp.stdout.count("abc") == 2  # a real terminal echoed the typed line
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_run_detached_with_a_terminal_needs_a_console_socket(runtime, bundle):
+    support.lacks("runc crun", "runc's message differs")
+    b = bundle(["true"], edit={"process.terminal": True})
+    cid = runtime.new_id("ttydetach")
+    support.assert_clean_error(runtime("run", "-d", "--bundle", b.path, cid))
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
 def test_console_socket_that_does_not_exist(runtime, bundle, hostdir):
     b = bundle(["true"], edit={"process.terminal": True})
     cid = runtime.new_id("badconsole")

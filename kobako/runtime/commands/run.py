@@ -23,9 +23,19 @@ def run(args, log) -> int:
         cfg = c.cfg
         if hooks.has(cfg.get("hooks"), "poststart"):
             hooks.run_logged(cfg["hooks"], "poststart", container.oci_state(c, "running"), log)
-        if args.detach:
+        if c.console is not None:
+            from kobako.runtime import console
+
+            master = console.receive_master(c.console)
+            if args.detach:
+                raise RuntimeFailure("run -d with process.terminal needs --console-socket",
+                                     "nobody would hold the pty")
+            forward_signals(pid)
+            code = console.proxy(master, pid, reap)
+        elif args.detach:
             return 0
-        code = wait(pid)
+        else:
+            code = wait(pid)
         log.debug(f"init {pid} exited with status {code}")
     except BaseException:
         c.lock()
@@ -38,8 +48,8 @@ def run(args, log) -> int:
     return code
 
 
-def wait(pid: int) -> int:
-    """Wait for the init, passing on the signals a foreground runc passes on."""
+def forward_signals(pid: int) -> None:
+    """Pass on the signals a foreground runc passes on (main thread only)."""
     import _signal
 
     def forward(signum, frame):
@@ -50,6 +60,10 @@ def wait(pid: int) -> int:
 
     for s in FORWARDED:
         _signal.signal(s, forward)
+
+
+def reap(pid: int) -> int:
+    """Wait for the init; its exit status the way a shell reports it."""
     _, status = os.waitpid(pid, 0)
     while True:  # reap anything else reparented to us as subreaper
         try:
@@ -59,3 +73,8 @@ def wait(pid: int) -> int:
             break
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
+
+
+def wait(pid: int) -> int:
+    forward_signals(pid)
+    return reap(pid)
