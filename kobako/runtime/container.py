@@ -14,7 +14,7 @@ import os
 from kobako.linux import namespaces as ns
 from kobako.linux import prctl
 from kobako.runtime import jsonfast, spec, state
-from kobako.runtime.errors import RuntimeFailure
+from kobako.runtime.errors import RuntimeFailure, describe_oserror
 from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel
 
@@ -119,8 +119,8 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
 
 
 def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
-    """Fork the init into its new pid (and time, and user) namespaces, make its
-    cgroup and place it there; return its host PID.
+    """Fork the init into its new pid (and time, and user) namespaces and make its
+    cgroup, which the init joins itself on GO; return the init's host PID.
 
     unshare(CLONE_NEWPID) and CLONE_NEWTIME take effect for children only, so
     the parent enters them for its next fork and then returns to its own. With a
@@ -211,14 +211,14 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             # namespace the cgroupfs files are no longer ours to write
             cg.join_self()
             ctx.cgroup_joined = True
-            c = ctx.chan
+            ch = ctx.chan
             upath = ctx.namespaces["user"]
             if upath:
                 ns.enter(upath, ns.CLONE_NEWUSER)
             else:
                 ns.unshare(ns.CLONE_NEWUSER)
-                c.send("MAP")
-            if c.recv()[0] != "OK":
+                ch.send("MAP")
+            if ch.recv()[0] != "OK":
                 os._exit(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
@@ -229,11 +229,12 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             pid = os.fork()
             if pid == 0:
                 init_main(ctx)
-            c.send("PID", str(pid))
+            ch.send("PID", str(pid))
             os._exit(0)
         except BaseException as e:
             try:
-                ctx.chan.send("ERR", f"cannot enter the user namespace: {e}")
+                msg = describe_oserror(e) if isinstance(e, OSError) else str(e)
+                ctx.chan.send("ERR", f"cannot set up the user namespace: {msg}")
             finally:
                 os._exit(1)
     steps.made("fork(2)", f"intermediate pid {mid} for the user namespace", lambda: _kill_and_reap(mid))
