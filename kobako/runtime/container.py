@@ -14,7 +14,7 @@ import os
 from kobako.linux import namespaces as ns
 from kobako.linux import prctl
 from kobako.runtime import jsonfast, spec, state
-from kobako.runtime.errors import RuntimeFailure, describe_oserror
+from kobako.runtime.errors import RuntimeFailure, describe
 from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel
 
@@ -102,7 +102,7 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
         c.data["status"] = "created"
         c.save()
         if args.pid_file:
-            _write_pid_file(args.pid_file, pid)
+            write_pid_file(args.pid_file, pid)
         steps.made("state", f"container {args.id} created, init pid {pid}")
         steps.forget()
         c.unlock()
@@ -233,7 +233,7 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             os._exit(0)
         except BaseException as e:
             try:
-                msg = describe_oserror(e) if isinstance(e, OSError) else str(e)
+                msg = describe(e)
                 ctx.chan.send("ERR", f"cannot set up the user namespace: {msg}")
             finally:
                 os._exit(1)
@@ -290,7 +290,7 @@ def _listen(path: str) -> int:
     return s.detach()
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(str(pid))

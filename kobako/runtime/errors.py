@@ -20,3 +20,8 @@ def describe_oserror(e: OSError) -> str:
     """OSError -> 'op: strerror: object', the way runc and crun phrase them."""
     msg = e.strerror or str(e)
     return f"{msg}: {e.filename}" if e.filename else msg
+
+
+def describe(e: BaseException) -> str:
+    """Any failure as the one line a child process reports to its parent."""
+    return describe_oserror(e) if isinstance(e, OSError) else str(e)

@@ -136,15 +136,6 @@ class Manager:
             except OSError as e:
                 raise RuntimeFailure(f"cannot join cgroup {leaf['dir']}: {e.strerror}") from None
 
-    def add(self, pid: int) -> None:
-        for leaf in self.rec["leaves"]:
-            try:
-                with open(os.path.join(leaf["dir"], "cgroup.procs"), "w") as f:
-                    f.write(str(pid))
-            except OSError as e:
-                raise RuntimeFailure(f"cannot move process {pid} into cgroup {leaf['dir']}: "
-                                     f"{e.strerror}") from None
-
     def kill_all(self) -> None:
         """SIGKILL whatever is left in the container's own cgroup (never a parent's)."""
         for pid in self.pids():

@@ -15,7 +15,7 @@ from kobako.linux import namespaces as ns
 from kobako.linux import prctl
 from kobako.runtime import jsonfast, process, spec, state
 from kobako.runtime.cgroups import manager_for
-from kobako.runtime.errors import RuntimeFailure, describe_oserror
+from kobako.runtime.errors import RuntimeFailure, describe
 from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel
 
@@ -113,9 +113,9 @@ def run(args, log) -> int:
     finally:
         parent.close()
     if args.pid_file:
-        from kobako.runtime.container import _write_pid_file
+        from kobako.runtime.container import write_pid_file
 
-        _write_pid_file(args.pid_file, pid)
+        write_pid_file(args.pid_file, pid)
     if args.detach:
         return 0
     from kobako.runtime.commands.run import wait
@@ -142,7 +142,7 @@ def _middle(chan: Channel, cg, fds: list, proc: dict, console_fd: int, preserve_
         chan.send("PID", str(pid))
         os._exit(0)
     except BaseException as e:
-        msg = describe_oserror(e) if isinstance(e, OSError) else str(e)
+        msg = describe(e)
         try:
             chan.send("ERR", msg)
         finally:
@@ -161,7 +161,7 @@ def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, step
         process.enter_cwd(proc)
         process.execute(path, proc, preserve_fds)
     except BaseException as e:
-        msg = describe_oserror(e) if isinstance(e, OSError) else str(e)
+        msg = describe(e)
         try:
             chan.send("ERR", msg)
         finally:
