@@ -126,18 +126,22 @@ def test_pids_merges_every_hierarchy(tmp_path):
     assert mgr.pids() == [10, 11, 12]
 
 
-def test_add_writes_the_pid_to_every_leaf(tmp_path):
-    mgr = _manager(tmp_path)
+def test_join_self_writes_0_to_tasks_on_v1_and_cgroup_procs_on_v2(tmp_path):
+    """v1: "0" in `tasks` moves only the calling thread, which skips the kernel's global
+    threadgroup lock (an RCU grace period per start); v2 has only cgroup.procs."""
+    mgr = _manager(tmp_path, v2=True)
     mgr.create(lambda: None)
-    mgr.add(4242)
+    mgr.join_self()
     for h in ("pids", "memory"):
-        assert (tmp_path / h / "kobako" / "c1" / "cgroup.procs").read_text() == "4242"
+        assert (tmp_path / h / "kobako" / "c1" / "tasks").read_text() == "0"
+        assert not (tmp_path / h / "kobako" / "c1" / "cgroup.procs").exists()
+    assert (tmp_path / "unified" / "kobako" / "c1" / "cgroup.procs").read_text() == "0"
 
 
-def test_add_to_a_missing_cgroup_is_a_clear_error(tmp_path):
+def test_join_self_of_a_missing_cgroup_is_a_clear_error(tmp_path):
     mgr = _manager(tmp_path)
-    with pytest.raises(RuntimeFailure, match="cannot move process 1"):
-        mgr.add(1)
+    with pytest.raises(RuntimeFailure, match="cannot join cgroup .*kobako/c1"):
+        mgr.join_self()
 
 
 def test_v1_freezer(tmp_path):
