@@ -170,6 +170,9 @@ def _make_cgroup(c: state.Container, steps: Steps):
     # registered before the mkdirs: a failure halfway removes the ones made
     steps.made("mkdir(2) in cgroupfs", f"cgroup {cg.rec['path']} ({cg.rec['layout']})", undo)
     cg.create(record=c.save)
+    if linux.get("resources"):
+        cg.apply(linux["resources"])
+        steps.made("write cgroupfs", f"linux.resources applied to {cg.rec['path']}")
     return cg
 
 

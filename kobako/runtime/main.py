@@ -85,6 +85,21 @@ COMMANDS: dict[str, tuple[str, list[str], list[Flag], str]] = {
         (("--rootless",), "rootless", "bool", False, "a config for an unprivileged user"),
     ], "write a default config.json"),
     "features": ("features", [], [], "print what this runtime supports, as JSON"),
+    "update": ("update", ["id"], [
+        (("-r", "--resources"), "resources", "str", None, "linux.resources JSON file ('-': stdin)"),
+        (("--memory",), "memory", "str", None, "memory limit (512m, 1g; -1 lifts it)"),
+        (("--memory-reservation",), "memory_reservation", "str", None, "memory soft limit"),
+        (("--memory-swap",), "memory_swap", "str", None, "memory+swap limit (-1 lifts it)"),
+        (("--cpu-quota",), "cpu_quota", "int", None, "CFS quota in microseconds (-1 lifts it)"),
+        (("--cpu-period",), "cpu_period", "int", None, "CFS period in microseconds"),
+        (("--cpu-share", "--cpu-shares"), "cpu_shares", "int", None, "CPU shares (relative weight)"),
+        (("--cpu-rt-period",), "cpu_rt_period", "int", None, "realtime period in microseconds"),
+        (("--cpu-rt-runtime",), "cpu_rt_runtime", "int", None, "realtime runtime in microseconds"),
+        (("--cpuset-cpus",), "cpuset_cpus", "str", None, "CPUs to run on (0-3, 0,1)"),
+        (("--cpuset-mems",), "cpuset_mems", "str", None, "memory nodes to use"),
+        (("--pids-limit",), "pids_limit", "int", None, "maximum number of tasks (-1 or 0 lifts it)"),
+        (("--blkio-weight",), "blkio_weight", "int", None, "block IO weight, 10 to 1000"),
+    ], "change the resource limits of a running container, or lift them"),
 }
 
 

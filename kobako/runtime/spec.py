@@ -135,6 +135,12 @@ def validate(cfg: dict, bundle: str) -> None:
             raise _bad(f"device {d.get('path')!r} has unknown type {d.get('type')!r}")
         if not str(d.get("path", "")).startswith("/dev/"):
             raise _bad(f"device path {d.get('path')!r} must be under /dev")
+    validate_resources(linux.get("resources"))
+    if linux.get("cgroupsPath") is not None:
+        _type(linux["cgroupsPath"], str, "linux.cgroupsPath")
+        from kobako.runtime.cgroups import resolve_path
+
+        resolve_path(linux["cgroupsPath"], "x")  # refuses '..' and systemd's slice form
     prop = linux.get("rootfsPropagation")
     if prop and prop not in ("private", "rprivate", "slave", "rslave", "shared", "rshared",
                              "unbindable", "runbindable"):
@@ -148,6 +154,48 @@ def validate(cfg: dict, bundle: str) -> None:
             if not isinstance(h, dict) or not str(h.get("path", "")).startswith("/"):
                 raise _bad(f"{kind} hook path {h.get('path') if isinstance(h, dict) else h!r} "
                            "must be absolute")
+
+
+def validate_resources(res: dict | None) -> None:
+    """linux.resources: shapes and values, before any cgroup exists."""
+    if res is None:
+        return
+    _type(res, dict, "linux.resources")
+    for key in ("memory", "cpu", "pids", "blockIO", "network", "unified"):
+        if res.get(key) is not None:
+            _type(res[key], dict, f"linux.resources.{key}")
+    for k, v in (res.get("memory") or {}).items():
+        if k in ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness"):
+            _type(v, int, f"linux.resources.memory.{k}")
+    lim = (res.get("memory") or {}).get("limit")
+    if lim is not None and 0 <= lim < 6 * 2**20:
+        raise _bad(f"memory limit {lim} is below the 6 MiB a container needs to start",
+                   "give at least 6291456 bytes")
+    cpu = res.get("cpu") or {}
+    for k in ("shares", "quota", "period", "realtimeRuntime", "realtimePeriod"):
+        if cpu.get(k) is not None:
+            _type(cpu[k], int, f"linux.resources.cpu.{k}")
+    for k in ("cpus", "mems"):
+        if cpu.get(k) is not None:
+            _type(cpu[k], str, f"linux.resources.cpu.{k}")
+            if cpu[k] and not set(cpu[k]) <= set("0123456789,-"):
+                raise _bad(f"linux.resources.cpu.{k} {cpu[k]!r} is not a list like 0-2,4")
+    pids = res.get("pids") or {}
+    if "limit" in pids:
+        _type(pids["limit"], int, "linux.resources.pids.limit")
+    for r in res.get("devices") or []:
+        _type(r, dict, "linux.resources.devices[]")
+        if r.get("type", "a") not in ("a", "c", "b"):
+            raise _bad(f"device rule type {r.get('type')!r} is not a, c or b")
+        if not set(r.get("access") or "rwm") <= set("rwm"):
+            raise _bad(f"device rule access {r.get('access')!r} is not made of r, w and m")
+        for k in ("major", "minor"):
+            if r.get(k) is not None:
+                _type(r[k], int, f"linux.resources.devices[].{k}")
+    if res.get("unified"):
+        from kobako.runtime.cgroups.v2 import validate_unified
+
+        validate_unified(res["unified"])
 
 
 def validate_process(proc: dict, where: str) -> None:

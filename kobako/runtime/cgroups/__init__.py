@@ -121,6 +121,21 @@ class Manager:
                 if leaf["v"] == 2 and m != leaf["dir"]:
                     _enable_controllers(m)
 
+    def apply(self, res: dict | None) -> None:
+        """Write linux.resources into every hierarchy (v1.py / v2.py say how).
+        On v2 the device rules need a BPF program: not done yet (docs/runtime.md)."""
+        if not res:
+            return
+        from kobako.runtime.cgroups import v1, v2
+
+        for leaf in self.rec["leaves"]:
+            if leaf["v"] == 1:
+                v1.apply(set(leaf["ctrls"].split(",")), leaf["dir"], res)
+            elif self.rec["layout"] == "v2":
+                v2.apply(leaf["dir"], res)
+            else:  # hybrid: the cgroup2 mount holds only what v1 lacks
+                v2.apply(leaf["dir"], {k: res[k] for k in ("hugepageLimits", "unified") if k in res})
+
     def join_self(self) -> None:
         """Move the calling (single-threaded) process into every leaf.
 

@@ -1,0 +1,111 @@
+"""linux.resources on a real container (cgroup v1 here): limits are written where
+the container can see them, enforced, changed and lifted by `update`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import support
+
+pytestmark = pytest.mark.root
+
+V1 = os.path.isdir("/sys/fs/cgroup/pids") and os.path.isdir("/sys/fs/cgroup/memory")
+needs_v1 = pytest.mark.skipif(not V1, reason="these read cgroup v1 files; this host is not v1")
+
+
+def _res(res: dict):
+    def edit(cfg):
+        cfg["linux"]["resources"] = res
+    return edit
+
+
+@needs_v1
+def test_limits_are_written_and_visible_inside(runtime, bundle):
+    b = bundle(["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+                "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares"],
+               edit=_res({"memory": {"limit": 64 << 20}, "pids": {"limit": 20},
+                          "cpu": {"quota": 50000, "period": 100000, "shares": 512}}))
+    cp = runtime("run", "--bundle", b.path, runtime.new_id("res"))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == [str(64 << 20), "20", "50000", "512"]
+
+
+@needs_v1
+def test_pids_limit_stops_a_fork_loop(runtime, bundle):
+    # the loop runs in a child shell: when fork fails there, the outer one still counts
+    script = ('sh -c "i=0; while [ \\$i -lt 40 ]; do sleep 5 & i=\\$((i+1)); done" 2>/dev/null; '
+              'set -- /proc/[0-9]*; echo spawned $#')
+    b = bundle(["sh", "-c", script], edit=_res({"pids": {"limit": 12}}))
+    cp = runtime("run", "--bundle", b.path, runtime.new_id("pids"))
+    assert "spawned" in cp.stdout, cp.stdout + cp.stderr
+    assert int(cp.stdout.split()[-1]) <= 12, cp.stdout
+
+
+@needs_v1
+def test_memory_limit_kills_a_program_that_allocates_past_it(runtime, bundle):
+    script = 'x=$(head -c 200000000 /dev/zero | tr "\\000" a); echo survived ${#x}'
+    b = bundle(["sh", "-c", script], edit=_res({"memory": {"limit": 32 << 20, "swap": 32 << 20}}))
+    cp = runtime("run", "--bundle", b.path, runtime.new_id("oom"))
+    assert cp.returncode != 0 and "survived" not in cp.stdout
+
+
+@needs_v1
+def test_device_rules_deny_what_is_not_allowed(runtime, bundle):
+    rules = [{"allow": False, "access": "rwm"},
+             {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"}]
+    b = bundle(["sh", "-c", "head -c1 /dev/zero | wc -c; cat /tun 2>&1 | head -1"],
+               edit=_res({"devices": rules}))
+    # 10:237 (loop-control) is in no default allow list
+    subprocess.run(["mknod", os.path.join(b.path, "rootfs", "tun"), "c", "10", "237"], check=True)
+    cp = runtime("run", "--bundle", b.path, runtime.new_id("dev"))
+    lines = cp.stdout.splitlines()
+    assert lines[0].strip() == "1", cp.stdout + cp.stderr
+    assert "not permitted" in lines[1].lower(), cp.stdout
+
+
+@needs_v1
+def test_update_changes_and_lifts_limits_of_a_running_container(runtime, bundle):
+    support.lacks("crun", "crun's update flags differ")
+    b = bundle(["sleep", "60"], edit=_res({"pids": {"limit": 20}, "memory": {"limit": 64 << 20}}))
+    cid, _ = runtime.start_container(b, "upd")
+    pids = [d for d in support.cgroup_dirs(cid) if "/pids/" in d][0]
+    mem = [d for d in support.cgroup_dirs(cid) if "/memory/" in d][0]
+    runtime.ok("update", "--pids-limit", "99", "--memory", "128m", cid)
+    assert open(os.path.join(pids, "pids.max")).read().strip() == "99"
+    assert open(os.path.join(mem, "memory.limit_in_bytes")).read().strip() == str(128 << 20)
+    runtime.ok("update", "--pids-limit", "-1", "--memory", "-1", cid)
+    assert open(os.path.join(pids, "pids.max")).read().strip() == "max"
+    assert int(open(os.path.join(mem, "memory.limit_in_bytes")).read()) > 1 << 60
+    runtime.ok("kill", cid, "KILL")
+
+
+def test_update_refuses_a_memory_limit_too_small(runtime, bundle):
+    support.lacks("runc crun", "kobako checks it before writing")
+    cid, _ = runtime.start_container(bundle(["sleep", "60"]), "small")
+    support.assert_clean_error(runtime("update", "--memory", "1k", cid), "6 MiB")
+    runtime.ok("kill", cid, "KILL")
+
+
+@pytest.mark.parametrize("res,word", [
+    ({"memory": {"limit": 4096}}, "memory limit"),
+    ({"cpu": {"cpus": "zero"}}, "cpus"),
+    ({"devices": [{"allow": True, "type": "x", "access": "rwm"}]}, "device rule"),
+    ({"devices": [{"allow": True, "type": "c", "access": "rwx"}]}, "access"),
+    ({"unified": {"cgroup.procs": "1"}}, "cgroup.procs"),
+])
+def test_bad_resources_fail_cleanly(runtime, bundle, res, word):
+    support.lacks("runc crun", "kobako validates before any step")
+    cid = runtime.new_id("badres")
+    cp = runtime("run", "--bundle", bundle(["true"], edit=_res(res)).path, cid)
+    support.assert_clean_error(cp, word)
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
+
+
+def test_cgroups_path_that_escapes_fails_cleanly(runtime, bundle):
+    cid = runtime.new_id("esc")
+    b = bundle(["true"], edit={"linux.cgroupsPath": "/kobako/../../etc"})
+    support.assert_clean_error(runtime("run", "--bundle", b.path, cid))
+    assert not (runtime.root / cid).exists()
