@@ -42,6 +42,7 @@ class InitContext:
         self.namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
         self.userns = "user" in self.namespaces
         self.path = ""  # the resolved program, set once the root is in place
+        self.seccomp = None  # the prepared filter (libseccomp is out of sight after pivot_root)
         self.state_json = ""  # the OCI state, sent with GO once we are in the cgroup
 
 
@@ -57,9 +58,9 @@ def main(ctx: InitContext) -> None:
                       ctx.state_json.replace('"creating"', '"running"'), ctx.log)
         proc = ctx.cfg["process"]
         process.set_rlimits(proc, steps)
-        process.become(proc, steps, setgroups_allowed=not ctx.userns or process.setgroups_allowed())
+        process.become(proc, steps, not ctx.userns or process.setgroups_allowed(), ctx.seccomp)
         process.enter_cwd(proc)
-        process.execute(ctx.path, proc, ctx.preserve_fds)
+        process.execute(ctx.path, proc, ctx.preserve_fds, ctx.seccomp)
     except RuntimeFailure as e:
         _fail(report, str(e))
     except OSError as e:
@@ -162,6 +163,11 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
         import socket  # noqa: F401
     if hooks.has(h, "startContainer"):
         import subprocess  # noqa: F401
+    if (cfg.get("linux") or {}).get("seccomp"):
+        from kobako.runtime import seccomp
+
+        ctx.seccomp = seccomp.prepare(cfg["linux"]["seccomp"])
+        steps.made("libseccomp", f"filter of {ctx.seccomp.rules} rules compiled")
     if "mount" in ctx.namespaces:
         root.pivot(ctx.no_pivot)
     else:

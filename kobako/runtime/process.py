@@ -59,8 +59,15 @@ def set_rlimits(proc: dict, steps) -> None:
         steps.made("setrlimit(2)", f"{r['type']} soft={r['soft']} hard={r['hard']}")
 
 
-def become(proc: dict, steps, setgroups_allowed: bool = True) -> None:
-    """Drop to the configured user with exactly the configured capabilities."""
+def become(proc: dict, steps, setgroups_allowed: bool = True, filt=None) -> None:
+    """Drop to the configured user with exactly the configured capabilities.
+
+    A seccomp filter (`filt`) needs no_new_privs or CAP_SYS_ADMIN to load: without
+    noNewPrivileges it is loaded here, while we still hold every capability (runc's
+    order); with it, `execute` loads it right before execve."""
+    if filt is not None and not proc.get("noNewPrivileges"):
+        filt.load()
+        steps.made("seccomp(2) SECCOMP_SET_MODE_FILTER", f"filter of {filt.rules} rules loaded")
     caps = proc.get("capabilities") or {}
     top = capabilities.last_cap()
     masks = {k: capabilities.to_mask(caps.get(k), top) for k in
@@ -136,10 +143,13 @@ def reset_signals() -> None:
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
-def execute(path: str, proc: dict, preserve_fds: int = 0) -> None:
-    """Close every fd but stdio (and preserved ones) on exec, then execve."""
+def execute(path: str, proc: dict, preserve_fds: int = 0, filt=None) -> None:
+    """Close every fd but stdio (and preserved ones) on exec, load the seccomp filter
+    (when no_new_privs allows it this late), then execve."""
     reset_signals()
     fs.cloexec_from(3 + preserve_fds)
+    if filt is not None and proc.get("noNewPrivileges"):
+        filt.load()  # from here on, only execve itself must pass the filter
     env = proc.get("env") or []
     envd = {}
     for e in env:

@@ -136,6 +136,10 @@ def validate(cfg: dict, bundle: str) -> None:
         if not str(d.get("path", "")).startswith("/dev/"):
             raise _bad(f"device path {d.get('path')!r} must be under /dev")
     validate_resources(linux.get("resources"))
+    if linux.get("seccomp"):
+        from kobako.runtime import seccomp
+
+        seccomp.validate(linux["seccomp"])
     if linux.get("cgroupsPath") is not None:
         _type(linux["cgroupsPath"], str, "linux.cgroupsPath")
         from kobako.runtime.cgroups import resolve_path

@@ -13,7 +13,7 @@ import os
 
 from kobako.linux import namespaces as ns
 from kobako.linux import prctl
-from kobako.runtime import jsonfast, process, spec, state
+from kobako.runtime import jsonfast, process, seccomp, spec, state
 from kobako.runtime.cgroups import manager_for
 from kobako.runtime.errors import RuntimeFailure, describe
 from kobako.runtime.steps import Steps
@@ -94,7 +94,8 @@ def run(args, log) -> int:
     mid = os.fork()
     if mid == 0:
         parent.close()
-        _middle(child, manager_for(c.data), fds, proc, console_fd, args.preserve_fds, log)
+        sec = (cfg.get("linux") or {}).get("seccomp")
+        _middle(child, manager_for(c.data), sec, fds, proc, console_fd, args.preserve_fds, log)
     child.close()
     for fd, _, _ in fds:
         os.close(fd)
@@ -123,11 +124,14 @@ def run(args, log) -> int:
     return wait(pid)
 
 
-def _middle(chan: Channel, cg, fds: list, proc: dict, console_fd: int, preserve_fds: int, log) -> None:
+def _middle(chan: Channel, cg, sec: dict | None, fds: list, proc: dict, console_fd: int,
+            preserve_fds: int, log) -> None:
     """In the forked helper: join the cgroup and the namespaces, fork the process,
     report its PID."""
     try:
         steps = Steps(log, "exec")
+        # the container's filter, compiled while the host's libseccomp is reachable
+        filt = seccomp.prepare(sec) if sec else None
         cg.join_self()  # before the user namespace: the cgroupfs is the host's
         steps.made("write tasks (v1) / cgroup.procs (v2)", "joined the container's cgroup")
         userns = False
@@ -138,7 +142,7 @@ def _middle(chan: Channel, cg, fds: list, proc: dict, console_fd: int, preserve_
         prctl.set_dumpable(False)  # nothing in the container may open our /proc entries
         pid = os.fork()
         if pid == 0:
-            _process(chan, proc, console_fd, preserve_fds, steps, userns)
+            _process(chan, proc, console_fd, preserve_fds, steps, userns, filt)
         chan.send("PID", str(pid))
         os._exit(0)
     except BaseException as e:
@@ -149,7 +153,8 @@ def _middle(chan: Channel, cg, fds: list, proc: dict, console_fd: int, preserve_
             os._exit(1)
 
 
-def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, steps, userns: bool) -> None:
+def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, steps, userns: bool,
+             filt) -> None:
     try:
         if console_fd >= 0:
             from kobako.runtime import console  # already loaded by run()
@@ -157,9 +162,9 @@ def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, step
             console.setup(console_fd, steps)
         path = process.find_program(proc)
         process.set_rlimits(proc, steps)
-        process.become(proc, steps, setgroups_allowed=not userns or process.setgroups_allowed())
+        process.become(proc, steps, not userns or process.setgroups_allowed(), filt)
         process.enter_cwd(proc)
-        process.execute(path, proc, preserve_fds)
+        process.execute(path, proc, preserve_fds, filt)
     except BaseException as e:
         msg = describe(e)
         try:

@@ -3,7 +3,7 @@
 import os
 
 from kobako.linux import capabilities, mount
-from kobako.runtime import jsonfast, spec
+from kobako.runtime import jsonfast, seccomp, spec
 
 
 def run(args, log) -> int:
@@ -19,7 +19,8 @@ def run(args, log) -> int:
             "namespaces": list(spec.NAMESPACES),
             "capabilities": capabilities.NAMES[: capabilities.last_cap() + 1],
             "cgroup": {"v1": True, "v2": v2, "systemd": False, "systemdUser": False, "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": {"enabled": True, "actions": sorted(seccomp.ACTIONS.keys() - {"SCMP_ACT_NOTIFY"}),
+                        "operators": sorted(seccomp.OPERATORS), "archs": sorted(seccomp.ARCHES)},
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
