@@ -85,6 +85,10 @@ COMMANDS: dict[str, tuple[str, list[str], list[Flag], str]] = {
         (("--rootless",), "rootless", "bool", False, "a config for an unprivileged user"),
     ], "write a default config.json"),
     "features": ("features", [], [], "print what this runtime supports, as JSON"),
+    "events": ("events", ["id"], [
+        (("--stats",), "stats", "bool", False, "print the statistics once and exit"),
+        (("--interval",), "interval", "str", "5s", "how often to print statistics (5s, 500ms)"),
+    ], "cgroup statistics and OOM kills, as JSON lines"),
     "update": ("update", ["id"], [
         (("-r", "--resources"), "resources", "str", None, "linux.resources JSON file ('-': stdin)"),
         (("--memory",), "memory", "str", None, "memory limit (512m, 1g; -1 lifts it)"),
