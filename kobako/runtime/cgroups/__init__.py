@@ -122,8 +122,8 @@ class Manager:
                     _enable_controllers(m)
 
     def apply(self, res: dict | None) -> None:
-        """Write linux.resources into every hierarchy (v1.py / v2.py say how).
-        On v2 the device rules need a BPF program: not done yet (docs/runtime.md)."""
+        """Write linux.resources into every hierarchy (v1.py / v2.py say how); on v2
+        the device rules become a BPF program (devices.py)."""
         if not res:
             return
         from kobako.runtime.cgroups import v1, v2
@@ -133,6 +133,10 @@ class Manager:
                 v1.apply(set(leaf["ctrls"].split(",")), leaf["dir"], res)
             elif self.rec["layout"] == "v2":
                 v2.apply(leaf["dir"], res)
+                if res.get("devices") is not None:
+                    from kobako.runtime.cgroups import devices
+
+                    devices.apply_v2(leaf["dir"], res["devices"])
             else:  # hybrid: the cgroup2 mount holds only what v1 lacks
                 v2.apply(leaf["dir"], {k: res[k] for k in ("hugepageLimits", "unified") if k in res})
 
