@@ -10,7 +10,11 @@ crun 1.8 refuses this VM's hybrid cgroup layout, so the whole measurement runs i
 a private mount namespace with /sys/fs/cgroup/unified unmounted (the three
 runtimes see the same layout); `--host-layout` measures kobako and runc without it.
 
-usage: bench/runtime_latency.py [-n RUNS] [--host-layout] [--goal 0.6]
+With --limits the config also carries a Docker-like default seccomp profile (default
+ERRNO, every syscall of this architecture allowed but the ones Docker's profile
+blocks) plus memory and pids limits: the runtime-limits issue's benchmark.
+
+usage: bench/runtime_latency.py [-n RUNS] [--host-layout] [--limits] [--goal 0.6]
 Needs: runc, crun, and GNU time (Debian packages runc crun time) for peak RSS.
 Never part of the test run's pass/fail.
 """
@@ -26,8 +30,39 @@ import sys
 import tempfile
 import time
 
+# What Docker's default profile refuses (moby profiles/seccomp/default.json, x86_64).
+DOCKER_BLOCKED = {
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
+    "finit_module", "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp",
+    "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "mount_setattr",
+    "move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
+    "fsopen", "fsconfig", "fsmount", "fspick", "perf_event_open", "personality", "pivot_root",
+    "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl", "quotactl_fd",
+    "reboot", "request_key", "set_mempolicy", "setns", "settimeofday", "stime", "swapon", "swapoff",
+    "sysfs", "_sysctl", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86",
+    "vm86old",
+}
 
-def build_bundle(tmp: str) -> str:
+
+def docker_like_profile() -> dict:
+    """Default ERRNO; allow every syscall libseccomp knows for this arch but the blocked."""
+    import ctypes
+
+    lib = ctypes.CDLL("libseccomp.so.2")
+    lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
+    names = set()
+    for nr in range(0, 512):
+        p = lib.seccomp_syscall_resolve_num_arch(0, nr)  # 0: the native architecture
+        if p:
+            names.add(ctypes.string_at(p).decode())
+            ctypes.CDLL(None).free(ctypes.c_void_p(p))
+    allowed = sorted(names - DOCKER_BLOCKED)
+    arch = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}[os.uname().machine]
+    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "architectures": [arch],
+            "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]}
+
+
+def build_bundle(tmp: str, limits: bool = False) -> str:
     b = os.path.join(tmp, "bundle")
     r = os.path.join(b, "rootfs")
     for d in ("bin", "proc", "dev", "sys", "tmp", "etc", "root"):
@@ -42,6 +77,9 @@ def build_bundle(tmp: str) -> str:
         c = json.load(f)
     c["process"]["terminal"] = False
     c["process"]["args"] = ["/bin/true"]
+    if limits:
+        c["linux"]["seccomp"] = docker_like_profile()
+        c["linux"].setdefault("resources", {}).update({"memory": {"limit": 256 << 20}, "pids": {"limit": 512}})
     with open(os.path.join(b, "config.json"), "w") as f:
         json.dump(c, f)
     return b
@@ -74,6 +112,7 @@ def main() -> int:
     n = int(args[args.index("-n") + 1]) if "-n" in args else 31
     goal = float(args[args.index("--goal") + 1]) if "--goal" in args else 0.6
     host_layout = "--host-layout" in args
+    limits = "--limits" in args
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     if not host_layout and os.environ.get("KOBAKO_BENCH_INNER") != "1":
@@ -89,7 +128,7 @@ def main() -> int:
         raise SystemExit(f"not installed: {', '.join(missing)} (apt-get install runc crun)")
     tmp = tempfile.mkdtemp(prefix="kobako-bench-")
     try:
-        bundle = build_bundle(tmp)
+        bundle = build_bundle(tmp, limits)
         names = list(runtimes)
         times: dict[str, list[float]] = {k: [] for k in names}
         rss: dict[str, int | None] = {}
@@ -108,7 +147,8 @@ def main() -> int:
                                   "--bundle", bundle, f"bench-{os.getpid()}-rss"])
         base = statistics.median(times["runc"])
         layout = "host cgroup layout" if host_layout else "cgroup2 mount hidden (crun needs it)"
-        print(f"run of /bin/true, busybox bundle, {n} interleaved runs each, {layout}")
+        what = ", Docker-like seccomp profile + memory and pids limits" if limits else ""
+        print(f"run of /bin/true, busybox bundle{what}, {n} interleaved runs each, {layout}")
         print(f"{'runtime':<16}{'median ms':>10}{'x runc':>8}{'peak RSS MB':>13}")
         for k in names:
             med = statistics.median(times[k])
