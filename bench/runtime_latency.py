@@ -79,7 +79,8 @@ def build_bundle(tmp: str, limits: bool = False) -> str:
     c["process"]["args"] = ["/bin/true"]
     if limits:
         c["linux"]["seccomp"] = docker_like_profile()
-        c["linux"].setdefault("resources", {}).update({"memory": {"limit": 256 << 20}, "pids": {"limit": 512}})
+        res = c["linux"].setdefault("resources", {})
+        res.update({"memory": {"limit": 256 << 20}, "pids": {"limit": 512}})
     with open(os.path.join(b, "config.json"), "w") as f:
         json.dump(c, f)
     return b
