@@ -54,11 +54,13 @@ def _env(env: list[str] | None) -> dict[str, str]:
 
 
 def run_logged(hooks: dict | None, kind: str, state_json: str, log) -> None:
-    """poststart / poststop: a failure is reported, not fatal."""
-    try:
-        run(hooks, kind, state_json, log)
-    except RuntimeFailure as e:
-        log.warning(str(e))
+    """poststart / poststop: a failure is reported, not fatal, and the hooks after it
+    still run (runtime.md, lifecycle steps 10 and 13)."""
+    for h in (hooks or {}).get(kind) or []:
+        try:
+            run_one(h, kind, state_json, log)
+        except RuntimeFailure as e:
+            log.warning(str(e))
 
 
 def has(hooks: dict | None, *kinds: str) -> bool:
