@@ -151,3 +151,13 @@ def test_events_reports_an_oom_kill(runtime, bundle):
         proc.wait()
     runtime.ok("kill", cid, "KILL")
     assert "oom" in seen, seen[-3:]
+
+
+@needs_v1
+def test_cpuset_outside_the_machine_fails_cleanly(runtime, bundle):
+    cid = runtime.new_id("cpuset")
+    b = bundle(["true"], edit=_res({"cpu": {"cpus": f"0-{os.cpu_count() + 63}"}}))
+    cp = runtime("run", "--bundle", b.path, cid)
+    support.assert_clean_error(cp, "cpuset.cpus")
+    assert not (runtime.root / cid).exists()
+    assert support.cgroup_dirs(cid) == []
