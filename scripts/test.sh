@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install what the tests need (as root, on Debian 12) and run every test:
-# unit (no root), integration (real containers), security.
+# unit (no root), integration (real containers), security, conformance.
+# Arguments, if any, go to pytest instead of "tests" (KOBAKO_TEST_RUNTIME=runc runs the
+# integration and conformance tests against runc).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the integration tests make real containers)" >&2; exit 1; }
@@ -15,4 +17,5 @@ if [ -n "$need_pkgs" ]; then
 fi
 /opt/kobako/venv/bin/pip install -q --disable-pip-version-check -e "$here[test]"
 cd "$here"
-exec /opt/kobako/venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+[ $# -gt 0 ] || set -- tests  # or just some: ./scripts/test.sh tests/conformance
+exec /opt/kobako/venv/bin/python -m pytest -q -p no:cacheprovider "$@"
