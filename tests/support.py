@@ -193,6 +193,8 @@ def proc_status(pid: int | str, field: str) -> str:
 
 # -- capabilities ---------------------------------------------------------------------------------
 
+# A copy of linux/capability.h's numbering on purpose, not kobako.linux.capabilities.NAMES:
+# the tests' oracle must not share a mistake with the code it checks.
 CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
     "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
