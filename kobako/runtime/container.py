@@ -28,7 +28,7 @@ def oci_state(c: state.Container, status: str) -> str:
 
 def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel | None]:
     """Validate, claim the id, fork the init, then (while the init builds its
-    namespaces and mounts) make the cgroup and place the init in it."""
+    namespaces and mounts) make the cgroup, which the init joins on GO."""
     spec.check_id(args.id)
     cfg = spec.load(args.bundle)
     proc = cfg.get("process")
@@ -235,11 +235,7 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             ch.send("PID", str(pid))
             os._exit(0)
         except BaseException as e:
-            try:
-                msg = describe(e)
-                ctx.chan.send("ERR", f"cannot set up the user namespace: {msg}")
-            finally:
-                os._exit(1)
+            ctx.chan.fail(f"cannot set up the user namespace: {describe(e)}")
     steps.made("fork(2)", f"intermediate pid {mid} for the user namespace", lambda: _kill_and_reap(mid))
     if not ctx.namespaces["user"]:
         kind, msg = chan.recv()

@@ -15,9 +15,9 @@ import os
 from kobako.linux import keyring, uts
 from kobako.linux import namespaces as ns
 from kobako.runtime import hooks, jsonfast, process
-from kobako.runtime.errors import RuntimeFailure, describe_oserror
+from kobako.runtime.errors import RuntimeFailure, describe
 from kobako.runtime.steps import Steps
-from kobako.runtime.sync import Channel
+from kobako.runtime.sync import Channel, die
 
 # Namespaces the init makes itself (pid, time and user are made before its fork;
 # cgroup once the parent has placed the init in its cgroup).
@@ -49,7 +49,7 @@ class InitContext:
 def main(ctx: InitContext) -> None:
     """Entry of the forked init. Never returns."""
     steps = Steps(ctx.log, "init")
-    report = ctx.chan
+    report = ctx.chan.wfd  # where a failure goes: the parent, or `start` once it waits
     try:
         _setup(ctx, steps)
         report = _wait_for_start(ctx)
@@ -61,23 +61,10 @@ def main(ctx: InitContext) -> None:
         process.become(proc, steps, not ctx.userns or process.setgroups_allowed(), ctx.seccomp)
         process.enter_cwd(proc)
         process.execute(ctx.path, proc, ctx.preserve_fds, ctx.seccomp)
-    except RuntimeFailure as e:
-        _fail(report, str(e))
-    except OSError as e:
-        _fail(report, describe_oserror(e))
+    except (RuntimeFailure, OSError) as e:
+        die(report, describe(e))
     except BaseException as e:  # never fall back into the parent's code
-        _fail(report, f"internal error in init: {type(e).__name__}: {e}")
-    os._exit(1)
-
-
-def _fail(report, msg: str) -> None:
-    try:
-        if isinstance(report, Channel):
-            report.send("ERR", msg)
-        else:
-            os.write(report, f"ERR {msg}\n".encode())
-    except OSError:
-        pass
+        die(report, f"internal error in init: {type(e).__name__}: {e}")
     os._exit(1)
 
 
@@ -183,10 +170,10 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     ctx.chan.send("READY")
 
 
-def _wait_for_start(ctx: InitContext):
-    """Block until `start` (create); `run` starts at once. Returns where to report."""
+def _wait_for_start(ctx: InitContext) -> int:
+    """Block until `start` (create); `run` starts at once. Returns the fd to report to."""
     if ctx.gate_fd < 0:
-        return ctx.chan
+        return ctx.chan.wfd
     import socket
 
     ctx.chan.close()

@@ -19,8 +19,6 @@ RLIMITS = {
     "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
 }
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-MOUNT_TYPES_NEEDING_NO_SOURCE_CHECK = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup",
-                                       "cgroup2", "ramfs", "overlay", "securityfs", "debugfs")
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 

@@ -37,9 +37,23 @@ class Channel:
         kind, _, payload = line.decode().partition(" ")
         return kind, payload
 
+    def fail(self, msg: str, code: int = 1) -> None:
+        """A forked child's last word: send ERR and exit, whatever the pipe does."""
+        die(self.wfd, msg, code)
+
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def die(fd: int, msg: str, code: int = 1) -> None:
+    """Write "ERR msg" to fd (a channel or the socket `start` waits on) and _exit: a
+    child forked from the runtime must never fall back into the parent's code."""
+    try:
+        os.write(fd, f"ERR {msg}\n".encode())
+    except OSError:
+        pass
+    os._exit(code)

@@ -23,3 +23,12 @@ def cgroup_dirs(cid: str) -> list[str]:
     if hidden_unified():
         dirs = [d for d in dirs if not d.startswith(UNIFIED + "/")]
     return dirs
+
+
+def run_sh(runtime, bundle, script, edit=None, tag="c"):
+    """Run `sh -c script` in a fresh container; returns its stdout (asserting exit 0)."""
+    b = bundle(["sh", "-c", script], edit=edit)
+    cid = runtime.new_id(tag)
+    cp = runtime("run", "--bundle", b.path, cid)
+    assert cp.returncode == 0, f"run exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}"
+    return cp.stdout

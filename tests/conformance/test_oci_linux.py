@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import oci_support
 import pytest
 import support
 
@@ -15,11 +16,7 @@ pytestmark = pytest.mark.root
 
 
 def run(runtime, bundle, script, edit=None, tag="l"):
-    b = bundle(["sh", "-c", script], edit=edit)
-    cid = runtime.new_id(tag)
-    cp = runtime("run", "--bundle", b.path, cid)
-    assert cp.returncode == 0, f"run exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}"
-    return cp.stdout
+    return oci_support.run_sh(runtime, bundle, script, edit, tag)
 
 
 def drop_ns(typ):

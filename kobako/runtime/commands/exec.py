@@ -146,11 +146,7 @@ def _middle(chan: Channel, cg, sec: dict | None, fds: list, proc: dict, console_
         chan.send("PID", str(pid))
         os._exit(0)
     except BaseException as e:
-        msg = describe(e)
-        try:
-            chan.send("ERR", msg)
-        finally:
-            os._exit(1)
+        chan.fail(describe(e))
 
 
 def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, steps, userns: bool,
@@ -166,9 +162,5 @@ def _process(chan: Channel, proc: dict, console_fd: int, preserve_fds: int, step
         process.enter_cwd(proc)
         process.execute(path, proc, preserve_fds, filt)
     except BaseException as e:
-        msg = describe(e)
-        try:
-            chan.send("ERR", msg)
-        finally:
-            os._exit(127)
+        chan.fail(describe(e), 127)
     os._exit(127)
