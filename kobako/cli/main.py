@@ -1,5 +1,10 @@
-"""kobako: the engine's command line. The engine arrives with later issues; until
-then this says what exists and where the runtime is."""
+"""kobako: the engine's command line (docker's verbs and flags).
+
+Each command lives in a module by subject (images.py, containers.py, system.py) and
+is imported only when called, so `kobako run` does not pay for `kobako push`.
+Every error a user can cause ends in one line on stderr and exit 125, as docker does;
+a container's own exit code passes through `run`.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,77 @@ import sys
 
 from kobako import __version__
 
-PLANNED = {
-    "run, create, start, stop, kill, rm, ps, logs, exec, attach, inspect, wait": "containers",
-    "pull, push, images, rmi, tag, save, load, import, export, commit, history": "images",
-    "volume, network": "volumes and networks",
-    "system info, system version": "the host",
+# command -> module under kobako.cli; aliases map docker's long forms onto the short ones
+MODULES = {
+    "pull": "images", "push": "images", "images": "images", "image inspect": "images", "tag": "images",
+    "rmi": "images", "image prune": "images", "history": "images", "save": "images", "load": "images",
+    "import": "images", "login": "images", "logout": "images",
+    "run": "containers", "rm": "containers", "ps": "containers", "commit": "containers",
+    "diff": "containers", "export": "containers",
+    "system df": "system", "system prune": "system",
 }
+ALIASES = {
+    "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
+    "image pull": "pull", "image push": "push", "image tag": "tag", "image history": "history",
+    "image save": "save", "image load": "load", "image import": "import", "inspect": "image inspect",
+    "container run": "run", "container rm": "rm", "container ls": "ps", "container list": "ps",
+    "container commit": "commit", "container diff": "diff", "container export": "export",
+    "container prune": "system prune",
+}
+GROUPS = ("image", "container", "system", "volume", "network")
 
-USAGE = f"""kobako {__version__}: a container engine built from Linux primitives
+USAGE = f"""Usage:  kobako [OPTIONS] COMMAND
 
-The engine commands are not built yet. Planned:
-""" + "".join(f"  {cmds:<78} {what}\n" for cmds, what in PLANNED.items()) + """
-Available now:
-  kobako version             print the version
-  kobako-runtime --help      the OCI runtime (runc's command line): create, start,
-                             run, exec, state, kill, delete, list, ps, pause, resume
+kobako {__version__}: a container engine built from Linux primitives, daemonless.
+
+Images:
+  pull        Download an image from a registry
+  push        Upload an image to a registry
+  images      List images (image ls)
+  image inspect / history / tag / rmi / image prune
+  save, load  Images to and from tar archives (docker-archive or OCI layout)
+  import      Create an image from a tarball or a host directory
+  login, logout
+
+Containers:
+  run         Create and run a container (foreground; -d comes with the monitor)
+  ps          List containers
+  rm          Remove containers
+  commit      Create an image from a container's changes
+  diff        Show a container's changes
+  export      A container's filesystem as a tar archive
+
+System:
+  system df, system prune
+  version     Show the version
+
+Run 'kobako COMMAND --help' for more information on a command.
+The OCI runtime is kobako-runtime (runc's command line).
 """
+
+
+def describe(e: BaseException) -> str:
+    """One line for an error: the message our own exceptions carry, errno text for OSError."""
+    if isinstance(e, OSError) and e.strerror:
+        what = f" {e.filename}" if e.filename else ""
+        if e.errno == 28:
+            return f"no space left on device{what}: free space under the data root and retry"
+        return f"{e.strerror}{what}"
+    msg = str(e)
+    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg
+
+
+def _lookup(argv: list[str]) -> tuple[str | None, list[str]]:
+    if not argv:
+        return None, []
+    if argv[0] in GROUPS and len(argv) > 1:
+        two = f"{argv[0]} {argv[1]}"
+        two = ALIASES.get(two, two)
+        if two in MODULES:
+            return two, argv[2:]
+        return f"{argv[0]} {argv[1]}", argv[2:]
+    one = ALIASES.get(argv[0], argv[0])
+    return one, argv[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +94,69 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in ("version", "--version", "-v"):
         print(f"kobako version {__version__}")
         return 0
-    sys.stderr.write(f"kobako: '{argv[0]}' is not a kobako command yet (see kobako --help)\n")
-    return 125
+    name, rest = _lookup(argv)
+    if name not in MODULES:
+        sys.stderr.write(f"kobako: '{' '.join(argv[:2]) if argv[0] in GROUPS else argv[0]}' is not a "
+                         "kobako command.\nSee 'kobako --help'.\n")
+        return 125
+    from kobako.cli import parser
+    mod = __import__(f"kobako.cli.{MODULES[name]}", fromlist=["COMMANDS"])
+    cmd, handler = mod.COMMANDS[name]
+    try:
+        args = parser.parse(cmd, rest)
+        if args.help:
+            sys.stdout.write(parser.help_text(cmd))
+            return 0
+        from kobako.engine.lifecycle import Engine
+        return handler(Engine(), args)
+    except parser.UsageError as e:
+        sys.stderr.write(f"kobako {name}: {e}\nSee 'kobako {name} --help'.\n")
+        return 125
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        from kobako.runtime.errors import RuntimeFailure
+        if os.environ.get("KOBAKO_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        known = _known_errors()
+        if isinstance(e, known) or isinstance(e, (OSError, RuntimeFailure)):
+            sys.stderr.write(f"Error: {describe(e)}\n")
+        else:
+            sys.stderr.write(f"Error: internal error: {type(e).__name__}: {e} (KOBAKO_DEBUG=1 shows where)\n")
+        return 125
+
+
+def _known_errors() -> tuple[type, ...]:
+    """The exceptions that carry a message for the user (imported only on the error path)."""
+    out: list[type] = []
+    for mod, names in (("kobako.image.reference", ["ReferenceError"]),
+                       ("kobako.image.store", ["ImageError", "ImageNotFound"]),
+                       ("kobako.image.content", ["ContentError"]),
+                       ("kobako.image.manifest", ["ManifestError"]),
+                       ("kobako.image.unpack", ["UnpackError"]),
+                       ("kobako.image.registry", ["RegistryError"]),
+                       ("kobako.image.archive", ["ArchiveError"]),
+                       ("kobako.storage.layer", ["LayerError"]),
+                       ("kobako.storage.snapshots", ["SnapshotError"]),
+                       ("kobako.engine.records", ["ContainerError", "ContainerNotFound"]),
+                       ("kobako.engine.ocispec", ["OptionError"])):
+        try:
+            m = __import__(mod, fromlist=names)
+            out += [getattr(m, n) for n in names]
+        except ImportError:
+            continue
+    return tuple(out)
 
 
 def entry() -> None:
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
     os._exit(code)
 
 

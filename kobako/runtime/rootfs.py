@@ -13,8 +13,11 @@ import stat
 
 from kobako.linux import fs
 from kobako.linux import mount as m
+from kobako.runtime import jsonfast
 from kobako.runtime.errors import RuntimeFailure
 
+# A root filesystem the runtime mounts itself (kobako's engine sets it; see mount_root).
+ROOT_MOUNT_ANNOTATION = "org.kobako.rootfs.mount"
 DEFAULT_DEVICES = [  # path, major, minor: what every container gets, as in runc
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
     ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
@@ -73,8 +76,12 @@ class Rootfs:
         if flag & m.MS_SHARED:
             m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
         self.steps.made("mount(2) MS_REC|" + (prop or "MS_SLAVE"), "/ made non-propagating")
-        m.mount(self.path, self.path, None, m.MS_BIND | m.MS_REC)
-        self.steps.made("mount(2) MS_BIND", f"rootfs {self.path} bound onto itself for pivot_root")
+        root_mount = (self.cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
+        if root_mount:
+            self.mount_root(root_mount)
+        else:
+            m.mount(self.path, self.path, None, m.MS_BIND | m.MS_REC)
+            self.steps.made("mount(2) MS_BIND", f"rootfs {self.path} bound onto itself for pivot_root")
         self.rootfd = os.open(self.path, fs.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         dev_bound = False
         for mnt in self.cfg.get("mounts") or []:
@@ -83,6 +90,22 @@ class Rootfs:
                 dev_bound = True
         if not dev_bound:
             self.make_devices()
+
+    def mount_root(self, desc: str) -> None:
+        """The engine's overlay (image layers + the container's upper dir), described by the
+        storage layer and mounted here, in the container's own mount namespace: it dies with
+        the container, so a kill -9 of everything leaves no mount on the host."""
+        try:
+            d = jsonfast.loads(desc)
+            typ, src, opts = d["type"], d.get("source") or d["type"], ",".join(d.get("options") or [])
+        except (ValueError, KeyError, TypeError):
+            raise RuntimeFailure(f"annotation {ROOT_MOUNT_ANNOTATION} is not a mount description") from None
+        try:
+            m.mount(src, self.path, typ, 0, opts or None)
+        except OSError as e:
+            raise RuntimeFailure(f"cannot mount the root filesystem ({typ}) on {self.path}: {e.strerror}",
+                                 _mount_hint(e.errno, typ)) from None
+        self.steps.made(f"mount(2) {typ}", f"root filesystem on {self.path}")
 
     @staticmethod
     def _is_bind(mnt: dict) -> bool:

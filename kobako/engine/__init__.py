@@ -1,0 +1,1 @@
+"""The engine: container records, run options -> OCI bundle, lifecycle over the runtime."""

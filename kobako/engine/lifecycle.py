@@ -1,0 +1,164 @@
+"""Creating, running and removing containers: the engine's side of the lifecycle.
+
+The runtime is called in-process (kobako.runtime as a library, no second
+interpreter); its state lives under <run root>/runtime. The root filesystem is an
+overlay the storage layer describes and the runtime mounts inside the container's
+mount namespace, so it disappears with the container's last process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kobako import paths
+from kobako.engine import ocispec
+from kobako.engine.records import ContainerError, ContainerStore
+from kobako.image.store import ImageStore, now_iso
+from kobako.storage.snapshots import Snapshots
+
+
+class Engine:
+    def __init__(self, root: str | None = None, run: str | None = None) -> None:
+        self.root = root or paths.data_root()
+        self.run_dir = run or paths.run_root()
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        self.images = ImageStore(self.root)
+        self.snapshots = Snapshots(self.root)
+        self.containers = ContainerStore(self.root)
+        self.runtime_root = os.path.join(self.run_dir, "runtime")
+
+    # -- runtime calls --------------------------------------------------------
+    def runtime(self, argv: list[str], log=None):
+        from kobako.runtime import main as rt
+        from kobako.runtime.log import Log
+
+        cmd, args = rt.parse(["--root", self.runtime_root, *argv])
+        mod = __import__(f"kobako.runtime.commands.{rt.COMMANDS[cmd][0]}", fromlist=["run"])
+        return mod.run(args, log or Log(None))
+
+    def runtime_state(self, cid: str) -> str | None:
+        from kobako.runtime import state
+        c = state.Container(self.runtime_root, cid)
+        if not os.path.isdir(c.dir):
+            return None
+        try:
+            c.load()
+            return c.status()
+        except Exception:
+            return "stopped"
+
+    # -- create ----------------------------------------------------------------
+    def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, name: str | None) -> dict:
+        import json
+        img_cfg = (json.loads(self.images.content.read(image["id"])).get("config") or {})
+        ocispec.command_of(img_cfg, opts)  # fail before anything is made
+        rec = self.containers.create({
+            "image": image["id"], "imageName": image_name, "created": now_iso(),
+            "status": "created", "chainIds": image["chainIds"],
+            "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty},
+        }, name)
+        cid = rec["id"]
+        try:
+            upper, work = self.containers.path(cid, "upper"), self.containers.path(cid, "work")
+            bundle = self.containers.path(cid, "bundle")
+            for d in (upper, work, os.path.join(bundle, "rootfs")):
+                os.makedirs(d, mode=0o755)
+            mount = self.snapshots.mount_for(image["chainIds"], upper, work)
+            user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
+            for host, _, _ in opts.binds:
+                if not os.path.exists(host):
+                    os.makedirs(host, 0o755)  # docker -v creates a missing host directory
+            spec = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
+            from kobako.runtime import jsonfast
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                f.write(jsonfast.dumps_pretty(spec))
+            rec["bundle"] = bundle
+            self.containers.save(rec)
+            return rec
+        except BaseException:
+            self.containers.remove_dir(cid)
+            raise
+
+    def resolve_user(self, chains: list[str], user: str) -> tuple[int, int, list[int]]:
+        """user, uid, user:group or uid:gid, names looked up in the image's /etc/passwd and /etc/group."""
+        if not user:
+            return 0, 0, []
+        u, _, g = user.partition(":")
+
+        def lookup(fname: str, key: str) -> tuple[int, int] | None:
+            text = self.image_file(chains, fname)
+            for line in (text or "").splitlines():
+                f = line.split(":")
+                if len(f) >= 4 and f[0] == key:
+                    return int(f[2]), int(f[3])
+            return None
+
+        if u.isdigit():
+            uid, gid = int(u), 0
+            hit = None
+            text = self.image_file(chains, "etc/passwd") or ""
+            for line in text.splitlines():
+                f = line.split(":")
+                if len(f) >= 4 and f[2] == u and f[3].isdigit():
+                    hit = int(f[3])
+                    break
+            gid = hit if hit is not None else 0
+        else:
+            r = lookup("etc/passwd", u)
+            if r is None:
+                raise ContainerError(f"unable to find user {u}: no matching entries in passwd file")
+            uid, gid = r
+        if g:
+            if g.isdigit():
+                gid = int(g)
+            else:
+                r = lookup("etc/group", g)
+                if r is None:
+                    raise ContainerError(f"unable to find group {g}: no matching entries in group file")
+                gid = r[0]
+        return uid, gid, []
+
+    def image_file(self, chains: list[str], rel: str) -> str | None:
+        """A small file as the container would see it: the topmost layer that has it wins."""
+        for c in reversed(chains):
+            p = os.path.join(self.snapshots.fs(c), rel)
+            try:
+                with open(p, errors="replace") as f:
+                    return f.read(1 << 20)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                pass
+            except OSError:
+                return None
+        return None
+
+    # -- run (foreground) -------------------------------------------------------
+    def run_foreground(self, rec: dict, remove: bool) -> int:
+        cid = rec["id"]
+        rec.update(status="running", started=now_iso())
+        self.containers.save(rec)
+        code = 125
+        try:
+            code = self.runtime(["run", "--bundle", rec["bundle"], cid])
+        finally:
+            rec.update(status="exited", exitCode=code, finished=now_iso())
+            if remove:
+                self.remove(rec, force=True)
+            else:
+                self.containers.save(rec)
+        return code
+
+    # -- remove ----------------------------------------------------------------
+    def remove(self, rec: dict, force: bool = False) -> None:
+        cid = rec["id"]
+        st = self.runtime_state(cid)
+        if st in ("running", "paused", "created") and not force:
+            raise ContainerError(f"container {rec['name']} is {st}: stop it first or use rm -f")
+        if st is not None:
+            from kobako.runtime.errors import RuntimeFailure
+            try:
+                self.runtime(["delete", "--force", cid])
+            except RuntimeFailure:
+                time.sleep(0.05)
+                self.runtime(["delete", "--force", cid])
+        self.containers.remove_dir(cid)

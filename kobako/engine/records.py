@@ -1,0 +1,117 @@
+"""Container records: one directory per container under <data root>/containers/<id>/
+
+    container.json   the record (name, image, options, state), written atomically
+    upper/, work/    the container's overlay upper and work dirs (its changes)
+    bundle/          the OCI bundle handed to the runtime (config.json, rootfs/)
+
+Names are unique; `names.lock` serialises the name check and the directory creation.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kobako.paths import atomic_write
+
+
+class ContainerNotFound(Exception):
+    pass
+
+
+class ContainerError(Exception):
+    pass
+
+
+_LEFT = ("brave", "calm", "eager", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble",
+         "proud", "quiet", "swift", "tidy", "vivid", "witty", "zen", "bold", "cool", "fond")
+_RIGHT = ("fox", "owl", "crane", "otter", "lynx", "heron", "koi", "tanuki", "kitsune", "panda",
+          "finch", "hare", "mole", "newt", "seal", "wren", "yak", "ibis", "gecko", "badger")
+
+
+def random_name() -> str:
+    return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}_{secrets.randbelow(1000)}"
+
+
+def valid_name(name: str) -> bool:
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+    return bool(name) and name[0].isalnum() and set(name) <= ok and len(name) <= 128
+
+
+class ContainerStore:
+    def __init__(self, root: str) -> None:
+        self.dir = os.path.join(root, "containers")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def path(self, cid: str, *rest: str) -> str:
+        return os.path.join(self.dir, cid, *rest)
+
+    @contextmanager
+    def names_locked(self) -> Iterator[None]:
+        fd = os.open(os.path.join(self.dir, "names.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def ids(self) -> list[str]:
+        return [n for n in os.listdir(self.dir) if len(n) == 64]
+
+    def get(self, cid: str) -> dict | None:
+        try:
+            with open(self.path(cid, "container.json"), "rb") as f:
+                return json.loads(f.read())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+
+    def all(self) -> list[dict]:
+        out = [r for r in (self.get(c) for c in self.ids()) if r]
+        out.sort(key=lambda r: r.get("created", ""), reverse=True)
+        return out
+
+    def save(self, rec: dict) -> None:
+        atomic_write(self.path(rec["id"], "container.json"), json.dumps(rec, indent=1).encode(),
+                     durable=False)
+
+    def create(self, rec: dict, name: str | None) -> dict:
+        """Reserve an ID and a name and write the first record."""
+        with self.names_locked():
+            taken = {r["name"]: r["id"] for r in self.all()}
+            if name:
+                if not valid_name(name):
+                    raise ContainerError(f"invalid container name {name!r}: "
+                                         "use letters, digits, '_', '.', '-'")
+                if name in taken:
+                    raise ContainerError(f'the container name "{name}" is already in use by container '
+                                         f'{taken[name][:12]}', )
+            else:
+                name = random_name()
+                while name in taken:
+                    name = random_name()
+            cid = secrets.token_hex(32)
+            os.makedirs(self.path(cid), mode=0o700)
+            rec = {**rec, "id": cid, "name": name}
+            self.save(rec)
+            return rec
+
+    def resolve(self, ref: str) -> dict:
+        """A container by name, full ID or unique ID prefix."""
+        recs = self.all()
+        for r in recs:
+            if r["name"] == ref or r["name"] == ref.lstrip("/") or r["id"] == ref:
+                return r
+        hits = [r for r in recs if len(ref) >= 3 and r["id"].startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ContainerError(f"container ID {ref!r} is ambiguous")
+        raise ContainerNotFound(f"no such container: {ref}")
+
+    def remove_dir(self, cid: str) -> None:
+        shutil.rmtree(self.path(cid), ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Images: content store, manifests, image records, registry client, archives."""

@@ -1,0 +1,161 @@
+"""Removing images and collecting what nothing references any more: blobs, snapshots,
+leftovers of crashed pulls. Collection takes gc.lock exclusively; pulls, loads and
+imports hold it shared, so a collection never removes what one of them has written
+but not yet recorded (it waits, or with wait=False skips this round)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+
+from kobako.image.store import ImageError
+
+
+@contextmanager
+def exclusive(root: str, wait: bool = True):
+    fd = os.open(os.path.join(root, "gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def referenced(e) -> tuple[set[str], set[str]]:
+    blobs: set[str] = set()
+    chains: set[str] = set()
+    for r in e.images.all():
+        blobs.add(r["id"])
+        blobs.add(r["manifest"]["digest"])
+        if r.get("index"):
+            blobs.add(r["index"])
+        blobs.update(d["digest"] for d in r.get("layers", []))
+        chains.update(r.get("chainIds", []))
+    for c in e.containers.all():
+        chains.update(c.get("chainIds", []))
+    return blobs, chains
+
+
+def collect(e, wait: bool = False) -> int:
+    """Remove unreferenced blobs and snapshots; returns bytes freed."""
+    freed = 0
+    with exclusive(e.root, wait) as got:
+        if not got:
+            return 0
+        blobs, chains = referenced(e)
+        content = e.images.content
+        for d in list(content.digests()):
+            if d not in blobs:
+                try:
+                    freed += content.size(d)
+                except OSError:
+                    pass
+                content.delete(d)
+        for c in e.snapshots.all():
+            if c not in chains:
+                freed += e.snapshots.size(c)
+                e.snapshots.remove(c)
+        # nobody holds the shield: every temp file or dir is a crash's leftover
+        content.prune_ingest(older_than=0)
+        e.snapshots.prune_temp()
+    return freed
+
+
+def users(e, image_id: str) -> list[dict]:
+    return [c for c in e.containers.all() if c.get("image") == image_id]
+
+
+def remove_image(e, name: str, force: bool = False) -> list[str]:
+    from kobako.image import reference
+    familiar = reference.familiar
+    store = e.images
+    rec = store.resolve(name)
+    out: list[str] = []
+    by_id = reference.looks_like_id(name) and name.removeprefix("sha256:") in rec["id"]
+    names = rec.get("names", [])
+    if not by_id:
+        full = str(reference.parse(name))
+        if full in names and len(names) > 1:
+            store.untag(rec["id"], full)
+            return [f"Untagged: {familiar(full)}"]
+    elif len(names) > 1 and not force:
+        raise ImageError(f"conflict: unable to delete {rec['id'][7:19]} (must be forced) - image is "
+                         f"referenced in multiple repositories")
+    used = users(e, rec["id"])
+    if used and not force:
+        c = used[0]
+        raise ImageError(f"conflict: unable to remove image {familiar(name)}: container {c['id'][:12]} "
+                         f"({c['name']}) uses it; remove the container first or use -f")
+    with store.locked():
+        store.delete_record(rec["id"])
+    out += [f"Untagged: {familiar(n)}" for n in names]
+    out.append(f"Deleted: {rec['id']}")
+    collect(e)
+    return out
+
+
+def prune_images(e, all_images: bool = False) -> tuple[list[str], int]:
+    out: list[str] = []
+    for r in e.images.all():
+        if users(e, r["id"]):
+            continue
+        if r.get("names") and not all_images:
+            continue
+        e.images.delete_record(r["id"])
+        out.append(f"Deleted Images:\ndeleted: {r['id']}" if not out else f"deleted: {r['id']}")
+    freed = collect(e, wait=True)
+    return out, freed
+
+
+def disk_usage(e) -> dict:
+    blobs, chains = referenced(e)
+    imgs = e.images.all()
+    active = {c.get("image") for c in e.containers.all()}
+    snap_sizes = {c: e.snapshots.size(c) for c in e.snapshots.all()}
+    img_total = sum(snap_sizes.values())
+    img_unused = sum(s for c, s in snap_sizes.items()
+                     if not any(c in r.get("chainIds", []) for r in imgs if r["id"] in active))
+    cont = e.containers.all()
+    cont_sizes = [_du(e.containers.path(c["id"], "upper")) for c in cont]
+    vol_dir = os.path.join(e.root, "volumes")
+    vols = [d for d in (os.listdir(vol_dir) if os.path.isdir(vol_dir) else [])]
+    vol_total = sum(_du(os.path.join(vol_dir, v)) for v in vols)
+    return {
+        "Images": {"total": len(imgs), "active": len([r for r in imgs if r["id"] in active]),
+                   "size": img_total, "reclaimable": img_unused},
+        "Containers": {"total": len(cont), "active": len([c for c in cont if c.get("status") == "running"]),
+                       "size": sum(cont_sizes),
+                       "reclaimable": sum(s for c, s in zip(cont, cont_sizes, strict=True)
+                                          if c.get("status") != "running")},
+        "Local Volumes": {"total": len(vols), "active": 0, "size": vol_total, "reclaimable": vol_total},
+        "Blobs": {"total": len(list(e.images.content.digests())), "active": len(blobs),
+                  "size": sum(_size(e.images.content, d) for d in e.images.content.digests()),
+                  "reclaimable": 0},
+    }
+
+
+def _size(content, d: str) -> int:
+    try:
+        return content.size(d)
+    except OSError:
+        return 0
+
+
+def _du(path: str) -> int:
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total

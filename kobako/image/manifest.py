@@ -1,0 +1,199 @@
+"""Manifests, indexes and image configs: OCI image spec and Docker v2 schema 2.
+
+Parsing is strict about what kobako relies on (media types, digests, sizes) and
+turns anything else into one ManifestError message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from kobako.image.reference import ReferenceError, check_digest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
+OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
+OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEXES = (OCI_INDEX, DOCKER_LIST)
+LAYERS = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_LAYER_NONDIST_GZIP, DOCKER_LAYER_GZIP,
+          DOCKER_LAYER_FOREIGN, "application/vnd.oci.image.layer.nondistributable.v1.tar",
+          "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
+           "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+class ManifestError(Exception):
+    pass
+
+
+@dataclass
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    platform: dict | None = None
+    annotations: dict | None = None
+    urls: list | None = None
+
+    @classmethod
+    def parse(cls, d: object, what: str) -> Descriptor:
+        if not isinstance(d, dict):
+            raise ManifestError(f"{what}: descriptor is not an object")
+        try:
+            digest = check_digest(d.get("digest") or "")
+        except ReferenceError as e:
+            raise ManifestError(f"{what}: {e}") from None
+        size = d.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"{what}: descriptor {digest} has no valid size")
+        mt = d.get("mediaType") or ""
+        if not isinstance(mt, str):
+            raise ManifestError(f"{what}: mediaType is not a string")
+        plat = d.get("platform")
+        return cls(mt, digest, size, plat if isinstance(plat, dict) else None,
+                   d.get("annotations") if isinstance(d.get("annotations"), dict) else None,
+                   d.get("urls") if isinstance(d.get("urls"), list) else None)
+
+    def to_json(self) -> dict:
+        out: dict = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.platform:
+            out["platform"] = self.platform
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+@dataclass
+class Manifest:
+    media_type: str
+    config: Descriptor
+    layers: list[Descriptor]
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class Index:
+    media_type: str
+    manifests: list[Descriptor]
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+def loads(data: bytes, what: str = "manifest") -> dict:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{what} is not a JSON object")
+    return doc
+
+
+def media_type_of(doc: dict, header: str | None = None) -> str:
+    """The document's own mediaType, else the HTTP Content-Type, else guessed from the shape."""
+    mt = doc.get("mediaType") or (header or "").split(";")[0].strip()
+    if mt in MANIFESTS + INDEXES:
+        return mt
+    if "manifests" in doc:
+        return OCI_INDEX
+    if "config" in doc and "layers" in doc:
+        return OCI_MANIFEST
+    if doc.get("schemaVersion") == 1:
+        raise ManifestError("Docker schema 1 manifests are not supported (deprecated since 2017); "
+                            "re-push the image with a current client")
+    raise ManifestError(f"unsupported manifest media type {mt or '(none)'!r}")
+
+
+def parse(data: bytes, header: str | None = None, what: str = "manifest") -> Manifest | Index:
+    doc = loads(data, what)
+    mt = media_type_of(doc, header)
+    if mt in INDEXES:
+        ms = doc.get("manifests")
+        if not isinstance(ms, list):
+            raise ManifestError(f"{what}: index has no manifests list")
+        return Index(mt, [Descriptor.parse(m, what) for m in ms], doc)
+    cfg = Descriptor.parse(doc.get("config"), what + " config")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise ManifestError(f"{what}: manifest has no layers list")
+    descs = [Descriptor.parse(layer, what + " layer") for layer in layers]
+    for d in descs:
+        if d.media_type and d.media_type not in LAYERS:
+            raise ManifestError(f"{what}: unsupported layer media type {d.media_type!r}")
+    return Manifest(mt, cfg, descs, doc)
+
+
+def host_platform() -> dict:
+    m = os.uname().machine
+    p = {"os": "linux", "architecture": _GOARCH.get(m, m)}
+    if m == "armv7l":
+        p["variant"] = "v7"
+    elif m == "aarch64":
+        p["variant"] = "v8"
+    return p
+
+
+def parse_platform(s: str) -> dict:
+    parts = s.split("/")
+    if len(parts) < 2 or len(parts) > 3 or not all(parts):
+        raise ManifestError(f"invalid platform {s!r}: expected os/arch[/variant], e.g. linux/amd64")
+    p = {"os": parts[0], "architecture": parts[1]}
+    if len(parts) == 3:
+        p["variant"] = parts[2]
+    return p
+
+
+def select(index: Index, want: dict | None = None) -> Descriptor:
+    """The index entry for the wanted platform (the host's by default), as containerd picks it:
+    os and architecture must match; a variant, when asked for, too (arm64 treats none as v8)."""
+    want = want or host_platform()
+    best = None
+    for d in index.manifests:
+        p = d.platform or {}
+        if d.media_type and d.media_type not in MANIFESTS:
+            continue
+        if (p.get("os") or "linux") != want["os"] or p.get("architecture") != want["architecture"]:
+            continue
+        v, wv = p.get("variant"), want.get("variant")
+        if wv and v and v != wv:
+            continue
+        if v == wv:
+            return d
+        best = best or d
+    if best is None:
+        have = ", ".join(sorted({f"{(d.platform or {}).get('os', '?')}/"
+                                 f"{(d.platform or {}).get('architecture', '?')}" for d in index.manifests}))
+        raise ManifestError(f"no image for platform {'/'.join(want.values())} "
+                            f"(the index has: {have or 'none'})")
+    return best
+
+
+def parse_config(data: bytes) -> dict:
+    doc = loads(data, "image config")
+    rootfs = doc.get("rootfs")
+    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
+        raise ManifestError("image config has no rootfs.diff_ids")
+    for d in rootfs["diff_ids"]:
+        try:
+            check_digest(d if isinstance(d, str) else "")
+        except ReferenceError as e:
+            raise ManifestError(f"image config: {e}") from None
+    return doc
+
+
+def dumps(doc: dict) -> bytes:
+    """Canonical-enough JSON for manifests and configs kobako writes itself."""
+    return json.dumps(doc, separators=(",", ":"), sort_keys=False).encode()

@@ -1,0 +1,65 @@
+"""`kobako pull`: manifest (or index -> the platform's manifest), config, then every
+layer streamed from the registry straight into the content store and its snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from kobako.image import manifest as mf
+from kobako.image.reference import Reference
+from kobako.image.store import ImageStore
+from kobako.image.unpack import Progress, UnpackError, ensure_layers, gc_shield, record
+from kobako.storage.snapshots import Snapshots
+
+
+def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | None = None,
+         insecure: bool | None = None, progress: Progress | None = None,
+         say=lambda s: None) -> dict:
+    from kobako.image.registry import Client
+    content = store.content
+    local = threading.local()
+
+    def client() -> Client:
+        c = getattr(local, "client", None)
+        if c is None:
+            c = local.client = Client(ref.domain, insecure=insecure)
+        return c
+
+    with gc_shield(store.root):
+        body, mtype, digest = client().get_manifest(ref.path, ref.locator)
+        doc = mf.parse(body, mtype, what=f"manifest of {ref}")
+        index_digest = None
+        if isinstance(doc, mf.Index):
+            index_digest = digest
+            content.put(body, digest)
+            d = mf.select(doc, platform)
+            body, mtype, digest = client().get_manifest(ref.path, d.digest)
+            doc = mf.parse(body, mtype, what=f"manifest {d.digest}")
+            if isinstance(doc, mf.Index):
+                raise UnpackError(f"{ref}: an index inside an index is not supported")
+        elif platform:
+            pass  # checked against the config below
+        say(f"{ref.locator}: pulling from {ref.name}")
+        cfg = doc.config
+        if not content.has(cfg.digest, cfg.size):
+            if cfg.size > 16 << 20:
+                raise UnpackError(f"image config of {ref} is implausibly large ({cfg.size} bytes)")
+            s = client().open_blob(ref.path, cfg.digest, cfg.size)
+            try:
+                data = b"".join(iter(lambda: s.read(1 << 20), b""))
+            finally:
+                s.close()
+            content.put(data, cfg.digest)
+        config = mf.parse_config(content.read(cfg.digest))
+        if platform and (config.get("architecture"), config.get("os")) != (platform["architecture"],
+                                                                          platform["os"]):
+            raise UnpackError(f"{ref} is for {config.get('os')}/{config.get('architecture')}, "
+                              f"not {platform['os']}/{platform['architecture']}")
+        chains = ensure_layers(store, snaps, doc.layers, config["rootfs"]["diff_ids"],
+                               fetch=lambda d: client().open_blob(ref.path, d.digest, d.size),
+                               progress=progress)
+        content.put(body, "sha256:" + hashlib.sha256(body).hexdigest())
+        names = [str(ref.with_tag(ref.tag))] if ref.tag else []
+        return record(store, snaps, digest, doc, config, chains, names,
+                      [f"{ref.name}@{digest}"], index_digest)

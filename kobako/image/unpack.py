@@ -1,0 +1,224 @@
+"""From blobs to a runnable image: unpack layers into snapshots, verify diff IDs, and
+write the image record. Pull, load, import and commit all end here.
+
+A layer is read once: compressed bytes -> (content store writer, when the blob is
+new) -> decompress -> hash (diff ID) -> extract. Every digest is checked before the
+snapshot or blob becomes visible; on any failure both are discarded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from kobako.image import manifest as mf
+from kobako.image.content import ContentError, ContentStore, Writer
+from kobako.image.store import ImageStore, now_iso
+from kobako.storage import layer
+from kobako.storage.snapshots import Snapshots, chain_ids
+
+Progress = Callable[[str, int, int | None], None]  # (layer digest, bytes done, total)
+
+
+class UnpackError(Exception):
+    pass
+
+
+class TeeReader:
+    """Reads from `src`, passes every byte to a content writer and counts progress."""
+
+    def __init__(self, src: BinaryIO, writer: Writer | None, key: str, total: int | None,
+                 progress: Progress | None) -> None:
+        self.src, self.writer, self.key, self.total, self.progress = src, writer, key, total, progress
+        self.done = 0
+        self._last = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n if n and n > 0 else 1 << 20)
+        if data:
+            if self.writer is not None:
+                self.writer.write(data)
+            self.done += len(data)
+            if self.progress and (self.done - self._last >= 1 << 19 or self.done == self.total):
+                self._last = self.done
+                self.progress(self.key, self.done, self.total)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+class HashingReader:
+    def __init__(self, src: BinaryIO) -> None:
+        self.src = src
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        self.hash.update(data)
+        return data
+
+    def drain(self) -> None:
+        while True:
+            data = self.src.read(1 << 20)
+            if not data:
+                return
+            self.hash.update(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+@contextmanager
+def gc_shield(root: str):
+    """Held (shared) by everything that adds blobs or snapshots; GC takes it exclusively,
+    so a collection never removes what a concurrent pull has written but not yet recorded."""
+    import fcntl
+    fd = os.open(os.path.join(root, "gc.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def unpack_stream(snaps: Snapshots, compressed: BinaryIO, diff_id: str, chain_id: str,
+                  before_commit: Callable[[], None] | None = None) -> int:
+    """Extract one layer from a compressed stream into a new snapshot; returns its size.
+    `before_commit` runs after extraction and the diff ID check, before the snapshot is
+    published (the pull commits the compressed blob there, verifying its digest)."""
+    tmp = snaps.begin()
+    try:
+        try:
+            hr = HashingReader(layer.open_decompressed(compressed))
+            size = layer.extract(hr, os.path.join(tmp, "fs"))
+            hr.drain()  # the tar's end padding belongs to the diff ID too
+        except (EOFError, OSError, ValueError) as e:
+            if isinstance(e, OSError) and e.errno == 28:
+                raise UnpackError("no space left on the device holding the image store") from None
+            raise layer.LayerError(f"layer is truncated or corrupt: {e}") from None
+        if hr.digest != diff_id:
+            raise UnpackError(f"layer content does not match the image config: diff ID {hr.digest}, "
+                              f"expected {diff_id}")
+        if before_commit:
+            before_commit()
+        snaps.commit(tmp, chain_id, diff_id, size)
+        return size
+    except BaseException:
+        snaps.abort(tmp)
+        raise
+
+
+def unpack_blob(content: ContentStore, snaps: Snapshots, digest: str, diff_id: str, chain_id: str) -> int:
+    """Unpack a layer whose (verified) blob is already in the content store."""
+    with content.open(digest) as f:
+        return unpack_stream(snaps, f, diff_id, chain_id)
+
+
+_unpack_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descriptor], diff_ids: list[str],
+                  fetch: Callable[[mf.Descriptor], BinaryIO] | None = None,
+                  progress: Progress | None = None, jobs: int = 4) -> list[str]:
+    """Make sure every layer has its blob and snapshot; returns the chain IDs.
+    Missing blobs come from `fetch` (a registry stream) and are unpacked as they arrive;
+    layers are independent overlay directories, so they are fetched and unpacked in parallel."""
+    if len(layers) != len(diff_ids):
+        raise UnpackError(f"image config names {len(diff_ids)} layers, the manifest {len(layers)}")
+    chains = chain_ids(diff_ids)
+    content = store.content
+
+    def one(i: int) -> None:
+        desc, diff, chain = layers[i], diff_ids[i], chains[i]
+        have_blob = content.has(desc.digest, desc.size)
+        have_snap = snaps.exists(chain)
+        if have_blob and have_snap:
+            if progress:
+                progress(desc.digest, desc.size, desc.size)
+            return
+        if have_blob:
+            unpack_blob(content, snaps, desc.digest, diff, chain)
+            if progress:
+                progress(desc.digest, desc.size, desc.size)
+            return
+        if fetch is None:
+            raise UnpackError(f"layer {desc.digest} is missing from the content store")
+        src = fetch(desc)
+        try:
+            with content.writer(desc.digest, desc.size) as w:
+                tee = TeeReader(src, w, desc.digest, desc.size, progress)
+                if have_snap:
+                    tee.drain()
+                    w.commit()
+                else:
+                    def publish() -> None:
+                        tee.drain()
+                        w.commit()
+                    unpack_stream(snaps, tee, diff, chain, before_commit=publish)
+        finally:
+            close = getattr(src, "close", None)
+            if close:
+                close()
+
+    if jobs <= 1 or len(layers) <= 1:
+        for i in range(len(layers)):
+            one(i)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(jobs, len(layers))) as pool:
+            futures = [pool.submit(one, i) for i in range(len(layers))]
+            errors = []
+            for f in futures:
+                try:
+                    f.result()
+                except BaseException as e:  # collect all; report the first
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+    return chains
+
+
+def record(store: ImageStore, snaps: Snapshots, manifest_digest: str, manifest: mf.Manifest,
+           config: dict, chains: list[str], names: list[str], repo_digests: list[str] | None = None,
+           index_digest: str | None = None) -> dict:
+    rec = {
+        "id": manifest.config.digest,
+        "manifest": {"digest": manifest_digest, "mediaType": manifest.media_type,
+                     "size": store.content.size(manifest_digest)},
+        "index": index_digest,
+        "layers": [d.to_json() for d in manifest.layers],
+        "diffIds": config["rootfs"]["diff_ids"],
+        "chainIds": chains,
+        "created": config.get("created") or now_iso(),
+        "added": now_iso(),
+        "size": sum(snaps.size(c) for c in chains),
+        "os": config.get("os", "linux"),
+        "architecture": config.get("architecture", ""),
+    }
+    return store.add(rec, names, repo_digests)
+
+
+def register_local(store: ImageStore, snaps: Snapshots, manifest_bytes: bytes, config_bytes: bytes,
+                   names: list[str]) -> dict:
+    """An image whose blobs are all in the content store already (load, import, commit):
+    store manifest and config, unpack what is missing, write the record."""
+    content = store.content
+    m = mf.parse(manifest_bytes)
+    if not isinstance(m, mf.Manifest):
+        raise UnpackError("expected an image manifest, got an index")
+    config = mf.parse_config(config_bytes)
+    try:
+        content.put(config_bytes, m.config.digest)
+    except ContentError as e:
+        raise UnpackError(f"image config: {e}") from None
+    digest = content.put(manifest_bytes)
+    chains = ensure_layers(store, snaps, m.layers, config["rootfs"]["diff_ids"])
+    return record(store, snaps, digest, m, config, chains, names)

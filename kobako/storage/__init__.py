@@ -1,0 +1,1 @@
+"""Storage: layer extraction and snapshots, overlay mounts, volumes."""

@@ -1,0 +1,658 @@
+"""Layer tars: apply one (hostile input) into a directory, and write a directory back as one.
+
+A layer is a tar of a filesystem change set: files, directories, links, device
+nodes, and whiteouts (`.wh.NAME` deletes NAME from the layers below,
+`DIR/.wh..wh..opq` hides everything below DIR). `extract` turns it into an
+overlay layer directory: whiteouts become what overlayfs understands (a 0:0
+character device, the trusted.overlay.opaque xattr). `write_diff` does the
+reverse for an overlay upperdir (commit, diff), `write_tree` for a plain directory
+(import, export).
+
+The tar comes from a registry or a user, so every name is resolved inside the
+destination: each parent directory is opened with openat2(RESOLVE_IN_ROOT) from
+an fd of dest (an absolute or '..' symlink planted by an earlier member stays in
+the root), and the last component is made with the *at() calls relative to that
+parent fd, never following a symlink there.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from collections import OrderedDict
+from typing import BinaryIO
+
+from kobako.linux import fs
+
+CHUNK = 1 << 20  # bytes per read/write of file content
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+XATTR_PAX = "SCHILY.xattr."
+_CACHE_MAX = 128  # parent dir fds kept open during one extract()
+_META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+               tarfile.GNUTYPE_LONGLINK)
+_META_MAX = 1 << 20  # bytes of a PAX or long-name header, as Go's archive/tar allows
+
+_DIR_FLAGS = fs.O_PATH | os.O_DIRECTORY
+_IN_ROOT = fs.RESOLVE_IN_ROOT | fs.RESOLVE_NO_MAGICLINKS
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DEVICE_KINDS = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO}
+_TAR_KINDS = {v: k for k, v in _DEVICE_KINDS.items()}
+
+
+class LayerError(Exception):
+    """A layer that cannot be read or applied: one line a person can act on."""
+
+
+# -- decompression ----------------------------------------------------------------------------
+
+
+def open_decompressed(stream: BinaryIO) -> BinaryIO:
+    """A streaming reader of the tar inside `stream`: gzip, zstd or plain, told by the first bytes.
+    Close it when done (the isal reader runs a thread); that does not close `stream`."""
+    head = b""
+    while len(head) < 4:  # a pipe or socket may hand out fewer bytes than asked
+        more = stream.read(4 - len(head))
+        if not more:
+            break
+        head += more
+    src = _Prefixed(head, stream)
+    if head[:2] == b"\x1f\x8b":
+        return _gunzip(src)
+    if head == b"\x28\xb5\x2f\xfd":
+        try:
+            import zstandard
+        except ImportError:
+            raise LayerError("zstd layer needs the zstandard package (pip install zstandard)")
+        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+    return src  # type: ignore[return-value]
+
+
+def _gunzip(src: _Prefixed) -> BinaryIO:
+    try:  # isal (Intel's igzip) inflates several times faster than zlib, in a thread of its own
+        from isal import igzip_threaded
+        return igzip_threaded.open(src, "rb", threads=1)
+    except ImportError:
+        return _Gunzip(src)  # type: ignore[return-value]
+
+
+class _Prefixed(io.RawIOBase):
+    """`raw` with the bytes already sniffed off its front put back."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if not self._head:
+            return self._raw.read(size)
+        if size is None or size < 0:
+            out, self._head = self._head + self._raw.read(), b""
+            return out
+        out, self._head = self._head[:size], self._head[size:]
+        return out
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+class _Gunzip(io.RawIOBase):
+    """Streaming gunzip over zlib (wbits=31: zlib checks header, CRC and length itself).
+    Handles concatenated members and zero padding after one, as gzip(1) does."""
+
+    _OUT_MAX = 4 << 20  # output per inflate call: bounds memory against a zip bomb
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._in = b""
+        self._out = b""
+        self._pos = 0
+        self._d: zlib._Decompress | None = None  # None between members
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """Inflate more into self._out; False at the clean end of the stream."""
+        while True:
+            if not self._in:
+                self._in = self._raw.read(1 << 16)
+                if not self._in:
+                    if self._d is not None:
+                        raise EOFError("compressed layer ended before its end-of-stream marker")
+                    return False
+            if self._d is None:
+                self._in = self._in.lstrip(b"\0")
+                if not self._in:
+                    continue
+                self._d = zlib.decompressobj(31)
+            out = self._d.decompress(self._in, self._OUT_MAX)
+            if self._d.eof:
+                self._in, self._d = self._d.unused_data, None
+            else:
+                self._in = self._d.unconsumed_tail
+            if out:
+                self._out, self._pos = out, 0
+                return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        if self._pos >= len(self._out) and not self._fill():
+            return b""
+        if self._pos == 0 and size >= len(self._out):
+            out, self._out = self._out, b""
+            return out
+        out = self._out[self._pos:self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+# -- extraction -------------------------------------------------------------------------------
+
+
+def extract(stream: BinaryIO, dest: str) -> int:
+    """Apply one (decompressed) layer tar, read sequentially, into the directory `dest`.
+    Returns the bytes of file content written. Bad input raises LayerError only."""
+    x = _Extractor(dest)
+    try:
+        try:
+            tf = tarfile.open(fileobj=_Source(stream), mode="r|", tarinfo=_Header,
+                              encoding="utf-8", errors="surrogateescape")
+        except _EmptyLayer:
+            return 0
+        while (m := tf.next()) is not None:
+            tf.members.clear()  # tarfile keeps every header; we need none of them later
+            x.apply(tf, m)
+        x.finish()
+        return x.written
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise LayerError(f"layer is truncated or corrupt: {e}")
+    finally:
+        x.close()
+
+
+class _EmptyLayer(Exception):
+    """A zero-byte stream: an empty layer, as Go's archive/tar reads it."""
+
+
+class _Header(tarfile.TarInfo):
+    """tarfile ends an archive quietly at a cut-off or garbage header after the first;
+    for a layer that is corruption, so say so. A clean end (zero block, or the stream
+    ending exactly at a header boundary, which Go's archive/tar also accepts) stays one."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)  # as TarInfo.fromtarfile, plus checks
+            obj = cls.frombuf(buf, tarfile_.encoding, tarfile_.errors)
+        except tarfile.EmptyHeaderError:
+            if tarfile_.fileobj.tell() == 0:
+                raise _EmptyLayer()
+            raise
+        except tarfile.TruncatedHeaderError:
+            raise tarfile.ReadError("the stream ends inside a header")
+        except tarfile.InvalidHeaderError as e:
+            raise tarfile.ReadError(f"bad header at byte {tarfile_.offset}: {e}")
+        if obj.type in _META_TYPES and obj.size > _META_MAX:  # tarfile would read it all into memory
+            raise tarfile.ReadError(f"a {obj.size}-byte extended header at byte {tarfile_.offset}")
+        obj.offset = tarfile_.fileobj.tell() - tarfile.BLOCKSIZE
+        return obj._proc_member(tarfile_)
+
+
+class _Source:
+    """The input stream, its failures (network, gzip, zstd errors of any class) made LayerError."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.raw.read(size)
+        except LayerError:
+            raise
+        except Exception as e:
+            raise LayerError(f"layer is truncated or corrupt: {e or type(e).__name__}")
+
+
+def _clean(name: str) -> str:
+    """A member name as a path relative to the layer root: no '', '.', or leading '/';
+    '..' is resolved lexically and stops at the root, as RESOLVE_IN_ROOT does."""
+    parts: list[str] = []
+    for p in name.split("/"):
+        if p == "..":
+            if parts:
+                parts.pop()
+        elif p and p != ".":
+            parts.append(p)
+    return "/".join(parts)
+
+
+def _ns(mtime: float) -> int:
+    return mtime * 1_000_000_000 if isinstance(mtime, int) else int(mtime * 1e9)
+
+
+class _Extractor:
+    def __init__(self, dest: str) -> None:
+        try:
+            self.rootfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise LayerError(f"cannot open layer directory {dest}: {e.strerror}")
+        self.dest = dest
+        self.root = os.geteuid() == 0
+        self.written = 0
+        # Parent dir fds by path. Only paths reached without any symlink are kept, so a
+        # cached path changes meaning only when it (or a parent) is removed: _remove() drops it.
+        self.cache: OrderedDict[str, int] = OrderedDict()
+        self.temp: list[int] = []  # fds for one member (reached through a symlink): closed after it
+        self.mtimes: dict[str, int] = {}  # dirs: set at the end, creating children changes them
+
+    def close(self) -> None:
+        for fd in [*self.cache.values(), *self.temp, self.rootfd]:
+            os.close(fd)
+        self.cache.clear()
+        self.temp.clear()
+
+    # -- parent directories --
+    def _dir(self, path: str, create: bool = True) -> int:
+        """fd of directory `path` inside the root, made (0755, as Docker does) if missing."""
+        if not path:
+            return self.rootfd
+        fd = self.cache.get(path)
+        if fd is not None:
+            self.cache.move_to_end(path)
+            return fd
+        for attempt in (0, 1):
+            try:
+                try:
+                    fd = fs.openat2(self.rootfd, path, _DIR_FLAGS, _IN_ROOT | fs.RESOLVE_NO_SYMLINKS)
+                    self.cache[path] = fd
+                except OSError as e:
+                    if e.errno != errno.ELOOP:
+                        raise
+                    # A symlink on the way: follow it, but inside the root, and do not cache
+                    # (its target may be replaced by a later member without us seeing it).
+                    fd = fs.openat2(self.rootfd, path, _DIR_FLAGS, _IN_ROOT)
+                    self.temp.append(fd)
+                return fd
+            except FileNotFoundError:
+                if not create or attempt:
+                    raise
+            parent, _, name = path.rpartition("/")
+            try:
+                os.mkdir(name, 0o755, dir_fd=self._dir(parent))
+            except FileExistsError:  # a dangling symlink: the retry reports it
+                pass
+        raise AssertionError("unreachable")
+
+    def _forget(self, path: str) -> None:
+        sub = path + "/"
+        for k in [k for k in self.cache if k == path or k.startswith(sub)]:
+            os.close(self.cache.pop(k))
+
+    def _remove(self, pfd: int, name: str, path: str) -> None:
+        """Remove whatever is at name (a directory with all it holds), never following a symlink."""
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._forget(path)
+            shutil.rmtree(name, dir_fd=pfd)
+        else:
+            os.unlink(name, dir_fd=pfd)
+        self.mtimes.pop(path, None)
+
+    # -- members --
+    def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        while len(self.cache) > _CACHE_MAX:  # trim here, never while a member holds fds
+            os.close(self.cache.popitem(last=False)[1])
+        path = _clean(m.name)
+        parent, _, name = path.rpartition("/")
+        try:
+            if name.startswith(WHITEOUT):
+                self._whiteout(parent, name)
+            elif m.isdir():
+                self._mkdir(m, path, parent, name)
+            elif not name:
+                return  # the root as a non-directory: nothing to make
+            elif m.isreg():
+                self._file(tf, m, path, self._dir(parent), name)
+            elif m.issym():
+                self._symlink(m, path, self._dir(parent), name)
+            elif m.islnk():
+                self._hardlink(m, path, self._dir(parent), name)
+            elif m.type in _DEVICE_KINDS:
+                self._node(m, path, self._dir(parent), name)
+            # other types (GNU volume headers, unknown vendor types): skipped, as Docker does
+        except (OSError, ValueError, OverflowError) as e:
+            what = f"{e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
+            raise LayerError(f"cannot extract {m.name!r} into {self.dest}: {what}")
+        finally:
+            while self.temp:
+                os.close(self.temp.pop())
+
+    def _whiteout(self, parent: str, name: str) -> None:
+        pfd = self._dir(parent)
+        if name == OPAQUE:  # hide the lower layers' DIR: overlayfs reads this xattr
+            os.setxattr(fs.proc_fd(pfd), "trusted.overlay.opaque", b"y")
+            return
+        gone = name[len(WHITEOUT):]
+        if gone in ("", ".", "..") or gone.startswith(WHITEOUT):
+            return  # nothing to delete, or aufs metadata (.wh..wh.plnk...)
+        path = f"{parent}/{gone}" if parent else gone
+        self._make(pfd, gone, path, lambda: os.mknod(gone, stat.S_IFCHR, 0, dir_fd=pfd))
+
+    def _make(self, pfd: int, name: str, path: str, make) -> None:
+        """make() the entry; if something is already there, remove it first (never write through it)."""
+        try:
+            make()
+        except FileExistsError:
+            self._remove(pfd, name, path)
+            make()
+
+    def _mkdir(self, m: tarfile.TarInfo, path: str, parent: str, name: str) -> None:
+        if not name:  # './' in the tar: the root's own metadata
+            fd = self.rootfd
+        else:
+            pfd = self._dir(parent)
+            cacheable = not parent or parent in self.cache
+            try:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+            except FileExistsError:
+                pass  # a directory stays (new metadata below); anything else is replaced
+            try:
+                fd = os.open(name, _OPEN_DIR, dir_fd=pfd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                self._remove(pfd, name, path)
+                os.mkdir(name, 0o700, dir_fd=pfd)
+                fd = os.open(name, _OPEN_DIR, dir_fd=pfd)
+            if cacheable:
+                old = self.cache.pop(path, None)
+                if old is not None:
+                    os.close(old)
+                self.cache[path] = fd
+            else:
+                self.temp.append(fd)
+        os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode & 0o7777)  # after chown: chown clears setgid
+        self._xattrs(fd, m)
+        self.mtimes[path] = _ns(m.mtime)
+
+    def _file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, path: str, pfd: int, name: str) -> None:
+        fd = -1
+
+        def make() -> None:
+            nonlocal fd
+            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)  # O_EXCL: never an existing file/link
+
+        self._make(pfd, name, path, make)
+        try:
+            src = tf.fileobj  # positioned at this member's data (stream mode)
+            if m.sparse is not None:
+                # GNU sparse: the data blocks are stored one after another; seek over the holes.
+                stored = tf.offset - m.offset_data
+                if sum(n for _, n in m.sparse) > stored or any(o + n > m.size for o, n in m.sparse):
+                    raise LayerError(f"layer is corrupt: bad sparse map for {m.name!r}")
+                for offset, n in m.sparse:
+                    os.lseek(fd, offset, os.SEEK_SET)
+                    self._copy(src, fd, n, m)
+                os.ftruncate(fd, m.size)
+            elif m.size:
+                self._copy(src, fd, m.size, m)
+            os.fchown(fd, m.uid, m.gid)
+            os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
+            self._xattrs(fd, m)  # after chown, which clears security.capability
+            t = _ns(m.mtime)
+            os.utime(fd, ns=(t, t))
+        finally:
+            os.close(fd)
+
+    def _copy(self, src, fd: int, size: int, m: tarfile.TarInfo) -> None:
+        while size:
+            buf = src.read(min(size, CHUNK))
+            if not buf:
+                raise LayerError(f"layer is truncated or corrupt: the data of {m.name!r} ends early")
+            size -= len(buf)
+            self.written += len(buf)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view):]
+
+    def _symlink(self, m: tarfile.TarInfo, path: str, pfd: int, name: str) -> None:
+        # The target is stored as is: it is resolved later, inside the container's root
+        # (or inside this root by _dir), never on the host.
+        self._make(pfd, name, path, lambda: os.symlink(m.linkname, name, dir_fd=pfd))
+        os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        t = _ns(m.mtime)
+        os.utime(name, ns=(t, t), dir_fd=pfd, follow_symlinks=False)
+
+    def _hardlink(self, m: tarfile.TarInfo, path: str, pfd: int, name: str) -> None:
+        target = _clean(m.linkname)
+        if target == path:
+            return  # a link to itself: the entry is already there
+        if not target:
+            raise LayerError(f"layer is corrupt: hardlink {m.name!r} points at the layer root")
+        self._remove(pfd, name, path)  # first: it may hold the cached parent of the target
+        tparent, _, tname = target.rpartition("/")
+        try:
+            tpfd = self._dir(tparent, create=False)
+            # linkat without AT_SYMLINK_FOLLOW: a symlink target is linked, not followed.
+            os.link(tname, name, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise LayerError(f"layer is corrupt: hardlink {m.name!r} points at {m.linkname!r}, "
+                             "which is not in the layer before it")
+
+    def _node(self, m: tarfile.TarInfo, path: str, pfd: int, name: str) -> None:
+        mode = _DEVICE_KINDS[m.type] | (m.mode & 0o7777)
+        dev = os.makedev(m.devmajor, m.devminor) if m.type != tarfile.FIFOTYPE else 0
+        try:
+            self._make(pfd, name, path, lambda: os.mknod(name, mode, dev, dir_fd=pfd))
+        except PermissionError:
+            if self.root or m.type == tarfile.FIFOTYPE:
+                raise
+            return  # not root: no device nodes (as rootless Docker/Podman)
+        os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+        os.chmod(name, m.mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
+        self._xattrs(f"{fs.proc_fd(pfd)}/{name}", m)
+        t = _ns(m.mtime)
+        os.utime(name, ns=(t, t), dir_fd=pfd, follow_symlinks=False)
+
+    def _xattrs(self, target: int | str, m: tarfile.TarInfo) -> None:
+        """PAX SCHILY.xattr.* onto the entry. trusted.* is never taken from a layer:
+        overlayfs acts on trusted.overlay.* (opaque, redirect, metacopy)."""
+        if not m.pax_headers:
+            return
+        for key, value in m.pax_headers.items():
+            if not key.startswith(XATTR_PAX) or key.startswith("trusted.", len(XATTR_PAX)):
+                continue
+            try:
+                os.setxattr(target, key[len(XATTR_PAX):], value.encode("utf-8", "surrogateescape"),
+                            follow_symlinks=False if isinstance(target, str) else True)
+            except OSError as e:
+                if e.errno == errno.EOPNOTSUPP or (e.errno == errno.EPERM and not self.root):
+                    continue  # a filesystem without xattrs, or a namespace we may not write
+                raise
+
+    def finish(self) -> None:
+        for path, t in self.mtimes.items():
+            try:
+                if not path:
+                    os.utime(self.rootfd, ns=(t, t))
+                else:
+                    parent, _, name = path.rpartition("/")
+                    os.utime(name, ns=(t, t), dir_fd=self._dir(parent, create=False),
+                             follow_symlinks=False)
+            except OSError:
+                pass  # removed again by a later member
+            finally:
+                while self.temp:
+                    os.close(self.temp.pop())
+
+
+# -- writing a layer --------------------------------------------------------------------------
+
+
+def write_diff(upper: str, out: BinaryIO) -> None:
+    """`upper` (an overlay upperdir) as an uncompressed layer tar: overlay whiteouts
+    become `.wh.NAME`, opaque directories get `DIR/.wh..wh..opq`."""
+    _TreeWriter(out, overlay=True).run(upper)
+
+
+def write_tree(root: str, out: BinaryIO) -> None:
+    """A plain directory as an uncompressed layer tar; other mounts below it are left out
+    (their mountpoint directory stays)."""
+    _TreeWriter(out, overlay=False).run(root)
+
+
+def _keep_xattr(name: str) -> bool:
+    # trusted.*/user.overlay.*: overlayfs's own bookkeeping; security.selinux: a host label
+    return not (name.startswith(("trusted.", "user.overlay.")) or name == "security.selinux")
+
+
+class _TreeWriter:
+    """Walks the tree by fds (O_NOFOLLOW at every step, so a running container that swaps
+    a directory for a symlink cannot make us archive a host file), in sorted order, writing
+    PAX headers with whole-second mtimes, as Docker's layers have."""
+
+    def __init__(self, out: BinaryIO, overlay: bool) -> None:
+        self.out = out
+        self.overlay = overlay
+        self.links: dict[tuple[int, int], str] = {}  # (dev, ino) -> first name, for hardlinks
+        self.dev = 0
+
+    def run(self, root: str) -> None:
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise LayerError(f"cannot read {root}: {e.strerror}")
+        try:
+            self.dev = os.fstat(fd).st_dev
+            self._walk(fd, "", root)
+            self.out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+        except OSError as e:
+            raise LayerError(f"cannot archive {root}: {e.strerror or e}: {e.filename or ''}".rstrip(": "))
+        finally:
+            os.close(fd)
+
+    def _walk(self, dfd: int, prefix: str, root: str) -> None:
+        for name in sorted(os.listdir(dfd)):
+            self._entry(dfd, name, prefix + name, root)
+
+    def _entry(self, dfd: int, name: str, path: str, root: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # gone since listdir
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFDIR:
+            fd = os.open(name, _OPEN_DIR, dir_fd=dfd)
+            try:
+                st = os.fstat(fd)
+                xattrs = self._xattrs(fd)
+                self._add(self._info(path, st, tarfile.DIRTYPE, xattrs))
+                if self.overlay and any(xattrs.get(k) == b"y" for k in OPAQUE_XATTRS):
+                    self._add(self._info(f"{path}/{OPAQUE}", st, tarfile.REGTYPE, {}, mode=0))
+                if st.st_dev == self.dev:  # another mount: keep the mountpoint, not its contents
+                    self._walk(fd, path + "/", root)
+            finally:
+                os.close(fd)
+            return
+        if self.overlay and kind == stat.S_IFCHR and st.st_rdev == 0:  # overlay whiteout
+            parent, _, base = path.rpartition("/")
+            wh = f"{parent}/{WHITEOUT}{base}" if parent else WHITEOUT + base
+            self._add(self._info(wh, st, tarfile.REGTYPE, {}, mode=0))
+            return
+        if kind == stat.S_IFSOCK:
+            return  # sockets are not in layers
+        if st.st_nlink > 1:
+            first = self.links.setdefault((st.st_dev, st.st_ino), path)
+            if first != path:
+                info = self._info(path, st, tarfile.LNKTYPE, {})
+                info.linkname = first
+                self._add(info)
+                return
+        if kind == stat.S_IFREG:
+            self._regular(dfd, name, path, st)
+        elif kind == stat.S_IFLNK:
+            info = self._info(path, st, tarfile.SYMTYPE, {})
+            info.linkname = os.readlink(name, dir_fd=dfd)
+            self._add(info)
+        else:  # char, block, fifo
+            xattrs = self._xattrs(f"{fs.proc_fd(dfd)}/{name}")
+            info = self._info(path, st, _TAR_KINDS[kind], xattrs)
+            if kind != stat.S_IFIFO:
+                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            self._add(info)
+
+    def _regular(self, dfd: int, name: str, path: str, st: os.stat_result) -> None:
+        # O_NONBLOCK: should a fifo have been swapped in since the stat, do not hang on it
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise LayerError(f"{path} changed while being archived")
+            info = self._info(path, st, tarfile.REGTYPE, self._xattrs(fd))
+            info.size = st.st_size
+            self._add(info)
+            left = st.st_size
+            while left:
+                buf = os.read(fd, min(left, CHUNK))
+                if not buf:
+                    raise LayerError(f"{path} shrank while being archived")
+                self.out.write(buf)
+                left -= len(buf)
+            if st.st_size % tarfile.BLOCKSIZE:
+                self.out.write(b"\0" * (tarfile.BLOCKSIZE - st.st_size % tarfile.BLOCKSIZE))
+        finally:
+            os.close(fd)
+
+    def _xattrs(self, target: int | str) -> dict[str, bytes]:
+        follow = isinstance(target, int)  # a path names the entry itself (a device or fifo)
+        try:
+            names = os.listxattr(target, follow_symlinks=follow)
+            return {n: os.getxattr(target, n, follow_symlinks=follow) for n in names}
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.ENODATA):
+                return {}
+            raise
+
+    def _info(self, path: str, st: os.stat_result, kind: bytes, xattrs: dict[str, bytes],
+              mode: int | None = None) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(path)
+        info.type = kind
+        info.mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname = info.gname = ""
+        info.mtime = int(st.st_mtime)
+        for k, v in xattrs.items():
+            if _keep_xattr(k):
+                info.pax_headers[XATTR_PAX + k] = v.decode("utf-8", "surrogateescape")
+        return info
+
+    def _add(self, info: tarfile.TarInfo) -> None:
+        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))

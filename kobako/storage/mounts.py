@@ -1,0 +1,56 @@
+"""Looking at a container's merged filesystem from the host (export, cp of a stopped
+container) without leaving a mount behind: the overlay is mounted in a child process's
+private mount namespace, which the kernel tears down when the child exits, even if it
+is killed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+from kobako.storage.snapshots import MountSpec
+
+
+def merged_view(mount: MountSpec, fn: Callable[[str], None]) -> None:
+    import sys
+
+    from kobako.linux import mount as m
+    from kobako.linux import namespaces
+
+    sys.stdout.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 1
+        try:
+            namespaces.unshare(namespaces.TYPES["mount"][0])
+            m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
+            target = tempfile.mkdtemp(prefix="kobako-view-")
+            try:
+                m.mount(mount.source, target, mount.type, 0, ",".join(mount.options))
+                fn(target)
+                sys.stdout.flush()
+                code = 0
+            finally:
+                try:
+                    m.umount2(target, 2)  # MNT_DETACH
+                except OSError:
+                    pass
+                os.rmdir(target)
+        except BaseException as e:  # report to the parent, which prints it
+            os.write(w, f"{e}".encode()[:4000])
+        finally:
+            os._exit(code)
+    os.close(w)
+    msg = b""
+    while True:
+        b = os.read(r, 4096)
+        if not b:
+            break
+        msg += b
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"cannot read the container's filesystem: {msg.decode(errors='replace') or 'failed'}")

@@ -1,0 +1,72 @@
+"""The engine's CLI parser, output formatting and run-option translation: no root needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from kobako.cli import output, parser
+from kobako.cli.containers import COMMANDS as CCMDS
+from kobako.cli.images import parse_changes
+from kobako.engine import ocispec
+
+RUN = CCMDS["run"][0]
+
+
+def test_run_flags_bundle_and_stop_at_the_image():
+    a = parser.parse(RUN, ["-it", "--rm", "--name=x", "-e", "A=1", "-eB=2", "-v", "/h:/c:ro", "img",
+                           "sh", "-c", "echo -it"])
+    assert a.interactive and a.tty and a.rm and a.name == "x"
+    assert a.env == ["A=1", "B=2"] and a.volume == ["/h:/c:ro"]
+    assert a.args == ["img", "sh", "-c", "echo -it"]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--bogus", "img"], "unknown flag: --bogus"), (["-Z", "img"], "unknown shorthand"),
+    (["--name"], "needs an argument"), ([], "requires at least 1 argument"),
+])
+def test_run_usage_errors(argv, msg):
+    with pytest.raises(parser.UsageError, match=msg):
+        parser.parse(RUN, argv)
+
+
+def test_format_templates():
+    row = {"ID": "abc", "Names": "x", "Labels": {"a": "b"}}
+    assert output.render("{{.ID}}\\t{{.Names}}", row) == "abc\tx"
+    assert output.render("{{json .Labels}}", row) == '{"a": "b"}'
+    assert output.render("{{json .}}", {"A": 1}) == '{"A": 1}'
+    with pytest.raises(ValueError):
+        output.render("{{.ID", row)
+
+
+def test_human_size():
+    assert output.human_size(0) == "0B" and output.human_size(4_300_000) == "4.3MB"
+
+
+def test_changes_apply_dockerfile_instructions():
+    cfg = parse_changes(['CMD ["sh", "-c", "x"]', "ENV A=1", "ENV B 2", "WORKDIR /w", "EXPOSE 80 53/udp",
+                         "ENTRYPOINT echo hi", "USER 1000:1000", "LABEL k=v"], {"Env": ["A=0"]})
+    assert cfg["Cmd"] == ["sh", "-c", "x"] and cfg["Env"] == ["A=1", "B=2"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c", "echo hi"] and cfg["WorkingDir"] == "/w"
+    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}} and cfg["User"] == "1000:1000"
+    assert cfg["Labels"] == {"k": "v"}
+
+
+def test_spec_from_image_config_and_options():
+    img = {"Cmd": ["sh"], "Entrypoint": None, "Env": ["PATH=/bin", "X=1"], "WorkingDir": "/srv"}
+    s = ocispec.build(img, ocispec.RunOptions(command=["echo", "hi"], env=["Y=2"], memory=1 << 25),
+                      "f" * 64, (0, 0, []), {"type": "overlay", "source": "overlay", "options": []})
+    assert s["process"]["args"] == ["echo", "hi"] and s["process"]["cwd"] == "/srv"
+    assert s["process"]["env"] == ["PATH=/bin", "X=1", "Y=2"]
+    assert s["hostname"] == "f" * 12 and s["linux"]["resources"]["memory"]["limit"] == 1 << 25
+    assert "CAP_CHOWN" in s["process"]["capabilities"]["bounding"]
+    assert "org.kobako.rootfs.mount" in s["annotations"]
+    s2 = ocispec.build({"Entrypoint": ["/ep"], "Cmd": ["a"]}, ocispec.RunOptions(), "f" * 64, (5, 6, []), None)
+    assert s2["process"]["args"] == ["/ep", "a"] and s2["process"]["env"][0].startswith("PATH=")
+    assert s2["process"]["user"] == {"uid": 5, "gid": 6} and s2["process"]["capabilities"]["effective"] == []
+    with pytest.raises(ocispec.OptionError, match="no command"):
+        ocispec.build({}, ocispec.RunOptions(), "f" * 64, (0, 0, []), None)
+
+
+@pytest.mark.parametrize("s, n", [("512", 512), ("32m", 32 << 20), ("1g", 1 << 30), ("1.5k", 1536)])
+def test_sizes(s, n):
+    assert ocispec.parse_size(s) == n
