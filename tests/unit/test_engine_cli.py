@@ -60,7 +60,8 @@ def test_spec_from_image_config_and_options():
     assert s["hostname"] == "f" * 12 and s["linux"]["resources"]["memory"]["limit"] == 1 << 25
     assert "CAP_CHOWN" in s["process"]["capabilities"]["bounding"]
     assert "org.kobako.rootfs.mount" in s["annotations"]
-    s2 = ocispec.build({"Entrypoint": ["/ep"], "Cmd": ["a"]}, ocispec.RunOptions(), "f" * 64, (5, 6, []), None)
+    s2 = ocispec.build({"Entrypoint": ["/ep"], "Cmd": ["a"]}, ocispec.RunOptions(), "f" * 64, (5, 6, []),
+                       None)
     assert s2["process"]["args"] == ["/ep", "a"] and s2["process"]["env"][0].startswith("PATH=")
     assert s2["process"]["user"] == {"uid": 5, "gid": 6} and s2["process"]["capabilities"]["effective"] == []
     with pytest.raises(ocispec.OptionError, match="no command"):
