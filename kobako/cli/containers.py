@@ -28,8 +28,10 @@ def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool) -> dict:
 
 
 def _pull(e: Engine, name: str, quiet: bool) -> dict:
+    from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull
-    return pull(e.images, e.snapshots, reference.parse(name))
+    with undo_on_failure(e):
+        return pull(e.images, e.snapshots, reference.parse(name))
 
 
 def _volumes(specs: list[str]) -> list[tuple[str, str, bool]]:
@@ -61,7 +63,7 @@ def run(e: Engine, args) -> int:
         network="host" if args.network == "host" else "none",
         memory=ocispec.parse_size(args.memory) if args.memory else None, binds=_volumes(args.volume))
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
-    rec = e.create(img, args.args[0], opts, args.name)
+    rec = e.create(img, args.args[0], opts, args.name, remove=args.rm)
     return e.run_foreground(rec, remove=args.rm)
 
 
@@ -143,7 +145,8 @@ def commit(e: Engine, args) -> int:
     if args.message:
         hist["comment"] = args.message
     extra = {"author": args.author} if args.author else {}
-    with gc_shield(e.root):
+    from kobako.image.gc import undo_on_failure
+    with undo_on_failure(e), gc_shield(e.root):
         layer = layer_from_dir(e.images.content, e.containers.path(rec["id"], "upper"), diff=True)
         img = new_image(e.images, e.snapshots, base, [layer], changes, hist, names, extra)
     print(img["id"])

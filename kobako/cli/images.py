@@ -33,8 +33,10 @@ def pull(e: Engine, args) -> int:
     bar = Progress(not quiet)
     if not quiet:
         print(f"Pulling {familiar(str(ref))}")
+    from kobako.image.gc import undo_on_failure
     try:
-        rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=bar)
+        with undo_on_failure(e):
+            rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=bar)
     finally:
         bar.close()
     if quiet:
@@ -239,7 +241,8 @@ def load(e: Engine, args) -> int:
             raise ImageError(f"cannot open {args.input}: {ex.strerror}") from None
     else:
         src = sys.stdin.buffer
-    with src:
+    from kobako.image.gc import undo_on_failure
+    with src, undo_on_failure(e):
         names = archive.load(e.images, e.snapshots, src)
     for n in names:
         print(f"Loaded image: {familiar(n)}" if not reference.looks_like_id(n) else f"Loaded image ID: {n}")
@@ -309,7 +312,8 @@ def import_(e: Engine, args) -> int:
     if src != "-" and not os.path.exists(src):
         raise ImageError(f"cannot import {src}: no such file or directory")
     changes = parse_changes(args.change, {})
-    with gc_shield(e.root):
+    from kobako.image.gc import undo_on_failure
+    with undo_on_failure(e), gc_shield(e.root):
         rec = import_source(e.images, e.snapshots, src, names, changes, args.message or "")
     print(rec["id"])
     return 0

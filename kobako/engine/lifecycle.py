@@ -49,14 +49,16 @@ class Engine:
             return "stopped"
 
     # -- create ----------------------------------------------------------------
-    def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, name: str | None) -> dict:
+    def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, name: str | None,
+               remove: bool = False) -> dict:
         import json
         img_cfg = (json.loads(self.images.content.read(image["id"])).get("config") or {})
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
         rec = self.containers.create({
             "image": image["id"], "imageName": image_name, "created": now_iso(),
             "status": "created", "chainIds": image["chainIds"],
-            "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty},
+            "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty,
+                        "autoRemove": remove},
         }, name)
         cid = rec["id"]
         try:
@@ -64,7 +66,7 @@ class Engine:
             bundle = self.containers.path(cid, "bundle")
             for d in (upper, work, os.path.join(bundle, "rootfs")):
                 os.makedirs(d, mode=0o755)
-            mount = self.snapshots.mount_for(image["chainIds"], upper, work)
+            mount = self.snapshots.mount_for(image["chainIds"], upper, work, volatile=remove)
             user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
             for host, _, _ in opts.binds:
                 if not os.path.exists(host):

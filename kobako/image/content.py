@@ -61,6 +61,8 @@ class Writer:
             self.fd = -1
             final = self.store.path(digest)
             os.makedirs(os.path.dirname(final), exist_ok=True)
+            if self.store.created is not None and not os.path.exists(final):
+                self.store.created.append(digest)
             os.rename(self.tmp, final)
             if durable:
                 fsync_dir(os.path.dirname(final))
@@ -89,6 +91,7 @@ class ContentStore:
         self.root = root
         self.blob_dir = os.path.join(root, "blobs")
         self.ingest_dir = os.path.join(root, "ingest")
+        self.created: list[str] | None = None  # digests new to the store, while gc.undo_on_failure tracks
         for d in (self.blob_dir, self.ingest_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
 

@@ -66,6 +66,25 @@ def collect(e, wait: bool = False) -> int:
     return freed
 
 
+@contextmanager
+def undo_on_failure(e):
+    """Blobs an operation (pull, load, import, commit) added are removed again if it fails
+    and no image references them, so a failed operation leaves the store as it was."""
+    content = e.images.content
+    made: list[str] = []
+    content.created = made
+    try:
+        yield
+    except BaseException:
+        blobs, _ = referenced(e)
+        for d in made:
+            if d not in blobs:
+                content.delete(d)
+        raise
+    finally:
+        content.created = None
+
+
 def users(e, image_id: str) -> list[dict]:
     return [c for c in e.containers.all() if c.get("image") == image_id]
 

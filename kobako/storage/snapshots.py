@@ -150,10 +150,16 @@ class Snapshots:
         paths = [os.path.join(self.links, self.short(c)) for c in reversed(chains)]
         return ":".join(paths)
 
-    def mount_for(self, chains: list[str], upper: str, work: str) -> MountSpec:
+    def mount_for(self, chains: list[str], upper: str, work: str, volatile: bool = False) -> MountSpec:
+        """The container's root: its upper dir over the image's layers. `volatile` skips the
+        sync of the whole upper filesystem that overlay does when it is unmounted (at the
+        container's exit: ~1 s on a busy disk); right for a container that is thrown away
+        (--rm), whose changes need not survive a power loss."""
         if not chains:
             raise SnapshotError("an image needs at least one layer")
         opts = [f"lowerdir={self.lowerdir(chains)}", f"upperdir={upper}", f"workdir={work}"]
+        if volatile:
+            opts.append("volatile")
         if len(",".join(opts)) >= PAGE:
             raise SnapshotError(f"too many layers ({len(chains)}) for one overlay mount")
         return MountSpec("overlay", "overlay", opts)
