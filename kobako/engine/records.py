@@ -46,7 +46,10 @@ def valid_name(name: str) -> bool:
 class ContainerStore:
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "containers")
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        if not os.path.isdir(self.dir):
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            from kobako.linux.fs import mark_topdir
+            mark_topdir(self.dir)  # each container's upper dir in a fresh block group
 
     def path(self, cid: str, *rest: str) -> str:
         return os.path.join(self.dir, cid, *rest)

@@ -50,3 +50,33 @@ def cloexec_from(first: int) -> None:
 
 def proc_fd(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
+
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+
+
+def mark_topdir(path: str) -> bool:
+    """Set the 'T' attribute (chattr +T): ext4's Orlov allocator then treats each new
+    subdirectory as the top of a hierarchy and places it in a fresh block group. A layer
+    unpacked there does not allocate inodes next to the thousands a removed layer just
+    freed, which ext4 without a journal skips one by one ("recently deleted"): 1 ms per
+    new file instead of 25 us on such a disk. Filesystems without the flag ignore it."""
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0))
+        flags = struct.unpack("i", buf)[0]
+        if not flags & FS_TOPDIR_FL:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_TOPDIR_FL))
+        return True
+    except OSError:  # ENOTTY/EOPNOTSUPP: tmpfs, overlay, ... nothing to do
+        return False
+    finally:
+        os.close(fd)

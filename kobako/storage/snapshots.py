@@ -75,6 +75,10 @@ class Snapshots:
         self.links = os.path.join(root, "l")
         for d in (self.dir, self.links):
             os.makedirs(d, mode=0o700, exist_ok=True)
+        if not os.path.exists(os.path.join(self.dir, ".topdir")):
+            from kobako.linux.fs import mark_topdir
+            mark_topdir(self.dir)  # new layers go to fresh block groups (see mark_topdir)
+            open(os.path.join(self.dir, ".topdir"), "w").close()
 
     def _dir(self, chain_id: str) -> str:
         return os.path.join(self.dir, chain_id.split(":", 1)[1])

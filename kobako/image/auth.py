@@ -1,0 +1,143 @@
+"""Registry credentials, stored the way Docker's config.json stores them:
+
+    {"auths": {"127.0.0.1:5000": {"auth": base64("user:password")}}}
+
+kobako's own file is `$KOBAKO_CONFIG/auth.json`, else ~/.config/kobako/auth.json,
+written atomically with mode 0600 in a 0700 directory (it holds passwords in the
+clear, as Docker's does). Lookups fall back to ~/.docker/config.json (or
+$DOCKER_CONFIG/config.json), read-only, so a `docker login` already done works too.
+Keys are normalised: 'https://index.docker.io/v1/' and 'docker.io' are the same.
+Credential helpers (credsStore) are not consulted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import json
+import os
+from collections.abc import Callable
+
+from kobako.image.registries import normalize
+from kobako.paths import atomic_write
+
+
+class AuthError(Exception):
+    pass
+
+
+def path() -> str:
+    env = os.environ.get("KOBAKO_CONFIG")
+    if env:
+        return os.path.join(env, "auth.json")
+    return os.path.join(os.path.expanduser("~"), ".config", "kobako", "auth.json")
+
+
+def docker_path() -> str:
+    env = os.environ.get("DOCKER_CONFIG")
+    return os.path.join(env or os.path.join(os.path.expanduser("~"), ".docker"), "config.json")
+
+
+def _read(p: str, strict: bool) -> dict:
+    """The whole file; {} if absent. A broken kobako file is an error; a broken Docker one is skipped."""
+    try:
+        with open(p, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        if strict:
+            raise AuthError(f"auth file {p} is unreadable or not valid JSON ({e}); "
+                            "fix or remove it and log in again") from None
+        return {}
+    auths = doc.get("auths", {}) if isinstance(doc, dict) else None
+    if not isinstance(auths, dict):
+        if strict:
+            raise AuthError(f"auth file {p} is not of the form {{\"auths\": {{...}}}}; fix or remove it")
+        return {}
+    return doc
+
+
+def _load(p: str, strict: bool) -> dict:
+    """The file's "auths" map."""
+    return _read(p, strict).get("auths", {})
+
+
+def _decode(entry: object) -> tuple[str, str] | None:
+    if not isinstance(entry, dict):
+        return None
+    if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
+        return entry["username"], entry["password"]
+    raw = entry.get("auth")
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        user, sep, password = base64.b64decode(raw, validate=False).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep and user else None
+
+
+def _find(auths: dict, domain: str) -> tuple[str, str] | None:
+    want = normalize(domain)
+    for key, entry in auths.items():
+        if isinstance(key, str) and normalize(key) == want:
+            creds = _decode(entry)
+            if creds:
+                return creds
+    return None
+
+
+def get(domain: str) -> tuple[str, str] | None:
+    """(user, password) for `domain`, from kobako's file, else Docker's; None if neither has it."""
+    return _find(_load(path(), strict=True), domain) or _find(_load(docker_path(), strict=False), domain)
+
+
+def _update(change: Callable[[dict], bool]) -> bool:
+    """Apply `change(auths) -> bool` to kobako's file under a lock; rewrite it if it changed."""
+    p = path()
+    d = os.path.dirname(p)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    fd = os.open(p + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        doc = _read(p, strict=True)
+        auths = doc.setdefault("auths", {})
+        if not change(auths):
+            return False
+        atomic_write(p, json.dumps(doc, indent=1).encode() + b"\n", mode=0o600)
+        os.chmod(p, 0o600)  # also when an older file had looser permissions
+        return True
+    finally:
+        os.close(fd)
+
+
+def store(domain: str, user: str, password: str) -> None:
+    if not user or ":" in user:
+        raise AuthError("a registry user name must be non-empty and must not contain ':'")
+    key = normalize(domain)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def change(auths: dict) -> bool:
+        for k in [k for k in auths if normalize(k) == key]:
+            del auths[k]
+        auths[key] = {"auth": token}
+        return True
+
+    _update(change)
+
+
+def remove(domain: str) -> bool:
+    """Forget `domain` in kobako's file (Docker's is never written); False if it was not there."""
+    if not os.path.exists(path()):
+        return False
+    key = normalize(domain)
+
+    def change(auths: dict) -> bool:
+        hits = [k for k in auths if normalize(k) == key]
+        for k in hits:
+            del auths[k]
+        return bool(hits)
+
+    return _update(change)
