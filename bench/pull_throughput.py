@@ -138,7 +138,8 @@ def bench_save_load(name: str, n: int) -> None:
 def compressed_size(reg: Registry, repo: str, tag: str) -> int:
     """Config + layer bytes the manifest names: what a pull transfers."""
     import json
-    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    accept = ("application/vnd.oci.image.manifest.v1+json, "
+              "application/vnd.docker.distribution.manifest.v2+json")
     url = f"http://{reg.addr}/v2/{repo}/manifests/{tag}"
     m = json.loads(sh("curl", "-fs", "-H", f"Accept: {accept}", url).stdout)
     return m["config"]["size"] + sum(layer["size"] for layer in m["layers"])
