@@ -58,4 +58,10 @@ c["process"]["args"] = ["/bin/sh", "-c", "echo hello from $(hostname): pid $$, $
 json.dump(c, open(p, "w"), indent=2)
 PY
 fi
-echo "kobako installed: $BIN/kobako, $BIN/kobako-runtime; bundle at $BUNDLE"
+# The same root filesystem as an image, for `kobako run` without a registry.
+IMAGE=localhost/busybox:latest
+if ! "$BIN/kobako" image inspect "$IMAGE" >/dev/null 2>&1; then
+  "$BIN/kobako" import -q -c 'CMD ["/bin/sh", "-c", "echo hello from $(hostname): pid $$, $(ls /sys/class/net | wc -l) network interface"]' \
+    "$BUNDLE/rootfs" "$IMAGE" >/dev/null
+fi
+echo "kobako installed: $BIN/kobako, $BIN/kobako-runtime; image $IMAGE; bundle at $BUNDLE"

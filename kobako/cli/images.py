@@ -397,6 +397,7 @@ COMMANDS = {
                        "Create an image from a tarball or a host directory (such as /)", [
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
+                           opt("-q --quiet", "quiet", help="print nothing but the image ID"),
                            opt("--platform", "platform", "str", None, "accepted; the host's is used")],
                        min_args=1, max_args=2), import_),
     "login": (Command("login", "[OPTIONS] [SERVER]", "Log in to a registry", [

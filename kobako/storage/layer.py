@@ -65,22 +65,14 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
         head += more
     src = _Prefixed(head, stream)
     if head[:2] == b"\x1f\x8b":
-        return _gunzip(src)
-    if head == b"\x28\xb5\x2f\xfd":
-        try:
-            import zstandard
+        try:  # isal (Intel's igzip) inflates several times faster than zlib, in a thread of its own
+            from isal import igzip_threaded
+            return igzip_threaded.open(src, "rb", threads=1)
         except ImportError:
-            raise LayerError("zstd layer needs the zstandard package (pip install zstandard)")
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+            return _Decoded.gzip(src)  # type: ignore[return-value]
+    if head == b"\x28\xb5\x2f\xfd":
+        return _Decoded.zstd(src)  # type: ignore[return-value]
     return src  # type: ignore[return-value]
-
-
-def _gunzip(src: _Prefixed) -> BinaryIO:
-    try:  # isal (Intel's igzip) inflates several times faster than zlib, in a thread of its own
-        from isal import igzip_threaded
-        return igzip_threaded.open(src, "rb", threads=1)
-    except ImportError:
-        return _Gunzip(src)  # type: ignore[return-value]
 
 
 class _Prefixed(io.RawIOBase):
@@ -109,25 +101,46 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-class _Gunzip(io.RawIOBase):
-    """Streaming gunzip over zlib (wbits=31: zlib checks header, CRC and length itself).
-    Handles concatenated members and zero padding after one, as gzip(1) does."""
+class _Decoded(io.RawIOBase):
+    """Streaming decompression of one or more concatenated gzip members or zstd frames.
+    A stream that stops inside one raises EOFError: a cut-off download must not pass for
+    a shorter layer (tarfile alone would take a cut at a header boundary for the end)."""
 
-    _OUT_MAX = 4 << 20  # output per inflate call: bounds memory against a zip bomb
-
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, start, in_size: int, bounded: bool, skip_zeros: bool) -> None:
         super().__init__()
         self._raw = raw
+        self._start = start  # makes the decoder of one member/frame
+        self._in_size = in_size
+        self._bounded = bounded  # decoder takes max_length (zlib), else feed in_size at a time
+        self._skip_zeros = skip_zeros
         self._in = b""
         self._out = b""
         self._pos = 0
-        self._d: zlib._Decompress | None = None  # None between members
+        self._d = None  # None between members
+
+    @classmethod
+    def gzip(cls, raw: BinaryIO) -> _Decoded:
+        # wbits=31: zlib parses the gzip header and checks CRC and length itself; zero
+        # padding after a member is allowed, as gzip(1) allows it.
+        return cls(raw, lambda: zlib.decompressobj(31), 1 << 16, True, True)
+
+    @classmethod
+    def zstd(cls, raw: BinaryIO) -> _Decoded:
+        try:
+            import zstandard
+        except ImportError:
+            raise LayerError("zstd layer needs the zstandard package (pip install zstandard)")
+        # zstandard's decompress() has no output limit: small input pieces bound the memory
+        # one call can take (an RLE block turns 4 bytes into 128 KiB: 2 KiB in, <= 64 MiB out).
+        return cls(raw, zstandard.ZstdDecompressor().decompressobj, 2048, False, False)
+
+    _OUT_MAX = 4 << 20  # zlib output per call: bounds memory against a zip bomb
 
     def readable(self) -> bool:
         return True
 
     def _fill(self) -> bool:
-        """Inflate more into self._out; False at the clean end of the stream."""
+        """Decode more into self._out; False at the clean end of the stream."""
         while True:
             if not self._in:
                 self._in = self._raw.read(1 << 16)
@@ -136,15 +149,21 @@ class _Gunzip(io.RawIOBase):
                         raise EOFError("compressed layer ended before its end-of-stream marker")
                     return False
             if self._d is None:
-                self._in = self._in.lstrip(b"\0")
-                if not self._in:
-                    continue
-                self._d = zlib.decompressobj(31)
-            out = self._d.decompress(self._in, self._OUT_MAX)
-            if self._d.eof:
-                self._in, self._d = self._d.unused_data, None
+                if self._skip_zeros:
+                    self._in = self._in.lstrip(b"\0")
+                    if not self._in:
+                        continue
+                self._d = self._start()
+            if self._bounded:
+                out = self._d.decompress(self._in, self._OUT_MAX)
+                rest = self._d.unconsumed_tail
             else:
-                self._in = self._d.unconsumed_tail
+                out = self._d.decompress(self._in[:self._in_size])
+                rest = self._in[self._in_size:]
+            if self._d.eof:
+                self._in, self._d = self._d.unused_data + rest, None
+            else:
+                self._in = rest
             if out:
                 self._out, self._pos = out, 0
                 return True
@@ -223,18 +242,30 @@ class _Header(tarfile.TarInfo):
 
 
 class _Source:
-    """The input stream, its failures (network, gzip, zstd errors of any class) made LayerError."""
+    """The input stream for tarfile, read in big pieces (tarfile asks for 10 KiB at a time),
+    its failures (network, gzip, zstd errors of any class) made LayerError."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
+        self.buf = b""
+        self.pos = 0
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self.raw.read(size)
-        except LayerError:
-            raise
-        except Exception as e:
-            raise LayerError(f"layer is truncated or corrupt: {e or type(e).__name__}")
+        if self.pos >= len(self.buf):
+            try:
+                self.buf, self.pos = self.raw.read(CHUNK), 0
+            except LayerError:
+                raise
+            except Exception as e:
+                raise LayerError(f"layer is truncated or corrupt: {e or type(e).__name__}")
+            if not self.buf:
+                return b""
+        if self.pos == 0 and (size < 0 or size >= len(self.buf)):
+            out, self.buf = self.buf, b""
+            return out
+        out = self.buf[self.pos:self.pos + size] if size >= 0 else self.buf[self.pos:]
+        self.pos += len(out)
+        return out
 
 
 def _clean(name: str) -> str:
