@@ -252,7 +252,10 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
                         tee.drain()
                         # no fsync of its own: the snapshot's syncfs, next, flushes it too
                         w.commit(durable=False)
-                    unpack_stream(snaps, tee, diff, chain, before_commit=publish)
+                    try:
+                        unpack_stream(snaps, tee, diff, chain, before_commit=publish)
+                    except layer.LayerError as e:
+                        raise layer.LayerError(f"layer {desc.digest[:19]}… as downloaded: {e}") from None
         finally:
             close = getattr(src, "close", None)
             if close:

@@ -73,12 +73,11 @@ class Snapshots:
         self.root = root
         self.dir = os.path.join(root, "snapshots")
         self.links = os.path.join(root, "l")
-        for d in (self.dir, self.links):
-            os.makedirs(d, mode=0o700, exist_ok=True)
-        if not os.path.exists(os.path.join(self.dir, ".topdir")):
+        if not os.path.isdir(self.dir):
+            os.makedirs(self.dir, mode=0o700)
             from kobako.linux.fs import mark_topdir
             mark_topdir(self.dir)  # new layers go to fresh block groups (see mark_topdir)
-            open(os.path.join(self.dir, ".topdir"), "w").close()
+        os.makedirs(self.links, mode=0o700, exist_ok=True)
 
     def _dir(self, chain_id: str) -> str:
         return os.path.join(self.dir, chain_id.split(":", 1)[1])

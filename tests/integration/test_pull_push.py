@@ -1,0 +1,284 @@
+"""Pull and push through the `kobako` CLI against Debian's docker-registry on 127.0.0.1
+and against small fake registries that misbehave on purpose: every failure is one line,
+exit 125, and leaves the store as it was; a retry then succeeds."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import registry_support as rs
+from engine_support import Kobako, assert_user_error
+
+from kobako.image import manifest as mf
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(rs.available() is not None,
+                                                    reason=str(rs.available()))]
+
+
+@pytest.fixture(scope="module")
+def reg():
+    with rs.Registry() as r:
+        yield r
+
+
+@pytest.fixture
+def k(tmp_path: Path) -> Kobako:
+    return Kobako(tmp_path / "k")
+
+
+@pytest.fixture(scope="module")
+def pushed(reg, session_base: Path, busybox_rootfs: Path) -> str:
+    """The busybox root imported by one kobako and pushed to the registry."""
+    src = Kobako(session_base / "pusher")
+    src("import", "-c", 'CMD ["cat", "/etc/motd"]', str(_with_motd(busybox_rootfs)), "kbt/bb:1")
+    name = f"{reg.addr}/kbt/bb:1"
+    src("tag", "kbt/bb:1", name)
+    out = src("push", name).stdout
+    assert "digest: sha256:" in out
+    again = src("push", name).stdout  # everything is there already: only HEADs
+    assert "digest: sha256:" in again
+    return name
+
+
+def _with_motd(root: Path) -> Path:
+    (root / "etc" / "motd").write_text("pulled and run\n")
+    return root
+
+
+def test_push_then_pull_into_an_empty_store_and_run(k: Kobako, reg, pushed: str):
+    tags = json.loads(reg.request("GET", "/v2/kbt/bb/tags/list")[2])
+    assert tags["tags"] == ["1"]
+    k("pull", "-q", pushed)
+    assert k("run", "--rm", pushed).stdout == "pulled and run\n"
+    rows = k("images", "--digests").stdout
+    assert f"{reg.addr}/kbt/bb" in rows and "sha256:" in rows
+    blobs = {p: os.stat(k.data / "blobs" / "sha256" / p).st_mtime_ns for p in k.blobs()}
+    k("pull", "-q", pushed)  # nothing new to fetch: no blob rewritten
+    assert {p: os.stat(k.data / "blobs" / "sha256" / p).st_mtime_ns for p in k.blobs()} == blobs
+
+
+def test_pull_by_digest(k: Kobako, reg, pushed: str):
+    digest = reg.request("HEAD", "/v2/kbt/bb/manifests/1", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})[1]["docker-content-digest"]
+    k("pull", "-q", f"{reg.addr}/kbt/bb@{digest}")
+    assert k("run", "--rm", f"{reg.addr}/kbt/bb@{digest}").stdout == "pulled and run\n"
+
+
+def test_platform_selection_from_an_index(k: Kobako, reg):
+    amd = rs.upload_image(reg, "kbt/multi", "amd", files={"arch": b"amd64\n"})
+    arm = rs.upload_image(reg, "kbt/multi", "arm", files={"arch": b"arm64\n"})
+    # the arm64 image's config must say arm64 for kobako to accept it
+    cfg = json.loads(arm["config"])
+    cfg["architecture"] = "arm64"
+    cfg_bytes = json.dumps(cfg).encode()
+    cfg_digest = reg.put_blob("kbt/multi", cfg_bytes)
+    man = json.loads(arm["manifest"])
+    man["config"] = {**man["config"], "digest": cfg_digest, "size": len(cfg_bytes)}
+    arm_man = json.dumps(man).encode()
+    arm_digest = reg.put_manifest("kbt/multi", "arm", arm_man)
+    index = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [
+        {"mediaType": mf.OCI_MANIFEST, "digest": arm_digest, "size": len(arm_man),
+         "platform": {"os": "linux", "architecture": "arm64"}},
+        {"mediaType": mf.OCI_MANIFEST, "digest": amd["manifest_digest"], "size": len(amd["manifest"]),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+    ]}).encode()
+    reg.put_manifest("kbt/multi", "both", index, mf.OCI_INDEX)
+    k("pull", "-q", f"{reg.addr}/kbt/multi:both")
+    assert json.loads(k("image", "inspect", f"{reg.addr}/kbt/multi:both").stdout)[0]["Architecture"] == "amd64"
+    k("pull", "-q", "--platform", "linux/arm64", f"{reg.addr}/kbt/multi:both")
+    assert json.loads(k("image", "inspect", f"{reg.addr}/kbt/multi:both").stdout)[0]["Architecture"] == "arm64"
+    cp = k("pull", "--platform", "linux/s390x", f"{reg.addr}/kbt/multi:both", check=False)
+    assert_user_error(cp, "no image for platform linux/s390x")
+
+
+def test_login_with_basic_auth_then_pull_and_logout(k: Kobako, pushed: str, session_base: Path):
+    with rs.Registry(htpasswd=("alice", "s3cret")) as sec:
+        name = f"{sec.addr}/kbt/private:1"
+        src = Kobako(session_base / "pusher")
+        src("tag", "kbt/bb:1", name)
+        cp = src("push", name, check=False)
+        assert_user_error(cp, "unauthorized", f"kobako login {sec.addr}")
+        cp = src("login", "-u", "alice", "--password-stdin", sec.addr, input="wrong\n", check=False)
+        assert_user_error(cp, "unauthorized")
+        assert src("login", "-u", "alice", "--password-stdin", sec.addr, input="s3cret\n").stdout.strip() \
+            == "Login Succeeded"
+        auth = src.root / "config" / "auth.json"
+        assert oct(auth.stat().st_mode & 0o777) == "0o600" and sec.addr in auth.read_text()
+        src("push", name)
+        cp = k("pull", name, check=False)  # another user, not logged in
+        assert_user_error(cp, "unauthorized")
+        assert not k.blobs()
+        src("logout", sec.addr)
+        assert sec.addr not in auth.read_text()
+
+
+def test_unknown_tag_and_registry_down(k: Kobako, reg):
+    cp = k("pull", f"{reg.addr}/kbt/bb:nope", check=False)
+    assert_user_error(cp, "not found")
+    port = rs.free_port()
+    cp = k("pull", f"127.0.0.1:{port}/x/y:1", check=False)
+    assert_user_error(cp, f"127.0.0.1:{port}")
+    cp = k("run", "--rm", f"127.0.0.1:{port}/x/y:1", "true", check=False)
+    assert_user_error(cp, f"127.0.0.1:{port}")
+    assert not k.blobs() and not k.snapshots()
+
+
+# -- a registry that misbehaves on purpose ---------------------------------------------------
+
+class Fake:
+    """A one-image registry over http.server whose blob answers a test can spoil."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.tar = rs.make_layer(files)
+        import gzip
+        self.layer = gzip.compress(self.tar, mtime=0)
+        self.config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/x"]},
+                                  "rootfs": {"type": "layers", "diff_ids": [rs.sha256(self.tar)]}}).encode()
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": mf.OCI_CONFIG, "digest": rs.sha256(self.config), "size": len(self.config)},
+            "layers": [{"mediaType": mf.OCI_LAYER_GZIP, "digest": rs.sha256(self.layer),
+                        "size": len(self.layer)}]}).encode()
+        self.mode = "ok"   # ok | corrupt | truncate | slow | garbage | error500
+        fake = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_HEAD(self):
+                self.do_GET(head=True)
+
+            def do_GET(self, head: bool = False):
+                p = self.path
+                if fake.mode == "garbage" and p != "/v2/":
+                    self.wfile.write(b"this is not HTTP\r\n\r\n")
+                    self.close_connection = True
+                    return
+                if fake.mode == "error500" and "/manifests/" in p:
+                    return self._send(500, b'{"errors":[{"code":"UNKNOWN","message":"boom"}]}')
+                if p == "/v2/":
+                    return self._send(200, b"{}")
+                if "/manifests/" in p:
+                    return self._send(200, fake.manifest, mf.OCI_MANIFEST,
+                                      {"Docker-Content-Digest": rs.sha256(fake.manifest)}, head)
+                if p.endswith(rs.sha256(fake.config)):
+                    return self._send(200, fake.config, head=head)
+                if p.endswith(rs.sha256(fake.layer)):
+                    body = fake.layer
+                    if fake.mode == "corrupt":
+                        body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+                    if fake.mode in ("truncate", "slow"):
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        half = len(body) // 2
+                        self.wfile.write(body[:half])
+                        self.wfile.flush()
+                        if fake.mode == "slow":
+                            time.sleep(30)
+                        self.close_connection = True
+                        return
+                    return self._send(200, body, head=head)
+                self._send(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}')
+
+            def _send(self, code, body, ctype="application/octet-stream", headers=None, head=False):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for kk, v in (headers or {}).items():
+                    self.send_header(kk, v)
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.addr = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake():
+    f = Fake({"x": os.urandom(300_000)})
+    yield f
+    f.close()
+
+
+@pytest.mark.parametrize("mode, words", [
+    ("corrupt", ["corrupt"]), ("truncate", []), ("garbage", ["invalid answer"]), ("error500", ["500"]),
+])
+def test_a_bad_download_leaves_nothing_and_a_retry_succeeds(k: Kobako, fake: Fake, mode, words):
+    fake.mode = mode
+    cp = k("pull", f"{fake.addr}/t/img:1", check=False, timeout=120)
+    assert_user_error(cp, *words)
+    assert not k.blobs() and not k.snapshots()
+    assert not os.listdir(k.data / "ingest")
+    assert "t/img" not in k("images").stdout
+    fake.mode = "ok"
+    k("pull", "-q", f"{fake.addr}/t/img:1")
+    assert len(k.blobs()) == 3 and len(k.snapshots()) == 1
+
+
+def test_kill_9_midway_then_retry_and_prune(k: Kobako, fake: Fake):
+    fake.mode = "slow"
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "pull", "-q", f"{fake.addr}/t/img:1"],
+                         env=k.env, cwd=Path(__file__).resolve().parents[2],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:  # wait until the layer is half in the ingest dir
+            ing = k.data / "ingest"
+            if ing.exists() and any(os.path.getsize(ing / n) > 0 for n in os.listdir(ing)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the pull never started writing its layer")
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert "t/img" not in k("images").stdout
+    assert not any(Path(k.data / "blobs" / "sha256" / b).stat().st_size > 200_000 for b in k.blobs())
+    fake.mode = "ok"
+    k("pull", "-q", f"{fake.addr}/t/img:1")
+    k("system", "prune", "-f")
+    assert not os.listdir(k.data / "ingest")
+    assert not [n for n in os.listdir(k.data / "snapshots") if n.startswith(".tmp-")]
+    assert "t/img" in k("images").stdout  # prune keeps tagged images
+
+
+def test_a_full_disk_is_one_message_and_leaves_nothing(tmp_path: Path, fake: Fake):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "kbt-small", str(small)], check=True)
+    try:
+        k = Kobako(small)
+        cp = k("pull", f"{fake.addr}/t/img:1", check=False)
+        assert_user_error(cp, "no space left")
+        assert not k.blobs() and not os.listdir(k.data / "ingest")
+        assert not os.listdir(k.data / "snapshots")
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_push_of_an_unknown_image_and_bad_names(k: Kobako, reg):
+    assert_user_error(k("push", f"{reg.addr}/nope/nope:1", check=False), "no such image")
+    assert_user_error(k("pull", "Upper_Case", check=False), "invalid reference")
+    assert_user_error(k("pull", f"{reg.addr}/a@sha256:{'0' * 10}", check=False), "invalid digest")
+    hashlib.sha256()  # (keeps the import honest for readers: digests are sha256)
