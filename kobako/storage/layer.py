@@ -198,19 +198,28 @@ def extract(stream: BinaryIO, dest: str) -> int:
     x = _Extractor(dest)
     try:
         try:
-            tf = tarfile.open(fileobj=_Source(stream), mode="r|", tarinfo=_Header,
-                              encoding="utf-8", errors="surrogateescape")
+            tf = _parse(lambda: tarfile.open(fileobj=_Source(stream), mode="r|", tarinfo=_Header,
+                                             encoding="utf-8", errors="surrogateescape"))
         except _EmptyLayer:
             return 0
-        while (m := tf.next()) is not None:
+        while (m := _parse(tf.next)) is not None:
             tf.members.clear()  # tarfile keeps every header; we need none of them later
             x.apply(tf, m)
         x.finish()
         return x.written
-    except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise LayerError(f"layer is truncated or corrupt: {e}")
     finally:
         x.close()
+
+
+def _parse(step):
+    """Run a tarfile header-parsing step: whatever it raises on hostile bytes (ReadError,
+    or ValueError from a bad GNU.sparse number...) is a corrupt layer."""
+    try:
+        return step()
+    except (LayerError, _EmptyLayer):
+        raise
+    except Exception as e:
+        raise LayerError(f"layer is truncated or corrupt: {e or type(e).__name__}")
 
 
 class _EmptyLayer(Exception):
@@ -308,35 +317,59 @@ class _Extractor:
 
     # -- parent directories --
     def _dir(self, path: str, create: bool = True) -> int:
-        """fd of directory `path` inside the root, made (0755, as Docker does) if missing."""
+        """fd of directory `path` inside the root; missing ones are made (0755, as Docker does)."""
         if not path:
             return self.rootfd
         fd = self.cache.get(path)
         if fd is not None:
             self.cache.move_to_end(path)
             return fd
-        for attempt in (0, 1):
+        try:
+            return self._lookup(path)
+        except FileNotFoundError:
+            if not create:
+                raise
+        # Find the deepest ancestor there is, then make the rest top down: a loop, not
+        # recursion, and one fd at a time, however deep the name.
+        parts = path.split("/")
+        have = len(parts) - 1
+        while have:
             try:
-                try:
-                    fd = fs.openat2(self.rootfd, path, _DIR_FLAGS, _IN_ROOT | fs.RESOLVE_NO_SYMLINKS)
-                    self.cache[path] = fd
-                except OSError as e:
-                    if e.errno != errno.ELOOP:
-                        raise
-                    # A symlink on the way: follow it, but inside the root, and do not cache
-                    # (its target may be replaced by a later member without us seeing it).
-                    fd = fs.openat2(self.rootfd, path, _DIR_FLAGS, _IN_ROOT)
-                    self.temp.append(fd)
-                return fd
+                top = self._lookup("/".join(parts[:have]))
+                break
             except FileNotFoundError:
-                if not create or attempt:
-                    raise
-            parent, _, name = path.rpartition("/")
+                have -= 1
+        else:
+            top = self.rootfd
+        stable = top == self.rootfd or "/".join(parts[:have]) in self.cache
+        fd = top
+        for name in parts[have:]:
             try:
-                os.mkdir(name, 0o755, dir_fd=self._dir(parent))
-            except FileExistsError:  # a dangling symlink: the retry reports it
-                pass
-        raise AssertionError("unreachable")
+                os.mkdir(name, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass  # a dangling symlink, say: the open below refuses it
+            new = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            if fd != top:
+                os.close(fd)
+            fd = new
+        if stable:
+            self.cache[path] = fd
+        else:
+            self.temp.append(fd)
+        return fd
+
+    def _lookup(self, path: str) -> int:
+        try:
+            fd = fs.openat2(self.rootfd, path, _DIR_FLAGS, _IN_ROOT | fs.RESOLVE_NO_SYMLINKS)
+            self.cache[path] = fd
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            # A symlink on the way: follow it, but inside the root; not cached, as its
+            # target may be replaced by a later member without the cache seeing it.
+            fd = fs.openat2(self.rootfd, path, _DIR_FLAGS, _IN_ROOT)
+            self.temp.append(fd)
+        return fd
 
     def _forget(self, path: str) -> None:
         sub = path + "/"
@@ -525,8 +558,9 @@ class _Extractor:
                 os.setxattr(target, key[len(XATTR_PAX):], value.encode("utf-8", "surrogateescape"),
                             follow_symlinks=False if isinstance(target, str) else True)
             except OSError as e:
-                if e.errno == errno.EOPNOTSUPP or (e.errno == errno.EPERM and not self.root):
-                    continue  # a filesystem without xattrs, or a namespace we may not write
+                if e.errno == errno.EOPNOTSUPP or (e.errno == errno.EPERM and (
+                        not self.root or key.startswith("user.", len(XATTR_PAX)))):
+                    continue  # no xattrs here, a namespace we may not write, user.* on a device
                 raise
 
     def finish(self) -> None:
@@ -560,6 +594,10 @@ def write_tree(root: str, out: BinaryIO) -> None:
     _TreeWriter(out, overlay=False).run(root)
 
 
+def _listdir(dfd: int) -> list[str]:
+    return sorted(os.listdir(dfd), key=os.fsencode)  # byte order, as Go's filepath.Walk
+
+
 def _keep_xattr(name: str) -> bool:
     # trusted.*/user.overlay.*: overlayfs's own bookkeeping; security.selinux: a host label
     return not (name.startswith(("trusted.", "user.overlay.")) or name == "security.selinux")
@@ -578,27 +616,37 @@ class _TreeWriter:
 
     def run(self, root: str) -> None:
         try:
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise LayerError(f"cannot read {root}: {e.strerror}")
+        self.dev = os.fstat(rootfd).st_dev
+        # Depth first with a stack of (dir fd, its name + '/', its entries left): no recursion,
+        # a deep tree costs one fd per level.
+        stack = [(rootfd, "", iter(_listdir(rootfd)))]
         try:
-            self.dev = os.fstat(fd).st_dev
-            self._walk(fd, "", root)
+            while stack:
+                dfd, prefix, names = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    os.close(stack.pop()[0])
+                    continue
+                child = self._entry(dfd, name, prefix + name)
+                if child is not None:
+                    stack.append((child, f"{prefix}{name}/", iter(_listdir(child))))
             self.out.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
         except OSError as e:
-            raise LayerError(f"cannot archive {root}: {e.strerror or e}: {e.filename or ''}".rstrip(": "))
+            where = f" ({e.filename})" if e.filename else ""
+            raise LayerError(f"cannot archive {root}: {e.strerror or e}{where}")
         finally:
-            os.close(fd)
+            for fd, _, _ in stack:
+                os.close(fd)
 
-    def _walk(self, dfd: int, prefix: str, root: str) -> None:
-        for name in sorted(os.listdir(dfd)):
-            self._entry(dfd, name, prefix + name, root)
-
-    def _entry(self, dfd: int, name: str, path: str, root: str) -> None:
+    def _entry(self, dfd: int, name: str, path: str) -> int | None:
+        """Write the header (and content) of one entry; a directory's fd comes back to walk."""
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
-            return  # gone since listdir
+            return None  # gone since listdir
         kind = stat.S_IFMT(st.st_mode)
         if kind == stat.S_IFDIR:
             fd = os.open(name, _OPEN_DIR, dir_fd=dfd)
@@ -608,27 +656,29 @@ class _TreeWriter:
                 self._add(self._info(path, st, tarfile.DIRTYPE, xattrs))
                 if self.overlay and any(xattrs.get(k) == b"y" for k in OPAQUE_XATTRS):
                     self._add(self._info(f"{path}/{OPAQUE}", st, tarfile.REGTYPE, {}, mode=0))
-                if st.st_dev == self.dev:  # another mount: keep the mountpoint, not its contents
-                    self._walk(fd, path + "/", root)
-            finally:
+            except BaseException:
                 os.close(fd)
-            return
+                raise
+            if st.st_dev == self.dev:
+                return fd
+            os.close(fd)  # another mount: keep the mountpoint, not its contents
+            return None
         if self.overlay and kind == stat.S_IFCHR and st.st_rdev == 0:  # overlay whiteout
             parent, _, base = path.rpartition("/")
             wh = f"{parent}/{WHITEOUT}{base}" if parent else WHITEOUT + base
             self._add(self._info(wh, st, tarfile.REGTYPE, {}, mode=0))
-            return
+            return None
         if kind == stat.S_IFSOCK:
-            return  # sockets are not in layers
+            return None  # sockets are not in layers
         if st.st_nlink > 1:
             first = self.links.setdefault((st.st_dev, st.st_ino), path)
             if first != path:
                 info = self._info(path, st, tarfile.LNKTYPE, {})
                 info.linkname = first
                 self._add(info)
-                return
+                return None
         if kind == stat.S_IFREG:
-            self._regular(dfd, name, path, st)
+            self._regular(dfd, name, path)
         elif kind == stat.S_IFLNK:
             info = self._info(path, st, tarfile.SYMTYPE, {})
             info.linkname = os.readlink(name, dir_fd=dfd)
@@ -639,8 +689,9 @@ class _TreeWriter:
             if kind != stat.S_IFIFO:
                 info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
             self._add(info)
+        return None
 
-    def _regular(self, dfd: int, name: str, path: str, st: os.stat_result) -> None:
+    def _regular(self, dfd: int, name: str, path: str) -> None:
         # O_NONBLOCK: should a fifo have been swapped in since the stat, do not hang on it
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
         try:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import io
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -59,12 +62,9 @@ def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
     """Every entry under top except skip: type, content hash or link target, link count."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(top):
-        if Path(dirpath) == skip or skip in Path(dirpath).parents:
-            continue
+        dirnames[:] = [d for d in dirnames if Path(dirpath) / d != skip]  # do not walk into dest
         for n in dirnames + filenames:
             p = Path(dirpath) / n
-            if p == skip:
-                continue
             st = os.lstat(p)
             if stat.S_ISREG(st.st_mode):
                 what = hashlib.sha256(p.read_bytes()).hexdigest()
@@ -364,3 +364,39 @@ def test_error_messages_are_one_line_and_name_the_entry(box: Box):
     with pytest.raises(LayerError) as e:
         box.extract(make_tar(reg("file"), reg("file/child")))
     assert "file/child" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_pax_sparse_numbers_are_a_layer_error(box: Box):
+    info, data = reg("s", b"z" * 10)
+    info.pax_headers = {"GNU.sparse.map": "0,x,5", "GNU.sparse.size": "nope"}
+    with pytest.raises(LayerError, match="truncated or corrupt"):
+        box.extract(make_tar((info, data)))
+
+
+def test_very_deep_name_is_made_without_recursion(box: Box):
+    deep = "a/" * 400 + "leaf"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 60)  # extract may not recurse per path component
+    try:
+        box.extract(make_tar(reg(deep, b"deep")))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert (box.dest / deep).read_bytes() == b"deep"
+    subprocess.run(["rm", "-rf", str(box.dest / "a")], check=True)  # shutil.rmtree recurses
+    with pytest.raises(LayerError, match="too long"):
+        box.extract(make_tar(reg("b/" * 2100 + "leaf")))  # over PATH_MAX
+    assert os.listdir(box.dest) == []
+
+
+def test_parent_that_is_a_dangling_symlink_is_refused(box: Box):
+    with pytest.raises(LayerError, match="evil/x"):
+        box.extract(make_tar(sym("evil", "/nowhere"), reg("evil/x")))
+    assert (box.dest / "evil").is_symlink()
+
+
+def test_user_xattrs_on_a_fifo_are_dropped_not_fatal(box: Box):
+    info = tarfile.TarInfo("p")
+    info.type = tarfile.FIFOTYPE
+    info.pax_headers = {"SCHILY.xattr.user.x": "1"}
+    box.extract(make_tar((info, None)))
+    assert stat.S_ISFIFO(os.lstat(box.dest / "p").st_mode)

@@ -4,11 +4,13 @@ decompression sniffing, whiteouts both ways, sparse files, replacing entries."""
 from __future__ import annotations
 
 import gzip
+import inspect
 import io
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -422,3 +424,26 @@ def _no_stray_mounts(tmp_path: Path):
     if any(str(tmp_path) in line for line in Path("/proc/self/mountinfo").read_text().splitlines()):
         pytest.fail("a mount under tmp_path was left behind")
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_deep_trees_are_walked_without_recursion(tmp_path: Path):
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    for _ in range(400):
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(os.open("leaf", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    os.close(fd)
+    out = io.BytesIO()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 60)  # write_tree may not recurse per level
+    try:
+        layer.write_tree(str(root), out)
+    finally:
+        sys.setrecursionlimit(limit)
+    got = names(out.getvalue())
+    assert len(got) == 401 and got[-1] == "d/" * 400 + "leaf"
+    subprocess.run(["rm", "-rf", str(root)], check=True)  # shutil.rmtree recurses
