@@ -50,21 +50,322 @@ def _volumes(specs: list[str]) -> list[tuple[str, str, bool]]:
     return out
 
 
-def run(e: Engine, args) -> int:
-    if args.detach:
-        raise ContainerError("run -d needs the container monitor, which is not built yet; run in the "
-                             "foreground for now")
+def _options(e: Engine, args) -> ocispec.RunOptions:
     if args.network not in ("none", "host", "bridge", "default"):
         raise ContainerError(f"network {args.network!r} is not available yet (none or host)")
-    opts = ocispec.RunOptions(
+    return ocispec.RunOptions(
         command=args.args[1:], entrypoint=[args.entrypoint] if args.entrypoint else None,
         env=_env(args), workdir=args.workdir, user=args.user, hostname=args.hostname,
         tty=args.tty and sys.stdin.isatty(), read_only=args.read_only,
         network="host" if args.network == "host" else "none",
         memory=ocispec.parse_size(args.memory) if args.memory else None, binds=_volumes(args.volume))
+
+
+def _create(e: Engine, args, remove: bool) -> dict:
+    opts = _options(e, args)
+    if args.detach and opts.tty:
+        opts.tty = False  # a detached pty needs attach, which comes later; keep plain pipes
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
-    rec = e.create(img, args.args[0], opts, args.name, remove=args.rm)
+    rec = e.create(img, args.args[0], opts, args.name, remove=remove)
+    extra = {}
+    if args.restart:
+        extra["restartPolicy"] = _restart_policy(args.restart)
+    if args.stop_signal:
+        extra["stopSignal"] = args.stop_signal
+    if args.stop_timeout is not None:
+        extra["stopTimeout"] = args.stop_timeout
+    if args.label:
+        extra["labels"] = dict(lb.partition("=")[::2] for lb in args.label)
+    if extra:
+        rec = e.containers.update(rec["id"], **extra)
+    return rec
+
+
+def _restart_policy(s: str) -> dict:
+    name, _, n = s.partition(":")
+    if name not in ("no", "always", "unless-stopped", "on-failure"):
+        raise ocispec.OptionError(f"invalid restart policy {s!r}: "
+                                  "no, always, unless-stopped or on-failure[:N]")
+    if n and (name != "on-failure" or not n.isdigit()):
+        raise ocispec.OptionError(f"invalid restart policy {s!r}: only on-failure takes a retry count")
+    return {"Name": name, "MaximumRetryCount": int(n or 0)}
+
+
+def run(e: Engine, args) -> int:
+    if args.rm and args.restart and args.restart != "no":
+        raise ocispec.OptionError("conflicting options: --restart and --rm")
+    rec = _create(e, args, remove=args.rm)
+    if args.detach:
+        try:
+            e.start(rec)
+        except BaseException:
+            if args.rm:
+                e.remove(e.containers.get(rec["id"]) or rec, force=True)
+            raise
+        print(rec["id"])
+        return 0
     return e.run_foreground(rec, remove=args.rm)
+
+
+def create(e: Engine, args) -> int:
+    rec = _create(e, args, remove=args.rm)
+    print(rec["id"])
+    return 0
+
+
+def start(e: Engine, args) -> int:
+    rc = 0
+    for ref in args.args:
+        rec = e.containers.resolve(ref)
+        if args.attach and len(args.args) == 1:
+            size = _log_size(e, rec)
+            e.start(rec)
+            return _follow_until_exit(e, rec, size)
+        try:
+            e.start(rec)
+            print(ref)
+        except Exception as ex:  # noqa: BLE001 - per container, like docker
+            from kobako.cli.main import describe
+            sys.stderr.write(f"Error: {describe(ex)}\n")
+            rc = 1
+    return rc
+
+
+def _log_size(e: Engine, rec: dict) -> int:
+    try:
+        return os.path.getsize(e.containers.path(rec["id"], f"{rec['id']}-json.log"))
+    except OSError:
+        return 0
+
+
+def _follow_until_exit(e: Engine, rec: dict, offset: int) -> int:
+    from kobako.engine import logs
+    path = e.containers.path(rec["id"], f"{rec['id']}-json.log")
+    for ent in logs.follow(path, offset, lambda: e.state(e.containers.get(rec["id"]) or rec) == "running"):
+        out = sys.stdout if ent.get("stream") != "stderr" else sys.stderr
+        out.write(ent.get("log", ""))
+        out.flush()
+    return e.wait(e.containers.get(rec["id"]) or rec)
+
+
+def _each(e: Engine, refs: list[str], fn) -> int:
+    rc = 0
+    for ref in refs:
+        try:
+            fn(e.containers.resolve(ref))
+            print(ref)
+        except Exception as ex:  # noqa: BLE001 - per container, like docker
+            from kobako.cli.main import describe
+            sys.stderr.write(f"Error: {describe(ex)}\n")
+            rc = 1
+    return rc
+
+
+def stop(e: Engine, args) -> int:
+    return _each(e, args.args, lambda rec: e.stop(rec, args.time))
+
+
+def kill(e: Engine, args) -> int:
+    return _each(e, args.args, lambda rec: e.kill(rec, (args.signal or "KILL").removeprefix("SIG")))
+
+
+def restart(e: Engine, args) -> int:
+    def one(rec: dict) -> None:
+        e.stop(rec, args.time)
+        e.start(e.containers.get(rec["id"]) or rec)
+    return _each(e, args.args, one)
+
+
+def pause(e: Engine, args) -> int:
+    return _each(e, args.args, lambda rec: e.runtime(["pause", rec["id"]]))
+
+
+def unpause(e: Engine, args) -> int:
+    return _each(e, args.args, lambda rec: e.runtime(["resume", rec["id"]]))
+
+
+def wait(e: Engine, args) -> int:
+    rc = 0
+    for ref in args.args:
+        print(e.wait(e.containers.resolve(ref)))
+    return rc
+
+
+def logs(e: Engine, args) -> int:
+    from kobako.engine import logs as lg
+    rec = e.containers.resolve(args.args[0])
+    cdir = e.containers.path(rec["id"])
+    since = lg.parse_since(args.since) if args.since else None
+    until = lg.parse_since(args.until) if args.until else None
+    ents = list(lg.entries(cdir, rec["id"]))
+    if since is not None or until is not None:
+        ents = [x for x in ents if (since is None or lg.parse_time(x["time"]) >= since)
+                and (until is None or lg.parse_time(x["time"]) <= until)]
+    if args.tail not in (None, "all"):
+        try:
+            n = int(args.tail)
+        except ValueError:
+            raise ocispec.OptionError(f"invalid --tail {args.tail!r}: a number or 'all'") from None
+        ents = ents[-n:] if n > 0 else []
+
+    def emit(x: dict) -> None:
+        out = sys.stdout if x.get("stream") != "stderr" else sys.stderr
+        out.write((x.get("time", "") + " " if args.timestamps else "") + x.get("log", ""))
+        out.flush()
+
+    for x in ents:
+        emit(x)
+    if args.follow:
+        path = os.path.join(cdir, f"{rec['id']}-json.log")
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        for x in lg.follow(path, size, lambda: e.state(e.containers.get(rec["id"]) or rec)
+                           in ("running", "restarting", "paused")):
+            emit(x)
+    return 0
+
+
+def exec_(e: Engine, args) -> int:
+    rec = e.containers.resolve(args.args[0])
+    st = e.state(rec)
+    if st != "running":
+        raise ContainerError(f"container {rec['name']} is not running"
+                             + (" (paused)" if st == "paused" else ""))
+    if len(args.args) < 2:
+        raise ocispec.OptionError("exec needs a command to run")
+    argv = ["exec"]
+    for env in args.env:
+        argv += ["--env", env if "=" in env else f"{env}={os.environ.get(env, '')}"]
+    if args.workdir:
+        argv += ["--cwd", args.workdir]
+    if args.user:
+        uid, gid, _ = e.resolve_user(rec["chainIds"], args.user)
+        argv += ["--user", f"{uid}:{gid}"]
+    if args.privileged:
+        argv += ["--cap", "CAP_SYS_ADMIN"]
+    if args.detach:
+        argv += ["--detach"]
+    tty = args.tty and sys.stdin.isatty() and not args.detach
+    if tty:
+        return _exec_tty(e, rec, argv, args.args[1:])
+    from kobako.runtime.errors import RuntimeFailure
+    try:
+        return e.runtime(argv + [rec["id"], *args.args[1:]])
+    except RuntimeFailure as ex:
+        from kobako.engine.lifecycle import StartError
+        raise StartError(str(ex)) from None
+
+
+def _exec_tty(e: Engine, rec: dict, argv: list[str], cmd: list[str]) -> int:
+    """exec -t: the runtime sends the pty master to our console socket; we proxy it."""
+    import socket
+    import tempfile
+
+    from kobako.runtime import console
+    from kobako.runtime.commands.run import forward_signals, reap
+    d = tempfile.mkdtemp(prefix="kobako-exec-", dir=e.run_dir if os.path.isdir(e.run_dir) else None)
+    path = os.path.join(d, "console.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lsock.bind(path)
+        lsock.listen(1)
+        pidfile = os.path.join(d, "pid")
+        e.runtime(argv + ["--tty", "--detach", "--console-socket", path, "--pid-file", pidfile,
+                          rec["id"], *cmd])
+        conn, _ = lsock.accept()
+        master = console.receive_master(conn)
+        with open(pidfile) as f:
+            pid = int(f.read())
+        forward_signals(pid)
+        return console.proxy(master, pid, reap)
+    finally:
+        lsock.close()
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def top(e: Engine, args) -> int:
+    rec = e.containers.resolve(args.args[0])
+    if e.state(rec) != "running":
+        raise ContainerError(f"container {rec['name']} is not running")
+    return e.runtime(["ps", rec["id"], *(args.args[1:] or ["-ef"])])
+
+
+def rename(e: Engine, args) -> int:
+    from kobako.engine.records import valid_name
+    rec = e.containers.resolve(args.args[0])
+    new = args.args[1]
+    if not valid_name(new):
+        raise ContainerError(f"invalid container name {new!r}")
+    with e.containers.names_locked():
+        for r in e.containers.all():
+            if r["name"] == new and r["id"] != rec["id"]:
+                raise ContainerError(f'the container name "{new}" is already in use by container '
+                                     f'{r["id"][:12]}')
+        e.containers.update(rec["id"], name=new)
+    return 0
+
+
+def inspect(e: Engine, args) -> int:
+    import json
+    docs, rc = [], 0
+    for ref in args.args:
+        try:
+            rec = e.containers.resolve(ref)
+        except Exception:  # noqa: BLE001 - docker falls back to images
+            try:
+                from kobako.cli.images import inspect_doc
+                docs.append(inspect_doc(e, e.images.resolve(ref)))
+                continue
+            except Exception:  # noqa: BLE001
+                sys.stderr.write(f"Error: no such object: {ref}\n")
+                rc = 1
+                continue
+        docs.append(inspect_container(e, rec))
+    if args.format:
+        for d in docs:
+            formatted(args.format, [d])
+    else:
+        print(json.dumps(docs, indent=4))
+    return rc
+
+
+def inspect_container(e: Engine, rec: dict) -> dict:
+    import json
+    st = e.state(rec)
+    try:
+        with open(os.path.join(rec.get("bundle", ""), "config.json")) as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        spec = {}
+    proc = spec.get("process") or {}
+    argv = proc.get("args") or []
+    memory = ((spec.get("linux") or {}).get("resources") or {}).get("memory", {}).get("limit", 0)
+    binds = [m for m in spec.get("mounts") or [] if m.get("type") == "bind" and m["destination"] != "/sys"]
+    return {
+        "Id": rec["id"], "Created": rec.get("created"), "Path": argv[0] if argv else "", "Args": argv[1:],
+        "State": {"Status": st, "Running": st in ("running", "paused"), "Paused": st == "paused",
+                  "Restarting": st == "restarting", "OOMKilled": False, "Dead": False,
+                  "Pid": rec.get("pid", 0) if st in ("running", "paused") else 0,
+                  "ExitCode": rec.get("exitCode", 0), "Error": rec.get("error") or "",
+                  "StartedAt": rec.get("started", "0001-01-01T00:00:00Z"),
+                  "FinishedAt": rec.get("finished", "0001-01-01T00:00:00Z")},
+        "Image": rec.get("image"), "Name": "/" + rec["name"], "RestartCount": rec.get("restartCount", 0),
+        "Driver": "overlay", "Platform": "linux",
+        "LogPath": e.containers.path(rec["id"], f"{rec['id']}-json.log"),
+        "HostConfig": {"RestartPolicy": rec.get("restartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
+                       "AutoRemove": bool((rec.get("options") or {}).get("autoRemove")),
+                       "NetworkMode": "none",
+                       "Memory": memory, "Binds": [f"{m['source']}:{m['destination']}" for m in binds]},
+        "Config": {"Hostname": spec.get("hostname", ""), "Env": proc.get("env") or [], "Cmd": argv,
+                   "Image": rec.get("imageName"), "WorkingDir": proc.get("cwd", "/"),
+                   "Tty": bool(proc.get("terminal")), "Labels": rec.get("labels") or {},
+                   "StopSignal": rec.get("stopSignal") or "SIGTERM"},
+        "Mounts": [{"Type": "bind", "Source": m["source"], "Destination": m["destination"],
+                    "RW": "ro" not in (m.get("options") or [])} for m in binds],
+        "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": e.containers.path(rec["id"], "upper"),
+                                                    "WorkDir": e.containers.path(rec["id"], "work")}},
+        "NetworkSettings": {"Networks": {}, "Ports": {}},
+    }
 
 
 def _env(args) -> list[str]:
@@ -93,10 +394,13 @@ def rm(e: Engine, args) -> int:
 
 
 def _status(e: Engine, rec: dict) -> tuple[str, str]:
-    st = e.runtime_state(rec["id"])
+    st = e.state(rec)
     if st in ("running", "paused"):
-        return st, "Up" + (" (Paused)" if st == "paused" else "")
-    if rec.get("status") == "exited" or st == "stopped":
+        up = ago(rec.get("started", "")).replace(" ago", "")
+        return st, f"Up {up}" + (" (Paused)" if st == "paused" else "")
+    if st == "restarting":
+        return st, f"Restarting ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
+    if st == "exited":
         return "exited", f"Exited ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
     return "created", "Created"
 
@@ -105,7 +409,7 @@ def ps(e: Engine, args) -> int:
     rows = []
     for rec in e.containers.all():
         state, status = _status(e, rec)
-        if not args.all and state not in ("running", "paused"):
+        if not args.all and state not in ("running", "paused", "restarting"):
             continue
         cmd = " ".join((rec.get("options") or {}).get("command") or [])
         rows.append({"ID": rec["id"] if args.no_trunc else rec["id"][:12],
@@ -202,11 +506,59 @@ RUN_OPTS = [
     opt("-v --volume", "volume", "list", None, "bind mount HOST-PATH:CONTAINER-PATH[:ro]"),
     opt("--pull", "pull", "str", None, "missing (default), always or never"),
     opt("-q --quiet", "quiet", help="do not print pull progress"),
+    opt("--restart", "restart", "str", None, "no, always, unless-stopped or on-failure[:N]"),
+    opt("--stop-signal", "stop_signal", "str", None, "signal that stops the container (default TERM)"),
+    opt("--stop-timeout", "stop_timeout", "int", None, "seconds to wait before killing on stop"),
+    opt("-l --label", "label", "list", None, "set a label KEY=VALUE"),
 ]
+STOP_T = opt("-t --time", "time", "int", None, "seconds to wait before killing it (default 10)")
 COMMANDS = {
     "run": (Command("run", "[OPTIONS] IMAGE [COMMAND] [ARG...]",
                     "Create and run a new container from an image", RUN_OPTS, interspersed=False,
                     min_args=1), run),
+    "create": (Command("create", "[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container",
+                       RUN_OPTS, interspersed=False, min_args=1), create),
+    "start": (Command("start", "[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more containers", [
+        opt("-a --attach", "attach", help="print the container's output until it exits"),
+        opt("-i --interactive", "interactive", help="accepted; stdin attach comes later")], min_args=1),
+              start),
+    "stop": (Command("stop", "[OPTIONS] CONTAINER [CONTAINER...]",
+                     "Stop containers: the stop signal, then SIGKILL after a grace period", [STOP_T],
+                     min_args=1), stop),
+    "kill": (Command("kill", "[OPTIONS] CONTAINER [CONTAINER...]", "Send a signal (default KILL)", [
+        opt("-s --signal", "signal", "str", None, "signal to send")], min_args=1), kill),
+    "restart": (Command("restart", "[OPTIONS] CONTAINER [CONTAINER...]", "Restart containers", [STOP_T],
+                        min_args=1), restart),
+    "pause": (Command("pause", "CONTAINER [CONTAINER...]", "Freeze every process of containers",
+                      min_args=1), pause),
+    "unpause": (Command("unpause", "CONTAINER [CONTAINER...]", "Thaw paused containers", min_args=1),
+                unpause),
+    "wait": (Command("wait", "CONTAINER [CONTAINER...]", "Wait for containers to exit; print exit codes",
+                     min_args=1), wait),
+    "logs": (Command("logs", "[OPTIONS] CONTAINER", "Show a container's output (json-file log)", [
+        opt("-f --follow", "follow", help="keep printing new output while it runs"),
+        opt("-n --tail", "tail", "str", None, "only the last N lines"),
+        opt("-t --timestamps", "timestamps", help="prefix each line with its time"),
+        opt("--since", "since", "str", None, "since a time (RFC 3339) or a duration back (10m)"),
+        opt("--until", "until", "str", None, "until a time or a duration back"),
+        opt("--details", "details", help="accepted")], min_args=1, max_args=1), logs),
+    "exec": (Command("exec", "[OPTIONS] CONTAINER COMMAND [ARG...]", "Run a command in a running container", [
+        opt("-d --detach", "detach", help="run in the background"),
+        opt("-i --interactive", "interactive", help="keep stdin open"),
+        opt("-t --tty", "tty", help="allocate a pseudo-terminal"),
+        opt("-e --env", "env", "list", None, "set an environment variable"),
+        opt("-u --user", "user", "str", None, "user[:group] or uid[:gid]"),
+        opt("-w --workdir", "workdir", "str", None, "working directory"),
+        opt("--privileged", "privileged", help="extra capabilities")], interspersed=False, min_args=1),
+             exec_),
+    "top": (Command("top", "CONTAINER [ps OPTIONS]", "Show a container's processes", interspersed=False,
+                    min_args=1), top),
+    "rename": (Command("rename", "CONTAINER NEW_NAME", "Rename a container", min_args=2, max_args=2), rename),
+    "inspect": (Command("inspect", "[OPTIONS] NAME|ID [NAME|ID...]",
+                        "Detailed information on containers (or images)", [
+                            opt("-f --format", "format", "str", None, "Go template"),
+                            opt("-s --size", "size", help="accepted"),
+                            opt("--type", "type", "str", None, "container or image")], min_args=1), inspect),
     "rm": (Command("rm", "[OPTIONS] CONTAINER [CONTAINER...]", "Remove one or more containers", [
         opt("-f --force", "force", help="kill a running container first"),
         opt("-v --volumes", "volumes", help="remove anonymous volumes too")], min_args=1), rm),

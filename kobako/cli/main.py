@@ -19,15 +19,23 @@ MODULES = {
     "rmi": "images", "image prune": "images", "history": "images", "save": "images", "load": "images",
     "import": "images", "login": "images", "logout": "images",
     "run": "containers", "rm": "containers", "ps": "containers", "commit": "containers",
-    "diff": "containers", "export": "containers",
+    "diff": "containers", "export": "containers", "create": "containers", "start": "containers",
+    "stop": "containers", "kill": "containers", "restart": "containers", "pause": "containers",
+    "unpause": "containers", "wait": "containers", "logs": "containers", "exec": "containers",
+    "top": "containers", "rename": "containers", "inspect": "containers",
     "system df": "system", "system prune": "system",
 }
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
     "image pull": "pull", "image push": "push", "image tag": "tag", "image history": "history",
-    "image save": "save", "image load": "load", "image import": "import", "inspect": "image inspect",
+    "image save": "save", "image load": "load", "image import": "import",
     "container run": "run", "container rm": "rm", "container ls": "ps", "container list": "ps",
     "container commit": "commit", "container diff": "diff", "container export": "export",
+    "container create": "create", "container start": "start", "container stop": "stop",
+    "container kill": "kill", "container restart": "restart", "container pause": "pause",
+    "container unpause": "unpause", "container wait": "wait", "container logs": "logs",
+    "container exec": "exec", "container top": "top", "container rename": "rename",
+    "container inspect": "inspect",
     "container prune": "system prune",
 }
 GROUPS = ("image", "container", "system", "volume", "network")
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         known = _known_errors()
         if isinstance(e, known) or isinstance(e, (OSError, RuntimeFailure)):
             sys.stderr.write(f"Error: {describe(e)}\n")
+            return getattr(e, "exit_code", 125)  # 126/127: the program could not start
         else:
             sys.stderr.write(f"Error: internal error: {type(e).__name__}: {e} (KOBAKO_DEBUG=1 shows where)\n")
         return 125

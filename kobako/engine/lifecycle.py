@@ -18,6 +18,19 @@ from kobako.image.store import ImageStore, now_iso
 from kobako.storage.snapshots import Snapshots
 
 
+class StartError(ContainerError):
+    """The runtime could not start the program: exit 127 not found, 126 not executable."""
+
+    @property
+    def exit_code(self) -> int:
+        m = str(self)
+        if "not found" in m or "no such file" in m.lower():
+            return 127
+        if "permission denied" in m.lower() or "not executable" in m:
+            return 126
+        return 125
+
+
 class Engine:
     def __init__(self, root: str | None = None, run: str | None = None) -> None:
         self.root = root or paths.data_root()
@@ -31,11 +44,15 @@ class Engine:
     # -- runtime calls --------------------------------------------------------
     def runtime(self, argv: list[str], log=None):
         from kobako.runtime import main as rt
+        from kobako.runtime import state
         from kobako.runtime.log import Log
 
         cmd, args = rt.parse(["--root", self.runtime_root, *argv])
         mod = __import__(f"kobako.runtime.commands.{rt.COMMANDS[cmd][0]}", fromlist=["run"])
-        return mod.run(args, log or Log(None))
+        try:
+            return mod.run(args, log or Log(None))
+        finally:
+            state.release_all()  # the command's state lock: one-shot runtimes drop it by exiting
 
     def runtime_state(self, cid: str) -> str | None:
         from kobako.runtime import state
@@ -150,12 +167,123 @@ class Engine:
                 self.containers.save(rec)
         return code
 
+    # -- detached: through the monitor ---------------------------------------------
+    def state(self, rec: dict) -> str:
+        """Docker's status words: created, running, paused, restarting, exited."""
+        st = self.runtime_state(rec["id"])
+        if st in ("running", "paused"):
+            return st
+        if rec.get("status") == "restarting":
+            return "restarting"
+        if rec.get("status") in ("exited", "running") or st == "stopped":
+            return "exited"
+        return "created"
+
+    def start(self, rec: dict) -> int:
+        """Start a created or exited container under the monitor; returns the init's PID."""
+        from kobako.engine import monitor
+        st = self.state(rec)
+        if st in ("running", "paused"):
+            return rec.get("pid", 0)
+        if self.runtime_state(rec["id"]) is not None:  # a stopped runtime container: clear it first
+            self.runtime(["delete", "--force", rec["id"]])
+        self.containers.update(rec["id"], status="starting", error=None)
+        s = monitor.connect(self.root, self.run_dir)
+        try:
+            r = monitor.request(s, {"op": "start", "id": rec["id"]}, timeout=120)
+        finally:
+            s.close()
+        if not r.get("ok"):
+            raise StartError(r.get("error") or "the container did not start")
+        return int(r["pid"])
+
+    def wait(self, rec: dict, timeout: float | None = None) -> int:
+        """Block until the container exits; its exit code."""
+        from kobako.engine import monitor
+        if self.state(rec) not in ("running", "paused", "restarting"):
+            return int((self.containers.get(rec["id"]) or rec).get("exitCode", 0))
+        try:
+            s = monitor.connect(self.root, self.run_dir, spawn=False)
+        except OSError:
+            s = None
+        if s is not None:
+            try:
+                r = monitor.request(s, {"op": "wait", "id": rec["id"]}, timeout=timeout)
+                return int(r.get("exitCode", 0))
+            except TimeoutError:
+                raise
+            except (OSError, ValueError):
+                pass
+            finally:
+                s.close()
+        # no monitor (it was killed): poll the runtime's view; the exit code is lost
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.runtime_state(rec["id"]) in ("running", "paused"):
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError
+            time.sleep(0.05)
+        return int((self.containers.get(rec["id"]) or rec).get("exitCode", 137))
+
+    def _tell_monitor(self, cid: str, op: str) -> None:
+        from kobako.engine import monitor
+        try:
+            s = monitor.connect(self.root, self.run_dir, spawn=False)
+        except OSError:
+            return
+        try:
+            monitor.request(s, {"op": op, "id": cid}, timeout=5)
+        except (OSError, ValueError):
+            pass
+        finally:
+            s.close()
+
+    def kill(self, rec: dict, sig: str = "KILL", user_stop: bool = True) -> None:
+        st = self.state(rec)
+        if st not in ("running", "paused"):
+            raise ContainerError(f"cannot kill container {rec['name']}: it is not running")
+        if user_stop:
+            self._tell_monitor(rec["id"], "stopping")  # a stopped container is not restarted
+            if rec.get("status") == "restarting":
+                self.containers.update(rec["id"], status="exited")
+        args = ["kill", rec["id"], sig]
+        if st == "paused":
+            self.runtime(["resume", rec["id"]])
+        self.runtime(args)
+
+    def stop(self, rec: dict, timeout: float | None = None) -> None:
+        if rec.get("status") == "restarting":
+            self.containers.update(rec["id"], status="exited")
+        if self.state(rec) not in ("running", "paused"):
+            return
+        t = timeout if timeout is not None else float(rec.get("stopTimeout", 10))
+        sig = rec.get("stopSignal") or "TERM"
+        from kobako.runtime.errors import RuntimeFailure
+        try:
+            self.kill(rec, sig)
+            self.wait(rec, timeout=t)
+        except TimeoutError:
+            pass
+        except RuntimeFailure:
+            pass  # it exited meanwhile
+        if self.state(rec) in ("running", "paused"):
+            try:
+                self.kill(rec, "KILL")
+            except (RuntimeFailure, ContainerError):
+                pass
+            try:
+                self.wait(rec, timeout=10)
+            except TimeoutError:
+                pass
+
     # -- remove ----------------------------------------------------------------
     def remove(self, rec: dict, force: bool = False) -> None:
         cid = rec["id"]
         st = self.runtime_state(cid)
         if st in ("running", "paused", "created") and not force:
-            raise ContainerError(f"container {rec['name']} is {st}: stop it first or use rm -f")
+            raise ContainerError(f"cannot remove container {rec['name']}: it is {st}; stop it first or "
+                                 "use rm -f")
+        if force and st in ("running", "paused"):
+            self._tell_monitor(cid, "stopping")
         if st is not None:
             from kobako.runtime.errors import RuntimeFailure
             try:

@@ -82,6 +82,14 @@ class ContainerStore:
         atomic_write(self.path(rec["id"], "container.json"), json.dumps(rec, indent=1).encode(),
                      durable=False)
 
+    def update(self, cid: str, **changes: object) -> dict:
+        """Read-modify-write under the container's lock (the monitor writes the same file)."""
+        from kobako.engine.monitor import update_record
+        rec = update_record(self.path(cid), **changes)
+        if rec is None:
+            raise ContainerNotFound(f"no such container: {cid}")
+        return rec
+
     def create(self, rec: dict, name: str | None) -> dict:
         """Reserve an ID and a name and write the first record."""
         with self.names_locked():

@@ -22,6 +22,13 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0, what:
     return libc.check(libc.LIBC.prctl(option, a2, a3, a4, a5), f"prctl {what or option}")
 
 
+def set_name(name: str) -> None:
+    """The thread's comm (what ps and top show), up to 15 bytes."""
+    import ctypes
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    prctl(15, ctypes.addressof(buf), what="PR_SET_NAME")  # PR_SET_NAME
+
+
 def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1, what="PR_SET_CHILD_SUBREAPER")
 

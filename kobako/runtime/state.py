@@ -37,6 +37,20 @@ def start_time(pid: int) -> int | None:
 LOCK_WAIT_TRIES = 3000  # x 10 ms
 
 
+# Lock fds this process holds. A one-shot kobako-runtime exits and the kernel drops them;
+# the engine calls the runtime in-process, many times, and releases them after each call.
+HELD: set[int] = set()
+
+
+def release_all() -> None:
+    for fd in list(HELD):
+        HELD.discard(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class Container:
     def __init__(self, root: str, cid: str) -> None:
         self.root = root
@@ -59,6 +73,7 @@ class Container:
         for _ in range(LOCK_WAIT_TRIES):
             try:
                 fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                HELD.add(self._lockfd)
                 break
             except BlockingIOError:
                 time.sleep(0.01)
@@ -73,11 +88,13 @@ class Container:
     def close_lock(self) -> None:
         """In a forked child: drop our copy of the lock fd without unlocking the parent."""
         if self._lockfd >= 0:
+            HELD.discard(self._lockfd)
             os.close(self._lockfd)
             self._lockfd = -1
 
     def unlock(self) -> None:
         if self._lockfd >= 0:
+            HELD.discard(self._lockfd)
             os.close(self._lockfd)
             self._lockfd = -1
 

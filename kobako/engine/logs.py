@@ -1,0 +1,95 @@
+"""Reading a container's json-file log (written by the monitor): all of it, the last N
+lines, since a time, and following it while the container runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+
+def files(cdir: str, cid: str) -> list[str]:
+    """Oldest first: <id>-json.log.2, .1, then the live file."""
+    base = os.path.join(cdir, f"{cid}-json.log")
+    rotated = sorted((p for p in (f"{base}.{i}" for i in range(1, 10)) if os.path.exists(p)),
+                     key=lambda p: -int(p.rsplit(".", 1)[1]))
+    return rotated + ([base] if os.path.exists(base) else [])
+
+
+def parse_since(s: str) -> float:
+    """RFC 3339 ('2026-11-23T04:00:00Z'), a Unix time, or a duration back from now ('10m', '1h30m')."""
+    s = s.strip()
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    if s and s[-1] in "smhd" and s[0].isdigit():
+        total, num = 0.0, ""
+        for ch in s:
+            if ch.isdigit() or ch == ".":
+                num += ch
+            elif ch in "smhd" and num:
+                total += float(num) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ch]
+                num = ""
+            else:
+                raise ValueError(f"invalid duration {s!r}")
+        return time.time() - total
+    return parse_time(s)
+
+
+def parse_time(s: str) -> float:
+    import calendar
+    base = s[:19]
+    t = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    frac = s[19:].rstrip("Z")
+    if frac.startswith("."):
+        digits = "".join(ch for ch in frac[1:] if ch.isdigit())
+        if digits:
+            t += float("0." + digits)
+    return t
+
+
+def entries(cdir: str, cid: str) -> Iterator[dict]:
+    for p in files(cdir, cid):
+        try:
+            with open(p, "rb") as f:
+                for line in f:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+        except FileNotFoundError:
+            continue
+
+
+def follow(path: str, offset: int, running) -> Iterator[dict]:
+    """New lines appended after `offset` until `running()` is false and the file is drained.
+    A rotation (the file got shorter or replaced) starts over at the new file's beginning."""
+    buf = b""
+    ino = None
+    while True:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if ino is not None and (st.st_ino != ino or st.st_size < offset):
+                offset, buf = 0, b""
+            ino = st.st_ino
+            if st.st_size > offset:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                offset += len(data)
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+                continue
+        if not running():
+            return
+        time.sleep(0.1)

@@ -1,0 +1,593 @@
+"""The container monitor: one small process that holds the stdio of every detached
+container, writes their logs, records exit codes and applies restart policies — the
+seminar's `.mon`, shared by all containers of one data root instead of one per
+container (a Python process costs ~8 MB; shared by ten containers that is under 1 MB
+each, conmon's ballpark; docs/engine.md measures it).
+
+It is started on demand by the first `kobako run -d`/`start` (a fresh interpreter with
+nothing but this module and the runtime's JSON helper imported) and exits by itself
+when no container runs and no client is connected. It is not a daemon the user
+manages: commands that do not start containers never need it, and killing it leaves
+the containers running (their exit codes are then lost, as with a killed conmon).
+
+It is every container's parent: it forks a child that runs `kobako-runtime run
+--detach` in-process with the container's stdout/stderr as its own; the runtime child
+exits once the program runs, and the container's init is reparented to the monitor,
+a child subreaper, which then reaps it and learns its exit status.
+
+Protocol: one JSON object per line over <run root>/monitor.sock.
+    {"op": "start", "id": ID}   -> {"ok": true, "pid": N} | {"ok": false, "error": "..."}
+    {"op": "wait", "id": ID}    -> {"ok": true, "exitCode": N} once the container exits
+    {"op": "ping"}              -> {"ok": true, "pid": monitor pid}
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+
+from kobako.runtime import jsonfast
+
+SOCK = "monitor.sock"
+LOG_MAX = 10 << 20   # json-file rotation: 10 MB per file,
+LOG_FILES = 3        # 3 files (<id>-json.log, .1, .2)
+
+
+def now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+# -- records (the same files the CLI reads; the same per-container lock) ----------------------
+
+def _lock(path: str) -> int:
+    import fcntl
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def update_record(cdir: str, **changes: object) -> dict | None:
+    """Read-modify-write container.json under its lock; None if the container is gone."""
+    try:
+        fd = _lock(os.path.join(cdir, "lock"))
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            with open(os.path.join(cdir, "container.json"), "rb") as f:
+                rec = jsonfast.loads(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+        rec.update(changes)
+        tmp = os.path.join(cdir, f".container.json.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            f.write(jsonfast.dumps(rec))
+        os.rename(tmp, os.path.join(cdir, "container.json"))
+        return rec
+    finally:
+        os.close(fd)
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+class JsonLog:
+    """Docker's json-file driver: one {"log","stream","time"} object per line, rotated by size."""
+
+    def __init__(self, path: str, max_size: int = LOG_MAX, max_files: int = LOG_FILES) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_files = max_files
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.size = os.fstat(self.fd).st_size
+        self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> None:
+        buf = self.partial[stream] + data
+        lines = buf.split(b"\n")
+        self.partial[stream] = lines.pop()
+        if len(self.partial[stream]) > 16384:  # a line without end: write it in pieces
+            lines.append(self.partial[stream])
+            self.partial[stream] = b""
+        out = []
+        stamp = now_iso()
+        for i, line in enumerate(lines):
+            text = line.decode("utf-8", "replace") + ("\n" if i < len(lines) - 1 or buf.endswith(b"\n")
+                                                      or self.partial[stream] == b"" else "")
+            out.append(jsonfast.dumps({"log": text, "stream": stream, "time": stamp}) + "\n")
+        if out:
+            self._append("".join(out).encode())
+
+    def flush(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self.partial[stream] = b""
+                self._append((jsonfast.dumps({"log": rest.decode("utf-8", "replace"), "stream": stream,
+                                              "time": now_iso()}) + "\n").encode())
+
+    def _append(self, data: bytes) -> None:
+        if self.max_size and self.size + len(data) > self.max_size and self.size:
+            self._rotate()
+        try:
+            os.write(self.fd, data)
+            self.size += len(data)
+        except OSError:
+            pass  # a full disk must not take the monitor down
+
+    def _rotate(self) -> None:
+        os.close(self.fd)
+        for i in range(self.max_files - 1, 0, -1):
+            src = self.path if i == 1 else f"{self.path}.{i - 1}"
+            if os.path.exists(src):
+                os.replace(src, f"{self.path}.{i}")
+        if self.max_files <= 1:
+            os.unlink(self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.size = 0
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self.fd)
+
+
+# -- the monitor -------------------------------------------------------------------------------
+
+class Box:
+    """One running container as the monitor sees it."""
+
+    def __init__(self, cid: str, cdir: str, rec: dict) -> None:
+        self.cid, self.cdir = cid, cdir
+        self.pid = 0
+        self.fds: dict[int, str] = {}
+        opts = rec.get("logOptions") or {}
+        self.log = JsonLog(os.path.join(cdir, f"{cid}-json.log"), int(opts.get("max-size", LOG_MAX)),
+                           int(opts.get("max-file", LOG_FILES)))
+        self.waiters: list[socket.socket] = []
+        self.restarts = int(rec.get("restartCount", 0))
+        self.stopping = False
+
+
+class Monitor:
+    def __init__(self, data_root: str, run_root: str) -> None:
+        import selectors
+        self.data = data_root
+        self.run = run_root
+        self.rt_root = os.path.join(run_root, "runtime")
+        self.sel = selectors.DefaultSelector()
+        self.boxes: dict[str, Box] = {}
+        self.by_pid: dict[int, Box] = {}
+        self.helpers: dict[int, tuple[str, object]] = {}  # pid -> (what, context)
+        self.clients: dict[socket.socket, bytes] = {}
+        self.pending: list[tuple[float, str]] = []  # restarts due: (when, id)
+        self.idle_since = time.monotonic()
+
+    def cdir(self, cid: str) -> str:
+        return os.path.join(self.data, "containers", cid)
+
+    # -- main loop ---------------------------------------------------------------------
+    def serve(self, listener: socket.socket) -> None:
+        import selectors
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(w)
+        signal.signal(signal.SIGCHLD, lambda *a: None)
+        signal.signal(signal.SIGTERM, lambda *a: None)  # containers outlive a stray SIGTERM
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.sel.register(listener, selectors.EVENT_READ, ("listen", None))
+        self.sel.register(r, selectors.EVENT_READ, ("signal", None))
+        while True:
+            timeout = 1.0
+            if self.pending:
+                timeout = max(0.0, min(p[0] for p in self.pending) - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                kind, ctx = key.data
+                if kind == "listen":
+                    self.accept(listener)
+                elif kind == "signal":
+                    try:
+                        while os.read(r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                elif kind == "client":
+                    self.client_read(key.fileobj)
+                elif kind == "stdio":
+                    self.stdio(key.fd, ctx)
+            self.reap()
+            self.due_restarts()
+            if self.boxes or self.clients or self.helpers or self.pending:
+                self.idle_since = time.monotonic()
+            elif time.monotonic() - self.idle_since > 2.0:
+                return  # nothing to watch: go away (the next start brings a new monitor)
+
+    def accept(self, listener: socket.socket) -> None:
+        import selectors
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        self.clients[conn] = b""
+        self.sel.register(conn, selectors.EVENT_READ, ("client", None))
+
+    def drop(self, conn: socket.socket) -> None:
+        if conn in self.clients:
+            self.sel.unregister(conn)
+            del self.clients[conn]
+            for b in self.boxes.values():
+                if conn in b.waiters:
+                    b.waiters.remove(conn)
+            conn.close()
+
+    def reply(self, conn: socket.socket, obj: dict) -> None:
+        try:
+            conn.setblocking(True)
+            conn.settimeout(2)
+            conn.sendall((jsonfast.dumps(obj) + "\n").encode())
+            conn.setblocking(False)
+        except OSError:
+            self.drop(conn)
+
+    def client_read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(conn)
+            return
+        buf = self.clients[conn] + data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                req = jsonfast.loads(line)
+            except ValueError:
+                self.reply(conn, {"ok": False, "error": "bad request"})
+                continue
+            self.handle(conn, req)
+        if conn in self.clients:
+            self.clients[conn] = buf
+
+    def handle(self, conn: socket.socket, req: dict) -> None:
+        op = req.get("op")
+        cid = str(req.get("id") or "")
+        if op == "ping":
+            self.reply(conn, {"ok": True, "pid": os.getpid()})
+        elif op == "start":
+            err = self.start(cid, conn)
+            if err:
+                self.reply(conn, {"ok": False, "error": err})
+        elif op == "wait":
+            b = self.boxes.get(cid)
+            if b is None:
+                rec = self.record(cid)
+                self.reply(conn, {"ok": True, "exitCode": (rec or {}).get("exitCode", 0)})
+            else:
+                b.waiters.append(conn)
+        elif op == "stopping":  # `stop`/`kill` by the user: no restart (Docker's rule)
+            b = self.boxes.get(cid)
+            if b:
+                b.stopping = True
+            self.reply(conn, {"ok": True})
+        else:
+            self.reply(conn, {"ok": False, "error": f"unknown op {op!r}"})
+
+    def record(self, cid: str) -> dict | None:
+        try:
+            with open(os.path.join(self.cdir(cid), "container.json"), "rb") as f:
+                return jsonfast.loads(f.read())
+        except (OSError, ValueError):
+            return None
+
+    # -- starting a container -------------------------------------------------------------
+    def start(self, cid: str, conn: socket.socket | None) -> str | None:
+        import selectors
+        if cid in self.boxes:
+            return f"container {cid[:12]} is already running"
+        rec = self.record(cid)
+        if rec is None:
+            return f"no such container: {cid}"
+        box = Box(cid, self.cdir(cid), rec)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the runtime, in-process; its stdio becomes the container's
+            try:
+                os.close(out_r)
+                os.close(err_r)
+                os.close(rep_r)
+                signal.set_wakeup_fd(-1)
+                null = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                _run_runtime(self.rt_root, rec["bundle"], cid, rep_w)
+            finally:
+                os._exit(0)
+        os.close(out_w)
+        os.close(err_w)
+        os.close(rep_w)
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            box.fds[fd] = stream
+            self.sel.register(fd, selectors.EVENT_READ, ("stdio", box))
+        self.boxes[cid] = box
+        self.helpers[pid] = ("runtime", (box, rep_r, conn))
+        return None
+
+    def started(self, box: Box, rep_r: int, conn: socket.socket | None, status: int) -> None:
+        """The runtime child is done: read its report, then the container runs (or not)."""
+        msg = b""
+        while True:
+            try:
+                chunk = os.read(rep_r, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            msg += chunk
+        os.close(rep_r)
+        text = msg.decode(errors="replace")
+        if text.startswith("OK "):
+            box.pid = int(text.split()[1])
+            self.by_pid[box.pid] = box
+            update_record(box.cdir, status="running", pid=box.pid, started=now_iso(),
+                          restartCount=box.restarts, monitorPid=os.getpid())
+            if conn is not None:
+                self.reply(conn, {"ok": True, "pid": box.pid})
+            if not _alive(box.pid):  # exited before we recorded it: reap() has it or will
+                pass
+        else:
+            err = text.removeprefix("ERR ").strip() or f"the runtime failed (status {status})"
+            self.finish(box, 125 if "not found" not in err else 127, error=err)
+            if conn is not None:
+                self.reply(conn, {"ok": False, "error": err})
+
+    # -- exits ---------------------------------------------------------------------------------
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            helper = self.helpers.pop(pid, None)
+            if helper is not None:
+                what, ctx = helper
+                if what == "runtime":
+                    box, rep_r, conn = ctx  # type: ignore[misc]
+                    self.started(box, rep_r, conn, code)
+                continue
+            box = self.by_pid.pop(pid, None)
+            if box is not None:
+                self.drain(box)
+                self.finish(box, code)
+
+    def drain(self, box: Box) -> None:
+        for fd, stream in list(box.fds.items()):
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                box.log.write(stream, data)
+
+    def finish(self, box: Box, code: int, error: str | None = None) -> None:
+        for fd in list(box.fds):
+            self.sel.unregister(fd)
+            os.close(fd)
+        box.fds.clear()
+        box.log.close()
+        self.boxes.pop(box.cid, None)
+        oom = False
+        rec = self.record(box.cid) or {}
+        changes: dict = {"status": "exited", "exitCode": code, "finished": now_iso(), "pid": 0}
+        if error:
+            changes["error"] = error
+        rec = update_record(box.cdir, **changes) or rec
+        for conn in box.waiters:
+            self.reply(conn, {"ok": True, "exitCode": code, "oom": oom})
+        box.waiters.clear()
+        self.cleanup(box.cid, rec, code, box)
+
+    def cleanup(self, cid: str, rec: dict, code: int, box: Box) -> None:
+        """Runtime state away (a helper child: the runtime stays out of this process);
+        then restart, remove (--rm) or leave the exited container as it is."""
+        policy = (rec.get("restartPolicy") or {})
+        name, limit = policy.get("Name", "no"), int(policy.get("MaximumRetryCount", 0) or 0)
+        again = not box.stopping and rec.get("error") is None and (
+            name == "always" or name == "unless-stopped" or
+            (name == "on-failure" and code != 0 and (limit == 0 or box.restarts < limit)))
+        remove = bool((rec.get("options") or {}).get("autoRemove")) and not again
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                _delete_runtime(self.rt_root, cid, self.data if remove else None)
+            finally:
+                os._exit(0)
+        self.helpers[pid] = ("cleanup", None)
+        if again:
+            delay = min(0.1 * (2 ** box.restarts), 60.0)  # Docker's back-off: 100 ms, doubling
+            update_record(box.cdir, restartCount=box.restarts + 1, status="restarting")
+            self.pending.append((time.monotonic() + delay, cid))
+
+    def due_restarts(self) -> None:
+        now = time.monotonic()
+        for item in [p for p in self.pending if p[0] <= now]:
+            self.pending.remove(item)
+            rec = self.record(item[1])
+            if rec is None or rec.get("status") != "restarting":
+                continue  # removed or stopped meanwhile
+            if self.helpers and any(h[0] == "cleanup" for h in self.helpers.values()):
+                self.pending.append((now + 0.05, item[1]))  # let the old runtime state go first
+                continue
+            self.start(item[1], None)
+
+    def stdio(self, fd: int, box: Box) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            box.log.write(box.fds.get(fd, "stdout"), data)
+        else:
+            self.sel.unregister(fd)
+            os.close(fd)
+            box.fds.pop(fd, None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _run_runtime(rt_root: str, bundle: str, cid: str, report: int) -> None:
+    """In the forked child: `kobako-runtime --root R run --detach --keep --bundle B ID`."""
+    from kobako.runtime import main as rt
+    from kobako.runtime.commands import run as rt_run
+    from kobako.runtime.errors import RuntimeFailure
+    from kobako.runtime.log import Log
+
+    log = Log(os.path.join(os.path.dirname(os.path.dirname(bundle)), "runtime.log"), "json")
+    try:
+        _, args = rt.parse(["--root", rt_root, "run", "--detach", "--keep", "--bundle", bundle, cid])
+        rt_run.run(args, log)
+        from kobako.runtime import state
+        c = state.Container(rt_root, cid)
+        c.load()
+        os.write(report, f"OK {c.data['pid']}".encode())
+    except RuntimeFailure as e:
+        os.write(report, f"ERR {e}".encode())
+    except OSError as e:
+        from kobako.runtime.errors import describe_oserror
+        os.write(report, f"ERR {describe_oserror(e)}".encode())
+    except BaseException as e:  # noqa: BLE001 - reported to the CLI, never a traceback
+        os.write(report, f"ERR internal error: {type(e).__name__}: {e}".encode())
+
+
+def _delete_runtime(rt_root: str, cid: str, remove_from: str | None) -> None:
+    from kobako.runtime import main as rt
+    from kobako.runtime.commands import delete
+    from kobako.runtime.log import Log
+
+    try:
+        _, args = rt.parse(["--root", rt_root, "delete", "--force", cid])
+        delete.run(args, Log(None))
+    except BaseException:  # noqa: BLE001 - already gone is fine
+        pass
+    if remove_from:  # --rm: the whole container goes with its exit
+        import shutil
+        shutil.rmtree(os.path.join(remove_from, "containers", cid), ignore_errors=True)
+
+
+# -- starting the monitor, and talking to it ---------------------------------------------------
+
+def serve() -> None:
+    """Entry of the monitor process: `python -IS -c ... serve()` with KOBAKO_ROOT/KOBAKO_RUN set."""
+    import fcntl
+    data, run = os.environ["KOBAKO_ROOT"], os.environ["KOBAKO_RUN"]
+    os.makedirs(run, mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(run, "monitor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another monitor serves this run root
+    from kobako.linux import prctl
+    prctl.set_child_subreaper()
+    try:
+        prctl.set_name("kobako-monitor")
+    except (AttributeError, OSError):
+        pass
+    path = os.path.join(run, SOCK)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    listener.setblocking(False)
+    try:
+        Monitor(data, run).serve(listener)
+    finally:
+        try:
+            os.unlink(path)  # first the socket, then the lock: a new monitor can start cleanly
+        except FileNotFoundError:
+            pass
+        listener.close()
+        os.close(lock)
+
+
+def connect(data_root: str, run_root: str, spawn: bool = True) -> socket.socket:
+    """A connection to this run root's monitor, starting one if none answers."""
+    path = os.path.join(run_root, SOCK)
+    for _attempt in range(3):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(path)
+            return s
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            if not spawn:
+                raise
+        _spawn(data_root, run_root)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and not os.path.exists(path):
+            time.sleep(0.005)
+    raise OSError(f"cannot reach the container monitor at {path}")
+
+
+def _spawn(data_root: str, run_root: str) -> None:
+    """A fresh interpreter (not a fork of the CLI: it would keep everything the CLI
+    imported), detached into its own session, stdio on /dev/null."""
+    os.makedirs(run_root, mode=0o700, exist_ok=True)
+    pkg = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = f"import sys; sys.path.insert(0, {pkg!r}); from kobako.engine.monitor import serve; serve()"
+    env = {"KOBAKO_ROOT": data_root, "KOBAKO_RUN": run_root, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 1024)
+            os.chdir("/")
+            os.execve(sys.executable, [sys.executable, "-I", "-S", "-c", code, "kobako-monitor"], env)
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+
+
+def request(sock: socket.socket, obj: dict, timeout: float | None = 30.0) -> dict:
+    sock.settimeout(timeout)
+    sock.sendall((jsonfast.dumps(obj) + "\n").encode())
+    buf = b""
+    while b"\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OSError("the container monitor closed the connection")
+        buf += chunk
+    return jsonfast.loads(buf.split(b"\n", 1)[0])
