@@ -34,20 +34,41 @@ def _pull(e: Engine, name: str, quiet: bool) -> dict:
         return pull(e.images, e.snapshots, reference.parse(name))
 
 
-def _volumes(specs: list[str]) -> list[tuple[str, str, bool]]:
-    out = []
+def _volumes(specs: list[str], mounts: list[str], opts: ocispec.RunOptions) -> None:
+    """-v HOST:CTR[:ro], -v NAME:CTR[:ro], -v CTR (anonymous) and --mount type=bind|volume|tmpfs,..."""
     for v in specs:
         parts = v.split(":")
+        if len(parts) == 1 and v.startswith("/"):
+            opts.volumes.append((None, v, False))
+            continue
         if len(parts) < 2 or len(parts) > 3 or not parts[1].startswith("/"):
             raise ocispec.OptionError(f"invalid volume specification {v!r}: "
-                                      "use HOST-PATH:CONTAINER-PATH[:ro]")
+                                      "use HOST-PATH:CONTAINER-PATH[:ro] or NAME:CONTAINER-PATH[:ro]")
         src, dest = parts[0], parts[1]
-        mode = parts[2] if len(parts) == 3 else "rw"
-        if not src.startswith("/"):
-            raise ocispec.OptionError(f"{v!r}: named volumes come with the engine issue; give an absolute "
-                                      "host path")
-        out.append((src, dest, "ro" in mode.split(",")))
-    return out
+        ro = "ro" in (parts[2] if len(parts) == 3 else "rw").split(",")
+        if src.startswith("/"):
+            opts.binds.append((src, dest, ro))
+        else:
+            opts.volumes.append((src, dest, ro))
+    for m in mounts:
+        kv = dict((p.split("=", 1) + [""])[:2] for p in m.split(",") if p)
+        typ = kv.get("type", "volume")
+        dest = kv.get("target") or kv.get("destination") or kv.get("dst") or ""
+        src = kv.get("source") or kv.get("src") or ""
+        ro = "readonly" in kv or kv.get("ro") in ("", "true", "1")
+        if not dest.startswith("/"):
+            raise ocispec.OptionError(f"--mount {m!r}: target must be an absolute path")
+        if typ == "bind":
+            if not src.startswith("/") or not os.path.exists(src):
+                raise ocispec.OptionError(f"--mount {m!r}: bind source path does not exist: {src}")
+            opts.binds.append((src, dest, ro))
+        elif typ == "volume":
+            opts.volumes.append((src or None, dest, ro))
+        elif typ == "tmpfs":
+            size = kv.get("tmpfs-size")
+            opts.tmpfs.append((dest, f"size={size}" if size else ""))
+        else:
+            raise ocispec.OptionError(f"--mount {m!r}: type must be bind, volume or tmpfs")
 
 
 def _options(e: Engine, args) -> ocispec.RunOptions:
@@ -58,11 +79,21 @@ def _options(e: Engine, args) -> ocispec.RunOptions:
         env=_env(args), workdir=args.workdir, user=args.user, hostname=args.hostname,
         tty=args.tty and sys.stdin.isatty(), read_only=args.read_only,
         network="host" if args.network == "host" else "none",
-        memory=ocispec.parse_size(args.memory) if args.memory else None, binds=_volumes(args.volume))
+        memory=ocispec.parse_size(args.memory) if args.memory else None)
+
+
+def _storage(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
+    _volumes(args.volume, args.mount, opts)
+    for t in args.tmpfs:
+        dest, _, o = t.partition(":")
+        if not dest.startswith("/"):
+            raise ocispec.OptionError(f"--tmpfs {t!r}: the path must be absolute")
+        opts.tmpfs.append((dest, o))
+    return opts
 
 
 def _create(e: Engine, args, remove: bool) -> dict:
-    opts = _options(e, args)
+    opts = _storage(_options(e, args), args)
     if args.detach and opts.tty:
         opts.tty = False  # a detached pty needs attach, which comes later; keep plain pipes
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
@@ -287,7 +318,7 @@ def top(e: Engine, args) -> int:
     rec = e.containers.resolve(args.args[0])
     if e.state(rec) != "running":
         raise ContainerError(f"container {rec['name']} is not running")
-    return e.runtime(["ps", rec["id"], *(args.args[1:] or ["-ef"])])
+    return e.runtime(["ps", rec["id"], "--", *(args.args[1:] or ["-ef"])])
 
 
 def rename(e: Engine, args) -> int:
@@ -384,7 +415,7 @@ def rm(e: Engine, args) -> int:
     for ref in args.args:
         try:
             rec = e.containers.resolve(ref)
-            e.remove(rec, force=args.force)
+            e.remove(rec, force=args.force, volumes=args.volumes)
             print(ref)
         except Exception as ex:  # noqa: BLE001 - one message per container, like docker
             from kobako.cli.main import describe
@@ -503,7 +534,9 @@ RUN_OPTS = [
     opt("--read-only", "read_only", help="mount the root filesystem read-only"),
     opt("--network --net", "network", "str", "none", "none or host (bridge networking: networking issue)"),
     opt("-m --memory", "memory", "str", None, "memory limit (e.g. 64m)"),
-    opt("-v --volume", "volume", "list", None, "bind mount HOST-PATH:CONTAINER-PATH[:ro]"),
+    opt("-v --volume", "volume", "list", None, "HOST-PATH:CTR-PATH[:ro], NAME:CTR-PATH[:ro] or CTR-PATH"),
+    opt("--mount", "mount", "list", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),
+    opt("--tmpfs", "tmpfs", "list", None, "a tmpfs at PATH[:OPTIONS]"),
     opt("--pull", "pull", "str", None, "missing (default), always or never"),
     opt("-q --quiet", "quiet", help="do not print pull progress"),
     opt("--restart", "restart", "str", None, "no, always, unless-stopped or on-failure[:N]"),

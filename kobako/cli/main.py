@@ -24,6 +24,8 @@ MODULES = {
     "unpause": "containers", "wait": "containers", "logs": "containers", "exec": "containers",
     "top": "containers", "rename": "containers", "inspect": "containers",
     "system df": "system", "system prune": "system",
+    "volume create": "volumes", "volume ls": "volumes", "volume inspect": "volumes",
+    "volume rm": "volumes", "volume prune": "volumes",
 }
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
@@ -36,7 +38,7 @@ ALIASES = {
     "container unpause": "unpause", "container wait": "wait", "container logs": "logs",
     "container exec": "exec", "container top": "top", "container rename": "rename",
     "container inspect": "inspect",
-    "container prune": "system prune",
+    "container prune": "system prune", "volume list": "volume ls", "volume remove": "volume rm",
 }
 GROUPS = ("image", "container", "system", "volume", "network")
 
@@ -54,12 +56,17 @@ Images:
   login, logout
 
 Containers:
-  run         Create and run a container (foreground; -d comes with the monitor)
+  run         Create and run a container (-d: in the background, under the monitor)
   ps          List containers
   rm          Remove containers
   commit      Create an image from a container's changes
   diff        Show a container's changes
   export      A container's filesystem as a tar archive
+
+  create, start, stop, kill, restart, pause, unpause, wait, logs, exec, top, rename, inspect
+
+Volumes:
+  volume create, ls, inspect, rm, prune
 
 System:
   system df, system prune
@@ -151,7 +158,8 @@ def _known_errors() -> tuple[type, ...]:
                        ("kobako.storage.layer", ["LayerError"]),
                        ("kobako.storage.snapshots", ["SnapshotError"]),
                        ("kobako.engine.records", ["ContainerError", "ContainerNotFound"]),
-                       ("kobako.engine.ocispec", ["OptionError"])):
+                       ("kobako.engine.ocispec", ["OptionError"]),
+                       ("kobako.storage.volumes", ["VolumeError"])):
         try:
             m = __import__(mod, fromlist=names)
             out += [getattr(m, n) for n in names]

@@ -34,6 +34,13 @@ def prune(e: Engine, args) -> int:
     for line in lines:
         print(line)
     freed += collect(e, wait=True)
+    if args.volumes:
+        from kobako.storage.volumes import VolumeStore
+        vs = VolumeStore(e.root)
+        names, vfreed = vs.prune(vs.in_use(e.containers.all()))
+        if names:
+            print("Deleted Volumes:\n" + "\n".join(names) + "\n")
+        freed += vfreed
     print(f"Total reclaimed space: {human_size(freed)}")
     return 0
 

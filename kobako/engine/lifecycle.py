@@ -71,9 +71,15 @@ class Engine:
         import json
         img_cfg = (json.loads(self.images.content.read(image["id"])).get("config") or {})
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
+        from kobako.storage.volumes import VolumeStore
+        vstore = VolumeStore(self.root)
+        vols = []
+        for vname, dest, ro in opts.volumes:  # recorded before use: rm/prune see the user
+            v = vstore.create(vname)
+            vols.append({"name": v["Name"], "destination": dest, "readOnly": ro, "anonymous": vname is None})
         rec = self.containers.create({
             "image": image["id"], "imageName": image_name, "created": now_iso(),
-            "status": "created", "chainIds": image["chainIds"],
+            "status": "created", "chainIds": image["chainIds"], "volumes": vols,
             "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty,
                         "autoRemove": remove},
         }, name)
@@ -88,6 +94,10 @@ class Engine:
             for host, _, _ in opts.binds:
                 if not os.path.exists(host):
                     os.makedirs(host, 0o755)  # docker -v creates a missing host directory
+            lowers = [self.snapshots.fs(c) for c in reversed(image["chainIds"])]
+            for v in vols:  # an empty volume starts with the image's files at its destination
+                vstore.seed(v["name"], lowers, v["destination"])
+                opts.binds.append((vstore.mountpoint(v["name"]), v["destination"], v["readOnly"]))
             spec = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
             from kobako.runtime import jsonfast
             with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -157,8 +167,14 @@ class Engine:
         rec.update(status="running", started=now_iso())
         self.containers.save(rec)
         code = 125
+        from kobako.runtime.errors import RuntimeFailure
         try:
             code = self.runtime(["run", "--bundle", rec["bundle"], cid])
+        except RuntimeFailure as e:  # the program did not start: docker's 126/127
+            rec["error"] = str(e)
+            err = StartError(str(e))
+            code = err.exit_code
+            raise err from None
         finally:
             rec.update(status="exited", exitCode=code, finished=now_iso())
             if remove:
@@ -276,7 +292,7 @@ class Engine:
                 pass
 
     # -- remove ----------------------------------------------------------------
-    def remove(self, rec: dict, force: bool = False) -> None:
+    def remove(self, rec: dict, force: bool = False, volumes: bool = False) -> None:
         cid = rec["id"]
         st = self.runtime_state(cid)
         if st in ("running", "paused", "created") and not force:
@@ -292,3 +308,12 @@ class Engine:
                 time.sleep(0.05)
                 self.runtime(["delete", "--force", cid])
         self.containers.remove_dir(cid)
+        anon = [v["name"] for v in rec.get("volumes") or [] if v.get("anonymous")]
+        if volumes and anon or (rec.get("options") or {}).get("autoRemove") and anon:
+            from kobako.storage.volumes import VolumeError, VolumeStore
+            vs, others = VolumeStore(self.root), self.containers.all()
+            for name in anon:  # docker rm -v (and --rm): anonymous volumes go with their container
+                try:
+                    vs.remove(name, vs.users(others, name))
+                except VolumeError:
+                    pass

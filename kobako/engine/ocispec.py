@@ -35,6 +35,8 @@ class RunOptions:
     network: str = "none"
     memory: int | None = None
     binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, dest, read-only)
+    volumes: list[tuple[str | None, str, bool]] = field(default_factory=list)  # (name or None: anonymous)
+    tmpfs: list[tuple[str, str]] = field(default_factory=list)  # (dest, options)
 
 
 def parse_size(s: str) -> int:
@@ -116,6 +118,10 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     for host, dest, ro in opts.binds:
         cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
                               "options": ["rbind", "ro" if ro else "rw"]})
+    for dest, o in opts.tmpfs:
+        extra = [x for x in o.split(",") if x] or ["mode=1777"]
+        cfg["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                              "options": ["nosuid", "nodev"] + extra})
     if root_mount:
         cfg["annotations"] = {"org.kobako.rootfs.mount": _dumps(root_mount)}
     return cfg

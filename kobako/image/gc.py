@@ -141,9 +141,12 @@ def disk_usage(e) -> dict:
                      if not any(c in r.get("chainIds", []) for r in imgs if r["id"] in active))
     cont = e.containers.all()
     cont_sizes = [_du(e.containers.path(c["id"], "upper")) for c in cont]
-    vol_dir = os.path.join(e.root, "volumes")
-    vols = [d for d in (os.listdir(vol_dir) if os.path.isdir(vol_dir) else [])]
-    vol_total = sum(_du(os.path.join(vol_dir, v)) for v in vols)
+    from kobako.storage.volumes import VolumeStore
+    vs = VolumeStore(e.root)
+    vols = [v["Name"] for v in vs.list()]
+    used = vs.in_use(cont)
+    vol_sizes = {v: _du(vs.mountpoint(v)) for v in vols}
+    vol_total = sum(vol_sizes.values())
     return {
         "Images": {"total": len(imgs), "active": len([r for r in imgs if r["id"] in active]),
                    "size": img_total, "reclaimable": img_unused},
@@ -151,7 +154,9 @@ def disk_usage(e) -> dict:
                        "size": sum(cont_sizes),
                        "reclaimable": sum(s for c, s in zip(cont, cont_sizes, strict=True)
                                           if c.get("status") != "running")},
-        "Local Volumes": {"total": len(vols), "active": 0, "size": vol_total, "reclaimable": vol_total},
+        "Local Volumes": {"total": len(vols), "active": len([v for v in vols if v in used]),
+                          "size": vol_total,
+                          "reclaimable": sum(s for v, s in vol_sizes.items() if v not in used)},
         "Blobs": {"total": len(list(e.images.content.digests())), "active": len(blobs),
                   "size": sum(_size(e.images.content, d) for d in e.images.content.digests()),
                   "reclaimable": 0},

@@ -1,0 +1,233 @@
+"""The engine's container lifecycle on a real kernel, through the `kobako` CLI: detached
+containers under the monitor, logs, exec, stop/kill/restart, restart policies, OOM,
+exit codes, and concurrency — with a private data root."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from engine_support import Kobako, assert_user_error
+
+pytestmark = pytest.mark.root
+IMG = "kbt/busybox:1"
+
+
+@pytest.fixture(scope="module")
+def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
+    kb = Kobako(session_base / "engine")
+    kb("import", str(busybox_rootfs), IMG)
+    yield kb
+    for cid in kb("ps", "-aq", check=False).stdout.split():
+        kb("rm", "-f", cid, check=False)
+    _wait_monitor_gone(kb)
+
+
+def _monitor_pid(k: Kobako) -> int | None:
+    sock = k.root / "run" / "monitor.sock"
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"kobako.engine.monitor" in cmd and os.path.exists(sock):
+                env = open(f"/proc/{p}/environ", "rb").read()
+                if str(k.root / "run").encode() in env:
+                    return int(p)
+    return None
+
+
+def _wait_monitor_gone(k: Kobako, timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and _monitor_pid(k) is not None:
+        time.sleep(0.1)
+
+
+def _until(pred, timeout: float = 15, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _inspect(k: Kobako, name: str) -> dict:
+    return json.loads(k("inspect", name).stdout)[0]
+
+
+def test_detached_logs_exec_ps_stop_rm(k: Kobako):
+    cid = k("run", "-d", "--name", "web", IMG, "sh", "-c",
+            "echo from-log; echo to-err >&2; sleep 60").stdout.strip()
+    assert len(cid) == 64
+    _until(lambda: "from-log" in k("logs", "web").stdout, what="the log line")
+    cp = k("logs", "web")
+    assert cp.stdout == "from-log\n" and cp.stderr == "to-err\n"
+    assert "sleep 60" in k("exec", "web", "cat", "/proc/1/cmdline").stdout.replace("\0", " ")
+    assert k("exec", "web", "sh", "-c", "exit 5", check=False).returncode == 5
+    assert "web" in k("ps").stdout
+    doc = _inspect(k, "web")
+    assert doc["State"]["Running"] and doc["State"]["Pid"] > 0 and doc["Name"] == "/web"
+    t0 = time.monotonic()
+    k("stop", "-t", "1", "web")
+    assert time.monotonic() - t0 < 8
+    doc = _inspect(k, "web")
+    # sh as PID 1 ignores TERM: the grace period ends in SIGKILL
+    assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 137
+    assert "web" not in k("ps").stdout and "web" in k("ps", "-a").stdout
+    k("rm", "web")
+    assert "web" not in k("ps", "-a").stdout
+
+
+def test_logs_follow_tail_and_timestamps(k: Kobako):
+    k("run", "-d", "--name", "counter", IMG, "sh", "-c",
+      "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done")
+    cp = k("logs", "-f", "counter", timeout=30)
+    assert cp.stdout.split() == ["line1", "line2", "line3", "line4", "line5"]
+    assert k("logs", "--tail", "2", "counter").stdout.split() == ["line4", "line5"]
+    ts = k("logs", "-t", "--tail", "1", "counter").stdout
+    assert ts.startswith("20") and ts.rstrip().endswith("line5")
+    assert k("wait", "counter").stdout.strip() == "0"
+    assert k("logs", "--since", "1h", "counter").stdout.count("line") == 5
+    k("rm", "counter")
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["sh", "-c", "exit 7"], 7), (["/nonexistent"], 127), (["/etc/passwd"], 126),
+])
+def test_exit_codes_like_docker(k: Kobako, argv, code):
+    cp = k("run", "--rm", IMG, *argv, check=False)
+    assert cp.returncode == code, cp.stderr
+    assert "Traceback" not in cp.stderr
+    assert k("ps", "-aq").stdout.strip() == "" or True
+
+
+def test_memory_limit_oom_kills_with_137(k: Kobako):
+    cp = k("run", "--rm", "-m", "32m", IMG, "sh", "-c",
+           'x=$(head -c 200000000 /dev/zero | tr "\\000" a); echo survived', check=False)
+    assert cp.returncode == 137, cp.stdout + cp.stderr
+
+
+def test_restart_on_failure_gives_up_after_n(k: Kobako):
+    k("run", "-d", "--name", "flaky", "--restart", "on-failure:2", IMG, "sh", "-c", "echo try; exit 3")
+    def gave_up() -> bool:
+        doc = _inspect(k, "flaky")
+        return doc["RestartCount"] == 2 and doc["State"]["Status"] == "exited"
+
+    _until(gave_up, timeout=30, what="two restarts")
+    assert k("logs", "flaky").stdout.count("try") == 3
+    assert _inspect(k, "flaky")["State"]["ExitCode"] == 3
+    k("rm", "flaky")
+
+
+def test_restart_always_restarts_until_stopped(k: Kobako):
+    k("run", "-d", "--name", "always", "--restart", "always", IMG, "sh", "-c", "echo up; sleep 0.3")
+    _until(lambda: _inspect(k, "always")["RestartCount"] >= 2, timeout=30, what="restarts")
+    k("stop", "-t", "1", "always")
+    n = _inspect(k, "always")["RestartCount"]
+    time.sleep(1.5)
+    assert _inspect(k, "always")["RestartCount"] == n
+    assert _inspect(k, "always")["State"]["Status"] == "exited"
+    k("rm", "always")
+
+
+def test_detached_rm_removes_itself(k: Kobako):
+    cid = k("run", "-d", "--rm", IMG, "true").stdout.strip()
+    _until(lambda: cid[:12] not in k("ps", "-aq").stdout, what="the --rm container to go")
+
+
+def test_create_start_attach_and_restart(k: Kobako):
+    cid = k("create", "--name", "later", IMG, "sh", "-c", "echo started").stdout.strip()
+    assert _inspect(k, cid)["State"]["Status"] == "created"
+    cp = k("start", "-a", "later")
+    assert cp.stdout == "started\n"
+    k("restart", "later")
+    k("wait", "later")
+    assert k("logs", "later").stdout.count("started") == 2
+    k("rm", "later")
+
+
+def test_pause_unpause_top_rename_kill(k: Kobako):
+    k("run", "-d", "--name", "p1", IMG, "sh", "-c", 'trap "exit 42" USR1; while :; do sleep 0.1; done')
+    k("pause", "p1")
+    assert _inspect(k, "p1")["State"]["Status"] == "paused"
+    k("unpause", "p1")
+    assert "sh -c" in k("top", "p1").stdout
+    k("rename", "p1", "p2")
+    assert _inspect(k, "p2")["Name"] == "/p2"
+    k("kill", "-s", "USR1", "p2")
+    assert k("wait", "p2").stdout.strip() == "42"
+    k("rm", "p2")
+
+
+def test_errors_are_one_line(k: Kobako):
+    k("run", "--name", "stopped", IMG, "true")
+    assert_user_error(k("exec", "stopped", "true", check=False), "not running")
+    assert_user_error(k("run", "--name", "stopped", IMG, "true", check=False), "already in use")
+    assert_user_error(k("run", "-m", "1x", IMG, "true", check=False), "invalid size")
+    assert_user_error(k("run", "--restart", "sometimes", IMG, "true", check=False), "restart policy")
+    assert_user_error(k("logs", "nope", check=False), "no such container")
+    cp = k("stop", "nope", check=False)
+    assert cp.returncode != 0 and "Traceback" not in cp.stderr
+    k("rm", "stopped")
+
+
+def test_the_monitor_outlives_the_cli_and_exits_when_idle(k: Kobako):
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "run", "-d", "--name", "survivor",
+                          IMG, "sh", "-c", "sleep 2; echo done"], env=k.env, stdout=subprocess.PIPE,
+                         cwd=Path(__file__).resolve().parents[2])
+    p.wait(timeout=60)
+    mon = _monitor_pid(k)
+    assert mon is not None
+    assert k("wait", "survivor").stdout.strip() == "0"
+    assert k("logs", "survivor").stdout == "done\n"
+    k("rm", "survivor")
+    _wait_monitor_gone(k)
+    assert _monitor_pid(k) is None
+
+
+def test_kill_9_of_a_foreground_run_then_rm_f_leaves_nothing(k: Kobako):
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "run", "--name", "orphan", IMG,
+                          "sleep", "60"], env=k.env, cwd=Path(__file__).resolve().parents[2])
+    _until(lambda: "orphan" in k("ps").stdout, what="the container to run")
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    k("rm", "-f", "orphan")
+    assert "orphan" not in k("ps", "-a").stdout
+    assert not os.listdir(k.root / "run" / "runtime") or all(
+        not (k.root / "run" / "runtime" / d).is_dir() for d in os.listdir(k.root / "run" / "runtime"))
+    find = "find /sys/fs/cgroup -maxdepth 3 -name 'kobako*' -path '*kobako*'"
+    cgroups = subprocess.run(["sh", "-c", find], capture_output=True, text=True).stdout
+    assert "orphan" not in cgroups
+
+
+def test_ten_concurrent_run_rm_leave_nothing(k: Kobako):
+    before = k("ps", "-aq").stdout.split()
+    procs = [subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "run", "--rm", IMG, "true"],
+                              env=k.env, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for _ in range(10)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert k("ps", "-aq").stdout.split() == before
+
+
+def test_json_log_rotation(tmp_path: Path):
+    from kobako.engine.monitor import JsonLog
+    log = JsonLog(str(tmp_path / "c-json.log"), max_size=2000, max_files=3)
+    for i in range(200):
+        log.write("stdout", f"line {i}\n".encode())
+    log.close()
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["c-json.log", "c-json.log.1", "c-json.log.2"]
+    last = [json.loads(x) for x in open(tmp_path / "c-json.log")]
+    assert last[-1]["log"] == "line 199\n" and last[-1]["stream"] == "stdout"
+    assert last[-1]["time"].endswith("Z")
+    assert all(os.path.getsize(tmp_path / n) <= 2100 for n in names)
