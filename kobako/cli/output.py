@@ -3,7 +3,6 @@ and `--format` with the Go-template subset people use ({{.Field}}, {{json .}}, t
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -75,8 +74,10 @@ def render(fmt: str, obj: dict) -> str:
             for part in expr[1:].split("."):
                 val = val.get(part) if isinstance(val, dict) else None
         if as_json:
+            import json
             out.append(json.dumps(val))
         elif isinstance(val, (dict, list)):
+            import json
             out.append(json.dumps(val) if isinstance(val, dict) else " ".join(map(str, val)))
         else:
             out.append("" if val is None else str(val))
@@ -87,6 +88,7 @@ def render(fmt: str, obj: dict) -> str:
 def formatted(fmt: str, rows: list[dict], headers: dict[str, str] | None = None) -> None:
     """Print rows with --format: 'json' (one JSON object per line), 'table TEMPLATE', or TEMPLATE."""
     if fmt == "json":
+        import json
         for r in rows:
             sys.stdout.write(json.dumps(r) + "\n")
         return

@@ -1,35 +1,33 @@
 """A small Docker-style option parser: `-it` bundles, `--name x` / `--name=x`, repeatable
 options, and for commands that run a program (run, exec) options stop at the first
 positional so the program's own flags pass untouched. argparse is not used: its import
-(gettext, re) costs more than the whole start-up budget of `kobako run`."""
+(gettext, re) costs more than the whole start-up budget of `kobako run`; for the same reason
+these are plain classes, not dataclasses (which import inspect, re and ast)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 
 class UsageError(Exception):
     pass
 
 
-@dataclass
 class Opt:
-    names: tuple[str, ...]
-    dest: str
-    kind: str = "bool"  # bool | str | int | list
-    default: object = None
-    help: str = ""
+    __slots__ = ("names", "dest", "kind", "default", "help")
+
+    def __init__(self, names: tuple[str, ...], dest: str, kind: str = "bool", default: object = None,
+                 help: str = "") -> None:
+        self.names, self.dest, self.kind, self.default, self.help = names, dest, kind, default, help
 
 
-@dataclass
 class Command:
-    name: str
-    usage: str
-    help: str
-    opts: list[Opt] = field(default_factory=list)
-    interspersed: bool = True  # False: options end at the first positional (run, exec)
-    min_args: int = 0
-    max_args: int | None = None
+    """A command's usage, help, options; `interspersed=False`: options end at the first
+    positional (run, exec), so the program's own flags pass through."""
+
+    def __init__(self, name: str, usage: str, help: str, opts: list[Opt] | None = None,
+                 interspersed: bool = True, min_args: int = 0, max_args: int | None = None) -> None:
+        self.name, self.usage, self.help = name, usage, help
+        self.opts = opts or []
+        self.interspersed, self.min_args, self.max_args = interspersed, min_args, max_args
 
 
 class Args:

@@ -68,12 +68,13 @@ class Engine:
     # -- create ----------------------------------------------------------------
     def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, name: str | None,
                remove: bool = False) -> dict:
-        import json
-        img_cfg = (json.loads(self.images.content.read(image["id"])).get("config") or {})
+        from kobako.runtime import jsonfast
+        img_cfg = (jsonfast.loads(self.images.content.read(image["id"])).get("config") or {})
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
-        from kobako.storage.volumes import VolumeStore
-        vstore = VolumeStore(self.root)
         vols = []
+        if opts.volumes:
+            from kobako.storage.volumes import VolumeStore
+            vstore = VolumeStore(self.root)
         for vname, dest, ro in opts.volumes:  # recorded before use: rm/prune see the user
             v = vstore.create(vname)
             vols.append({"name": v["Name"], "destination": dest, "readOnly": ro, "anonymous": vname is None})
@@ -101,7 +102,7 @@ class Engine:
             spec = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
             from kobako.runtime import jsonfast
             with open(os.path.join(bundle, "config.json"), "w") as f:
-                f.write(jsonfast.dumps_pretty(spec))
+                f.write(jsonfast.dumps(spec))
             rec["bundle"] = bundle
             self.containers.save(rec)
             return rec

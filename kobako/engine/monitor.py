@@ -467,7 +467,7 @@ def _run_runtime(rt_root: str, bundle: str, cid: str, report: int) -> None:
     from kobako.runtime.errors import RuntimeFailure
     from kobako.runtime.log import Log
 
-    log = Log(os.path.join(os.path.dirname(os.path.dirname(bundle)), "runtime.log"), "json")
+    log = Log(os.path.join(os.path.dirname(bundle), "runtime.log"), "json")
     try:
         _, args = rt.parse(["--root", rt_root, "run", "--detach", "--keep", "--bundle", bundle, cid])
         rt_run.run(args, log)
@@ -575,7 +575,8 @@ def _spawn(data_root: str, run_root: str) -> None:
                 os.dup2(null, fd)
             os.closerange(3, 1024)
             os.chdir("/")
-            os.execve(sys.executable, [sys.executable, "-I", "-S", "-c", code, "kobako-monitor"], env)
+            # argv[0] names it in ps; Python then finds its standard library by its built-in prefix
+            os.execve(sys.executable, ["kobako-monitor", "-I", "-S", "-c", code], env)
         finally:
             os._exit(127)
     os.waitpid(pid, 0)

@@ -8,7 +8,6 @@ Entrypoint/Cmd/Env/WorkingDir/User unless the options override them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from kobako.runtime import spec as rtspec
 
@@ -22,21 +21,21 @@ class OptionError(Exception):
     pass
 
 
-@dataclass
 class RunOptions:
-    command: list[str] = field(default_factory=list)
-    entrypoint: list[str] | None = None
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    tty: bool = False
-    read_only: bool = False
-    network: str = "none"
-    memory: int | None = None
-    binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, dest, read-only)
-    volumes: list[tuple[str | None, str, bool]] = field(default_factory=list)  # (name or None: anonymous)
-    tmpfs: list[tuple[str, str]] = field(default_factory=list)  # (dest, options)
+    """What `kobako run`/`create` asked for, before it becomes a config.json."""
+
+    def __init__(self, command: list[str] | None = None, entrypoint: list[str] | None = None,
+                 env: list[str] | None = None, workdir: str | None = None, user: str | None = None,
+                 hostname: str | None = None, tty: bool = False, read_only: bool = False,
+                 network: str = "none", memory: int | None = None) -> None:
+        self.command = command or []
+        self.entrypoint = entrypoint
+        self.env = env or []
+        self.workdir, self.user, self.hostname = workdir, user, hostname
+        self.tty, self.read_only, self.network, self.memory = tty, read_only, network, memory
+        self.binds: list[tuple[str, str, bool]] = []  # (host path, destination, read-only)
+        self.volumes: list[tuple[str | None, str, bool]] = []  # (volume name, None: anonymous; ...)
+        self.tmpfs: list[tuple[str, str]] = []  # (destination, options)
 
 
 def parse_size(s: str) -> int:

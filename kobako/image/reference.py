@@ -11,8 +11,6 @@ Hand-written checks instead of `re`: the CLI's start-up path avoids that import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAINS = ("index.docker.io", "registry-1.docker.io")
 _LOWER = set("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -26,12 +24,20 @@ class ReferenceError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
 class Reference:
-    domain: str
-    path: str
-    tag: str | None = None
-    digest: str | None = None
+    __slots__ = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str | None = None, digest: str | None = None) -> None:
+        self.domain, self.path, self.tag, self.digest = domain, path, tag, digest
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reference) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __repr__(self) -> str:
+        return f"Reference({str(self)!r})"
 
     @property
     def name(self) -> str:

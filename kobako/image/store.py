@@ -8,16 +8,13 @@ one image: tagging moves it.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from kobako.image import reference
 from kobako.image.content import ContentStore
 from kobako.paths import atomic_write
+from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
 
 
 class ImageNotFound(Exception):
@@ -40,14 +37,9 @@ class ImageStore:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.content = ContentStore(root)
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self):
+        from kobako.engine.records import FileLock
+        return FileLock(os.path.join(self.dir, "lock"))
 
     def _path(self, image_id: str) -> str:
         return os.path.join(self.dir, image_id.split(":", 1)[1] + ".json")
@@ -58,7 +50,7 @@ class ImageStore:
             if name.endswith(".json"):
                 try:
                     with open(os.path.join(self.dir, name), "rb") as f:
-                        out.append(json.loads(f.read()))
+                        out.append(jsonfast.loads(f.read()))
                 except (FileNotFoundError, ValueError):
                     continue
         out.sort(key=lambda r: r.get("created") or "", reverse=True)
@@ -67,12 +59,12 @@ class ImageStore:
     def get(self, image_id: str) -> dict | None:
         try:
             with open(self._path(image_id), "rb") as f:
-                return json.loads(f.read())
+                return jsonfast.loads(f.read())
         except (FileNotFoundError, ValueError, IndexError):
             return None
 
     def save(self, rec: dict) -> None:
-        atomic_write(self._path(rec["id"]), json.dumps(rec, indent=1).encode())
+        atomic_write(self._path(rec["id"]), jsonfast.dumps(rec).encode())
 
     def delete_record(self, image_id: str) -> None:
         try:

@@ -18,11 +18,7 @@ half-unpacked layer under a real name.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
-import shutil
-from dataclasses import dataclass
 
 from kobako.paths import fsync_dir
 
@@ -34,18 +30,18 @@ class SnapshotError(Exception):
     pass
 
 
-@dataclass
 class MountSpec:
     """A mount described, not made: the runtime makes it inside the container's namespace."""
-    type: str
-    source: str
-    options: list[str]
+
+    def __init__(self, type: str, source: str, options: list[str]) -> None:
+        self.type, self.source, self.options = type, source, options
 
     def to_json(self) -> dict:
         return {"type": self.type, "source": self.source, "options": self.options}
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
+    import hashlib
     out: list[str] = []
     for d in diff_ids:
         if not out:
@@ -94,7 +90,7 @@ class Snapshots:
 
     def begin(self) -> str:
         """A fresh temp directory to unpack one layer into (its fs/ subdirectory)."""
-        tmp = os.path.join(self.dir, ".tmp-" + secrets.token_hex(8))
+        tmp = os.path.join(self.dir, ".tmp-" + os.urandom(8).hex())
         os.makedirs(os.path.join(tmp, "fs"), mode=0o755)
         return tmp
 
@@ -102,15 +98,17 @@ class Snapshots:
         """Publish an unpacked temp dir as the snapshot for chain_id (after syncfs)."""
         final = self._dir(chain_id)
         if self.exists(chain_id):  # someone else unpacked it meanwhile
+            import shutil
             shutil.rmtree(tmp, ignore_errors=True)
             return
-        short = "".join(secrets.choice(_SHORT) for _ in range(26))
+        short = "".join(_SHORT[b % 32] for b in os.urandom(26))
         with open(os.path.join(tmp, "link"), "w") as f:
             f.write(short)
         with open(os.path.join(tmp, "meta"), "w") as f:
             f.write(f'{{"chainId": "{chain_id}", "diffId": "{diff_id}", "size": {size}}}\n')
         syncfs(tmp)
         if os.path.isdir(final):  # a leftover without a link file: not complete, replace it
+            import shutil
             shutil.rmtree(final)
         os.rename(tmp, final)
         os.symlink(f"../snapshots/{os.path.basename(final)}/fs", os.path.join(self.links, short))
@@ -118,6 +116,7 @@ class Snapshots:
         fsync_dir(self.links)
 
     def abort(self, tmp: str) -> None:
+        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
 
     def size(self, chain_id: str) -> int:
@@ -135,6 +134,7 @@ class Snapshots:
             os.unlink(os.path.join(self.links, short))
         except (FileNotFoundError, OSError):
             pass
+        import shutil
         shutil.rmtree(d, ignore_errors=True)
 
     def all(self) -> list[str]:
@@ -144,6 +144,7 @@ class Snapshots:
         n = 0
         for name in os.listdir(self.dir):
             if name.startswith(".tmp-"):
+                import shutil
                 shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
                 n += 1
         return n
