@@ -261,13 +261,25 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
             if close:
                 close()
 
-    if jobs <= 1 or len(layers) <= 1:
+    missing = [i for i in range(len(layers)) if not snaps.exists(chains[i])]
+    if not missing:
         for i in range(len(layers)):
+            one(i)
+        return chains
+    from kobako.storage.snapshots import Flusher
+    with Flusher(snaps.dir):
+        _run_all(one, len(layers), jobs)
+    return chains
+
+
+def _run_all(one: Callable[[int], None], n: int, jobs: int) -> None:
+    if jobs <= 1 or n <= 1:
+        for i in range(n):
             one(i)
     else:
         from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(min(jobs, len(layers))) as pool:
-            futures = [pool.submit(one, i) for i in range(len(layers))]
+        with ThreadPoolExecutor(min(jobs, n)) as pool:
+            futures = [pool.submit(one, i) for i in range(n)]
             errors = []
             for f in futures:
                 try:
@@ -276,7 +288,6 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
                     errors.append(e)
             if errors:
                 raise errors[0]
-    return chains
 
 
 def record(store: ImageStore, snaps: Snapshots, manifest_digest: str, manifest: mf.Manifest,

@@ -64,6 +64,33 @@ def syncfs(path: str) -> None:
         os.close(fd)
 
 
+class Flusher:
+    """Writes dirty pages back while a pull still unpacks: a thread calls syncfs(2) every
+    `period` seconds, so the syncfs that makes each layer durable finds little left to do
+    (on this VM it took 0.56 s of a 1.9 s pull when it had all of it)."""
+
+    def __init__(self, path: str, period: float = 0.2) -> None:
+        import threading
+        self.path, self.period = path, period
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.period):
+            try:
+                syncfs(self.path)
+            except OSError:
+                return
+
+    def __enter__(self) -> Flusher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class Snapshots:
     def __init__(self, root: str) -> None:
         self.root = root
