@@ -507,7 +507,11 @@ def export(e: Engine, args) -> int:
                                   e.containers.path(rec["id"], "work"))
     out = open(args.output + ".kobako-tmp", "wb") if args.output else sys.stdout.buffer
     try:
-        merged_view(mount, lambda root: layer.write_tree(root, out))
+        def write(root: str) -> None:  # runs in merged_view's child: flush before it exits
+            layer.write_tree(root, out)
+            out.flush()
+
+        merged_view(mount, write)
         if args.output:
             out.close()
             os.replace(args.output + ".kobako-tmp", args.output)
