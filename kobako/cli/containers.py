@@ -82,6 +82,62 @@ def _options(e: Engine, args) -> ocispec.RunOptions:
         memory=ocispec.parse_size(args.memory) if args.memory else None)
 
 
+def _security_and_limits(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
+    size = ocispec.parse_size
+    opts.privileged = bool(args.privileged)
+    opts.cap_add, opts.cap_drop = list(args.cap_add), list(args.cap_drop)
+    for so in args.security_opt:
+        k, eq, v = so.partition("=") if "=" in so else so.partition(":")
+        if k == "no-new-privileges":
+            opts.no_new_privileges = v in ("", "true", "1")
+        elif k == "seccomp":
+            if v != "unconfined" and not os.path.isfile(v):
+                raise ocispec.OptionError(f"--security-opt seccomp={v}: no such profile file")
+            opts.seccomp = v
+        elif k in ("label", "apparmor"):
+            continue  # no SELinux/AppArmor here: accepted and ignored, as docker on such a host
+        else:
+            raise ocispec.OptionError(f"invalid --security-opt {so!r}")
+    for flag in ("pid", "ipc", "uts", "cgroupns"):
+        v = getattr(args, flag)
+        if v in (None, "", "private"):
+            continue
+        if v != "host":
+            raise ocispec.OptionError(f"--{flag} {v!r}: only host or private for now")
+        opts.host_ns.add("cgroup" if flag == "cgroupns" else flag)
+    opts.ulimits = [ocispec.parse_ulimit(u) for u in args.ulimit]
+    for sc in args.sysctl:
+        k, eq, v = sc.partition("=")
+        if not eq or not k:
+            raise ocispec.OptionError(f"invalid --sysctl {sc!r}: use NAME=VALUE")
+        opts.sysctls[k] = v
+    if args.shm_size:
+        opts.shm_size = size(args.shm_size)
+    if args.cpus:
+        try:
+            opts.cpus = float(args.cpus)
+        except ValueError:
+            raise ocispec.OptionError(f"invalid --cpus {args.cpus!r}: a number like 1.5") from None
+        if opts.cpus <= 0 or opts.cpus > (os.cpu_count() or 1):
+            raise ocispec.OptionError(f"invalid --cpus {args.cpus}: between 0.01 and {os.cpu_count()}")
+    opts.cpu_shares = args.cpu_shares
+    opts.cpuset_cpus = args.cpuset_cpus
+    if args.pids_limit is not None and args.pids_limit > 0:
+        opts.pids_limit = args.pids_limit
+    if args.memory_reservation:
+        opts.memory_reservation = size(args.memory_reservation)
+    if args.memory_swap:
+        opts.memory_swap = -1 if args.memory_swap == "-1" else size(args.memory_swap)
+    if args.blkio_weight is not None:
+        if not 10 <= args.blkio_weight <= 1000:
+            raise ocispec.OptionError("--blkio-weight must be between 10 and 1000")
+        opts.blkio_weight = args.blkio_weight
+    opts.devices = [ocispec.parse_device(d) for d in args.device]
+    if opts.memory is not None and opts.memory < 6 << 20:
+        raise ocispec.OptionError("minimum memory limit allowed is 6MB")
+    return opts
+
+
 def _storage(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
     _volumes(args.volume, args.mount, opts)
     for t in args.tmpfs:
@@ -93,7 +149,7 @@ def _storage(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
 
 
 def _create(e: Engine, args, remove: bool) -> dict:
-    opts = _storage(_options(e, args), args)
+    opts = _storage(_security_and_limits(_options(e, args), args), args)
     if args.detach and opts.tty:
         opts.tty = False  # a detached pty needs attach, which comes later; keep plain pipes
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
@@ -547,6 +603,25 @@ RUN_OPTS = [
     opt("--stop-signal", "stop_signal", "str", None, "signal that stops the container (default TERM)"),
     opt("--stop-timeout", "stop_timeout", "int", None, "seconds to wait before killing on stop"),
     opt("-l --label", "label", "list", None, "set a label KEY=VALUE"),
+    opt("--privileged", "privileged", help="all capabilities and devices, nothing masked"),
+    opt("--cap-add", "cap_add", "list", None, "add a capability (or ALL)"),
+    opt("--cap-drop", "cap_drop", "list", None, "drop a capability (or ALL)"),
+    opt("--security-opt", "security_opt", "list", None, "no-new-privileges, seccomp=PROFILE|unconfined"),
+    opt("--pid", "pid", "str", None, "host: share the host's PID namespace"),
+    opt("--ipc", "ipc", "str", None, "host: share the host's IPC namespace"),
+    opt("--uts", "uts", "str", None, "host: share the host's hostname"),
+    opt("--cgroupns", "cgroupns", "str", None, "host or private"),
+    opt("--ulimit", "ulimit", "list", None, "NAME=SOFT[:HARD], e.g. nofile=1024:2048"),
+    opt("--sysctl", "sysctl", "list", None, "a namespaced sysctl NAME=VALUE"),
+    opt("--shm-size", "shm_size", "str", None, "size of /dev/shm (default 64m)"),
+    opt("--cpus", "cpus", "str", None, "number of CPUs (CFS quota), e.g. 1.5"),
+    opt("-c --cpu-shares", "cpu_shares", "int", None, "CPU shares (relative weight)"),
+    opt("--cpuset-cpus", "cpuset_cpus", "str", None, "CPUs to run on (0-3, 0,1)"),
+    opt("--pids-limit", "pids_limit", "int", None, "maximum number of processes"),
+    opt("--memory-reservation", "memory_reservation", "str", None, "memory soft limit"),
+    opt("--memory-swap", "memory_swap", "str", None, "memory + swap limit (-1: unlimited swap)"),
+    opt("--blkio-weight", "blkio_weight", "int", None, "block IO weight, 10 to 1000"),
+    opt("--device", "device", "list", None, "a host device: /dev/X[:/dev/Y][:rwm]"),
 ]
 STOP_T = opt("-t --time", "time", "int", None, "seconds to wait before killing it (default 10)")
 COMMANDS = {

@@ -95,6 +95,7 @@ class Engine:
             for host, _, _ in opts.binds:
                 if not os.path.exists(host):
                     os.makedirs(host, 0o755)  # docker -v creates a missing host directory
+            opts.etc_files = self._etc_files(cid, opts)
             lowers = [self.snapshots.fs(c) for c in reversed(image["chainIds"])]
             for v in vols:  # an empty volume starts with the image's files at its destination
                 vstore.seed(v["name"], lowers, v["destination"])
@@ -109,6 +110,38 @@ class Engine:
         except BaseException:
             self.containers.remove_dir(cid)
             raise
+
+    def _etc_files(self, cid: str, opts: ocispec.RunOptions) -> dict[str, str]:
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container, as Docker writes
+        them: files in the container's directory, bind-mounted over the image's."""
+        out: dict[str, str] = {}
+        if opts.network == "host":
+            hostname = os.uname().nodename
+        else:
+            hostname = opts.hostname or cid[:12]
+        files = {
+            "/etc/hostname": hostname + "\n",
+            "/etc/hosts": ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                           "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+                           "ff02::2\tip6-allrouters\n" + f"127.0.1.1\t{hostname}\n"),
+        }
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read()
+        except OSError:
+            resolv = ""
+        if opts.network != "host":  # the host's loopback resolvers are not reachable from the container
+            lines = [ln for ln in resolv.splitlines()
+                     if not (ln.startswith("nameserver") and ln.split()[1:2]
+                             and ln.split()[1].startswith(("127.", "::1")))]
+            resolv = "\n".join(lines) + "\n"
+        files["/etc/resolv.conf"] = resolv
+        for dest, content in files.items():
+            p = self.containers.path(cid, os.path.basename(dest))
+            with open(p, "w") as f:
+                f.write(content)
+            out[dest] = p
+        return out
 
     def resolve_user(self, chains: list[str], user: str) -> tuple[int, int, list[int]]:
         """user, uid, user:group or uid:gid, names looked up in the image's /etc/passwd and /etc/group."""

@@ -36,6 +36,122 @@ class RunOptions:
         self.binds: list[tuple[str, str, bool]] = []  # (host path, destination, read-only)
         self.volumes: list[tuple[str | None, str, bool]] = []  # (volume name, None: anonymous; ...)
         self.tmpfs: list[tuple[str, str]] = []  # (destination, options)
+        # security
+        self.privileged = False
+        self.cap_add: list[str] = []
+        self.cap_drop: list[str] = []
+        self.no_new_privileges = False
+        self.seccomp: str | None = None  # None: the runtime's default for the engine; "unconfined"; a file
+        self.host_ns: set[str] = set()  # pid, ipc, uts, cgroup shared with the host
+        # limits
+        self.ulimits: list[tuple[str, int, int]] = []
+        self.sysctls: dict[str, str] = {}
+        self.shm_size: int | None = None
+        self.cpus: float | None = None
+        self.cpu_shares: int | None = None
+        self.cpuset_cpus: str | None = None
+        self.pids_limit: int | None = None
+        self.memory_reservation: int | None = None
+        self.memory_swap: int | None = None
+        self.blkio_weight: int | None = None
+        self.devices: list[tuple[str, str, str]] = []  # (host path, container path, rwm)
+        self.etc_files: dict[str, str] = {}  # /etc/hosts etc.: container path -> host file
+
+
+ALL_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+            "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+            "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+            "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+            "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+            "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+            "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+            "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"]
+RLIMITS = {"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack", "as"}
+
+
+def cap_name(c: str) -> str:
+    n = c.strip().upper()
+    n = n if n.startswith("CAP_") else "CAP_" + n
+    if n != "CAP_ALL" and n not in ALL_CAPS:
+        raise OptionError(f"unknown capability {c!r}")
+    return n
+
+
+def host_caps() -> list[str]:
+    """The capabilities this process may hand on (its bounding set; ALL_CAPS is in bit order).
+    'All' means these: a VM may withhold some (this one has no CAP_SYS_RESOURCE)."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return list(ALL_CAPS)
+    return [c for i, c in enumerate(ALL_CAPS) if mask >> i & 1]
+
+
+def capabilities(opts: RunOptions) -> list[str]:
+    """Docker's rules: the default set (or all with --privileged), --cap-drop then --cap-add; ALL works."""
+    everything = host_caps()
+    caps = list(everything) if opts.privileged else list(DOCKER_CAPS)
+    drops = [cap_name(c) for c in opts.cap_drop]
+    adds = [cap_name(c) for c in opts.cap_add]
+    if "CAP_ALL" in drops:
+        caps = []
+    caps = [c for c in caps if c not in drops]
+    if "CAP_ALL" in adds:
+        caps = list(everything)
+    for c in adds:
+        if c != "CAP_ALL" and c not in caps:
+            caps.append(c)
+    return caps
+
+
+def parse_ulimit(s: str) -> tuple[str, int, int]:
+    name, eq, val = s.partition("=")
+    if not eq or name not in RLIMITS:
+        raise OptionError(f"invalid ulimit {s!r}: use NAME=SOFT[:HARD] with NAME one of "
+                          f"{', '.join(sorted(RLIMITS))}")
+    soft, _, hard = val.partition(":")
+    try:
+        lo, hi = int(soft), int(hard or soft)
+    except ValueError:
+        raise OptionError(f"invalid ulimit {s!r}: values are numbers") from None
+    if lo > hi:
+        raise OptionError(f"invalid ulimit {s!r}: soft limit above hard limit")
+    return name, lo, hi
+
+
+def parse_device(s: str) -> tuple[str, str, str]:
+    parts = s.split(":")
+    host = parts[0]
+    ctr = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
+    perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
+    if not host.startswith("/") or not set(perms) <= set("rwm") or len(parts) > 3:
+        raise OptionError(f"invalid device {s!r}: use /dev/HOST[:/dev/CTR][:rwm]")
+    if not os.path.exists(host):
+        raise OptionError(f"device {host} does not exist on this host")
+    return host, ctr, perms
+
+
+def load_seccomp(path: str) -> dict:
+    """--security-opt seccomp=FILE: an OCI linux.seccomp object, or Docker's profile format
+    (its `syscalls` entries carry names/action/args the same way; includes/excludes by
+    capability or architecture are not evaluated: such entries apply as written)."""
+    import json
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise OptionError(f"cannot read seccomp profile {path}: {e}") from None
+    if not isinstance(doc, dict) or "defaultAction" not in doc:
+        raise OptionError(f"seccomp profile {path} has no defaultAction")
+    out = {k: doc[k] for k in ("defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath")
+           if k in doc}
+    if "archMap" in doc and "architectures" not in doc:
+        out["architectures"] = [a["architecture"] for a in doc["archMap"] if "architecture" in a]
+    out["syscalls"] = [{k: v for k, v in s.items() if k in ("names", "action", "errnoRet", "args")}
+                       for s in doc.get("syscalls") or [] if isinstance(s, dict)]
+    return out
 
 
 def parse_size(s: str) -> int:
@@ -93,23 +209,82 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     proc["user"] = {"uid": uid, "gid": gid}
     if groups:
         proc["user"]["additionalGids"] = groups
-    proc["capabilities"] = {k: list(DOCKER_CAPS) for k in ("bounding", "effective", "permitted")}
+    caps = capabilities(opts)
+    proc["capabilities"] = {k: list(caps) for k in ("bounding", "effective", "permitted")}
     if uid != 0:
         proc["capabilities"]["effective"] = []
         proc["capabilities"]["permitted"] = []
-    proc["noNewPrivileges"] = False  # Docker's default; --security-opt no-new-privileges sets it
+    proc["noNewPrivileges"] = opts.no_new_privileges  # Docker's default: off
     # Docker's 1048576 open files, capped at what we hold: raising a hard limit needs
     # CAP_SYS_RESOURCE, which some hosts (this VM among them) do not grant even to root.
     import resource
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nofile = 1048576 if hard == resource.RLIM_INFINITY else min(1048576, hard)
     proc["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}]
+    for name, soft, hard in opts.ulimits:
+        proc["rlimits"] = [r for r in proc["rlimits"] if r["type"] != f"RLIMIT_{name.upper()}"]
+        proc["rlimits"].append({"type": f"RLIMIT_{name.upper()}", "hard": hard, "soft": soft})
     cfg["hostname"] = opts.hostname or cid[:12]
     cfg["root"] = {"path": "rootfs", "readonly": opts.read_only}
     linux = cfg["linux"]
-    linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
-    if opts.memory:
-        linux["resources"]["memory"] = {"limit": opts.memory, "swap": opts.memory}
+    res: dict = {"devices": [{"allow": False, "access": "rwm"}]}
+    linux["resources"] = res
+    if opts.memory or opts.memory_reservation or opts.memory_swap:
+        mem: dict = {}
+        if opts.memory:
+            mem["limit"] = opts.memory
+            # Docker: swap = memory unless --memory-swap says otherwise (-1: unlimited)
+            mem["swap"] = opts.memory_swap if opts.memory_swap else opts.memory
+        if opts.memory_reservation:
+            mem["reservation"] = opts.memory_reservation
+        res["memory"] = mem
+    cpu: dict = {}
+    if opts.cpus:
+        cpu["period"], cpu["quota"] = 100000, int(opts.cpus * 100000)
+    if opts.cpu_shares:
+        cpu["shares"] = opts.cpu_shares
+    if opts.cpuset_cpus:
+        cpu["cpus"] = opts.cpuset_cpus
+    if cpu:
+        res["cpu"] = cpu
+    if opts.pids_limit:
+        res["pids"] = {"limit": opts.pids_limit}
+    if opts.blkio_weight:
+        res["blockIO"] = {"weight": opts.blkio_weight}
+    if opts.sysctls:
+        linux["sysctl"] = dict(opts.sysctls)
+    for host, ctr, perms in opts.devices:
+        st = os.stat(host)
+        import stat as st_mod
+        kind = "c" if st_mod.S_ISCHR(st.st_mode) else "b" if st_mod.S_ISBLK(st.st_mode) else None
+        if kind is None:
+            raise OptionError(f"{host} is not a device")
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        linux.setdefault("devices", []).append({"path": ctr, "type": kind, "major": major, "minor": minor,
+                                                "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0})
+        res["devices"].append({"allow": True, "type": kind, "major": major, "minor": minor, "access": perms})
+    gone = {"pid": "pid", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup"}
+    for ns in opts.host_ns:
+        linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != gone[ns]]
+    if "uts" in opts.host_ns:
+        cfg.pop("hostname", None)
+    if opts.shm_size:
+        for m in cfg["mounts"]:
+            if m["destination"] == "/dev/shm":
+                m["options"] = [o for o in m["options"] if not o.startswith("size=")]
+                m["options"].append(f"size={opts.shm_size}")
+    if opts.seccomp is None and not opts.privileged:
+        from kobako.engine.seccomp_default import profile
+        linux["seccomp"] = profile(caps)
+    elif opts.seccomp and opts.seccomp != "unconfined":
+        linux["seccomp"] = load_seccomp(opts.seccomp)
+    if opts.privileged:  # Docker's --privileged: every capability, every device, nothing masked
+        linux.pop("maskedPaths", None)
+        linux.pop("readonlyPaths", None)
+        res["devices"] = [{"allow": True, "access": "rwm"}]
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] not in ("/dev", "/sys")] + [
+            {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"]},
+            {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rw"]}]
     if opts.network == "host":
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
         cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys"] + [
@@ -117,6 +292,9 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     for host, dest, ro in opts.binds:
         cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
                               "options": ["rbind", "ro" if ro else "rw"]})
+    for dest, host in opts.etc_files.items():
+        cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
+                              "options": ["rbind", "rw"]})
     for dest, o in opts.tmpfs:
         extra = [x for x in o.split(",") if x] or ["mode=1777"]
         cfg["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",

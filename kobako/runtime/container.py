@@ -31,6 +31,8 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
     namespaces and mounts) make the cgroup, which the init joins on GO."""
     spec.check_id(args.id)
     cfg = spec.load(args.bundle)
+    if os.geteuid() == 0:  # compiled filters are kept root-only under the state root
+        cfg["_seccomp_cache"] = os.path.join(args.root, ".seccomp")
     proc = cfg.get("process")
     if not proc:
         raise RuntimeFailure("config.json has no process to run")

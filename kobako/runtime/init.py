@@ -153,7 +153,7 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     if (cfg.get("linux") or {}).get("seccomp"):
         from kobako.runtime import seccomp
 
-        ctx.seccomp = seccomp.prepare(cfg["linux"]["seccomp"])
+        ctx.seccomp = seccomp.prepare(cfg["linux"]["seccomp"], cfg.get("_seccomp_cache"))
         steps.made("libseccomp", f"filter of {ctx.seccomp.rules} rules compiled")
     if "mount" in ctx.namespaces:
         root.pivot(ctx.no_pivot)

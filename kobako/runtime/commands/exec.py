@@ -95,7 +95,8 @@ def run(args, log) -> int:
     if mid == 0:
         parent.close()
         sec = (cfg.get("linux") or {}).get("seccomp")
-        _middle(child, manager_for(c.data), sec, fds, proc, console_fd, args.preserve_fds, log)
+        cache = os.path.join(args.root, ".seccomp") if os.geteuid() == 0 else None
+        _middle(child, manager_for(c.data), sec, fds, proc, console_fd, args.preserve_fds, log, cache)
     child.close()
     for fd, _, _ in fds:
         os.close(fd)
@@ -125,13 +126,13 @@ def run(args, log) -> int:
 
 
 def _middle(chan: Channel, cg, sec: dict | None, fds: list, proc: dict, console_fd: int,
-            preserve_fds: int, log) -> None:
+            preserve_fds: int, log, cache: str | None = None) -> None:
     """In the forked helper: join the cgroup and the namespaces, fork the process,
     report its PID."""
     try:
         steps = Steps(log, "exec")
         # the container's filter, compiled while the host's libseccomp is reachable
-        filt = seccomp.prepare(sec) if sec else None
+        filt = seccomp.prepare(sec, cache) if sec else None
         cg.join_self()  # before the user namespace: the cgroupfs is the host's
         steps.made("write tasks (v1) / cgroup.procs (v2)", "joined the container's cgroup")
         userns = False
