@@ -70,7 +70,9 @@ class _Session:
                 names = os.listdir(r)
             except FileNotFoundError:
                 continue
-            out += [f"state dir {r}/{n}" for n in names if os.path.isdir(os.path.join(r, n))]
+            # .seccomp: the runtime's cache of compiled filters, kept on purpose
+            out += [f"state dir {r}/{n}" for n in names
+                    if os.path.isdir(os.path.join(r, n)) and n != ".seccomp"]
         return out
 
 

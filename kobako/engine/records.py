@@ -108,9 +108,12 @@ class ContainerStore:
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "containers")
         if not os.path.isdir(self.dir):
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            from kobako.linux.fs import mark_topdir
-            mark_topdir(self.dir)  # each container's upper dir in a fresh block group
+            try:
+                os.makedirs(self.dir, mode=0o700)
+                from kobako.linux.fs import mark_topdir
+                mark_topdir(self.dir)  # each container's upper dir in a fresh block group
+            except FileExistsError:
+                pass  # a concurrent command made it
 
     def path(self, cid: str, *rest: str) -> str:
         return os.path.join(self.dir, cid, *rest)

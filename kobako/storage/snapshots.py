@@ -97,9 +97,12 @@ class Snapshots:
         self.dir = os.path.join(root, "snapshots")
         self.links = os.path.join(root, "l")
         if not os.path.isdir(self.dir):
-            os.makedirs(self.dir, mode=0o700)
-            from kobako.linux.fs import mark_topdir
-            mark_topdir(self.dir)  # new layers go to fresh block groups (see mark_topdir)
+            try:
+                os.makedirs(self.dir, mode=0o700)
+                from kobako.linux.fs import mark_topdir
+                mark_topdir(self.dir)  # new layers go to fresh block groups (see mark_topdir)
+            except FileExistsError:
+                pass  # a concurrent command made it
         os.makedirs(self.links, mode=0o700, exist_ok=True)
 
     def _dir(self, chain_id: str) -> str:
