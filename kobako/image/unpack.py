@@ -83,13 +83,13 @@ class Prefetch:
     the inflater release the GIL), while the caller's thread parses the tar and makes files:
     on two cores the two halves of an unpack overlap instead of adding up."""
 
-    CHUNK = 1 << 20
+    CHUNK = 4 << 20  # few hand-overs between threads: see layer._gunzip
 
     def __init__(self, src: BinaryIO) -> None:
         import queue
         self.src = src
         self.hash = hashlib.sha256()
-        self.q: queue.Queue = queue.Queue(maxsize=16)
+        self.q: queue.Queue = queue.Queue(maxsize=4)
         self.buf = memoryview(b"")
         self.done = False
         self.stop = threading.Event()

@@ -67,7 +67,10 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     if head[:2] == b"\x1f\x8b":
         try:  # isal (Intel's igzip) inflates several times faster than zlib, in a thread of its own
             from isal import igzip_threaded
-            return igzip_threaded.open(src, "rb", threads=1)
+            # 4 MiB blocks: the inflater holds the GIL while it works, and every block it
+            # hands over waits for the tar-parsing thread to let go of it; fewer, bigger
+            # blocks made a 200 MB layer's unpack steadier (1.2-1.3 s vs 1.2-2+ s here)
+            return igzip_threaded.open(src, "rb", threads=1, block_size=4 << 20)
         except ImportError:
             return _Decoded.gzip(src)  # type: ignore[return-value]
     if head == b"\x28\xb5\x2f\xfd":
