@@ -492,18 +492,57 @@ def _status(e: Engine, rec: dict) -> tuple[str, str]:
     return "created", "Created"
 
 
+def _filters(specs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for f in specs:
+        k, eq, v = f.partition("=")
+        if not eq or k not in ("status", "name", "id", "label", "ancestor", "exited"):
+            raise ocispec.OptionError(f"invalid filter {f!r}: "
+                                      "status=, name=, id=, label=, ancestor= or exited=")
+        out.append((k, v))
+    return out
+
+
+def _matches(rec: dict, state: str, flt: list[tuple[str, str]]) -> bool:
+    by: dict[str, list[bool]] = {}
+    for k, v in flt:  # docker: different keys AND, the same key ORs
+        if k == "status":
+            ok = state == v
+        elif k == "name":
+            ok = v in rec["name"]
+        elif k == "id":
+            ok = rec["id"].startswith(v)
+        elif k == "label":
+            lk, eq, lv = v.partition("=")
+            labels = rec.get("labels") or {}
+            ok = lk in labels and (not eq or labels[lk] == lv)
+        elif k == "ancestor":
+            ok = v in (rec.get("imageName"), rec.get("image"), familiar(rec.get("imageName") or "")) or \
+                (rec.get("image") or "").removeprefix("sha256:").startswith(v)
+        else:  # exited=CODE
+            ok = state == "exited" and str(rec.get("exitCode", 0)) == v
+        by.setdefault(k, []).append(ok)
+    return all(any(v) for v in by.values())
+
+
 def ps(e: Engine, args) -> int:
     rows = []
+    flt = _filters(args.filter)
     for rec in e.containers.all():
         state, status = _status(e, rec)
-        if not args.all and state not in ("running", "paused", "restarting"):
+        if not args.all and state not in ("running", "paused", "restarting") and not \
+                any(k in ("status", "exited") for k, _ in flt):
+            continue
+        if flt and not _matches(rec, state, flt):
             continue
         cmd = " ".join((rec.get("options") or {}).get("command") or [])
         rows.append({"ID": rec["id"] if args.no_trunc else rec["id"][:12],
                      "Image": familiar(rec["imageName"]),
                      "Command": f'"{cmd if args.no_trunc or len(cmd) < 20 else cmd[:19] + "…"}"',
                      "CreatedAt": rec["created"], "RunningFor": ago(rec["created"]), "Status": status,
-                     "State": state, "Ports": "", "Names": rec["name"]})
+                     "State": state, "Ports": "", "Names": rec["name"],
+                     "Labels": ",".join(f"{k}={v}" for k, v in (rec.get("labels") or {}).items()),
+                     "Size": _size(e, rec) if args.size else ""})
     if args.quiet:
         for r in rows:
             print(r["ID"])
@@ -513,9 +552,32 @@ def ps(e: Engine, args) -> int:
                                       "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS",
                                       "Names": "NAMES"})
         return 0
-    table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+    heads = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    table(heads + (["SIZE"] if args.size else []),
           [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]]
-           for r in rows])
+           + ([r["Size"]] if args.size else []) for r in rows])
+    return 0
+
+
+def _size(e: Engine, rec: dict) -> str:
+    from kobako.cli.output import human_size
+    from kobako.image.gc import _du
+    return human_size(_du(e.containers.path(rec["id"], "upper")))
+
+
+def container_prune(e: Engine, args) -> int:
+    from kobako.cli.output import human_size
+    from kobako.image.gc import _du
+    removed, freed = [], 0
+    for rec in e.containers.all():
+        if e.state(rec) in ("running", "paused", "restarting"):
+            continue
+        freed += _du(e.containers.path(rec["id"], "upper"))
+        e.remove(rec, force=True)
+        removed.append(rec["id"])
+    if removed:
+        print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    print(f"Total reclaimed space: {human_size(freed)}")
     return 0
 
 
@@ -678,7 +740,11 @@ COMMANDS = {
         opt("-a --all", "all", help="show all containers (default: running ones)"),
         opt("-q --quiet", "quiet", help="only IDs"),
         opt("--no-trunc", "no_trunc", help="do not truncate output"),
+        opt("-f --filter", "filter", "list", None, "status=, name=, id=, label=, ancestor=, exited="),
+        opt("-s --size", "size", help="show the size of each container's changes"),
         opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")], max_args=0), ps),
+    "container prune": (Command("container prune", "[OPTIONS]", "Remove all stopped containers", [
+        opt("-f --force", "force", help="do not prompt for confirmation")], max_args=0), container_prune),
     "commit": (Command("commit", "[OPTIONS] CONTAINER [REPOSITORY[:TAG]]",
                        "Create a new image from a container's changes", [
                            opt("-a --author", "author", "str", None, "author"),

@@ -23,9 +23,12 @@ MODULES = {
     "stop": "containers", "kill": "containers", "restart": "containers", "pause": "containers",
     "unpause": "containers", "wait": "containers", "logs": "containers", "exec": "containers",
     "top": "containers", "rename": "containers", "inspect": "containers",
+    "container prune": "containers",
     "system df": "system", "system prune": "system",
     "volume create": "volumes", "volume ls": "volumes", "volume inspect": "volumes",
     "volume rm": "volumes", "volume prune": "volumes",
+    "stats": "host", "update": "host", "port": "host", "version": "host", "system info": "host",
+    "system restore": "host",
 }
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
@@ -38,7 +41,9 @@ ALIASES = {
     "container unpause": "unpause", "container wait": "wait", "container logs": "logs",
     "container exec": "exec", "container top": "top", "container rename": "rename",
     "container inspect": "inspect",
-    "container prune": "system prune", "volume list": "volume ls", "volume remove": "volume rm",
+    "info": "system info", "container stats": "stats",
+    "container update": "update", "container port": "port", "system version": "version",
+    "volume list": "volume ls", "volume remove": "volume rm",
 }
 GROUPS = ("image", "container", "system", "volume", "network")
 
@@ -68,8 +73,10 @@ Containers:
 Volumes:
   volume create, ls, inspect, rm, prune
 
+  stats, update, port
+
 System:
-  system df, system prune
+  system df, system prune, system info (info), system restore
   version     Show the version
 
 Run 'kobako COMMAND --help' for more information on a command.
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0
-    if argv[0] in ("version", "--version", "-v"):
+    if argv[0] in ("--version", "-v"):
         print(f"kobako version {__version__}")
         return 0
     name, rest = _lookup(argv)

@@ -237,7 +237,7 @@ class Engine:
             return rec.get("pid", 0)
         if self.runtime_state(rec["id"]) is not None:  # a stopped runtime container: clear it first
             self.runtime(["delete", "--force", rec["id"]])
-        self.containers.update(rec["id"], status="starting", error=None)
+        self.containers.update(rec["id"], status="starting", error=None, stoppedByUser=False)
         s = monitor.connect(self.root, self.run_dir)
         try:
             r = monitor.request(s, {"op": "start", "id": rec["id"]}, timeout=120)
@@ -293,6 +293,7 @@ class Engine:
             raise ContainerError(f"cannot kill container {rec['name']}: it is not running")
         if user_stop:
             self._tell_monitor(rec["id"], "stopping")  # a stopped container is not restarted
+            self.containers.update(rec["id"], stoppedByUser=True)  # unless-stopped stays down
             if rec.get("status") == "restarting":
                 self.containers.update(rec["id"], status="exited")
         args = ["kill", rec["id"], sig]

@@ -231,3 +231,52 @@ def test_json_log_rotation(tmp_path: Path):
     assert last[-1]["log"] == "line 199\n" and last[-1]["stream"] == "stdout"
     assert last[-1]["time"].endswith("Z")
     assert all(os.path.getsize(tmp_path / n) <= 2100 for n in names)
+
+
+def test_stats_update_and_lifting_limits(k: Kobako):
+    k("run", "-d", "--name", "lim", "-m", "64m", "--pids-limit", "50", IMG, "sleep", "60")
+    try:
+        out = k("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "lim").stdout.split()
+        assert out[0] == "lim" and out[-1] == "1" and out[3] == "67.1MB"
+        k("update", "-m", "128m", "--pids-limit", "5", "lim")
+        assert "134MB" in k("stats", "--no-stream", "--format", "{{.MemUsage}}", "lim").stdout
+        cp = k("exec", "lim", "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 5 & done; wait", check=False)
+        assert cp.returncode != 0  # the fifth process was refused
+        k("update", "-m", "-1", "--pids-limit", "-1", "lim")
+        assert "134MB" not in k("stats", "--no-stream", "--format", "{{.MemUsage}}", "lim").stdout
+        assert_user_error(k("update", "lim", check=False), "at least one flag")
+    finally:
+        k("rm", "-f", "lim")
+
+
+def test_ps_filters_size_and_container_prune(k: Kobako):
+    k("run", "--name", "ex3", "-l", "team=a", IMG, "sh", "-c", "echo x > /f; exit 3", check=False)
+    k("run", "--name", "ex0", "-l", "team=b", IMG, "true")
+    k("run", "-d", "--name", "up1", "-l", "team=a", IMG, "sleep", "60")
+    try:
+        names = lambda *f: sorted(k("ps", "-a", "--format", "{{.Names}}", *f).stdout.split())  # noqa: E731
+        assert names("--filter", "exited=3") == ["ex3"]
+        assert names("--filter", "label=team=a") == ["ex3", "up1"]
+        assert names("--filter", "status=running") == ["up1"]
+        assert names("--filter", "name=ex", "--filter", "label=team=b") == ["ex0"]
+        assert "SIZE" in k("ps", "-a", "-s").stdout
+        assert_user_error(k("ps", "--filter", "bogus=1", check=False), "invalid filter")
+        out = k("container", "prune", "-f").stdout
+        assert "Deleted Containers" in out and names() == ["up1"]
+    finally:
+        k("rm", "-f", "up1")
+
+
+def test_version_info_and_system_restore(k: Kobako):
+    assert "kobako-runtime" in k("version").stdout
+    assert "KernelVersion" in k("info").stdout and "Containers:" in k("system", "info").stdout
+    k("run", "-d", "--name", "always1", "--restart", "always", IMG, "sleep", "60")
+    k("run", "-d", "--name", "unless1", "--restart", "unless-stopped", IMG, "sleep", "60")
+    try:
+        k("stop", "-t", "0", "always1", "unless1")
+        started = k("system", "restore").stdout.split()
+        assert started == ["always1"]  # unless-stopped stays down after a user's stop
+        assert _inspect(k, "always1")["State"]["Running"]
+        assert not _inspect(k, "unless1")["State"]["Running"]
+    finally:
+        k("rm", "-f", "always1", "unless1")

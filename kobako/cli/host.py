@@ -1,0 +1,223 @@
+"""Commands about containers' resources and the host: stats, update, port, version,
+system info, system restore."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from kobako import __version__
+from kobako.cli.output import formatted, human_size, table
+from kobako.cli.parser import Command, opt
+from kobako.engine import ocispec
+from kobako.engine.lifecycle import Engine
+from kobako.engine.records import ContainerError
+
+
+def _cgroup_stats(e: Engine, rec: dict) -> dict | None:
+    from kobako.runtime import state
+    from kobako.runtime.cgroups import stats
+    c = state.Container(e.runtime_root, rec["id"])
+    try:
+        c.load()
+    except Exception:  # noqa: BLE001 - not running: no stats
+        return None
+    return stats.collect(c.data.get("_cgroup") or {})
+
+
+def _stats_row(e: Engine, rec: dict, prev: dict | None, dt: float) -> tuple[dict, dict | None]:
+    data = _cgroup_stats(e, rec) or {}
+    cpu_ns = (data.get("cpu") or {}).get("usage", {}).get("total", 0)
+    pct = 0.0
+    if prev is not None and dt > 0:
+        pct = max(0.0, (cpu_ns - prev.get("cpu_ns", 0)) / (dt * 1e9) * 100)
+    mem = (data.get("memory") or {}).get("usage", {})
+    usage, limit = mem.get("usage", 0), mem.get("limit", 0)
+    if not limit or limit >= 1 << 60:
+        try:
+            limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            limit = 0
+    pids = (data.get("pids") or {}).get("current", 0)
+    row = {"ID": rec["id"][:12], "Name": rec["name"], "CPUPerc": f"{pct:.2f}%",
+           "MemUsage": f"{human_size(usage)} / {human_size(limit)}",
+           "MemPerc": f"{(usage / limit * 100) if limit else 0:.2f}%", "PIDs": str(pids),
+           "NetIO": "-- / --", "BlockIO": "-- / --"}
+    return row, {"cpu_ns": cpu_ns}
+
+
+def stats(e: Engine, args) -> int:
+    recs = [e.containers.resolve(r) for r in args.args] if args.args else \
+        [r for r in e.containers.all() if e.state(r) == "running"]
+    prev: dict[str, dict | None] = {r["id"]: None for r in recs}
+    heads = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
+    t0 = time.monotonic()
+    for r in recs:  # a first sample, so CPU % has a baseline
+        _, prev[r["id"]] = _stats_row(e, r, None, 0)
+    while True:
+        time.sleep(0.5 if args.no_stream else 1.0)
+        dt = time.monotonic() - t0
+        t0 = time.monotonic()
+        rows = []
+        for r in recs:
+            row, prev[r["id"]] = _stats_row(e, r, prev[r["id"]], dt)
+            rows.append(row)
+        if args.format:
+            formatted(args.format, rows)
+        else:
+            if not args.no_stream and sys.stdout.isatty():
+                sys.stdout.write("\x1b[2J\x1b[H")
+            table(heads, [[x["ID"], x["Name"], x["CPUPerc"], x["MemUsage"], x["MemPerc"], x["NetIO"],
+                           x["BlockIO"], x["PIDs"]] for x in rows])
+        sys.stdout.flush()
+        if args.no_stream:
+            return 0
+
+
+def update(e: Engine, args) -> int:
+    """Limits of running containers, changed live (and lifted with -1), through the runtime."""
+    argv: list[str] = []
+    size = ocispec.parse_size
+    if args.memory:
+        argv += ["--memory", str(-1 if args.memory == "-1" else size(args.memory))]
+    if args.memory_swap:
+        argv += ["--memory-swap", str(-1 if args.memory_swap == "-1" else size(args.memory_swap))]
+    elif args.memory:  # as `run -m`: memory+swap follows memory (the runtime orders the two writes)
+        argv += ["--memory-swap", argv[argv.index("--memory") + 1]]
+    if args.memory_reservation:
+        argv += ["--memory-reservation", str(size(args.memory_reservation))]
+    if args.cpus:
+        try:
+            cpus = float(args.cpus)
+        except ValueError:
+            raise ocispec.OptionError(f"invalid --cpus {args.cpus!r}") from None
+        argv += ["--cpu-period", "100000", "--cpu-quota", str(int(cpus * 100000) if cpus > 0 else -1)]
+    for flag, val in (("--cpu-shares", args.cpu_shares), ("--cpuset-cpus", args.cpuset_cpus),
+                      ("--pids-limit", args.pids_limit), ("--blkio-weight", args.blkio_weight),
+                      ("--cpu-quota", args.cpu_quota), ("--cpu-period", args.cpu_period)):
+        if val is not None:
+            argv += [flag, str(val)]
+    if not argv and not args.restart:
+        raise ocispec.OptionError("update needs at least one flag to change")
+    rc = 0
+    for ref in args.args:
+        try:
+            rec = e.containers.resolve(ref)
+            if args.restart:
+                from kobako.cli.containers import _restart_policy
+                e.containers.update(rec["id"], restartPolicy=_restart_policy(args.restart))
+            if argv:
+                if e.state(rec) not in ("running", "paused"):
+                    raise ContainerError(f"container {rec['name']} is not running")
+                e.runtime(["update", *argv, rec["id"]])
+            print(ref)
+        except Exception as ex:  # noqa: BLE001 - per container
+            from kobako.cli.main import describe
+            sys.stderr.write(f"Error: {describe(ex)}\n")
+            rc = 1
+    return rc
+
+
+def port(e: Engine, args) -> int:
+    rec = e.containers.resolve(args.args[0])
+    for p in rec.get("ports") or []:  # published ports come with bridge networking
+        print(f"{p['container']} -> {p['hostIp']}:{p['hostPort']}")
+    return 0
+
+
+def version(e: Engine, args) -> int:
+    from kobako.runtime.main import SPEC_VERSION
+    print(f"Client:\n Version:    {__version__}\n Python:     {sys.version.split()[0]}\n"
+          f"\nEngine (daemonless):\n Version:    {__version__}\n OCI spec:   {SPEC_VERSION}\n"
+          f" Runtime:    kobako-runtime (in-process)\n OS/Arch:    linux/{os.uname().machine}")
+    return 0
+
+
+def info(e: Engine, args) -> int:
+    from kobako.runtime import cgroups
+    recs = e.containers.all()
+    states = [e.state(r) for r in recs]
+    v1, _ = cgroups.mounts()
+    layout = "v1" if v1 else "v2"
+    u = os.uname()
+    doc = {
+        "Containers": len(recs), "ContainersRunning": states.count("running"),
+        "ContainersPaused": states.count("paused"), "ContainersStopped": states.count("exited"),
+        "Images": len(e.images.all()), "Driver": "overlay", "DockerRootDir": e.root,
+        "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if layout == "v2" else "1",
+        "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSType": "linux",
+        "Architecture": u.machine, "NCPU": os.cpu_count(),
+        "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "Name": u.nodename, "ServerVersion": __version__, "DefaultRuntime": "kobako-runtime",
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
+    }
+    if args.format:
+        formatted(args.format, [doc])
+        return 0
+    for k, v in doc.items():
+        print(f" {k}: {v}")
+    return 0
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def restore(e: Engine, args) -> int:
+    """After a reboot: start again every container whose policy says so (`always`, and
+    `unless-stopped` unless the user stopped it). Meant for a boot-time unit."""
+    n = 0
+    for rec in e.containers.all():
+        pol = (rec.get("restartPolicy") or {}).get("Name", "no")
+        if pol not in ("always", "unless-stopped") or e.state(rec) in ("running", "paused"):
+            continue
+        if pol == "unless-stopped" and rec.get("stoppedByUser"):
+            continue
+        try:
+            e.start(rec)
+            print(rec["name"])
+            n += 1
+        except Exception as ex:  # noqa: BLE001 - the others still start
+            from kobako.cli.main import describe
+            sys.stderr.write(f"Error: {rec['name']}: {describe(ex)}\n")
+    return 0
+
+
+LIMITS = [
+    opt("-m --memory", "memory", "str", None, "memory limit (-1 lifts it)"),
+    opt("--memory-swap", "memory_swap", "str", None, "memory + swap limit (-1: unlimited)"),
+    opt("--memory-reservation", "memory_reservation", "str", None, "memory soft limit"),
+    opt("--cpus", "cpus", "str", None, "number of CPUs (0 lifts the limit)"),
+    opt("--cpu-quota", "cpu_quota", "int", None, "CFS quota in microseconds (-1 lifts it)"),
+    opt("--cpu-period", "cpu_period", "int", None, "CFS period in microseconds"),
+    opt("-c --cpu-shares", "cpu_shares", "int", None, "CPU shares"),
+    opt("--cpuset-cpus", "cpuset_cpus", "str", None, "CPUs to run on"),
+    opt("--pids-limit", "pids_limit", "int", None, "process limit (-1 lifts it)"),
+    opt("--blkio-weight", "blkio_weight", "int", None, "block IO weight, 10 to 1000"),
+    opt("--restart", "restart", "str", None, "a new restart policy"),
+]
+COMMANDS = {
+    "stats": (Command("stats", "[OPTIONS] [CONTAINER...]", "Live resource usage of containers", [
+        opt("--no-stream", "no_stream", help="print one sample and exit"),
+        opt("-a --all", "all", help="accepted"),
+        opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")]), stats),
+    "update": (Command("update", "[OPTIONS] CONTAINER [CONTAINER...]",
+                       "Change the limits of running containers, or lift them", LIMITS, min_args=1), update),
+    "port": (Command("port", "CONTAINER", "List a container's published ports", min_args=1, max_args=2),
+             port),
+    "version": (Command("version", "", "Show the version", [
+        opt("-f --format", "format", "str", None, "accepted")], max_args=0), version),
+    "system info": (Command("system info", "", "Information about the host and kobako", [
+        opt("-f --format", "format", "str", None, "Go template")], max_args=0), info),
+    "system restore": (Command("system restore", "",
+                               "Start containers whose restart policy is always or unless-stopped "
+                               "(run it at boot)", max_args=0), restore),
+}
