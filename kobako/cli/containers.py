@@ -641,6 +641,29 @@ def export(e: Engine, args) -> int:
     return 0
 
 
+def cp(e: Engine, args) -> int:
+    from kobako.engine import copy
+    src, dest = args.args
+
+    def split(s: str) -> tuple[str | None, str]:
+        if ":" in s and not s.startswith(("/", ".")):
+            c, _, p = s.partition(":")
+            return c, p or "/"
+        return None, s
+
+    (sc, sp), (dc, dp) = split(src), split(dest)
+    if (sc is None) == (dc is None):
+        raise ocispec.OptionError("copying between containers or within the host is not supported: "
+                                  "use CONTAINER:PATH on exactly one side")
+    if sc is not None:
+        if dp == "-":
+            raise ocispec.OptionError("cp to stdout ('-') is not supported yet")
+        copy.from_container(e, e.containers.resolve(sc), sp, dp)
+    else:
+        copy.to_container(e, e.containers.resolve(dc), sp, dp)
+    return 0
+
+
 RUN_OPTS = [
     opt("-d --detach", "detach", help="run in the background (needs the monitor: not built yet)"),
     opt("-i --interactive", "interactive", help="keep stdin open"),
@@ -727,6 +750,10 @@ COMMANDS = {
              exec_),
     "top": (Command("top", "CONTAINER [ps OPTIONS]", "Show a container's processes", interspersed=False,
                     min_args=1), top),
+    "cp": (Command("cp", "CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
+                   "Copy files between a container (running or not) and the host", [
+                       opt("-a --archive", "archive", help="accepted: owners and modes are kept"),
+                       opt("-L --follow-link", "follow", help="accepted")], min_args=2, max_args=2), cp),
     "rename": (Command("rename", "CONTAINER NEW_NAME", "Rename a container", min_args=2, max_args=2), rename),
     "inspect": (Command("inspect", "[OPTIONS] NAME|ID [NAME|ID...]",
                         "Detailed information on containers (or images)", [

@@ -23,7 +23,7 @@ MODULES = {
     "stop": "containers", "kill": "containers", "restart": "containers", "pause": "containers",
     "unpause": "containers", "wait": "containers", "logs": "containers", "exec": "containers",
     "top": "containers", "rename": "containers", "inspect": "containers",
-    "container prune": "containers",
+    "container prune": "containers", "cp": "containers",
     "system df": "system", "system prune": "system",
     "volume create": "volumes", "volume ls": "volumes", "volume inspect": "volumes",
     "volume rm": "volumes", "volume prune": "volumes",
@@ -42,7 +42,7 @@ ALIASES = {
     "container exec": "exec", "container top": "top", "container rename": "rename",
     "container inspect": "inspect",
     "info": "system info", "container stats": "stats",
-    "container update": "update", "container port": "port", "system version": "version",
+    "container cp": "cp", "container update": "update", "container port": "port", "system version": "version",
     "volume list": "volume ls", "volume remove": "volume rm",
 }
 GROUPS = ("image", "container", "system", "volume", "network")
@@ -166,7 +166,8 @@ def _known_errors() -> tuple[type, ...]:
                        ("kobako.storage.snapshots", ["SnapshotError"]),
                        ("kobako.engine.records", ["ContainerError", "ContainerNotFound"]),
                        ("kobako.engine.ocispec", ["OptionError"]),
-                       ("kobako.storage.volumes", ["VolumeError"])):
+                       ("kobako.storage.volumes", ["VolumeError"]),
+                       ("kobako.engine.copy", ["CopyError"])):
         try:
             m = __import__(mod, fromlist=names)
             out += [getattr(m, n) for n in names]

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from kobako.storage.snapshots import MountSpec
 
 
-def merged_view(mount: MountSpec, fn: Callable[[str], None]) -> None:
+def merged_view(mount: MountSpec, fn: Callable[[str], None],
+                alongside: Callable[[], None] | None = None) -> None:
+    """fn(root) in a child that sees the mount at `root`; `alongside()` runs in this process
+    meanwhile (after the fork: no thread of ours is copied into the child)."""
     import sys
 
     from kobako.linux import mount as m
@@ -40,10 +43,13 @@ def merged_view(mount: MountSpec, fn: Callable[[str], None]) -> None:
                     pass
                 os.rmdir(target)
         except BaseException as e:  # report to the parent, which prints it
-            os.write(w, f"{e}".encode()[:4000])
+            text = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else f"{e}"
+            os.write(w, text.encode()[:4000])
         finally:
             os._exit(code)
     os.close(w)
+    if alongside is not None:
+        alongside()
     msg = b""
     while True:
         b = os.read(r, 4096)

@@ -280,3 +280,31 @@ def test_version_info_and_system_restore(k: Kobako):
         assert not _inspect(k, "unless1")["State"]["Running"]
     finally:
         k("rm", "-f", "always1", "unless1")
+
+
+def test_cp_both_ways_running_and_stopped(k: Kobako, tmp_path: Path):
+    k("run", "-d", "--name", "cpc", IMG, "sh", "-c",
+      "mkdir -p /d/e; echo inner > /d/e/f; ln -s /etc /d/lnk; sleep 60")
+    try:
+        _until(lambda: k("exec", "cpc", "test", "-e", "/d/lnk", check=False).returncode == 0, what="setup")
+        k("cp", "cpc:/d", str(tmp_path))
+        assert (tmp_path / "d" / "e" / "f").read_text() == "inner\n"
+        assert os.readlink(tmp_path / "d" / "lnk") == "/etc"  # copied as a link, not followed
+        k("cp", "cpc:/d/e/f", str(tmp_path / "renamed"))
+        assert (tmp_path / "renamed").read_text() == "inner\n"
+        (tmp_path / "h.txt").write_text("hostdata\n")
+        k("cp", str(tmp_path / "h.txt"), "cpc:/d/lnk/")  # the container's /etc, never the host's
+        assert k("exec", "cpc", "cat", "/etc/h.txt").stdout == "hostdata\n"
+        assert not os.path.exists("/etc/h.txt")
+        k("cp", str(tmp_path / "h.txt"), "cpc:/new.txt")
+        assert k("exec", "cpc", "cat", "/new.txt").stdout == "hostdata\n"
+        k("stop", "-t", "0", "cpc")
+        k("cp", str(tmp_path / "h.txt"), "cpc:/stopped.txt")
+        k("cp", "cpc:/stopped.txt", str(tmp_path / "back.txt"))
+        assert (tmp_path / "back.txt").read_text() == "hostdata\n"
+        assert_user_error(k("cp", "cpc:/nonexistent", str(tmp_path), check=False), "no such file")
+        assert_user_error(k("cp", str(tmp_path / "nope"), "cpc:/x", check=False), "no such file")
+        assert_user_error(k("cp", "a", "b", check=False), "exactly one side")
+        assert not any("kobako-view" in line for line in open("/proc/self/mountinfo"))
+    finally:
+        k("rm", "-f", "cpc")

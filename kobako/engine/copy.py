@@ -1,0 +1,186 @@
+"""`kobako cp`: files between a container and the host, in both directions.
+
+The container side is always resolved inside the container: a forked child enters the
+running container's mount namespace (setns), where "/" is the container's root, or, for
+a stopped container, mounts its overlay in a private mount namespace of its own
+(storage/mounts.py). What crosses between the two sides is a tar stream through a pipe,
+and whichever side receives it extracts it with the layer extractor (storage/layer.py),
+which keeps every entry inside its destination: a symlink in the container cannot make
+`cp` write to the host, nor a crafted host tree escape the container's path.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+from kobako.storage import layer
+
+
+class CopyError(Exception):
+    pass
+
+
+def _in_container(e, rec: dict, fn, alongside) -> None:
+    """Run fn(root) in a child that sees the container's filesystem at `root`, and
+    alongside() here meanwhile (the other end of the pipe)."""
+    st = e.state(rec)
+    if st in ("running", "paused"):
+        _in_namespace(_runtime_pid(e, rec), fn, alongside)
+    else:
+        from kobako.storage.mounts import merged_view
+        mount = e.snapshots.mount_for(rec["chainIds"], e.containers.path(rec["id"], "upper"),
+                                      e.containers.path(rec["id"], "work"))
+        merged_view(mount, fn, alongside)
+
+
+def _runtime_pid(e, rec: dict) -> int:
+    from kobako.runtime import state
+    c = state.Container(e.runtime_root, rec["id"])
+    c.load()
+    return int(c.data["pid"])
+
+
+def _in_namespace(pid: int, fn, alongside) -> None:
+    from kobako.linux import namespaces
+    r, w = os.pipe()
+    fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        code = 1
+        try:
+            namespaces.setns(fd, namespaces.TYPES["mount"][0], "the container's mount namespace")
+            os.chdir("/")
+            fn("/")
+            code = 0
+        except BaseException as ex:  # reported to the parent
+            os.write(w, _text(ex).encode()[:4000])
+        finally:
+            os._exit(code)
+    os.close(fd)
+    os.close(w)
+    alongside()
+    msg = b""
+    while chunk := os.read(r, 4096):
+        msg += chunk
+    os.close(r)
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise CopyError(msg.decode(errors="replace") or "copy failed inside the container")
+
+
+def _text(ex: BaseException) -> str:
+    if isinstance(ex, OSError) and ex.strerror:
+        return f"{ex.strerror}" + (f": {ex.filename}" if ex.filename else "")
+    return str(ex)
+
+
+def _split(path: str) -> tuple[str, str]:
+    path = "/" + path.strip("/")
+    return os.path.dirname(path), os.path.basename(path) or "."
+
+
+def from_container(e, rec: dict, src: str, dest: str) -> None:
+    """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST)."""
+    r, w = os.pipe()
+    parent_dir, name = _split(src)
+    if os.path.isdir(dest):
+        target_dir, rename = dest, None
+    else:
+        if not os.path.isdir(os.path.dirname(os.path.abspath(dest)) or "."):
+            raise CopyError(f"destination directory {os.path.dirname(dest)} does not exist")
+        target_dir, rename = os.path.dirname(os.path.abspath(dest)), os.path.basename(dest)
+
+    def produce(root: str) -> None:
+        os.close(r)
+        # resolve SRC inside the container root, never through a symlink to the host
+        from kobako.linux import fs
+        try:
+            pfd = fs.open_in_root(os.open(root, os.O_RDONLY | os.O_DIRECTORY), parent_dir,
+                                  os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CopyError(f"no such directory in the container: {parent_dir}") from None
+        try:
+            os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise CopyError(f"no such file or directory in the container: {src}") from None
+        except NotADirectoryError:
+            raise CopyError(f"not a directory in the container: {parent_dir}") from None
+        os.fchdir(pfd)  # relative names from here: /proc/self is not ours in the container's /proc
+        with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|",
+                                                      format=tarfile.PAX_FORMAT) as t:
+            t.add(name, arcname=rename or name, recursive=True)
+
+    err: list[BaseException] = []
+
+    def consume() -> None:
+        os.close(w)  # ours; the child holds its own until it is done
+        try:
+            with os.fdopen(r, "rb") as f:
+                layer.extract(f, target_dir)
+        except BaseException as ex:  # noqa: BLE001 - reported after the child's own error
+            err.append(ex)
+
+    _in_container(e, rec, produce, consume)
+    if err:
+        raise CopyError(f"copy from the container failed: {err[0]}")
+
+
+def to_container(e, rec: dict, src: str, dest: str) -> None:
+    """host SRC -> container:DEST (into DEST if it is a directory there, else as DEST)."""
+    if not os.path.lexists(src):
+        raise CopyError(f"no such file or directory: {src}")
+    r, w = os.pipe()
+    parent_dir, name = _split(dest)
+
+    def consume(root: str) -> None:
+        os.close(w)
+        from kobako.linux import fs
+        rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            dfd = fs.open_in_root(rootfd, os.path.join(parent_dir, name), os.O_RDONLY | os.O_DIRECTORY)
+            arc = None
+        except (FileNotFoundError, NotADirectoryError):
+            try:
+                dfd = fs.open_in_root(rootfd, parent_dir, os.O_RDONLY | os.O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):
+                raise CopyError(f"no such directory in the container: {parent_dir}") from None
+            arc = name
+        os.fchdir(dfd)  # extract into ".": /proc/self is not ours in the container's /proc
+        with os.fdopen(r, "rb") as f:
+            layer.extract(f if arc is None else _Renamer(f, arc), ".")
+
+    def produce() -> None:
+        os.close(r)
+        try:
+            with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|",
+                                                          format=tarfile.PAX_FORMAT) as t:
+                t.add(src, arcname=os.path.basename(os.path.normpath(src)), recursive=True)
+        except BrokenPipeError:
+            pass  # the container side failed; its error is reported
+
+    _in_container(e, rec, consume, produce)
+
+
+class _Renamer:
+    """The tar stream with its top entry renamed (cp FILE c:/path/newname)."""
+
+    def __init__(self, f, name: str) -> None:
+        import io
+        src = tarfile.open(fileobj=f, mode="r|")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
+            first = None
+            for m in src:
+                first = first or m.name.split("/")[0]
+                parts = m.name.split("/")
+                if parts[0] == first:
+                    parts[0] = name
+                m.name = "/".join(parts)
+                out.addfile(m, src.extractfile(m) if m.isreg() else None)
+        buf.seek(0)
+        self.buf = buf
+
+    def read(self, n: int = -1) -> bytes:
+        return self.buf.read(n)
