@@ -11,7 +11,7 @@ BUNDLE=${KOBAKO_BUNDLE:-/var/lib/kobako/bundles/busybox}
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
 need_pkgs=""
-for p in python3 python3-venv busybox-static libseccomp2; do
+for p in python3 python3-venv busybox-static libseccomp2 tini; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs="$need_pkgs $p"
 done
 if [ -n "$need_pkgs" ]; then

@@ -133,6 +133,8 @@ def _security_and_limits(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
             raise ocispec.OptionError("--blkio-weight must be between 10 and 1000")
         opts.blkio_weight = args.blkio_weight
     opts.devices = [ocispec.parse_device(d) for d in args.device]
+    if args.init:
+        opts.init = ocispec.find_init()
     if opts.memory is not None and opts.memory < 6 << 20:
         raise ocispec.OptionError("minimum memory limit allowed is 6MB")
     return opts
@@ -689,6 +691,7 @@ RUN_OPTS = [
     opt("--stop-timeout", "stop_timeout", "int", None, "seconds to wait before killing on stop"),
     opt("-l --label", "label", "list", None, "set a label KEY=VALUE"),
     opt("--privileged", "privileged", help="all capabilities and devices, nothing masked"),
+    opt("--init", "init", help="run tini as PID 1: it reaps zombies and forwards signals"),
     opt("--cap-add", "cap_add", "list", None, "add a capability (or ALL)"),
     opt("--cap-drop", "cap_drop", "list", None, "drop a capability (or ALL)"),
     opt("--security-opt", "security_opt", "list", None, "no-new-privileges, seccomp=PROFILE|unconfined"),

@@ -21,6 +21,18 @@ class OptionError(Exception):
     pass
 
 
+INIT_PATH = "/sbin/docker-init"  # where Docker puts it: some images' entrypoints look for it
+INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/libexec/docker/docker-init")
+
+
+def find_init() -> str:
+    for p in INIT_CANDIDATES:
+        if os.access(p, os.X_OK):
+            return p
+    raise OptionError("--init needs a static init for the container: apt-get install tini "
+                      "(kobako uses /usr/bin/tini-static)")
+
+
 class RunOptions:
     """What `kobako run`/`create` asked for, before it becomes a config.json."""
 
@@ -56,6 +68,7 @@ class RunOptions:
         self.blkio_weight: int | None = None
         self.devices: list[tuple[str, str, str]] = []  # (host path, container path, rwm)
         self.etc_files: dict[str, str] = {}  # /etc/hosts etc.: container path -> host file
+        self.init: str | None = None  # --init: a static init binary on the host (tini-static)
 
 
 ALL_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
@@ -200,6 +213,8 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     proc = cfg["process"]
     proc["terminal"] = opts.tty
     proc["args"] = command_of(image_cfg, opts)
+    if opts.init:  # Docker's --init: tini as PID 1 reaps zombies and forwards signals
+        proc["args"] = [INIT_PATH, "--"] + proc["args"]
     env = merge_env(image_cfg.get("Env") or [], opts.env)
     if opts.tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
@@ -292,6 +307,9 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     for host, dest, ro in opts.binds:
         cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
                               "options": ["rbind", "ro" if ro else "rw"]})
+    if opts.init:
+        cfg["mounts"].append({"destination": INIT_PATH, "type": "bind", "source": opts.init,
+                              "options": ["bind", "ro"]})
     for dest, host in opts.etc_files.items():
         cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
                               "options": ["rbind", "rw"]})

@@ -308,3 +308,16 @@ def test_cp_both_ways_running_and_stopped(k: Kobako, tmp_path: Path):
         assert not any("kobako-view" in line for line in open("/proc/self/mountinfo"))
     finally:
         k("rm", "-f", "cpc")
+
+
+def test_init_runs_tini_as_pid_1_and_stop_is_prompt(k: Kobako):
+    if not os.path.exists("/usr/bin/tini-static"):
+        pytest.skip("Debian's tini is not installed")
+    out = k("run", "--rm", "--init", IMG, "cat", "/proc/1/cmdline").stdout.split("\0")
+    assert out[:2] == ["/sbin/docker-init", "--"]
+    k("run", "-d", "--init", "--name", "tini1", IMG, "sleep", "60")
+    t0 = time.monotonic()
+    k("stop", "tini1")  # sleep gets the TERM tini forwards: no 10 s grace period
+    assert time.monotonic() - t0 < 5
+    assert _inspect(k, "tini1")["State"]["ExitCode"] == 143
+    k("rm", "tini1")
