@@ -191,6 +191,73 @@ def restore(e: Engine, args) -> int:
     return 0
 
 
+def events(e: Engine, args) -> int:
+    """Past events from --since, then new ones as they come (until --until or Ctrl-C)."""
+    import json
+
+    from kobako.engine import events as ev
+    from kobako.engine import logs
+    since = logs.parse_since(args.since) if args.since else None
+    until = logs.parse_since(args.until) if args.until else None
+    flt: dict[str, list[str]] = {}
+    for f in args.filter:
+        k, eq, v = f.partition("=")
+        if not eq or k not in ("type", "event", "container", "image", "label"):
+            raise ocispec.OptionError(f"invalid filter {f!r}: type=, event=, container=, image=")
+        flt.setdefault(k, []).append(v)
+
+    def wanted(x: dict) -> bool:
+        attrs = (x.get("Actor") or {}).get("Attributes") or {}
+        checks = {"type": x.get("Type"), "event": x.get("Action"), "image": attrs.get("image")}
+        for k, vals in flt.items():
+            if k == "container":
+                aid = (x.get("Actor") or {}).get("ID", "")
+                if x.get("Type") != "container" or not any(v == attrs.get("name") or aid.startswith(v)
+                                                             for v in vals):
+                    return False
+            elif k in checks and checks[k] not in vals:
+                return False
+        return True
+
+    def show(x: dict) -> None:
+        if args.format:
+            formatted(args.format, [x])
+        else:
+            attrs = (x.get("Actor") or {}).get("Attributes") or {}
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(x["time"]))
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+            print(f"{stamp}.{x['timeNano'] % 1_000_000_000:09d} {x['Type']} {x['Action']} "
+                  f"{(x.get('Actor') or {}).get('ID', '')} ({extra})")
+        sys.stdout.flush()
+
+    p = ev.path(e.root)
+    offset = 0
+    if since is not None:
+        for line in open(p, "rb") if os.path.exists(p) else []:
+            try:
+                x = json.loads(line)
+            except ValueError:
+                continue
+            if x["timeNano"] / 1e9 >= since and (until is None or x["timeNano"] / 1e9 <= until) and wanted(x):
+                show(x)
+    offset = os.path.getsize(p) if os.path.exists(p) else 0
+    if until is not None and until <= time.time():
+        return 0
+    try:
+        for x in logs.follow(p, offset, lambda: until is None or time.time() < until):
+            if "Type" in x and wanted(x):
+                show(x)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+EVENT_OPTS = [
+    opt("--since", "since", "str", None, "show events since a time (RFC 3339) or a duration back"),
+    opt("--until", "until", "str", None, "stop at a time or a duration back"),
+    opt("-f --filter", "filter", "list", None, "type=, event=, container=, image="),
+    opt("--format", "format", "str", None, "json or a Go template"),
+]
 LIMITS = [
     opt("-m --memory", "memory", "str", None, "memory limit (-1 lifts it)"),
     opt("--memory-swap", "memory_swap", "str", None, "memory + swap limit (-1: unlimited)"),
@@ -211,6 +278,10 @@ COMMANDS = {
         opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")]), stats),
     "update": (Command("update", "[OPTIONS] CONTAINER [CONTAINER...]",
                        "Change the limits of running containers, or lift them", LIMITS, min_args=1), update),
+    "events": (Command("events", "[OPTIONS]", "Container and image events, past (--since) and live",
+                       EVENT_OPTS, max_args=0), events),
+    "system events": (Command("system events", "[OPTIONS]", "Same as kobako events", EVENT_OPTS,
+                              max_args=0), events),
     "port": (Command("port", "CONTAINER", "List a container's published ports", min_args=1, max_args=2),
              port),
     "version": (Command("version", "", "Show the version", [

@@ -39,6 +39,8 @@ def pull(e: Engine, args) -> int:
             rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=bar)
     finally:
         bar.close()
+    from kobako.engine.events import emit
+    emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
     if quiet:
         print(rec["id"])
     else:
@@ -147,6 +149,8 @@ def tag(e: Engine, args) -> int:
     if ref.digest:
         raise ImageError("refusing to create a tag with a digest reference")
     e.images.tag(rec["id"], str(ref))
+    from kobako.engine.events import emit
+    emit(e.root, "image", "tag", rec["id"], {"name": str(ref)})
     return 0
 
 
@@ -157,6 +161,10 @@ def rmi(e: Engine, args) -> int:
         try:
             for line in remove_image(e, name, force=args.force):
                 print(line)
+                if line.startswith(("Untagged: ", "Deleted: ")):
+                    from kobako.engine.events import emit
+                    kind, _, what = line.partition(": ")
+                    emit(e.root, "image", "untag" if kind == "Untagged" else "delete", what, {"name": what})
         except Exception as ex:  # noqa: BLE001 - one message per image, like docker
             from kobako.cli.main import describe
             sys.stderr.write(f"Error: {describe(ex)}\n")

@@ -27,7 +27,8 @@ MODULES = {
     "system df": "system", "system prune": "system",
     "volume create": "volumes", "volume ls": "volumes", "volume inspect": "volumes",
     "volume rm": "volumes", "volume prune": "volumes",
-    "stats": "host", "update": "host", "port": "host", "version": "host", "system info": "host",
+    "stats": "host", "update": "host", "port": "host", "events": "host",
+    "system events": "host", "version": "host", "system info": "host",
     "system restore": "host",
 }
 ALIASES = {

@@ -41,6 +41,11 @@ class Engine:
         self.containers = ContainerStore(self.root)
         self.runtime_root = os.path.join(self.run_dir, "runtime")
 
+    def event(self, rec: dict, action: str, **attrs: object) -> None:
+        from kobako.engine.events import emit
+        emit(self.root, "container", action, rec["id"],
+             {"name": rec.get("name", ""), "image": rec.get("imageName", ""), **attrs})
+
     # -- runtime calls --------------------------------------------------------
     def runtime(self, argv: list[str], log=None):
         from kobako.runtime import main as rt
@@ -106,6 +111,7 @@ class Engine:
                 f.write(jsonfast.dumps(spec))
             rec["bundle"] = bundle
             self.containers.save(rec)
+            self.event(rec, "create")
             return rec
         except BaseException:
             self.containers.remove_dir(cid)
@@ -200,6 +206,7 @@ class Engine:
         cid = rec["id"]
         rec.update(status="running", started=now_iso())
         self.containers.save(rec)
+        self.event(rec, "start")
         code = 125
         from kobako.runtime.errors import RuntimeFailure
         try:
@@ -211,6 +218,7 @@ class Engine:
             raise err from None
         finally:
             rec.update(status="exited", exitCode=code, finished=now_iso())
+            self.event(rec, "die", exitCode=str(code))
             if remove:
                 self.remove(rec, force=True)
             else:
@@ -297,6 +305,7 @@ class Engine:
             if rec.get("status") == "restarting":
                 self.containers.update(rec["id"], status="exited")
         args = ["kill", rec["id"], sig]
+        self.event(rec, "kill", signal=sig)
         if st == "paused":
             self.runtime(["resume", rec["id"]])
         self.runtime(args)
@@ -343,6 +352,7 @@ class Engine:
                 time.sleep(0.05)
                 self.runtime(["delete", "--force", cid])
         self.containers.remove_dir(cid)
+        self.event(rec, "destroy")
         anon = [v["name"] for v in rec.get("volumes") or [] if v.get("anonymous")]
         if volumes and anon or (rec.get("options") or {}).get("autoRemove") and anon:
             from kobako.storage.volumes import VolumeError, VolumeStore

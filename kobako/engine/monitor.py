@@ -277,6 +277,11 @@ class Monitor:
         else:
             self.reply(conn, {"ok": False, "error": f"unknown op {op!r}"})
 
+    def event(self, rec: dict, cid: str, action: str, **attrs: str) -> None:
+        from kobako.engine.events import emit
+        emit(self.data, "container", action, cid,
+             {"name": rec.get("name", ""), "image": rec.get("imageName", ""), **attrs})
+
     def record(self, cid: str) -> dict | None:
         try:
             with open(os.path.join(self.cdir(cid), "container.json"), "rb") as f:
@@ -337,8 +342,9 @@ class Monitor:
         if text.startswith("OK "):
             box.pid = int(text.split()[1])
             self.by_pid[box.pid] = box
-            update_record(box.cdir, status="running", pid=box.pid, started=now_iso(),
-                          restartCount=box.restarts, monitorPid=os.getpid())
+            rec = update_record(box.cdir, status="running", pid=box.pid, started=now_iso(),
+                                restartCount=box.restarts, monitorPid=os.getpid()) or {}
+            self.event(rec, box.cid, "start")
             if conn is not None:
                 self.reply(conn, {"ok": True, "pid": box.pid})
             if not _alive(box.pid):  # exited before we recorded it: reap() has it or will
@@ -396,6 +402,7 @@ class Monitor:
         if error:
             changes["error"] = error
         rec = update_record(box.cdir, **changes) or rec
+        self.event(rec, box.cid, "die", exitCode=str(code))
         for conn in box.waiters:
             self.reply(conn, {"ok": True, "exitCode": code, "oom": oom})
         box.waiters.clear()

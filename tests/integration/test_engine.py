@@ -321,3 +321,22 @@ def test_init_runs_tini_as_pid_1_and_stop_is_prompt(k: Kobako):
     assert time.monotonic() - t0 < 5
     assert _inspect(k, "tini1")["State"]["ExitCode"] == 143
     k("rm", "tini1")
+
+
+def test_events_past_and_live(k: Kobako):
+    k("run", "--rm", "--name", "evt", IMG, "sh", "-c", "exit 4", check=False)
+    out = k("events", "--since", "1m", "--until", "0s", "--filter", "container=evt",
+            "--format", "{{.Action}}").stdout.split()
+    assert out[-4:] == ["create", "start", "die", "destroy"]
+    live = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "events", "--filter", "event=die",
+                             "--format", "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}"],
+                            env=k.env, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(0.5)
+        k("run", "--rm", "--name", "evt2", IMG, "sh", "-c", "exit 5", check=False)
+        assert live.stdout.readline().split() == ["evt2", "5"]
+    finally:
+        live.kill()
+        live.wait()
+    assert_user_error(k("events", "--filter", "nope=1", check=False), "invalid filter")
