@@ -570,7 +570,7 @@ def _size(e: Engine, rec: dict) -> str:
 def container_prune(e: Engine, args) -> int:
     from kobako.cli.output import human_size
     from kobako.image.gc import _du
-    removed, freed = [], 0
+    removed, freed = e.remove_orphans(), 0
     for rec in e.containers.all():
         if e.state(rec) in ("running", "paused", "restarting"):
             continue

@@ -22,7 +22,7 @@ def df(e: Engine, args) -> int:
 
 def prune(e: Engine, args) -> int:
     from kobako.image.gc import collect, prune_images
-    removed = []
+    removed = e.remove_orphans()
     for rec in e.containers.all():
         if e.runtime_state(rec["id"]) in ("running", "paused", "created"):
             continue

@@ -31,6 +31,14 @@ class StartError(ContainerError):
         return 125
 
 
+def fault(point: str) -> None:
+    """Tests kill the CLI with SIGKILL at a named step (KOBAKO_FAULT=point) to prove that
+    `rm -f`/`system prune` then leave nothing behind."""
+    if os.environ.get("KOBAKO_FAULT") == point:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Engine:
     def __init__(self, root: str | None = None, run: str | None = None) -> None:
         self.root = root or paths.data_root()
@@ -90,11 +98,13 @@ class Engine:
                         "autoRemove": remove},
         }, name)
         cid = rec["id"]
+        fault("create:record")
         try:
             upper, work = self.containers.path(cid, "upper"), self.containers.path(cid, "work")
             bundle = self.containers.path(cid, "bundle")
             for d in (upper, work, os.path.join(bundle, "rootfs")):
                 os.makedirs(d, mode=0o755)
+            fault("create:dirs")
             mount = self.snapshots.mount_for(image["chainIds"], upper, work, volatile=remove)
             user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
             for host, _, _ in opts.binds:
@@ -109,6 +119,7 @@ class Engine:
             from kobako.runtime import jsonfast
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(jsonfast.dumps(spec))
+            fault("create:bundle")
             rec["bundle"] = bundle
             self.containers.save(rec)
             self.event(rec, "create")
@@ -209,6 +220,9 @@ class Engine:
         self.event(rec, "start")
         code = 125
         from kobako.runtime.errors import RuntimeFailure
+        fault("run:before-runtime")
+        if os.environ.get("KOBAKO_FAULT") == "run:container-running":
+            self._kill_self_when_running(cid)
         try:
             code = self.runtime(["run", "--bundle", rec["bundle"], cid])
         except RuntimeFailure as e:  # the program did not start: docker's 126/127
@@ -282,6 +296,17 @@ class Engine:
             time.sleep(0.05)
         return int((self.containers.get(rec["id"]) or rec).get("exitCode", 137))
 
+    def _kill_self_when_running(self, cid: str) -> None:
+        """Fault injection: SIGKILL this CLI once the runtime reports the container running."""
+        import signal
+        import threading
+
+        def watch() -> None:
+            while self.runtime_state(cid) != "running":
+                time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGKILL)
+        threading.Thread(target=watch, daemon=True).start()
+
     def _tell_monitor(self, cid: str, op: str) -> None:
         from kobako.engine import monitor
         try:
@@ -335,6 +360,19 @@ class Engine:
             except TimeoutError:
                 pass
 
+    def remove_orphans(self) -> list[str]:
+        """Container directories without a record: a create killed between mkdir and its first
+        write. Under the names lock no create is half-way, so what is there is an orphan."""
+        gone = []
+        with self.containers.names_locked():
+            for cid in self.containers.ids():
+                if self.containers.get(cid) is None:
+                    if self.runtime_state(cid) is not None:
+                        self.runtime(["delete", "--force", cid])
+                    self.containers.remove_dir(cid)
+                    gone.append(cid)
+        return gone
+
     # -- remove ----------------------------------------------------------------
     def remove(self, rec: dict, force: bool = False, volumes: bool = False) -> None:
         cid = rec["id"]
@@ -351,6 +389,7 @@ class Engine:
             except RuntimeFailure:
                 time.sleep(0.05)
                 self.runtime(["delete", "--force", cid])
+        fault("rm:runtime-deleted")
         self.containers.remove_dir(cid)
         self.event(rec, "destroy")
         anon = [v["name"] for v in rec.get("volumes") or [] if v.get("anonymous")]
