@@ -340,3 +340,26 @@ def test_events_past_and_live(k: Kobako):
         live.kill()
         live.wait()
     assert_user_error(k("events", "--filter", "nope=1", check=False), "invalid filter")
+
+
+def test_fifty_concurrent_run_rm_and_rm_leave_no_corrupt_record(k: Kobako):
+    repo = Path(__file__).resolve().parents[2]
+
+    def spawn(*argv: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "kobako.cli.main", *argv], env=k.env, cwd=repo,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    for i in range(10):
+        k("create", "--name", f"conc{i}", IMG, "true")
+    procs = [spawn("run", "--rm", IMG, "true") for _ in range(40)]
+    procs += [spawn("rm", f"conc{i}") for i in range(10)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    cdir = k.data / "containers"
+    for n in os.listdir(cdir):  # whatever is left must be a whole record
+        if len(n) == 64:
+            json.loads((cdir / n / "container.json").read_text())
+    assert not [n for n in k("ps", "-a", "--format", "{{.Names}}").stdout.split() if n.startswith("conc")]
+    left = [d for d in os.listdir(k.root / "run" / "runtime") if d != ".seccomp"]
+    assert left == [] or all(k("inspect", d, check=False).returncode == 0 for d in left)
