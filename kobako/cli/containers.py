@@ -152,11 +152,14 @@ def _storage(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
 
 def _create(e: Engine, args, remove: bool) -> dict:
     opts = _storage(_security_and_limits(_options(e, args), args), args)
-    if args.detach and opts.tty:
-        opts.tty = False  # a detached pty needs attach, which comes later; keep plain pipes
+    if args.detach and args.tty:
+        opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
     rec = e.create(img, args.args[0], opts, args.name, remove=remove)
-    extra = {}
+    extra: dict = {}
+    if args.interactive or opts.tty:
+        extra["options"] = {**(rec.get("options") or {}), "interactive": bool(args.interactive),
+                            "tty": opts.tty}
     if args.restart:
         extra["restartPolicy"] = _restart_policy(args.restart)
     if args.stop_signal:
@@ -207,6 +210,9 @@ def start(e: Engine, args) -> int:
     for ref in args.args:
         rec = e.containers.resolve(ref)
         if args.attach and len(args.args) == 1:
+            if args.interactive or (rec.get("options") or {}).get("tty"):
+                from kobako.cli.attach import attach_started
+                return attach_started(e, rec, stdin=bool(args.interactive))
             size = _log_size(e, rec)
             e.start(rec)
             return _follow_until_exit(e, rec, size)
@@ -720,8 +726,15 @@ COMMANDS = {
                        RUN_OPTS, interspersed=False, min_args=1), create),
     "start": (Command("start", "[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more containers", [
         opt("-a --attach", "attach", help="print the container's output until it exits"),
-        opt("-i --interactive", "interactive", help="accepted; stdin attach comes later")], min_args=1),
+        opt("-i --interactive", "interactive", help="attach the container's stdin")], min_args=1),
               start),
+    "attach": (Command("attach", "[OPTIONS] CONTAINER",
+                       "Attach to a running container's stdio (detach with ctrl-p ctrl-q)", [
+                           opt("--no-stdin", "no_stdin", help="do not attach stdin"),
+                           opt("--detach-keys", "detach_keys", "str", None, "default ctrl-p,ctrl-q"),
+                           opt("--sig-proxy", "sig_proxy", "bool", True, "accepted")],
+                       min_args=1, max_args=1), lambda e, a: __import__("kobako.cli.attach",
+                                                                        fromlist=["cmd"]).cmd(e, a)),
     "stop": (Command("stop", "[OPTIONS] CONTAINER [CONTAINER...]",
                      "Stop containers: the stop signal, then SIGKILL after a grace period", [STOP_T],
                      min_args=1), stop),

@@ -23,7 +23,7 @@ MODULES = {
     "stop": "containers", "kill": "containers", "restart": "containers", "pause": "containers",
     "unpause": "containers", "wait": "containers", "logs": "containers", "exec": "containers",
     "top": "containers", "rename": "containers", "inspect": "containers",
-    "container prune": "containers", "cp": "containers",
+    "container prune": "containers", "cp": "containers", "attach": "containers",
     "system df": "system", "system prune": "system",
     "volume create": "volumes", "volume ls": "volumes", "volume inspect": "volumes",
     "volume rm": "volumes", "volume prune": "volumes",
@@ -43,7 +43,8 @@ ALIASES = {
     "container exec": "exec", "container top": "top", "container rename": "rename",
     "container inspect": "inspect",
     "info": "system info", "container stats": "stats",
-    "container cp": "cp", "container update": "update", "container port": "port", "system version": "version",
+    "container cp": "cp", "container attach": "attach",
+    "container update": "update", "container port": "port", "system version": "version",
     "volume list": "volume ls", "volume remove": "volume rm",
 }
 GROUPS = ("image", "container", "system", "volume", "network")

@@ -19,6 +19,12 @@ Protocol: one JSON object per line over <run root>/monitor.sock.
     {"op": "start", "id": ID}   -> {"ok": true, "pid": N} | {"ok": false, "error": "..."}
     {"op": "wait", "id": ID}    -> {"ok": true, "exitCode": N} once the container exits
     {"op": "ping"}              -> {"ok": true, "pid": monitor pid}
+    {"op": "attach", "id": ID, "stdin": bool}
+                                -> {"ok": true, "tty": bool}, then the connection carries the
+       container's output (raw for a tty; else Docker's multiplexed frames: 1 byte stream,
+       3 zero bytes, 4 bytes big-endian length, data) and takes its stdin; it is closed
+       when the container exits.
+    {"op": "resize", "id": ID, "rows": N, "cols": N}
 """
 
 from __future__ import annotations
@@ -146,6 +152,11 @@ class Box:
         self.log = JsonLog(os.path.join(cdir, f"{cid}-json.log"), int(opts.get("max-size", LOG_MAX)),
                            int(opts.get("max-file", LOG_FILES)))
         self.waiters: list[socket.socket] = []
+        self.attached: dict[socket.socket, bool] = {}  # connection -> takes stdin
+        self.console: tuple[socket.socket, str] | None = None
+        self.stdin_w = -1   # the container's stdin (-i without -t): we hold the write end
+        self.master = -1    # the pty master (-t)
+        self.tty = bool((rec.get("options") or {}).get("tty"))
         self.restarts = int(rec.get("restartCount", 0))
         self.stopping = False
 
@@ -220,6 +231,7 @@ class Monitor:
             for b in self.boxes.values():
                 if conn in b.waiters:
                     b.waiters.remove(conn)
+                b.attached.pop(conn, None)
             conn.close()
 
     def reply(self, conn: socket.socket, obj: dict) -> None:
@@ -241,6 +253,16 @@ class Monitor:
         if not data:
             self.drop(conn)
             return
+        for b in self.boxes.values():  # an attached client: what it sends is the container's stdin
+            if conn in b.attached:
+                if b.attached[conn]:
+                    fd = b.master if b.tty else b.stdin_w
+                    if fd >= 0:
+                        try:
+                            os.write(fd, data)  # small writes; a full pipe drops them rather than block
+                        except (BlockingIOError, OSError):
+                            pass
+                return
         buf = self.clients[conn] + data
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
@@ -269,6 +291,22 @@ class Monitor:
                 self.reply(conn, {"ok": True, "exitCode": (rec or {}).get("exitCode", 0)})
             else:
                 b.waiters.append(conn)
+        elif op == "attach":
+            b = self.boxes.get(cid)
+            if b is None or not b.pid:
+                self.reply(conn, {"ok": False, "error": f"container {cid[:12]} is not running"})
+                return
+            self.reply(conn, {"ok": True, "tty": b.tty})
+            b.attached[conn] = bool(req.get("stdin"))
+        elif op == "resize":
+            b = self.boxes.get(cid)
+            if b is not None and b.master >= 0:
+                import fcntl
+                import struct
+                import termios
+                fcntl.ioctl(b.master, termios.TIOCSWINSZ,
+                            struct.pack("HHHH", int(req.get("rows", 24)), int(req.get("cols", 80)), 0, 0))
+            self.reply(conn, {"ok": True})
         elif op == "stopping":  # `stop`/`kill` by the user: no restart (Docker's rule)
             b = self.boxes.get(cid)
             if b:
@@ -301,6 +339,20 @@ class Monitor:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+        in_r = -1
+        if (rec.get("options") or {}).get("interactive") and not box.tty:
+            in_r, box.stdin_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(box.stdin_w, False)
+        console = None
+        if box.tty:  # the runtime sends the pty master here (runc's --console-socket)
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            cpath = os.path.join(self.run, f"console-{cid[:12]}-{os.getpid()}.sock")
+            try:
+                os.unlink(cpath)
+            except FileNotFoundError:
+                pass
+            console.bind(cpath)
+            console.listen(1)
         pid = os.fork()
         if pid == 0:  # the runtime, in-process; its stdio becomes the container's
             try:
@@ -309,15 +361,19 @@ class Monitor:
                 os.close(rep_r)
                 signal.set_wakeup_fd(-1)
                 null = os.open("/dev/null", os.O_RDONLY)
-                os.dup2(null, 0)
+                os.dup2(in_r if in_r >= 0 else null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-                _run_runtime(self.rt_root, rec["bundle"], cid, rep_w)
+                _run_runtime(self.rt_root, rec["bundle"], cid, rep_w, cpath if console else None)
             finally:
                 os._exit(0)
         os.close(out_w)
         os.close(err_w)
         os.close(rep_w)
+        if in_r >= 0:
+            os.close(in_r)
+        if console is not None:
+            box.console = (console, cpath)
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             box.fds[fd] = stream
@@ -339,6 +395,8 @@ class Monitor:
             msg += chunk
         os.close(rep_r)
         text = msg.decode(errors="replace")
+        if box.console is not None:
+            self.take_console(box)
         if text.startswith("OK "):
             box.pid = int(text.split()[1])
             self.by_pid[box.pid] = box
@@ -354,6 +412,32 @@ class Monitor:
             self.finish(box, 125 if "not found" not in err else 127, error=err)
             if conn is not None:
                 self.reply(conn, {"ok": False, "error": err})
+
+    def take_console(self, box: Box) -> None:
+        """The pty master the runtime's child sent (it has exited: its connection waits queued)."""
+        import selectors
+        sock, path = box.console  # type: ignore[misc]
+        box.console = None
+        try:
+            sock.setblocking(False)
+            conn, _ = sock.accept()
+            conn.setblocking(True)
+            conn.settimeout(2)
+            _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+            conn.close()
+            if fds:
+                box.master = fds[0]
+                os.set_blocking(box.master, False)
+                box.fds[box.master] = "stdout"
+                self.sel.register(box.master, selectors.EVENT_READ, ("stdio", box))
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     # -- exits ---------------------------------------------------------------------------------
     def reap(self) -> None:
@@ -378,6 +462,22 @@ class Monitor:
                 self.drain(box)
                 self.finish(box, code)
 
+    def fan_out(self, box: Box, stream: str, data: bytes) -> None:
+        if not box.attached:
+            return
+        if box.tty:
+            frame = data
+        else:
+            frame = bytes([1 if stream == "stdout" else 2, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+        for conn in list(box.attached):
+            try:
+                conn.setblocking(True)
+                conn.settimeout(1)  # a stalled client is dropped, it never stalls the others
+                conn.sendall(frame)
+                conn.setblocking(False)
+            except OSError:
+                self.drop(conn)
+
     def drain(self, box: Box) -> None:
         for fd, stream in list(box.fds.items()):
             while True:
@@ -388,12 +488,25 @@ class Monitor:
                 if not data:
                     break
                 box.log.write(stream, data)
+                self.fan_out(box, stream, data)
 
     def finish(self, box: Box, code: int, error: str | None = None) -> None:
         for fd in list(box.fds):
             self.sel.unregister(fd)
             os.close(fd)
         box.fds.clear()
+        if box.master >= 0 and box.master not in box.fds:
+            box.master = -1
+        if box.stdin_w >= 0:
+            os.close(box.stdin_w)
+            box.stdin_w = -1
+        if box.console is not None:
+            self.take_console(box)
+            if box.master >= 0:
+                os.close(box.master)
+                box.master = -1
+        for conn in list(box.attached):  # the attach stream ends with the container
+            self.drop(conn)
         box.log.close()
         self.boxes.pop(box.cid, None)
         oom = False
@@ -450,7 +563,9 @@ class Monitor:
         except OSError:
             data = b""
         if data:
-            box.log.write(box.fds.get(fd, "stdout"), data)
+            stream = box.fds.get(fd, "stdout")
+            box.log.write(stream, data)
+            self.fan_out(box, stream, data)
         else:
             self.sel.unregister(fd)
             os.close(fd)
@@ -467,7 +582,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _run_runtime(rt_root: str, bundle: str, cid: str, report: int) -> None:
+def _run_runtime(rt_root: str, bundle: str, cid: str, report: int, console: str | None = None) -> None:
     """In the forked child: `kobako-runtime --root R run --detach --keep --bundle B ID`."""
     from kobako.runtime import main as rt
     from kobako.runtime.commands import run as rt_run
@@ -476,7 +591,8 @@ def _run_runtime(rt_root: str, bundle: str, cid: str, report: int) -> None:
 
     log = Log(os.path.join(os.path.dirname(bundle), "runtime.log"), "json")
     try:
-        _, args = rt.parse(["--root", rt_root, "run", "--detach", "--keep", "--bundle", bundle, cid])
+        argv = ["--root", rt_root, "run", "--detach", "--keep", "--bundle", bundle]
+        _, args = rt.parse(argv + (["--console-socket", console] if console else []) + [cid])
         rt_run.run(args, log)
         from kobako.runtime import state
         c = state.Container(rt_root, cid)

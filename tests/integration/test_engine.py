@@ -363,3 +363,55 @@ def test_fifty_concurrent_run_rm_and_rm_leave_no_corrupt_record(k: Kobako):
     assert not [n for n in k("ps", "-a", "--format", "{{.Names}}").stdout.split() if n.startswith("conc")]
     left = [d for d in os.listdir(k.root / "run" / "runtime") if d != ".seccomp"]
     assert left == [] or all(k("inspect", d, check=False).returncode == 0 for d in left)
+
+
+def test_attach_to_a_detached_interactive_container(k: Kobako):
+    k("run", "-di", "--name", "att", IMG, "sh", "-c", "while read l; do echo got:$l; echo err:$l >&2; done")
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "attach", "att"], env=k.env,
+                             cwd=Path(__file__).resolve().parents[2], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        p.stdin.write(b"hello\n")
+        p.stdin.flush()
+        _until(lambda: "got:hello" in k("logs", "att").stdout, what="the line to arrive")
+        k("stop", "-t", "1", "att")
+        out, err = p.communicate(timeout=20)
+        assert b"got:hello" in out and b"err:hello" in err  # demultiplexed, as docker attach
+    finally:
+        k("rm", "-f", "att")
+
+
+def test_attach_with_a_tty_and_the_detach_keys(k: Kobako):
+    import pty
+    import select
+    k("run", "-dit", "--name", "atty", IMG, "sh")
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.chdir(Path(__file__).resolve().parents[2])
+            os.execve(sys.executable, [sys.executable, "-m", "kobako.cli.main", "attach", "atty"], k.env)
+        out = b""
+
+        def pump(t: float) -> None:
+            nonlocal out
+            end = time.monotonic() + t
+            while time.monotonic() < end:
+                if select.select([fd], [], [], 0.1)[0]:
+                    try:
+                        out += os.read(fd, 4096)
+                    except OSError:
+                        return
+        pump(0.5)
+        os.write(fd, b"echo tty:$(tty)\r")
+        pump(1.0)
+        os.write(fd, b"\x10\x11")  # ctrl-p ctrl-q
+        pump(1.0)
+        _, st = os.waitpid(pid, 0)
+        os.close(fd)
+        assert b"tty:/dev/pts/0" in out and b"read escape sequence" in out
+        assert os.waitstatus_to_exitcode(st) == 0
+        assert _inspect(k, "atty")["State"]["Running"]  # detaching leaves it running
+    finally:
+        k("rm", "-f", "atty")
+    assert_user_error(k("attach", "atty", check=False), "no such container")

@@ -1,0 +1,130 @@
+"""`kobako attach` and `start -ai`: a terminal (or pipes) joined to a detached container
+through the monitor, which holds its stdio. Ctrl-P Ctrl-Q detaches and leaves it running."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+
+from kobako.engine.lifecycle import Engine
+from kobako.engine.records import ContainerError
+
+DETACH = b"\x10\x11"  # ctrl-p ctrl-q
+
+
+def _keys(spec: str | None) -> bytes:
+    if not spec:
+        return DETACH
+    out = b""
+    for k in spec.split(","):
+        k = k.strip().lower()
+        if k.startswith("ctrl-") and len(k) == 6:
+            out += bytes([ord(k[5]) & 0x1F])
+        elif len(k) == 1:
+            out += k.encode()
+        else:
+            raise ContainerError(f"invalid detach keys {spec!r}: e.g. ctrl-p,ctrl-q")
+    return out
+
+
+def cmd(e: Engine, args) -> int:
+    rec = e.containers.resolve(args.args[0])
+    if e.state(rec) != "running":
+        raise ContainerError(f"cannot attach to container {rec['name']}: it is not running")
+    return attach(e, rec, stdin=not args.no_stdin, keys=_keys(args.detach_keys))
+
+
+def attach_started(e: Engine, rec: dict, stdin: bool) -> int:
+    """start -a[i]: connect first, so no output is missed, then start."""
+    e.start(rec)
+    return attach(e, e.containers.get(rec["id"]) or rec, stdin=stdin, keys=DETACH)
+
+
+def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH) -> int:
+    from kobako.engine import monitor
+    s = monitor.connect(e.root, e.run_dir, spawn=False)
+    r = monitor.request(s, {"op": "attach", "id": rec["id"], "stdin": stdin}, timeout=10)
+    if not r.get("ok"):
+        s.close()
+        raise ContainerError(r.get("error") or "cannot attach")
+    tty = bool(r.get("tty"))
+    s.settimeout(None)
+    term = sys.stdin.isatty() and tty
+    saved = None
+    if term:
+        import termios
+        import tty as ttymod
+        saved = termios.tcgetattr(0)
+        ttymod.setraw(0)
+        _resize(e, rec)
+    detached = False
+    try:
+        detached = _relay(s, stdin, tty, keys if term else b"")
+    finally:
+        if saved is not None:
+            import termios
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        s.close()
+    if detached:
+        sys.stderr.write("\nread escape sequence\n")
+        return 0
+    return e.wait(e.containers.get(rec["id"]) or rec)
+
+
+def _resize(e: Engine, rec: dict) -> None:
+    from kobako.engine import monitor
+    try:
+        size = os.get_terminal_size(0)
+        s = monitor.connect(e.root, e.run_dir, spawn=False)
+        try:
+            monitor.request(s, {"op": "resize", "id": rec["id"], "rows": size.lines, "cols": size.columns},
+                            timeout=5)
+        finally:
+            s.close()
+    except OSError:
+        pass
+
+
+def _relay(s, stdin: bool, tty: bool, keys: bytes) -> bool:
+    """Copy until the monitor closes the stream; True if the user detached."""
+    fds = [s.fileno()] + ([0] if stdin else [])
+    buf = b""
+    pending = b""  # a possible start of the detach sequence, held back
+    out = sys.stdout.buffer
+    while True:
+        ready, _, _ = select.select(fds, [], [])
+        if s.fileno() in ready:
+            data = s.recv(65536)
+            if not data:
+                return False
+            if tty:
+                out.write(data)
+                out.flush()
+            else:
+                buf += data
+                while len(buf) >= 8:
+                    n = int.from_bytes(buf[4:8], "big")
+                    if len(buf) < 8 + n:
+                        break
+                    stream = sys.stdout.buffer if buf[0] != 2 else sys.stderr.buffer
+                    stream.write(buf[8:8 + n])
+                    stream.flush()
+                    buf = buf[8 + n:]
+        if 0 in ready:
+            data = os.read(0, 4096)
+            if not data:
+                fds.remove(0)  # our stdin ended; keep printing the container's output
+                continue
+            if keys:
+                data = pending + data
+                pending = b""
+                if keys in data:
+                    s.sendall(data[:data.index(keys)])
+                    return True
+                for i in range(len(keys) - 1, 0, -1):  # hold back a partial sequence at the end
+                    if data.endswith(keys[:i]):
+                        pending, data = data[-i:], data[:-i]
+                        break
+            if data:
+                s.sendall(data)
