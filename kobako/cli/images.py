@@ -59,7 +59,18 @@ def push(e: Engine, args) -> int:
     client = Client(ref.domain, insecure=_tls(args))
     if not args.quiet:
         print(f"The push refers to repository [{ref.name}]")
-    digest = push_image(client, ref.path, ref.tag or "latest", e.images, rec)
+    mount_from = None  # the same layers already in another repository of this registry
+    for d in rec.get("repoDigests", []):
+        other = reference.parse(d)
+        if other.domain == ref.domain and other.path != ref.path:
+            mount_from = other.path
+            break
+    bar = Progress(not args.quiet)
+    try:
+        digest = push_image(client, ref.path, ref.tag or "latest", e.images, rec, progress=bar,
+                            mount_from=mount_from)
+    finally:
+        bar.close()
     e.images.add({"id": rec["id"]}, [], [f"{ref.name}@{digest}"])
     if not args.quiet:
         print(f"{ref.tag}: digest: {digest} size: {rec['manifest']['size']}")

@@ -840,7 +840,7 @@ class _Counting:
 
 
 def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict,
-               progress: Callable[[str, int, int], None] | None = None) -> str:
+               progress: Callable[[str, int, int], None] | None = None, mount_from: str | None = None) -> str:
     """Upload an image's config and layers (up to 4 at once), then its manifest under `tag`.
     `progress(digest, bytes_done, size)` is called from the upload threads."""
     from kobako.image.content import ContentError
@@ -866,7 +866,8 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
         def opener() -> BinaryIO:
             f = content.open(digest)
             return _Counting(f, digest, size, progress) if progress else f  # type: ignore[return-value]
-        client.push_blob(repo, digest, size, opener)
+        # a layer pulled from another repository of this registry: ask it to mount, not upload
+        client.push_blob(repo, digest, size, opener, mount_from=mount_from if digest != rec["id"] else None)
         if progress:
             progress(digest, size, size)
 

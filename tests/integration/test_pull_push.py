@@ -286,3 +286,15 @@ def test_push_of_an_unknown_image_and_bad_names(k: Kobako, reg):
     assert_user_error(k("pull", "Upper_Case", check=False), "invalid reference")
     assert_user_error(k("pull", f"{reg.addr}/a@sha256:{'0' * 10}", check=False), "invalid digest")
     hashlib.sha256()  # (keeps the import honest for readers: digests are sha256)
+
+
+def test_push_to_another_repository_of_the_same_registry(k: Kobako, reg, pushed: str):
+    """The pulled image's repo digest names kbt/bb: its layers are mounted from there
+    (client-level test: tests/integration/test_registry_client.py); the result is whole."""
+    k("pull", "-q", pushed)
+    other = f"{reg.addr}/kbt/copy:1"
+    k("tag", pushed, other)
+    k("push", other)
+    fresh = Kobako(k.root.parent / "fresh")
+    fresh("pull", "-q", other)
+    assert fresh("run", "--rm", other).stdout == "pulled and run\n"
