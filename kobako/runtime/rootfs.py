@@ -98,13 +98,19 @@ class Rootfs:
         try:
             d = jsonfast.loads(desc)
             typ, src, opts = d["type"], d.get("source") or d["type"], ",".join(d.get("options") or [])
+            cwd = d.get("cwd")
         except (ValueError, KeyError, TypeError):
             raise RuntimeFailure(f"annotation {ROOT_MOUNT_ANNOTATION} is not a mount description") from None
         try:
+            if cwd:  # short relative lowerdirs: the mount options are limited to one page
+                os.chdir(cwd)
             m.mount(src, self.path, typ, 0, opts or None)
         except OSError as e:
             raise RuntimeFailure(f"cannot mount the root filesystem ({typ}) on {self.path}: {e.strerror}",
                                  _mount_hint(e.errno, typ)) from None
+        finally:
+            if cwd:
+                os.chdir("/")
         self.steps.made(f"mount(2) {typ}", f"root filesystem on {self.path}")
 
     @staticmethod

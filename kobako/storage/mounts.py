@@ -32,6 +32,8 @@ def merged_view(mount: MountSpec, fn: Callable[[str], None],
             m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
             target = tempfile.mkdtemp(prefix="kobako-view-")
             try:
+                if mount.cwd:  # relative lowerdirs (see Snapshots.lowerdir)
+                    os.chdir(mount.cwd)
                 m.mount(mount.source, target, mount.type, 0, ",".join(mount.options))
                 fn(target)
                 sys.stdout.flush()

@@ -31,13 +31,17 @@ class SnapshotError(Exception):
 
 
 class MountSpec:
-    """A mount described, not made: the runtime makes it inside the container's namespace."""
+    """A mount described, not made: the runtime makes it inside the container's namespace.
+    `cwd`: the directory relative paths in the options start from (the mount is made there)."""
 
-    def __init__(self, type: str, source: str, options: list[str]) -> None:
-        self.type, self.source, self.options = type, source, options
+    def __init__(self, type: str, source: str, options: list[str], cwd: str | None = None) -> None:
+        self.type, self.source, self.options, self.cwd = type, source, options, cwd
 
     def to_json(self) -> dict:
-        return {"type": self.type, "source": self.source, "options": self.options}
+        out = {"type": self.type, "source": self.source, "options": self.options}
+        if self.cwd:
+            out["cwd"] = self.cwd
+        return out
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -180,9 +184,9 @@ class Snapshots:
         return n
 
     def lowerdir(self, chains: list[str]) -> str:
-        """The overlay lowerdir option for a layer stack (bottom first in `chains`)."""
-        paths = [os.path.join(self.links, self.short(c)) for c in reversed(chains)]
-        return ":".join(paths)
+        """The overlay lowerdir option for a layer stack (bottom first in `chains`), relative to
+        the data root: 28 bytes a layer ("l/" + 26), as Docker's overlay2 mounts them."""
+        return ":".join(f"l/{self.short(c)}" for c in reversed(chains))
 
     def mount_for(self, chains: list[str], upper: str, work: str, volatile: bool = False) -> MountSpec:
         """The container's root: its upper dir over the image's layers. `volatile` skips the
@@ -195,5 +199,6 @@ class Snapshots:
         if volatile:
             opts.append("volatile")
         if len(",".join(opts)) >= PAGE:
-            raise SnapshotError(f"too many layers ({len(chains)}) for one overlay mount")
-        return MountSpec("overlay", "overlay", opts)
+            raise SnapshotError(f"too many layers ({len(chains)}) for one overlay mount: the options "
+                                f"exceed a page (about {(PAGE - 300) // 29} layers fit)")
+        return MountSpec("overlay", "overlay", opts, cwd=self.root)

@@ -172,3 +172,45 @@ def test_a_corrupt_import_leaves_nothing(k: Kobako, session_base: Path):
     assert_user_error(cp)
     assert k.blobs() == blobs0 and k.snapshots() == snaps0
     assert "kbt/bad" not in k("images").stdout
+
+
+def _many_layer_archive(path: Path, n: int, base_tar: Path) -> None:
+    """A docker-archive of `n` layers: the busybox root, then n-1 layers of one file each."""
+    import hashlib
+    layers = [base_tar.read_bytes()]
+    for i in range(1, n):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo(f"layer{i}")
+            data = f"{i}\n".encode()
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        layers.append(buf.getvalue())
+    diff_ids = ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["cat", f"/layer{n - 1}"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    chex = hashlib.sha256(config).hexdigest()
+    with tarfile.open(path, "w") as t:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        add(f"blobs/sha256/{chex}", config)
+        for d, x in zip(diff_ids, layers, strict=True):
+            add(f"blobs/sha256/{d[7:]}", x)
+        add("manifest.json", json.dumps([{"Config": f"blobs/sha256/{chex}", "RepoTags": [f"kbt/layers:{n}"],
+                                          "Layers": [f"blobs/sha256/{d[7:]}" for d in diff_ids]}]).encode())
+
+
+def test_an_image_of_120_layers_runs_and_too_many_is_a_clear_error(k: Kobako, session_base: Path):
+    base = session_base / "busybox-rootfs.tar"
+    arc = session_base / "many.tar"
+    _many_layer_archive(arc, 120, base)
+    k("load", "-i", str(arc))
+    assert k("run", "--rm", "kbt/layers:120").stdout == "119\n"
+    _many_layer_archive(arc, 200, base)
+    k("load", "-i", str(arc))
+    assert_user_error(k("run", "--rm", "kbt/layers:200", check=False), "too many layers")
+    assert not k("ps", "-aq").stdout.strip()
+    k("rmi", "kbt/layers:120", "kbt/layers:200")
+    arc.unlink()

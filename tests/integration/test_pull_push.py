@@ -184,6 +184,15 @@ class Fake:
                     body = fake.layer
                     if fake.mode == "corrupt":
                         body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+                    if fake.mode == "slowok":  # half now, the rest after a pause
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body[:len(body) // 2])
+                        self.wfile.flush()
+                        time.sleep(1.5)
+                        self.wfile.write(body[len(body) // 2:])
+                        return
                     if fake.mode in ("truncate", "slow"):
                         self.send_response(200)
                         self.send_header("Content-Length", str(len(body)))
@@ -298,3 +307,27 @@ def test_push_to_another_repository_of_the_same_registry(k: Kobako, reg, pushed:
     fresh = Kobako(k.root.parent / "fresh")
     fresh("pull", "-q", other)
     assert fresh("run", "--rm", other).stdout == "pulled and run\n"
+
+
+def test_garbage_collection_during_a_pull_removes_nothing_it_needs(k: Kobako, fake: Fake):
+    fake.mode = "slowok"
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "pull", "-q", f"{fake.addr}/t/img:1"],
+                         env=k.env, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:  # the layer is half written
+            ing = k.data / "ingest"
+            if ing.exists() and any(os.path.getsize(ing / n) > 0 for n in os.listdir(ing)):
+                break
+            time.sleep(0.05)
+        # a collection now must not take the half-written layer: it waits for the pull's shield
+        k("image", "prune", "-f")
+        k("system", "prune", "-f")
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "t/img" in k("images").stdout
+    assert len(k.blobs()) == 3 and len(k.snapshots()) == 1  # manifest, config, layer; its snapshot
