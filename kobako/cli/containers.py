@@ -140,7 +140,33 @@ def _security_and_limits(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
     return opts
 
 
-def _storage(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
+def _volumes_from(e: Engine, specs: list[str], opts: ocispec.RunOptions) -> None:
+    """--volumes-from C[:ro|rw]: the named and anonymous volumes and binds of another container."""
+    import json
+    for spec in specs:
+        ref, _, mode = spec.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise ocispec.OptionError(f"invalid --volumes-from {spec!r}: CONTAINER[:ro|rw]")
+        rec = e.containers.resolve(ref)
+        for v in rec.get("volumes") or []:
+            ro = mode == "ro" or (not mode and bool(v.get("readOnly")))
+            opts.volumes.append((v["name"], v["destination"], ro))
+        try:
+            with open(os.path.join(rec["bundle"], "config.json")) as f:
+                mounts = json.load(f).get("mounts") or []
+        except (OSError, KeyError, ValueError):
+            mounts = []
+        vols = {v["destination"] for v in rec.get("volumes") or []}
+        etc = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/sbin/docker-init", "/sys", "/dev")
+        for m in mounts:
+            if m.get("type") == "bind" and m["destination"] not in vols and m["destination"] not in etc:
+                ro = mode == "ro" or (not mode and "ro" in (m.get("options") or []))
+                opts.binds.append((m["source"], m["destination"], ro))
+
+
+def _storage(opts: ocispec.RunOptions, args, e: Engine | None = None) -> ocispec.RunOptions:
+    if args.volumes_from and e is not None:
+        _volumes_from(e, args.volumes_from, opts)
     _volumes(args.volume, args.mount, opts)
     for t in args.tmpfs:
         dest, _, o = t.partition(":")
@@ -151,7 +177,7 @@ def _storage(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
 
 
 def _create(e: Engine, args, remove: bool) -> dict:
-    opts = _storage(_security_and_limits(_options(e, args), args), args)
+    opts = _storage(_security_and_limits(_options(e, args), args), args, e)
     if args.detach and args.tty:
         opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
@@ -664,8 +690,8 @@ def cp(e: Engine, args) -> int:
         raise ocispec.OptionError("copying between containers or within the host is not supported: "
                                   "use CONTAINER:PATH on exactly one side")
     if sc is not None:
-        if dp == "-":
-            raise ocispec.OptionError("cp to stdout ('-') is not supported yet")
+        if dp == "-" and sys.stdout.isatty():
+            raise ocispec.OptionError("refusing to write a tar stream to a terminal: redirect stdout")
         copy.from_container(e, e.containers.resolve(sc), sp, dp)
     else:
         copy.to_container(e, e.containers.resolve(dc), sp, dp)
@@ -690,6 +716,7 @@ RUN_OPTS = [
     opt("-v --volume", "volume", "list", None, "HOST-PATH:CTR-PATH[:ro], NAME:CTR-PATH[:ro] or CTR-PATH"),
     opt("--mount", "mount", "list", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),
     opt("--tmpfs", "tmpfs", "list", None, "a tmpfs at PATH[:OPTIONS]"),
+    opt("--volumes-from", "volumes_from", "list", None, "the volumes of another container[:ro|rw]"),
     opt("--pull", "pull", "str", None, "missing (default), always or never"),
     opt("-q --quiet", "quiet", help="do not print pull progress"),
     opt("--restart", "restart", "str", None, "no, always, unless-stopped or on-failure[:N]"),

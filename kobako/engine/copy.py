@@ -85,7 +85,10 @@ def from_container(e, rec: dict, src: str, dest: str) -> None:
     """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST)."""
     r, w = os.pipe()
     parent_dir, name = _split(src)
-    if os.path.isdir(dest):
+    to_stdout = dest == "-"
+    if to_stdout:  # a tar stream of SRC, as docker cp CONTAINER:SRC -
+        target_dir, rename = "", None
+    elif os.path.isdir(dest):
         target_dir, rename = dest, None
     else:
         if not os.path.isdir(os.path.dirname(os.path.abspath(dest)) or "."):
@@ -118,6 +121,12 @@ def from_container(e, rec: dict, src: str, dest: str) -> None:
         os.close(w)  # ours; the child holds its own until it is done
         try:
             with os.fdopen(r, "rb") as f:
+                if to_stdout:
+                    import shutil
+                    import sys
+                    shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+                    sys.stdout.buffer.flush()
+                    return
                 layer.extract(f, target_dir)
         except BaseException as ex:  # noqa: BLE001 - reported after the child's own error
             err.append(ex)

@@ -415,3 +415,21 @@ def test_attach_with_a_tty_and_the_detach_keys(k: Kobako):
     finally:
         k("rm", "-f", "atty")
     assert_user_error(k("attach", "atty", check=False), "no such container")
+
+
+def test_volumes_from_and_cp_to_stdout(k: Kobako, tmp_path: Path):
+    k("run", "--name", "vsrc", "-v", "vfrom:/data", "-v", f"{tmp_path}:/hv:ro", IMG, "sh", "-c",
+      "echo v > /data/x")
+    try:
+        out = k("run", "--rm", "--volumes-from", "vsrc", IMG, "sh", "-c",
+                "cat /data/x; touch /hv/y 2>/dev/null || echo ro").stdout.split()
+        assert out == ["v", "ro"]
+        cp = k("run", "--rm", "--volumes-from", "vsrc:ro", IMG, "touch", "/data/z", check=False)
+        assert cp.returncode != 0
+        cp = k("cp", "vsrc:/etc/hostname", "-", text=False)
+        import io
+        import tarfile
+        assert tarfile.open(fileobj=io.BytesIO(cp.stdout)).getnames() == ["hostname"]
+    finally:
+        k("rm", "-v", "vsrc")
+        k("volume", "rm", "vfrom")
