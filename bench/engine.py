@@ -44,7 +44,8 @@ def rootfs_tar(d: str) -> str:
     os.makedirs(os.path.join(r, "bin"))
     shutil.copy2("/bin/busybox", os.path.join(r, "bin", "busybox"))
     for a in sh("/bin/busybox", "--list").stdout.split():
-        os.symlink("busybox", os.path.join(r, "bin", a))
+        if a != "busybox":
+            os.symlink("busybox", os.path.join(r, "bin", a))
     t = os.path.join(d, "rootfs.tar")
     sh("tar", "-C", r, "-cf", t, ".")
     return t
