@@ -15,23 +15,35 @@ from kobako.image import reference
 from kobako.image.store import ImageError, ImageNotFound
 
 
-def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool) -> dict:
+def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform: str | None = None) -> dict:
+    if pull_policy not in ("missing", "always", "never"):
+        raise ocispec.OptionError(f"invalid --pull {pull_policy!r}: missing, always or never")
     if pull_policy == "always":
-        return _pull(e, name, quiet)
-    try:
-        return e.images.resolve(name)
-    except ImageNotFound:
-        if pull_policy == "never" or reference.looks_like_id(name):
-            raise
-        sys.stderr.write(f"Unable to find image '{familiar(str(reference.parse(name)))}' locally\n")
-        return _pull(e, name, quiet)
+        img = _pull(e, name, quiet, platform)
+    else:
+        try:
+            img = e.images.resolve(name)
+        except ImageNotFound:
+            if pull_policy == "never" or reference.looks_like_id(name):
+                raise
+            sys.stderr.write(f"Unable to find image '{familiar(str(reference.parse(name)))}' locally\n")
+            img = _pull(e, name, quiet, platform)
+    from kobako.image import manifest as mf
+    host = mf.host_platform()["architecture"]
+    arch = img.get("architecture") or host
+    if arch != host:  # no emulation (binfmt) here: say so rather than fail with ENOEXEC
+        raise ocispec.OptionError(f"image {familiar(name)} is for {img.get('os', 'linux')}/{arch}; "
+                                  f"this host runs {host}")
+    return img
 
 
-def _pull(e: Engine, name: str, quiet: bool) -> dict:
+def _pull(e: Engine, name: str, quiet: bool, platform: str | None = None) -> dict:
+    from kobako.image import manifest as mf
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull
     with undo_on_failure(e):
-        return pull(e.images, e.snapshots, reference.parse(name))
+        plat = mf.parse_platform(platform) if platform else None
+        return pull(e.images, e.snapshots, reference.parse(name), plat)
 
 
 def _volumes(specs: list[str], mounts: list[str], opts: ocispec.RunOptions) -> None:
@@ -82,7 +94,7 @@ def _options(e: Engine, args) -> ocispec.RunOptions:
         memory=ocispec.parse_size(args.memory) if args.memory else None)
 
 
-def _security_and_limits(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
+def _security_and_limits(opts: ocispec.RunOptions, args, e: Engine) -> ocispec.RunOptions:
     size = ocispec.parse_size
     opts.privileged = bool(args.privileged)
     opts.cap_add, opts.cap_drop = list(args.cap_add), list(args.cap_drop)
@@ -102,9 +114,26 @@ def _security_and_limits(opts: ocispec.RunOptions, args) -> ocispec.RunOptions:
         v = getattr(args, flag)
         if v in (None, "", "private"):
             continue
+        if v.startswith("container:") and flag in ("pid", "ipc"):
+            other = e.containers.resolve(v.split(":", 1)[1])
+            if e.state(other) != "running":
+                raise ocispec.OptionError(f"--{flag} {v}: container {other['name']} is not running")
+            from kobako.engine.copy import _runtime_pid
+            opts.join_ns[flag] = f"/proc/{_runtime_pid(e, other)}/ns/{flag}"
+            continue
         if v != "host":
-            raise ocispec.OptionError(f"--{flag} {v!r}: only host or private for now")
+            raise ocispec.OptionError(f"--{flag} {v!r}: host, private" + (" or container:NAME" if flag in
+                                      ("pid", "ipc") else ""))
         opts.host_ns.add("cgroup" if flag == "cgroupns" else flag)
+    for flag, key, iops in (("device_read_bps", "throttleReadBpsDevice", False),
+                            ("device_write_bps", "throttleWriteBpsDevice", False),
+                            ("device_read_iops", "throttleReadIOPSDevice", True),
+                            ("device_write_iops", "throttleWriteIOPSDevice", True)):
+        for spec in getattr(args, flag):
+            opts.throttle.setdefault(key, []).append(ocispec.parse_throttle(spec, iops))
+    if args.userns not in (None, "", "host"):
+        raise ocispec.OptionError(f"--userns {args.userns}: only host for now (kobako does not remap "
+                                  "container users yet; kobako-runtime runs user-namespaced bundles)")
     opts.ulimits = [ocispec.parse_ulimit(u) for u in args.ulimit]
     for sc in args.sysctl:
         k, eq, v = sc.partition("=")
@@ -177,10 +206,10 @@ def _storage(opts: ocispec.RunOptions, args, e: Engine | None = None) -> ocispec
 
 
 def _create(e: Engine, args, remove: bool) -> dict:
-    opts = _storage(_security_and_limits(_options(e, args), args), args, e)
+    opts = _storage(_security_and_limits(_options(e, args), args, e), args, e)
     if args.detach and args.tty:
         opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
-    img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet)
+    img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet, args.platform)
     rec = e.create(img, args.args[0], opts, args.name, remove=remove)
     extra: dict = {}
     if args.interactive or opts.tty:
@@ -194,6 +223,17 @@ def _create(e: Engine, args, remove: bool) -> dict:
         extra["stopTimeout"] = args.stop_timeout
     if args.label:
         extra["labels"] = dict(lb.partition("=")[::2] for lb in args.label)
+    if args.log_opt:
+        lo = {}
+        for o in args.log_opt:
+            k, eq, v = o.partition("=")
+            if k == "max-size" and eq:
+                lo[k] = ocispec.parse_size(v)
+            elif k == "max-file" and v.isdigit() and int(v) >= 1:
+                lo[k] = int(v)
+            else:
+                raise ocispec.OptionError(f"invalid --log-opt {o!r}: max-size=SIZE or max-file=N")
+        extra["logOptions"] = lo
     if extra:
         rec = e.containers.update(rec["id"], **extra)
     return rec
@@ -743,6 +783,13 @@ RUN_OPTS = [
     opt("--memory-swap", "memory_swap", "str", None, "memory + swap limit (-1: unlimited swap)"),
     opt("--blkio-weight", "blkio_weight", "int", None, "block IO weight, 10 to 1000"),
     opt("--device", "device", "list", None, "a host device: /dev/X[:/dev/Y][:rwm]"),
+    opt("--device-read-bps", "device_read_bps", "list", None, "read rate limit /dev/X:RATE (e.g. 1mb)"),
+    opt("--device-write-bps", "device_write_bps", "list", None, "write rate limit /dev/X:RATE"),
+    opt("--device-read-iops", "device_read_iops", "list", None, "read IO/s limit /dev/X:N"),
+    opt("--device-write-iops", "device_write_iops", "list", None, "write IO/s limit /dev/X:N"),
+    opt("--userns", "userns", "str", None, "host (remapping comes later)"),
+    opt("--log-opt", "log_opt", "list", None, "json-file options: max-size=10m, max-file=3"),
+    opt("--platform", "platform", "str", None, "os/arch[/variant] of the image to pull and run"),
 ]
 STOP_T = opt("-t --time", "time", "int", None, "seconds to wait before killing it (default 10)")
 COMMANDS = {

@@ -55,6 +55,8 @@ class RunOptions:
         self.no_new_privileges = False
         self.seccomp: str | None = None  # None: the runtime's default for the engine; "unconfined"; a file
         self.host_ns: set[str] = set()  # pid, ipc, uts, cgroup shared with the host
+        self.join_ns: dict[str, str] = {}  # namespace type -> /proc/PID/ns/... of another container
+        self.throttle: dict[str, list[tuple[int, int, int]]] = {}  # OCI blockIO key -> (major, minor, rate)
         # limits
         self.ulimits: list[tuple[str, int, int]] = []
         self.sysctls: dict[str, str] = {}
@@ -132,6 +134,25 @@ def parse_ulimit(s: str) -> tuple[str, int, int]:
     if lo > hi:
         raise OptionError(f"invalid ulimit {s!r}: soft limit above hard limit")
     return name, lo, hi
+
+
+def parse_throttle(s: str, iops: bool) -> tuple[int, int, int]:
+    """--device-read-bps /dev/sda:1mb (bytes/s) or --device-read-iops /dev/sda:100 -> (major, minor, rate)."""
+    path, sep, rate = s.rpartition(":")
+    if not sep or not path.startswith("/"):
+        raise OptionError(f"invalid device throttle {s!r}: use /dev/DEVICE:RATE")
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise OptionError(f"device {path} does not exist on this host") from None
+    import stat as st_mod
+    if not st_mod.S_ISBLK(st.st_mode):
+        raise OptionError(f"{path} is not a block device")
+    try:
+        value = int(rate) if iops else parse_size(rate)
+    except ValueError:
+        raise OptionError(f"invalid rate in {s!r}") from None
+    return os.major(st.st_rdev), os.minor(st.st_rdev), value
 
 
 def parse_device(s: str) -> tuple[str, str, str]:
@@ -281,6 +302,12 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     gone = {"pid": "pid", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup"}
     for ns in opts.host_ns:
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != gone[ns]]
+    for ns, path in opts.join_ns.items():  # --pid/--ipc container:NAME
+        linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != ns]
+        linux["namespaces"].append({"type": ns, "path": path})
+    for key, devs in opts.throttle.items():
+        bio = res.setdefault("blockIO", {})
+        bio[key] = [{"major": ma, "minor": mi, "rate": rate} for ma, mi, rate in devs]
     if "uts" in opts.host_ns:
         cfg.pop("hostname", None)
     if opts.shm_size:

@@ -433,3 +433,24 @@ def test_volumes_from_and_cp_to_stdout(k: Kobako, tmp_path: Path):
     finally:
         k("rm", "-v", "vsrc")
         k("volume", "rm", "vfrom")
+
+
+def test_join_another_containers_pid_namespace_and_log_options(k: Kobako):
+    k("run", "-d", "--name", "nsrc", IMG, "sleep", "60")
+    try:
+        ps = k("run", "--rm", "--pid", "container:nsrc", IMG, "ps").stdout
+        assert "sleep 60" in ps
+        k("run", "-d", "--name", "rot", "--log-opt", "max-size=300", "--log-opt", "max-file=2", IMG,
+          "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; sleep 0.05; done")
+        assert k("wait", "rot").stdout.strip() == "0"
+        cid = _inspect(k, "rot")["Id"]
+        logs = sorted(n for n in os.listdir(k.data / "containers" / cid) if "json.log" in n)
+        assert logs == [f"{cid}-json.log", f"{cid}-json.log.1"]  # rotated, at most 2 files
+        assert "line10" in k("logs", "rot").stdout
+        k("rm", "rot")
+    finally:
+        k("rm", "-f", "nsrc")
+    assert_user_error(k("run", "--rm", "--userns", "keep-id", IMG, "true", check=False), "--userns")
+    assert_user_error(k("run", "--rm", "--pull", "sometimes", IMG, "true", check=False), "--pull")
+    assert_user_error(k("run", "--rm", "--log-opt", "color=red", IMG, "true", check=False), "--log-opt")
+    assert_user_error(k("run", "--rm", "--pid", "container:nope", IMG, "true", check=False), "no such container")
