@@ -35,16 +35,10 @@ import socket
 import sys
 import time
 
+from kobako.engine.jsonlog import LOG_FILES, LOG_MAX, JsonLog, now_iso
 from kobako.runtime import jsonfast
 
 SOCK = "monitor.sock"
-LOG_MAX = 10 << 20   # json-file rotation: 10 MB per file,
-LOG_FILES = 3        # 3 files (<id>-json.log, .1, .2)
-
-
-def now_iso() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 # -- records (the same files the CLI reads; the same per-container lock) ----------------------
@@ -76,67 +70,6 @@ def update_record(cdir: str, **changes: object) -> dict | None:
         return rec
     finally:
         os.close(fd)
-
-
-# -- logs ------------------------------------------------------------------------------------
-
-class JsonLog:
-    """Docker's json-file driver: one {"log","stream","time"} object per line, rotated by size."""
-
-    def __init__(self, path: str, max_size: int = LOG_MAX, max_files: int = LOG_FILES) -> None:
-        self.path = path
-        self.max_size = max_size
-        self.max_files = max_files
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self.size = os.fstat(self.fd).st_size
-        self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-
-    def write(self, stream: str, data: bytes) -> None:
-        buf = self.partial[stream] + data
-        lines = buf.split(b"\n")
-        self.partial[stream] = lines.pop()
-        if len(self.partial[stream]) > 16384:  # a line without end: write it in pieces
-            lines.append(self.partial[stream])
-            self.partial[stream] = b""
-        out = []
-        stamp = now_iso()
-        for i, line in enumerate(lines):
-            text = line.decode("utf-8", "replace") + ("\n" if i < len(lines) - 1 or buf.endswith(b"\n")
-                                                      or self.partial[stream] == b"" else "")
-            out.append(jsonfast.dumps({"log": text, "stream": stream, "time": stamp}) + "\n")
-        if out:
-            self._append("".join(out).encode())
-
-    def flush(self) -> None:
-        for stream, rest in self.partial.items():
-            if rest:
-                self.partial[stream] = b""
-                self._append((jsonfast.dumps({"log": rest.decode("utf-8", "replace"), "stream": stream,
-                                              "time": now_iso()}) + "\n").encode())
-
-    def _append(self, data: bytes) -> None:
-        if self.max_size and self.size + len(data) > self.max_size and self.size:
-            self._rotate()
-        try:
-            os.write(self.fd, data)
-            self.size += len(data)
-        except OSError:
-            pass  # a full disk must not take the monitor down
-
-    def _rotate(self) -> None:
-        os.close(self.fd)
-        for i in range(self.max_files - 1, 0, -1):
-            src = self.path if i == 1 else f"{self.path}.{i - 1}"
-            if os.path.exists(src):
-                os.replace(src, f"{self.path}.{i}")
-        if self.max_files <= 1:
-            os.unlink(self.path)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self.size = 0
-
-    def close(self) -> None:
-        self.flush()
-        os.close(self.fd)
 
 
 # -- the monitor -------------------------------------------------------------------------------

@@ -6,9 +6,7 @@ turns anything else into one ManifestError message.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 
 from kobako.image.reference import ReferenceError, check_digest
 
@@ -40,14 +38,20 @@ class ManifestError(Exception):
     pass
 
 
-@dataclass
 class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    platform: dict | None = None
-    annotations: dict | None = None
-    urls: list | None = None
+    """An OCI content descriptor. (Plain classes, not dataclasses, here: this module is on
+    `kobako run`'s path, and dataclasses import inspect, re and ast.)"""
+
+    def __init__(self, media_type: str, digest: str, size: int, platform: dict | None = None,
+                 annotations: dict | None = None, urls: list | None = None) -> None:
+        self.media_type, self.digest, self.size = media_type, digest, size
+        self.platform, self.annotations, self.urls = platform, annotations, urls
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Descriptor) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"Descriptor({self.media_type!r}, {self.digest!r}, {self.size})"
 
     @classmethod
     def parse(cls, d: object, what: str) -> Descriptor:
@@ -77,23 +81,20 @@ class Descriptor:
         return out
 
 
-@dataclass
 class Manifest:
-    media_type: str
-    config: Descriptor
-    layers: list[Descriptor]
-    raw: dict = field(repr=False, default_factory=dict)
+    def __init__(self, media_type: str, config: Descriptor, layers: list[Descriptor],
+                 raw: dict | None = None) -> None:
+        self.media_type, self.config, self.layers, self.raw = media_type, config, layers, raw or {}
 
 
-@dataclass
 class Index:
-    media_type: str
-    manifests: list[Descriptor]
-    raw: dict = field(repr=False, default_factory=dict)
+    def __init__(self, media_type: str, manifests: list[Descriptor], raw: dict | None = None) -> None:
+        self.media_type, self.manifests, self.raw = media_type, manifests, raw or {}
 
 
 def loads(data: bytes, what: str = "manifest") -> dict:
     try:
+        import json
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"{what} is not valid JSON: {e}") from None
@@ -196,4 +197,5 @@ def parse_config(data: bytes) -> dict:
 
 def dumps(doc: dict) -> bytes:
     """Canonical-enough JSON for manifests and configs kobako writes itself."""
+    import json
     return json.dumps(doc, separators=(",", ":"), sort_keys=False).encode()

@@ -220,7 +220,7 @@ def test_ten_concurrent_run_rm_leave_nothing(k: Kobako):
 
 
 def test_json_log_rotation(tmp_path: Path):
-    from kobako.engine.monitor import JsonLog
+    from kobako.engine.jsonlog import JsonLog
     log = JsonLog(str(tmp_path / "c-json.log"), max_size=2000, max_files=3)
     for i in range(200):
         log.write("stdout", f"line {i}\n".encode())
@@ -455,3 +455,11 @@ def test_join_another_containers_pid_namespace_and_log_options(k: Kobako):
     assert_user_error(k("run", "--rm", "--log-opt", "color=red", IMG, "true", check=False), "--log-opt")
     assert_user_error(k("run", "--rm", "--pid", "container:nope", IMG, "true", check=False),
                       "no such container")
+
+
+def test_foreground_containers_are_logged(k: Kobako):
+    cp = k("run", "--name", "fgl", IMG, "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert cp.returncode == 3 and cp.stdout == "out\n" and cp.stderr == "err\n"
+    logs = k("logs", "fgl")
+    assert logs.stdout == "out\n" and logs.stderr == "err\n"
+    k("rm", "fgl")
