@@ -1,0 +1,1 @@
+"""Networking: IPAM, bridge + veth, NAT and port publishing in nftables, user networks, DNS."""

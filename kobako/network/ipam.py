@@ -1,0 +1,339 @@
+"""IP address management for kobako's bridge networks (what CNI's host-local plugin and
+netavark's IPAM do).
+
+    <data root>/networks/ipam/<network>.json   {"name", "subnet", "gateway", "ipRange",
+                                                "allocated": {ip: owner}}
+    <data root>/networks/ipam/.lock            one flock around every change, for all networks
+
+One lock for all networks: creating a network must see every other network's subnet, and
+allocations are a few microseconds of work, so finer locks would buy nothing. Files are
+replaced atomically, so readers (get, owners, networks) need no lock. Network names never
+start with '.', so they cannot collide with the lock or with atomic_write's temp files.
+
+Addresses are handled as integers with a small parser of our own rather than `ipaddress`
+(~1.6 ms to import, and allocate() is on the path of `kobako run`). IPv4 only for now.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+
+from kobako.paths import atomic_write
+from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
+
+_ALL = 0xFFFFFFFF
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_DIGITS = frozenset("0123456789")
+
+
+class IPAMError(Exception):
+    """A user-facing error: the message is one line that says what is wrong."""
+
+
+# -- addresses as integers ----------------------------------------------------------------
+
+
+def _ip(s: str, what: str = "address") -> int:
+    """Dotted quad -> int. Strict: no leading zeros (inet_aton would read them as octal)."""
+    if ":" in s:
+        raise IPAMError(f"invalid {what} {s}: IPv6 is not supported yet (IPv4 only)")
+    parts = s.split(".")
+    if len(parts) != 4 or not all(p and len(p) <= 3 and set(p) <= _DIGITS and (p == "0" or p[0] != "0")
+                                  and int(p) <= 255 for p in parts):
+        raise IPAMError(f"invalid {what} {s}: expected an IPv4 address like 10.88.0.1")
+    a, b, c, d = (int(p) for p in parts)
+    return a << 24 | b << 16 | c << 8 | d
+
+
+def _str(n: int) -> str:
+    return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def _mask(prefix: int) -> int:
+    return (_ALL << (32 - prefix)) & _ALL
+
+
+def _cidr(s: str, what: str = "subnet", strict: bool = True) -> tuple[int, int]:
+    """'10.88.0.0/16' -> (network int, prefix). strict: the prefix is required and host bits
+    must be zero (user input); otherwise a bare address is a /32 and host bits are dropped."""
+    if ":" in s:
+        raise IPAMError(f"invalid {what} {s}: IPv6 is not supported yet (IPv4 only)")
+    addr, slash, plen = s.partition("/")
+    if not slash:
+        if strict:
+            raise IPAMError(f"invalid {what} {s}: expected a CIDR like 10.89.0.0/16")
+        plen = "32"
+    if not plen or not set(plen) <= _DIGITS or len(plen) > 2 or int(plen) > 32:
+        raise IPAMError(f"invalid {what} {s}: the prefix length must be 0 to 32")
+    net, prefix = _ip(addr, what), int(plen)
+    if net & ~_mask(prefix) & _ALL:
+        if strict:
+            fixed = f"{_str(net & _mask(prefix))}/{prefix}"
+            raise IPAMError(f"invalid {what} {s}: host bits set, did you mean {fixed}?")
+        net &= _mask(prefix)
+    return net, prefix
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two CIDRs share an address (a bare address counts as a /32; host bits are ignored)."""
+    (na, pa), (nb, pb) = _cidr(a, "CIDR", strict=False), _cidr(b, "CIDR", strict=False)
+    m = _mask(min(pa, pb))  # two prefixes overlap iff they agree on the shorter one
+    return na & m == nb & m
+
+
+def host_routes(path: str = "/proc/net/route") -> list[str]:
+    """The host's IPv4 routes as CIDRs, the default route left out. Connected routes cover
+    the host's own addresses, so this is all a new subnet must avoid. /proc/net/route
+    prints each address as the raw 32-bit word, i.e. network order read in host order."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("ascii", "replace").splitlines()[1:]
+    except FileNotFoundError:
+        return []  # no /proc (a build chroot): nothing known to avoid
+    out: list[str] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            dest = int.from_bytes(bytes.fromhex(fields[1]), sys.byteorder)
+            mask = int.from_bytes(bytes.fromhex(fields[7]), sys.byteorder)
+        except ValueError:
+            continue
+        if mask == 0:
+            continue  # the default route: everything overlaps it
+        cidr = f"{_str(dest & mask)}/{bin(mask).count('1')}"
+        if cidr not in out:
+            out.append(cidr)
+    return out
+
+
+_host_routes = host_routes  # IPAM.create's parameter of the same name shadows it
+
+
+# -- one network's addresses --------------------------------------------------------------
+
+
+class Pool:
+    """One network's addresses: its subnet, gateway, and the range that automatic allocation
+    draws from (the whole subnet without ip_range). Validates on construction."""
+
+    subnet: str
+    gateway: str
+    ip_range: str | None
+    __slots__ = ("subnet", "gateway", "ip_range", "net", "bcast", "gw", "lo", "hi")
+
+    def __init__(self, subnet: str, gateway: str | None = None, ip_range: str | None = None) -> None:
+        net, prefix = _cidr(subnet)
+        if not 8 <= prefix <= 30:  # /31 and /32 leave no room for a gateway and a container
+            raise IPAMError(f"invalid subnet {subnet}: the prefix length must be between /8 and /30")
+        self.subnet, self.net, self.bcast = subnet, net, net | (~_mask(prefix) & _ALL)
+        self.gw = net + 1 if gateway is None else _ip(gateway, "gateway")
+        self.gateway = _str(self.gw)
+        if not net <= self.gw <= self.bcast:
+            raise IPAMError(f"gateway {self.gateway} is outside subnet {subnet}")
+        if self.gw in (net, self.bcast):
+            kind = "network" if self.gw == net else "broadcast"
+            raise IPAMError(f"gateway {self.gateway} is the {kind} address of subnet {subnet}")
+        self.ip_range = ip_range
+        self.lo, self.hi = net + 1, self.bcast - 1
+        if ip_range is not None:
+            rnet, rprefix = _cidr(ip_range, "ip range")
+            if rprefix < prefix or rnet & _mask(prefix) != net:
+                raise IPAMError(f"ip range {ip_range} is not inside subnet {subnet}")
+            self.lo = max(self.lo, rnet)
+            self.hi = min(self.hi, rnet | (~_mask(rprefix) & _ALL))
+            if self.hi - self.lo + 1 - (self.lo <= self.gw <= self.hi) <= 0:
+                raise IPAMError(f"ip range {ip_range} holds no usable address besides the gateway")
+
+    @classmethod
+    def of(cls, rec: dict) -> Pool:
+        return cls(rec["subnet"], rec["gateway"], rec.get("ipRange"))
+
+    def first_free(self, used: set[int]) -> int | None:
+        """The lowest address in the range that is neither the gateway nor used."""
+        for a in range(self.lo, self.hi + 1):
+            if a != self.gw and a not in used:
+                return a
+        return None
+
+    def check(self, ip: str) -> int:
+        """An address asked for explicitly: anywhere in the subnet, as Docker allows (ip_range
+        only bounds automatic allocation; users keep the rest for fixed addresses)."""
+        a = _ip(ip)
+        if not self.net <= a <= self.bcast:
+            raise IPAMError(f"address {ip} is outside subnet {self.subnet}")
+        if a == self.net:
+            raise IPAMError(f"address {ip} is the network address of subnet {self.subnet}")
+        if a == self.bcast:
+            raise IPAMError(f"address {ip} is the broadcast address of subnet {self.subnet}")
+        if a == self.gw:
+            raise IPAMError(f"address {ip} is the gateway of subnet {self.subnet}")
+        return a
+
+
+def _default_subnets() -> list[str]:
+    """Where a network without a subnet gets one: podman's 10.88/16 onwards, then Docker's
+    172.17-31/16, then 192.168.x/24."""
+    return ([f"10.{b}.0.0/16" for b in range(88, 255)] + [f"172.{b}.0.0/16" for b in range(17, 32)]
+            + [f"192.168.{c}.0/24" for c in range(256)])
+
+
+def _short(owner: str) -> str:
+    return owner[:12] if len(owner) == 64 else owner  # container ids as `docker ps` shows them
+
+
+class _Lock:
+    """flock(2) on the one IPAM lock file (contextlib costs an import on the hot path)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.fd = path, -1
+
+    def __enter__(self) -> _Lock:
+        # A fresh open file description per use, so threads of one process exclude each other too.
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class IPAM:
+    def __init__(self, root: str) -> None:
+        self.dir = os.path.join(root, "networks", "ipam")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def _locked(self) -> _Lock:
+        return _Lock(os.path.join(self.dir, ".lock"))
+
+    def _path(self, network: str) -> str:
+        # Names become file names: the charset keeps out '/', and a leading alnum keeps out '.'/'..'.
+        ok = bool(network) and network[0].isalnum() and set(network) <= _NAME_CHARS and len(network) <= 128
+        if not ok:
+            raise IPAMError(f"invalid network name {network!r}: use letters, digits, '_', '.' and '-', "
+                            "starting with a letter or digit")
+        return os.path.join(self.dir, network + ".json")
+
+    def _read(self, network: str) -> dict:
+        path = self._path(network)
+        try:
+            with open(path, "rb") as f:
+                rec = jsonfast.loads(f.read())
+        except FileNotFoundError:
+            raise IPAMError(f"no such network: {network}") from None
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict) or not isinstance(rec.get("allocated"), dict) or "subnet" not in rec:
+            raise IPAMError(f"network {network}: state file {path} is corrupt")
+        return rec
+
+    def _write(self, rec: dict) -> None:
+        # Sorted by address so a human reading the file sees the pool in order. Not fsynced, as
+        # the container records are not: an allocation only matters while its container exists.
+        rec["allocated"] = dict(sorted(rec["allocated"].items(), key=lambda kv: _ip(kv[0])))
+        atomic_write(self._path(rec["name"]), jsonfast.dumps(rec).encode(), 0o600, durable=False)
+
+    # -- networks --------------------------------------------------------------------------
+
+    def create(self, network: str, subnet: str | None = None, gateway: str | None = None,
+               ip_range: str | None = None, host_routes: list[str] | None = None) -> dict:
+        path = self._path(network)
+        if subnet is None and (gateway is not None or ip_range is not None):
+            raise IPAMError("a gateway or ip range needs an explicit subnet")
+        pool = Pool(subnet, gateway, ip_range) if subnet is not None else None  # validate before locking
+        routes = _host_routes() if host_routes is None else host_routes
+        with self._locked():
+            if os.path.exists(path):
+                raise IPAMError(f"network {network} already exists")
+            others = self.networks()
+            if pool is None:
+                pool = self._pick(others, routes)
+            else:
+                self._check_free(pool.subnet, others, routes)
+            rec = {"name": network, "subnet": pool.subnet, "gateway": pool.gateway, "ipRange": pool.ip_range,
+                   "allocated": {}}
+            self._write(rec)
+        return rec
+
+    @staticmethod
+    def _check_free(subnet: str, others: list[dict], routes: list[str]) -> None:
+        for o in others:
+            if overlaps(subnet, o["subnet"]):
+                raise IPAMError(f"subnet {subnet} overlaps network {o['name']} ({o['subnet']})")
+        for r in routes:
+            if r.split("/")[-1] != "0" and overlaps(subnet, r):
+                raise IPAMError(f"subnet {subnet} overlaps the host route {r}")
+
+    def _pick(self, others: list[dict], routes: list[str]) -> Pool:
+        for cand in _default_subnets():
+            try:
+                self._check_free(cand, others, routes)
+            except IPAMError:
+                continue
+            return Pool(cand)
+        raise IPAMError("no free subnet left in 10.88-254.0.0/16, 172.17-31.0.0/16 or 192.168.x.0/24; "
+                        "give one explicitly")
+
+    def get(self, network: str) -> dict:
+        return self._read(network)
+
+    def networks(self) -> list[dict]:
+        names = sorted(n[:-5] for n in os.listdir(self.dir) if n.endswith(".json") and not n.startswith("."))
+        return [self._read(n) for n in names]
+
+    def remove(self, network: str) -> None:
+        with self._locked():
+            rec = self._read(network)
+            if rec["allocated"]:
+                held = ", ".join(f"{_short(o)} ({ip})" for ip, o in rec["allocated"].items())
+                n = len(rec["allocated"])
+                raise IPAMError(f"network {network} is in use by {n} container{'s' * (n > 1)}: {held}")
+            os.unlink(self._path(network))
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def allocate(self, network: str, owner: str, ip: str | None = None) -> str:
+        if not owner:
+            raise IPAMError("an address needs an owner")
+        with self._locked():
+            rec = self._read(network)
+            pool, alloc = Pool.of(rec), rec["allocated"]
+            for have, o in alloc.items():
+                if o == owner:
+                    raise IPAMError(f"container {_short(owner)} already has address {have} "
+                                    f"on network {network}")
+            if ip is not None:
+                a = pool.check(ip)
+                got = alloc.get(_str(a))
+                if got is not None:
+                    raise IPAMError(f"address {_str(a)} is already in use by container {_short(got)}")
+            else:
+                free = pool.first_free({_ip(k) for k in alloc})
+                if free is None:
+                    where = pool.ip_range or pool.subnet
+                    raise IPAMError(f"network {network} has no free address left in {where}")
+                a = free
+            alloc[_str(a)] = owner
+            self._write(rec)
+        return _str(a)
+
+    def release(self, network: str, owner: str) -> str | None:
+        with self._locked():
+            rec = self._read(network)
+            alloc = rec["allocated"]
+            for ip, o in list(alloc.items()):
+                if o == owner:
+                    del alloc[ip]
+                    self._write(rec)
+                    return ip
+        return None
+
+    def owners(self, network: str) -> dict[str, str]:
+        return {o: ip for ip, o in self._read(network)["allocated"].items()}
+

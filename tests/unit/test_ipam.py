@@ -1,0 +1,351 @@
+"""kobako.network.ipam: subnet picking around host routes and other networks, gateway and
+range validation, allocation order and reuse, explicit addresses, exhaustion, persistence,
+removal while in use, the addressing cases of issue 7's "Bad input" list, concurrent
+allocation from threads and forked processes, and /proc/net/route parsing. No root, no
+kernel objects: the data root is tmp_path and host routes are passed in."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from kobako.network.ipam import IPAM, IPAMError, Pool, host_routes, overlaps
+
+CID = "abc123" + "0" * 58  # a 64-hex container id; messages show its first 12 characters
+
+
+@pytest.fixture
+def ipam(tmp_path: Path) -> IPAM:
+    return IPAM(str(tmp_path))
+
+
+def state(tmp_path: Path, name: str) -> dict:
+    return json.loads((tmp_path / "networks" / "ipam" / f"{name}.json").read_text())
+
+
+# -- subnets -------------------------------------------------------------------------------
+
+
+def test_default_subnet_and_gateway(ipam: IPAM, tmp_path: Path):
+    rec = ipam.create("bridge", host_routes=[])
+    assert rec == {"name": "bridge", "subnet": "10.88.0.0/16", "gateway": "10.88.0.1", "ipRange": None,
+                   "allocated": {}}
+    assert state(tmp_path, "bridge") == rec
+    assert ipam.get("bridge") == rec
+
+
+def test_default_subnet_skips_host_routes_and_networks(ipam: IPAM):
+    ipam.create("a", host_routes=[])
+    # 10.89.0.0/24 sits inside 10.89/16 and 10.90.3.4/32 inside 10.90/16; the default route is ignored.
+    routes = ["0.0.0.0/0", "10.89.0.0/24", "10.90.3.4/32", "192.168.2.0/24"]
+    assert ipam.create("b", host_routes=routes)["subnet"] == "10.91.0.0/16"
+    assert ipam.create("c", host_routes=routes)["subnet"] == "10.92.0.0/16"
+    # A host route covering all of 10/8 sends the pick to Docker's 172.17-31 range.
+    assert ipam.create("d", host_routes=["10.0.0.0/8"])["subnet"] == "172.17.0.0/16"
+    assert ipam.create("e", host_routes=["10.0.0.0/8", "172.16.0.0/12"])["subnet"] == "192.168.0.0/24"
+    assert ipam.create("f", host_routes=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/23"])["subnet"] == \
+        "192.168.2.0/24"
+
+
+def test_no_free_subnet_left(ipam: IPAM):
+    with pytest.raises(IPAMError, match="no free subnet left"):
+        ipam.create("x", host_routes=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+
+
+def test_default_routes_come_from_proc(ipam: IPAM):
+    rec = ipam.create("auto")  # reads this host's /proc/net/route
+    assert not any(overlaps(rec["subnet"], r) for r in host_routes())
+
+
+def test_explicit_subnet_gateway_and_range(ipam: IPAM):
+    rec = ipam.create("n", subnet="10.100.0.0/24", gateway="10.100.0.254", ip_range="10.100.0.128/25",
+                      host_routes=[])
+    assert (rec["subnet"], rec["gateway"], rec["ipRange"]) == \
+        ("10.100.0.0/24", "10.100.0.254", "10.100.0.128/25")
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"subnet": "10.0.0.1/24"}, "invalid subnet 10.0.0.1/24: host bits set, did you mean 10.0.0.0/24?"),
+    ({"subnet": "fd00::/64"}, "invalid subnet fd00::/64: IPv6 is not supported yet"),
+    ({"subnet": "10.0.0.0"}, "expected a CIDR"),
+    ({"subnet": "10.0.0.0/33"}, "prefix length must be 0 to 32"),
+    ({"subnet": "10.0.0.0/7"}, "between /8 and /30"),
+    ({"subnet": "10.0.0.0/31"}, "between /8 and /30"),
+    ({"subnet": "10.0.256.0/24"}, "expected an IPv4 address"),
+    ({"subnet": "10.0.01.0/24"}, "expected an IPv4 address"),
+    ({"subnet": "ten/8"}, "expected an IPv4 address"),
+    ({"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}, "gateway 10.0.1.1 is outside subnet 10.0.0.0/24"),
+    ({"subnet": "10.0.0.0/24", "gateway": "10.0.0.0"}, "gateway 10.0.0.0 is the network address"),
+    ({"subnet": "10.0.0.0/24", "gateway": "10.0.0.255"}, "gateway 10.0.0.255 is the broadcast address"),
+    ({"subnet": "10.0.0.0/24", "gateway": "fe80::1"}, "invalid gateway fe80::1: IPv6"),
+    ({"subnet": "10.0.0.0/24", "ip_range": "10.0.1.0/25"}, "ip range 10.0.1.0/25 is not inside subnet"),
+    ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.0/23"}, "ip range 10.0.0.0/23 is not inside subnet"),
+    ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.1/25"}, "invalid ip range 10.0.0.1/25: host bits set"),
+    ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.1/32"}, "no usable address besides the gateway"),
+    ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.255/32"}, "no usable address"),
+    ({"gateway": "10.0.0.1"}, "needs an explicit subnet"),
+    ({"ip_range": "10.0.0.0/25"}, "needs an explicit subnet"),
+])
+def test_bad_create_input(ipam: IPAM, kw: dict, msg: str):
+    with pytest.raises(IPAMError, match=msg.replace("?", r"\?").replace(".", r"\.")):
+        ipam.create("bad", host_routes=[], **kw)
+    assert ipam.networks() == []  # nothing half-made
+
+
+def test_overlapping_subnet_names_the_network(ipam: IPAM):
+    ipam.create("front", subnet="10.50.0.0/16", host_routes=[])
+    with pytest.raises(IPAMError, match=r"subnet 10\.50\.8\.0/24 overlaps network front \(10\.50\.0\.0/16\)"):
+        ipam.create("back", subnet="10.50.8.0/24", host_routes=[])
+    with pytest.raises(IPAMError, match="overlaps network front"):
+        ipam.create("back", subnet="10.0.0.0/8", host_routes=[])
+    assert [n["name"] for n in ipam.networks()] == ["front"]
+
+
+def test_overlapping_host_route_names_the_route(ipam: IPAM):
+    route = r"^subnet 192\.168\.1\.0/24 overlaps the host route 192\.168\.0\.0/16$"
+    with pytest.raises(IPAMError, match=route):
+        ipam.create("lan", subnet="192.168.1.0/24", host_routes=["0.0.0.0/0", "192.168.0.0/16"])
+    ipam.create("lan", subnet="192.169.1.0/24", host_routes=["0.0.0.0/0", "192.168.0.0/16"])
+
+
+def test_existing_name_and_bad_names(ipam: IPAM):
+    ipam.create("n", host_routes=[])
+    with pytest.raises(IPAMError, match="network n already exists"):
+        ipam.create("n", subnet="10.200.0.0/16", host_routes=[])
+    for bad in ("", ".lock", "../x", "a/b", "-x", "x" * 129):
+        with pytest.raises(IPAMError, match="invalid network name"):
+            ipam.create(bad, host_routes=[])
+
+
+def test_unknown_network(ipam: IPAM):
+    for call in (lambda: ipam.get("nope"), lambda: ipam.allocate("nope", CID),
+                 lambda: ipam.release("nope", CID), lambda: ipam.owners("nope"), lambda: ipam.remove("nope")):
+        with pytest.raises(IPAMError, match="^no such network: nope$"):
+            call()
+
+
+def test_networks_lists_sorted(ipam: IPAM):
+    for n in ("zeta", "alpha", "mid"):
+        ipam.create(n, host_routes=[])
+    assert [(n["name"], n["subnet"]) for n in ipam.networks()] == [
+        ("alpha", "10.89.0.0/16"), ("mid", "10.90.0.0/16"), ("zeta", "10.88.0.0/16")]
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+def test_allocation_order_release_and_reuse(ipam: IPAM, tmp_path: Path):
+    ipam.create("n", subnet="10.1.0.0/24", host_routes=[])
+    got = [ipam.allocate("n", f"c{i}") for i in range(4)]
+    assert got == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5"]  # .0 network, .1 gateway
+    assert ipam.release("n", "c1") == "10.1.0.3"
+    assert ipam.release("n", "c2") == "10.1.0.4"
+    assert ipam.release("n", "c2") is None  # no longer holds one
+    assert ipam.release("n", "stranger") is None
+    assert ipam.allocate("n", "d1") == "10.1.0.3"  # lowest free first
+    assert ipam.allocate("n", "d2") == "10.1.0.4"
+    assert ipam.allocate("n", "d3") == "10.1.0.6"
+    assert ipam.owners("n") == {"c0": "10.1.0.2", "d1": "10.1.0.3", "d2": "10.1.0.4", "c3": "10.1.0.5",
+                                "d3": "10.1.0.6"}
+    assert list(state(tmp_path, "n")["allocated"]) == [f"10.1.0.{i}" for i in range(2, 7)]  # kept in order
+
+
+def test_gateway_elsewhere_is_skipped(ipam: IPAM):
+    ipam.create("n", subnet="10.2.0.0/29", gateway="10.2.0.3", host_routes=[])
+    assert [ipam.allocate("n", f"c{i}") for i in range(5)] == [
+        "10.2.0.1", "10.2.0.2", "10.2.0.4", "10.2.0.5", "10.2.0.6"]
+    with pytest.raises(IPAMError, match="no free address"):
+        ipam.allocate("n", "c5")
+
+
+def test_explicit_addresses(ipam: IPAM):
+    ipam.create("n", subnet="10.88.0.0/24", host_routes=[])
+    assert ipam.allocate("n", CID, ip="10.88.0.5") == "10.88.0.5"
+    taken = r"^address 10\.88\.0\.5 is already in use by container abc123000000$"
+    with pytest.raises(IPAMError, match=taken):
+        ipam.allocate("n", "other", ip="10.88.0.5")
+    for ip, msg in [("10.88.1.5", "outside subnet 10.88.0.0/24"), ("10.88.0.0", "is the network address"),
+                    ("10.88.0.255", "is the broadcast address"), ("10.88.0.1", "is the gateway"),
+                    ("10.88.0.300", "invalid address"), ("fd00::5", "IPv6")]:
+        with pytest.raises(IPAMError, match=msg):
+            ipam.allocate("n", "other", ip=ip)
+    assert ipam.allocate("n", "next") == "10.88.0.2"  # automatic allocation goes around it
+    assert ipam.allocate("n", "c3", ip="10.88.0.254") == "10.88.0.254"
+    assert ipam.owners("n") == {CID: "10.88.0.5", "next": "10.88.0.2", "c3": "10.88.0.254"}
+
+
+def test_same_owner_twice(ipam: IPAM):
+    ipam.create("n", subnet="10.3.0.0/24", host_routes=[])
+    ipam.allocate("n", CID)
+    twice = r"^container abc123000000 already has address 10\.3\.0\.2 on network n$"
+    for ip in (None, "10.3.0.9"):
+        with pytest.raises(IPAMError, match=twice):
+            ipam.allocate("n", CID, ip=ip)
+    with pytest.raises(IPAMError, match="needs an owner"):
+        ipam.allocate("n", "")
+    assert ipam.owners("n") == {CID: "10.3.0.2"}
+
+
+def test_ip_range_limits_allocation(ipam: IPAM):
+    ipam.create("n", subnet="10.4.0.0/24", ip_range="10.4.0.128/30", host_routes=[])
+    assert [ipam.allocate("n", f"c{i}") for i in range(4)] == ["10.4.0.128", "10.4.0.129", "10.4.0.130",
+                                                               "10.4.0.131"]
+    with pytest.raises(IPAMError, match=r"network n has no free address left in 10\.4\.0\.128/30"):
+        ipam.allocate("n", "c4")
+    # As with Docker, a fixed address may lie outside the range (the range only bounds automatic picks).
+    assert ipam.allocate("n", "fixed", ip="10.4.0.10") == "10.4.0.10"
+
+
+def test_ip_range_at_the_edges_skips_network_and_broadcast(ipam: IPAM):
+    ipam.create("n", subnet="10.5.0.0/24", gateway="10.5.0.100", ip_range="10.5.0.0/30", host_routes=[])
+    assert [ipam.allocate("n", f"c{i}") for i in range(3)] == ["10.5.0.1", "10.5.0.2", "10.5.0.3"]
+    with pytest.raises(IPAMError, match="no free address"):
+        ipam.allocate("n", "c3")
+    ipam.create("m", subnet="10.6.0.0/24", ip_range="10.6.0.252/30", host_routes=[])
+    assert [ipam.allocate("m", f"c{i}") for i in range(3)] == ["10.6.0.252", "10.6.0.253", "10.6.0.254"]
+    with pytest.raises(IPAMError, match="no free address"):
+        ipam.allocate("m", "c3")
+
+
+def test_exhaustion_of_a_slash_30(ipam: IPAM):
+    ipam.create("tiny", subnet="10.7.0.0/30", host_routes=[])
+    assert ipam.allocate("tiny", "only") == "10.7.0.2"  # .0 network, .1 gateway, .3 broadcast
+    with pytest.raises(IPAMError, match=r"^network tiny has no free address left in 10\.7\.0\.0/30$"):
+        ipam.allocate("tiny", "second")
+    ipam.release("tiny", "only")
+    assert ipam.allocate("tiny", "second") == "10.7.0.2"
+
+
+def test_persistence_across_instances(tmp_path: Path):
+    a = IPAM(str(tmp_path))
+    a.create("n", subnet="10.8.0.0/24", host_routes=[])
+    a.allocate("n", "c0")
+    b = IPAM(str(tmp_path))
+    assert b.owners("n") == {"c0": "10.8.0.2"}
+    assert b.allocate("n", "c1") == "10.8.0.3"
+    assert IPAM(str(tmp_path)).get("n")["allocated"] == {"10.8.0.2": "c0", "10.8.0.3": "c1"}
+    with pytest.raises(IPAMError, match="overlaps network n"):
+        IPAM(str(tmp_path)).create("m", subnet="10.8.0.0/25", host_routes=[])
+
+
+def test_remove_refuses_while_in_use(ipam: IPAM, tmp_path: Path):
+    ipam.create("n", subnet="10.9.0.0/24", host_routes=[])
+    ipam.allocate("n", CID)
+    ipam.allocate("n", "web")
+    in_use = r"^network n is in use by 2 containers: abc123000000 \(10\.9\.0\.2\), web \(10\.9\.0\.3\)$"
+    with pytest.raises(IPAMError, match=in_use):
+        ipam.remove("n")
+    ipam.release("n", CID)
+    with pytest.raises(IPAMError, match=r"in use by 1 container: web"):
+        ipam.remove("n")
+    ipam.release("n", "web")
+    ipam.remove("n")
+    assert ipam.networks() == []
+    assert sorted(os.listdir(tmp_path / "networks" / "ipam")) == [".lock"]  # no temp files left behind
+    ipam.create("n2", subnet="10.9.0.0/24", host_routes=[])  # its subnet is free again
+
+
+def test_corrupt_state_is_a_clear_error(ipam: IPAM, tmp_path: Path):
+    (tmp_path / "networks" / "ipam" / "broken.json").write_text("{not json")
+    with pytest.raises(IPAMError, match="state file .*broken.json is corrupt"):
+        ipam.get("broken")
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def test_concurrent_allocations_from_threads(ipam: IPAM, tmp_path: Path):
+    ipam.create("n", subnet="10.10.0.0/24", host_routes=[])
+    got: list[str] = []
+    start = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        mine = IPAM(str(tmp_path))  # each thread with its own instance, as separate CLI calls would be
+        start.wait()
+        got.append(mine.allocate("n", f"t{i}"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got, key=lambda s: int(s.rsplit(".", 1)[1])) == [f"10.10.0.{i}" for i in range(2, 10)]
+    assert sorted(ipam.owners("n")) == sorted(f"t{i}" for i in range(8))
+    assert sorted(ipam.owners("n").values()) == sorted(got)
+    assert len(state(tmp_path, "n")["allocated"]) == 8
+
+
+def _child(root: str, i: int, start, out) -> None:
+    start.wait()
+    out.put((f"p{i}", IPAM(root).allocate("n", f"p{i}")))
+
+
+def test_concurrent_allocations_from_processes(tmp_path: Path):
+    IPAM(str(tmp_path)).create("n", subnet="10.11.0.0/24", host_routes=[])
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(str(tmp_path), i, start, out)) for i in range(8)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=30) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert len(set(results.values())) == 8
+    assert set(results.values()) == {f"10.11.0.{i}" for i in range(2, 10)}
+    assert IPAM(str(tmp_path)).owners("n") == results  # the file agrees with what each process was given
+    assert sorted(os.listdir(tmp_path / "networks" / "ipam")) == [".lock", "n.json"]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+ROUTE = """\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+wg0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0
+eth1\t0300A8C0\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
+garbage line
+"""
+
+
+def test_host_routes_parsing(tmp_path: Path):
+    f = tmp_path / "route"
+    f.write_text(ROUTE)
+    # Little-endian words: 000200C0 is 192.0.2.0; the duplicate (another metric) is listed once.
+    assert host_routes(str(f)) == ["192.0.2.0/24", "172.17.0.0/16", "10.0.0.0/8", "192.168.0.3/32"]
+    assert host_routes(str(tmp_path / "absent")) == []
+    ipam = IPAM(str(tmp_path / "data"))
+    assert ipam.create("n", host_routes=host_routes(str(f)))["subnet"] == "172.18.0.0/16"
+
+
+def test_host_routes_of_this_host():
+    for r in host_routes():
+        assert r != "0.0.0.0/0" and "/" in r
+
+
+def test_overlaps():
+    assert overlaps("10.0.0.0/8", "10.1.2.0/24")
+    assert overlaps("10.1.2.0/24", "10.0.0.0/8")
+    assert overlaps("10.1.2.3", "10.1.2.0/24")
+    assert overlaps("10.1.2.3/24", "10.1.2.200/24")  # host bits ignored
+    assert not overlaps("10.1.2.0/24", "10.1.3.0/24")
+    assert not overlaps("172.17.0.0/16", "172.18.0.0/16")
+    assert overlaps("0.0.0.0/0", "1.2.3.4/32")
+    with pytest.raises(IPAMError):
+        overlaps("10.0.0.0/40", "10.0.0.0/8")
+
+
+def test_pool():
+    p = Pool("10.12.0.0/16")
+    assert (p.subnet, p.gateway, p.ip_range) == ("10.12.0.0/16", "10.12.0.1", None)
+    assert p.first_free(set()) == (10 << 24 | 12 << 16 | 2)
+    assert Pool("10.12.0.0/16", ip_range="10.12.5.0/24").first_free(set()) == (10 << 24 | 12 << 16 | 5 << 8)
