@@ -4,6 +4,7 @@ the run root (state that dies with a reboot). Root uses /var/lib/kobako and
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 
@@ -52,3 +53,67 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class FileLock:
+    """flock(2) on a file, as a context manager (contextlib costs an import on the hot path)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> FileLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def rmtree(path: str) -> None:
+    """shutil.rmtree without shutil (which imports fnmatch and re: ~2.5 ms of `run --rm`).
+    fd-relative and never following symlinks, so a link planted in the upper dir cannot
+    send the removal elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    try:
+        _rm_children(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _rm_children(dfd: int) -> None:
+    with os.scandir(dfd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
+        if is_dir:
+            try:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError:
+                continue
+            try:
+                _rm_children(sub)
+            finally:
+                os.close(sub)
+            try:
+                os.rmdir(name, dir_fd=dfd)
+            except OSError:
+                pass
+        else:
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except OSError:
+                pass

@@ -49,6 +49,7 @@ def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH) -> int:
         s.close()
         raise ContainerError(r.get("error") or "cannot attach")
     tty = bool(r.get("tty"))
+    first = r.get("_rest", b"")  # output that came with the reply
     s.settimeout(None)
     term = sys.stdin.isatty() and tty
     saved = None
@@ -60,7 +61,7 @@ def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH) -> int:
         _resize(e, rec)
     detached = False
     try:
-        detached = _relay(s, stdin, tty, keys if term else b"")
+        detached = _relay(s, stdin, tty, keys if term else b"", first)
     finally:
         if saved is not None:
             import termios
@@ -86,10 +87,29 @@ def _resize(e: Engine, rec: dict) -> None:
         pass
 
 
-def _relay(s, stdin: bool, tty: bool, keys: bytes) -> bool:
+def _frames(buf: bytes) -> bytes:
+    """Write out every whole frame (8-byte header: stream, 0, 0, 0, big-endian length); return
+    the incomplete rest."""
+    while len(buf) >= 8:
+        n = int.from_bytes(buf[4:8], "big")
+        if len(buf) < 8 + n:
+            break
+        stream = sys.stdout.buffer if buf[0] != 2 else sys.stderr.buffer
+        stream.write(buf[8:8 + n])
+        stream.flush()
+        buf = buf[8 + n:]
+    return buf
+
+
+def _relay(s, stdin: bool, tty: bool, keys: bytes, first: bytes = b"") -> bool:
     """Copy until the monitor closes the stream; True if the user detached."""
     fds = [s.fileno()] + ([0] if stdin else [])
     buf = b""
+    if first and tty:
+        sys.stdout.buffer.write(first)
+        sys.stdout.buffer.flush()
+    elif first:
+        buf = _frames(first)
     pending = b""  # a possible start of the detach sequence, held back
     out = sys.stdout.buffer
     while True:
@@ -102,15 +122,7 @@ def _relay(s, stdin: bool, tty: bool, keys: bytes) -> bool:
                 out.write(data)
                 out.flush()
             else:
-                buf += data
-                while len(buf) >= 8:
-                    n = int.from_bytes(buf[4:8], "big")
-                    if len(buf) < 8 + n:
-                        break
-                    stream = sys.stdout.buffer if buf[0] != 2 else sys.stderr.buffer
-                    stream.write(buf[8:8 + n])
-                    stream.flush()
-                    buf = buf[8 + n:]
+                buf = _frames(buf + data)
         if 0 in ready:
             data = os.read(0, 4096)
             if not data:

@@ -365,7 +365,9 @@ class Engine:
         if s is not None:
             try:
                 r = monitor.request(s, {"op": "wait", "id": rec["id"]}, timeout=timeout)
-                return int(r.get("exitCode", 0))
+                if r.get("ok"):
+                    return int(r.get("exitCode", 0))
+                # "unknown": the monitor does not hold it (a foreground run): watch the runtime
             except TimeoutError:
                 raise
             except (OSError, ValueError):

@@ -64,9 +64,16 @@ def update_record(cdir: str, **changes: object) -> dict | None:
             return None
         rec.update(changes)
         tmp = os.path.join(cdir, f".container.json.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            f.write(jsonfast.dumps(rec))
-        os.rename(tmp, os.path.join(cdir, "container.json"))
+        try:
+            with open(tmp, "w") as f:
+                f.write(jsonfast.dumps(rec))
+            os.rename(tmp, os.path.join(cdir, "container.json"))
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         return rec
     finally:
         os.close(fd)
@@ -127,25 +134,45 @@ class Monitor:
                 timeout = max(0.0, min(p[0] for p in self.pending) - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 kind, ctx = key.data
-                if kind == "listen":
-                    self.accept(listener)
-                elif kind == "signal":
-                    try:
-                        while os.read(r, 512):
+                # The monitor holds every detached container's stdio: one failing event (a full
+                # disk, a bad request, a vanished directory) must never take the others down.
+                try:
+                    if kind == "listen":
+                        self.accept(listener)
+                    elif kind == "signal":
+                        try:
+                            while os.read(r, 512):
+                                pass
+                        except BlockingIOError:
                             pass
-                    except BlockingIOError:
-                        pass
-                    self.reap()
-                elif kind == "client":
-                    self.client_read(key.fileobj)
-                elif kind == "stdio":
-                    self.stdio(key.fd, ctx)
-            self.reap()
-            self.due_restarts()
+                        self.reap()
+                    elif kind == "client":
+                        self.client_read(key.fileobj)
+                    elif kind == "stdio":
+                        self.stdio(key.fd, ctx)
+                except Exception as e:  # noqa: BLE001 - logged, the loop goes on
+                    self.complain(f"{kind}: {type(e).__name__}: {e}")
+            for step in (self.reap, self.due_restarts):
+                try:
+                    step()
+                except Exception as e:  # noqa: BLE001
+                    self.complain(f"{step.__name__}: {type(e).__name__}: {e}")
             if self.boxes or self.clients or self.helpers or self.pending:
                 self.idle_since = time.monotonic()
             elif time.monotonic() - self.idle_since > 2.0:
                 return  # nothing to watch: go away (the next start brings a new monitor)
+
+    def complain(self, msg: str) -> None:
+        """The monitor's own trouble, in <run root>/monitor.log (its stderr is /dev/null)."""
+        try:
+            fd = os.open(os.path.join(self.run, "monitor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                         os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, f"{now_iso()} {msg}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
     def accept(self, listener: socket.socket) -> None:
         import selectors
@@ -202,6 +229,8 @@ class Monitor:
             try:
                 req = jsonfast.loads(line)
             except ValueError:
+                req = None
+            if not isinstance(req, dict):
                 self.reply(conn, {"ok": False, "error": "bad request"})
                 continue
             self.handle(conn, req)
@@ -219,9 +248,8 @@ class Monitor:
                 self.reply(conn, {"ok": False, "error": err})
         elif op == "wait":
             b = self.boxes.get(cid)
-            if b is None:
-                rec = self.record(cid)
-                self.reply(conn, {"ok": True, "exitCode": (rec or {}).get("exitCode", 0)})
+            if b is None:  # not ours (a foreground run, or one a former monitor started)
+                self.reply(conn, {"ok": False, "unknown": True})
             else:
                 b.waiters.append(conn)
         elif op == "attach":
@@ -233,13 +261,20 @@ class Monitor:
             b.attached[conn] = bool(req.get("stdin"))
         elif op == "resize":
             b = self.boxes.get(cid)
-            if b is not None and b.master >= 0:
+            try:
+                rows, cols = int(req.get("rows", 24)), int(req.get("cols", 80))
+            except (TypeError, ValueError):
+                rows = cols = -1
+            if not (0 < rows < 65536 and 0 < cols < 65536):
+                self.reply(conn, {"ok": False, "error": "rows and cols must be 1..65535"})
+            elif b is not None and b.master >= 0:
                 import fcntl
                 import struct
                 import termios
-                fcntl.ioctl(b.master, termios.TIOCSWINSZ,
-                            struct.pack("HHHH", int(req.get("rows", 24)), int(req.get("cols", 80)), 0, 0))
-            self.reply(conn, {"ok": True})
+                fcntl.ioctl(b.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                self.reply(conn, {"ok": True})
+            else:
+                self.reply(conn, {"ok": False, "error": "no terminal to resize"})
         elif op == "stopping":  # `stop`/`kill` by the user: no restart (Docker's rule)
             b = self.boxes.get(cid)
             if b:
@@ -503,6 +538,8 @@ class Monitor:
             self.sel.unregister(fd)
             os.close(fd)
             box.fds.pop(fd, None)
+            if fd == box.master:  # the number may be reused: never write stdin to it again
+                box.master = -1
 
 
 def _alive(pid: int) -> bool:
@@ -639,6 +676,8 @@ def _spawn(data_root: str, run_root: str) -> None:
 
 
 def request(sock: socket.socket, obj: dict, timeout: float | None = 30.0) -> dict:
+    """One request, one reply line. Bytes that came after the reply (an attach stream's first
+    frames) are kept in the reply under "_rest"."""
     sock.settimeout(timeout)
     sock.sendall((jsonfast.dumps(obj) + "\n").encode())
     buf = b""
@@ -647,4 +686,8 @@ def request(sock: socket.socket, obj: dict, timeout: float | None = 30.0) -> dic
         if not chunk:
             raise OSError("the container monitor closed the connection")
         buf += chunk
-    return jsonfast.loads(buf.split(b"\n", 1)[0])
+    line, rest = buf.split(b"\n", 1)
+    reply = jsonfast.loads(line)
+    if rest:
+        reply["_rest"] = rest
+    return reply

@@ -9,10 +9,9 @@ Names are unique; `names.lock` serialises the name check and the directory creat
 
 from __future__ import annotations
 
-import fcntl
 import os
 
-from kobako.paths import atomic_write
+from kobako.paths import FileLock, atomic_write, rmtree  # noqa: F401 - FileLock re-exported
 from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
 
 
@@ -35,73 +34,9 @@ def random_name() -> str:
     return f"{_LEFT[r[0] % len(_LEFT)]}_{_RIGHT[r[1] % len(_RIGHT)]}_{int.from_bytes(r[2:], 'big') % 1000}"
 
 
-class FileLock:
-    """flock(2) on a file, as a context manager (contextlib costs an import on the hot path)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = -1
-
-    def __enter__(self) -> FileLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-
 def valid_name(name: str) -> bool:
     ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
     return bool(name) and name[0].isalnum() and set(name) <= ok and len(name) <= 128
-
-
-def rmtree(path: str) -> None:
-    """shutil.rmtree without shutil (which imports fnmatch and re: ~2.5 ms of `run --rm`).
-    fd-relative and never following symlinks, so a link planted in the upper dir cannot
-    send the removal elsewhere."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    except OSError:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        return
-    try:
-        _rm_children(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _rm_children(dfd: int) -> None:
-    with os.scandir(dfd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    for name, is_dir in entries:
-        if is_dir:
-            try:
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-            except OSError:
-                continue
-            try:
-                _rm_children(sub)
-            finally:
-                os.close(sub)
-            try:
-                os.rmdir(name, dir_fd=dfd)
-            except OSError:
-                pass
-        else:
-            try:
-                os.unlink(name, dir_fd=dfd)
-            except OSError:
-                pass
 
 
 class ContainerStore:

@@ -38,7 +38,7 @@ class ImageStore:
         self.content = ContentStore(root)
 
     def locked(self):
-        from kobako.engine.records import FileLock
+        from kobako.paths import FileLock
         return FileLock(os.path.join(self.dir, "lock"))
 
     def _path(self, image_id: str) -> str:

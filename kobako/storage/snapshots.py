@@ -141,11 +141,21 @@ class Snapshots:
         with open(os.path.join(tmp, "meta"), "w") as f:
             f.write(f'{{"chainId": "{chain_id}", "diffId": "{diff_id}", "size": {size}}}\n')
         syncfs(tmp)
-        if os.path.isdir(final):  # a leftover without a link file: not complete, replace it
-            import shutil
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        os.symlink(f"../snapshots/{os.path.basename(final)}/fs", os.path.join(self.links, short))
+        from kobako.paths import FileLock
+        # Two pulls of images sharing a layer may both get here: the first publishes, the
+        # second finds it published (under the lock) and drops its own copy.
+        with FileLock(os.path.join(self.root, "snapshots.lock")):
+            if self.exists(chain_id):
+                import shutil
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            if os.path.isdir(final):  # a leftover without a link file: never published, replace it
+                import shutil
+                shutil.rmtree(final)
+            # the short link first: a crash then leaves a dangling link (swept), never a
+            # published snapshot without its link
+            os.symlink(f"../snapshots/{os.path.basename(final)}/fs", os.path.join(self.links, short))
+            os.rename(tmp, final)
         fsync_dir(self.dir)
         fsync_dir(self.links)
 
@@ -165,6 +175,7 @@ class Snapshots:
         d = self._dir(chain_id)
         try:
             short = self.short(chain_id)
+            os.unlink(os.path.join(d, "link"))  # unpublished first: exists() is false from here on
             os.unlink(os.path.join(self.links, short))
         except (FileNotFoundError, OSError):
             pass
@@ -175,7 +186,16 @@ class Snapshots:
         return ["sha256:" + n for n in os.listdir(self.dir) if not n.startswith(".")]
 
     def prune_temp(self) -> int:
+        """Temp dirs of crashed unpacks, and short links whose snapshot is gone."""
         n = 0
+        for name in os.listdir(self.links):
+            p = os.path.join(self.links, name)
+            if not os.path.exists(p):  # dangling
+                try:
+                    os.unlink(p)
+                    n += 1
+                except OSError:
+                    pass
         for name in os.listdir(self.dir):
             if name.startswith(".tmp-"):
                 import shutil
