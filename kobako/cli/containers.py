@@ -690,20 +690,20 @@ def diff(e: Engine, args) -> int:
 
 
 def export(e: Engine, args) -> int:
+    from kobako.engine import copy
     from kobako.storage import layer
-    from kobako.storage.mounts import merged_view
     rec = e.containers.resolve(args.args[0])
     if not args.output and sys.stdout.isatty():
         raise ContainerError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
-    mount = e.snapshots.mount_for(rec["chainIds"], e.containers.path(rec["id"], "upper"),
-                                  e.containers.path(rec["id"], "work"))
     out = open(args.output + ".kobako-tmp", "wb") if args.output else sys.stdout.buffer
     try:
-        def write(root: str) -> None:  # runs in merged_view's child: flush before it exits
-            layer.write_tree(root, out)
+        def write(root: str) -> None:  # runs in a child: flush before it exits
+            layer.write_tree(root, out)  # other mounts (proc, sys, dev, volumes) are not crossed
             out.flush()
 
-        merged_view(mount, write)
+        # a running container is read inside its own mount namespace: mounting its overlay a
+        # second time would share (and spoil) the live mount's work directory
+        copy._in_container(e, rec, write, lambda: None)
         if args.output:
             out.close()
             os.replace(args.output + ".kobako-tmp", args.output)

@@ -127,7 +127,7 @@ def from_container(e, rec: dict, src: str, dest: str) -> None:
                     shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
                     sys.stdout.buffer.flush()
                     return
-                layer.extract(f, target_dir)
+                layer.extract(f, target_dir, layer.COPY_OUT)
         except BaseException as ex:  # noqa: BLE001 - reported after the child's own error
             err.append(ex)
 
@@ -158,7 +158,7 @@ def to_container(e, rec: dict, src: str, dest: str) -> None:
             arc = name
         os.fchdir(dfd)  # extract into ".": /proc/self is not ours in the container's /proc
         with os.fdopen(r, "rb") as f:
-            layer.extract(f if arc is None else _Renamer(f, arc), ".")
+            layer.extract(f if arc is None else _Renamer(f, arc), ".", layer.COPY_IN)
 
     def produce() -> None:
         os.close(r)

@@ -195,10 +195,20 @@ class _Decoded(io.RawIOBase):
 # -- extraction -------------------------------------------------------------------------------
 
 
-def extract(stream: BinaryIO, dest: str) -> int:
+LAYER, COPY_IN, COPY_OUT = "layer", "copy-in", "copy-out"
+
+
+def extract(stream: BinaryIO, dest: str, mode: str = LAYER) -> int:
     """Apply one (decompressed) layer tar, read sequentially, into the directory `dest`.
-    Returns the bytes of file content written. Bad input raises LayerError only."""
+    Returns the bytes of file content written. Bad input raises LayerError only.
+
+    `mode`: LAYER (an image layer: whiteouts, owners, devices as written); COPY_IN
+    (`kobako cp` into a container: names like .wh.x are plain files, and a directory is
+    never replaced by a non-directory); COPY_OUT (`cp` from a container to the host: as
+    COPY_IN, and nothing the container chose may gain privilege on the host: no device
+    nodes, no setuid/setgid bits, no xattrs such as file capabilities, owned by us)."""
     x = _Extractor(dest)
+    x.mode = mode
     try:
         try:
             tf = _parse(lambda: tarfile.open(fileobj=_Source(stream), mode="r|", tarinfo=_Header,
@@ -393,13 +403,35 @@ class _Extractor:
         self.mtimes.pop(path, None)
 
     # -- members --
+    mode = LAYER
+
+    def _as_copy(self, m: tarfile.TarInfo, path: str, parent: str, name: str) -> bool:
+        """COPY_IN/COPY_OUT: adjust or refuse the member; False: skip it."""
+        if self.mode == COPY_OUT:
+            if m.type in _DEVICE_KINDS:
+                return False
+            m.uid, m.gid = os.geteuid(), os.getegid()
+            m.mode &= ~0o7000
+            m.pax_headers = {k: v for k, v in m.pax_headers.items() if not k.startswith(XATTR_PAX)}
+        if not m.isdir() and name:
+            try:
+                st = os.stat(name, dir_fd=self._dir(parent), follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return True
+            import stat as st_mod
+            if st_mod.S_ISDIR(st.st_mode):
+                raise LayerError(f"cannot overwrite directory {path!r} with a non-directory")
+        return True
+
     def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         while len(self.cache) > _CACHE_MAX:  # trim here, never while a member holds fds
             os.close(self.cache.popitem(last=False)[1])
         path = _clean(m.name)
         parent, _, name = path.rpartition("/")
         try:
-            if name.startswith(WHITEOUT):
+            if self.mode != LAYER and not self._as_copy(m, path, parent, name):
+                return
+            if name.startswith(WHITEOUT) and self.mode == LAYER:
                 self._whiteout(parent, name)
             elif m.isdir():
                 self._mkdir(m, path, parent, name)

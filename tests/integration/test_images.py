@@ -214,3 +214,20 @@ def test_an_image_of_120_layers_runs_and_too_many_is_a_clear_error(k: Kobako, se
     assert not k("ps", "-aq").stdout.strip()
     k("rmi", "kbt/layers:120", "kbt/layers:200")
     arc.unlink()
+
+
+def test_export_of_a_running_container_leaves_it_writable(k: Kobako, session_base: Path):
+    k("run", "-d", "--name", "exlive", IMG, "sh", "-c", "echo live > /livefile; sleep 60")
+    try:
+        import time
+        time.sleep(0.5)
+        out = session_base / "live.tar"
+        k("export", "-o", str(out), "exlive")
+        names = tarfile.open(out).getnames()
+        assert "livefile" in names and not any(n.startswith("proc/") and n != "proc/" for n in names)
+        # copy-up of an image file still works in the live container
+        assert k("exec", "exlive", "sh", "-c", "echo changed > /www/index.html && cat /www/index.html").stdout \
+            == "changed\n"
+        out.unlink()
+    finally:
+        k("rm", "-f", "exlive")

@@ -82,3 +82,25 @@ def test_an_orphan_directory_is_pruned(k: Kobako):
     (orphan / "upper").mkdir(parents=True)
     k("container", "prune", "-f")
     assert not orphan.exists()
+
+
+def test_cp_from_a_container_cannot_plant_or_delete_on_the_host(k: Kobako, tmp_path: Path):
+    """The container chooses what its files are: names like .wh.x, setuid bits, device nodes.
+    None of it may act on the host: no whiteout deletes, no devices, no setuid, no dir replaced."""
+    dest = tmp_path / "dest"
+    (dest / "d").mkdir(parents=True)
+    (dest / "d" / "keep").write_text("host file\n")
+    (dest / "d" / "sub").mkdir()
+    k("run", "--privileged", "--name", "evilcp", IMG, "sh", "-c",  # privileged: it may mknod
+      "mkdir -p /d && echo x > /d/.wh.keep && echo y > /d/sub2 && cp /bin/busybox /d/suid"
+      " && chmod 4755 /d/suid && mknod /d/disk b 8 0 && mkdir -p /e && echo z > /e/sub")
+    try:
+        k("cp", "evilcp:/d", str(dest))
+        assert (dest / "d" / "keep").read_text() == "host file\n"  # .wh.keep deleted nothing
+        assert (dest / "d" / ".wh.keep").read_text() == "x\n"      # it is just a file here
+        assert not (dest / "d" / "disk").exists()                   # no device node on the host
+        assert (dest / "d" / "suid").stat().st_mode & 0o6000 == 0   # no setuid on the host
+        cp = k("cp", "evilcp:/e/sub", str(dest / "d"), check=False)  # a file over the host's dir d/sub
+        assert cp.returncode != 0 and (dest / "d" / "sub").is_dir()
+    finally:
+        k("rm", "-f", "evilcp")
