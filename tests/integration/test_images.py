@@ -226,8 +226,8 @@ def test_export_of_a_running_container_leaves_it_writable(k: Kobako, session_bas
         names = tarfile.open(out).getnames()
         assert "livefile" in names and not any(n.startswith("proc/") and n != "proc/" for n in names)
         # copy-up of an image file still works in the live container
-        assert k("exec", "exlive", "sh", "-c", "echo changed > /www/index.html && cat /www/index.html").stdout \
-            == "changed\n"
+        cp = k("exec", "exlive", "sh", "-c", "echo changed > /www/index.html && cat /www/index.html")
+        assert cp.stdout == "changed\n"
         out.unlink()
     finally:
         k("rm", "-f", "exlive")
