@@ -209,12 +209,9 @@ def _create(e: Engine, args, remove: bool) -> dict:
     opts = _storage(_security_and_limits(_options(e, args), args, e), args, e)
     if args.detach and args.tty:
         opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
-    img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet, args.platform)
-    rec = e.create(img, args.args[0], opts, args.name, remove=remove)
-    extra: dict = {}
+    extra: dict = {}  # validated before anything is made
     if args.interactive or opts.tty:
-        extra["options"] = {**(rec.get("options") or {}), "interactive": bool(args.interactive),
-                            "tty": opts.tty}
+        extra["options"] = {"interactive": bool(args.interactive), "tty": opts.tty}
     if args.restart:
         extra["restartPolicy"] = _restart_policy(args.restart)
     if args.stop_signal:
@@ -234,6 +231,10 @@ def _create(e: Engine, args, remove: bool) -> dict:
             else:
                 raise ocispec.OptionError(f"invalid --log-opt {o!r}: max-size=SIZE or max-file=N")
         extra["logOptions"] = lo
+    img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet, args.platform)
+    rec = e.create(img, args.args[0], opts, args.name, remove=remove)
+    if "options" in extra:
+        extra["options"] = {**(rec.get("options") or {}), **extra["options"]}
     if extra:
         rec = e.containers.update(rec["id"], **extra)
     return rec

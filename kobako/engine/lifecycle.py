@@ -192,6 +192,15 @@ class Engine:
             return rec
         except BaseException:
             self.containers.remove_dir(cid)
+            if any(v["anonymous"] for v in vols):  # made for this container only: they go with it
+                from kobako.storage.volumes import VolumeError, VolumeStore
+                vs = VolumeStore(self.root)
+                for v in vols:
+                    if v["anonymous"]:
+                        try:
+                            vs.remove(v["name"], [])
+                        except VolumeError:
+                            pass
             raise
 
     def _etc_files(self, cid: str, opts: ocispec.RunOptions) -> dict[str, str]:

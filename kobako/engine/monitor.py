@@ -498,11 +498,14 @@ class Monitor:
             name == "always" or name == "unless-stopped" or
             (name == "on-failure" and code != 0 and (limit == 0 or box.restarts < limit)))
         remove = bool((rec.get("options") or {}).get("autoRemove")) and not again
+        if remove:
+            self.event(rec, cid, "destroy")
+        anon = [v["name"] for v in rec.get("volumes") or [] if v.get("anonymous")] if remove else []
         pid = os.fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
-                _delete_runtime(self.rt_root, cid, self.data if remove else None)
+                _delete_runtime(self.rt_root, cid, self.data if remove else None, anon)
             finally:
                 os._exit(0)
         self.helpers[pid] = ("cleanup", None)
@@ -577,7 +580,8 @@ def _run_runtime(rt_root: str, bundle: str, cid: str, report: int, console: str 
         os.write(report, f"ERR internal error: {type(e).__name__}: {e}".encode())
 
 
-def _delete_runtime(rt_root: str, cid: str, remove_from: str | None) -> None:
+def _delete_runtime(rt_root: str, cid: str, remove_from: str | None,
+                    volumes: list[str] | None = None) -> None:
     from kobako.runtime import main as rt
     from kobako.runtime.commands import delete
     from kobako.runtime.log import Log
@@ -587,9 +591,17 @@ def _delete_runtime(rt_root: str, cid: str, remove_from: str | None) -> None:
         delete.run(args, Log(None))
     except BaseException:  # noqa: BLE001 - already gone is fine
         pass
-    if remove_from:  # --rm: the whole container goes with its exit
+    if remove_from:  # --rm: the whole container goes with its exit, and its anonymous volumes
         import shutil
         shutil.rmtree(os.path.join(remove_from, "containers", cid), ignore_errors=True)
+        if volumes:
+            from kobako.storage.volumes import VolumeError, VolumeStore
+            vs = VolumeStore(remove_from)
+            for name in volumes:
+                try:
+                    vs.remove(name, [])
+                except VolumeError:
+                    pass
 
 
 # -- starting the monitor, and talking to it ---------------------------------------------------

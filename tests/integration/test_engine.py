@@ -463,3 +463,18 @@ def test_foreground_containers_are_logged(k: Kobako):
     logs = k("logs", "fgl")
     assert logs.stdout == "out\n" and logs.stderr == "err\n"
     k("rm", "fgl")
+
+
+def test_bad_options_make_nothing_and_rm_takes_anonymous_volumes(k: Kobako):
+    vols = set(k("volume", "ls", "-q").stdout.split())
+    before = k("ps", "-aq").stdout.split()
+    assert_user_error(k("run", "--restart", "bogus", IMG, "true", check=False), "restart policy")
+    assert_user_error(k("run", "-v", "/anon", "-u", "nobody-here", IMG, "true", check=False),
+                      "unable to find user")
+    assert k("ps", "-aq").stdout.split() == before
+    assert set(k("volume", "ls", "-q").stdout.split()) == vols
+    cid = k("run", "-d", "--rm", "-v", "/anon", IMG, "true").stdout.strip()
+    _until(lambda: cid[:12] not in k("ps", "-aq").stdout, what="the --rm container to go")
+    _until(lambda: set(k("volume", "ls", "-q").stdout.split()) == vols, what="its anonymous volume to go")
+    k("run", "--rm", "-v", "/anon", IMG, "true")
+    assert set(k("volume", "ls", "-q").stdout.split()) == vols
