@@ -120,6 +120,7 @@ def _security_and_limits(opts: ocispec.RunOptions, args, e: Engine) -> ocispec.R
                 raise ocispec.OptionError(f"--{flag} {v}: container {other['name']} is not running")
             from kobako.engine.copy import _runtime_pid
             opts.join_ns[flag] = f"/proc/{_runtime_pid(e, other)}/ns/{flag}"
+            opts.join_ids[flag] = other["id"]  # re-resolved at each start: PIDs change
             continue
         if v != "host":
             raise ocispec.OptionError(f"--{flag} {v!r}: host, private" + (" or container:NAME" if flag in
@@ -210,6 +211,8 @@ def _create(e: Engine, args, remove: bool) -> dict:
     if args.detach and args.tty:
         opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
     extra: dict = {}  # validated before anything is made
+    if opts.join_ids:
+        extra["joinNamespaces"] = dict(opts.join_ids)
     if args.interactive or opts.tty:
         extra["options"] = {"interactive": bool(args.interactive), "tty": opts.tty}
     if args.restart:

@@ -303,6 +303,9 @@ class Monitor:
         rec = self.record(cid)
         if rec is None:
             return f"no such container: {cid}"
+        err = self.refresh_joins(rec)
+        if err:
+            return err
         box = Box(cid, self.cdir(cid), rec)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -380,6 +383,32 @@ class Monitor:
             self.finish(box, 125 if "not found" not in err else 127, error=err)
             if conn is not None:
                 self.reply(conn, {"ok": False, "error": err})
+
+    def refresh_joins(self, rec: dict) -> str | None:
+        """--pid/--ipc container:NAME: point config.json at that container's namespace as it is
+        now (its init's PID changes when it restarts); None, or why it cannot start."""
+        joins = rec.get("joinNamespaces") or {}
+        if not joins:
+            return None
+        path = os.path.join(rec["bundle"], "config.json")
+        try:
+            with open(path, "rb") as f:
+                cfg = jsonfast.loads(f.read())
+            for ns, other in joins.items():
+                with open(os.path.join(self.rt_root, other, "state.json"), "rb") as f:
+                    pid = int(jsonfast.loads(f.read())["pid"])
+                os.kill(pid, 0)
+                for n in cfg["linux"]["namespaces"]:
+                    if n["type"] == ns:
+                        n["path"] = f"/proc/{pid}/ns/{ns}"
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(jsonfast.dumps(cfg))
+            os.rename(tmp, path)
+        except (OSError, ValueError, KeyError):
+            return (f"the container whose namespaces this one joins ({', '.join(joins.values())[:12]}) "
+                    "is not running")
+        return None
 
     def take_console(self, box: Box) -> None:
         """The pty master the runtime's child sent (it has exited: its connection waits queued)."""

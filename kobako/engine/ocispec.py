@@ -56,6 +56,7 @@ class RunOptions:
         self.seccomp: str | None = None  # None: the runtime's default for the engine; "unconfined"; a file
         self.host_ns: set[str] = set()  # pid, ipc, uts, cgroup shared with the host
         self.join_ns: dict[str, str] = {}  # namespace type -> /proc/PID/ns/... of another container
+        self.join_ids: dict[str, str] = {}  # namespace type -> that container's ID
         self.throttle: dict[str, list[tuple[int, int, int]]] = {}  # OCI blockIO key -> (major, minor, rate)
         # limits
         self.ulimits: list[tuple[str, int, int]] = []

@@ -478,3 +478,15 @@ def test_bad_options_make_nothing_and_rm_takes_anonymous_volumes(k: Kobako):
     _until(lambda: set(k("volume", "ls", "-q").stdout.split()) == vols, what="its anonymous volume to go")
     k("run", "--rm", "-v", "/anon", IMG, "true")
     assert set(k("volume", "ls", "-q").stdout.split()) == vols
+
+
+def test_a_joined_pid_namespace_is_found_again_after_a_restart(k: Kobako):
+    k("run", "-d", "--name", "jsrc", IMG, "sleep", "60")
+    try:
+        k("create", "--name", "jdst", "--pid", "container:jsrc", IMG, "ps")
+        k("restart", "-t", "0", "jsrc")  # a new init, a new PID
+        assert "sleep 60" in k("start", "-a", "jdst").stdout
+        k("stop", "-t", "0", "jsrc")
+        assert_user_error(k("start", "jdst", check=False), "is not running", code=1)  # as docker start
+    finally:
+        k("rm", "-f", "jsrc", "jdst")
