@@ -126,7 +126,10 @@ def _relay(s, stdin: bool, tty: bool, keys: bytes, first: bytes = b"") -> bool:
         if 0 in ready:
             data = os.read(0, 4096)
             if not data:
-                fds.remove(0)  # our stdin ended; keep printing the container's output
+                fds.remove(0)  # our stdin ended: the container's does too; its output goes on
+                if not tty:
+                    import socket
+                    s.shutdown(socket.SHUT_WR)
                 continue
             if keys:
                 data = pending + data

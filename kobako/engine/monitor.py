@@ -97,6 +97,8 @@ class Box:
         self.stdin_w = -1   # the container's stdin (-i without -t): we hold the write end
         self.master = -1    # the pty master (-t)
         self.tty = bool((rec.get("options") or {}).get("tty"))
+        self.stdin_buf = bytearray()  # what attach clients sent that the container has not read yet
+        self.stdin_eof = False
         self.restarts = int(rec.get("restartCount", 0))
         self.stopping = False
 
@@ -150,6 +152,8 @@ class Monitor:
                         self.client_read(key.fileobj)
                     elif kind == "stdio":
                         self.stdio(key.fd, ctx)
+                    elif kind == "stdin":
+                        self.flush_stdin(ctx)
                 except Exception as e:  # noqa: BLE001 - logged, the loop goes on
                     self.complain(f"{kind}: {type(e).__name__}: {e}")
             for step in (self.reap, self.due_restarts):
@@ -186,7 +190,10 @@ class Monitor:
 
     def drop(self, conn: socket.socket) -> None:
         if conn in self.clients:
-            self.sel.unregister(conn)
+            try:
+                self.sel.unregister(conn)
+            except (KeyError, ValueError):
+                pass  # a half-closed attach client: already not read from
             del self.clients[conn]
             for b in self.boxes.values():
                 if conn in b.waiters:
@@ -210,19 +217,28 @@ class Monitor:
             return
         except OSError:
             data = b""
+        for b in self.boxes.values():  # an attached client: what it sends is the container's stdin
+            if conn in b.attached:
+                if not data:  # its stdin ended (shutdown SHUT_WR): EOF for the container, output goes on
+                    self.sel.unregister(conn)
+                    if b.attached[conn] and not b.tty:
+                        b.stdin_eof = True
+                        self.flush_stdin(b)
+                    return
+                if b.attached[conn]:
+                    if b.tty:
+                        if b.master >= 0:
+                            try:
+                                os.write(b.master, data)  # keystrokes: small
+                            except OSError:
+                                pass
+                    elif b.stdin_w >= 0:
+                        b.stdin_buf += data
+                        self.flush_stdin(b)
+                return
         if not data:
             self.drop(conn)
             return
-        for b in self.boxes.values():  # an attached client: what it sends is the container's stdin
-            if conn in b.attached:
-                if b.attached[conn]:
-                    fd = b.master if b.tty else b.stdin_w
-                    if fd >= 0:
-                        try:
-                            os.write(fd, data)  # small writes; a full pipe drops them rather than block
-                        except (BlockingIOError, OSError):
-                            pass
-                return
         buf = self.clients[conn] + data
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
@@ -459,6 +475,32 @@ class Monitor:
                 self.drain(box)
                 self.finish(box, code)
 
+    def flush_stdin(self, box: Box) -> None:
+        """Write what is pending into the container's stdin pipe without ever blocking: the rest
+        waits for the pipe to be writable (a writer event), so nothing is dropped."""
+        import selectors
+        fd = box.stdin_w
+        if fd < 0:
+            return
+        while box.stdin_buf:
+            try:
+                n = os.write(fd, box.stdin_buf)
+            except BlockingIOError:
+                break
+            except OSError:  # the container closed its stdin
+                box.stdin_buf.clear()
+                break
+            del box.stdin_buf[:n]
+        registered = fd in self.sel.get_map()
+        if box.stdin_buf and not registered:
+            self.sel.register(fd, selectors.EVENT_WRITE, ("stdin", box))
+        elif not box.stdin_buf:
+            if registered:
+                self.sel.unregister(fd)
+            if box.stdin_eof:
+                os.close(fd)
+                box.stdin_w = -1
+
     def fan_out(self, box: Box, stream: str, data: bytes) -> None:
         if not box.attached:
             return
@@ -495,6 +537,8 @@ class Monitor:
         if box.master >= 0 and box.master not in box.fds:
             box.master = -1
         if box.stdin_w >= 0:
+            if box.stdin_w in self.sel.get_map():
+                self.sel.unregister(box.stdin_w)
             os.close(box.stdin_w)
             box.stdin_w = -1
         if box.console is not None:

@@ -490,3 +490,16 @@ def test_a_joined_pid_namespace_is_found_again_after_a_restart(k: Kobako):
         assert_user_error(k("start", "jdst", check=False), "is not running", code=1)  # as docker start
     finally:
         k("rm", "-f", "jsrc", "jdst")
+
+
+def test_attach_stdin_is_whole_and_its_end_reaches_the_container(k: Kobako):
+    k("run", "-di", "--name", "wc1", IMG, "sh", "-c", "wc -c; echo done")
+    try:
+        time.sleep(0.3)
+        data = b"x" * 3_000_000  # far more than a pipe holds: nothing may be dropped
+        cp = subprocess.run([sys.executable, "-m", "kobako.cli.main", "attach", "wc1"], env=k.env,
+                            cwd=Path(__file__).resolve().parents[2], input=data, capture_output=True,
+                            timeout=60)
+        assert cp.stdout.split() == [b"3000000", b"done"] and cp.returncode == 0
+    finally:
+        k("rm", "-f", "wc1")
