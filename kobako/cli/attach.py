@@ -36,15 +36,19 @@ def cmd(e: Engine, args) -> int:
 
 
 def attach_started(e: Engine, rec: dict, stdin: bool) -> int:
-    """start -a[i]: connect first, so no output is missed, then start."""
-    e.start(rec)
-    return attach(e, e.containers.get(rec["id"]) or rec, stdin=stdin, keys=DETACH)
+    """start -a[i]: the start request's own connection becomes the stream, so no output is
+    missed, however short the program."""
+    r, s = e.start(rec, attach=True, stdin=stdin)
+    return attach(e, rec, stdin=stdin, keys=DETACH, conn=(r, s))
 
 
-def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH) -> int:
+def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH, conn=None) -> int:
     from kobako.engine import monitor
-    s = monitor.connect(e.root, e.run_dir, spawn=False)
-    r = monitor.request(s, {"op": "attach", "id": rec["id"], "stdin": stdin}, timeout=10)
+    if conn is not None:
+        r, s = conn
+    else:
+        s = monitor.connect(e.root, e.run_dir, spawn=False)
+        r = monitor.request(s, {"op": "attach", "id": rec["id"], "stdin": stdin}, timeout=10)
     if not r.get("ok"):
         s.close()
         raise ContainerError(r.get("error") or "cannot attach")
@@ -61,7 +65,10 @@ def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH) -> int:
         _resize(e, rec)
     detached = False
     try:
-        detached = _relay(s, stdin, tty, keys if term else b"", first)
+        try:
+            detached = _relay(s, stdin, tty, keys if term else b"", first)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the container ended while we were still sending it input
     finally:
         if saved is not None:
             import termios

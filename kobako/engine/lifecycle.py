@@ -344,8 +344,9 @@ class Engine:
             return "exited"
         return "created"
 
-    def start(self, rec: dict) -> int:
-        """Start a created or exited container under the monitor; returns the init's PID."""
+    def start(self, rec: dict, attach: bool = False, stdin: bool = False):
+        """Start a created or exited container under the monitor; returns the init's PID, or
+        with `attach`, (reply, connection): the connection then carries the container's stdio."""
         from kobako.engine import monitor
         st = self.state(rec)
         if st in ("running", "paused"):
@@ -355,11 +356,17 @@ class Engine:
         self.containers.update(rec["id"], status="starting", error=None, stoppedByUser=False)
         s = monitor.connect(self.root, self.run_dir)
         try:
-            r = monitor.request(s, {"op": "start", "id": rec["id"]}, timeout=120)
-        finally:
+            r = monitor.request(s, {"op": "start", "id": rec["id"], "attach": attach, "stdin": stdin},
+                                timeout=120)
+        except BaseException:
             s.close()
+            raise
         if not r.get("ok"):
+            s.close()
             raise StartError(r.get("error") or "the container did not start")
+        if attach:
+            return r, s
+        s.close()
         return int(r["pid"])
 
     def wait(self, rec: dict, timeout: float | None = None) -> int:

@@ -98,6 +98,8 @@ class Box:
         self.master = -1    # the pty master (-t)
         self.tty = bool((rec.get("options") or {}).get("tty"))
         self.stdin_buf = bytearray()  # what attach clients sent that the container has not read yet
+        self.early_conns: dict[socket.socket, bool] = {}  # start -a clients, until the start is reported
+        self.early = bytearray()  # output for them meanwhile
         self.stdin_eof = False
         self.restarts = int(rec.get("restartCount", 0))
         self.stopping = False
@@ -115,6 +117,7 @@ class Monitor:
         self.helpers: dict[int, tuple[str, object]] = {}  # pid -> (what, context)
         self.clients: dict[socket.socket, bytes] = {}
         self.pending: list[tuple[float, str]] = []  # restarts due: (when, id)
+        self.early_exits: dict[int, int] = {}  # init PID -> exit code, reaped before started()
         self.idle_since = time.monotonic()
 
     def cdir(self, cid: str) -> str:
@@ -259,7 +262,7 @@ class Monitor:
         if op == "ping":
             self.reply(conn, {"ok": True, "pid": os.getpid()})
         elif op == "start":
-            err = self.start(cid, conn)
+            err = self.start(cid, conn, attach=bool(req.get("attach")), stdin=bool(req.get("stdin")))
             if err:
                 self.reply(conn, {"ok": False, "error": err})
         elif op == "wait":
@@ -312,7 +315,8 @@ class Monitor:
             return None
 
     # -- starting a container -------------------------------------------------------------
-    def start(self, cid: str, conn: socket.socket | None) -> str | None:
+    def start(self, cid: str, conn: socket.socket | None, attach: bool = False,
+              stdin: bool = False) -> str | None:
         import selectors
         if cid in self.boxes:
             return f"container {cid[:12]} is already running"
@@ -323,6 +327,8 @@ class Monitor:
         if err:
             return err
         box = Box(cid, self.cdir(cid), rec)
+        if attach and conn is not None:  # this connection becomes the stream once started
+            box.early_conns[conn] = stdin
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
@@ -391,9 +397,22 @@ class Monitor:
                                 restartCount=box.restarts, monitorPid=os.getpid()) or {}
             self.event(rec, box.cid, "start")
             if conn is not None:
-                self.reply(conn, {"ok": True, "pid": box.pid})
-            if not _alive(box.pid):  # exited before we recorded it: reap() has it or will
-                pass
+                self.reply(conn, {"ok": True, "pid": box.pid, "tty": box.tty})
+            for c, stdin in box.early_conns.items():  # start -a: the output so far, then live
+                try:
+                    c.setblocking(True)
+                    c.settimeout(1)
+                    c.sendall(bytes(box.early))
+                    c.setblocking(False)
+                    box.attached[c] = stdin
+                except OSError:
+                    self.drop(c)
+            box.early_conns.clear()
+            box.early.clear()
+            if box.pid in self.early_exits:  # a short program, already reaped: finish it now
+                self.by_pid.pop(box.pid, None)
+                self.drain(box)
+                self.finish(box, self.early_exits.pop(box.pid))
         else:
             err = text.removeprefix("ERR ").strip() or f"the runtime failed (status {status})"
             self.finish(box, 125 if "not found" not in err else 127, error=err)
@@ -474,6 +493,8 @@ class Monitor:
             if box is not None:
                 self.drain(box)
                 self.finish(box, code)
+            else:  # an init reaped before its runtime child's report: started() takes it up
+                self.early_exits[pid] = code
 
     def flush_stdin(self, box: Box) -> None:
         """Write what is pending into the container's stdin pipe without ever blocking: the rest
@@ -502,12 +523,14 @@ class Monitor:
                 box.stdin_w = -1
 
     def fan_out(self, box: Box, stream: str, data: bytes) -> None:
-        if not box.attached:
+        if not box.attached and not box.early_conns:
             return
         if box.tty:
             frame = data
         else:
             frame = bytes([1 if stream == "stdout" else 2, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+        if box.early_conns and len(box.early) < 1 << 20:
+            box.early += frame
         for conn in list(box.attached):
             try:
                 conn.setblocking(True)
@@ -546,8 +569,6 @@ class Monitor:
             if box.master >= 0:
                 os.close(box.master)
                 box.master = -1
-        for conn in list(box.attached):  # the attach stream ends with the container
-            self.drop(conn)
         box.log.close()
         self.boxes.pop(box.cid, None)
         oom = False
@@ -560,6 +581,11 @@ class Monitor:
         for conn in box.waiters:
             self.reply(conn, {"ok": True, "exitCode": code, "oom": oom})
         box.waiters.clear()
+        # the attach streams end last: their clients ask for the exit code as they see the end
+        for conn in list(box.attached) + list(box.early_conns):
+            box.early_conns.pop(conn, None)
+            box.attached.pop(conn, None)
+            self.drop(conn)
         self.cleanup(box.cid, rec, code, box)
 
     def cleanup(self, cid: str, rec: dict, code: int, box: Box) -> None:

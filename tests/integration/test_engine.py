@@ -503,3 +503,11 @@ def test_attach_stdin_is_whole_and_its_end_reaches_the_container(k: Kobako):
         assert cp.stdout.split() == [b"3000000", b"done"] and cp.returncode == 0
     finally:
         k("rm", "-f", "wc1")
+
+
+def test_start_attach_misses_nothing_of_a_short_program(k: Kobako):
+    for i in range(3):  # a short program's whole output, and its exit code, every time
+        k("create", "-i", "--name", f"short{i}", IMG, "sh", "-c", "echo quick; echo err >&2; exit 4")
+        cp = k("start", "-ai", f"short{i}", input="ignored\n", check=False)
+        assert (cp.returncode, cp.stdout, cp.stderr) == (4, "quick\n", "err\n")
+        k("rm", f"short{i}")
