@@ -13,7 +13,7 @@ import time
 
 from kobako import paths
 from kobako.engine import ocispec
-from kobako.engine.records import ContainerError, ContainerStore
+from kobako.engine.records import ContainerError, ContainerNotFound, ContainerStore
 from kobako.image.store import ImageStore, now_iso
 from kobako.storage.snapshots import Snapshots
 
@@ -300,7 +300,8 @@ class Engine:
     def run_foreground(self, rec: dict, remove: bool) -> int:
         cid = rec["id"]
         rec.update(status="running", started=now_iso())
-        self.containers.save(rec)
+        self.containers.update(cid, status="running", started=rec["started"])  # not save(): a
+        # concurrent rename or update of the record must survive
         self.event(rec, "start")
         code = 125
         from kobako.runtime.errors import RuntimeFailure
@@ -329,7 +330,11 @@ class Engine:
             if remove:
                 self.remove(rec, force=True)
             else:
-                self.containers.save(rec)
+                try:
+                    self.containers.update(cid, status="exited", exitCode=code, finished=rec["finished"],
+                                           **({"error": rec["error"]} if rec.get("error") else {}))
+                except (ContainerError, ContainerNotFound):
+                    pass  # removed meanwhile (rm -f)
         return code
 
     # -- detached: through the monitor ---------------------------------------------
@@ -466,6 +471,7 @@ class Engine:
         """Container directories without a record: a create killed between mkdir and its first
         write. Under the names lock no create is half-way, so what is there is an orphan."""
         gone = []
+        self.containers.sweep_trash()
         with self.containers.names_locked():
             for cid in self.containers.ids():
                 if self.containers.get(cid) is None:

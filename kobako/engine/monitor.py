@@ -45,7 +45,7 @@ SOCK = "monitor.sock"
 
 def _lock(path: str) -> int:
     import fcntl
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # no O_CREAT: never recreate a removed container
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
@@ -55,7 +55,10 @@ def update_record(cdir: str, **changes: object) -> dict | None:
     try:
         fd = _lock(os.path.join(cdir, "lock"))
     except FileNotFoundError:
-        return None
+        if not os.path.exists(os.path.join(cdir, "container.json")):
+            return None  # removed (or being removed): nothing to update
+        os.close(os.open(os.path.join(cdir, "lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        fd = _lock(os.path.join(cdir, "lock"))  # a record made before locks were created with it
     try:
         try:
             with open(os.path.join(cdir, "container.json"), "rb") as f:

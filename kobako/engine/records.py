@@ -100,6 +100,7 @@ class ContainerStore:
                     name = random_name()
             cid = os.urandom(32).hex()
             os.makedirs(self.path(cid), mode=0o700)
+            os.close(os.open(self.path(cid, "lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             rec = {**rec, "id": cid, "name": name}
             self.save(rec)
             return rec
@@ -118,4 +119,16 @@ class ContainerStore:
         raise ContainerNotFound(f"no such container: {ref}")
 
     def remove_dir(self, cid: str) -> None:
-        rmtree(self.path(cid))
+        """Renamed away first (atomic): the monitor, finishing the same container at the same
+        moment, then finds no directory to write into, rather than half of one."""
+        trash = os.path.join(self.dir, f".trash-{cid}-{os.urandom(4).hex()}")
+        try:
+            os.rename(self.path(cid), trash)
+        except FileNotFoundError:
+            return
+        rmtree(trash)
+
+    def sweep_trash(self) -> None:
+        for n in os.listdir(self.dir):
+            if n.startswith(".trash-"):
+                rmtree(os.path.join(self.dir, n))

@@ -76,10 +76,14 @@ def undo_on_failure(e):
     try:
         yield
     except BaseException:
-        blobs, _ = referenced(e)
-        for d in made:
-            if d not in blobs:
-                content.delete(d)
+        # Only when no other pull/load holds the shield: one of them may have found a blob we
+        # wrote and be about to record it. Otherwise the next collection takes what is left.
+        with exclusive(e.root, wait=False) as alone:
+            if alone:
+                blobs, _ = referenced(e)
+                for d in made:
+                    if d not in blobs:
+                        content.delete(d)
         raise
     finally:
         content.created = None
