@@ -206,7 +206,7 @@ def _storage(opts: ocispec.RunOptions, args, e: Engine | None = None) -> ocispec
     return opts
 
 
-def _create(e: Engine, args, remove: bool) -> dict:
+def _create(e: Engine, args, remove: bool, starting: bool = False) -> dict:
     opts = _storage(_security_and_limits(_options(e, args), args, e), args, e)
     if args.detach and args.tty:
         opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
@@ -235,7 +235,7 @@ def _create(e: Engine, args, remove: bool) -> dict:
                 raise ocispec.OptionError(f"invalid --log-opt {o!r}: max-size=SIZE or max-file=N")
         extra["logOptions"] = lo
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet, args.platform)
-    rec = e.create(img, args.args[0], opts, args.name, remove=remove)
+    rec = e.create(img, args.args[0], opts, args.name, remove=remove, starting=starting and not extra)
     if "options" in extra:
         extra["options"] = {**(rec.get("options") or {}), **extra["options"]}
     if extra:
@@ -256,7 +256,7 @@ def _restart_policy(s: str) -> dict:
 def run(e: Engine, args) -> int:
     if args.rm and args.restart and args.restart != "no":
         raise ocispec.OptionError("conflicting options: --restart and --rm")
-    rec = _create(e, args, remove=args.rm)
+    rec = _create(e, args, remove=args.rm, starting=not args.detach)
     if args.detach:
         try:
             e.start(rec)

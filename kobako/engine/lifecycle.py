@@ -146,7 +146,9 @@ class Engine:
 
     # -- create ----------------------------------------------------------------
     def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, name: str | None,
-               remove: bool = False) -> dict:
+               remove: bool = False, starting: bool = False) -> dict:
+        """`starting`: `run` in the foreground starts it at once; the record says so from the
+        start, which saves a rewrite on the start-up path."""
         from kobako.runtime import jsonfast
         img_cfg = (jsonfast.loads(self.images.content.read(image["id"])).get("config") or {})
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
@@ -159,7 +161,8 @@ class Engine:
             vols.append({"name": v["Name"], "destination": dest, "readOnly": ro, "anonymous": vname is None})
         rec = self.containers.create({
             "image": image["id"], "imageName": image_name, "created": now_iso(),
-            "status": "created", "chainIds": image["chainIds"], "volumes": vols,
+            "status": "running" if starting else "created", "chainIds": image["chainIds"], "volumes": vols,
+            **({"started": now_iso()} if starting else {}),
             "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty,
                         "autoRemove": remove},
         }, name)
@@ -299,9 +302,10 @@ class Engine:
 
     def run_foreground(self, rec: dict, remove: bool) -> int:
         cid = rec["id"]
-        rec.update(status="running", started=now_iso())
-        self.containers.update(cid, status="running", started=rec["started"])  # not save(): a
-        # concurrent rename or update of the record must survive
+        if rec.get("status") != "running":  # not marked so at create (see create's `starting`)
+            rec.update(status="running", started=now_iso())
+            # field by field, not save(): a concurrent rename or update of the record must survive
+            self.containers.update(cid, status="running", started=rec["started"])
         self.event(rec, "start")
         code = 125
         from kobako.runtime.errors import RuntimeFailure
