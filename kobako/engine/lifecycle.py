@@ -363,13 +363,24 @@ class Engine:
         if self.runtime_state(rec["id"]) is not None:  # a stopped runtime container: clear it first
             self.runtime(["delete", "--force", rec["id"]])
         self.containers.update(rec["id"], status="starting", error=None, stoppedByUser=False)
-        s = monitor.connect(self.root, self.run_dir)
-        try:
-            r = monitor.request(s, {"op": "start", "id": rec["id"], "attach": attach, "stdin": stdin},
-                                timeout=120)
-        except BaseException:
-            s.close()
-            raise
+        req = {"op": "start", "id": rec["id"], "attach": attach, "stdin": stdin}
+        for attempt in range(2):
+            s = monitor.connect(self.root, self.run_dir)
+            try:
+                r = monitor.request(s, req, timeout=120)
+                break
+            except TimeoutError:
+                s.close()
+                raise
+            except OSError:
+                # the monitor was going away, idle, as we connected: a new one takes the request
+                s.close()
+                if attempt:
+                    raise
+                time.sleep(0.1)
+            except BaseException:
+                s.close()
+                raise
         if not r.get("ok"):
             s.close()
             raise StartError(r.get("error") or "the container did not start")

@@ -714,9 +714,15 @@ def serve() -> None:
     data, run = os.environ["KOBAKO_ROOT"], os.environ["KOBAKO_RUN"]
     os.makedirs(run, mode=0o700, exist_ok=True)
     lock = os.open(os.path.join(run, "monitor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    # A monitor that is going away (idle) still holds the lock for a moment: wait a little.
+    # One that is serving keeps it: then its socket answers, and nobody would have spawned us.
+    for _ in range(40):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
         return  # another monitor serves this run root
     from kobako.linux import prctl
     prctl.set_child_subreaper()
