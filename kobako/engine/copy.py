@@ -158,7 +158,7 @@ def to_container(e, rec: dict, src: str, dest: str) -> None:
             arc = name
         os.fchdir(dfd)  # extract into ".": /proc/self is not ours in the container's /proc
         with os.fdopen(r, "rb") as f:
-            layer.extract(f if arc is None else _Renamer(f, arc), ".", layer.COPY_IN)
+            layer.extract(f, ".", layer.COPY_IN, top=arc)
 
     def produce() -> None:
         os.close(r)
@@ -170,26 +170,3 @@ def to_container(e, rec: dict, src: str, dest: str) -> None:
             pass  # the container side failed; its error is reported
 
     _in_container(e, rec, consume, produce)
-
-
-class _Renamer:
-    """The tar stream with its top entry renamed (cp FILE c:/path/newname)."""
-
-    def __init__(self, f, name: str) -> None:
-        import io
-        src = tarfile.open(fileobj=f, mode="r|")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
-            first = None
-            for m in src:
-                first = first or m.name.split("/")[0]
-                parts = m.name.split("/")
-                if parts[0] == first:
-                    parts[0] = name
-                m.name = "/".join(parts)
-                out.addfile(m, src.extractfile(m) if m.isreg() else None)
-        buf.seek(0)
-        self.buf = buf
-
-    def read(self, n: int = -1) -> bytes:
-        return self.buf.read(n)

@@ -198,7 +198,7 @@ class _Decoded(io.RawIOBase):
 LAYER, COPY_IN, COPY_OUT = "layer", "copy-in", "copy-out"
 
 
-def extract(stream: BinaryIO, dest: str, mode: str = LAYER) -> int:
+def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = None) -> int:
     """Apply one (decompressed) layer tar, read sequentially, into the directory `dest`.
     Returns the bytes of file content written. Bad input raises LayerError only.
 
@@ -209,6 +209,7 @@ def extract(stream: BinaryIO, dest: str, mode: str = LAYER) -> int:
     nodes, no setuid/setgid bits, no xattrs such as file capabilities, owned by us)."""
     x = _Extractor(dest)
     x.mode = mode
+    x.top = top  # `cp FILE c:/dir/NEW`: the archive's top entry lands under this name
     try:
         try:
             tf = _parse(lambda: tarfile.open(fileobj=_Source(stream), mode="r|", tarinfo=_Header,
@@ -404,6 +405,13 @@ class _Extractor:
 
     # -- members --
     mode = LAYER
+    top: str | None = None
+
+    def _retop(self, name: str) -> str:
+        parts = _clean(name).split("/")
+        if parts and parts[0]:
+            parts[0] = self.top  # type: ignore[assignment]
+        return "/".join(parts)
 
     def _as_copy(self, m: tarfile.TarInfo, path: str, parent: str, name: str) -> bool:
         """COPY_IN/COPY_OUT: adjust or refuse the member; False: skip it."""
@@ -426,6 +434,10 @@ class _Extractor:
     def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         while len(self.cache) > _CACHE_MAX:  # trim here, never while a member holds fds
             os.close(self.cache.popitem(last=False)[1])
+        if self.top:
+            m.name = self._retop(m.name)
+            if m.islnk():
+                m.linkname = self._retop(m.linkname)
         path = _clean(m.name)
         parent, _, name = path.rpartition("/")
         try:
