@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 
 
 def data_root() -> str:
@@ -117,3 +118,21 @@ def _rm_children(dfd: int) -> None:
                 os.unlink(name, dir_fd=dfd)
             except OSError:
                 pass
+
+
+def dir_size(path: str, allocated: bool = False) -> int:
+    """Bytes under path, each hard-linked inode once: apparent sizes (what volume prune
+    reports), or with `allocated` the blocks on disk (what df and ps -s report)."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirs, files in os.walk(path):
+        for n in dirs + files:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512 if allocated else st.st_size
+    return total

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kobako.cli.output import ago, familiar, formatted, table
+from kobako.cli.output import ago, familiar, formatted, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
@@ -471,8 +471,7 @@ def rename(e: Engine, args) -> int:
 
 
 def inspect(e: Engine, args) -> int:
-    import json
-    docs, rc = [], 0
+    docs, errors = [], []
     for ref in args.args:
         try:
             rec = e.containers.resolve(ref)
@@ -482,16 +481,10 @@ def inspect(e: Engine, args) -> int:
                 docs.append(inspect_doc(e, e.images.resolve(ref)))
                 continue
             except Exception:  # noqa: BLE001
-                sys.stderr.write(f"Error: no such object: {ref}\n")
-                rc = 1
+                errors.append(f"no such object: {ref}")
                 continue
         docs.append(inspect_container(e, rec))
-    if args.format:
-        for d in docs:
-            formatted(args.format, [d])
-    else:
-        print(json.dumps(docs, indent=4))
-    return rc
+    return print_docs(docs, args.format, errors)
 
 
 def inspect_container(e: Engine, rec: dict) -> dict:
@@ -545,17 +538,7 @@ def _env(args) -> list[str]:
 
 
 def rm(e: Engine, args) -> int:
-    rc = 0
-    for ref in args.args:
-        try:
-            rec = e.containers.resolve(ref)
-            e.remove(rec, force=args.force, volumes=args.volumes)
-            print(ref)
-        except Exception as ex:  # noqa: BLE001 - one message per container, like docker
-            from kobako.cli.main import describe
-            sys.stderr.write(f"Error: {describe(ex)}\n")
-            rc = 1
-    return rc
+    return _each(e, args.args, lambda rec: e.remove(rec, force=args.force, volumes=args.volumes))
 
 
 def _status(e: Engine, rec: dict) -> tuple[str, str]:
@@ -639,18 +622,18 @@ def ps(e: Engine, args) -> int:
 
 def _size(e: Engine, rec: dict) -> str:
     from kobako.cli.output import human_size
-    from kobako.image.gc import _du
-    return human_size(_du(e.containers.path(rec["id"], "upper")))
+    from kobako.paths import dir_size
+    return human_size(dir_size(e.containers.path(rec["id"], "upper"), allocated=True))
 
 
 def container_prune(e: Engine, args) -> int:
     from kobako.cli.output import human_size
-    from kobako.image.gc import _du
+    from kobako.paths import dir_size
     removed, freed = e.remove_orphans(), 0
     for rec in e.containers.all():
         if e.state(rec) in ("running", "paused", "restarting"):
             continue
-        freed += _du(e.containers.path(rec["id"], "upper"))
+        freed += dir_size(e.containers.path(rec["id"], "upper"), allocated=True)
         e.remove(rec, force=True)
         removed.append(rec["id"])
     if removed:

@@ -100,23 +100,17 @@ def update(e: Engine, args) -> int:
             argv += [flag, str(val)]
     if not argv and not args.restart:
         raise ocispec.OptionError("update needs at least one flag to change")
-    rc = 0
-    for ref in args.args:
-        try:
-            rec = e.containers.resolve(ref)
-            if args.restart:
-                from kobako.cli.containers import _restart_policy
-                e.containers.update(rec["id"], restartPolicy=_restart_policy(args.restart))
-            if argv:
-                if e.state(rec) not in ("running", "paused"):
-                    raise ContainerError(f"container {rec['name']} is not running")
-                e.runtime(["update", *argv, rec["id"]])
-            print(ref)
-        except Exception as ex:  # noqa: BLE001 - per container
-            from kobako.cli.main import describe
-            sys.stderr.write(f"Error: {describe(ex)}\n")
-            rc = 1
-    return rc
+    from kobako.cli.containers import _each, _restart_policy
+
+    def one(rec: dict) -> None:
+        if args.restart:
+            e.containers.update(rec["id"], restartPolicy=_restart_policy(args.restart))
+        if argv:
+            if e.state(rec) not in ("running", "paused"):
+                raise ContainerError(f"container {rec['name']} is not running")
+            e.runtime(["update", *argv, rec["id"]])
+
+    return _each(e, args.args, one)
 
 
 def port(e: Engine, args) -> int:

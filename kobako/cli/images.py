@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from kobako.cli.output import Progress, ago, familiar, formatted, human_size, table
+from kobako.cli.output import Progress, ago, familiar, formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine.lifecycle import Engine
 from kobako.image import reference
@@ -144,14 +144,7 @@ def image_inspect(e: Engine, args) -> int:
             docs.append(inspect_doc(e, e.images.resolve(name)))
         except Exception as ex:  # noqa: BLE001 - reported per name, like docker
             errors.append(str(ex))
-    if args.format:
-        for d in docs:
-            formatted(args.format, [d])
-    else:
-        print(json.dumps(docs, indent=4))
-    for m in errors:
-        sys.stderr.write(f"Error: {m}\n")
-    return 1 if errors else 0
+    return print_docs(docs, args.format, errors)
 
 
 def tag(e: Engine, args) -> int:

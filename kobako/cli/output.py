@@ -85,6 +85,20 @@ def render(fmt: str, obj: dict) -> str:
     return "".join(out)
 
 
+def print_docs(docs: list[dict], fmt: str | None, errors: list[str] = ()) -> int:
+    """`inspect`'s output: a JSON array (or each document through --format), then one
+    `Error:` line per name that was not found; exit 1 if there was one."""
+    if fmt:
+        for d in docs:
+            formatted(fmt, [d])
+    else:
+        import json
+        print(json.dumps(docs, indent=4))
+    for m in errors:
+        sys.stderr.write(f"Error: {m}\n")
+    return 1 if errors else 0
+
+
 def formatted(fmt: str, rows: list[dict], headers: dict[str, str] | None = None) -> None:
     """Print rows with --format: 'json' (one JSON object per line), 'table TEMPLATE', or TEMPLATE."""
     if fmt == "json":

@@ -6,10 +6,9 @@ so a stopped container still holds its volumes, as in docker.
 
 from __future__ import annotations
 
-import json
 import sys
 
-from kobako.cli.output import formatted, human_size, table
+from kobako.cli.output import formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine.lifecycle import Engine
 from kobako.storage.volumes import DRIVER, VolumeError, VolumeStore
@@ -121,14 +120,7 @@ def inspect(e: Engine, args) -> int:
             docs.append(inspect_doc(store.get(name)))
         except VolumeError as ex:
             errors.append(str(ex))
-    if args.format:
-        for d in docs:
-            formatted(args.format, [d])
-    else:
-        print(json.dumps(docs, indent=4))
-    for m in errors:
-        sys.stderr.write(f"Error: {m}\n")
-    return 1 if errors else 0
+    return print_docs(docs, args.format, errors)
 
 
 def rm(e: Engine, args) -> int:

@@ -10,6 +10,7 @@ import os
 from contextlib import contextmanager
 
 from kobako.image.store import ImageError
+from kobako.paths import dir_size
 
 
 @contextmanager
@@ -144,12 +145,12 @@ def disk_usage(e) -> dict:
     img_unused = sum(s for c, s in snap_sizes.items()
                      if not any(c in r.get("chainIds", []) for r in imgs if r["id"] in active))
     cont = e.containers.all()
-    cont_sizes = [_du(e.containers.path(c["id"], "upper")) for c in cont]
+    cont_sizes = [dir_size(e.containers.path(c["id"], "upper"), allocated=True) for c in cont]
     from kobako.storage.volumes import VolumeStore
     vs = VolumeStore(e.root)
     vols = [v["Name"] for v in vs.list()]
     used = vs.in_use(cont)
-    vol_sizes = {v: _du(vs.mountpoint(v)) for v in vols}
+    vol_sizes = {v: dir_size(vs.mountpoint(v), allocated=True) for v in vols}
     vol_total = sum(vol_sizes.values())
     return {
         "Images": {"total": len(imgs), "active": len([r for r in imgs if r["id"] in active]),
@@ -173,17 +174,3 @@ def _size(content, d: str) -> int:
     except OSError:
         return 0
 
-
-def _du(path: str) -> int:
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, f))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kobako.paths import atomic_write
+from kobako.paths import atomic_write, dir_size
 
 DRIVER = "local"
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"  # Docker 23+: what `volume prune` removes by default
@@ -83,23 +83,6 @@ def check_options(name: str, options: dict) -> None:
             for n in needs:
                 if n not in options:
                     raise VolumeError(f'create {name}: missing required option: "{n}"')
-
-
-def dir_size(path: str) -> int:
-    """Bytes in the files under path, each hard-linked inode once (what prune reports)."""
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirs, files in os.walk(path):
-        for n in dirs + files:
-            try:
-                st = os.lstat(os.path.join(dirpath, n))
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total
 
 
 def _mounts_under(path: str) -> list[str]:
