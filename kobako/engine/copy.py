@@ -43,37 +43,20 @@ def _runtime_pid(e, rec: dict) -> int:
 
 def _in_namespace(pid: int, fn, alongside) -> None:
     from kobako.linux import namespaces
-    r, w = os.pipe()
+    from kobako.storage.mounts import in_child
     fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        os.close(r)
-        code = 1
-        try:
-            namespaces.setns(fd, namespaces.TYPES["mount"][0], "the container's mount namespace")
-            os.chdir("/")
-            fn("/")
-            code = 0
-        except BaseException as ex:  # reported to the parent
-            os.write(w, _text(ex).encode()[:4000])
-        finally:
-            os._exit(code)
-    os.close(fd)
-    os.close(w)
-    alongside()
-    msg = b""
-    while chunk := os.read(r, 4096):
-        msg += chunk
-    os.close(r)
-    _, status = os.waitpid(child, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise CopyError(msg.decode(errors="replace") or "copy failed inside the container")
 
+    def body() -> None:
+        namespaces.setns(fd, namespaces.TYPES["mount"][0], "the container's mount namespace")
+        os.chdir("/")
+        fn("/")
 
-def _text(ex: BaseException) -> str:
-    if isinstance(ex, OSError) and ex.strerror:
-        return f"{ex.strerror}" + (f": {ex.filename}" if ex.filename else "")
-    return str(ex)
+    try:
+        err = in_child(body, alongside)
+    finally:
+        os.close(fd)
+    if err:
+        raise CopyError(err)
 
 
 def _split(path: str) -> tuple[str, str]:

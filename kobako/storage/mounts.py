@@ -12,15 +12,11 @@ from collections.abc import Callable
 from kobako.storage.snapshots import MountSpec
 
 
-def merged_view(mount: MountSpec, fn: Callable[[str], None],
-                alongside: Callable[[], None] | None = None) -> None:
-    """fn(root) in a child that sees the mount at `root`; `alongside()` runs in this process
-    meanwhile (after the fork: no thread of ours is copied into the child)."""
+def in_child(body: Callable[[], None], alongside: Callable[[], None] | None = None) -> str | None:
+    """body() in a forked child (which may enter or make mount namespaces: they go with it),
+    alongside() here meanwhile (after the fork: no thread of ours is copied into the child).
+    Returns None, or the one line that says why body() failed."""
     import sys
-
-    from kobako.linux import mount as m
-    from kobako.linux import namespaces
-
     sys.stdout.flush()
     r, w = os.pipe()
     pid = os.fork()
@@ -28,24 +24,13 @@ def merged_view(mount: MountSpec, fn: Callable[[str], None],
         os.close(r)
         code = 1
         try:
-            namespaces.unshare(namespaces.TYPES["mount"][0])
-            m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
-            target = tempfile.mkdtemp(prefix="kobako-view-")
-            try:
-                if mount.cwd:  # relative lowerdirs (see Snapshots.lowerdir)
-                    os.chdir(mount.cwd)
-                m.mount(mount.source, target, mount.type, 0, ",".join(mount.options))
-                fn(target)
-                sys.stdout.flush()
-                code = 0
-            finally:
-                try:
-                    m.umount2(target, 2)  # MNT_DETACH
-                except OSError:
-                    pass
-                os.rmdir(target)
-        except BaseException as e:  # report to the parent, which prints it
-            text = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else f"{e}"
+            body()
+            sys.stdout.flush()
+            code = 0
+        except BaseException as e:  # reported to the parent, which raises it
+            text = str(e)
+            if isinstance(e, OSError) and e.strerror:
+                text = e.strerror + (f": {e.filename}" if e.filename else "")
             os.write(w, text.encode()[:4000])
         finally:
             os._exit(code)
@@ -53,12 +38,37 @@ def merged_view(mount: MountSpec, fn: Callable[[str], None],
     if alongside is not None:
         alongside()
     msg = b""
-    while True:
-        b = os.read(r, 4096)
-        if not b:
-            break
-        msg += b
+    while chunk := os.read(r, 4096):
+        msg += chunk
     os.close(r)
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError(f"cannot read the container's filesystem: {msg.decode(errors='replace') or 'failed'}")
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    return msg.decode(errors="replace") or "failed"
+
+
+def merged_view(mount: MountSpec, fn: Callable[[str], None],
+                alongside: Callable[[], None] | None = None) -> None:
+    """fn(root) in a child that sees the mount at `root`, in a mount namespace of its own."""
+    from kobako.linux import mount as m
+    from kobako.linux import namespaces
+
+    def body() -> None:
+        namespaces.unshare(namespaces.TYPES["mount"][0])
+        m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
+        target = tempfile.mkdtemp(prefix="kobako-view-")
+        try:
+            if mount.cwd:  # relative lowerdirs (see Snapshots.lowerdir)
+                os.chdir(mount.cwd)
+            m.mount(mount.source, target, mount.type, 0, ",".join(mount.options))
+            fn(target)
+        finally:
+            try:
+                m.umount2(target, 2)  # MNT_DETACH
+            except OSError:
+                pass
+            os.rmdir(target)
+
+    err = in_child(body, alongside)
+    if err:
+        raise OSError(f"cannot read the container's filesystem: {err}")
