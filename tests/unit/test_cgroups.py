@@ -190,3 +190,23 @@ def test_plan_on_this_host_puts_every_leaf_under_its_mount():
         assert leaf["dir"] == leaf["mount"] + "/kobako/unit-c1"
         assert leaf["dir"].startswith(cgroups.ROOT)
     assert mgr.rec["dirs"] == []
+
+
+def test_cpuset_inherits_through_an_empty_shared_parent(tmp_path, monkeypatch):
+    """A concurrent create made kobako/ and has not filled its cpuset yet: the container's
+    level must still get the machine's sets (an empty cpuset refuses tasks with ENOSPC)."""
+    from kobako.runtime import cgroups
+    root = tmp_path / "cg"
+    monkeypatch.setattr(cgroups, "ROOT", str(root))
+    top, shared, leaf = root / "cpuset", root / "cpuset" / "kobako", root / "cpuset" / "kobako" / "c1"
+    for d in (top, shared, leaf):
+        d.mkdir(parents=True, exist_ok=True)
+    (top / "cpuset.cpus").write_text("0-1\n")
+    (top / "cpuset.mems").write_text("0\n")
+    for d in (shared, leaf):
+        (d / "cpuset.cpus").write_text("\n")
+        (d / "cpuset.mems").write_text("\n")
+    cgroups._inherit_cpuset(str(leaf))
+    for d in (shared, leaf):
+        assert (d / "cpuset.cpus").read_text() == "0-1"
+        assert (d / "cpuset.mems").read_text() == "0"

@@ -255,19 +255,31 @@ class Manager:
 
 
 def _inherit_cpuset(d: str) -> None:
-    """A v1 cpuset cgroup starts empty and refuses tasks: copy the parent's sets."""
-    parent = os.path.dirname(d)
+    """A v1 cpuset cgroup starts empty and refuses tasks: copy the parent's sets. A parent
+    that is itself still empty (a concurrent create made the shared kobako/ level and has not
+    filled it yet) is filled first, from the nearest ancestor that has sets."""
     for f in ("cpuset.cpus", "cpuset.mems"):
-        try:
-            with open(os.path.join(d, f)) as fh:
-                if fh.read().strip():
-                    continue
-            with open(os.path.join(parent, f)) as fh:
-                val = fh.read().strip()
-            with open(os.path.join(d, f), "w") as fh:
-                fh.write(val)
-        except OSError:
-            pass
+        chain = []  # d, then each empty ancestor, until one has a value
+        p = d
+        val = ""
+        while p.startswith(ROOT) and p != ROOT:
+            try:
+                with open(os.path.join(p, f)) as fh:
+                    val = fh.read().strip()
+            except OSError:
+                break
+            if val:
+                break
+            chain.append(p)
+            p = os.path.dirname(p)
+        if not val:
+            continue
+        for q in reversed(chain):
+            try:
+                with open(os.path.join(q, f), "w") as fh:
+                    fh.write(val)
+            except OSError:
+                break
 
 
 def _enable_controllers(d: str) -> None:
