@@ -304,7 +304,8 @@ def snapshot() -> dict[str, set[str]]:
              if x.startswith(("kb", "kobako", "veth"))}
     netns = {x.split()[0] for x in _run(["ip", "netns", "list"]).splitlines() if x.strip()}
     cgroups = {d for d in cgroup_walk() if "kobako" in d[len(CGROUP_ROOT):] or tag in d}
-    return {"mount": mounts, "link": links, "netns": netns, "cgroup": cgroups}
+    tables = {x for x in _run(["nft", "list", "tables"]).splitlines() if "kobako" in x}
+    return {"mount": mounts, "link": links, "netns": netns, "cgroup": cgroups, "nft": tables}
 
 
 def compare(before: dict, after: dict) -> tuple[list[str], list[str]]:

@@ -84,14 +84,76 @@ def _volumes(specs: list[str], mounts: list[str], opts: ocispec.RunOptions) -> N
 
 
 def _options(e: Engine, args) -> ocispec.RunOptions:
-    if args.network not in ("none", "host", "bridge", "default"):
-        raise ContainerError(f"network {args.network!r} is not available yet (none or host)")
-    return ocispec.RunOptions(
+    net = args.network or "bridge"
+    mode = net if net in ("none", "host") else "container" if net.startswith("container:") else "bridge"
+    opts = ocispec.RunOptions(
         command=args.args[1:], entrypoint=[args.entrypoint] if args.entrypoint else None,
         env=_env(args), workdir=args.workdir, user=args.user, hostname=args.hostname,
-        tty=args.tty and sys.stdin.isatty(), read_only=args.read_only,
-        network="host" if args.network == "host" else "none",
+        tty=args.tty and sys.stdin.isatty(), read_only=args.read_only, network=mode,
         memory=ocispec.parse_size(args.memory) if args.memory else None)
+    if mode == "bridge":
+        opts.net = _bridge_options(e, "bridge" if net == "default" else net, args)
+    elif args.publish or args.publish_all or args.ip or args.network_alias or args.net_rate:
+        raise ocispec.OptionError(f"-p, -P, --ip, --network-alias and --net-rate need a bridge network, "
+                                  f"not --network {net}")
+    elif mode == "container":
+        other = e.containers.resolve(net.split(":", 1)[1])
+        if e.state(other) != "running":
+            raise ocispec.OptionError(f"--network {net}: container {other['name']} is not running")
+        if (other.get("net") or {}).get("mode") == "bridge":
+            from kobako.network.networks import netns_path
+            opts.join_ns["network"] = netns_path(other["id"])  # stable while it runs
+        else:
+            from kobako.engine.copy import _runtime_pid
+            opts.join_ns["network"] = f"/proc/{_runtime_pid(e, other)}/ns/net"
+            opts.join_ids["network"] = other["id"]
+        opts.net = {"mode": "container", "container": other["id"]}
+    return opts
+
+
+def _bridge_options(e: Engine, name: str, args) -> dict:
+    """--network NAME, -p, -P, --expose, --ip, --network-alias, --net-rate: checked now, made
+    at each start by network/endpoints.py."""
+    from kobako.network import ports
+    from kobako.network.networks import DEFAULT, NetworkStore
+    net = NetworkStore(e.root, e.run_dir).get(name)
+    if net["name"] == DEFAULT and (args.ip or args.network_alias):
+        raise ocispec.OptionError("--ip and --network-alias work on user-defined networks only, "
+                                  "not on the default bridge")
+    if args.ip:
+        from kobako.network.ipam import Pool
+        Pool.of(net).check(args.ip)
+    published = [p for spec in args.publish for p in ports.parse(spec)]
+    for x in args.expose:
+        ports.exposed({}, [x])  # validates
+    out: dict = {"mode": "bridge", "ports": published,
+                 "networks": {net["name"]: {"ip": args.ip, "aliases": list(args.network_alias)}}}
+    if args.publish_all:
+        out["publishAll"], out["expose"] = True, list(args.expose)
+    if args.net_rate:
+        out["rate"] = _rate(args.net_rate)
+    return out
+
+
+def _rate(s: str) -> int:
+    """--net-rate 10mbit / 1MB (bytes) / 500kbit -> bits per second."""
+    t = s.strip().lower()
+    for suf, m in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3), ("bit", 1), ("gb", 8 << 30),
+                      ("mb", 8 << 20), ("kb", 8 << 10), ("g", 8 << 30), ("m", 8 << 20), ("k", 8 << 10),
+                      ("b", 8)):
+        if t.endswith(suf):
+            num, mult = t[:-len(suf)], m
+            break
+    else:
+        num, mult = t, 8
+    try:
+        v = int(float(num) * mult)
+    except ValueError:
+        v = 0
+    if v < 8000:
+        raise ocispec.OptionError(f"invalid --net-rate {s!r}: a rate like 10mbit, 500kbit or 2mb "
+                                  "(bytes/s), at least 1kb")
+    return v
 
 
 def _security_and_limits(opts: ocispec.RunOptions, args, e: Engine) -> ocispec.RunOptions:
@@ -499,6 +561,8 @@ def inspect_container(e: Engine, rec: dict) -> dict:
     argv = proc.get("args") or []
     memory = ((spec.get("linux") or {}).get("resources") or {}).get("memory", {}).get("limit", 0)
     binds = [m for m in spec.get("mounts") or [] if m.get("type") == "bind" and m["destination"] != "/sys"]
+    from kobako.cli.networks import container_settings
+    net_mode, net_settings = container_settings(e, rec)
     return {
         "Id": rec["id"], "Created": rec.get("created"), "Path": argv[0] if argv else "", "Args": argv[1:],
         "State": {"Status": st, "Running": st in ("running", "paused"), "Paused": st == "paused",
@@ -512,7 +576,7 @@ def inspect_container(e: Engine, rec: dict) -> dict:
         "LogPath": e.containers.path(rec["id"], f"{rec['id']}-json.log"),
         "HostConfig": {"RestartPolicy": rec.get("restartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
                        "AutoRemove": bool((rec.get("options") or {}).get("autoRemove")),
-                       "NetworkMode": "none",
+                       "NetworkMode": net_mode,
                        "Memory": memory, "Binds": [f"{m['source']}:{m['destination']}" for m in binds]},
         "Config": {"Hostname": spec.get("hostname", ""), "Env": proc.get("env") or [], "Cmd": argv,
                    "Image": rec.get("imageName"), "WorkingDir": proc.get("cwd", "/"),
@@ -522,8 +586,15 @@ def inspect_container(e: Engine, rec: dict) -> dict:
                     "RW": "ro" not in (m.get("options") or [])} for m in binds],
         "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": e.containers.path(rec["id"], "upper"),
                                                     "WorkDir": e.containers.path(rec["id"], "work")}},
-        "NetworkSettings": {"Networks": {}, "Ports": {}},
+        "NetworkSettings": net_settings,
     }
+
+
+def _ps_ports(e: Engine, rec: dict, state: str) -> str:
+    if state not in ("running", "paused") or (rec.get("net") or {}).get("mode") != "bridge":
+        return ""
+    from kobako.cli.networks import ps_ports
+    return ps_ports(e, rec)
 
 
 def _env(args) -> list[str]:
@@ -601,7 +672,7 @@ def ps(e: Engine, args) -> int:
                      "Image": familiar(rec["imageName"]),
                      "Command": f'"{cmd if args.no_trunc or len(cmd) < 20 else cmd[:19] + "…"}"',
                      "CreatedAt": rec["created"], "RunningFor": ago(rec["created"]), "Status": status,
-                     "State": state, "Ports": "", "Names": rec["name"],
+                     "State": state, "Ports": _ps_ports(e, rec, state), "Names": rec["name"],
                      "Labels": ",".join(f"{k}={v}" for k, v in (rec.get("labels") or {}).items()),
                      "Size": _size(e, rec) if args.size else ""})
     if args.quiet:
@@ -726,7 +797,7 @@ def cp(e: Engine, args) -> int:
 
 
 RUN_OPTS = [
-    opt("-d --detach", "detach", help="run in the background (needs the monitor: not built yet)"),
+    opt("-d --detach", "detach", help="run in the background, under the monitor"),
     opt("-i --interactive", "interactive", help="keep stdin open"),
     opt("-t --tty", "tty", help="allocate a pseudo-terminal"),
     opt("--rm", "rm", help="remove the container when it exits"),
@@ -738,7 +809,14 @@ RUN_OPTS = [
     opt("--entrypoint", "entrypoint", "str", None, "override the image's entrypoint"),
     opt("-h --hostname", "hostname", "str", None, "container host name"),
     opt("--read-only", "read_only", help="mount the root filesystem read-only"),
-    opt("--network --net", "network", "str", "none", "none or host (bridge networking: networking issue)"),
+    opt("--network --net", "network", "str", None,
+        "bridge (default), host, none, container:NAME or a network's name"),
+    opt("-p --publish", "publish", "list", None, "publish a port: [IP:][HOST-PORT:]CTR-PORT[/tcp|udp]"),
+    opt("-P --publish-all", "publish_all", help="publish every exposed port on a free host port"),
+    opt("--expose", "expose", "list", None, "expose a port (or range) for -P"),
+    opt("--ip", "ip", "str", None, "the container's IPv4 address on a user network"),
+    opt("--network-alias", "network_alias", "list", None, "another name on the user network"),
+    opt("--net-rate", "net_rate", "str", None, "bandwidth limit each way, e.g. 10mbit or 1mb (bytes/s)"),
     opt("-m --memory", "memory", "str", None, "memory limit (e.g. 64m)"),
     opt("-v --volume", "volume", "list", None, "HOST-PATH:CTR-PATH[:ro], NAME:CTR-PATH[:ro] or CTR-PATH"),
     opt("--mount", "mount", "list", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),

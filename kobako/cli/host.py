@@ -114,9 +114,16 @@ def update(e: Engine, args) -> int:
 
 
 def port(e: Engine, args) -> int:
+    from kobako.cli.networks import port_lines
     rec = e.containers.resolve(args.args[0])
-    for p in rec.get("ports") or []:  # published ports come with bridge networking
-        print(f"{p['container']} -> {p['hostIp']}:{p['hostPort']}")
+    lines = port_lines(e, rec)
+    if len(args.args) > 1:  # `port C 80[/tcp]`: that one only
+        want = args.args[1] if "/" in args.args[1] else args.args[1] + "/tcp"
+        lines = [ln.split(" -> ")[1] for ln in lines if ln.split(" -> ")[0] == want]
+        if not lines:
+            raise ContainerError(f"no public port '{want}' published for {rec['name']}")
+    for ln in lines:
+        print(ln)
     return 0
 
 

@@ -30,6 +30,9 @@ MODULES = {
     "stats": "host", "update": "host", "port": "host", "events": "host",
     "system events": "host", "version": "host", "system info": "host",
     "system restore": "host",
+    "network create": "networks", "network ls": "networks", "network inspect": "networks",
+    "network rm": "networks", "network prune": "networks", "network connect": "networks",
+    "network disconnect": "networks", "network reload": "networks",
 }
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
@@ -46,6 +49,7 @@ ALIASES = {
     "container cp": "cp", "container attach": "attach",
     "container update": "update", "container port": "port", "system version": "version",
     "volume list": "volume ls", "volume remove": "volume rm",
+    "network list": "network ls", "network remove": "network rm",
 }
 GROUPS = ("image", "container", "system", "volume", "network")
 
@@ -74,6 +78,9 @@ Containers:
 
 Volumes:
   volume create, ls, inspect, rm, prune
+
+Networks:
+  network create, ls, inspect, rm, prune, connect, disconnect, reload
 
   stats, update, port
 
@@ -169,7 +176,11 @@ def _known_errors() -> tuple[type, ...]:
                        ("kobako.engine.records", ["ContainerError", "ContainerNotFound"]),
                        ("kobako.engine.ocispec", ["OptionError"]),
                        ("kobako.storage.volumes", ["VolumeError"]),
-                       ("kobako.engine.copy", ["CopyError"])):
+                       ("kobako.engine.copy", ["CopyError"]),
+                       ("kobako.network.networks", ["NetworkError"]),
+                       ("kobako.network.ports", ["PortError"]),
+                       ("kobako.network.ipam", ["IPAMError"]),
+                       ("kobako.network.nftables", ["NftError"])):
         try:
             m = __import__(mod, fromlist=names)
             out += [getattr(m, n) for n in names]

@@ -30,6 +30,10 @@ def prune(e: Engine, args) -> int:
         removed.append(rec["id"])
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    from kobako.cli.networks import prune_networks
+    nets = prune_networks(e)
+    if nets:
+        print("Deleted Networks:\n" + "\n".join(nets) + "\n")
     lines, freed = prune_images(e, all_images=args.all)
     for line in lines:
         print(line)

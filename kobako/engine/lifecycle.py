@@ -180,6 +180,7 @@ class Engine:
                 if not os.path.exists(host):
                     os.makedirs(host, 0o755)  # docker -v creates a missing host directory
             opts.etc_files = self._etc_files(cid, opts)
+            net = self._net_record(opts, img_cfg, cid)
             lowers = [self.snapshots.fs(c) for c in reversed(image["chainIds"])]
             for v in vols:  # an empty volume starts with the image's files at its destination
                 vstore.seed(v["name"], lowers, v["destination"])
@@ -190,6 +191,8 @@ class Engine:
                 f.write(jsonfast.dumps(spec))
             fault("create:bundle")
             rec["bundle"] = bundle
+            if net is not None:
+                rec["net"] = net
             self.containers.save(rec)
             self.event(rec, "create")
             return rec
@@ -205,6 +208,22 @@ class Engine:
                         except VolumeError:
                             pass
             raise
+
+    @staticmethod
+    def _net_record(opts: ocispec.RunOptions, img_cfg: dict, cid: str) -> dict | None:
+        """What the container's network is to be, for network/endpoints.py at each start."""
+        net = dict(opts.net)
+        if net.get("mode") != "bridge":
+            return net if net.get("mode") not in (None, "none") else None
+        if net.pop("publishAll", False):
+            from kobako.network import ports
+            have = {(p["containerPort"], p["proto"]) for p in net.get("ports") or []}
+            more = ports.exposed(img_cfg, net.get("expose") or [])
+            net["ports"] = (net.get("ports") or []) + [
+                p for p in more if (p["containerPort"], p["proto"]) not in have]
+        net["hostsFile"] = opts.etc_files.get("/etc/hosts")
+        net["hostname"] = opts.hostname or cid[:12]
+        return net
 
     def _etc_files(self, cid: str, opts: ocispec.RunOptions) -> dict[str, str]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container, as Docker writes
@@ -315,7 +334,11 @@ class Engine:
         # Logged like a detached container, except with a pty (its output is the terminal's) and
         # with --rm: that log would be deleted at exit, and the copier costs ~5 ms of start-up.
         tee = None if (rec.get("options") or {}).get("tty") or remove else self._tee_output(rec)
+        bridged = (rec.get("net") or {}).get("mode") == "bridge"
         try:
+            if bridged:
+                from kobako.network.endpoints import Endpoints
+                Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
             if tee is not None:
                 tee.start()
             try:
@@ -329,6 +352,8 @@ class Engine:
             code = err.exit_code
             raise err from None
         finally:
+            if bridged:
+                self.detach_network(rec["id"], os.getpid(), sync=False)
             rec.update(status="exited", exitCode=code, finished=now_iso())
             self.event(rec, "die", exitCode=str(code))
             if remove:
@@ -340,6 +365,19 @@ class Engine:
                 except (ContainerError, ContainerNotFound):
                     pass  # removed meanwhile (rm -f)
         return code
+
+    def detach_network(self, cid: str, gen: int | None = None, sync: bool = True) -> None:
+        from kobako.network.endpoints import Endpoints
+        Endpoints(self.root, self.run_dir).detach(cid, gen, sync)
+
+    def sweep_networks(self) -> list[str]:
+        """What containers that are not running left of their networks (kill -9 midway)."""
+        if not os.path.isdir(os.path.join(self.run_dir, "network")):
+            return []
+        from kobako.network.endpoints import Endpoints
+        running = {c for c in self.containers.ids()
+                   if self.runtime_state(c) in ("running", "paused", "created")}
+        return Endpoints(self.root, self.run_dir).sweep(running)
 
     # -- detached: through the monitor ---------------------------------------------
     def state(self, rec: dict) -> str:
@@ -494,6 +532,7 @@ class Engine:
                         self.runtime(["delete", "--force", cid])
                     self.containers.remove_dir(cid)
                     gone.append(cid)
+        self.sweep_networks()
         return gone
 
     # -- remove ----------------------------------------------------------------
@@ -513,6 +552,8 @@ class Engine:
                 time.sleep(0.05)
                 self.runtime(["delete", "--force", cid])
         fault("rm:runtime-deleted")
+        if (rec.get("net") or {}).get("mode") == "bridge":
+            self.detach_network(cid)
         self.containers.remove_dir(cid)
         self.event(rec, "destroy")
         anon = [v["name"] for v in rec.get("volumes") or [] if v.get("anonymous")]

@@ -106,6 +106,7 @@ class Box:
         self.stdin_eof = False
         self.restarts = int(rec.get("restartCount", 0))
         self.stopping = False
+        self.gen = 0  # the PID of the runtime child that started it: its network's generation
 
 
 class Monitor:
@@ -360,7 +361,8 @@ class Monitor:
                 os.dup2(in_r if in_r >= 0 else null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-                _run_runtime(self.rt_root, rec["bundle"], cid, rep_w, cpath if console else None)
+                if _attach_network(self.data, self.run, rec, rep_w):
+                    _run_runtime(self.rt_root, rec["bundle"], cid, rep_w, cpath if console else None)
             finally:
                 os._exit(0)
         os.close(out_w)
@@ -375,6 +377,7 @@ class Monitor:
             box.fds[fd] = stream
             self.sel.register(fd, selectors.EVENT_READ, ("stdio", box))
         self.boxes[cid] = box
+        box.gen = pid
         self.helpers[pid] = ("runtime", (box, rep_r, conn))
         return None
 
@@ -608,6 +611,8 @@ class Monitor:
             try:
                 signal.set_wakeup_fd(-1)
                 _delete_runtime(self.rt_root, cid, self.data if remove else None, anon)
+                if not again:  # a restart keeps it: the next start replaces it
+                    _detach_network(self.data, self.run, cid, box.gen)
             finally:
                 os._exit(0)
         self.helpers[pid] = ("cleanup", None)
@@ -680,6 +685,29 @@ def _run_runtime(rt_root: str, bundle: str, cid: str, report: int, console: str 
         os.write(report, f"ERR {describe_oserror(e)}".encode())
     except BaseException as e:  # noqa: BLE001 - reported to the CLI, never a traceback
         os.write(report, f"ERR internal error: {type(e).__name__}: {e}".encode())
+
+
+def _attach_network(data: str, run: str, rec: dict, report: int) -> bool:
+    """In the runtime child, before the runtime: the container's network (its netns path is
+    in config.json). False, with the reason reported, when it cannot be made."""
+    if (rec.get("net") or {}).get("mode") != "bridge":
+        return True
+    from kobako.network.endpoints import Endpoints
+    try:
+        Endpoints(data, run).attach(rec, os.getpid())
+        return True
+    except Exception as e:  # noqa: BLE001 - reported to the CLI as one line
+        from kobako.cli.main import describe
+        os.write(report, f"ERR {describe(e)}".encode())
+        return False
+
+
+def _detach_network(data: str, run: str, cid: str, gen: int) -> None:
+    try:
+        from kobako.network.endpoints import Endpoints
+        Endpoints(data, run).detach(cid, gen or None, sync=False)
+    except Exception:  # noqa: BLE001 - a sweep (system prune, the next start) finishes it
+        pass
 
 
 def _delete_runtime(rt_root: str, cid: str, remove_from: str | None,

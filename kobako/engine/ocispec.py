@@ -72,6 +72,9 @@ class RunOptions:
         self.blkio_weight: int | None = None
         self.devices: list[tuple[str, str, str]] = []  # (host path, container path, rwm)
         self.etc_files: dict[str, str] = {}  # /etc/hosts etc.: container path -> host file
+        # networking (network/endpoints.py): {"mode": bridge|host|none|container, "networks":
+        # {name: {"ip", "aliases"}}, "ports": [...], "publishAll", "expose", "rate"}
+        self.net: dict = {"mode": network}
         self.init: str | None = None  # --init: a static init binary on the host (tini-static)
 
 
@@ -297,7 +300,7 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     gone = {"pid": "pid", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup"}
     for ns in opts.host_ns:
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != gone[ns]]
-    for ns, path in opts.join_ns.items():  # --pid/--ipc container:NAME
+    for ns, path in opts.join_ns.items():  # --pid/--ipc/--network container:NAME
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != ns]
         linux["namespaces"].append({"type": ns, "path": path})
     for key, devs in opts.throttle.items():
@@ -322,6 +325,11 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
         cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] not in ("/dev", "/sys")] + [
             {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"]},
             {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rw"]}]
+    if opts.network == "bridge":  # the engine makes and configures it before the runtime runs
+        from kobako.network.networks import netns_path
+        for n in linux["namespaces"]:
+            if n["type"] == "network":
+                n["path"] = netns_path(cid)
     if opts.network == "host":
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
         cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys"] + [

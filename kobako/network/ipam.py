@@ -242,7 +242,9 @@ class IPAM:
     # -- networks --------------------------------------------------------------------------
 
     def create(self, network: str, subnet: str | None = None, gateway: str | None = None,
-               ip_range: str | None = None, host_routes: list[str] | None = None) -> dict:
+               ip_range: str | None = None, host_routes: list[str] | None = None,
+               extra: dict | None = None) -> dict:
+        """A network's pool; `extra` (the network's other settings) is kept in the same file."""
         path = self._path(network)
         if subnet is None and (gateway is not None or ip_range is not None):
             raise IPAMError("a gateway or ip range needs an explicit subnet")
@@ -256,8 +258,8 @@ class IPAM:
                 pool = self._pick(others, routes)
             else:
                 self._check_free(pool.subnet, others, routes)
-            rec = {"name": network, "subnet": pool.subnet, "gateway": pool.gateway, "ipRange": pool.ip_range,
-                   "allocated": {}}
+            rec = {**(extra or {}), "name": network, "subnet": pool.subnet, "gateway": pool.gateway,
+                   "ipRange": pool.ip_range, "allocated": {}}
             self._write(rec)
         return rec
 

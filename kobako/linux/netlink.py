@@ -1,0 +1,163 @@
+"""rtnetlink: links, addresses and routes, spoken over a NETLINK_ROUTE socket.
+
+The few messages kobako's network layer sends (what `ip link/addr/route` send), built with
+struct on the C `_socket` module. Not pyroute2: importing it costs 160-180 ms here (it
+brings asyncio and its NDB along), more than the whole start-up budget of a networked
+`kobako run`; these messages cost ~30 µs each.
+
+A socket lives in the network namespace it was made in: `Netlink()` made while the
+calling thread is inside a container's namespace configures that namespace from then on,
+whatever namespace the thread is in later (network/sandbox.py relies on it).
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import struct
+
+AF_NETLINK, NETLINK_ROUTE = 16, 0
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+RTA_GATEWAY, RTA_OIF = 5, 4
+IFF_UP = 1
+AF_INET = 2
+
+_HDR = struct.Struct("=IHHII")          # nlmsghdr: len, type, flags, seq, pid
+_IFINFO = struct.Struct("=BxHiII")       # ifinfomsg: family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBI")        # ifaddrmsg: family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")     # rtmsg: family, dst/src len, tos, table, proto, scope, type, flags
+
+
+def attr(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return struct.pack("=HH", n, kind) + data + b"\0" * (-n & 3)
+
+
+def _str(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+def _ip(addr: str) -> bytes:
+    return bytes(int(p) for p in addr.split("."))
+
+
+def _ifname(name: str) -> str:
+    if not name or len(name.encode()) > 15 or "/" in name or name in (".", ".."):
+        raise ValueError(f"invalid interface name {name!r}")
+    return name
+
+
+class Netlink:
+    """One NETLINK_ROUTE socket; each method is one request, acknowledged before it returns.
+    Errors are OSError with the kernel's errno and what was being done."""
+
+    def __init__(self) -> None:
+        self.sock = _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, kind: int, flags: int, body: bytes, what: str) -> list[tuple[int, bytes]]:
+        """Send one message; the replies before the ACK (for GET), or OSError."""
+        self.seq += 1
+        msg = _HDR.pack(_HDR.size + len(body), kind, flags | NLM_F_REQUEST | NLM_F_ACK, self.seq, 0) + body
+        self.sock.send(msg)
+        out: list[tuple[int, bytes]] = []
+        while True:
+            data = self.sock.recv(65536)
+            off = 0
+            while off + _HDR.size <= len(data):
+                length, mtype, _, seq, _ = _HDR.unpack_from(data, off)
+                if length < _HDR.size:
+                    raise OSError(0, f"{what}: malformed netlink reply")
+                payload = data[off + _HDR.size:off + length]
+                off += (length + 3) & ~3
+                if seq != self.seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", payload)[0]
+                    if err:
+                        raise OSError(err, f"{what}: {os.strerror(err)}")
+                    return out
+                if mtype == NLMSG_DONE:
+                    return out
+                out.append((mtype, payload))
+
+    # -- links ---------------------------------------------------------------------------
+    def index(self, name: str) -> int | None:
+        """A link's index by name, None when there is none."""
+        try:
+            (_, payload), *_ = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, 0, 0, 0)
+                                            + attr(IFLA_IFNAME, _str(_ifname(name))), f"look up {name}")
+        except OSError as e:
+            if e.errno in (19, 2):  # ENODEV, ENOENT
+                return None
+            raise
+        return _IFINFO.unpack_from(payload)[2]
+
+    def add_bridge(self, name: str, mtu: int | None = None) -> None:
+        attrs = attr(IFLA_IFNAME, _str(_ifname(name))) + attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"bridge"))
+        if mtu:
+            attrs += attr(IFLA_MTU, struct.pack("=I", mtu))
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, 0, 0) + attrs,
+                     f"create bridge {name}")
+
+    def add_veth(self, name: str, peer: str, peer_netns_fd: int, master: int | None = None,
+                 mtu: int | None = None, peer_mac: bytes | None = None) -> None:
+        """A veth pair: `name` here (enslaved to `master`), `peer` made directly inside the
+        namespace of `peer_netns_fd` -- one message, nothing to move afterwards."""
+        peer_attrs = (attr(IFLA_IFNAME, _str(_ifname(peer)))
+                      + attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd)))
+        if peer_mac:
+            peer_attrs += attr(IFLA_ADDRESS, peer_mac)
+        if mtu:
+            peer_attrs += attr(IFLA_MTU, struct.pack("=I", mtu))
+        info = attr(IFLA_INFO_KIND, b"veth") + attr(
+            IFLA_INFO_DATA, attr(VETH_INFO_PEER, _IFINFO.pack(0, 0, 0, 0, 0) + peer_attrs))
+        attrs = attr(IFLA_IFNAME, _str(_ifname(name))) + attr(IFLA_LINKINFO, info)
+        if master is not None:
+            attrs += attr(IFLA_MASTER, struct.pack("=I", master))
+        if mtu:
+            attrs += attr(IFLA_MTU, struct.pack("=I", mtu))
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + attrs,
+                     f"create veth pair {name}/{peer}")
+
+    def set_up(self, index: int, what: str) -> None:
+        self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, IFF_UP, IFF_UP), f"bring up {what}")
+
+    def delete(self, name: str) -> bool:
+        """Delete a link by name; False when it was already gone."""
+        try:
+            self.request(RTM_DELLINK, 0, _IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, _str(_ifname(name))),
+                         f"delete link {name}")
+        except OSError as e:
+            if e.errno in (19, 2):
+                return False
+            raise
+        return True
+
+    # -- addresses and routes -------------------------------------------------------------------
+    def add_address(self, index: int, ip: str, prefix: int, what: str) -> None:
+        a = _ip(ip)
+        bcast = (int.from_bytes(a, "big") | ((1 << (32 - prefix)) - 1)).to_bytes(4, "big")
+        body = (_IFADDR.pack(AF_INET, prefix, 0, 0, index) + attr(IFA_LOCAL, a) + attr(IFA_ADDRESS, a)
+                + attr(IFA_BROADCAST, bcast))
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefix} to {what}")
+
+    def add_default_route(self, gateway: str, index: int) -> None:
+        body = (_RTMSG.pack(AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)  # main table, boot proto, universe, unicast
+                + attr(RTA_GATEWAY, _ip(gateway)) + attr(RTA_OIF, struct.pack("=I", index)))
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"add default route via {gateway}")

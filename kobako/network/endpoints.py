@@ -1,0 +1,580 @@
+"""A container's place on its networks: the named network namespace, one veth pair per
+network, addresses, routes, published ports -- made when it starts, gone when it stops.
+
+The seminar's `bridge_create.sh`, `veth_create.sh`, `net_attach.sh`, `portfwd_create.sh`:
+
+    1. the container's network namespace, bind-mounted at /run/netns/kobako-<id12> so that
+       `ip netns` lists it; config.json joins it by that path (the runtime makes none)
+    2. per network: its bridge, made by the first container that needs it (address = the
+       network's gateway), and a veth pair: kb-<hash> on the bridge, ethN made directly
+       inside the namespace (one netlink message)
+    3. inside: lo and ethN up, the address from IPAM, the default route via the gateway
+    4. published ports and masquerading: kobako's nft table, rewritten from state
+    5. user networks: every container's /etc/hosts lists its peers by name and alias
+
+Everything is written into <run root>/network/endpoints/<container id>.json *before* it is
+made, so teardown -- at exit, at rm, or in a sweep after kill -9 -- finds it all. Teardown
+tolerates every piece being gone already. One lock (<run root>/network/lock) orders all
+of it; the last container on a bridge takes the bridge with it.
+
+Names resolve through /etc/hosts, rewritten in place (the file is bind-mounted, so the
+container sees each change) on every connect and disconnect: no resolver process to keep
+alive in a daemonless engine, nothing listening on the host, and the change is visible
+at once to every program that uses the C library's resolver. Other names go to the
+host's upstream servers (resolv.conf without loopback entries).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from kobako.linux import netlink
+from kobako.network import nftables
+from kobako.network.networks import DEFAULT, NetworkError, NetworkStore, netns_path, table_name
+from kobako.runtime import jsonfast
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+_HOSTS_MARK = "# kobako: containers on the same networks\n"
+
+
+def _veth(cid: str, nid: str, gen: int) -> str:
+    """Unique per start too: the previous start's veth may still be on its way out (the
+    kernel removes it with the namespace, in the background)."""
+    import _sha256
+    return "kb-" + _sha256.sha256(f"{cid}{nid}{gen}".encode()).hexdigest()[:12]
+
+
+def _mac(ip: str) -> bytes:
+    return bytes([0x02, 0x42, *(int(p) for p in ip.split("."))])  # docker's 02:42:<ip>
+
+
+def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, aliases: list[str] | None) -> dict:
+    """One network's part of the state: what is made, and what inspect shows."""
+    return {"id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
+            "gateway": net["gateway"],
+            "subnet": net["subnet"], "bridge": net["bridge"], "veth": _veth(cid, net["id"], gen),
+            "ifname": ifname,
+            "internal": bool(net.get("internal")), "mtu": net.get("mtu"), "aliases": list(aliases or []),
+            "mac": ":".join(f"{b:02x}" for b in _mac(ip))}
+
+
+def _sysctl(path: str, value: str) -> None:
+    with open("/proc/sys/" + path, "w") as f:
+        f.write(value)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class _Lock:
+    def __init__(self, path: str) -> None:
+        self.path, self.fd = path, -1
+
+    def __enter__(self) -> _Lock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+class Endpoints:
+    def __init__(self, root: str, run_root: str) -> None:
+        self.store = NetworkStore(root, run_root)
+        self.dir = os.path.join(run_root, "network", "endpoints")
+        self.bridges = os.path.join(run_root, "network", "bridges")  # <name>.json: each bridge made
+        self.table = table_name(run_root)
+        self._new_bridges: list[dict] = []
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.bridges, mode=0o700, exist_ok=True)
+
+    def locked(self) -> _Lock:
+        return _Lock(os.path.join(os.path.dirname(self.dir), "lock"))
+
+    # -- state ------------------------------------------------------------------------------
+    def _path(self, cid: str) -> str:
+        return os.path.join(self.dir, cid + ".json")
+
+    def state(self, cid: str) -> dict | None:
+        try:
+            with open(self._path(cid), "rb") as f:
+                return jsonfast.loads(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def _save(self, st: dict) -> None:
+        from kobako.paths import atomic_write
+        atomic_write(self._path(st["id"]), jsonfast.dumps(st).encode(), 0o600, durable=False)
+
+    def all(self) -> list[dict]:
+        out = []
+        for n in os.listdir(self.dir):
+            if n.endswith(".json") and not n.startswith("."):
+                st = self.state(n[:-5])
+                if st is not None:
+                    out.append(st)
+        return out
+
+    # -- attach -----------------------------------------------------------------------------
+    def attach(self, rec: dict, gen: int | None = None) -> dict | None:
+        """Make the container's network as its record asks (rec["net"]); its state, or None
+        for modes that need nothing (host, none, container:X). Raises NetworkError or PortError
+        with nothing left behind."""
+        net = rec.get("net") or {}
+        if net.get("mode") != "bridge":
+            return None
+        cid = rec["id"]
+        with self.locked():
+            old = self.state(cid)
+            if old is not None:  # a previous run's (a restart, or a crash): start clean
+                self._teardown(old, sync=True)
+            st = {"id": cid, "name": rec.get("name", ""), "gen": gen or os.getpid(), "netns": netns_path(cid),
+                  "hosts": net.get("hostsFile"), "hostname": net.get("hostname", ""), "networks": {},
+                  "order": [], "ports": [], "rate": net.get("rate")}
+            try:
+                self._plan(st, net)
+                self._save(st)  # recorded before anything is made
+                self._make(st)
+                if os.environ.get("KOBAKO_FAULT") == "net:made":  # tests: kill -9 half-way
+                    os.kill(os.getpid(), 9)
+                self._fw_add(st, self._new_bridges)
+                self._save(st)  # with what making it learnt (the route's network)
+                self._update_hosts(st, set(st["networks"]))
+                if st.get("rate"):
+                    self._limit_rate(st)
+            except BaseException:
+                self._teardown(st, sync=True)
+                self._reap_idle()
+                raise
+        return st
+
+    def _plan(self, st: dict, net: dict) -> None:
+        from kobako.network import ports
+        from kobako.network.ipam import IPAMError
+        nets = net["networks"] if "networks" in net else {DEFAULT: {}}
+        for i, (name, want) in enumerate(nets.items()):
+            n = self.store.get(name)
+            self.store.ipam.release(n["name"], st["id"])  # a leftover of a crash
+            try:
+                ip = self.store.ipam.allocate(n["name"], st["id"], want.get("ip"))
+            except IPAMError as e:
+                raise NetworkError(f"network {n['name']}: {e}") from None
+            st["order"].append(n["name"])
+            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want.get("aliases"))
+        wanted = net.get("ports") or []
+        if wanted and st["order"]:
+            others = [p for ep in self.all() if ep["id"] != st["id"] for p in ep.get("ports") or []]
+            first = st["order"][0]
+            st["ports"] = [{**p, "network": first} for p in ports.assign(wanted, others)]
+
+    def _make(self, st: dict) -> None:
+        nl_in = self._make_netns(st["netns"])
+        self._new_bridges = []
+        try:
+            nl_in.set_up(nl_in.index("lo") or 1, "lo")
+            with netlink.Netlink() as nl:
+                for name in st["order"]:
+                    self._link(st, name, nl, nl_in)
+        finally:
+            nl_in.close()
+
+    def _link(self, st: dict, name: str, nl: netlink.Netlink, nl_in: netlink.Netlink) -> None:
+        """One network's veth pair, address and (for the first network with a way out) the
+        default route."""
+        ep = st["networks"][name]
+        br = self._ensure_bridge(nl, ep, bool(st["ports"]))
+        fd = os.open(st["netns"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            nl.add_veth(ep["veth"], ep["ifname"], fd, master=br, mtu=ep["mtu"], peer_mac=_mac(ep["ip"]))
+        finally:
+            os.close(fd)
+        idx = nl_in.index(ep["ifname"])
+        assert idx is not None
+        nl_in.add_address(idx, ep["ip"], ep["prefix"], ep["ifname"])
+        nl_in.set_up(idx, ep["ifname"])
+        if not ep["internal"] and not st.get("route"):
+            nl_in.add_default_route(ep["gateway"], idx)
+            st["route"] = name
+            self._forwarding_on()
+
+    @staticmethod
+    def _netlink_in(path: str) -> netlink.Netlink:
+        """A netlink socket inside the namespace bound at `path`."""
+        from kobako.linux import namespaces
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            namespaces.enter(path, CLONE_NEWNET)
+            try:
+                return netlink.Netlink()
+            finally:
+                namespaces.setns(home, CLONE_NEWNET, "the host's network namespace")
+        finally:
+            os.close(home)
+
+    # -- connect / disconnect on a running container --------------------------------------------
+    def connect(self, rec: dict, name: str, ip: str | None = None, aliases: list[str] | None = None) -> dict:
+        from kobako.network.ipam import IPAMError
+        cid = rec["id"]
+        with self.locked():
+            st = self.state(cid)
+            if st is None:
+                raise NetworkError(f"container {rec.get('name', cid[:12])} has no network namespace of "
+                                   "kobako's to connect (it uses --network host, none or container:)")
+            n = self.store.get(name)
+            if n["name"] in st["networks"]:
+                raise NetworkError(f"container {st['name']} is already connected to network {n['name']}")
+            try:
+                addr = self.store.ipam.allocate(n["name"], cid, ip)
+            except IPAMError as e:
+                raise NetworkError(f"network {n['name']}: {e}") from None
+            used = {ep["ifname"] for ep in st["networks"].values()}
+            ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
+            st["order"].append(n["name"])
+            st["networks"][n["name"]] = _endpoint(n, cid, st["gen"] + len(st["order"]), ifname, addr, aliases)
+            self._save(st)
+            self._new_bridges = []
+            try:
+                with netlink.Netlink() as nl, self._netlink_in(st["netns"]) as nl_in:
+                    self._link(st, n["name"], nl, nl_in)
+                self._save(st)
+                self._fw_add(None, self._new_bridges)
+                self._update_hosts(st, {n["name"]})
+            except BaseException:
+                self._drop_link(st, n["name"])
+                raise
+        return st
+
+    def disconnect(self, rec: dict, name: str) -> None:
+        with self.locked():
+            st = self.state(rec["id"])
+            n = self.store.get(name)
+            if st is None or n["name"] not in st["networks"]:
+                raise NetworkError(f"container {rec.get('name')} is not connected to network {n['name']}")
+            self._drop_link(st, n["name"])
+
+    def _drop_link(self, st: dict, name: str) -> None:
+        from kobako.network.ipam import IPAMError
+        ep = st["networks"].pop(name)
+        st["order"].remove(name)
+        with netlink.Netlink() as nl:
+            nl.delete(ep["veth"])
+        dropped = [p for p in st["ports"] if p.get("network") == name]
+        st["ports"] = [p for p in st["ports"] if p.get("network") != name]
+        if st.get("route") == name:
+            st.pop("route")  # the kernel dropped the route with the link
+        self._save(st)
+        self._fw_delete(nftables.port_elements(dropped, {name: ep["ip"]}))
+        try:
+            self.store.ipam.release(name, st["id"])
+        except IPAMError:
+            pass
+        self._reap_idle()
+        peers = [o for o in self.all() if o["id"] != st["id"]]
+        for o in peers:
+            if name in o["networks"]:
+                self._write_hosts(o, peers + [st])
+        self._write_hosts(st, peers)
+
+    def _make_netns(self, path: str) -> netlink.Netlink:
+        """A new network namespace bound at `path` (what `ip netns add` does), and a netlink
+        socket inside it. The calling thread enters it only for the two calls that need to."""
+        from kobako.linux import mount, namespaces
+        os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+        try:  # as iproute2: /run/netns shared, so an unmount here reaches every mount namespace
+            mount.mount(None, NETNS_DIR, None, mount.MS_SHARED | mount.MS_REC)
+        except OSError:
+            mount.mount(NETNS_DIR, NETNS_DIR, None, mount.MS_BIND | mount.MS_REC)
+            mount.mount(None, NETNS_DIR, None, mount.MS_SHARED | mount.MS_REC)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            namespaces.unshare(CLONE_NEWNET)
+            try:
+                nl = netlink.Netlink()
+                mount.mount("/proc/thread-self/ns/net", path, None, mount.MS_BIND)
+            finally:
+                namespaces.setns(home, CLONE_NEWNET, "the host's network namespace")
+        finally:
+            os.close(home)
+        return nl
+
+    def _ensure_bridge(self, nl: netlink.Netlink, ep: dict, publishing: bool) -> int:
+        br = ep["bridge"]
+        idx = nl.index(br)
+        if idx is None:
+            from kobako.network.ipam import host_routes, overlaps
+            for r in host_routes():
+                if overlaps(r, ep["subnet"]):
+                    raise NetworkError(f"subnet {ep['subnet']} of bridge {br} overlaps the host's route {r}: "
+                                       "another network (perhaps of another kobako data root) is using it")
+            self._new_bridges.append(ep)
+            from kobako.paths import atomic_write
+            rec = {k: ep[k] for k in ("bridge", "subnet", "internal")}
+            atomic_write(os.path.join(self.bridges, br + ".json"), jsonfast.dumps(rec).encode(), 0o600,
+                         durable=False)  # recorded before it is made: _reap_idle finds it
+            nl.add_bridge(br, ep["mtu"])
+            idx = nl.index(br)
+            assert idx is not None
+            nl.add_address(idx, ep["gateway"], ep["prefix"], f"bridge {br}")
+            nl.set_up(idx, f"bridge {br}")
+            # containers on the bridge reach each other and the host without these; hairpin
+            # (a container to a port published on the host) and 127.0.0.1 -> container need them
+            _sysctl(f"net/ipv4/conf/{br}/forwarding", "1")
+            _sysctl(f"net/ipv4/conf/{br}/route_localnet", "1")
+        return idx
+
+    def _forwarding_on(self) -> None:
+        """Outbound NAT needs the host to route; remember when kobako was the one to turn it on."""
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            if f.read().strip() == "1":
+                return
+        with open(os.path.join(os.path.dirname(self.dir), "ip_forward.was"), "w") as f:
+            f.write("0\n")
+        _sysctl("net/ipv4/ip_forward", "1")
+
+    def _forwarding_restore(self) -> None:
+        mark = os.path.join(os.path.dirname(self.dir), "ip_forward.was")
+        if not os.path.exists(mark):
+            return
+        if any(not ep["internal"] for st in self.all() for ep in st["networks"].values()):
+            return
+        _sysctl("net/ipv4/ip_forward", "0")
+        os.unlink(mark)
+
+    def _limit_rate(self, st: dict) -> None:
+        """--net-rate: a token bucket on both ends of each veth (tc), so the limit holds in both
+        directions."""
+        import subprocess
+        rate = st["rate"]
+        burst = max(int(rate) // 8 // 10, 16 * 1024)  # 100 ms worth, at least 16 KiB
+        for ep in st["networks"].values():
+            for argv in (["tc", "qdisc", "replace", "dev", ep["veth"]],
+                         ["tc", "-n", os.path.basename(st["netns"]), "qdisc", "replace", "dev",
+                          ep["ifname"]]):
+                r = subprocess.run(argv + ["root", "tbf", "rate", f"{rate}bit", "burst", str(burst),
+                                           "latency", "50ms"], capture_output=True, text=True)
+                if r.returncode:
+                    raise NetworkError(f"cannot limit the network rate of {ep['veth']}: "
+                                       f"{(r.stderr or 'tc failed').strip()}")
+
+    # -- detach -----------------------------------------------------------------------------
+    def detach(self, cid: str, gen: int | None = None, sync: bool = True) -> bool:
+        """Tear the container's network down. With `gen`, only if it is still that start's (a
+        late cleanup never takes down a newer start's network). `sync=False` (a container's
+        exit): a bridge left idle goes a moment later, in a background process, so a run
+        right after reuses it -- deleting a bridge costs ~55 ms of RCU waits. False when
+        nothing was there."""
+        with self.locked():
+            st = self.state(cid)
+            if st is None or (gen is not None and st.get("gen") != gen):
+                return False
+            self._teardown(st, sync)
+            if sync:
+                self._reap_idle()
+        if not sync:
+            self._reap_later()
+        return True
+
+    def _teardown(self, st: dict, sync: bool) -> None:
+        """Undo everything `st` records; every piece may be gone already. Without `sync` the
+        veth is left to the kernel, which removes it with the namespace (asynchronously:
+        deleting it here would wait ~20 ms for RCU)."""
+        from kobako.linux import mount
+        from kobako.network.ipam import IPAMError
+        if sync:
+            with netlink.Netlink() as nl:
+                for ep in st["networks"].values():
+                    nl.delete(ep["veth"])  # its peer inside goes with it
+        try:
+            mount.umount2(st["netns"], mount.MNT_DETACH)
+        except OSError:
+            pass
+        try:
+            os.unlink(st["netns"])
+        except FileNotFoundError:
+            pass
+        # the DNAT entries go before the address is released: nobody else may get its traffic
+        self._fw_delete(nftables.port_elements(st.get("ports") or [],
+                                               {k: v["ip"] for k, v in st["networks"].items()}))
+        for name in st["networks"]:
+            try:
+                self.store.ipam.release(name, st["id"])
+            except IPAMError:
+                pass  # the network was removed meanwhile
+        try:
+            os.unlink(self._path(st["id"]))
+        except FileNotFoundError:
+            pass
+        self._update_hosts(st, set(st["networks"]), leaving=True)
+
+    def _reap_idle(self) -> None:
+        """Under the lock: bridges no endpoint uses go, with their firewall entries; with no
+        bridge left, the table goes too, and ip_forward returns to what it was. Works from
+        the bridge records, so a bridge outlives neither its network nor a crash."""
+        used = {ep["bridge"] for st in self.all() for ep in st["networks"].values()}
+        gone, left = [], 0
+        with netlink.Netlink() as nl:
+            for n in sorted(os.listdir(self.bridges)):
+                if not n.endswith(".json"):
+                    continue
+                try:
+                    with open(os.path.join(self.bridges, n), "rb") as f:
+                        rec = jsonfast.loads(f.read())
+                except (OSError, ValueError):
+                    rec = {"bridge": n[:-5], "subnet": None}
+                if rec["bridge"] in used:
+                    left += 1
+                    continue
+                nl.delete(rec["bridge"])
+                os.unlink(os.path.join(self.bridges, n))
+                if rec.get("subnet"):
+                    gone.append(rec)
+        if not left:
+            try:
+                if nftables.exists(self.table):
+                    nftables.remove(self.table)
+            except nftables.NftError:
+                pass
+        elif gone:
+            self._fw_delete([e for n in gone for e in nftables.network_elements(n)])
+        self._forwarding_restore()
+
+    def reap_idle(self) -> None:
+        with self.locked():
+            self._reap_idle()
+
+    def _reap_later(self) -> None:
+        """A detached process that waits a moment, then reaps idle bridges (podman's conmon
+        starts `podman container cleanup` after an exit in the same spirit)."""
+        linger = float(os.environ.get("KOBAKO_NET_LINGER", "2"))
+        pid = os.fork()
+        if pid:
+            os.waitpid(pid, 0)
+            return
+        try:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            import time
+            time.sleep(linger)
+            with self.locked():
+                self._reap_idle()
+        finally:
+            os._exit(0)
+
+    # -- the firewall ------------------------------------------------------------------------------
+    def _fw_add(self, st: dict | None, new_bridges: list[dict]) -> None:
+        elems = [e for ep in new_bridges for e in nftables.network_elements(ep)]
+        if st is not None:
+            elems += nftables.port_elements(st["ports"], {k: v["ip"] for k, v in st["networks"].items()})
+        if not elems:
+            return
+        try:
+            nftables.add(self.table, elems)
+        except nftables.NftError:
+            self._full()  # the table is not there (first use, a reboot, a flush): all of it
+
+    def _fw_delete(self, elems: list[tuple[str, str]]) -> None:
+        if not elems:
+            return
+        try:
+            nftables.delete(self.table, elems)
+        except nftables.NftError:
+            try:
+                self._full()  # some were missing (someone flushed): rebuild from state
+            except NetworkError:
+                pass
+
+    def _full(self) -> None:
+        eps = self.all()
+        live: dict[str, dict] = {}
+        for st in eps:
+            for ep in st["networks"].values():
+                live[ep["bridge"]] = {k: ep[k] for k in ("bridge", "subnet", "internal")}
+        try:
+            if live:
+                nftables.full(self.table, list(live.values()), eps)
+            elif nftables.exists(self.table):
+                nftables.remove(self.table)
+        except nftables.NftError as e:
+            raise NetworkError(str(e)) from None
+
+    def reload(self) -> None:
+        """Re-apply the table whole (after a firewall restart or someone's flush)."""
+        with self.locked():
+            self._full()
+
+    # -- /etc/hosts ---------------------------------------------------------------------------
+    def _update_hosts(self, st: dict, nets: set[str], leaving: bool = False) -> None:
+        """Rewrite the peers' section of /etc/hosts for every container that shares a user
+        network with `st` (and st's own, unless it is leaving)."""
+        user = {n for n in nets if n != DEFAULT}
+        eps = [o for o in self.all() if o["id"] != st["id"]]
+        if not leaving:
+            eps.append(st)
+        for o in eps:
+            if not user & set(o["networks"]) and o["id"] != st["id"]:
+                continue
+            self._write_hosts(o, eps)
+
+    @staticmethod
+    def _write_hosts(me: dict, eps: list[dict]) -> None:
+        path = me.get("hosts")
+        if not path:
+            return
+        lines = []
+        for name in me["order"]:
+            ep = me["networks"][name]
+            names = [me["hostname"]] if me.get("hostname") else []
+            if me["name"] not in names:
+                names.append(me["name"])
+            lines.append(f"{ep['ip']}\t{' '.join(names)}\n")
+        for o in eps:
+            if o["id"] == me["id"]:
+                continue
+            for name, ep in o["networks"].items():
+                if name == DEFAULT or name not in me["networks"]:
+                    continue  # the default bridge has no names, as Docker's
+                names = [o["name"], *ep.get("aliases", []), o["id"][:12]]
+                if o.get("hostname") and o["hostname"] not in names:
+                    names.append(o["hostname"])
+                lines.append(f"{ep['ip']}\t{' '.join(names)}\n")
+        try:
+            with open(path, "r+") as f:  # in place: the container has this inode bind-mounted
+                text = f.read()
+                base = text.split(_HOSTS_MARK)[0]
+                base = "".join(ln for ln in base.splitlines(True) if not ln.startswith("127.0.1.1\t"))
+                f.seek(0)
+                f.write(base + _HOSTS_MARK + "".join(lines))
+                f.truncate()
+        except FileNotFoundError:
+            pass
+
+    # -- crash recovery ---------------------------------------------------------------------------
+    def sweep(self, running: set[str]) -> list[str]:
+        """Tear down what containers that are not running left (a kill -9 of the command that
+        was starting or stopping them), and idle bridges. `running`: IDs the runtime runs."""
+        gone = []
+        with self.locked():
+            for st in self.all():
+                if st["id"] in running or _alive(int(st.get("gen") or 0)):
+                    continue
+                self._teardown(st, sync=True)
+                gone.append(st["id"])
+            self._reap_idle()
+        return gone

@@ -1,0 +1,136 @@
+"""Networks as the user sees them: `network create/ls/inspect/rm/prune`, and the default
+network `bridge`, made on first use.
+
+A network is one file, kept by IPAM (network/ipam.py) next to its address pool:
+    <data root>/networks/ipam/<name>.json
+        {"name", "id", "driver": "bridge", "bridge": ifname, "internal", "mtu", "options",
+         "labels", "created", "subnet", "gateway", "ipRange", "allocated": {ip: container id}}
+
+Its bridge device exists only while a container is attached (network/endpoints.py makes
+and removes it), so an idle network leaves nothing in the kernel. `host` and `none` are
+modes rather than networks; `ls` shows them as Docker does.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.network.ipam import IPAM, IPAMError
+
+DEFAULT = "bridge"
+MODES = ("host", "none")
+_DEFAULT_RUN = "/run/kobako"
+
+
+def netns_path(cid: str) -> str:
+    """Where a container's network namespace is bound while it runs (`ip netns` lists it)."""
+    return f"/run/netns/kobako-{cid[:12]}"
+
+
+class NetworkError(Exception):
+    """A user-facing error: one line that says what is wrong."""
+
+
+def _hash(s: str) -> str:
+    import _sha256
+    return _sha256.sha256(s.encode()).hexdigest()
+
+
+def table_name(run_root: str) -> str:
+    """kobako's nft table: `kobako` for the system's run root; a private root (tests, a second
+    instance) gets its own, so two never rewrite each other's rules."""
+    real = os.path.realpath(run_root)
+    return "kobako" if real == _DEFAULT_RUN else "kobako_" + _hash(real)[:8]
+
+
+def _now() -> str:
+    import time
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+class NetworkStore:
+    def __init__(self, root: str, run_root: str) -> None:
+        self.root, self.run_root = root, run_root
+        self.ipam = IPAM(root)
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, name: str) -> dict:
+        """A network by name, full ID or unique ID prefix. `bridge` is made on first use."""
+        try:
+            return self.ipam.get(name)
+        except IPAMError as e:
+            if name == DEFAULT:
+                return self._create_default()
+            if "corrupt" in str(e):
+                raise NetworkError(str(e)) from None
+        except ValueError:
+            pass
+        hits = [n for n in self.all() if n.get("id", "").startswith(name)] if len(name) >= 3 else []
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise NetworkError(f"network {name} is ambiguous: {len(hits)} networks have IDs starting so")
+        raise NetworkError(f"network {name} not found")
+
+    def all(self) -> list[dict]:
+        try:
+            return self.ipam.networks()
+        except IPAMError as e:
+            raise NetworkError(str(e)) from None
+
+    # -- making and removing ---------------------------------------------------------------
+    def _create_default(self) -> dict:
+        try:
+            return self.create(DEFAULT, _default=True)
+        except NetworkError as e:
+            if "already exists" in str(e):  # another command made it meanwhile
+                return self.ipam.get(DEFAULT)
+            raise
+
+    def create(self, name: str, subnet: str | None = None, gateway: str | None = None,
+               ip_range: str | None = None, internal: bool = False, options: dict | None = None,
+               labels: dict | None = None, _default: bool = False) -> dict:
+        if name in MODES or (name == DEFAULT and not _default):
+            raise NetworkError(f"network {name} is a predefined network and cannot be created")
+        options = dict(options or {})
+        nid = os.urandom(32).hex()
+        bridge = options.pop("com.docker.network.bridge.name", None) or options.pop("bridge_name", None)
+        if bridge is None:
+            default_root = os.path.realpath(self.run_root) == _DEFAULT_RUN
+            bridge = "kobako0" if _default and default_root else "kb-" + nid[:12]
+        elif (not bridge or len(bridge) > 15 or not all(c.isalnum() or c in "_.-" for c in bridge)
+              or bridge in ("lo", "eth0") or os.path.exists(f"/sys/class/net/{bridge}")):
+            raise NetworkError(f"invalid bridge name {bridge!r}: 1-15 letters, digits, '_', '.', '-', "
+                               "not an existing interface")
+        mtu = options.pop("com.docker.network.driver.mtu", None) or options.pop("mtu", None)
+        if mtu is not None:
+            if not str(mtu).isdigit() or not 68 <= int(mtu) <= 65535:
+                raise NetworkError(f"invalid MTU {mtu!r}: a number from 68 to 65535")
+            mtu = int(mtu)
+        if options:
+            raise NetworkError(f"unknown network option {sorted(options)[0]!r} (known: "
+                               "com.docker.network.bridge.name, com.docker.network.driver.mtu)")
+        for other in self.all():
+            if other.get("bridge") == bridge:
+                raise NetworkError(f"bridge name {bridge} is already used by network {other['name']}")
+        extra = {"id": nid, "driver": "bridge", "bridge": bridge, "internal": bool(internal), "mtu": mtu,
+                 "labels": labels or {}, "created": _now()}
+        try:
+            return self.ipam.create(name, subnet, gateway, ip_range, extra=extra)
+        except IPAMError as e:
+            raise NetworkError(str(e)) from None
+
+    def remove(self, name: str, users: list[str]) -> dict:
+        """`users`: names of containers (running or not) that are connected to it."""
+        net = self.get(name)
+        if net["name"] == DEFAULT:
+            raise NetworkError(f"network {DEFAULT} is a predefined network and cannot be removed")
+        if users:
+            raise NetworkError(f"network {net['name']} is in use by container{'s' * (len(users) > 1)} "
+                               f"{', '.join(sorted(users))}; remove or disconnect them first")
+        try:
+            self.ipam.remove(net["name"])
+        except IPAMError as e:
+            raise NetworkError(str(e)) from None
+        return net

@@ -1,0 +1,336 @@
+"""Networking on a real kernel through the `kobako` CLI: the default bridge, user networks
+with names, isolation, published ports (TCP, UDP, 127.0.0.1, the bridge address, hairpin),
+--internal, live connect/disconnect, `ip netns`, bandwidth limits, bad input, and kill -9.
+
+Traffic goes only to loopback and to addresses inside namespaces these tests made. The
+session-wide leak check (conftest.py) fails if a kb-* link, netns or kobako nft table
+outlives the suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from engine_support import Kobako, assert_user_error
+
+pytestmark = pytest.mark.root
+IMG = "kbt/busybox:1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
+    kb = Kobako(session_base / "net")
+    kb("import", str(busybox_rootfs), IMG)
+    yield kb
+    for cid in kb("ps", "-aq", check=False).stdout.split():
+        kb("rm", "-f", cid, check=False)
+    for n in kb("network", "ls", "-q", check=False).stdout.split():
+        kb("network", "rm", n, check=False)
+    kb("system", "prune", "-f", check=False)
+
+
+@pytest.fixture()
+def www(tmp_path: Path) -> Path:
+    d = tmp_path / "www"
+    d.mkdir()
+    (d / "index.html").write_text("kobako-net\n")
+    return d
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _get(url: str, timeout: float = 10) -> str:
+    """Fetch, retrying while the server in the container comes up."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as e:
+            return f"HTTP {e.code}"
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def _inspect(k: Kobako, name: str) -> dict:
+    return json.loads(k("inspect", name).stdout)[0]
+
+
+def _ip(k: Kobako, name: str, net: str) -> str:
+    return _inspect(k, name)["NetworkSettings"]["Networks"][net]["IPAddress"]
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines()}
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {ln.split()[0] for ln in out.splitlines() if ln.strip()}
+
+
+def _httpd(k: Kobako, name: str, www: Path, *args: str) -> None:
+    k("run", "-d", "--name", name, "-v", f"{www}:/www:ro", *args, IMG,
+      "httpd", "-f", "-p", "80", "-h", "/www")
+
+
+def test_default_bridge_container_to_gateway_and_to_container(k: Kobako, www: Path):
+    _httpd(k, "nb-web", www)
+    try:
+        doc = _inspect(k, "nb-web")
+        net = doc["NetworkSettings"]["Networks"]["bridge"]
+        assert doc["HostConfig"]["NetworkMode"] == "bridge"
+        assert net["IPAddress"] and net["Gateway"] and net["MacAddress"].startswith("02:42:")
+        ns = doc["NetworkSettings"]["SandboxKey"]
+        assert os.path.basename(ns) in _netns()  # `ip netns` lists the running container
+        out = k("run", "--rm", IMG, "sh", "-c",
+                f"ping -c1 -W2 {net['Gateway']} >/dev/null && echo gw-ok; wget -qO- http://{net['IPAddress']}/")
+        assert out.stdout.split() == ["gw-ok", "kobako-net"]
+        # the host reaches the container's own address too (it is on the bridge)
+        assert _get(f"http://{net['IPAddress']}/") == "kobako-net\n"
+    finally:
+        k("rm", "-f", "nb-web")
+    assert os.path.basename(ns) not in _netns()  # the netns link goes with the container
+
+
+def test_user_networks_names_aliases_and_isolation(k: Kobako, www: Path):
+    k("network", "create", "nb-a")
+    k("network", "create", "nb-b")
+    try:
+        _httpd(k, "nb-srv", www, "--network", "nb-a", "--network-alias", "webalias")
+        for host in ("nb-srv", "webalias"):
+            out = k("run", "--rm", "--network", "nb-a", IMG, "wget", "-qO-", f"http://{host}/")
+            assert out.stdout == "kobako-net\n", host
+        ip = _ip(k, "nb-srv", "nb-a")
+        # busybox 1.35's `wget -T` crashes (Debian's build): `timeout` bounds it instead, under
+        # sh (a lone command sh would exec: wget as PID 1 ignores timeout's SIGTERM)
+        probe = ("sh", "-c", f"timeout 3 wget -qO- http://{ip}/; exit $?")
+        assert k("run", "--rm", "--network", "nb-a", IMG, *probe).stdout == "kobako-net\n"
+        other = k("run", "--rm", "--network", "nb-b", IMG, *probe, check=False)
+        assert other.returncode not in (0, 139) and "kobako-net" not in other.stdout, \
+            "a container on another network reached nb-srv"
+        assert "nb-srv" not in k("run", "--rm", "--network", "nb-b", IMG, "cat", "/etc/hosts").stdout
+        # `network rm` refuses while a container uses it
+        assert_user_error(k("network", "rm", "nb-a", check=False), "in use", "nb-srv", code=1)
+    finally:
+        k("rm", "-f", "nb-srv")
+        k("network", "rm", "nb-a", "nb-b")
+    assert "nb-a" not in k("network", "ls").stdout
+
+
+def test_publish_tcp_on_loopback_bridge_address_and_hairpin(k: Kobako, www: Path):
+    p1, p2 = _free_port(), _free_port()
+    _httpd(k, "nb-pub", www, "-p", f"127.0.0.1:{p1}:80", "-p", f"{p2}:80")
+    try:
+        assert _get(f"http://127.0.0.1:{p1}/") == "kobako-net\n"
+        gw = _inspect(k, "nb-pub")["NetworkSettings"]["Networks"]["bridge"]["Gateway"]
+        assert _get(f"http://{gw}:{p2}/") == "kobako-net\n"  # the host's own bridge address
+        assert _get(f"http://127.0.0.1:{p2}/") == "kobako-net\n"  # 0.0.0.0 includes loopback
+        # hairpin: another container, through the host's published port
+        out = k("run", "--rm", IMG, "sh", "-c", f"timeout 5 wget -qO- http://{gw}:{p2}/; exit $?")
+        assert out.stdout == "kobako-net\n"
+        lines = sorted(k("port", "nb-pub").stdout.splitlines())
+        assert lines == sorted([f"80/tcp -> 127.0.0.1:{p1}", f"80/tcp -> 0.0.0.0:{p2}"])
+        assert k("port", "nb-pub", "80").stdout.split()[0] in (f"127.0.0.1:{p1}", f"0.0.0.0:{p2}")
+        ps = k("ps", "--format", "{{.Ports}}", "--filter", "name=nb-pub").stdout
+        assert f"127.0.0.1:{p1}->80/tcp" in ps
+        ports = _inspect(k, "nb-pub")["NetworkSettings"]["Ports"]["80/tcp"]
+        assert {"HostIp": "127.0.0.1", "HostPort": str(p1)} in ports
+    finally:
+        k("rm", "-f", "nb-pub")
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{p1}/", timeout=1)  # the DNAT went with it
+
+
+def test_publish_udp(k: Kobako):
+    port = _free_port()
+    # busybox-static has no UDP server: the host's python3 (its /usr bind-mounted) echoes
+    echo = ("import socket;s=socket.socket(2,2);s.bind(('',9999));"
+            "[s.sendto(*s.recvfrom(99)) for _ in iter(int,1)]")
+    k("run", "-d", "--name", "nb-udp", "-p", f"127.0.0.1:{port}:9999/udp", "-v", "/usr:/usr:ro",
+      "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro", IMG, "/usr/bin/python3", "-c", echo)
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.3)
+        got = b""
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not got:
+            s.sendto(b"udp-hello\n", ("127.0.0.1", port))
+            try:
+                got = s.recv(100)
+            except TimeoutError:
+                pass
+        s.close()
+        assert got == b"udp-hello\n"
+        assert k("port", "nb-udp").stdout.strip() == f"9999/udp -> 127.0.0.1:{port}"
+    finally:
+        k("rm", "-f", "nb-udp")
+
+
+def test_random_host_port_and_publish_all(k: Kobako, www: Path):
+    _httpd(k, "nb-rand", www, "-p", "80", "-P", "--expose", "8080")
+    try:
+        lines = k("port", "nb-rand").stdout.splitlines()
+        ports = {ln.split(" -> ")[0]: int(ln.rsplit(":", 1)[1]) for ln in lines}
+        assert set(ports) == {"80/tcp", "8080/tcp"} and all(p > 0 for p in ports.values())
+        assert _get(f"http://127.0.0.1:{ports['80/tcp']}/") == "kobako-net\n"
+    finally:
+        k("rm", "-f", "nb-rand")
+
+
+def test_internal_network_has_no_way_out(k: Kobako):
+    k("network", "create", "--internal", "--subnet", "10.231.0.0/24", "nb-int")
+    try:
+        out = k("run", "--rm", "--network", "nb-int", IMG, "ip", "route").stdout
+        assert "default" not in out and "10.231.0.0/24" in out
+        doc = json.loads(k("network", "inspect", "nb-int").stdout)[0]
+        assert doc["Internal"] is True and doc["IPAM"]["Config"][0]["Subnet"] == "10.231.0.0/24"
+    finally:
+        k("network", "rm", "nb-int")
+
+
+def test_connect_and_disconnect_a_running_container(k: Kobako, www: Path):
+    k("network", "create", "nb-c1")
+    k("network", "create", "nb-c2")
+    try:
+        _httpd(k, "nb-live", www, "--network", "nb-c1")
+        k("network", "connect", "--alias", "later", "nb-c2", "nb-live")
+        ip2 = _ip(k, "nb-live", "nb-c2")
+        assert ip2 in k("exec", "nb-live", "ip", "-4", "addr").stdout
+        out = k("run", "--rm", "--network", "nb-c2", IMG, "wget", "-qO-", "http://later/")
+        assert out.stdout == "kobako-net\n"
+        assert_user_error(k("network", "connect", "nb-c2", "nb-live", check=False), "already connected")
+        k("network", "disconnect", "nb-c2", "nb-live")
+        assert ip2 not in k("exec", "nb-live", "ip", "-4", "addr").stdout
+        assert "nb-c2" not in _inspect(k, "nb-live")["NetworkSettings"]["Networks"]
+        k("network", "rm", "nb-c2")  # no longer in use
+    finally:
+        k("rm", "-f", "nb-live")
+        k("network", "rm", "nb-c1")
+        k("network", "rm", "nb-c2", check=False)
+
+
+def test_container_network_mode_shares_the_namespace(k: Kobako, www: Path):
+    _httpd(k, "nb-owner", www)
+    try:
+        out = k("run", "--rm", "--network", "container:nb-owner", IMG, "wget", "-qO-", "http://127.0.0.1/")
+        assert out.stdout == "kobako-net\n"
+    finally:
+        k("rm", "-f", "nb-owner")
+
+
+def test_fixed_ip_and_bad_input(k: Kobako):
+    k("network", "create", "--subnet", "10.232.0.0/24", "--gateway", "10.232.0.1", "nb-fix")
+    try:
+        k("run", "-d", "--name", "nb-fixed", "--network", "nb-fix", "--ip", "10.232.0.50", IMG, "sleep", "60")
+        assert _ip(k, "nb-fixed", "nb-fix") == "10.232.0.50"
+        links = _links()
+        cases = [
+            (("network", "create", "--subnet", "10.232.0.0/16", "nb-x"), ["overlaps"]),
+            (("network", "create", "--subnet", "10.233.0.0/24", "--gateway", "10.234.0.1", "nb-x"),
+             ["outside"]),
+            (("network", "create", "nb-fix"), ["already exists"]),
+            (("run", "--rm", "--network", "nb-fix", "--ip", "10.232.0.50", IMG, "true"), ["in use"]),
+            (("run", "--rm", "--network", "nb-nope", IMG, "true"), ["not found"]),
+            (("run", "--rm", "-p", "70000:80", IMG, "true"), ["65535"]),
+            (("run", "--rm", "-p", "http", IMG, "true"), ["invalid port"]),
+            (("run", "--rm", "--ip", "10.88.9.9", IMG, "true"), ["user-defined"]),
+            (("network", "connect", "nb-fix", "nb-fixed"), ["already connected"]),
+            (("network", "rm", "bridge"), ["predefined"]),
+        ]
+        for argv, words in cases:
+            cp = k(*argv, check=False)
+            assert_user_error(cp, *words, code=1 if argv[:2] == ("network", "rm") else 125)
+        assert _links() == links, "a failed command left links behind"
+        assert "nb-x" not in k("network", "ls").stdout
+    finally:
+        k("rm", "-f", "nb-fixed")
+        k("network", "rm", "nb-fix")
+
+
+def test_busy_port_is_a_clear_error_and_leaves_nothing(k: Kobako, www: Path):
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen(1)
+    busy = holder.getsockname()[1]
+    links, netns = _links(), _netns()
+    try:
+        assert_user_error(k("run", "--rm", "-p", f"{busy}:80", IMG, "true", check=False), "already in use")
+        # a second container on a port kobako already publishes
+        p = _free_port()
+        _httpd(k, "nb-first", www, "-p", f"{p}:80")
+        cp = k("run", "-d", "--name", "nb-second", "-p", f"{p}:80", IMG, "sleep", "5", check=False)
+        assert_user_error(cp, "already allocated")
+        k("rm", "-f", "nb-second", check=False)
+        k("rm", "-f", "nb-first")
+    finally:
+        holder.close()
+    time.sleep(0.1)
+    assert {x for x in _netns() if x.startswith("kobako-")} <= netns
+    assert {x for x in _links() if x.startswith("kb-")} <= links
+
+
+def test_bandwidth_limit_holds(k: Kobako, tmp_path: Path):
+    d = tmp_path / "big"
+    d.mkdir()
+    (d / "blob").write_bytes(os.urandom(1 << 20))  # 1 MiB
+    port = _free_port()
+    rate = 4_000_000  # bits per second: 1 MiB takes ~2.1 s
+    k("run", "-d", "--name", "nb-slow", "--net-rate", "4mbit", "-p", f"127.0.0.1:{port}:80",
+      "-v", f"{d}:/www:ro", IMG, "httpd", "-f", "-p", "80", "-h", "/www")
+    try:
+        _get(f"http://127.0.0.1:{port}/", timeout=10)  # up (a 404 page is an answer too)
+        t = time.monotonic()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/blob", timeout=30).read()
+        took = time.monotonic() - t
+        assert len(body) == 1 << 20
+        measured = len(body) * 8 / took
+        assert measured < rate * 1.5, f"{measured / 1e6:.1f} Mbit/s through a 4 Mbit/s limit"
+    finally:
+        k("rm", "-f", "nb-slow")
+
+
+def test_kill_9_while_attaching_then_prune_leaves_nothing(k: Kobako):
+    links, netns = _links(), _netns()
+    env = {**k.env, "KOBAKO_FAULT": "net:made"}
+    argv = [sys.executable, "-m", "kobako.cli.main", "run", "--name", "nb-k9", "-p", "80", IMG, "true"]
+    p = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    assert any(x.startswith("kobako-") for x in _netns() - netns), "the fault came before the netns was made"
+    k("system", "prune", "-f")  # alone: it removes the dead container and what it left
+    assert {x for x in _netns() - netns if x.startswith("kobako-")} == set()
+    assert {x for x in _links() - links if x.startswith("kb-")} == set()
+    st = k.root / "run" / "network" / "endpoints"
+    assert not [n for n in os.listdir(st) if n.endswith(".json") and "nb-k9" in (st / n).read_text()]
+
+
+def test_kill_9_of_a_foreground_run_then_rm_f_leaves_no_network(k: Kobako):
+    netns = _netns()
+    argv = [sys.executable, "-m", "kobako.cli.main", "run", "--name", "nb-orphan", IMG, "sleep", "60"]
+    p = subprocess.Popen(argv, env=k.env, cwd=REPO)
+    end = time.monotonic() + 15
+    while time.monotonic() < end and "nb-orphan" not in k("ps").stdout:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    k("rm", "-f", "nb-orphan")
+    assert {x for x in _netns() - netns if x.startswith("kobako-")} == set()
