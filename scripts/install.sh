@@ -11,7 +11,7 @@ BUNDLE=${KOBAKO_BUNDLE:-/var/lib/kobako/bundles/busybox}
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
 need_pkgs=""
-for p in python3 python3-venv busybox-static libseccomp2 tini; do
+for p in python3 python3-venv busybox-static libseccomp2 tini nftables iproute2; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs="$need_pkgs $p"
 done
 if [ -n "$need_pkgs" ]; then
@@ -54,14 +54,14 @@ import json, sys
 p = sys.argv[1]
 c = json.load(open(p))
 c["process"]["terminal"] = False
-c["process"]["args"] = ["/bin/sh", "-c", "echo hello from $(hostname): pid $$, $(ls /sys/class/net | wc -l) network interface"]
+c["process"]["args"] = ["/bin/sh", "-c", "echo hello from $(hostname): pid $$, interfaces: $(ls /sys/class/net)"]
 json.dump(c, open(p, "w"), indent=2)
 PY
 fi
 # The same root filesystem as an image, for `kobako run` without a registry.
 IMAGE=localhost/busybox:latest
 if ! "$BIN/kobako" image inspect "$IMAGE" >/dev/null 2>&1; then
-  "$BIN/kobako" import -q -c 'CMD ["/bin/sh", "-c", "echo hello from $(hostname): pid $$, $(ls /sys/class/net | wc -l) network interface"]' \
+  "$BIN/kobako" import -q -c 'CMD ["/bin/sh", "-c", "echo hello from $(hostname): pid $$, interfaces: $(ls /sys/class/net)"]' \
     "$BUNDLE/rootfs" "$IMAGE" >/dev/null
 fi
 echo "kobako installed: $BIN/kobako, $BIN/kobako-runtime; image $IMAGE; bundle at $BUNDLE"

@@ -98,7 +98,11 @@ def update(e: Engine, args) -> int:
                       ("--cpu-quota", args.cpu_quota), ("--cpu-period", args.cpu_period)):
         if val is not None:
             argv += [flag, str(val)]
-    if not argv and not args.restart:
+    rate = None
+    if args.net_rate:
+        from kobako.cli.containers import _rate
+        rate = 0 if args.net_rate == "-1" else _rate(args.net_rate)
+    if not argv and not args.restart and rate is None:
         raise ocispec.OptionError("update needs at least one flag to change")
     from kobako.cli.containers import _each, _restart_policy
 
@@ -109,6 +113,12 @@ def update(e: Engine, args) -> int:
             if e.state(rec) not in ("running", "paused"):
                 raise ContainerError(f"container {rec['name']} is not running")
             e.runtime(["update", *argv, rec["id"]])
+        if rate is not None:
+            if e.state(rec) not in ("running", "paused") or (rec.get("net") or {}).get("mode") != "bridge":
+                raise ContainerError(f"container {rec['name']} is not running on a bridge network")
+            from kobako.network.endpoints import Endpoints
+            Endpoints(e.root, e.run_dir).set_rate(rec["id"], rate)
+            e.containers.update(rec["id"], net={**rec["net"], "rate": rate or None})  # kept for restarts
 
     return _each(e, args.args, one)
 
@@ -263,6 +273,7 @@ LIMITS = [
     opt("-m --memory", "memory", "str", None, "memory limit (-1 lifts it)"),
     opt("--memory-swap", "memory_swap", "str", None, "memory + swap limit (-1: unlimited)"),
     opt("--memory-reservation", "memory_reservation", "str", None, "memory soft limit"),
+    opt("--net-rate", "net_rate", "str", None, "network bandwidth each way, e.g. 10mbit (-1 lifts it)"),
     opt("--cpus", "cpus", "str", None, "number of CPUs (0 lifts the limit)"),
     opt("--cpu-quota", "cpu_quota", "int", None, "CFS quota in microseconds (-1 lifts it)"),
     opt("--cpu-period", "cpu_period", "int", None, "CFS period in microseconds"),

@@ -353,6 +353,24 @@ class Endpoints:
         _sysctl("net/ipv4/ip_forward", "0")
         os.unlink(mark)
 
+    def set_rate(self, cid: str, rate: int) -> None:
+        """`kobako update --net-rate`: change the limit live; 0 lifts it."""
+        with self.locked():
+            st = self.state(cid)
+            if st is None:
+                raise NetworkError(f"container {cid[:12]} has no network of kobako's running")
+            st["rate"] = rate or None
+            self._save(st)
+            if rate:
+                self._limit_rate(st)
+            else:
+                import subprocess
+                for ep in st["networks"].values():
+                    for argv in (["tc", "qdisc", "del", "dev", ep["veth"], "root"],
+                                 ["tc", "-n", os.path.basename(st["netns"]), "qdisc", "del", "dev",
+                                  ep["ifname"], "root"]):
+                        subprocess.run(argv, capture_output=True)  # none there already: fine
+
     def _limit_rate(self, st: dict) -> None:
         """--net-rate: a token bucket on both ends of each veth (tc), so the limit holds in both
         directions."""
@@ -576,5 +594,11 @@ class Endpoints:
                     continue
                 self._teardown(st, sync=True)
                 gone.append(st["id"])
+            # addresses whose holder has no endpoint any more (a reboot emptied the run root)
+            owners = {st["id"] for st in self.all()}
+            for net in self.store.all():
+                for ip, owner in list(net["allocated"].items()):
+                    if owner not in owners:
+                        self.store.ipam.release(net["name"], owner)
             self._reap_idle()
         return gone

@@ -305,6 +305,11 @@ def test_bandwidth_limit_holds(k: Kobako, tmp_path: Path):
         assert len(body) == 1 << 20
         measured = len(body) * 8 / took
         assert measured < rate * 1.5, f"{measured / 1e6:.1f} Mbit/s through a 4 Mbit/s limit"
+        k("update", "--net-rate", "-1", "nb-slow")  # lifted live
+        t = time.monotonic()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/blob", timeout=30).read()
+        lifted = len(body) * 8 / (time.monotonic() - t)
+        assert lifted > rate * 3, f"still {lifted / 1e6:.1f} Mbit/s after the limit was lifted"
     finally:
         k("rm", "-f", "nb-slow")
 
