@@ -597,7 +597,7 @@ class Endpoints:
             # addresses whose holder has no endpoint any more (a reboot emptied the run root)
             owners = {st["id"] for st in self.all()}
             for net in self.store.all():
-                for ip, owner in list(net["allocated"].items()):
+                for owner in list(net["allocated"].values()):
                     if owner not in owners:
                         self.store.ipam.release(net["name"], owner)
             self._reap_idle()
