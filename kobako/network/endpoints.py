@@ -488,6 +488,9 @@ class Endpoints:
             null = os.open("/dev/null", os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
+            # nothing of the parent's: a monitor's client connections must see their EOF now,
+            # not when this process ends
+            os.closerange(3, 1 << 16)
             import time
             time.sleep(linger)
             with self.locked():
