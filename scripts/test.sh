@@ -15,6 +15,15 @@ if [ -n "$need_pkgs" ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >/dev/null
 fi
+# The docker CLI alone, for the API tests: unpacked from Debian's docker.io, whose daemon is
+# never installed or started here (its post-install would start dockerd, which rewrites the
+# host's firewall).
+if ! command -v docker >/dev/null 2>&1; then
+  d=$(mktemp -d)
+  (cd "$d" && { apt-get download docker.io >/dev/null 2>&1 || { apt-get update -qq && apt-get download docker.io >/dev/null 2>&1; }; }) \
+    && dpkg-deb -x "$d"/docker.io_*.deb "$d/x" && install -m 0755 "$d/x/usr/bin/docker" /usr/local/bin/docker
+  rm -rf "$d"
+fi
 /opt/kobako/venv/bin/pip install -q --disable-pip-version-check -e "$here[test]"
 cd "$here"
 [ $# -gt 0 ] || set -- tests  # or just some: ./scripts/test.sh tests/conformance

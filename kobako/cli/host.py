@@ -137,6 +137,13 @@ def port(e: Engine, args) -> int:
     return 0
 
 
+def service(e: Engine, args) -> int:
+    """`kobako system service`: the Docker Engine API on a unix socket, until SIGTERM."""
+    from kobako.api import server
+    server.serve(args.socket or server.default_socket(e.run_dir))
+    return 0
+
+
 def version(e: Engine, args) -> int:
     from kobako.runtime.main import SPEC_VERSION
     print(f"Client:\n Version:    {__version__}\n Python:     {sys.version.split()[0]}\n"
@@ -288,6 +295,11 @@ COMMANDS = {
         opt("--no-stream", "no_stream", help="print one sample and exit"),
         opt("-a --all", "all", help="accepted"),
         opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")]), stats),
+    "system service": (Command("system service", "[OPTIONS]",
+                               "Serve the Docker Engine API on a unix socket (docker CLI, docker-py)", [
+                                   opt("--socket", "socket", "str", None,
+                                       "the socket's path (default /run/kobako/docker.sock)")],
+                               max_args=0), service),
     "update": (Command("update", "[OPTIONS] CONTAINER [CONTAINER...]",
                        "Change the limits of running containers, or lift them", LIMITS, min_args=1), update),
     "events": (Command("events", "[OPTIONS]", "Container and image events, past (--since) and live",

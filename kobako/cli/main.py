@@ -29,7 +29,7 @@ MODULES = {
     "volume rm": "volumes", "volume prune": "volumes",
     "stats": "host", "update": "host", "port": "host", "events": "host",
     "system events": "host", "version": "host", "system info": "host",
-    "system restore": "host",
+    "system restore": "host", "system service": "host",
     "network create": "networks", "network ls": "networks", "network inspect": "networks",
     "network rm": "networks", "network prune": "networks", "network connect": "networks",
     "network disconnect": "networks", "network reload": "networks",
@@ -86,6 +86,7 @@ Networks:
 
 System:
   system df, system prune, system info (info), system restore
+  system service  Serve the Docker Engine API on a unix socket
   version     Show the version
 
 Run 'kobako COMMAND --help' for more information on a command.

@@ -105,6 +105,9 @@ class _Tee:
         os.close(self.log.fd)
 
 
+RUNTIME_LOCK = None  # set by the API server (api/server.py): one runtime call at a time
+
+
 class Engine:
     def __init__(self, root: str | None = None, run: str | None = None) -> None:
         self.root = root or paths.data_root()
@@ -122,6 +125,12 @@ class Engine:
 
     # -- runtime calls --------------------------------------------------------
     def runtime(self, argv: list[str], log=None):
+        if RUNTIME_LOCK is not None:  # the API server's threads share the runtime's module state
+            with RUNTIME_LOCK:
+                return self._runtime(argv, log)
+        return self._runtime(argv, log)
+
+    def _runtime(self, argv: list[str], log=None):
         from kobako.runtime import main as rt
         from kobako.runtime import state
         from kobako.runtime.log import Log

@@ -1,0 +1,450 @@
+"""/containers/...: create (through the CLI's own option parser, so both validate alike),
+start, attach (hijacked, Docker's multiplexed frames from the monitor), wait, logs,
+stop/kill/restart, remove, list, inspect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kobako.api.server import ApiError, Request, blocking, engine, route
+
+# attach requests waiting for their container's start (docker run: attach, wait, then start)
+_PENDING: dict[str, tuple[asyncio.Future, bool]] = {}
+
+
+def _rec(e, ref: str) -> dict:
+    from kobako.engine.records import ContainerNotFound
+    try:
+        return e.containers.resolve(ref)
+    except ContainerNotFound:
+        raise ApiError(404, f"No such container: {ref}") from None
+
+
+# -- create ----------------------------------------------------------------------------------
+
+def _argv(body: dict, name: str | None) -> tuple[list[str], bool]:
+    """Docker's create body as `kobako create` flags (and whether AutoRemove was asked)."""
+    hc = body.get("HostConfig") or {}
+    a: list[str] = ["--pull", "never"]
+    if name:
+        a += ["--name", name]
+    for env in body.get("Env") or []:
+        a += ["-e", env]
+    for flag, key in (("-w", "WorkingDir"), ("-u", "User"), ("-h", "Hostname"),
+                      ("--stop-signal", "StopSignal")):
+        if body.get(key):
+            a += [flag, str(body[key])]
+    if body.get("StopTimeout") is not None:
+        a += ["--stop-timeout", str(body["StopTimeout"])]
+    if body.get("Tty"):
+        a += ["-t", "-d"]  # -d: the monitor holds the pty (create's own rule)
+    if body.get("OpenStdin"):
+        a += ["-i"]
+    for k, v in (body.get("Labels") or {}).items():
+        a += ["-l", f"{k}={v}"]
+    for port in body.get("ExposedPorts") or {}:
+        a += ["--expose", port]
+    ep = body.get("Entrypoint")
+    cmd = list(body.get("Cmd") or [])
+    if isinstance(ep, str):
+        ep = [ep]
+    if ep:
+        a += ["--entrypoint", ep[0]]
+        cmd = ep[1:] + cmd
+    for b in hc.get("Binds") or []:
+        a += ["-v", b]
+    for m in hc.get("Mounts") or []:
+        spec = f"type={m.get('Type', 'volume')},target={m.get('Target', '')}"
+        if m.get("Source"):
+            spec += f",source={m['Source']}"
+        if m.get("ReadOnly"):
+            spec += ",readonly"
+        a += ["--mount", spec]
+    for path, opts in (hc.get("Tmpfs") or {}).items():
+        a += ["--tmpfs", f"{path}:{opts}" if opts else path]
+    mode = hc.get("NetworkMode") or "default"
+    a += ["--network", "bridge" if mode == "default" else mode]
+    for cport, binds in (hc.get("PortBindings") or {}).items():
+        for b in binds or [{}]:
+            ip, hp = (b or {}).get("HostIp") or "", (b or {}).get("HostPort") or ""
+            a += ["-p", f"{ip + ':' if ip else ''}{hp + ':' if hp or ip else ''}{cport}"]
+    if hc.get("PublishAllPorts"):
+        a += ["-P"]
+    for flag, key in (("--privileged", "Privileged"), ("--read-only", "ReadonlyRootfs"), ("--init", "Init")):
+        if hc.get(key):
+            a += [flag]
+    for flag, key in (("--cap-add", "CapAdd"), ("--cap-drop", "CapDrop"), ("--security-opt", "SecurityOpt"),
+                      ("--volumes-from", "VolumesFrom"), ("--device-read-bps", None)):
+        for v in (hc.get(key) or []) if key else []:
+            a += [flag, v]
+    for k, v in (hc.get("Sysctls") or {}).items():
+        a += ["--sysctl", f"{k}={v}"]
+    for u in hc.get("Ulimits") or []:
+        a += ["--ulimit", f"{u['Name']}={u['Soft']}:{u['Hard']}"]
+    for flag, key in (("-m", "Memory"), ("--memory-reservation", "MemoryReservation"),
+                      ("--memory-swap", "MemorySwap"),
+                      ("-c", "CpuShares"), ("--pids-limit", "PidsLimit"), ("--shm-size", "ShmSize"),
+                      ("--blkio-weight", "BlkioWeight")):
+        v = hc.get(key)
+        if v:
+            a += [flag, str(v)]
+    if hc.get("NanoCpus"):
+        a += ["--cpus", str(hc["NanoCpus"] / 1e9)]
+    if hc.get("CpusetCpus"):
+        a += ["--cpuset-cpus", hc["CpusetCpus"]]
+    for flag, key in (("--pid", "PidMode"), ("--ipc", "IpcMode"), ("--uts", "UTSMode")):
+        if hc.get(key) and hc[key] not in ("private", "shareable"):
+            a += [flag, hc[key]]
+    rp = hc.get("RestartPolicy") or {}
+    if rp.get("Name") and rp["Name"] != "no":
+        n = rp.get("MaximumRetryCount") or 0
+        a += ["--restart", f"{rp['Name']}:{n}" if rp["Name"] == "on-failure" and n else rp["Name"]]
+    image = body.get("Image")
+    if not image:
+        raise ApiError(400, "config is missing the Image")
+    return a + [image, *cmd], bool(hc.get("AutoRemove"))
+
+
+@route("POST", "/containers/create")
+async def create(req: Request) -> None:
+    body = req.json()
+    argv, auto_remove = _argv(body, req.query.get("name"))
+
+    def make() -> dict:
+        from kobako.cli import containers as cli
+        from kobako.cli.parser import parse
+        from kobako.image.store import ImageNotFound
+        args = parse(cli.COMMANDS["create"][0], argv)
+        e = engine()
+        try:
+            return cli._create(e, args, remove=auto_remove)
+        except ImageNotFound:
+            raise ApiError(404, f"No such image: {body['Image']}") from None
+
+    rec = await blocking(make)
+    await req.send_json(201, {"Id": rec["id"], "Warnings": []})
+
+
+# -- start, attach, wait -----------------------------------------------------------------------
+
+@route("POST", "/containers/{id}/start")
+async def start(req: Request) -> None:
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    if e.state(rec) in ("running", "paused"):
+        await req.send(304)
+        return
+    pending = _PENDING.pop(rec["id"], None)
+    if pending is not None and not pending[0].done():
+        fut, stdin = pending
+        r, s = await blocking(lambda: e.start(rec, attach=True, stdin=stdin))
+        fut.set_result((r, s))
+    else:
+        await blocking(e.start, rec)
+    await req.send(204)
+
+
+@route("POST", "/containers/{id}/attach")
+async def attach(req: Request) -> None:
+    from kobako.engine import monitor
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    stdin = req.flag("stdin")
+    tty = bool((rec.get("options") or {}).get("tty"))
+    state = e.state(rec)
+    fut: asyncio.Future | None = None
+    if state in ("running", "paused"):
+        def join():
+            s = monitor.connect(e.root, e.run_dir, spawn=False)
+            return monitor.request(s, {"op": "attach", "id": rec["id"], "stdin": stdin}, timeout=10), s
+        r, s = await blocking(join)
+    elif state == "created" or (state == "exited" and req.flag("stream")):
+        fut = asyncio.get_running_loop().create_future()
+        _PENDING[rec["id"]] = (fut, stdin)
+        r = s = None
+    else:
+        raise ApiError(409, f"container {rec['name']} is not running")
+    ctype = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
+    reader, writer, rest = await req.hijack(ctype)
+    try:
+        if fut is not None:
+            r, s = await fut
+        if not r.get("ok"):
+            return
+        await _relay(s, r.get("_rest", b""), reader, writer, rest if stdin else None)
+    finally:
+        if fut is not None and _PENDING.get(rec["id"], (None,))[0] is fut:
+            _PENDING.pop(rec["id"], None)
+        if s is not None:
+            s.close()
+        writer.close()
+
+
+async def _relay(s, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 stdin_first: bytes | None) -> None:
+    """The monitor's stream (already framed as Docker's) to the client; the client's bytes to
+    the container's stdin when it asked for stdin."""
+    loop = asyncio.get_running_loop()
+    s.setblocking(False)
+    if first:
+        writer.write(first)
+        await writer.drain()
+
+    async def upstream() -> None:
+        if stdin_first:
+            await loop.sock_sendall(s, stdin_first)
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                import socket
+                try:
+                    s.shutdown(socket.SHUT_WR)  # EOF on the container's stdin
+                except OSError:
+                    pass
+                return
+            await loop.sock_sendall(s, data)
+
+    up = asyncio.ensure_future(upstream()) if stdin_first is not None else None
+    try:
+        while True:
+            data = await loop.sock_recv(s, 65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        if up is not None:
+            up.cancel()
+
+
+@route("POST", "/containers/{id}/wait")
+async def wait(req: Request) -> None:
+    """The exit code from the engine's event log (the `die` event), read from where the log
+    ended when the request came: `docker run` asks before it starts the container, and an
+    AutoRemove container's record is gone by the time anyone could look at it."""
+    import json
+    import os
+
+    from kobako.engine import events
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    cond = req.query.get("condition") or "not-running"
+    if cond not in ("not-running", "next-exit", "removed"):
+        raise ApiError(400, f"invalid condition {cond!r}: not-running, next-exit or removed")
+    log = events.path(e.root)
+    offset = os.path.getsize(log) if os.path.exists(log) else 0
+    await req.stream_start(200, "application/json")
+    state = e.state(rec)
+    code: int | None = None
+    if cond == "not-running" and state not in ("running", "paused", "restarting") \
+            and rec.get("status") != "starting" or cond == "removed" and state in ("exited",):
+        code = int(rec.get("exitCode", 0))
+    buf = b""
+    while code is None:
+        try:
+            size = os.path.getsize(log)
+            if size < offset:  # the log was cut in half meanwhile
+                offset = 0
+            if size > offset:
+                with open(log, "rb") as f:
+                    f.seek(offset)
+                    buf += f.read(size - offset)
+                offset = size
+        except FileNotFoundError:
+            pass
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("id") == rec["id"] and ev.get("status") == "die":
+                code = int((ev.get("Actor") or {}).get("Attributes", {}).get("exitCode", 0))
+            elif ev.get("id") == rec["id"] and ev.get("status") == "destroy" and code is None:
+                code = 0  # removed before it ever ran
+        if code is None:
+            await asyncio.sleep(0.02)
+    if cond == "removed":
+        end = time.monotonic() + 30
+        while e.containers.get(rec["id"]) is not None and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+    await req.chunk(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+    await req.stream_end()
+
+
+# -- logs ---------------------------------------------------------------------------------------
+
+@route("GET", "/containers/{id}/logs")
+async def logs(req: Request) -> None:
+    from kobako.engine import logs as lg
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    tty = bool((rec.get("options") or {}).get("tty"))
+    want = {s for s in ("stdout", "stderr") if req.flag(s)}
+    stamps = req.flag("timestamps")
+    since = float(req.query.get("since") or 0)
+    tail = req.query.get("tail") or "all"
+    await req.stream_start(200, "application/vnd.docker.raw-stream" if tty else
+                           "application/vnd.docker.multiplexed-stream")
+    cdir = e.containers.path(rec["id"], "")
+
+    def frame(ent: dict) -> bytes:
+        text = ent.get("log", "")
+        if stamps:
+            text = f"{ent.get('time', '')} {text}"
+        data = text.encode()
+        if tty:
+            return data
+        head = bytes([1 if ent.get("stream") != "stderr" else 2, 0, 0, 0]) + len(data).to_bytes(4, "big")
+        return head + data
+
+    def keep(ent: dict) -> bool:
+        if (ent.get("stream") or "stdout") not in want:
+            return False
+        return not since or lg.parse_time(ent.get("time", "1970-01-01T00:00:00Z")) >= since
+
+    ents = [x for x in await blocking(lambda: list(lg.entries(cdir, rec["id"]))) if keep(x)]
+    if tail != "all" and tail.isdigit():
+        ents = ents[-int(tail):] if int(tail) else []
+    await req.chunk(b"".join(frame(x) for x in ents))
+    if req.flag("follow"):
+        import os
+        path = os.path.join(cdir, f"{rec['id']}-json.log")
+        offset = os.path.getsize(path) if os.path.exists(path) else 0
+        def alive() -> bool:
+            return e.state(e.containers.get(rec["id"]) or rec) in ("running", "paused")
+        it = lg.follow(path, offset, alive)
+        done = object()
+        while True:
+            ent = await blocking(next, it, done)
+            if ent is done:
+                break
+            if keep(ent):
+                await req.chunk(frame(ent))
+    await req.stream_end()
+
+
+# -- the rest of the lifecycle ----------------------------------------------------------------
+
+@route("POST", "/containers/{id}/stop")
+async def stop(req: Request) -> None:
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    if e.state(rec) not in ("running", "paused", "restarting"):
+        await req.send(304)
+        return
+    t = req.query.get("t")
+    await blocking(e.stop, rec, float(t) if t not in (None, "") else None)
+
+
+@route("POST", "/containers/{id}/kill")
+async def kill(req: Request) -> None:
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    sig = (req.query.get("signal") or "KILL").removeprefix("SIG")
+    await blocking(e.kill, rec, sig)
+
+
+@route("POST", "/containers/{id}/restart")
+async def restart(req: Request) -> None:
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    t = req.query.get("t")
+    await blocking(e.stop, rec, float(t) if t not in (None, "") else None)
+    await blocking(e.start, e.containers.get(rec["id"]) or rec)
+
+
+@route("POST", "/containers/{id}/resize")
+async def resize(req: Request) -> None:
+    from kobako.engine import monitor
+    e = engine()
+    rec = _rec(e, req.params["id"])
+
+    def go() -> None:
+        try:
+            s = monitor.connect(e.root, e.run_dir, spawn=False)
+        except OSError:
+            return
+        try:
+            monitor.request(s, {"op": "resize", "id": rec["id"], "rows": int(req.query.get("h", 24)),
+                                "cols": int(req.query.get("w", 80))}, timeout=5)
+        finally:
+            s.close()
+    await blocking(go)
+    await req.send(200)
+
+
+@route("DELETE", "/containers/{id}")
+async def remove(req: Request) -> None:
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    if not req.flag("force") and e.state(rec) in ("running", "paused", "restarting"):
+        raise ApiError(409, f"You cannot remove a running container {rec['id']}. Stop the container "
+                            "before attempting removal or force remove")
+    await blocking(lambda: e.remove(rec, force=req.flag("force"), volumes=req.flag("v")))
+
+
+@route("GET", "/containers/{id}/json")
+async def inspect(req: Request) -> None:
+    from kobako.cli.containers import inspect_container
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    doc = await blocking(inspect_container, e, rec)
+    doc["HostConfig"].setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+    doc["Config"].setdefault("Image", rec.get("imageName"))
+    await req.send_json(200, doc)
+
+
+@route("GET", "/containers/json")
+async def ps(req: Request) -> None:
+    import json
+
+    from kobako.cli.containers import _matches, _status
+    from kobako.cli.networks import ps_ports  # noqa: F401 - the same PORTS as `kobako ps`
+    e = engine()
+    try:
+        flt = json.loads(req.query.get("filters") or "{}")
+    except ValueError:
+        raise ApiError(400, "invalid filters: not JSON") from None
+    pairs = [(k, v) for k, vs in flt.items() for v in (vs if isinstance(vs, list) else list(vs))]
+
+    def rows() -> list[dict]:
+        out = []
+        for rec in e.containers.all():
+            state, status = _status(e, rec)
+            if not req.flag("all") and state not in ("running", "paused", "restarting") and not pairs:
+                continue
+            if pairs and not _matches(rec, state, pairs):
+                continue
+            st = None
+            if state in ("running", "paused") and (rec.get("net") or {}).get("mode") == "bridge":
+                from kobako.cli.networks import endpoint
+                st = endpoint(e, rec)
+            out.append({
+                "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec.get("imageName", ""),
+                "ImageID": rec.get("image", ""),
+                "Command": " ".join((rec.get("options") or {}).get("command") or []),
+                "Created": int(_epoch(rec.get("created", ""))), "State": state, "Status": status,
+                "Ports": [{"IP": p.get("hostIp") or "0.0.0.0", "PrivatePort": p["containerPort"],
+                           "PublicPort": p["hostPort"], "Type": p["proto"]}
+                          for p in (st or {}).get("ports") or []],
+                "Labels": rec.get("labels") or {},
+                "HostConfig": {"NetworkMode": (rec.get("net") or {}).get("mode") or "none"},
+                "NetworkSettings": {"Networks": {n: {"IPAddress": ep["ip"], "Gateway": ep["gateway"],
+                                                     "NetworkID": ep["id"], "MacAddress": ep["mac"]}
+                                                 for n, ep in ((st or {}).get("networks") or {}).items()}},
+                "Mounts": []})
+        return out
+
+    await req.send_json(200, await blocking(rows))
+
+
+def _epoch(iso: str) -> float:
+    from kobako.engine.logs import parse_time
+    try:
+        return parse_time(iso)
+    except (ValueError, TypeError):
+        return 0.0

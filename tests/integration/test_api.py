@@ -1,0 +1,158 @@
+"""The Docker Engine API socket (`kobako system service`) driven by real clients: the docker
+CLI (Debian's, unpacked by scripts/test.sh; no dockerd anywhere) and docker-py; plus bad
+input that must get an error, never a crash."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from engine_support import Kobako
+
+pytestmark = pytest.mark.root
+IMG = "kbt/busybox:1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def api(session_base: Path, busybox_rootfs: Path):
+    k = Kobako(session_base / "api")
+    k("import", str(busybox_rootfs), IMG)
+    sock = str(session_base / "api" / "docker.sock")
+    log = open(session_base / "api" / "service.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", sock],
+                         env=k.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.05)
+    assert os.path.exists(sock), (session_base / "api" / "service.log").read_text()
+    k.sock = sock
+    k.env_docker = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+    yield k
+    for cid in k("ps", "-aq", check=False).stdout.split():
+        k("rm", "-f", cid, check=False)
+    p.terminate()
+    p.wait(timeout=10)
+    log.close()
+    assert not os.path.exists(sock), "the service left its socket behind"
+    text = (session_base / "api" / "service.log").read_text()
+    assert "Traceback" not in text, text
+
+
+def _docker(k, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker")
+    if exe is None:
+        pytest.skip("no docker CLI (scripts/test.sh unpacks Debian's)")
+    cp = subprocess.run([exe, *args], env=k.env_docker, capture_output=True, text=True, timeout=timeout)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({cp.returncode}):\n{cp.stderr}")
+    return cp
+
+
+def _raw(k, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    c = http.client.HTTPConnection("localhost")
+    c.sock = socket.socket(socket.AF_UNIX)
+    c.sock.connect(k.sock)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_docker_cli_run_rm_exit_codes_and_output(api):
+    assert _docker(api, "run", "--rm", "--network", "none", IMG, "echo", "via-api").stdout == "via-api\n"
+    cp = _docker(api, "run", "--rm", "--network", "none", IMG, "sh", "-c",
+                 "echo out; echo err >&2; exit 3", check=False)
+    assert (cp.returncode, cp.stdout, cp.stderr) == (3, "out\n", "err\n")
+    assert api("ps", "-aq").stdout.split() == []  # --rm: gone, as the kobako CLI sees it
+
+
+def test_docker_cli_detached_logs_ps_inspect_rm(api):
+    cid = _docker(api, "run", "-d", "--name", "api-d", IMG, "sh", "-c",
+                  "echo logged; sleep 30").stdout.strip()
+    assert len(cid) == 64
+    end = time.monotonic() + 10
+    while "logged" not in _docker(api, "logs", cid).stdout and time.monotonic() < end:
+        time.sleep(0.1)
+    assert "logged" in _docker(api, "logs", cid).stdout
+    assert "api-d" in _docker(api, "ps").stdout
+    assert "api-d" in api("ps").stdout  # the kobako CLI sees what the API made
+    doc = json.loads(_docker(api, "inspect", "api-d").stdout)[0]
+    assert doc["State"]["Running"] is True and doc["Name"] == "/api-d"
+    assert doc["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    cp = _docker(api, "rm", "api-d", check=False)  # running: refused, 409
+    assert cp.returncode != 0 and "running" in cp.stderr
+    _docker(api, "rm", "-f", "api-d")
+    assert "api-d" not in api("ps", "-a").stdout
+
+
+def test_docker_cli_images_and_missing_objects(api):
+    assert "kbt/busybox" in _docker(api, "images").stdout
+    cp = _docker(api, "inspect", "kbt-no-such-thing", check=False)
+    assert cp.returncode == 1 and "No such object" in cp.stderr
+    cp = _docker(api, "rm", "kbt-no-such-thing", check=False)
+    assert cp.returncode == 1 and "No such container" in cp.stderr
+
+
+def test_docker_py(api):
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=f"unix://{api.sock}")
+    assert c.ping() is True
+    assert c.version()["ApiVersion"] == "1.41"
+    out = c.containers.run(IMG, "echo via-docker-py", remove=True, network_mode="none")
+    assert out == b"via-docker-py\n"
+    ct = c.containers.run(IMG, ["sh", "-c", "echo a; echo b >&2"], detach=True, network_mode="none")
+    assert ct.wait()["StatusCode"] == 0
+    assert ct.logs(stdout=True, stderr=False) == b"a\n" and ct.logs(stdout=False, stderr=True) == b"b\n"
+    assert ct.id in [x.id for x in c.containers.list(all=True)]
+    ct.remove()
+    assert [t for i in c.images.list() for t in i.tags] == [IMG]
+    with pytest.raises(docker.errors.NotFound):
+        c.containers.get("kbt-missing")
+    with pytest.raises(docker.errors.ImageNotFound):
+        c.containers.create("kbt/not-here:1", "true")
+    c.close()
+
+
+def test_bad_requests_get_errors_and_the_server_keeps_going(api):
+    assert _raw(api, "POST", "/v1.41/containers/create", b"{not json",
+                {"Content-Type": "application/json"})[0] == 400
+    js = {"Content-Type": "application/json"}
+    assert _raw(api, "POST", "/v1.41/containers/create", b"[]", js)[0] == 400
+    assert _raw(api, "POST", "/v1.41/containers/create", b"{}", js)[0] == 400
+    st, body = _raw(api, "GET", "/v1.41/nothing/here")
+    assert st == 404 and json.loads(body)["message"]
+    s = socket.socket(socket.AF_UNIX)  # a huge body is refused from its Content-Length
+    s.connect(api.sock)
+    s.sendall(b"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{" % (1 << 30))
+    assert s.recv(100).startswith(b"HTTP/1.1 413")
+    s.close()
+    # a client that goes away in the middle of a followed log
+    loop = "while true; do echo x; sleep 0.1; done"
+    cid = api("run", "-d", "--network", "none", IMG, "sh", "-c", loop).stdout.strip()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(api.sock)
+    s.sendall(f"GET /containers/{cid}/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    s.close()
+    api("rm", "-f", cid)
+    # many at once
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda _: _raw(api, "GET", "/_ping")[0], range(200)))
+    assert codes == [200] * 200
+
+
+def test_the_socket_is_not_for_everyone(api):
+    mode = os.stat(api.sock).st_mode & 0o777
+    assert mode & 0o007 == 0, f"socket mode {oct(mode)} lets any user drive the engine"
