@@ -65,6 +65,13 @@ def _argv(body: dict, name: str | None) -> tuple[list[str], bool]:
         a += ["--tmpfs", f"{path}:{opts}" if opts else path]
     mode = hc.get("NetworkMode") or "default"
     a += ["--network", "bridge" if mode == "default" else mode]
+    for net, cfg in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
+        if net == mode and net not in ("bridge", "default"):  # aliases: user networks only
+            for alias in (cfg or {}).get("Aliases") or []:
+                a += ["--network-alias", alias]
+            ip = ((cfg or {}).get("IPAMConfig") or {}).get("IPv4Address")
+            if ip:
+                a += ["--ip", ip]
     for cport, binds in (hc.get("PortBindings") or {}).items():
         for b in binds or [{}]:
             ip, hp = (b or {}).get("HostIp") or "", (b or {}).get("HostPort") or ""

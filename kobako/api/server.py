@@ -278,7 +278,7 @@ def serve(path: str) -> None:
     """Serve until SIGINT/SIGTERM; the socket file is 0660, group `kobako` if it exists."""
     import signal
 
-    from kobako.api import containers, images, system  # noqa: F401 - they register routes
+    from kobako.api import containers, execs, images, resources, system  # noqa: F401 - they register routes
     from kobako.engine import lifecycle
     lifecycle.RUNTIME_LOCK = _RT_LOCK  # the in-process runtime keeps per-process state
 
