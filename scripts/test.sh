@@ -15,6 +15,13 @@ if [ -n "$need_pkgs" ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >/dev/null
 fi
+# docker-compose v1 (Debian's, Python): never its recommended docker.io, whose post-install
+# would start dockerd
+if ! dpkg-query -W -f='${Status}' docker-compose 2>/dev/null | grep -q "ok installed"; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+         docker-compose >/dev/null; }
+fi
 # The docker CLI alone, for the API tests: unpacked from Debian's docker.io, whose daemon is
 # never installed or started here (its post-install would start dockerd, which rewrites the
 # host's firewall).

@@ -38,7 +38,7 @@ async def ls(req: Request) -> None:
     await req.send_json(200, await blocking(rows))
 
 
-@route("GET", "/images/{name}/json")
+@route("GET", "/images/{name*}/json")
 async def inspect(req: Request) -> None:
     from kobako.cli.images import inspect_doc
     e = engine()
@@ -46,7 +46,7 @@ async def inspect(req: Request) -> None:
     await req.send_json(200, await blocking(inspect_doc, e, rec))
 
 
-@route("DELETE", "/images/{name}")
+@route("DELETE", "/images/{name*}")
 async def remove(req: Request) -> None:
     from kobako.image.gc import remove_image
     e = engine()
@@ -59,7 +59,7 @@ async def remove(req: Request) -> None:
     await req.send_json(200, out)
 
 
-@route("POST", "/images/{name}/tag")
+@route("POST", "/images/{name*}/tag")
 async def tag(req: Request) -> None:
     e = engine()
     rec = _img(e, req.params["name"])

@@ -304,6 +304,7 @@ async def events(req: Request) -> None:
                     await req.chunk(line + b"\n")
         await asyncio.wait([gone], timeout=0.1)
     gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)  # its read must end before the next request's
     await req.stream_end()
 
 

@@ -46,17 +46,36 @@ def route(method: str, path: str) -> Callable[[Handler], Handler]:
 
 def _match(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]] | None:
     for m, pat, fn in ROUTES:
-        if m != method or len(pat) != len(parts):
+        if m != method:
             continue
-        params = {}
-        for p, v in zip(pat, parts, strict=True):
-            if p.startswith("{"):
-                params[p[1:-1]] = v
-            elif p != v:
-                break
+        star = next((i for i, p in enumerate(pat) if p.endswith("*}")), None)
+        if star is not None:  # {name*}: an image name, slashes and all (/images/a/b:1/json)
+            tail = len(pat) - star - 1
+            if len(parts) < len(pat):
+                continue
+            middle = "/".join(parts[star:len(parts) - tail])
+            parts2 = parts[:star] + [middle] + parts[len(parts) - tail:]
+            pat2 = pat[:star] + ["{" + pat[star][1:-2] + "}"] + pat[star + 1:]
+            hit = _match_exact(pat2, parts2)
+        elif len(pat) != len(parts):
+            continue
         else:
-            return fn, params
+            hit = _match_exact(pat, parts)
+        if hit is not None:
+            return fn, hit
     return None
+
+
+def _match_exact(pat: list[str], parts: list[str]) -> dict[str, str] | None:
+    if len(pat) != len(parts):
+        return None
+    params = {}
+    for p, v in zip(pat, parts, strict=True):
+        if p.startswith("{"):
+            params[p[1:-1]] = v
+        elif p != v:
+            return None
+    return params
 
 
 _RT_LOCK = threading.Lock()
@@ -242,6 +261,9 @@ class Connection:
             await self._error(req, status, msg)
 
     async def _error(self, req: Request, status: int, msg: str) -> None:
+        # the operator's view of what clients were refused (a missing route, a bad body)
+        sys.stderr.write(f"{req.method} /{'/'.join(req.parts)} -> {status} {msg}\n")
+        sys.stderr.flush()
         if req.answered:  # mid-stream: all we can do is end it
             if not self.hijacked and self.h11.our_state is h11.SEND_BODY:
                 await self.write(h11.EndOfMessage())

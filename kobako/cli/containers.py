@@ -637,7 +637,7 @@ def _filters(specs: list[str]) -> list[tuple[str, str]]:
 
 def _matches(rec: dict, state: str, flt: list[tuple[str, str]]) -> bool:
     by: dict[str, list[bool]] = {}
-    for k, v in flt:  # docker: different keys AND, the same key ORs
+    for k, v in flt:  # docker: different keys AND, the same key ORs -- except labels: all must hold
         if k == "status":
             ok = state == v
         elif k == "name":
@@ -654,7 +654,7 @@ def _matches(rec: dict, state: str, flt: list[tuple[str, str]]) -> bool:
         else:  # exited=CODE
             ok = state == "exited" and str(rec.get("exitCode", 0)) == v
         by.setdefault(k, []).append(ok)
-    return all(any(v) for v in by.values())
+    return all(all(v) if k == "label" else any(v) for k, v in by.items())
 
 
 def ps(e: Engine, args) -> int:

@@ -156,3 +156,82 @@ def test_bad_requests_get_errors_and_the_server_keeps_going(api):
 def test_the_socket_is_not_for_everyone(api):
     mode = os.stat(api.sock).st_mode & 0o777
     assert mode & 0o007 == 0, f"socket mode {oct(mode)} lets any user drive the engine"
+
+
+def test_docker_cli_exec_network_volume_pause_rename(api, tmp_path: Path):
+    _docker(api, "network", "create", "api-net")
+    _docker(api, "volume", "create", "api-vol")
+    try:
+        assert "api-net" in _docker(api, "network", "ls").stdout
+        assert "api-vol" in _docker(api, "volume", "ls").stdout
+        _docker(api, "run", "-d", "--name", "api-x", "--network", "api-net", "--network-alias", "xalias",
+                "-v", "api-vol:/data", IMG, "sleep", "60")
+        cp = _docker(api, "exec", "api-x", "sh", "-c", "echo in-exec; echo err >&2; exit 4", check=False)
+        assert (cp.returncode, cp.stdout, cp.stderr) == (4, "in-exec\n", "err\n")
+        _docker(api, "exec", "api-x", "sh", "-c", "echo kept > /data/f")
+        out = _docker(api, "run", "--rm", "--network", "api-net", "-v", "api-vol:/data", IMG,
+                      "sh", "-c", "cat /data/f; ping -c1 -W2 xalias >/dev/null && echo by-alias").stdout
+        assert out.split() == ["kept", "by-alias"]
+        assert "sleep" in _docker(api, "top", "api-x").stdout
+        _docker(api, "pause", "api-x")
+        assert "Paused" in _docker(api, "ps", "--format", "{{.Status}}").stdout
+        _docker(api, "unpause", "api-x")
+        _docker(api, "rename", "api-x", "api-y")
+        assert "api-y" in api("ps").stdout  # the same engine underneath
+        cp = _docker(api, "network", "rm", "api-net", check=False)
+        assert cp.returncode != 0 and "in use" in cp.stderr
+    finally:
+        _docker(api, "rm", "-f", "api-x", "api-y", check=False)
+        _docker(api, "network", "rm", "api-net", check=False)
+        _docker(api, "volume", "rm", "api-vol", check=False)
+    assert "api-net" not in _docker(api, "network", "ls").stdout
+
+
+def test_events_stream(api):
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=f"unix://{api.sock}")
+    since = int(time.time()) - 1
+    c.containers.run(IMG, "true", remove=True, network_mode="none", name="api-ev")
+    evs = c.events(since=since, until=int(time.time()) + 1, decode=True,
+                   filters={"type": "container", "container": "api-ev"})
+    actions = [e["Action"] for e in evs]
+    assert {"create", "start", "die", "destroy"} <= set(actions), actions
+    c.close()
+
+
+def test_docker_compose_two_services_by_name(api, tmp_path: Path):
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("no docker-compose (scripts/test.sh installs Debian's, without dockerd)")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("compose-web\n")
+    (tmp_path / "docker-compose.yml").write_text(f"""version: "3"
+services:
+  web:
+    image: {IMG}
+    command: httpd -f -p 80 -h /www
+    volumes: ["./www:/www:ro"]
+  client:
+    image: {IMG}
+    command: sh -c "for i in 1 2 3 4 5 6 7 8 9; do wget -qO- http://web/ && break; sleep 0.3; done; sleep 60"
+    depends_on: [web]
+""")
+
+    def compose(*args: str) -> subprocess.CompletedProcess:
+        cp = subprocess.run([exe, "-p", "kbtapi", *args], cwd=tmp_path, env=api.env_docker,
+                            capture_output=True, text=True, timeout=120)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        return cp
+
+    try:
+        compose("up", "-d")
+        ps = compose("ps").stdout
+        assert "kbtapi_web_1" in ps and "kbtapi_client_1" in ps and ps.count("Up") == 2
+        end = time.monotonic() + 15
+        while "compose-web" not in compose("logs", "--no-color", "client").stdout and time.monotonic() < end:
+            time.sleep(0.3)
+        assert "compose-web" in compose("logs", "--no-color", "client").stdout
+    finally:
+        compose("down", "-v")
+    assert "kbtapi" not in api("ps", "-a").stdout
+    assert "kbtapi" not in api("network", "ls").stdout
