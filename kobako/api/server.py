@@ -304,33 +304,41 @@ def serve(path: str) -> None:
     from kobako.engine import lifecycle
     lifecycle.RUNTIME_LOCK = _RT_LOCK  # the in-process runtime keeps per-process state
 
+    activated = os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS", "0") != "0"
+
     async def main() -> None:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        old = os.umask(0o117)
-        try:
-            srv = await asyncio.start_unix_server(_client, path, limit=1 << 20)
-        finally:
-            os.umask(old)
-        try:
-            import grp
-            os.chown(path, 0, grp.getgrnam("kobako").gr_gid)
-        except (KeyError, PermissionError):
-            pass
+        if activated:  # systemd socket activation (contrib/kobako.socket): the listener is fd 3
+            import socket
+            srv = await asyncio.start_unix_server(_client, sock=socket.socket(fileno=3), limit=1 << 20)
+        else:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            old = os.umask(0o117)
+            try:
+                srv = await asyncio.start_unix_server(_client, path, limit=1 << 20)
+            finally:
+                os.umask(old)
+            try:
+                import grp
+                os.chown(path, 0, grp.getgrnam("kobako").gr_gid)
+            except (KeyError, PermissionError):
+                pass
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        sys.stderr.write(f"kobako: serving the Docker Engine API (v{API_VERSION}) on unix://{path}\n")
+        where = "the socket systemd passed" if activated else f"unix://{path}"
+        sys.stderr.write(f"kobako: serving the Docker Engine API (v{API_VERSION}) on {where}\n")
         sys.stderr.flush()
         async with srv:
             await stop.wait()
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        if not activated:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     asyncio.run(main())
