@@ -110,19 +110,26 @@ class Container:
         self.lock()
 
     def remove_dir(self) -> None:
-        for name in os.listdir(self.dir) if os.path.isdir(self.dir) else ():
-            try:
-                os.unlink(os.path.join(self.dir, name))
-            except IsADirectoryError:
-                import shutil
+        # A second deleter (the engine's rm racing its monitor's cleanup) may re-create the lock
+        # file between our listing and the rmdir: list again, a few times.
+        for attempt in range(5):
+            for name in os.listdir(self.dir) if os.path.isdir(self.dir) else ():
+                try:
+                    os.unlink(os.path.join(self.dir, name))
+                except IsADirectoryError:
+                    import shutil
 
-                shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
+                    shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+            try:
+                os.rmdir(self.dir)
+                return
             except FileNotFoundError:
-                pass
-        try:
-            os.rmdir(self.dir)
-        except FileNotFoundError:
-            pass
+                return
+            except OSError as e:
+                if e.errno != 39 or attempt == 4:  # ENOTEMPTY
+                    raise
 
     # -- data ------------------------------------------------------------------
     def load(self) -> dict:
