@@ -71,11 +71,103 @@ async def tag(req: Request) -> None:
     await req.send(201)
 
 
+async def _import(req: Request) -> None:
+    """docker import: the tarball came as the body (spooled to a file by the server)."""
+    if req.query.get("fromSrc") != "-" or req.body_file is None:
+        raise ApiError(400, "import from a URL is not supported: send the tarball as the body (fromSrc=-)")
+    names = []
+    if req.query.get("repo"):
+        from kobako.image import reference
+        tag = req.query.get("tag")
+        names = [str(reference.parse(f"{req.query['repo']}:{tag}" if tag else req.query["repo"]))]
+    changes = req.query.get("changes")
+    e = engine()
+
+    def go() -> dict:
+        from kobako.cli.images import parse_changes
+        from kobako.image.build import import_source
+        from kobako.image.gc import undo_on_failure
+        from kobako.image.unpack import gc_shield
+        req.body_file.seek(0)
+        path = f"/proc/self/fd/{req.body_file.fileno()}"
+        cfg = parse_changes([changes] if changes else [], {})
+        with undo_on_failure(e), gc_shield(e.root):
+            return import_source(e.images, e.snapshots, path, names, cfg, req.query.get("message") or "")
+    await req.stream_start(200, "application/json")
+    try:
+        rec = await blocking(go)
+        await req.chunk(json.dumps({"status": rec["id"]}).encode() + b"\r\n")
+    except Exception as ex:  # noqa: BLE001 - in the stream, as dockerd
+        from kobako.cli.main import describe
+        msg = describe(ex)
+        await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode())
+    await req.stream_end()
+
+
+@route("POST", "/images/load")
+async def load(req: Request) -> None:
+    e = engine()
+
+    def go() -> list[str]:
+        from kobako.image import archive
+        from kobako.image.gc import undo_on_failure
+        req.body_file.seek(0)
+        with undo_on_failure(e):
+            return archive.load(e.images, e.snapshots, req.body_file)
+    from kobako.image.reference import familiar, looks_like_id
+    names = await blocking(go)
+    lines = [f"Loaded image ID: {n}\n" if looks_like_id(n) else f"Loaded image: {familiar(n)}\n"
+             for n in names]
+    out = b"".join(json.dumps({"stream": ln}).encode() + b"\r\n" for ln in lines)
+    await req.send(200, out, "application/json")
+
+
+@route("GET", "/images/get")
+async def save(req: Request) -> None:
+    """docker save: the archive streams out as it is written (a pipe between a thread and us)."""
+    await _save(req, req.query_all.get("names") or [])
+
+
+@route("GET", "/images/{name*}/get")
+async def save_one(req: Request) -> None:
+    await _save(req, [req.params["name"]])
+
+
+async def _save(req: Request, names: list[str]) -> None:
+    import asyncio
+    import os
+
+    from kobako.cli.images import _archive_targets
+    from kobako.image import archive
+    e = engine()
+    if not names:
+        raise ApiError(400, "no image names (?names=)")
+    targets = await blocking(_archive_targets, e, names)
+    r, w = os.pipe()
+
+    def write() -> None:
+        with open(w, "wb") as f:
+            archive.save(e.images, targets, f)
+    await req.stream_start(200, "application/x-tar")
+    job = asyncio.get_running_loop().run_in_executor(None, write)
+    with open(r, "rb", buffering=0) as f:
+        while True:
+            data = await blocking(f.read, 1 << 20)
+            if not data:
+                break
+            await req.chunk(data)
+    await job
+    await req.stream_end()
+
+
 @route("POST", "/images/create")
 async def pull(req: Request) -> None:
+    if req.query.get("fromSrc"):
+        await _import(req)
+        return
     name = req.query.get("fromImage")
     if not name:
-        raise ApiError(400, "fromImage is required (importing with fromSrc is not supported yet)")
+        raise ApiError(400, "fromImage or fromSrc is required")
     tag = req.query.get("tag")
     if tag:
         name = f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"

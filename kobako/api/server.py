@@ -101,10 +101,12 @@ class Request:
             parts = parts[1:]  # /v1.41/containers/json
         self.parts = parts
         self.query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
+        self.query_all = parse_qs(target.query, keep_blank_values=True)  # repeated keys (names=a&names=b)
         self.headers = {k.decode().lower(): v.decode() for k, v in req.headers}
         self.body = body
         self.params: dict[str, str] = {}
         self.answered = False
+        self.body_file = None  # the spooled body of an upload (image import/load)
 
     def flag(self, name: str, default: bool = False) -> bool:
         v = self.query.get(name)
@@ -199,13 +201,22 @@ class Connection:
                     break
                 if not isinstance(ev, h11.Request):
                     break
+                path = urlsplit(ev.target.decode()).path
+                spool = path.endswith(("/images/create", "/images/load"))  # tarballs: to a file
                 for k, v in ev.headers:
-                    if k == b"content-length" and int(v) > MAX_BODY:  # refused before it is read
+                    if k == b"content-length" and int(v) > MAX_BODY and not spool:  # refused unread
                         raise ApiError(413, f"request body larger than {MAX_BODY >> 20} MiB")
                 body = bytearray()
+                file = None
+                if spool:
+                    import tempfile
+                    file = tempfile.TemporaryFile(dir=os.environ.get("KOBAKO_RUN") or None)
                 while True:
                     part = await self.next_event()
                     if isinstance(part, h11.Data):
+                        if file is not None:
+                            await blocking(file.write, part.data)
+                            continue
                         body += part.data
                         if len(body) > MAX_BODY:
                             raise ApiError(413, f"request body larger than {MAX_BODY >> 20} MiB")
@@ -213,7 +224,13 @@ class Connection:
                         break
                     else:
                         return
-                await self.handle(Request(self, ev, bytes(body)))
+                req = Request(self, ev, bytes(body))
+                req.body_file = file
+                try:
+                    await self.handle(req)
+                finally:
+                    if file is not None:
+                        file.close()
                 if self.hijacked or self.h11.our_state is h11.MUST_CLOSE:
                     break
                 try:
