@@ -210,7 +210,11 @@ class Connection:
                 file = None
                 if spool:
                     import tempfile
-                    file = tempfile.TemporaryFile(dir=os.environ.get("KOBAKO_RUN") or None)
+
+                    from kobako.paths import data_root
+                    tmp = os.path.join(data_root(), "tmp")  # on disk, not /run's tmpfs: layers are big
+                    os.makedirs(tmp, mode=0o700, exist_ok=True)
+                    file = tempfile.TemporaryFile(dir=tmp)
                 while True:
                     part = await self.next_event()
                     if isinstance(part, h11.Data):
@@ -251,6 +255,10 @@ class Connection:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as e:  # noqa: BLE001 - one connection's bug never takes the service down
+            import traceback
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.write(f"connection dropped: {type(e).__name__}: {e}\n")
         finally:
             try:
                 self.writer.close()
