@@ -409,7 +409,7 @@ async def inspect(req: Request) -> None:
 async def ps(req: Request) -> None:
     import json
 
-    from kobako.cli.containers import _matches, _status
+    from kobako.cli.containers import _matches, _status, status_text
     from kobako.cli.networks import ps_ports  # noqa: F401 - the same PORTS as `kobako ps`
     e = engine()
     try:
@@ -418,10 +418,13 @@ async def ps(req: Request) -> None:
         raise ApiError(400, "invalid filters: not JSON") from None
     pairs = [(k, v) for k, vs in flt.items() for v in (vs if isinstance(vs, list) else list(vs))]
 
+    def states() -> list[tuple[dict, str, str]]:
+        return [(rec, *_status(e, rec)) for rec in e.containers.all()]
+
     def rows() -> list[dict]:
         out = []
-        for rec in e.containers.all():
-            state, status = _status(e, rec)
+        for rec, state, _ in _cached_states(e, states):
+            status = status_text(rec, state)
             if not req.flag("all") and state not in ("running", "paused", "restarting") and not pairs:
                 continue
             if pairs and not _matches(rec, state, pairs):
@@ -447,6 +450,31 @@ async def ps(req: Request) -> None:
         return out
 
     await req.send_json(200, await blocking(rows))
+
+
+_PS: dict = {"key": None, "at": 0.0, "states": []}
+
+
+def _cached_states(e, compute) -> list:
+    """Every container's (record, state): recomputed when the event log or the containers
+    directory changed, and at least once a second (a change no event reports, such as a
+    foreground run killed with -9). Reading each container's runtime state costs ~0.15 ms,
+    and list requests come in bursts (compose polls, `docker ps` in a loop)."""
+    import os
+    import time as t
+
+    from kobako.engine import events
+    key = []
+    for p in (events.path(e.root), os.path.join(e.root, "containers")):
+        try:
+            st = os.stat(p)
+            key.append((st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            key.append(None)
+    now = t.monotonic()
+    if _PS["key"] != key or now - _PS["at"] > 1.0:
+        _PS.update(key=key, at=now, states=compute())
+    return _PS["states"]
 
 
 def _epoch(iso: str) -> float:

@@ -191,7 +191,7 @@ async def pause(req: Request) -> None:
     rec = _rec(e, req.params["id"])
     if e.state(rec) != "running":
         raise ApiError(409, f"Container {rec['id']} is not running")
-    await blocking(e.runtime, ["pause", rec["id"]])
+    await blocking(e.pause, rec)
 
 
 @route("POST", "/containers/{id}/unpause")
@@ -201,7 +201,7 @@ async def unpause(req: Request) -> None:
     rec = _rec(e, req.params["id"])
     if e.state(rec) != "paused":
         raise ApiError(409, f"Container {rec['id']} is not paused")
-    await blocking(e.runtime, ["resume", rec["id"]])
+    await blocking(e.unpause, rec)
 
 
 @route("POST", "/containers/{id}/rename")

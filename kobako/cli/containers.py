@@ -404,11 +404,11 @@ def restart(e: Engine, args) -> int:
 
 
 def pause(e: Engine, args) -> int:
-    return _each(e, args.args, lambda rec: e.runtime(["pause", rec["id"]]))
+    return _each(e, args.args, e.pause)
 
 
 def unpause(e: Engine, args) -> int:
-    return _each(e, args.args, lambda rec: e.runtime(["resume", rec["id"]]))
+    return _each(e, args.args, e.unpause)
 
 
 def wait(e: Engine, args) -> int:
@@ -614,14 +614,19 @@ def rm(e: Engine, args) -> int:
 
 def _status(e: Engine, rec: dict) -> tuple[str, str]:
     st = e.state(rec)
+    return st, status_text(rec, st)
+
+
+def status_text(rec: dict, st: str) -> str:
+    """docker ps's STATUS column for a container in state `st`."""
     if st in ("running", "paused"):
         up = ago(rec.get("started", "")).replace(" ago", "")
-        return st, f"Up {up}" + (" (Paused)" if st == "paused" else "")
+        return f"Up {up}" + (" (Paused)" if st == "paused" else "")
     if st == "restarting":
-        return st, f"Restarting ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
+        return f"Restarting ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
     if st == "exited":
-        return "exited", f"Exited ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
-    return "created", "Created"
+        return f"Exited ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
+    return "Created"
 
 
 def _filters(specs: list[str]) -> list[tuple[str, str]]:

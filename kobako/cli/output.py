@@ -18,6 +18,16 @@ def human_size(n: float) -> str:
 
 
 def parse_time(iso: str) -> float:
+    hit = _PARSED.get(iso)
+    if hit is None:
+        hit = _PARSED[iso] = _parse_time(iso) if len(_PARSED) < 4096 else _parse_time(iso)
+    return hit
+
+
+_PARSED: dict[str, float] = {}  # strptime is ~30 µs; `ps` and the API parse the same stamps again and again
+
+
+def _parse_time(iso: str) -> float:
     import calendar
     try:
         base = iso[:19]

@@ -504,6 +504,14 @@ class Engine:
             self.runtime(["resume", rec["id"]])
         self.runtime(args)
 
+    def pause(self, rec: dict) -> None:
+        self.runtime(["pause", rec["id"]])
+        self.event(rec, "pause")
+
+    def unpause(self, rec: dict) -> None:
+        self.runtime(["resume", rec["id"]])
+        self.event(rec, "unpause")
+
     def stop(self, rec: dict, timeout: float | None = None) -> None:
         if rec.get("status") == "restarting":
             self.containers.update(rec["id"], status="exited")
