@@ -31,6 +31,14 @@ if ! command -v docker >/dev/null 2>&1; then
     && dpkg-deb -x "$d"/docker.io_*.deb "$d/x" && install -m 0755 "$d/x/usr/bin/docker" /usr/local/bin/docker
   rm -rf "$d"
 fi
+# containerd's binaries (containerd, its runc v2 shim, ctr), unpacked the same way: the tests
+# run a private containerd that calls kobako-runtime
+if [ ! -x /opt/kobako/test-tools/containerd/usr/bin/containerd ]; then
+  d=$(mktemp -d)
+  (cd "$d" && apt-get download containerd >/dev/null 2>&1) \
+    && mkdir -p /opt/kobako/test-tools && dpkg-deb -x "$d"/containerd_*.deb /opt/kobako/test-tools/containerd
+  rm -rf "$d"
+fi
 /opt/kobako/venv/bin/pip install -q --disable-pip-version-check -e "$here[test]"
 cd "$here"
 [ $# -gt 0 ] || set -- tests  # or just some: ./scripts/test.sh tests/conformance
