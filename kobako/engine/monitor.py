@@ -107,6 +107,7 @@ class Box:
         self.restarts = int(rec.get("restartCount", 0))
         self.stopping = False
         self.gen = 0  # the PID of the runtime child that started it: its network's generation
+        self.size: tuple[int, int] | None = None  # a resize that came before the pty did
 
 
 class Monitor:
@@ -291,10 +292,10 @@ class Monitor:
             if not (0 < rows < 65536 and 0 < cols < 65536):
                 self.reply(conn, {"ok": False, "error": "rows and cols must be 1..65535"})
             elif b is not None and b.master >= 0:
-                import fcntl
-                import struct
-                import termios
-                fcntl.ioctl(b.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                _winsize(b.master, rows, cols)
+                self.reply(conn, {"ok": True})
+            elif b is not None and b.tty:  # docker run -it resizes right after the start: keep it
+                b.size = (rows, cols)
                 self.reply(conn, {"ok": True})
             else:
                 self.reply(conn, {"ok": False, "error": "no terminal to resize"})
@@ -465,6 +466,8 @@ class Monitor:
             conn.close()
             if fds:
                 box.master = fds[0]
+                if box.size:
+                    _winsize(box.master, *box.size)
                 os.set_blocking(box.master, False)
                 box.fds[box.master] = "stdout"
                 self.sel.register(box.master, selectors.EVENT_READ, ("stdio", box))
@@ -650,6 +653,13 @@ class Monitor:
             box.fds.pop(fd, None)
             if fd == box.master:  # the number may be reused: never write stdin to it again
                 box.master = -1
+
+
+def _winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def _alive(pid: int) -> bool:

@@ -235,3 +235,35 @@ services:
         compose("down", "-v")
     assert "kbtapi" not in api("ps", "-a").stdout
     assert "kbtapi" not in api("network", "ls").stdout
+
+
+def test_docker_cli_tty_stdin_exec_it_and_archives(api, tmp_path: Path, busybox_rootfs: Path):
+    docker = shutil.which("docker")
+    if docker is None or shutil.which("script") is None:
+        pytest.skip("needs the docker CLI and script(1)")
+
+    def in_pty(cmd: str) -> subprocess.CompletedProcess:  # script(1) gives the CLI a terminal
+        return subprocess.run(["script", "-qec", cmd, "/dev/null"], env=api.env_docker,
+                              capture_output=True, text=True, timeout=60)
+    cp = in_pty(f"stty rows 33 cols 101; {docker} run -it --rm --network none {IMG} "
+                "sh -c 'sleep 0.2; tty; stty size; exit 6'")
+    assert cp.returncode == 6 and "/dev/pts/0" in cp.stdout and "33 101" in cp.stdout, cp.stdout
+    cp = subprocess.run([docker, "run", "-i", "--rm", "--network", "none", IMG, "sh"],
+                        input="echo typed-in; exit 7\n", env=api.env_docker, capture_output=True, text=True,
+                        timeout=60)
+    assert (cp.returncode, cp.stdout) == (7, "typed-in\n")
+    cid = _docker(api, "run", "-d", "--network", "none", IMG, "sleep", "60").stdout.strip()
+    cp = in_pty(f"{docker} exec -it {cid} sh -c 'tty; exit 8'")
+    assert cp.returncode == 8 and "/dev/pts/" in cp.stdout
+    _docker(api, "rm", "-f", cid)
+    # save | load, and import
+    _docker(api, "tag", IMG, "kbt/copy:1")
+    _docker(api, "save", "-o", str(tmp_path / "copy.tar"), "kbt/copy:1")
+    _docker(api, "rmi", "kbt/copy:1")
+    assert "kbt/copy" not in _docker(api, "images").stdout
+    assert "Loaded image: kbt/copy:1" in _docker(api, "load", "-i", str(tmp_path / "copy.tar")).stdout
+    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
+    _docker(api, "import", str(tmp_path / "rootfs.tar"), "kbt/imported:1")
+    out = _docker(api, "run", "--rm", "--network", "none", "kbt/imported:1", "echo", "imported-ok").stdout
+    assert out == "imported-ok\n"
+    _docker(api, "rmi", "kbt/copy:1", "kbt/imported:1")
