@@ -796,6 +796,8 @@ def cp(e: Engine, args) -> int:
         if dp == "-" and sys.stdout.isatty():
             raise ocispec.OptionError("refusing to write a tar stream to a terminal: redirect stdout")
         copy.from_container(e, e.containers.resolve(sc), sp, dp)
+    elif sp == "-":  # a tar stream on stdin, extracted into the directory DEST
+        copy.to_container(e, e.containers.resolve(dc), sp, dp, tar_in=sys.stdin.buffer)
     else:
         copy.to_container(e, e.containers.resolve(dc), sp, dp)
     return 0

@@ -119,9 +119,11 @@ def from_container(e, rec: dict, src: str, dest: str) -> None:
         raise CopyError(f"copy from the container failed: {err[0]}")
 
 
-def to_container(e, rec: dict, src: str, dest: str) -> None:
-    """host SRC -> container:DEST (into DEST if it is a directory there, else as DEST)."""
-    if not os.path.lexists(src):
+def to_container(e, rec: dict, src: str, dest: str, tar_in=None) -> None:
+    """host SRC -> container:DEST (into DEST if it is a directory there, else as DEST). With
+    `tar_in` (docker cp - C:DEST, the API's PUT archive) SRC is ignored: that tar stream is
+    extracted into the directory DEST."""
+    if tar_in is None and not os.path.lexists(src):
         raise CopyError(f"no such file or directory: {src}")
     r, w = os.pipe()
     parent_dir, name = _split(dest)
@@ -134,6 +136,8 @@ def to_container(e, rec: dict, src: str, dest: str) -> None:
             dfd = fs.open_in_root(rootfd, os.path.join(parent_dir, name), os.O_RDONLY | os.O_DIRECTORY)
             arc = None
         except (FileNotFoundError, NotADirectoryError):
+            if tar_in is not None:
+                raise CopyError(f"no such directory in the container: {dest}") from None
             try:
                 dfd = fs.open_in_root(rootfd, parent_dir, os.O_RDONLY | os.O_DIRECTORY)
             except (FileNotFoundError, NotADirectoryError):
@@ -146,6 +150,11 @@ def to_container(e, rec: dict, src: str, dest: str) -> None:
     def produce() -> None:
         os.close(r)
         try:
+            if tar_in is not None:
+                import shutil
+                with os.fdopen(w, "wb") as out:
+                    shutil.copyfileobj(tar_in, out, 1 << 20)
+                return
             with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|",
                                                           format=tarfile.PAX_FORMAT) as t:
                 t.add(src, arcname=os.path.basename(os.path.normpath(src)), recursive=True)

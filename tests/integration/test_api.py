@@ -267,3 +267,35 @@ def test_docker_cli_tty_stdin_exec_it_and_archives(api, tmp_path: Path, busybox_
     out = _docker(api, "run", "--rm", "--network", "none", "kbt/imported:1", "echo", "imported-ok").stdout
     assert out == "imported-ok\n"
     _docker(api, "rmi", "kbt/copy:1", "kbt/imported:1")
+
+
+def test_docker_cli_cp_stats_diff_export(api, tmp_path: Path):
+    cid = _docker(api, "run", "-d", "--network", "none", IMG, "sh", "-c",
+                  "echo inside > /tmp/in.txt; mkdir /tmp/d; echo x > /tmp/d/x; sleep 60").stdout.strip()
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and _docker(api, "exec", cid, "test", "-f", "/tmp/d/x",
+                                                 check=False).returncode:
+            time.sleep(0.1)
+        _docker(api, "cp", f"{cid}:/tmp/in.txt", str(tmp_path / "out.txt"))
+        assert (tmp_path / "out.txt").read_text() == "inside\n"
+        _docker(api, "cp", f"{cid}:/tmp/d", str(tmp_path / "dcopy"))
+        assert (tmp_path / "dcopy" / "x").read_text() == "x\n"
+        (tmp_path / "up.txt").write_text("from the host\n")
+        _docker(api, "cp", str(tmp_path / "up.txt"), f"{cid}:/tmp/")
+        assert _docker(api, "exec", cid, "cat", "/tmp/up.txt").stdout == "from the host\n"
+        cp = _docker(api, "cp", f"{cid}:/nope", str(tmp_path / "nope"), check=False)
+        assert cp.returncode != 0 and not (tmp_path / "nope").exists()
+        diff = _docker(api, "diff", cid).stdout.split("\n")
+        assert "A /tmp/in.txt" in diff and "A /tmp/up.txt" in diff
+        line = _docker(api, "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+                       cid).stdout
+        name, *_, pids = line.split()
+        assert name and int(pids) >= 1
+        _docker(api, "export", "-o", str(tmp_path / "fs.tar"), cid)
+        import tarfile
+        with tarfile.open(tmp_path / "fs.tar") as t:
+            names = t.getnames()
+        assert any(n.endswith("bin/busybox") for n in names) and any(n.endswith("tmp/in.txt") for n in names)
+    finally:
+        _docker(api, "rm", "-f", cid)
