@@ -483,3 +483,38 @@ def _epoch(iso: str) -> float:
         return parse_time(iso)
     except (ValueError, TypeError):
         return 0.0
+
+
+@route("POST", "/containers/{id}/update")
+async def update(req: Request) -> None:
+    """Limits of a running container, changed live through `kobako update` (its checks)."""
+    import sys
+
+    e = engine()
+    rec = _rec(e, req.params["id"])
+    body = req.json()
+    argv: list[str] = []
+    for flag, key in (("-m", "Memory"), ("--memory-swap", "MemorySwap"),
+                      ("--memory-reservation", "MemoryReservation"), ("--cpu-shares", "CpuShares"),
+                      ("--pids-limit", "PidsLimit"), ("--blkio-weight", "BlkioWeight"),
+                      ("--cpuset-cpus", "CpusetCpus"), ("--cpu-quota", "CpuQuota"),
+                      ("--cpu-period", "CpuPeriod")):
+        if body.get(key):
+            argv += [flag, str(body[key])]
+    if body.get("NanoCpus"):
+        argv += ["--cpus", str(body["NanoCpus"] / 1e9)]
+    rp = body.get("RestartPolicy") or {}
+    if rp.get("Name"):
+        n = rp.get("MaximumRetryCount") or 0
+        argv += ["--restart", f"{rp['Name']}:{n}" if rp["Name"] == "on-failure" and n else rp["Name"]]
+    if not argv:
+        await req.send_json(200, {"Warnings": []})
+        return
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "kobako.cli.main", "update", *argv,
+                                             rec["id"], stdout=asyncio.subprocess.DEVNULL,
+                                             stderr=asyncio.subprocess.PIPE)
+    _, err = await p.communicate()
+    if p.returncode:
+        msg = err.decode().strip().removeprefix("Error: ")
+        raise ApiError(409 if "not running" in msg else 400, msg or "update failed")
+    await req.send_json(200, {"Warnings": []})

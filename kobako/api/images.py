@@ -187,3 +187,78 @@ async def pull(req: Request) -> None:
         msg = describe(e)
         await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\r\n")
     await req.stream_end()
+
+
+@route("GET", "/images/{name*}/history")
+async def history(req: Request) -> None:
+    e = engine()
+    rec = _img(e, req.params["name"])
+
+    def rows() -> list[dict]:
+        from kobako.engine.logs import parse_time
+        cfg = json.loads(e.images.content.read(rec["id"]))
+        hist = list(reversed(cfg.get("history") or []))
+        sizes = list(reversed([e.snapshots.size(c) for c in rec.get("chainIds", [])]))
+        out, li = [], 0
+        for i, h in enumerate(hist):
+            size = 0
+            if not h.get("empty_layer"):
+                size = sizes[li] if li < len(sizes) else 0
+                li += 1
+            try:
+                created = int(parse_time(h.get("created") or ""))
+            except (ValueError, TypeError):
+                created = 0
+            out.append({"Id": rec["id"] if i == 0 else "<missing>", "Created": created,
+                        "CreatedBy": h.get("created_by", ""),
+                        "Tags": rec.get("names", []) if i == 0 else None,
+                        "Size": size, "Comment": h.get("comment", "")})
+        return out
+    await req.send_json(200, await blocking(rows))
+
+
+@route("POST", "/images/{name*}/push")
+async def push(req: Request) -> None:
+    """Push with dockerd's JSON lines; credentials from X-Registry-Auth (base64 JSON) or the
+    stored logins."""
+    import base64
+
+    from kobako.image import reference
+    e = engine()
+    name = req.params["name"] + (f":{req.query['tag']}" if req.query.get("tag") else "")
+    rec = _img(e, name)
+    creds = None
+    hdr = req.headers.get("x-registry-auth")
+    if hdr:
+        try:
+            a = json.loads(base64.urlsafe_b64decode(hdr + "=" * (-len(hdr) % 4)))
+            if a.get("username"):
+                creds = (a["username"], a.get("password", ""))
+        except ValueError:
+            raise ApiError(400, "X-Registry-Auth is not base64 JSON") from None
+    ref = reference.parse(name)
+    await req.stream_start(200, "application/json")
+    await req.chunk(json.dumps({"status": f"The push refers to repository [{ref.name}]"}).encode() + b"\r\n")
+
+    def go() -> str:
+        from kobako.image.registry import Client, push_image
+        client = Client(ref.domain, credentials=creds) if creds else Client(ref.domain)
+        digest = push_image(client, ref.path, ref.tag or "latest", e.images, rec)
+        e.images.add({"id": rec["id"]}, [], [f"{ref.name}@{digest}"])
+        return digest
+    try:
+        digest = await blocking(go)
+        size = rec["manifest"]["size"]
+        done = {"status": f"{ref.tag or 'latest'}: digest: {digest} size: {size}"}
+        aux = {"progressDetail": {}, "aux": {"Tag": ref.tag or "latest", "Digest": digest, "Size": size}}
+        await req.chunk(json.dumps(done).encode() + b"\r\n" + json.dumps(aux).encode() + b"\r\n")
+    except Exception as ex:  # noqa: BLE001 - in the stream, as dockerd
+        from kobako.cli.main import describe
+        msg = describe(ex)
+        await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\r\n")
+    await req.stream_end()
+
+
+@route("GET", "/images/search")
+async def search(req: Request) -> None:
+    raise ApiError(501, "image search is not supported: kobako talks to registries by name only")

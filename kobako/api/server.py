@@ -97,8 +97,10 @@ class Request:
         self.method = req.method.decode()
         target = urlsplit(req.target.decode())
         parts = [unquote(p) for p in target.path.strip("/").split("/")]
+        self.version = None
         if parts and parts[0].startswith("v") and parts[0][1:].replace(".", "").isdigit():
-            parts = parts[1:]  # /v1.41/containers/json
+            self.version = parts[0][1:]  # /v1.41/containers/json
+            parts = parts[1:]
         self.parts = parts
         self.query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
         self.query_all = parse_qs(target.query, keep_blank_values=True)  # repeated keys (names=a&names=b)
@@ -268,6 +270,12 @@ class Connection:
     async def handle(self, req: Request) -> None:
         hit = _match(req.method if req.method != "HEAD" else "GET", req.parts)
         try:
+            if req.version and _vkey(req.version) > _vkey(API_VERSION):  # as dockerd: newer is refused
+                raise ApiError(400, f"client version {req.version} is too new. Maximum supported API version "
+                                    f"is {API_VERSION}")
+            if req.version and _vkey(req.version) < _vkey(MIN_API_VERSION):
+                raise ApiError(400, f"client version {req.version} is too old. Minimum supported API version "
+                                    f"is {MIN_API_VERSION}, please upgrade your client to a newer version")
             if hit is None:
                 raise ApiError(404, "page not found")
             fn, req.params = hit
@@ -294,6 +302,13 @@ class Connection:
                 await self.write(h11.EndOfMessage())
             return
         await req.send_json(status, {"message": msg})
+
+
+def _vkey(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (0,)
 
 
 def classify(e: BaseException) -> tuple[int, str]:

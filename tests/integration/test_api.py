@@ -299,3 +299,32 @@ def test_docker_cli_cp_stats_diff_export(api, tmp_path: Path):
         assert any(n.endswith("bin/busybox") for n in names) and any(n.endswith("tmp/in.txt") for n in names)
     finally:
         _docker(api, "rm", "-f", cid)
+
+
+def test_docker_cli_push_pull_history_update_and_versions(api):
+    import registry_support as rs
+    why = rs.available()
+    if why:
+        pytest.skip(why)
+    with rs.Registry() as r:
+        ref = f"{r.addr}/kbt/pushed:1"
+        _docker(api, "tag", IMG, ref)
+        out = _docker(api, "push", ref, timeout=120).stdout
+        assert "digest: sha256:" in out
+        _docker(api, "rmi", ref)
+        _docker(api, "pull", ref, timeout=120)
+        assert "kbt/pushed" in _docker(api, "images").stdout
+        _docker(api, "rmi", ref)
+    hist = _docker(api, "history", IMG).stdout.splitlines()
+    assert hist[0].split()[:2] == ["IMAGE", "CREATED"] and len(hist) >= 2
+    cid = _docker(api, "run", "-d", "--network", "none", IMG, "sleep", "60").stdout.strip()
+    try:
+        _docker(api, "update", "--memory", "64m", "--memory-swap", "64m", "--pids-limit", "50", cid)
+        doc = json.loads(api("inspect", cid).stdout)[0]
+        assert doc["HostConfig"]["Memory"] in (64 << 20, 0)  # inspect shows create's spec
+    finally:
+        _docker(api, "rm", "-f", cid)
+    st, body = _raw(api, "GET", "/v9.99/version")
+    assert st == 400 and b"too new" in body
+    assert _raw(api, "GET", "/v1.24/version")[0] == 200
+    assert _raw(api, "GET", "/images/search?term=x")[0] == 501
