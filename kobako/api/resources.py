@@ -498,11 +498,49 @@ async def stats(req: Request) -> None:
 
 @route("GET", "/system/df")
 async def system_df(req: Request) -> None:
-    from kobako.image.gc import disk_usage
+    """docker system df: images, containers and volumes with their sizes."""
     e = engine()
-    u = await blocking(disk_usage, e)
-    await req.send_json(200, {"LayersSize": (u.get("Images") or {}).get("size", 0), "Images": [],
-                              "Containers": [], "Volumes": [], "BuildCache": []})
+
+    def df() -> dict:
+        from kobako.cli.volumes import inspect_doc
+        from kobako.image.reference import familiar
+        from kobako.paths import dir_size
+        from kobako.storage.volumes import VolumeStore
+        recs = e.containers.all()
+        imgs = []
+        layers = 0
+        for r in e.images.all():
+            size = sum(e.snapshots.size(c) for c in r.get("chainIds", []))
+            layers += size
+            imgs.append({"Id": r["id"], "RepoTags": [familiar(n) for n in r.get("names", [])], "Size": size,
+                         "SharedSize": -1, "VirtualSize": size, "Created": 0, "Labels": {},
+                         "Containers": sum(1 for c in recs if c.get("image") == r["id"]), "ParentId": "",
+                         "RepoDigests": []})
+        conts = [{"Id": c["id"], "Names": ["/" + c["name"]], "Image": c.get("imageName", ""),
+                  "ImageID": c.get("image", ""),
+                  "Command": " ".join((c.get("options") or {}).get("command") or []),
+                  "Created": 0, "State": e.state(c), "Status": e.state(c), "Labels": c.get("labels") or {},
+                  "SizeRw": dir_size(e.containers.path(c["id"], "upper"), allocated=True), "SizeRootFs": 0,
+                  "Mounts": []} for c in recs]
+        vs = VolumeStore(e.root)
+        users = vs.in_use(recs)
+        vols = [{**inspect_doc(v), "UsageData": {
+            "Size": dir_size(vs.mountpoint(v["Name"]), allocated=True),
+            "RefCount": 1 if v["Name"] in users else 0}} for v in vs.list()]
+        return {"LayersSize": layers, "Images": imgs, "Containers": conts, "Volumes": vols, "BuildCache": []}
+    await req.send_json(200, await blocking(df))
+
+
+@route("POST", "/images/prune")
+async def images_prune(req: Request) -> None:
+    from kobako.image.gc import prune_images
+    e = engine()
+    flt = json.loads(req.query.get("filters") or "{}")
+    dangling = (flt.get("dangling") or ["true"])
+    every = isinstance(dangling, list) and dangling[0] in ("false", "0")
+    lines, freed = await blocking(lambda: prune_images(e, all_images=every))
+    ids = [ln.rsplit(" ", 1)[-1] for ln in lines]
+    await req.send_json(200, {"ImagesDeleted": [{"Deleted": i} for i in ids], "SpaceReclaimed": freed})
 
 
 @route("POST", "/auth")

@@ -336,8 +336,10 @@ def default_socket(run_root: str) -> str:
     return os.path.join(run_root, "docker.sock")
 
 
-def serve(path: str) -> None:
-    """Serve until SIGINT/SIGTERM; the socket file is 0660, group `kobako` if it exists."""
+def serve(path: str, tcp: str | None = None, tls: tuple[str, str, str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; the socket file is 0660, group `kobako` if it exists.
+    `tcp` ("HOST:PORT") adds a TCP listener, and only with `tls` (CA, cert, key): every
+    client must present a certificate the CA signed (dockerd's --tlsverify)."""
     import signal
 
     from kobako.api import containers, execs, images, resources, system  # noqa: F401 - they register routes
@@ -366,6 +368,17 @@ def serve(path: str) -> None:
                 os.chown(path, 0, grp.getgrnam("kobako").gr_gid)
             except (KeyError, PermissionError):
                 pass
+        tcp_srv = None
+        if tcp:
+            import ssl
+            ca, cert, key = tls  # type: ignore[misc]
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+            ctx.load_cert_chain(cert, key)
+            ctx.verify_mode = ssl.CERT_REQUIRED  # a client without a certificate the CA signed: refused
+            host, _, port = tcp.rpartition(":")
+            tcp_srv = await asyncio.start_server(_client, host.strip("[]") or "127.0.0.1", int(port), ssl=ctx,
+                                                 limit=1 << 20)
+            sys.stderr.write(f"kobako: and on tcp://{tcp} (TLS, client certificates required)\n")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -375,6 +388,8 @@ def serve(path: str) -> None:
         sys.stderr.flush()
         async with srv:
             await stop.wait()
+        if tcp_srv is not None:
+            tcp_srv.close()
         if not activated:
             try:
                 os.unlink(path)

@@ -140,7 +140,16 @@ def port(e: Engine, args) -> int:
 def service(e: Engine, args) -> int:
     """`kobako system service`: the Docker Engine API on a unix socket, until SIGTERM."""
     from kobako.api import server
-    server.serve(args.socket or server.default_socket(e.run_dir))
+    tls = (args.tlscacert, args.tlscert, args.tlskey)
+    if args.tcp and not all(tls):
+        raise ocispec.OptionError("--tcp needs --tlscacert, --tlscert and --tlskey: the API is root's power, "
+                                  "kobako serves it over TCP only to clients with a certificate")
+    if args.tcp and (":" not in args.tcp or not args.tcp.rpartition(":")[2].isdigit()):
+        raise ocispec.OptionError(f"invalid --tcp {args.tcp!r}: HOST:PORT")
+    for f in tls if args.tcp else ():
+        if not os.path.isfile(f):
+            raise ocispec.OptionError(f"no such file: {f}")
+    server.serve(args.socket or server.default_socket(e.run_dir), args.tcp, tls if args.tcp else None)
     return 0
 
 
@@ -298,7 +307,12 @@ COMMANDS = {
     "system service": (Command("system service", "[OPTIONS]",
                                "Serve the Docker Engine API on a unix socket (docker CLI, docker-py)", [
                                    opt("--socket", "socket", "str", None,
-                                       "the socket's path (default /run/kobako/docker.sock)")],
+                                       "the socket's path (default /run/kobako/docker.sock)"),
+                                   opt("--tcp", "tcp", "str", None, "also listen on HOST:PORT (TLS only)"),
+                                   opt("--tlscacert", "tlscacert", "str", None,
+                                       "CA that signs client certificates"),
+                                   opt("--tlscert", "tlscert", "str", None, "the server's certificate"),
+                                   opt("--tlskey", "tlskey", "str", None, "the server's key")],
                                max_args=0), service),
     "update": (Command("update", "[OPTIONS] CONTAINER [CONTAINER...]",
                        "Change the limits of running containers, or lift them", LIMITS, min_args=1), update),

@@ -328,3 +328,56 @@ def test_docker_cli_push_pull_history_update_and_versions(api):
     assert st == 400 and b"too new" in body
     assert _raw(api, "GET", "/v1.24/version")[0] == 200
     assert _raw(api, "GET", "/images/search?term=x")[0] == 501
+
+
+def test_other_users_are_refused_and_tcp_needs_a_client_certificate(api, tmp_path: Path):
+    # another user cannot even connect: the socket's permissions refuse it
+    probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX)\n"
+             "try:\n s.connect(sys.argv[1]); print('connected')\nexcept PermissionError: print('refused')")
+    cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                         "-c", probe, api.sock], capture_output=True, text=True, timeout=30)
+    assert cp.stdout.strip() == "refused", cp.stdout + cp.stderr
+    # TCP only with TLS and client certificates
+    cp = api("system", "service", "--socket", str(tmp_path / "x.sock"), "--tcp", "127.0.0.1:1", check=False)
+    assert cp.returncode == 125 and "tlscacert" in cp.stderr
+    d = tmp_path
+    ssl = ["openssl", "req", "-newkey", "rsa:2048", "-nodes"]
+    run = lambda *a: subprocess.run(list(a), cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca.pem",
+        "-days", "1", "-subj", "/CN=kbt-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):
+        (d / f"{name}.ext").write_text(ext)
+        run(*ssl, "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket",
+                          str(d / "t.sock"), "--tcp", f"127.0.0.1:{port}", "--tlscacert", str(d / "ca.pem"),
+                          "--tlscert", str(d / "server.pem"), "--tlskey", str(d / "server-key.pem")],
+                         env=api.env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        import ssl as ssl_mod
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        ctx = ssl_mod.create_default_context(cafile=str(d / "ca.pem"))
+        ctx.load_cert_chain(str(d / "client.pem"), str(d / "client-key.pem"))
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        c.request("GET", "/_ping")
+        assert c.getresponse().read() == b"OK"
+        c.close()
+        bare = ssl_mod.create_default_context(cafile=str(d / "ca.pem"))  # no client certificate
+        with pytest.raises((ssl_mod.SSLError, ConnectionError, OSError)):
+            c = http.client.HTTPSConnection("127.0.0.1", port, context=bare, timeout=10)
+            c.request("GET", "/_ping")
+            c.getresponse().read()
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
