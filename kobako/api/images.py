@@ -67,7 +67,9 @@ async def tag(req: Request) -> None:
     if not repo:
         raise ApiError(400, "repo is required")
     target = f"{repo}:{req.query['tag']}" if req.query.get("tag") else repo
-    await blocking(lambda: e.images.tag(rec["id"], target))
+    from kobako.cli.images import tag as cli_tag
+    from kobako.cli.parser import Args
+    await blocking(cli_tag, e, Args({}, [rec["id"], target]))  # the CLI's checks, names and event
     await req.send(201)
 
 

@@ -381,3 +381,83 @@ def test_other_users_are_refused_and_tcp_needs_a_client_certificate(api, tmp_pat
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+def test_docker_py_containers_images_networks_volumes_exec_streams(api, tmp_path: Path):
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=f"unix://{api.sock}")
+    (tmp_path / "index.html").write_text("py-web\n")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    net = c.networks.create("api-pynet")
+    vol = c.volumes.create("api-pyvol")
+    web = c.containers.run(IMG, ["httpd", "-f", "-p", "80", "-h", "/www"], detach=True,
+                           name="api-pyweb", ports={"80/tcp": ("127.0.0.1", port)},
+                           volumes={str(tmp_path): {"bind": "/www", "mode": "ro"}},
+                           labels={"kbt": "yes"}, environment={"A": "1"})
+    try:
+        web.reload()
+        assert web.attrs["State"]["Running"] and web.labels == {"kbt": "yes"}
+        body = None
+        for _ in range(50):
+            try:
+                with urllib_get(f"http://127.0.0.1:{port}/") as r:
+                    body = r.read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body == b"py-web\n"
+        code, out = web.exec_run(["sh", "-c", "echo $A; exit 2"])
+        assert (code, out) == (2, b"1\n")
+        net.connect(web, aliases=["pyalias"])
+        out = c.containers.run(IMG, ["sh", "-c", "wget -qO- http://pyalias/"], remove=True,
+                               network="api-pynet")
+        assert out == b"py-web\n"
+        net.disconnect(web)
+        assert [x.name for x in c.containers.list(filters={"label": "kbt=yes"})] == ["api-pyweb"]
+        # logs as a stream, following, while the container prints
+        talker = c.containers.run(IMG, ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done"],
+                                  detach=True, volumes={"api-pyvol": {"bind": "/v", "mode": "rw"}})
+        lines = [x.decode().strip() for x in talker.logs(stream=True, follow=True)]
+        assert lines == ["line1", "line2", "line3"]
+        assert talker.wait()["StatusCode"] == 0
+        talker.remove()
+        img = c.images.get(IMG)
+        img.tag("kbt/pytag", "1")
+        assert "kbt/pytag:1" in c.images.get("kbt/pytag:1").tags
+        c.images.remove("kbt/pytag:1")
+        assert "api-pyvol" in [v.name for v in c.volumes.list()]
+        web.stop(timeout=1)
+        web.reload()
+        assert web.status == "exited"
+    finally:
+        web.remove(force=True)
+        net.remove()
+        vol.remove()
+        c.close()
+    assert "api-pynet" not in [n.name for n in docker.DockerClient(base_url=f"unix://{api.sock}").networks.list()]
+
+
+def urllib_get(url: str):
+    import urllib.request
+    return urllib.request.urlopen(url, timeout=2)
+
+
+def test_docker_cli_logs_follow_stop_and_events(api):
+    t0 = int(time.time()) - 1
+    cid = _docker(api, "run", "-d", "--network", "none", "--name", "api-f", "--stop-timeout", "1", IMG,
+                  "sh", "-c", "echo first; sleep 30").stdout.strip()
+    exe = shutil.which("docker")
+    follow = subprocess.Popen([exe, "logs", "-f", cid], env=api.env_docker, stdout=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout.readline() == "first\n"
+        _docker(api, "stop", "api-f")
+        follow.wait(timeout=30)  # the follow ends when the container does
+    finally:
+        follow.kill()
+    ev = _docker(api, "events", "--since", str(t0), "--until", str(int(time.time()) + 1),
+                 "--filter", "container=api-f", "--format", "{{.Action}}").stdout.split()
+    assert {"create", "start", "die"} <= set(ev), ev
+    _docker(api, "rm", "api-f")
