@@ -129,6 +129,18 @@ def test_bad_requests_get_errors_and_the_server_keeps_going(api):
     assert _raw(api, "POST", "/v1.41/containers/create", b"{not json",
                 {"Content-Type": "application/json"})[0] == 400
     js = {"Content-Type": "application/json"}
+    before = api("ps", "-aq").stdout.split()
+    body = json.dumps({"Image": IMG, "Cmd": ["true"], "NoSuchField": {"x": 1},
+                       "HostConfig": {"Bogus": True, "NetworkMode": "none"}})
+    st, out = _raw(api, "POST", "/v1.41/containers/create?name=api-unknown", body.encode(), js)
+    assert st == 201, out  # unknown fields are ignored, as dockerd does
+    assert _raw(api, "DELETE", "/v1.41/containers/api-unknown")[0] == 204
+    bad = json.dumps({"Image": IMG, "HostConfig": {"Memory": 1024, "NetworkMode": "none"}}).encode()
+    st, out = _raw(api, "POST", "/v1.41/containers/create", bad, js)
+    assert st == 400 and b"minimum memory" in out
+    st, out = _raw(api, "POST", "/v1.41/containers/create",
+                   json.dumps({"Image": IMG, "HostConfig": {"NetworkMode": "no-such-net"}}).encode(), js)
+    assert st == 404
     assert _raw(api, "POST", "/v1.41/containers/create", b"[]", js)[0] == 400
     assert _raw(api, "POST", "/v1.41/containers/create", b"{}", js)[0] == 400
     st, body = _raw(api, "GET", "/v1.41/nothing/here")
@@ -151,6 +163,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_going(api):
     with ThreadPoolExecutor(32) as pool:
         codes = list(pool.map(lambda _: _raw(api, "GET", "/_ping")[0], range(200)))
     assert codes == [200] * 200
+    assert api("ps", "-aq").stdout.split() == before  # no request above left a container behind
 
 
 def test_the_socket_is_not_for_everyone(api):
@@ -169,6 +182,12 @@ def test_docker_cli_exec_network_volume_pause_rename(api, tmp_path: Path):
         cp = _docker(api, "exec", "api-x", "sh", "-c", "echo in-exec; echo err >&2; exit 4", check=False)
         assert (cp.returncode, cp.stdout, cp.stderr) == (4, "in-exec\n", "err\n")
         _docker(api, "exec", "api-x", "sh", "-c", "echo kept > /data/f")
+        _docker(api, "network", "create", "api-net2")
+        _docker(api, "network", "connect", "--alias", "late", "api-net2", "api-x")
+        out = _docker(api, "run", "--rm", "--network", "api-net2", IMG, "sh", "-c",
+                      "ping -c1 -W2 late >/dev/null && echo reached-late").stdout
+        assert out == "reached-late\n"
+        _docker(api, "network", "disconnect", "api-net2", "api-x")
         out = _docker(api, "run", "--rm", "--network", "api-net", "-v", "api-vol:/data", IMG,
                       "sh", "-c", "cat /data/f; ping -c1 -W2 xalias >/dev/null && echo by-alias").stdout
         assert out.split() == ["kept", "by-alias"]
@@ -182,7 +201,7 @@ def test_docker_cli_exec_network_volume_pause_rename(api, tmp_path: Path):
         assert cp.returncode != 0 and "in use" in cp.stderr
     finally:
         _docker(api, "rm", "-f", "api-x", "api-y", check=False)
-        _docker(api, "network", "rm", "api-net", check=False)
+        _docker(api, "network", "rm", "api-net", "api-net2", check=False)
         _docker(api, "volume", "rm", "api-vol", check=False)
     assert "api-net" not in _docker(api, "network", "ls").stdout
 
@@ -262,6 +281,9 @@ def test_docker_cli_tty_stdin_exec_it_and_archives(api, tmp_path: Path, busybox_
     _docker(api, "rmi", "kbt/copy:1")
     assert "kbt/copy" not in _docker(api, "images").stdout
     assert "Loaded image: kbt/copy:1" in _docker(api, "load", "-i", str(tmp_path / "copy.tar")).stdout
+    piped = subprocess.run(f"{docker} save kbt/copy:1 | {docker} load", shell=True, env=api.env_docker,
+                           capture_output=True, text=True, timeout=60)  # docker save | docker load
+    assert piped.returncode == 0 and "Loaded image: kbt/copy:1" in piped.stdout, piped.stderr
     subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
     _docker(api, "import", str(tmp_path / "rootfs.tar"), "kbt/imported:1")
     out = _docker(api, "run", "--rm", "--network", "none", "kbt/imported:1", "echo", "imported-ok").stdout
@@ -417,6 +439,12 @@ def test_docker_py_containers_images_networks_volumes_exec_streams(api, tmp_path
         assert out == b"py-web\n"
         net.disconnect(web)
         assert [x.name for x in c.containers.list(filters={"label": "kbt=yes"})] == ["api-pyweb"]
+        # attach: the output of a container started after the attach, as docker-py streams it
+        att = c.containers.create(IMG, ["sh", "-c", "sleep 0.3; echo attached-out"], network_mode="none")
+        sock_out = att.attach(stream=True, logs=True)
+        att.start()
+        assert b"".join(sock_out).strip() == b"attached-out"
+        att.remove(force=True)
         # logs as a stream, following, while the container prints
         talker = c.containers.run(IMG, ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done"],
                                   detach=True, volumes={"api-pyvol": {"bind": "/v", "mode": "rw"}})
