@@ -108,10 +108,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             time.sleep(0.05)
         ctr("images", "import", str(image_tar))
         img = "docker.io/kbt/ext:1"
-        cp = ctr("run", "--rm", "--runc-binary", RUNTIME, img, "kbt-c1", "sh", "-c",
+        rt = ["--runc-binary", RUNTIME, "--runc-root", str(d / "runc")]  # not the host's /run/containerd
+        cp = ctr("run", "--rm", *rt, img, "kbt-c1", "sh", "-c",
                  "echo via-containerd; exit 4", check=False)
         assert (cp.returncode, cp.stdout) == (4, "via-containerd\n"), cp.stderr
-        ctr("run", "-d", "--runc-binary", RUNTIME, img, "kbt-c2", "sleep", "60")
+        ctr("run", "-d", *rt, img, "kbt-c2", "sleep", "60")
         assert "RUNNING" in ctr("task", "ls").stdout
         cp = ctr("task", "exec", "--exec-id", "e1", "kbt-c2", "sh", "-c", "echo in-exec; exit 5", check=False)
         assert (cp.returncode, cp.stdout) == (5, "in-exec\n")
