@@ -92,6 +92,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "{sock}.ttrpc"
 """)
     env = {**os.environ, "PATH": f"{CONTAINERD}:{os.environ['PATH']}"}  # its shim is found on PATH
+    had_run_dir = os.path.exists("/run/containerd")  # ctr and the shim put fifos and sockets there
     log = open(d / "containerd.log", "w")
     daemon = subprocess.Popen([str(CONTAINERD / "containerd"), "--config", str(d / "config.toml")], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
@@ -136,3 +137,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         daemon.wait(timeout=30)
         log.close()
         _cleanup(d)
+        if not had_run_dir:
+            for sub in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):
+                try:
+                    os.rmdir(sub)  # only if empty: nothing of anyone else's
+                except OSError:
+                    pass
