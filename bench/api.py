@@ -30,32 +30,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dockerd  # noqa: E402
 from engine import rootfs_tar, sh  # noqa: E402
 
 KOBAKO = shutil.which("kobako") or "kobako"
 IMAGE = "bench/busybox:1"
-
-
-def unpack(pkg: str, d: str) -> str:
-    """The package's files under d/<pkg>, without installing it."""
-    out = os.path.join(d, pkg)
-    debs = os.path.join(d, "debs")
-    os.makedirs(debs, exist_ok=True)
-    if subprocess.run(["apt-get", "download", pkg], cwd=debs, capture_output=True).returncode:
-        sys.exit(f"apt-get download {pkg} failed (no network to Debian's mirror?)")
-    deb = next(os.path.join(debs, f) for f in os.listdir(debs) if f.startswith(pkg + "_"))
-    sh("dpkg-deb", "-x", deb, out)
-    return os.path.join(out, "usr")
-
-
-def wait_socket(path: str, proc: subprocess.Popen, what: str) -> None:
-    for _ in range(200):
-        if os.path.exists(path):
-            return
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited: status {proc.returncode}")
-        time.sleep(0.05)
-    sys.exit(f"{what} did not open {path}")
 
 
 class Unix(http.client.HTTPConnection):
@@ -93,20 +72,12 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     env_k = {**os.environ, "KOBAKO_ROOT": f"{d}/kdata", "KOBAKO_RUN": f"{d}/krun"}
     try:
-        dock = unpack("docker.io", d)
-        ctrd = unpack("containerd", d)
-        path = f"{dock}/bin:{dock}/sbin:{ctrd}/bin:{os.environ['PATH']}"
-        dsock, ksock = f"{d}/dockerd.sock", f"{d}/kobako.sock"
-        procs.append(subprocess.Popen(
-            [f"{dock}/sbin/dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--ip-forward=false", "--ip-masq=false",
-             "--data-root", f"{d}/ddata", "--exec-root", f"{d}/dexec", "--pidfile", f"{d}/dockerd.pid",
-             "-H", f"unix://{dsock}"], env={**os.environ, "PATH": path},
-            stdout=subprocess.DEVNULL, stderr=open(f"{d}/dockerd.log", "w")))
-        wait_socket(dsock, procs[-1], "dockerd")
+        dp, dsock = dockerd.start(d)
+        procs.append(dp)
+        ksock = f"{d}/kobako.sock"
         procs.append(subprocess.Popen([KOBAKO, "system", "service", "--socket", ksock], env=env_k,
                                       stdout=subprocess.DEVNULL, stderr=open(f"{d}/kobako.log", "w")))
-        wait_socket(ksock, procs[-1], "kobako system service")
+        dockerd.wait_socket(ksock, procs[-1], "kobako system service")
         tar = rootfs_tar(d)
         socks = {"kobako": ksock, "dockerd": dsock}
         for s in socks.values():
@@ -142,17 +113,15 @@ def main() -> None:
             if ids:
                 sh(docker, "-H", f"unix://{s}", "rm", "-f", *ids, check=False)
     finally:
-        for p in procs:
+        for p in procs[1:]:
             p.terminate()
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
         subprocess.run([KOBAKO, "system", "prune", "-af"], env=env_k, capture_output=True)
-        for m in reversed(open("/proc/self/mountinfo").read().splitlines()):
-            target = m.split()[4]
-            if target.startswith(d):
-                subprocess.run(["umount", "-l", target], capture_output=True)
+        if procs:
+            dockerd.stop(procs[0], d)
         shutil.rmtree(d, ignore_errors=True)
 
 
