@@ -250,7 +250,8 @@ async def wait(req: Request) -> None:
             and rec.get("status") != "starting" or cond == "removed" and state in ("exited",):
         code = int(rec.get("exitCode", 0))
     buf = b""
-    while code is None:
+    gone = asyncio.ensure_future(req.conn.reader.read(1))  # a client that hangs up ends the wait
+    while code is None and not gone.done():
         try:
             size = os.path.getsize(log)
             if size < offset:  # the log was cut in half meanwhile
@@ -273,7 +274,12 @@ async def wait(req: Request) -> None:
             elif ev.get("id") == rec["id"] and ev.get("status") == "destroy" and code is None:
                 code = 0  # removed before it ever ran
         if code is None:
-            await asyncio.sleep(0.02)
+            await asyncio.wait([gone], timeout=0.02)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    if code is None:  # nobody is listening any more
+        await req.stream_end()
+        return
     if cond == "removed":
         end = time.monotonic() + 30
         while e.containers.get(rec["id"]) is not None and time.monotonic() < end:
@@ -323,14 +329,24 @@ async def logs(req: Request) -> None:
         offset = os.path.getsize(path) if os.path.exists(path) else 0
         def alive() -> bool:
             return e.state(e.containers.get(rec["id"]) or rec) in ("running", "paused")
-        it = lg.follow(path, offset, alive)
-        done = object()
-        while True:
-            ent = await blocking(next, it, done)
-            if ent is done:
-                break
-            if keep(ent):
-                await req.chunk(frame(ent))
+        tail = lg.Tail(path, offset)  # polled here: a quiet follower holds no thread
+        gone = asyncio.ensure_future(req.conn.reader.read(1))  # the client hung up
+        try:
+            while not gone.done():
+                got = tail.poll()
+                for ent in got:
+                    if keep(ent):
+                        await req.chunk(frame(ent))
+                if not got:
+                    if not await blocking(alive):
+                        for ent in tail.poll():  # what came with the exit
+                            if keep(ent):
+                                await req.chunk(frame(ent))
+                        break
+                    await asyncio.wait([gone], timeout=0.1)
+        finally:
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
     await req.stream_end()
 
 

@@ -63,33 +63,48 @@ def entries(cdir: str, cid: str) -> Iterator[dict]:
             continue
 
 
-def follow(path: str, offset: int, running) -> Iterator[dict]:
-    """New lines appended after `offset` until `running()` is false and the file is drained.
-    A rotation (the file got shorter or replaced) starts over at the new file's beginning."""
-    buf = b""
-    ino = None
-    while True:
+class Tail:
+    """New lines appended to a json-file log after `offset`, taken without waiting: poll()
+    returns what is there now. A rotation (the file got shorter or replaced) starts over at
+    the new file's beginning. The API server polls one per followed log from its event loop,
+    so a quiet container's follower holds no thread."""
+
+    def __init__(self, path: str, offset: int) -> None:
+        self.path, self.offset, self.buf, self.ino = path, offset, b"", None
+
+    def poll(self) -> list[dict]:
         try:
-            st = os.stat(path)
+            st = os.stat(self.path)
         except FileNotFoundError:
-            st = None
-        if st is not None:
-            if ino is not None and (st.st_ino != ino or st.st_size < offset):
-                offset, buf = 0, b""
-            ino = st.st_ino
-            if st.st_size > offset:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-                offset += len(data)
-                buf += data
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        continue
+            return []
+        if self.ino is not None and (st.st_ino != self.ino or st.st_size < self.offset):
+            self.offset, self.buf = 0, b""
+        self.ino = st.st_ino
+        if st.st_size <= self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
                 continue
+        return out
+
+
+def follow(path: str, offset: int, running) -> Iterator[dict]:
+    """New lines appended after `offset` until `running()` is false and the file is drained."""
+    tail = Tail(path, offset)
+    while True:
+        got = tail.poll()
+        if got:
+            yield from got
+            continue
         if not running():
             return
         time.sleep(0.1)

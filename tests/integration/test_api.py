@@ -489,3 +489,28 @@ def test_docker_cli_logs_follow_stop_and_events(api):
                  "--filter", "container=api-f", "--format", "{{.Action}}").stdout.split()
     assert {"create", "start", "die"} <= set(ev), ev
     _docker(api, "rm", "api-f")
+
+
+def test_quiet_followers_and_waiters_do_not_starve_the_server(api):
+    """Followed logs and waits hold no thread: with more of them than the server's thread
+    pool has threads, other requests are still answered, and hung-up clients are let go."""
+    cid = api("run", "-d", "--network", "none", IMG, "sleep", "60").stdout.strip()
+    held = []
+    try:
+        for i in range(12):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(api.sock)
+            path = f"/containers/{cid}/logs?follow=1&stdout=1" if i % 2 else f"/containers/{cid}/wait"
+            verb = "GET" if i % 2 else "POST"
+            s.sendall(f"{verb} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+            held.append(s)
+        time.sleep(0.5)
+        t = time.monotonic()
+        st, body = _raw(api, "GET", "/containers/json")
+        assert st == 200 and cid in body.decode()
+        out = _docker(api, "run", "--rm", "--network", "none", IMG, "echo", "still-served", timeout=30).stdout
+        assert out == "still-served\n" and time.monotonic() - t < 30
+    finally:
+        for s in held:
+            s.close()
+        api("rm", "-f", cid)
