@@ -85,6 +85,10 @@ def _argv(body: dict, name: str | None) -> tuple[list[str], bool]:
                       ("--volumes-from", "VolumesFrom"), ("--device-read-bps", None)):
         for v in (hc.get(key) or []) if key else []:
             a += [flag, v]
+    for flag, key in (("--add-host", "ExtraHosts"), ("--dns", "Dns"), ("--dns-search", "DnsSearch"),
+                      ("--dns-option", "DnsOptions")):
+        for v in hc.get(key) or []:
+            a += [flag, v]
     for k, v in (hc.get("Sysctls") or {}).items():
         a += ["--sysctl", f"{k}={v}"]
     for u in hc.get("Ulimits") or []:

@@ -108,7 +108,39 @@ def _options(e: Engine, args) -> ocispec.RunOptions:
             opts.join_ns["network"] = f"/proc/{_runtime_pid(e, other)}/ns/net"
             opts.join_ids["network"] = other["id"]
         opts.net = {"mode": "container", "container": other["id"]}
+    _dns_options(e, opts, args)
     return opts
+
+
+def _dns_options(e: Engine, opts: ocispec.RunOptions, args) -> None:
+    """--add-host NAME:IP (IP may be host-gateway), --dns IP, --dns-search D, --dns-option O."""
+    from kobako.network.ipam import IPAMError, _ip
+    for spec in args.add_host:
+        name, sep, ip = spec.partition("=") if "=" in spec else spec.partition(":")
+        if not sep or not name or not ip:
+            raise ocispec.OptionError(f"invalid --add-host {spec!r}: NAME:IP (or NAME:host-gateway)")
+        if ip == "host-gateway":  # the host, as the container reaches it
+            if opts.net.get("mode") == "bridge":
+                from kobako.network.networks import NetworkStore
+                first = next(iter(opts.net["networks"]))
+                ip = NetworkStore(e.root, e.run_dir).get(first)["gateway"]
+            else:
+                ip = "127.0.0.1"
+        elif ":" not in ip:
+            try:
+                _ip(ip)
+            except IPAMError:
+                raise ocispec.OptionError(f"invalid --add-host {spec!r}: {ip} is not an IP address") from None
+        opts.extra_hosts.append((name, ip))
+    for d in args.dns:
+        if ":" not in d:
+            try:
+                _ip(d)
+            except IPAMError:
+                raise ocispec.OptionError(f"invalid --dns {d!r}: an IP address") from None
+        opts.dns.append(d)
+    opts.dns_search = list(args.dns_search)
+    opts.dns_options = list(args.dns_option)
 
 
 def _bridge_options(e: Engine, name: str, args) -> dict:
@@ -824,6 +856,10 @@ RUN_OPTS = [
     opt("--ip", "ip", "str", None, "the container's IPv4 address on a user network"),
     opt("--network-alias", "network_alias", "list", None, "another name on the user network"),
     opt("--net-rate", "net_rate", "str", None, "bandwidth limit each way, e.g. 10mbit or 1mb (bytes/s)"),
+    opt("--add-host", "add_host", "list", None, "an /etc/hosts line NAME:IP (IP may be host-gateway)"),
+    opt("--dns", "dns", "list", None, "a DNS server for the container's resolv.conf"),
+    opt("--dns-search", "dns_search", "list", None, "a DNS search domain"),
+    opt("--dns-option", "dns_option", "list", None, "a resolv.conf option (ndots:2 ...)"),
     opt("-m --memory", "memory", "str", None, "memory limit (e.g. 64m)"),
     opt("-v --volume", "volume", "list", None, "HOST-PATH:CTR-PATH[:ro], NAME:CTR-PATH[:ro] or CTR-PATH"),
     opt("--mount", "mount", "list", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),

@@ -246,7 +246,8 @@ class Engine:
             "/etc/hostname": hostname + "\n",
             "/etc/hosts": ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                            "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-                           "ff02::2\tip6-allrouters\n" + f"127.0.1.1\t{hostname}\n"),
+                           "ff02::2\tip6-allrouters\n" + f"127.0.1.1\t{hostname}\n"
+                           + "".join(f"{ip}\t{name}\n" for name, ip in opts.extra_hosts)),  # --add-host
         }
         try:
             with open("/etc/resolv.conf") as f:
@@ -258,6 +259,17 @@ class Engine:
                      if not (ln.startswith("nameserver") and ln.split()[1:2]
                              and ln.split()[1].startswith(("127.", "::1")))]
             resolv = "\n".join(lines) + "\n"
+        if opts.dns or opts.dns_search or opts.dns_options:  # --dns, --dns-search, --dns-option
+            keep = [ln for ln in resolv.splitlines()
+                    if not ((opts.dns and ln.startswith("nameserver")) or
+                            (opts.dns_search and ln.startswith(("search", "domain"))) or
+                            (opts.dns_options and ln.startswith("options")))]
+            keep += [f"nameserver {d}" for d in opts.dns]
+            if opts.dns_search:
+                keep.append("search " + " ".join(opts.dns_search))
+            if opts.dns_options:
+                keep.append("options " + " ".join(opts.dns_options))
+            resolv = "\n".join(keep) + "\n"
         files["/etc/resolv.conf"] = resolv
         for dest, content in files.items():
             p = self.containers.path(cid, os.path.basename(dest))

@@ -75,6 +75,10 @@ class RunOptions:
         # networking (network/endpoints.py): {"mode": bridge|host|none|container, "networks":
         # {name: {"ip", "aliases"}}, "ports": [...], "publishAll", "expose", "rate"}
         self.net: dict = {"mode": network}
+        self.extra_hosts: list[tuple[str, str]] = []  # --add-host NAME:IP
+        self.dns: list[str] = []
+        self.dns_search: list[str] = []
+        self.dns_options: list[str] = []
         self.init: str | None = None  # --init: a static init binary on the host (tini-static)
 
 

@@ -76,6 +76,9 @@ def test_docker_cli_run_rm_exit_codes_and_output(api):
                  "echo out; echo err >&2; exit 3", check=False)
     assert (cp.returncode, cp.stdout, cp.stderr) == (3, "out\n", "err\n")
     assert api("ps", "-aq").stdout.split() == []  # --rm: gone, as the kobako CLI sees it
+    out = _docker(api, "run", "--rm", "--network", "none", "--add-host", "a.b:1.2.3.4", "--dns", "10.9.9.9",
+                  IMG, "cat", "/etc/hosts", "/etc/resolv.conf").stdout
+    assert "1.2.3.4\ta.b" in out and "nameserver 10.9.9.9" in out
 
 
 def test_docker_cli_detached_logs_ps_inspect_rm(api):

@@ -339,3 +339,16 @@ def test_kill_9_of_a_foreground_run_then_rm_f_leaves_no_network(k: Kobako):
     p.wait()
     k("rm", "-f", "nb-orphan")
     assert {x for x in _netns() - netns if x.startswith("kobako-")} == set()
+
+
+def test_add_host_dns_and_their_bad_input(k: Kobako):
+    out = k("run", "--rm", "--add-host", "db.local:10.1.2.3", "--add-host", "gw:host-gateway",
+            "--dns", "10.9.9.9", "--dns-search", "corp.example", "--dns-option", "ndots:2", IMG,
+            "sh", "-c", "cat /etc/hosts /etc/resolv.conf").stdout
+    gw = json.loads(k("network", "inspect", "bridge").stdout)[0]["IPAM"]["Config"][0]["Gateway"]
+    assert "10.1.2.3\tdb.local" in out and f"{gw}\tgw" in out
+    assert "nameserver 10.9.9.9" in out and "search corp.example" in out and "options ndots:2" in out
+    assert out.count("nameserver") == 1  # --dns replaces the host's servers
+    for argv, words in [(("--add-host", "nohost"), ["NAME:IP"]),
+                        (("--add-host", "x:not-an-ip"), ["not an IP"]), (("--dns", "8.8.8"), ["--dns"])]:
+        assert_user_error(k("run", "--rm", *argv, IMG, "true", check=False), *words)
