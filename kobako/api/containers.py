@@ -32,7 +32,7 @@ def _argv(body: dict, name: str | None) -> tuple[list[str], bool]:
     for env in body.get("Env") or []:
         a += ["-e", env]
     for flag, key in (("-w", "WorkingDir"), ("-u", "User"), ("-h", "Hostname"),
-                      ("--stop-signal", "StopSignal")):
+                      ("--stop-signal", "StopSignal"), ("--mac-address", "MacAddress")):
         if body.get(key):
             a += [flag, str(body[key])]
     if body.get("StopTimeout") is not None:

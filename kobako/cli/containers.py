@@ -93,9 +93,9 @@ def _options(e: Engine, args) -> ocispec.RunOptions:
         memory=ocispec.parse_size(args.memory) if args.memory else None)
     if mode == "bridge":
         opts.net = _bridge_options(e, "bridge" if net == "default" else net, args)
-    elif args.publish or args.publish_all or args.ip or args.network_alias or args.net_rate:
-        raise ocispec.OptionError(f"-p, -P, --ip, --network-alias and --net-rate need a bridge network, "
-                                  f"not --network {net}")
+    elif any((args.publish, args.publish_all, args.ip, args.network_alias, args.net_rate, args.mac_address)):
+        raise ocispec.OptionError(f"-p, -P, --ip, --network-alias, --net-rate and --mac-address need a "
+                                  f"bridge network, not --network {net}")
     elif mode == "container":
         other = e.containers.resolve(net.split(":", 1)[1])
         if e.state(other) != "running":
@@ -156,6 +156,9 @@ def _bridge_options(e: Engine, name: str, args) -> dict:
         from kobako.network.ipam import Pool
         Pool.of(net).check(args.ip)
     published = [p for spec in args.publish for p in ports.parse(spec)]
+    if (published or args.publish_all) and net.get("internal"):
+        raise ocispec.OptionError(f"network {net['name']} is internal: nothing on it can be published "
+                                  "(no traffic crosses its bridge)")
     for x in args.expose:
         ports.exposed({}, [x])  # validates
     out: dict = {"mode": "bridge", "ports": published,
@@ -164,6 +167,14 @@ def _bridge_options(e: Engine, name: str, args) -> dict:
         out["publishAll"], out["expose"] = True, list(args.expose)
     if args.net_rate:
         out["rate"] = _rate(args.net_rate)
+    if args.mac_address:
+        mac = args.mac_address.lower()
+        parts = mac.split(":")
+        if len(parts) != 6 or not all(len(x) == 2 and set(x) <= set("0123456789abcdef") for x in parts) \
+                or int(parts[0], 16) & 1:
+            raise ocispec.OptionError(f"invalid --mac-address {args.mac_address!r}: a unicast MAC like "
+                                      "02:42:ac:11:00:02")
+        out["mac"] = mac
     return out
 
 
@@ -857,6 +868,7 @@ RUN_OPTS = [
     opt("--network-alias", "network_alias", "list", None, "another name on the user network"),
     opt("--net-rate", "net_rate", "str", None, "bandwidth limit each way, e.g. 10mbit or 1mb (bytes/s)"),
     opt("--add-host", "add_host", "list", None, "an /etc/hosts line NAME:IP (IP may be host-gateway)"),
+    opt("--mac-address", "mac_address", "str", None, "the MAC address of the container's eth0"),
     opt("--dns", "dns", "list", None, "a DNS server for the container's resolv.conf"),
     opt("--dns-search", "dns_search", "list", None, "a DNS search domain"),
     opt("--dns-option", "dns_option", "list", None, "a resolv.conf option (ndots:2 ...)"),

@@ -173,6 +173,8 @@ class Endpoints:
                 raise NetworkError(f"network {n['name']}: {e}") from None
             st["order"].append(n["name"])
             st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want.get("aliases"))
+            if i == 0 and net.get("mac"):  # --mac-address: the first network's interface
+                st["networks"][n["name"]]["mac"] = net["mac"]
         wanted = net.get("ports") or []
         if wanted and st["order"]:
             others = [p for ep in self.all() if ep["id"] != st["id"] for p in ep.get("ports") or []]
@@ -197,7 +199,8 @@ class Endpoints:
         br = self._ensure_bridge(nl, ep, bool(st["ports"]))
         fd = os.open(st["netns"], os.O_RDONLY | os.O_CLOEXEC)
         try:
-            nl.add_veth(ep["veth"], ep["ifname"], fd, master=br, mtu=ep["mtu"], peer_mac=_mac(ep["ip"]))
+            nl.add_veth(ep["veth"], ep["ifname"], fd, master=br, mtu=ep["mtu"],
+                        peer_mac=bytes.fromhex(ep["mac"].replace(":", "")))
         finally:
             os.close(fd)
         idx = nl_in.index(ep["ifname"])

@@ -349,6 +349,16 @@ def test_add_host_dns_and_their_bad_input(k: Kobako):
     assert "10.1.2.3\tdb.local" in out and f"{gw}\tgw" in out
     assert "nameserver 10.9.9.9" in out and "search corp.example" in out and "options ndots:2" in out
     assert out.count("nameserver") == 1  # --dns replaces the host's servers
-    for argv, words in [(("--add-host", "nohost"), ["NAME:IP"]),
+    out = k("run", "--rm", "--mac-address", "02:42:de:ad:be:ef", IMG,
+            "cat", "/sys/class/net/eth0/address").stdout
+    assert out == "02:42:de:ad:be:ef\n"
+    k("network", "create", "--internal", "nb-intpub")
+    try:
+        assert_user_error(k("run", "--rm", "--network", "nb-intpub", "-p", "80", IMG, "true", check=False),
+                          "internal")
+    finally:
+        k("network", "rm", "nb-intpub")
+    for argv, words in [(("--mac-address", "01:00:5e:00:00:01"), ["unicast"]),
+                        (("--add-host", "nohost"), ["NAME:IP"]),
                         (("--add-host", "x:not-an-ip"), ["not an IP"]), (("--dns", "8.8.8"), ["--dns"])]:
         assert_user_error(k("run", "--rm", *argv, IMG, "true", check=False), *words)
