@@ -221,6 +221,12 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             if upath:
                 ns.enter(upath, ns.CLONE_NEWUSER)
             else:
+                # namespaces given by path belong to the host's user namespace: join them while
+                # still its root (runc's nsexec does the same), the init then skips them
+                for t in ("network", "ipc", "uts"):
+                    if ctx.namespaces.get(t):
+                        ns.enter(ctx.namespaces[t], ns.TYPES[t][0])
+                        ctx.prejoined.add(t)
                 ns.unshare(ns.CLONE_NEWUSER)
                 ch.send("MAP")
             if ch.recv()[0] != "OK":

@@ -41,6 +41,7 @@ class InitContext:
         linux = cfg.get("linux") or {}
         self.namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
         self.userns = "user" in self.namespaces
+        self.prejoined: set[str] = set()  # joined by path before a new user namespace was made
         self.path = ""  # the resolved program, set once the root is in place
         self.seccomp = None  # the prepared filter (libseccomp is out of sight after pivot_root)
         self.state_json = ""  # the OCI state, sent with GO once we are in the cgroup
@@ -101,7 +102,7 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     # 1. namespaces: join the ones given by path, unshare the rest
     flags = 0
     for t in LATE:
-        if t not in ctx.namespaces:
+        if t not in ctx.namespaces or t in ctx.prejoined:
             continue
         flag = ns.TYPES[t][0]
         path = ctx.namespaces[t]

@@ -210,6 +210,28 @@ def test_user_namespace_maps(runtime, bundle):
     assert lines[2:] == [["0"], ["0"], ["1"]]
 
 
+def test_a_new_user_namespace_joins_a_network_namespace_given_by_path(runtime, bundle):
+    """The path namespace belongs to the host's user namespace: it is joined before the new
+    user namespace is made (as runc does), which is how an engine's netns reaches a
+    user-namespaced container."""
+    import subprocess
+    name = f"{support.SESSION.tag}-uns"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "kbtva", "type", "veth", "peer", "name", "kbtvb"],
+                       check=True)  # a mark to recognise this namespace by, from inside
+
+        def edit(cfg: dict) -> None:
+            _userns(cfg)
+            cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
+            cfg["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{name}"})
+        b = bundle(["sh", "-c", "id -u; ip -o link"], edit=edit)
+        out = run_ok(runtime, b)
+        assert out.split()[0] == "0" and "kbtva" in out
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 def test_user_namespace_root_is_unprivileged_on_the_host(runtime, bundle, hostdir):
     d = hostdir("uns")
     os.chmod(d, 0o777)
