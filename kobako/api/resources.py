@@ -469,6 +469,9 @@ def _stats_doc(e, rec: dict, pre: dict | None) -> dict:
            "memory_stats": {"usage": mem.get("usage", 0), "max_usage": mem.get("max", 0), "limit": limit,
                             "stats": {}},
            "blkio_stats": {}, "networks": {}}
+    if rec.get("pid") and (rec.get("net") or {}).get("mode") not in (None, "host"):
+        from kobako.cli.host import net_io
+        doc["networks"] = net_io(int(rec["pid"]))
     zero = {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": os.cpu_count() or 1}
     doc["precpu_stats"] = (pre or {}).get("cpu_stats") or zero
     doc["preread"] = (pre or {}).get("read", "0001-01-01T00:00:00Z")

@@ -26,6 +26,25 @@ def _cgroup_stats(e: Engine, rec: dict) -> dict | None:
     return stats.collect(c.data.get("_cgroup") or {})
 
 
+def net_io(pid: int) -> dict[str, dict[str, int]]:
+    """Per-interface counters of a process's network namespace (/proc/PID/net/dev), lo left out."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return out
+    for line in lines:
+        name, _, rest = line.partition(":")
+        v = rest.split()
+        if name.strip() == "lo" or len(v) < 16:
+            continue
+        out[name.strip()] = {"rx_bytes": int(v[0]), "rx_packets": int(v[1]), "rx_errors": int(v[2]),
+                             "rx_dropped": int(v[3]), "tx_bytes": int(v[8]), "tx_packets": int(v[9]),
+                             "tx_errors": int(v[10]), "tx_dropped": int(v[11])}
+    return out
+
+
 def _stats_row(e: Engine, rec: dict, prev: dict | None, dt: float) -> tuple[dict, dict | None]:
     data = _cgroup_stats(e, rec) or {}
     cpu_ns = (data.get("cpu") or {}).get("usage", {}).get("total", 0)
@@ -44,6 +63,11 @@ def _stats_row(e: Engine, rec: dict, prev: dict | None, dt: float) -> tuple[dict
            "MemUsage": f"{human_size(usage)} / {human_size(limit)}",
            "MemPerc": f"{(usage / limit * 100) if limit else 0:.2f}%", "PIDs": str(pids),
            "NetIO": "-- / --", "BlockIO": "-- / --"}
+    if rec.get("pid") and (rec.get("net") or {}).get("mode") not in (None, "host"):
+        nets = net_io(int(rec["pid"]))
+        if nets:
+            rx, tx = sum(n["rx_bytes"] for n in nets.values()), sum(n["tx_bytes"] for n in nets.values())
+            row["NetIO"] = f"{human_size(rx)} / {human_size(tx)}"
     return row, {"cpu_ns": cpu_ns}
 
 

@@ -107,6 +107,8 @@ def test_default_bridge_container_to_gateway_and_to_container(k: Kobako, www: Pa
         assert out.stdout.split() == ["gw-ok", "kobako-net"]
         # the host reaches the container's own address too (it is on the bridge)
         assert _get(f"http://{net['IPAddress']}/") == "kobako-net\n"
+        netio = k("stats", "--no-stream", "--format", "{{.NetIO}}", "nb-web").stdout.strip()
+        assert netio != "-- / --" and "/" in netio  # counters of the container's eth0
     finally:
         k("rm", "-f", "nb-web")
     assert os.path.basename(ns) not in _netns()  # the netns link goes with the container
