@@ -430,7 +430,6 @@ async def ps(req: Request) -> None:
     import json
 
     from kobako.cli.containers import _matches, _status, status_text
-    from kobako.cli.networks import ps_ports  # noqa: F401 - the same PORTS as `kobako ps`
     e = engine()
     try:
         flt = json.loads(req.query.get("filters") or "{}")

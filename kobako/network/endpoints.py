@@ -26,12 +26,12 @@ host's upstream servers (resolv.conf without loopback entries).
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 from kobako.linux import netlink
 from kobako.network import nftables
-from kobako.network.networks import DEFAULT, NetworkError, NetworkStore, netns_path, table_name
+from kobako.network.networks import DEFAULT, NetworkError, NetworkStore, netns_path, sha256_hex, table_name
+from kobako.paths import FileLock
 from kobako.runtime import jsonfast
 
 NETNS_DIR = "/run/netns"
@@ -42,8 +42,7 @@ _HOSTS_MARK = "# kobako: containers on the same networks\n"
 def _veth(cid: str, nid: str, gen: int) -> str:
     """Unique per start too: the previous start's veth may still be on its way out (the
     kernel removes it with the namespace, in the background)."""
-    import _sha256
-    return "kb-" + _sha256.sha256(f"{cid}{nid}{gen}".encode()).hexdigest()[:12]
+    return "kb-" + sha256_hex(f"{cid}{nid}{gen}")[:12]
 
 
 def _mac(ip: str) -> bytes:
@@ -77,19 +76,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-class _Lock:
-    def __init__(self, path: str) -> None:
-        self.path, self.fd = path, -1
-
-    def __enter__(self) -> _Lock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-
 class Endpoints:
     def __init__(self, root: str, run_root: str) -> None:
         self.store = NetworkStore(root, run_root)
@@ -100,8 +86,8 @@ class Endpoints:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.makedirs(self.bridges, mode=0o700, exist_ok=True)
 
-    def locked(self) -> _Lock:
-        return _Lock(os.path.join(os.path.dirname(self.dir), "lock"))
+    def locked(self) -> FileLock:
+        return FileLock(os.path.join(os.path.dirname(self.dir), "lock"))
 
     # -- state ------------------------------------------------------------------------------
     def _path(self, cid: str) -> str:

@@ -16,11 +16,10 @@ Addresses are handled as integers with a small parser of our own rather than `ip
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 
-from kobako.paths import atomic_write
+from kobako.paths import FileLock, atomic_write
 from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
 
 _ALL = 0xFFFFFFFF
@@ -185,22 +184,6 @@ def _short(owner: str) -> str:
     return owner[:12] if len(owner) == 64 else owner  # container ids as `docker ps` shows them
 
 
-class _Lock:
-    """flock(2) on the one IPAM lock file (contextlib costs an import on the hot path)."""
-
-    def __init__(self, path: str) -> None:
-        self.path, self.fd = path, -1
-
-    def __enter__(self) -> _Lock:
-        # A fresh open file description per use, so threads of one process exclude each other too.
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-
 # -- the store ------------------------------------------------------------------------------
 
 
@@ -209,8 +192,8 @@ class IPAM:
         self.dir = os.path.join(root, "networks", "ipam")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
 
-    def _locked(self) -> _Lock:
-        return _Lock(os.path.join(self.dir, ".lock"))
+    def _locked(self) -> FileLock:
+        return FileLock(os.path.join(self.dir, ".lock"))
 
     def _path(self, network: str) -> str:
         # Names become file names: the charset keeps out '/', and a leading alnum keeps out '.'/'..'.

@@ -31,7 +31,7 @@ class NetworkError(Exception):
     """A user-facing error: one line that says what is wrong."""
 
 
-def _hash(s: str) -> str:
+def sha256_hex(s: str) -> str:
     import _sha256
     return _sha256.sha256(s.encode()).hexdigest()
 
@@ -40,7 +40,7 @@ def table_name(run_root: str) -> str:
     """kobako's nft table: `kobako` for the system's run root; a private root (tests, a second
     instance) gets its own, so two never rewrite each other's rules."""
     real = os.path.realpath(run_root)
-    return "kobako" if real == _DEFAULT_RUN else "kobako_" + _hash(real)[:8]
+    return "kobako" if real == _DEFAULT_RUN else "kobako_" + sha256_hex(real)[:8]
 
 
 def _now() -> str:
