@@ -7,18 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from kobako.api.server import ApiError, Request, blocking, engine, route
+from kobako.api.server import ApiError, Request, blocking, container, engine, route
 
 # attach requests waiting for their container's start (docker run: attach, wait, then start)
 _PENDING: dict[str, tuple[asyncio.Future, bool]] = {}
-
-
-def _rec(e, ref: str) -> dict:
-    from kobako.engine.records import ContainerNotFound
-    try:
-        return e.containers.resolve(ref)
-    except ContainerNotFound:
-        raise ApiError(404, f"No such container: {ref}") from None
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -141,8 +133,7 @@ async def create(req: Request) -> None:
 
 @route("POST", "/containers/{id}/start")
 async def start(req: Request) -> None:
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if e.state(rec) in ("running", "paused"):
         await req.send(304)
         return
@@ -159,8 +150,7 @@ async def start(req: Request) -> None:
 @route("POST", "/containers/{id}/attach")
 async def attach(req: Request) -> None:
     from kobako.engine import monitor
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     stdin = req.flag("stdin")
     tty = bool((rec.get("options") or {}).get("tty"))
     state = e.state(rec)
@@ -240,8 +230,7 @@ async def wait(req: Request) -> None:
     import os
 
     from kobako.engine import events
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     cond = req.query.get("condition") or "not-running"
     if cond not in ("not-running", "next-exit", "removed"):
         raise ApiError(400, f"invalid condition {cond!r}: not-running, next-exit or removed")
@@ -297,8 +286,7 @@ async def wait(req: Request) -> None:
 @route("GET", "/containers/{id}/logs")
 async def logs(req: Request) -> None:
     from kobako.engine import logs as lg
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     tty = bool((rec.get("options") or {}).get("tty"))
     want = {s for s in ("stdout", "stderr") if req.flag(s)}
     stamps = req.flag("timestamps")
@@ -358,8 +346,7 @@ async def logs(req: Request) -> None:
 
 @route("POST", "/containers/{id}/stop")
 async def stop(req: Request) -> None:
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if e.state(rec) not in ("running", "paused", "restarting"):
         await req.send(304)
         return
@@ -369,16 +356,14 @@ async def stop(req: Request) -> None:
 
 @route("POST", "/containers/{id}/kill")
 async def kill(req: Request) -> None:
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     sig = (req.query.get("signal") or "KILL").removeprefix("SIG")
     await blocking(e.kill, rec, sig)
 
 
 @route("POST", "/containers/{id}/restart")
 async def restart(req: Request) -> None:
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     t = req.query.get("t")
     await blocking(e.stop, rec, float(t) if t not in (None, "") else None)
     await blocking(e.start, e.containers.get(rec["id"]) or rec)
@@ -387,8 +372,7 @@ async def restart(req: Request) -> None:
 @route("POST", "/containers/{id}/resize")
 async def resize(req: Request) -> None:
     from kobako.engine import monitor
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
 
     def go() -> None:
         try:
@@ -406,8 +390,7 @@ async def resize(req: Request) -> None:
 
 @route("DELETE", "/containers/{id}")
 async def remove(req: Request) -> None:
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if not req.flag("force") and e.state(rec) in ("running", "paused", "restarting"):
         raise ApiError(409, f"You cannot remove a running container {rec['id']}. Stop the container "
                             "before attempting removal or force remove")
@@ -417,8 +400,7 @@ async def remove(req: Request) -> None:
 @route("GET", "/containers/{id}/json")
 async def inspect(req: Request) -> None:
     from kobako.cli.containers import inspect_container
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     doc = await blocking(inspect_container, e, rec)
     doc["HostConfig"].setdefault("LogConfig", {"Type": "json-file", "Config": {}})
     doc["Config"].setdefault("Image", rec.get("imageName"))
@@ -509,8 +491,7 @@ async def update(req: Request) -> None:
     """Limits of a running container, changed live through `kobako update` (its checks)."""
     import sys
 
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     body = req.json()
     argv: list[str] = []
     for flag, key in (("-m", "Memory"), ("--memory-swap", "MemorySwap"),

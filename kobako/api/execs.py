@@ -8,16 +8,14 @@ import asyncio
 import os
 import sys
 
-from kobako.api.server import ApiError, Request, engine, route
+from kobako.api.server import ApiError, Request, container, route
 
 _EXECS: dict[str, dict] = {}  # exec ID -> its config and, once run, pid/exit code (as dockerd: in memory)
 
 
 @route("POST", "/containers/{id}/exec")
 async def create(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if e.state(rec) != "running":
         raise ApiError(409, f"Container {rec['id']} is not running")
     body = req.json()

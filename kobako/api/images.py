@@ -197,16 +197,10 @@ async def history(req: Request) -> None:
     rec = _img(e, req.params["name"])
 
     def rows() -> list[dict]:
+        from kobako.cli.images import history_entries
         from kobako.engine.logs import parse_time
-        cfg = json.loads(e.images.content.read(rec["id"]))
-        hist = list(reversed(cfg.get("history") or []))
-        sizes = list(reversed([e.snapshots.size(c) for c in rec.get("chainIds", [])]))
-        out, li = [], 0
-        for i, h in enumerate(hist):
-            size = 0
-            if not h.get("empty_layer"):
-                size = sizes[li] if li < len(sizes) else 0
-                li += 1
+        out = []
+        for i, (h, size) in enumerate(history_entries(e, rec)):
             try:
                 created = int(parse_time(h.get("created") or ""))
             except (ValueError, TypeError):

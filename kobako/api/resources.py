@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 
-from kobako.api.server import ApiError, Request, blocking, engine, route
+from kobako.api.server import ApiError, Request, blocking, container, engine, route
 
 
 def _net(e, name: str) -> dict:
@@ -186,9 +186,7 @@ async def volume_prune(req: Request) -> None:
 
 @route("POST", "/containers/{id}/pause")
 async def pause(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if e.state(rec) != "running":
         raise ApiError(409, f"Container {rec['id']} is not running")
     await blocking(e.pause, rec)
@@ -196,9 +194,7 @@ async def pause(req: Request) -> None:
 
 @route("POST", "/containers/{id}/unpause")
 async def unpause(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if e.state(rec) != "paused":
         raise ApiError(409, f"Container {rec['id']} is not paused")
     await blocking(e.unpause, rec)
@@ -206,9 +202,7 @@ async def unpause(req: Request) -> None:
 
 @route("POST", "/containers/{id}/rename")
 async def rename(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     new = req.query.get("name")
     if not new:
         raise ApiError(400, "the new name is required (?name=)")
@@ -222,9 +216,7 @@ async def top(req: Request) -> None:
     import subprocess
     import sys
 
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     if e.state(rec) not in ("running", "paused"):
         raise ApiError(409, f"Container {rec['id']} is not running")
     argv = [sys.executable, "-m", "kobako.cli.main", "top", rec["id"],
@@ -342,9 +334,7 @@ async def archive_get(req: Request) -> None:
     import io
     import tarfile
 
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     path = req.query.get("path")
     if not path:
         raise ApiError(400, "path is required")
@@ -390,9 +380,7 @@ async def archive_get(req: Request) -> None:
 @route("PUT", "/containers/{id}/archive")
 async def archive_put(req: Request) -> None:
     """Extract the body (a tar) into the directory PATH of the container."""
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     path = req.query.get("path")
     if not path:
         raise ApiError(400, "path is required")
@@ -409,9 +397,7 @@ async def archive_put(req: Request) -> None:
 
 @route("GET", "/containers/{id}/export")
 async def export(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     p = await asyncio.create_subprocess_exec(*_cli("export", rec["id"]), stdout=asyncio.subprocess.PIPE,
                                              stderr=asyncio.subprocess.PIPE)
     await req.stream_start(200, "application/x-tar")
@@ -426,9 +412,7 @@ async def export(req: Request) -> None:
 
 @route("GET", "/containers/{id}/changes")
 async def changes(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     p = await asyncio.create_subprocess_exec(*_cli("diff", rec["id"]), stdout=asyncio.subprocess.PIPE,
                                              stderr=asyncio.subprocess.PIPE)
     out, err = await p.communicate()
@@ -480,9 +464,7 @@ def _stats_doc(e, rec: dict, pre: dict | None) -> dict:
 
 @route("GET", "/containers/{id}/stats")
 async def stats(req: Request) -> None:
-    from kobako.api.containers import _rec
-    e = engine()
-    rec = _rec(e, req.params["id"])
+    e, rec = container(req)
     stream = req.flag("stream", True) and not req.flag("one-shot")
     await req.stream_start(200, "application/json")
     pre = None

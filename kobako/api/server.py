@@ -91,6 +91,16 @@ def engine():
     return Engine()
 
 
+def container(req: Request) -> tuple:
+    """(engine, record) of the container a /containers/{id}/... request names, or a 404."""
+    from kobako.engine.records import ContainerNotFound
+    e = engine()
+    try:
+        return e, e.containers.resolve(req.params["id"])
+    except ContainerNotFound:
+        raise ApiError(404, f"No such container: {req.params['id']}") from None
+
+
 class Request:
     def __init__(self, conn: Connection, req: h11.Request, body: bytes) -> None:
         self.conn = conn

@@ -185,17 +185,26 @@ def image_prune(e: Engine, args) -> int:
     return 0
 
 
-def history(e: Engine, args) -> int:
-    rec = e.images.resolve(args.args[0])
+def history_entries(e: Engine, rec: dict) -> list[tuple[dict, int]]:
+    """The image's history, newest first, each with the size of the layer it made (0 for an
+    empty layer); `history` and the API's /images/{name}/history both print it."""
     cfg = json.loads(e.images.content.read(rec["id"]))
     hist = list(reversed(cfg.get("history") or []))
     sizes = list(reversed([e.snapshots.size(c) for c in rec.get("chainIds", [])]))
-    rows, li = [], 0
-    for i, h in enumerate(hist):
+    out, li = [], 0
+    for h in hist:
         size = 0
         if not h.get("empty_layer"):
             size = sizes[li] if li < len(sizes) else 0
             li += 1
+        out.append((h, size))
+    return out
+
+
+def history(e: Engine, args) -> int:
+    rec = e.images.resolve(args.args[0])
+    rows = []
+    for i, (h, size) in enumerate(history_entries(e, rec)):
         ident = rec["id"].split(":")[1][:12] if i == 0 else "<missing>"
         by = h.get("created_by", "")
         if not args.no_trunc and len(by) > 45:
