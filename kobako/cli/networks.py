@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from kobako.cli.output import formatted, print_docs, table
-from kobako.cli.parser import Command, opt
+from kobako.cli.parser import Command, opt, pairs
 from kobako.engine.lifecycle import Engine
 from kobako.network.networks import DEFAULT, MODES, NetworkError, NetworkStore
 
@@ -22,13 +22,7 @@ def _store(e: Engine) -> NetworkStore:
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        if not k:
-            raise NetworkError(f"invalid {what} {it!r}: use KEY=VALUE")
-        out[k] = v
-    return out
+    return pairs(items, lambda it: NetworkError(f"invalid {what} {it!r}: use KEY=VALUE"))
 
 
 def users(e: Engine, name: str) -> list[dict]:

@@ -130,3 +130,15 @@ def help_text(cmd: Command) -> str:
             flags = ", ".join(o.names) + ("" if o.kind == "bool" else f" {o.kind}")
             lines.append(f"  {flags:<30} {o.help}")
     return "\n".join(lines) + "\n"
+
+
+def pairs(items: list[str], bad) -> dict[str, str]:
+    """K=V (or a bare K, value "") as docker's --label and --opt take them; `bad(item)` is
+    the exception to raise for an item without a key."""
+    out = {}
+    for it in items:
+        k, _, v = it.partition("=")
+        if not k:
+            raise bad(it)
+        out[k] = v
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from kobako.cli.output import formatted, human_size, print_docs, table
-from kobako.cli.parser import Command, opt
+from kobako.cli.parser import Command, opt, pairs
 from kobako.engine.lifecycle import Engine
 from kobako.storage.volumes import DRIVER, VolumeError, VolumeStore
 
@@ -22,14 +22,7 @@ def _store(e: Engine) -> VolumeStore:
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
-    """K=V (or a bare K, value "") as docker's --label and --opt take them."""
-    out = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        if not k:
-            raise VolumeError(f"invalid argument {it!r}: use KEY=VALUE")
-        out[k] = v
-    return out
+    return pairs(items, lambda it: VolumeError(f"invalid argument {it!r}: use KEY=VALUE"))
 
 
 def _filters(items: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
