@@ -534,6 +534,10 @@ class Endpoints:
         """Rewrite the peers' section of /etc/hosts for every container that shares a user
         network with `st` (and st's own, unless it is leaving)."""
         user = {n for n in nets if n != DEFAULT}
+        if not user:  # the default bridge has no names: only st's own line, no peer to read
+            if not leaving:
+                self._write_hosts(st, [st])
+            return
         eps = [o for o in self.all() if o["id"] != st["id"]]
         if not leaving:
             eps.append(st)
