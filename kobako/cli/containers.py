@@ -114,7 +114,8 @@ def _options(e: Engine, args) -> ocispec.RunOptions:
 
 def _dns_options(e: Engine, opts: ocispec.RunOptions, args) -> None:
     """--add-host NAME:IP (IP may be host-gateway), --dns IP, --dns-search D, --dns-option O."""
-    from kobako.network.ipam import IPAMError, _ip
+    if args.add_host or args.dns:  # not on the start-up path of a plain run
+        from kobako.network.ipam import IPAMError, _ip
     for spec in args.add_host:
         name, sep, ip = spec.partition("=") if "=" in spec else spec.partition(":")
         if not sep or not name or not ip:
