@@ -432,6 +432,7 @@ class Monitor:
         joins = rec.get("joinNamespaces") or {}
         if not joins:
             return None
+        from kobako.linux.namespaces import TYPES
         path = os.path.join(rec["bundle"], "config.json")
         try:
             with open(path, "rb") as f:
@@ -442,7 +443,7 @@ class Monitor:
                 os.kill(pid, 0)
                 for n in cfg["linux"]["namespaces"]:
                     if n["type"] == ns:
-                        n["path"] = f"/proc/{pid}/ns/{ns}"
+                        n["path"] = f"/proc/{pid}/ns/{TYPES[ns][1]}"  # "network" is ns/net there
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 f.write(jsonfast.dumps(cfg))

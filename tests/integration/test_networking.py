@@ -236,8 +236,14 @@ def test_container_network_mode_shares_the_namespace(k: Kobako, www: Path):
     try:
         out = k("run", "--rm", "--network", "container:nb-owner", IMG, "wget", "-qO-", "http://127.0.0.1/")
         assert out.stdout == "kobako-net\n"
+        # a detached joiner of a container without kobako's netns (--network none): its namespace
+        # is found by the owner's PID at each start
+        k("run", "-d", "--name", "nb-none", "--network", "none", IMG, "sleep", "60")
+        k("run", "-d", "--name", "nb-join", "--network", "container:nb-none", IMG, "sleep", "60")
+        own = k("exec", "nb-none", "readlink", "/proc/self/ns/net").stdout
+        assert k("exec", "nb-join", "readlink", "/proc/self/ns/net").stdout == own
     finally:
-        k("rm", "-f", "nb-owner")
+        k("rm", "-f", "nb-owner", "nb-join", "nb-none")
 
 
 def test_fixed_ip_and_bad_input(k: Kobako):
