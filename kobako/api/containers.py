@@ -99,6 +99,8 @@ def _argv(body: dict, name: str | None) -> tuple[list[str], bool]:
     for flag, key in (("--pid", "PidMode"), ("--ipc", "IpcMode"), ("--uts", "UTSMode")):
         if hc.get(key) and hc[key] not in ("private", "shareable"):
             a += [flag, hc[key]]
+    if hc.get("UsernsMode"):  # docker: "host"; Podman's compat API also takes auto, private
+        a += ["--userns", hc["UsernsMode"]]
     rp = hc.get("RestartPolicy") or {}
     if rp.get("Name") and rp["Name"] != "no":
         n = rp.get("MaximumRetryCount") or 0

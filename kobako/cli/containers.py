@@ -57,7 +57,14 @@ def _volumes(specs: list[str], mounts: list[str], opts: ocispec.RunOptions) -> N
             raise ocispec.OptionError(f"invalid volume specification {v!r}: "
                                       "use HOST-PATH:CONTAINER-PATH[:ro] or NAME:CONTAINER-PATH[:ro]")
         src, dest = parts[0], parts[1]
-        ro = "ro" in (parts[2] if len(parts) == 3 else "rw").split(",")
+        flags = (parts[2] if len(parts) == 3 else "rw").split(",")
+        bad = [f for f in flags if f not in ("ro", "rw", "z", "Z", "idmap")]
+        if bad:
+            raise ocispec.OptionError(f"invalid volume specification {v!r}: unknown option {bad[0]!r} "
+                                      "(ro, rw or idmap)")
+        ro = "ro" in flags
+        if "idmap" in flags:  # seen through the container's user namespace (named volumes always are)
+            opts.idmapped.add(dest)
         if src.startswith("/"):
             opts.binds.append((src, dest, ro))
         else:
@@ -238,9 +245,8 @@ def _security_and_limits(opts: ocispec.RunOptions, args, e: Engine) -> ocispec.R
                             ("device_write_iops", "throttleWriteIOPSDevice", True)):
         for spec in getattr(args, flag):
             opts.throttle.setdefault(key, []).append(ocispec.parse_throttle(spec, iops))
-    if args.userns not in (None, "", "host"):
-        raise ocispec.OptionError(f"--userns {args.userns}: only host for now (kobako does not remap "
-                                  "container users yet; kobako-runtime runs user-namespaced bundles)")
+    if args.userns not in (None, "", "host") or args.uidmap or args.gidmap:
+        _userns(e, args, opts)
     opts.ulimits = [ocispec.parse_ulimit(u) for u in args.ulimit]
     for sc in args.sysctl:
         k, eq, v = sc.partition("=")
@@ -298,6 +304,33 @@ def _volumes_from(e: Engine, specs: list[str], opts: ocispec.RunOptions) -> None
             if m.get("type") == "bind" and m["destination"] not in vols and m["destination"] not in etc:
                 ro = mode == "ro" or (not mode and "ro" in (m.get("options") or []))
                 opts.binds.append((m["source"], m["destination"], ro))
+
+
+def _userns(e: Engine, args, opts: ocispec.RunOptions) -> None:
+    """--userns auto|private|container:NAME, --uidmap, --gidmap (engine/userns.py)."""
+    from kobako.engine import userns
+    req = userns.parse(args.userns, args.uidmap, args.gidmap)
+    if req is None:
+        return
+    for flag in ("pid", "ipc"):
+        if flag in opts.host_ns:
+            raise ocispec.OptionError(f"--{flag} host cannot be used with --userns "
+                                      f"{args.userns or 'private'}: the host's {flag.upper()} "
+                                      "namespace belongs to the host's root")
+    if req.join:
+        other = e.containers.resolve(req.join)
+        theirs = other.get("userns")
+        if not theirs:
+            raise ocispec.OptionError(f"--userns container:{req.join}: that container has no user "
+                                      "namespace of its own (it runs with --userns host)")
+        if e.state(other) != "running":
+            raise ocispec.OptionError(f"--userns container:{req.join}: container {other['name']} "
+                                      "is not running")
+        from kobako.engine.copy import _runtime_pid
+        req.uid_maps, req.gid_maps = theirs["uidMappings"], theirs["gidMappings"]
+        opts.join_ns["user"] = f"/proc/{_runtime_pid(e, other)}/ns/user"
+        opts.join_ids["user"] = other["id"]
+    opts.userns = req
 
 
 def _storage(opts: ocispec.RunOptions, args, e: Engine | None = None) -> ocispec.RunOptions:
@@ -620,7 +653,7 @@ def inspect_container(e: Engine, rec: dict) -> dict:
         "LogPath": e.containers.path(rec["id"], f"{rec['id']}-json.log"),
         "HostConfig": {"RestartPolicy": rec.get("restartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
                        "AutoRemove": bool((rec.get("options") or {}).get("autoRemove")),
-                       "NetworkMode": net_mode,
+                       "NetworkMode": net_mode, **_userns_inspect(rec),
                        "Memory": memory, "Binds": [f"{m['source']}:{m['destination']}" for m in binds]},
         "Config": {"Hostname": spec.get("hostname", ""), "Env": proc.get("env") or [], "Cmd": argv,
                    "Image": rec.get("imageName"), "WorkingDir": proc.get("cwd", "/"),
@@ -632,6 +665,19 @@ def inspect_container(e: Engine, rec: dict) -> dict:
                                                     "WorkDir": e.containers.path(rec["id"], "work")}},
         "NetworkSettings": net_settings,
     }
+
+
+def _userns_inspect(rec: dict) -> dict:
+    """HostConfig.UsernsMode as Docker names it ("" = the host's), and Podman's IDMappings."""
+    u = rec.get("userns")
+    if not u:
+        return {"UsernsMode": ""}
+    mode = u["mode"]
+    if mode == "container":
+        mode = "container:" + (rec.get("joinNamespaces") or {}).get("user", "")
+    fmt = [f"{m['containerID']}:{m['hostID']}:{m['size']}" for m in u["uidMappings"]]
+    return {"UsernsMode": mode, "IDMappings": {
+        "UidMap": fmt, "GidMap": [f"{m['containerID']}:{m['hostID']}:{m['size']}" for m in u["gidMappings"]]}}
 
 
 def _ps_ports(e: Engine, rec: dict, state: str) -> str:
@@ -908,7 +954,9 @@ RUN_OPTS = [
     opt("--device-write-bps", "device_write_bps", "list", None, "write rate limit /dev/X:RATE"),
     opt("--device-read-iops", "device_read_iops", "list", None, "read IO/s limit /dev/X:N"),
     opt("--device-write-iops", "device_write_iops", "list", None, "write IO/s limit /dev/X:N"),
-    opt("--userns", "userns", "str", None, "host (remapping comes later)"),
+    opt("--userns", "userns", "str", None, "host, auto[:size=N], private or container:NAME"),
+    opt("--uidmap", "uidmap", "list", None, "map container uids CTR:HOST:SIZE (a user namespace)"),
+    opt("--gidmap", "gidmap", "list", None, "map container gids CTR:HOST:SIZE"),
     opt("--log-opt", "log_opt", "list", None, "json-file options: max-size=10m, max-file=3"),
     opt("--platform", "platform", "str", None, "os/arch[/variant] of the image to pull and run"),
 ]

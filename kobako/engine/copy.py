@@ -45,8 +45,16 @@ def _in_namespace(pid: int, fn, alongside) -> None:
     from kobako.linux import namespaces
     from kobako.storage.mounts import in_child
     fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    ufd = -1
+    if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+        ufd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
 
     def body() -> None:
+        if ufd >= 0:  # --userns: as the container's root, whose files land with the container's ids
+            namespaces.setns(ufd, namespaces.CLONE_NEWUSER, "the container's user namespace")
+            os.setgroups([])
+            os.setresgid(0, 0, 0)  # setns keeps our ids: become its root
+            os.setresuid(0, 0, 0)
         namespaces.setns(fd, namespaces.TYPES["mount"][0], "the container's mount namespace")
         os.chdir("/")
         fn("/")
@@ -55,6 +63,8 @@ def _in_namespace(pid: int, fn, alongside) -> None:
         err = in_child(body, alongside)
     finally:
         os.close(fd)
+        if ufd >= 0:
+            os.close(ufd)
     if err:
         raise CopyError(err)
 

@@ -168,13 +168,21 @@ class Engine:
         for vname, dest, ro in opts.volumes:  # recorded before use: rm/prune see the user
             v = vstore.create(vname)
             vols.append({"name": v["Name"], "destination": dest, "readOnly": ro, "anonymous": vname is None})
-        rec = self.containers.create({
+        first = {
             "image": image["id"], "imageName": image_name, "created": now_iso(),
             "status": "running" if starting else "created", "chainIds": image["chainIds"], "volumes": vols,
             **({"started": now_iso()} if starting else {}),
             "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty,
                         "autoRemove": remove},
-        }, name)
+        }
+        if opts.userns is None:
+            rec = self.containers.create(first, name)
+        else:  # the range is taken and recorded under one lock: no two containers share one
+            from kobako.engine import userns
+            with paths.FileLock(os.path.join(self.containers.dir, "userns.lock")):
+                userns.allocate(opts.userns, self.containers.all())
+                rec = self.containers.create({**first, "userns": opts.userns.record()}, name)
+                userns.open_path(opts.userns, self.containers.dir, self.containers.path(rec["id"]))
         cid = rec["id"]
         fault("create:record")
         try:
@@ -189,11 +197,15 @@ class Engine:
                 if not os.path.exists(host):
                     os.makedirs(host, 0o755)  # docker -v creates a missing host directory
             opts.etc_files = self._etc_files(cid, opts)
+            if opts.userns is not None:  # the container's root may edit them, as Docker's can
+                from kobako.engine import userns
+                userns.chown_for(opts.userns, list(opts.etc_files.values()))
             net = self._net_record(opts, img_cfg, cid)
             lowers = [self.snapshots.fs(c) for c in reversed(image["chainIds"])]
             for v in vols:  # an empty volume starts with the image's files at its destination
                 vstore.seed(v["name"], lowers, v["destination"])
                 opts.binds.append((vstore.mountpoint(v["name"]), v["destination"], v["readOnly"]))
+                opts.idmapped.add(v["destination"])  # stored unshifted, like the layers
             spec = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
             from kobako.runtime import jsonfast
             with open(os.path.join(bundle, "config.json"), "w") as f:

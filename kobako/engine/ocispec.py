@@ -80,6 +80,8 @@ class RunOptions:
         self.dns_search: list[str] = []
         self.dns_options: list[str] = []
         self.init: str | None = None  # --init: a static init binary on the host (tini-static)
+        self.userns = None  # engine/userns.Userns: --userns, --uidmap, --gidmap
+        self.idmapped: set[str] = set()  # bind destinations mounted idmapped (-v SRC:DST:idmap)
 
 
 ALL_CAPS = capabilities.NAMES  # in bit order: host_caps() indexes it by the CapBnd mask
@@ -262,7 +264,8 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     for name, soft, hard in opts.ulimits:
         proc["rlimits"] = [r for r in proc["rlimits"] if r["type"] != f"RLIMIT_{name.upper()}"]
         proc["rlimits"].append({"type": f"RLIMIT_{name.upper()}", "hard": hard, "soft": soft})
-    cfg["hostname"] = opts.hostname or cid[:12]
+    # Docker: --network host keeps the host's hostname (in a UTS namespace of its own)
+    cfg["hostname"] = opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12])
     cfg["root"] = {"path": "rootfs", "readonly": opts.read_only}
     linux = cfg["linux"]
     res: dict = {"devices": [{"allow": False, "access": "rwm"}]}
@@ -340,7 +343,8 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
             {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "ro", "nosuid"]}]
     for host, dest, ro in opts.binds:
         cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
-                              "options": ["rbind", "ro" if ro else "rw"]})
+                              "options": ["rbind", "ro" if ro else "rw"]
+                              + (["idmap"] if opts.userns and dest in opts.idmapped else [])})
     if opts.init:
         cfg["mounts"].append({"destination": INIT_PATH, "type": "bind", "source": opts.init,
                               "options": ["bind", "ro"]})
@@ -351,9 +355,28 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
         extra = [x for x in o.split(",") if x] or ["mode=1777"]
         cfg["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
                               "options": ["nosuid", "nodev"] + extra})
+    if opts.userns is not None:
+        _user_namespace(cfg, opts, root_mount)
     if root_mount:
         cfg["annotations"] = {"org.kobako.rootfs.mount": _dumps(root_mount)}
     return cfg
+
+
+def _user_namespace(cfg: dict, opts: RunOptions, root_mount: dict | None) -> None:
+    """--userns: a user namespace with the container's range; the layers, the upper dir and
+    named volumes are seen through idmapped mounts (runtime/idmap.py), nothing is chowned."""
+    linux = cfg["linux"]
+    req = opts.userns
+    path = opts.join_ns.get("user")
+    linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "user"]
+    linux["namespaces"].append({"type": "user", "path": path} if path else {"type": "user"})
+    if not path:
+        linux["uidMappings"], linux["gidMappings"] = req.uid_maps, req.gid_maps
+    if root_mount is not None:
+        root_mount["idmap"] = {"uidMappings": req.uid_maps, "gidMappings": req.gid_maps}
+    # mqueue needs an IPC namespace of the container's own user namespace, which it has unless shared
+    if "ipc" in opts.join_ns:
+        cfg["mounts"] = [m for m in cfg["mounts"] if m.get("type") != "mqueue"]
 
 
 def _dumps(o: object) -> str:

@@ -58,6 +58,10 @@ _SYSCALLS = {
     "bpf": {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351},
     "keyctl": {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 280, "s390x": 280},
     "close_range": {"x86_64": 436, "aarch64": 436, "riscv64": 436, "ppc64le": 436, "s390x": 436},
+    # the new mount API shares one number on every architecture listed here
+    "open_tree": {"x86_64": 428, "aarch64": 428, "riscv64": 428, "ppc64le": 428, "s390x": 428},
+    "move_mount": {"x86_64": 429, "aarch64": 429, "riscv64": 429, "ppc64le": 429, "s390x": 429},
+    "mount_setattr": {"x86_64": 442, "aarch64": 442, "riscv64": 442, "ppc64le": 442, "s390x": 442},
     "seccomp": {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348},
 }
 

@@ -206,6 +206,8 @@ def _write_time_offsets(path: str, offsets: dict) -> None:
 
 def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) -> int:
     linux = ctx.cfg.get("linux") or {}
+    from kobako.runtime import idmap
+    idmapped = idmap.wanted(ctx.cfg)
     prctl.set_child_subreaper()  # the init, grandchild, becomes our child when mid exits
     mid = os.fork()
     if mid == 0:
@@ -218,15 +220,25 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             ctx.cgroup_joined = True
             ch = ctx.chan
             upath = ctx.namespaces["user"]
-            if upath:
+            # namespaces given by path may belong to the host's user namespace: join them while
+            # still its root (runc's nsexec does the same), the init then skips them
+            for t in ("network", "ipc", "uts"):
+                if ctx.namespaces.get(t):
+                    ns.enter(ctx.namespaces[t], ns.TYPES[t][0])
+                    ctx.prejoined.add(t)
+            if idmapped:
+                # idmapped layers and volumes, mounted while we are still the host's root;
+                # the user namespace is made first, with its maps, to map them through
+                if upath:
+                    ufd = os.open(upath, os.O_RDONLY | os.O_CLOEXEC)
+                else:
+                    ufd = idmap.make_userns(linux.get("uidMappings") or [], linux.get("gidMappings") or [])
+                ctx.root_premounted = idmap.setup(ctx.cfg, os.path.join(c.dir, "idmap"), ufd)
+                ns.setns(ufd, ns.CLONE_NEWUSER, upath or "the container's user namespace")
+                os.close(ufd)
+            elif upath:
                 ns.enter(upath, ns.CLONE_NEWUSER)
             else:
-                # namespaces given by path belong to the host's user namespace: join them while
-                # still its root (runc's nsexec does the same), the init then skips them
-                for t in ("network", "ipc", "uts"):
-                    if ctx.namespaces.get(t):
-                        ns.enter(ctx.namespaces[t], ns.TYPES[t][0])
-                        ctx.prejoined.add(t)
                 ns.unshare(ns.CLONE_NEWUSER)
                 ch.send("MAP")
             if ch.recv()[0] != "OK":
@@ -245,7 +257,7 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
         except BaseException as e:
             ctx.chan.fail(f"cannot set up the user namespace: {describe(e)}")
     steps.made("fork(2)", f"intermediate pid {mid} for the user namespace", lambda: _kill_and_reap(mid))
-    if not ctx.namespaces["user"]:
+    if not ctx.namespaces["user"] and not idmapped:
         kind, msg = chan.recv()
         if kind != "MAP":
             raise RuntimeFailure(msg or "the intermediate process exited")

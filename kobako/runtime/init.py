@@ -42,6 +42,7 @@ class InitContext:
         self.namespaces = {n["type"]: n.get("path") for n in linux.get("namespaces") or []}
         self.userns = "user" in self.namespaces
         self.prejoined: set[str] = set()  # joined by path before a new user namespace was made
+        self.root_premounted = False  # the idmapped root, mounted before the user namespace (idmap.py)
         self.path = ""  # the resolved program, set once the root is in place
         self.seccomp = None  # the prepared filter (libseccomp is out of sight after pivot_root)
         self.state_json = ""  # the OCI state, sent with GO once we are in the cgroup
@@ -133,6 +134,7 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     os.umask(0)
     root = Rootfs(cfg, steps, ctx.userns, "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"],
                   placed=lambda: _placed(ctx, steps))
+    root.premounted = ctx.root_premounted
     if "mount" in ctx.namespaces:
         root.prepare()
     _placed(ctx, steps)

@@ -66,6 +66,7 @@ class Rootfs:
         self.linux = cfg.get("linux") or {}
         self.rootfd = -1
         self.placed = placed  # waits until the init is in its cgroup; returns the cgroup record
+        self.premounted = False  # the root is mounted already (idmap.py)
 
     # -- before pivot_root --------------------------------------------------------
     def prepare(self) -> None:
@@ -77,9 +78,9 @@ class Rootfs:
             m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
         self.steps.made("mount(2) MS_REC|" + (prop or "MS_SLAVE"), "/ made non-propagating")
         root_mount = (self.cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
-        if root_mount:
+        if root_mount and not self.premounted:
             self.mount_root(root_mount)
-        else:
+        else:  # (an idmapped root came with a more privileged namespace: locked, pivot_root refuses it)
             m.mount(self.path, self.path, None, m.MS_BIND | m.MS_REC)
             self.steps.made("mount(2) MS_BIND", f"rootfs {self.path} bound onto itself for pivot_root")
         self.rootfd = os.open(self.path, fs.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -20,6 +20,9 @@ from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel
 
 ORDER = ("user", "ipc", "uts", "network", "cgroup", "pid", "time", "mount")
+# The host's root joins the user namespace late: a namespace the host's user namespace owns
+# (an engine-made netns) would refuse it once it is the container's root.
+ROOT_ORDER = ("ipc", "uts", "network", "cgroup", "pid", "time", "user", "mount")
 
 
 def build_process(args, cfg: dict) -> dict:
@@ -74,7 +77,7 @@ def run(args, log) -> int:
     init_pid = c.data["pid"]
     # Open the init's namespaces now: /proc/PID means something else once inside.
     fds = []
-    for t in ORDER:
+    for t in ROOT_ORDER if os.geteuid() == 0 else ORDER:
         flag, name = ns.TYPES[t]
         p = f"/proc/{init_pid}/ns/{name}"
         try:

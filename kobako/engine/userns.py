@@ -1,0 +1,189 @@
+"""`--userns`, `--uidmap`, `--gidmap`: which host ids a container's ids are.
+
+Docker remaps users only daemon-wide (`userns-remap`); kobako has no daemon, so it
+takes Podman's per-container modes:
+
+    host (default)    no user namespace: the container's root is the host's root
+    auto[:size=N]     a range of N ids (default 65536) for this container alone
+    private           the same as auto
+    container:NAME    the user namespace (and range) of another running container
+    --uidmap C:H:N    an explicit mapping (repeatable); --gidmap likewise (default: the uidmap)
+
+Ranges for `auto` come from /etc/subuid and /etc/subgid entries for the user
+"kobako" (or "containers", Podman's name), else from POOL. A range is taken under a
+lock and recorded in the container's record, so no two containers get the same one;
+it is free again once the container is removed.
+
+The image's layers stay as they are on disk: the runtime sees them, and the
+container's upper dir and named volumes, through idmapped mounts (runtime/idmap.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+from kobako.engine.ocispec import OptionError
+
+DEFAULT_SIZE = 65536
+# ids 2^30 .. 2^30 + 2^29: inside the range systemd leaves to containers (524288-1879048191),
+# far above the 100000+ ranges useradd hands out for rootless users
+POOL = (1 << 30, 1 << 29)
+SUBID_USERS = ("kobako", "containers")
+
+
+class Userns:
+    """A container's user-namespace request, then its mapping once allocated."""
+
+    def __init__(self, mode: str, size: int = DEFAULT_SIZE, uid_maps: list[dict] | None = None,
+                 gid_maps: list[dict] | None = None, join: str | None = None) -> None:
+        self.mode, self.size, self.join = mode, size, join
+        self.uid_maps, self.gid_maps = uid_maps or [], gid_maps or []
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "uidMappings": self.uid_maps, "gidMappings": self.gid_maps}
+
+
+def _parse_map(spec: str, flag: str) -> dict:
+    parts = spec.split(":")
+    try:
+        c, h, n = (int(p) for p in parts)
+    except ValueError:
+        raise OptionError(f"invalid {flag} {spec!r}: CONTAINER-ID:HOST-ID:SIZE, "
+                          "e.g. 0:100000:65536") from None
+    if c < 0 or h < 0 or n < 1 or c + n > 1 << 32 or h + n > 1 << 32:
+        raise OptionError(f"invalid {flag} {spec!r}: ids are 0 to 4294967295 and SIZE at least 1")
+    return {"containerID": c, "hostID": h, "size": n}
+
+
+def _check_overlaps(maps: list[dict], flag: str) -> None:
+    for key in ("containerID", "hostID"):
+        spans = sorted((m[key], m[key] + m["size"]) for m in maps)
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            if start < end:
+                raise OptionError(f"invalid {flag}: the mappings overlap")
+
+
+def parse(mode: str | None, uidmap: list[str], gidmap: list[str]) -> Userns | None:
+    """The --userns/--uidmap/--gidmap flags, checked; None for the host's user namespace."""
+    if uidmap or gidmap:
+        if mode not in (None, "", "private", "auto"):
+            raise OptionError(f"--uidmap/--gidmap and --userns {mode} cannot be used together")
+        uids = [_parse_map(s, "--uidmap") for s in uidmap] or [_parse_map(s, "--gidmap") for s in gidmap]
+        gids = [_parse_map(s, "--gidmap") for s in gidmap] or uids
+        _check_overlaps(uids, "--uidmap")
+        _check_overlaps(gids, "--gidmap")
+        if not any(m["containerID"] == 0 for m in uids):
+            raise OptionError("invalid --uidmap: container uid 0 must be mapped (the runtime sets up "
+                              "the container as its root)")
+        return Userns("private", uid_maps=uids, gid_maps=gids)
+    if mode in (None, "", "host"):
+        return None
+    if mode.startswith("container:"):
+        return Userns("container", join=mode.split(":", 1)[1])
+    name, _, rest = mode.partition(":")
+    if name not in ("auto", "private"):
+        raise OptionError(f"invalid --userns {mode!r}: host, auto[:size=N], private or container:NAME")
+    size = DEFAULT_SIZE
+    for kv in filter(None, rest.split(",")):
+        k, _, v = kv.partition("=")
+        if k != "size" or not v.isdigit() or not 1 <= int(v) <= 1 << 24:
+            raise OptionError(f"invalid --userns {mode!r}: the one option is size=N (1 to 16777216)")
+        size = int(v)
+    return Userns(name, size=size)
+
+
+def subid_ranges(path: str) -> list[tuple[int, int]]:
+    """(start, count) of /etc/subuid or /etc/subgid entries for kobako's users, else POOL."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for user in SUBID_USERS:
+        out = []
+        for ln in lines:
+            f = ln.strip().split(":")
+            if len(f) == 3 and f[0] == user and f[1].isdigit() and f[2].isdigit():
+                out.append((int(f[1]), int(f[2])))
+        if out:
+            return out
+    return [POOL]
+
+
+def _pick(ranges: list[tuple[int, int]], used: list[tuple[int, int]], size: int) -> int | None:
+    """The lowest start of `size` free ids inside one of `ranges`."""
+    used = sorted(used)
+    for start, count in ranges:
+        at = start
+        for u_start, u_end in used:
+            if u_end <= at:
+                continue
+            if u_start >= at + size:
+                break
+            at = u_end
+        if at + size <= start + count:
+            return at
+    return None
+
+
+def allocate(req: Userns, records: list[dict]) -> None:
+    """Give an auto/private request its own range, one no recorded container has. The caller
+    holds the lock and writes the record before letting go of it."""
+    if req.uid_maps or req.mode == "container":
+        return
+    for key, path in (("uidMappings", "/etc/subuid"), ("gidMappings", "/etc/subgid")):
+        used = [(m["hostID"], m["hostID"] + m["size"]) for r in records
+                for m in (r.get("userns") or {}).get(key) or []]
+        start = _pick(subid_ranges(path), used, req.size)
+        if start is None:
+            raise OptionError(f"--userns {req.mode}: no {req.size} free ids left in {path} "
+                              f"(for user {SUBID_USERS[0]!r}) or kobako's pool; remove containers "
+                              "or add a range")
+        maps = [{"containerID": 0, "hostID": start, "size": req.size}]
+        if key == "uidMappings":
+            req.uid_maps = maps
+        else:
+            req.gid_maps = maps
+
+
+def host_root(req: Userns) -> tuple[int, int]:
+    """The host uid and gid the container's root is."""
+    def of(maps: list[dict]) -> int:
+        for m in maps:
+            if m["containerID"] == 0:
+                return m["hostID"]
+        return 65534
+    return of(req.uid_maps), of(req.gid_maps)
+
+
+def open_path(req: Userns, containers_dir: str, container_dir: str) -> None:
+    """The container's root (not the host's) must reach its bundle to pivot into it: the
+    containers directory becomes traversable (0711, nothing listable) and the container's
+    own directory (0700) gets an ACL entry that lets that one uid through (search only).
+    Not a group: the upper dir's idmapped mount (runtime/idmap.py) starts at this directory,
+    and an owner or group it cannot map would cost the host's root its DAC override there."""
+    st = os.stat(containers_dir)
+    if st.st_mode & 0o011 != 0o011:
+        os.chmod(containers_dir, (st.st_mode & 0o7777) | 0o011)
+    uid = host_root(req)[0]
+    # system.posix_acl_access: version 2, then (tag, perm, id) entries sorted by tag
+    entries = [(0x01, 7, 0xFFFFFFFF), (0x02, 1, uid), (0x04, 0, 0xFFFFFFFF), (0x10, 1, 0xFFFFFFFF),
+               (0x20, 0, 0xFFFFFFFF)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(container_dir, "system.posix_acl_access", acl)
+    except OSError as e:  # a filesystem without ACLs: traversable by all, as the top directory
+        if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        os.chmod(container_dir, 0o711)
+
+
+def chown_for(req: Userns | None, paths: list[str]) -> None:
+    """Files the engine writes for the container (/etc/hosts, ...): owned by its root."""
+    if req is None:
+        return
+    uid, gid = host_root(req)
+    for p in paths:
+        os.chown(p, uid, gid)

@@ -1,0 +1,191 @@
+"""Idmapped mounts: how a container in a user namespace sees image layers and
+volumes that are stored with the host's ids.
+
+A layer on disk keeps the ids its tar gave it (root is 0). With `--userns` the
+container's root is, say, host uid 100000; an idmapped mount (mount_setattr(2)
+MOUNT_ATTR_IDMAP) shows the layer's uid 0 as 100000, so the container's root owns
+its files. No layer is copied or chowned, and containers with different ranges share
+the same snapshots.
+
+The overlay's upper dir is idmapped too, so what the container writes is stored
+unshifted: commit, diff, export and cp read it as they read any container's. Overlay
+makes its own work files as the mounter (the host's root), so the upper's mapping
+has one more entry, host uid/gid 0 -> the first id past the container's range: the
+kernel needs an on-disk id for them. The container cannot use it, because its own
+user namespace does not map the host's root.
+
+It is all done by the runtime while it is still the host's root, in a private mount
+namespace that the container's mount namespace is then copied from: nothing is
+mounted on the host, and everything goes with the container's last process.
+
+Two ways in: the engine's root mount annotation with "idmap" (rootfs.py), and a
+bind mount with the "idmap" option (as crun and podman spell it), mapped with the
+container's own user namespace.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kobako.linux import mount as m
+from kobako.linux import namespaces as ns
+from kobako.runtime import jsonfast
+from kobako.runtime.errors import RuntimeFailure
+from kobako.runtime.rootfs import ROOT_MOUNT_ANNOTATION
+
+HINT = "idmapped mounts need Linux 5.12+ and a filesystem that supports them (overlay layers: 5.19+)"
+
+
+def _root_desc(cfg: dict) -> dict | None:
+    raw = (cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        d = jsonfast.loads(raw)
+    except ValueError:
+        return None
+    return d if isinstance(d, dict) and d.get("idmap") else None
+
+
+def _idmapped_binds(cfg: dict) -> list[dict]:
+    return [mnt for mnt in cfg.get("mounts") or [] if "idmap" in (mnt.get("options") or [])]
+
+
+def wanted(cfg: dict) -> bool:
+    """Does this config ask for idmapped mounts (and so for the runtime's own user namespace)?"""
+    return _root_desc(cfg) is not None or bool(_idmapped_binds(cfg))
+
+
+def maps_of(cfg: dict) -> tuple[list[dict], list[dict]]:
+    """The mapping the root's layers are seen through: the annotation's (the engine's, for a
+    container that joins another's user namespace by path), else linux.uid/gidMappings."""
+    d = _root_desc(cfg) or {}
+    idm = d.get("idmap")
+    if isinstance(idm, dict) and idm.get("uidMappings"):
+        return idm["uidMappings"], idm.get("gidMappings") or idm["uidMappings"]
+    linux = cfg.get("linux") or {}
+    return linux.get("uidMappings") or [], linux.get("gidMappings") or []
+
+
+def with_host_root(maps: list[dict]) -> list[dict]:
+    """maps plus host id 0 at the first id past the range, unless 0 is mapped already."""
+    if any(x["hostID"] <= 0 < x["hostID"] + x["size"] for x in maps):
+        return maps
+    past = max((x["containerID"] + x["size"] for x in maps), default=0)
+    return maps + [{"containerID": past, "hostID": 0, "size": 1}]
+
+
+def _fmt(maps: list[dict]) -> str:
+    return "".join(f"{x['containerID']} {x['hostID']} {x['size']}\n" for x in maps)
+
+
+def make_userns(uid_maps: list[dict], gid_maps: list[dict]) -> int:
+    """An fd of a new user namespace with these mappings: a child makes it and waits
+    while we (the host's root) write its maps and open it; then the child exits."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(w2)
+            ns.unshare(ns.CLONE_NEWUSER)
+            os.write(w, b"+")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"+":
+            raise RuntimeFailure("cannot make a user namespace for an idmapped mount")
+        try:
+            with open(f"/proc/{pid}/uid_map", "w") as f:
+                f.write(_fmt(uid_maps))
+            with open(f"/proc/{pid}/gid_map", "w") as f:
+                f.write(_fmt(gid_maps))
+        except OSError as e:
+            raise RuntimeFailure(f"cannot write the id maps of an idmapped mount: {e.strerror}",
+                                 "mappings must not overlap") from None
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(r)
+        os.close(w2)
+        os.waitpid(pid, 0)
+
+
+def _attach(src: str, target: str, userns_fd: int, recursive: bool = False) -> None:
+    os.mkdir(target, 0o700)
+    try:
+        fd = m.open_tree(src, recursive)
+        try:
+            m.set_idmap(fd, userns_fd, src, recursive)
+            m.move_mount(fd, target)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise RuntimeFailure(f"cannot make an idmapped mount of {src}: {e.strerror}", HINT) from None
+
+
+def setup(cfg: dict, stage: str, userns_fd: int) -> bool:
+    """In a new private mount namespace (host-owned): idmapped mounts of the layers and
+    of each `idmap` bind mount, staged on a tmpfs at `stage`, and the root overlay mounted
+    over them. userns_fd: the container's user namespace. Returns whether the root is mounted.
+    Rewrites the sources of the idmapped bind mounts in cfg to their staged copies."""
+    ns.unshare(ns.TYPES["mount"][0])
+    m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
+    os.makedirs(stage, 0o700, exist_ok=True)
+    # 0711: the container's root binds the staged volumes from here
+    m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=711")
+    for i, mnt in enumerate(_idmapped_binds(cfg)):
+        opts = mnt.get("options") or []
+        src = mnt.get("source") or ""
+        if not src.startswith("/"):
+            src = os.path.join(cfg["_bundle"], src)
+        if not os.path.exists(src):
+            raise RuntimeFailure(f"bind mount source {src} for {mnt['destination']} does not exist")
+        target = os.path.join(stage, f"m{i}")
+        _attach(src, target, userns_fd, recursive="rbind" in opts)
+        mnt["source"] = target
+        mnt["options"] = [o for o in opts if o != "idmap"]
+    desc = _root_desc(cfg)
+    if desc is None:
+        return False
+    _mount_root(cfg, desc, stage, userns_fd)
+    return True
+
+
+def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
+    opts = list(desc.get("options") or [])
+    kv = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in opts if "=" in o}
+    lowers = [x for x in kv.get("lowerdir", "").split(":") if x]
+    upper, work = kv.get("upperdir"), kv.get("workdir")
+    if desc.get("type") != "overlay" or not lowers:
+        raise RuntimeFailure("an idmapped root must be an overlay with lowerdir=")
+    cwd = desc.get("cwd") or "/"
+    staged = []
+    for i, low in enumerate(lowers):
+        _attach(os.path.join(cwd, low), os.path.join(stage, f"l{i}"), userns_fd)
+        staged.append(f"l{i}")
+    rest = [o for o in opts if o.split("=", 1)[0] not in ("lowerdir", "upperdir", "workdir")]
+    new = ["lowerdir=" + ":".join(staged)]
+    if upper:
+        if not work or os.path.dirname(upper.rstrip("/")) != os.path.dirname(work.rstrip("/")):
+            raise RuntimeFailure("an idmapped root needs its upperdir and workdir in one directory")
+        uid_maps, gid_maps = maps_of(cfg)
+        ext = make_userns(with_host_root(uid_maps), with_host_root(gid_maps))
+        try:
+            _attach(os.path.join(cwd, os.path.dirname(upper.rstrip("/"))), os.path.join(stage, "u"), ext)
+        finally:
+            os.close(ext)
+        new += [f"upperdir=u/{os.path.basename(upper.rstrip('/'))}",
+                f"workdir=u/{os.path.basename(work.rstrip('/'))}"]
+    root = os.path.realpath(os.path.join(cfg["_bundle"], cfg["root"]["path"]))
+    os.chdir(stage)  # short relative paths: the options are limited to one page
+    try:
+        m.mount("overlay", root, "overlay", 0, ",".join(new + rest))
+    except OSError as e:
+        raise RuntimeFailure(f"cannot mount the idmapped root filesystem on {root}: {e.strerror}",
+                             HINT) from None
+    finally:
+        os.chdir("/")
