@@ -78,6 +78,7 @@ OPEN_TREE_CLOEXEC = 0o2000000
 AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_IDMAP = 0x100000
 
 
@@ -99,11 +100,16 @@ def set_idmap(tree_fd: int, userns_fd: int, what: str, recursive: bool = False) 
     libc.check(r, "mount_setattr MOUNT_ATTR_IDMAP", what)
 
 
-def move_mount(tree_fd: int, target: str) -> None:
-    """Attach a detached mount (from open_tree) at target."""
-    r = libc.LIBC.syscall(libc.syscall_number("move_mount"), tree_fd, b"", -100, target.encode(),
-                          MOVE_MOUNT_F_EMPTY_PATH)
-    libc.check(r, "move_mount", target)
+def move_mount(tree_fd: int, target: str | int) -> None:
+    """Attach a detached mount (from open_tree) at target: a path, or an O_PATH fd (a
+    /proc/self/fd/N path is refused with EINVAL there)."""
+    if isinstance(target, int):
+        r = libc.LIBC.syscall(libc.syscall_number("move_mount"), tree_fd, b"", target, b"",
+                              MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    else:
+        r = libc.LIBC.syscall(libc.syscall_number("move_mount"), tree_fd, b"", -100, target.encode(),
+                              MOVE_MOUNT_F_EMPTY_PATH)
+    libc.check(r, "move_mount", str(target))
 
 
 def parse_options(options: list[str]) -> tuple[int, int, list[str]]:

@@ -228,7 +228,7 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
                     ctx.prejoined.add(t)
             if idmapped:
                 # idmapped layers and volumes, mounted while we are still the host's root;
-                # the user namespace is made first, with its maps, to map them through
+                # the user namespace is made first, with its maps, to map them through (idmap.py)
                 if upath:
                     ufd = os.open(upath, os.O_RDONLY | os.O_CLOEXEC)
                 else:
@@ -236,11 +236,14 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
                 ctx.root_premounted = idmap.setup(ctx.cfg, os.path.join(c.dir, "idmap"), ufd)
                 ns.setns(ufd, ns.CLONE_NEWUSER, upath or "the container's user namespace")
                 os.close(ufd)
-            elif upath:
-                ns.enter(upath, ns.CLONE_NEWUSER)
             else:
-                ns.unshare(ns.CLONE_NEWUSER)
-                ch.send("MAP")
+                if os.geteuid() == 0:  # bind sources opened while we may reach them (idmap.setup)
+                    idmap.setup(ctx.cfg, "", None)
+                if upath:
+                    ns.enter(upath, ns.CLONE_NEWUSER)
+                else:
+                    ns.unshare(ns.CLONE_NEWUSER)
+                    ch.send("MAP")
             if ch.recv()[0] != "OK":
                 os._exit(1)
             os.setresgid(0, 0, 0)

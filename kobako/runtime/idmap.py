@@ -33,6 +33,7 @@ from kobako.runtime import jsonfast
 from kobako.runtime.errors import RuntimeFailure
 from kobako.runtime.rootfs import ROOT_MOUNT_ANNOTATION
 
+TREE_FD = "_idmapTreeFd"  # in a mount of the in-memory config: the detached mount to attach
 HINT = "idmapped mounts need Linux 5.12+ and a filesystem that supports them (overlay layers: 5.19+)"
 
 
@@ -114,45 +115,71 @@ def make_userns(uid_maps: list[dict], gid_maps: list[dict]) -> int:
         os.waitpid(pid, 0)
 
 
-def _attach(src: str, target: str, userns_fd: int, recursive: bool = False) -> None:
-    os.mkdir(target, 0o700)
+def _detached(src: str, userns_fd: int, recursive: bool = False) -> int:
+    """An idmapped copy of the mount at src, not attached anywhere yet (an fd)."""
     try:
         fd = m.open_tree(src, recursive)
         try:
             m.set_idmap(fd, userns_fd, src, recursive)
-            m.move_mount(fd, target)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
     except OSError as e:
         raise RuntimeFailure(f"cannot make an idmapped mount of {src}: {e.strerror}", HINT) from None
 
 
-def setup(cfg: dict, stage: str, userns_fd: int) -> bool:
-    """In a new private mount namespace (host-owned): idmapped mounts of the layers and
-    of each `idmap` bind mount, staged on a tmpfs at `stage`, and the root overlay mounted
-    over them. userns_fd: the container's user namespace. Returns whether the root is mounted.
-    Rewrites the sources of the idmapped bind mounts in cfg to their staged copies."""
-    ns.unshare(ns.TYPES["mount"][0])
-    m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
-    os.makedirs(stage, 0o700, exist_ok=True)
-    # 0711: the container's root binds the staged volumes from here
-    m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=711")
-    for i, mnt in enumerate(_idmapped_binds(cfg)):
+def _attach(src: str, target: str, userns_fd: int) -> None:
+    os.mkdir(target, 0o700)
+    fd = _detached(src, userns_fd)
+    try:
+        m.move_mount(fd, target)
+    finally:
+        os.close(fd)
+
+
+def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
+    """While still the host's root, before the container's user namespace is entered:
+
+    - every bind mount's source is opened here as a detached mount (open_tree), which the
+      init attaches (move_mount) where the bind would go: the container's root need not be
+      able to reach the source (a 0700 directory of the host's root), as with runc 1.2;
+      with the `idmap` option it is idmapped through userns_fd first;
+    - an idmapped root is mounted in a new private mount namespace (host-owned), its layers
+      staged on a tmpfs at `stage`; the init's mount namespace is then copied from this one.
+
+    userns_fd: the container's user namespace (None: nothing to idmap). Returns whether
+    the root is mounted."""
+    from kobako.runtime.rootfs import Rootfs
+    for mnt in cfg.get("mounts") or []:
+        if not Rootfs._is_bind(mnt):
+            continue
         opts = mnt.get("options") or []
         src = mnt.get("source") or ""
         if not src.startswith("/"):
             src = os.path.join(cfg["_bundle"], src)
         if not os.path.exists(src):
-            raise RuntimeFailure(f"bind mount source {src} for {mnt['destination']} does not exist")
-        target = os.path.join(stage, f"m{i}")
-        _attach(src, target, userns_fd, recursive="rbind" in opts)
-        mnt["source"] = target
+            continue  # the init says so, as without a user namespace
+        mapped = "idmap" in opts and userns_fd is not None
+        if mapped:
+            mnt[TREE_FD] = _detached(src, userns_fd, recursive="rbind" in opts)
+        else:
+            try:
+                mnt[TREE_FD] = m.open_tree(src, "rbind" in opts)
+            except OSError as e:
+                raise RuntimeFailure(f"cannot open bind mount source {src}: {e.strerror}") from None
         mnt["options"] = [o for o in opts if o != "idmap"]
     desc = _root_desc(cfg)
-    if desc is None:
-        return False
-    _mount_root(cfg, desc, stage, userns_fd)
-    return True
+    if desc is not None and userns_fd is not None:
+        ns.unshare(ns.TYPES["mount"][0])
+        m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
+        os.makedirs(stage, 0o700, exist_ok=True)
+        m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=700")
+        _mount_root(cfg, desc, stage, userns_fd)
+    if os.environ.get("KOBAKO_FAULT") == "userns:idmapped":  # tests: kill -9 of the CLI here
+        os.kill(os.getppid(), 9)
+        os._exit(1)
+    return desc is not None and userns_fd is not None
 
 
 def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:

@@ -135,13 +135,18 @@ class Rootfs:
             src = mnt.get("source") or ""
             if not src.startswith("/"):
                 src = os.path.join(self.cfg["_bundle"], src)
+            tree = mnt.get("_idmapTreeFd")  # made idmapped by the host's root (idmap.py)
             try:
-                st = os.stat(src)
+                st = os.stat(src) if tree is None else os.fstat(tree)
             except FileNotFoundError:
                 raise RuntimeFailure(f"bind mount source {src} for {dest} does not exist") from None
             fd = ensure(self.rootfd, dest, is_file=not stat.S_ISDIR(st.st_mode))
             try:
-                m.mount(src, _at(fd), None, m.MS_BIND | (flags & m.MS_REC))
+                if tree is not None:
+                    m.move_mount(tree, fd)
+                    os.close(tree)
+                else:
+                    m.mount(src, _at(fd), None, m.MS_BIND | (flags & m.MS_REC))
             finally:
                 os.close(fd)
             extra = flags & ~(m.MS_BIND | m.MS_REC | m.MS_REMOUNT)
