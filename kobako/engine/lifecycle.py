@@ -352,6 +352,16 @@ class Engine:
                       int(opts.get("max-size", LOG_MAX)), int(opts.get("max-file", LOG_FILES)))
         return _Tee(log)
 
+    def _pty_log(self, rec: dict):
+        """The json-file log of a foreground `run -t`, fed by the runtime's pty copy loop."""
+        from kobako.engine.jsonlog import LOG_FILES, LOG_MAX, JsonLog
+        from kobako.runtime import console
+        opts = rec.get("logOptions") or {}
+        log = JsonLog(self.containers.path(rec["id"], f"{rec['id']}-json.log"),
+                      int(opts.get("max-size", LOG_MAX)), int(opts.get("max-file", LOG_FILES)))
+        console.OUTPUT_TEE = lambda data: log.write("stdout", data)
+        return log
+
     def run_foreground(self, rec: dict, remove: bool) -> int:
         cid = rec["id"]
         if rec.get("status") != "running":  # not marked so at create (see create's `starting`)
@@ -364,9 +374,11 @@ class Engine:
         fault("run:before-runtime")
         if os.environ.get("KOBAKO_FAULT") == "run:container-running":
             self._kill_self_when_running(cid)
-        # Logged like a detached container, except with a pty (its output is the terminal's) and
-        # with --rm: that log would be deleted at exit, and the copier costs ~5 ms of start-up.
-        tee = None if (rec.get("options") or {}).get("tty") or remove else self._tee_output(rec)
+        # Logged like a detached container, except with --rm: that log is deleted at exit, and
+        # its copier would cost ~5 ms of start-up. With a pty the runtime's own copy loop logs.
+        tty = bool((rec.get("options") or {}).get("tty"))
+        tee = None if tty or remove else self._tee_output(rec)
+        pty_log = self._pty_log(rec) if tty and not remove else None
         bridged = (rec.get("net") or {}).get("mode") == "bridge"
         try:
             if bridged:
@@ -379,6 +391,10 @@ class Engine:
             finally:
                 if tee is not None:
                     tee.stop()
+                if pty_log is not None:
+                    from kobako.runtime import console
+                    console.OUTPUT_TEE = None
+                    pty_log.close()
         except RuntimeFailure as e:  # the program did not start: docker's 126/127
             rec["error"] = str(e)
             err = StartError(str(e))

@@ -63,6 +63,11 @@ def receive_master(sock) -> int:
     return fds[0]
 
 
+# In-process callers (kobako's engine) may set this to see the container's pty output too:
+# a foreground `kobako run -t` logs it in json-file format, as a detached container's is.
+OUTPUT_TEE = None
+
+
 def proxy(master: int, pid: int, wait) -> int:
     """`run` in a terminal: copy our stdin to the pty and the pty to our stdout until
     the container's side closes, with our terminal in raw mode meanwhile."""
@@ -105,6 +110,8 @@ def proxy(master: int, pid: int, wait) -> int:
                         fds.remove(master)
                     else:
                         os.write(1, data)
+                        if OUTPUT_TEE is not None:
+                            OUTPUT_TEE(data)
                 elif data:
                     os.write(master, data)
                 else:

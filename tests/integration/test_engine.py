@@ -417,6 +417,34 @@ def test_attach_with_a_tty_and_the_detach_keys(k: Kobako):
     assert_user_error(k("attach", "atty", check=False), "no such container")
 
 
+def test_a_foreground_run_with_a_tty_is_logged(k: Kobako):
+    """docker run -t (not -d): the pty's output reaches the terminal and the json-file log."""
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(Path(__file__).resolve().parents[2])
+        os.execve(sys.executable, [sys.executable, "-m", "kobako.cli.main", "run", "-t", "--name", "ttylog",
+                                   "--network", "none", IMG, "sh", "-c", "echo one; echo two"], k.env)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, st = os.waitpid(pid, 0)
+    os.close(fd)
+    try:
+        assert os.waitstatus_to_exitcode(st) == 0 and b"one\r\ntwo" in out
+        assert k("logs", "ttylog").stdout.replace("\r", "").split() == ["one", "two"]
+        lines = [json.loads(x) for x in Path(_inspect(k, "ttylog")["LogPath"]).read_text().splitlines()]
+        assert [x["log"] for x in lines] == ["one\r\n", "two\r\n"] and lines[0]["stream"] == "stdout"
+    finally:
+        k("rm", "-f", "ttylog")
+
+
 def test_volumes_from_and_cp_to_stdout(k: Kobako, tmp_path: Path):
     k("run", "--name", "vsrc", "-v", "vfrom:/data", "-v", f"{tmp_path}:/hv:ro", IMG, "sh", "-c",
       "echo v > /data/x")
