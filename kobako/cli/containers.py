@@ -304,6 +304,8 @@ def _volumes_from(e: Engine, specs: list[str], opts: ocispec.RunOptions) -> None
             if m.get("type") == "bind" and m["destination"] not in vols and m["destination"] not in etc:
                 ro = mode == "ro" or (not mode and "ro" in (m.get("options") or []))
                 opts.binds.append((m["source"], m["destination"], ro))
+                if "idmap" in (m.get("options") or []):
+                    opts.idmapped.add(m["destination"])
 
 
 def _userns(e: Engine, args, opts: ocispec.RunOptions) -> None:
@@ -317,6 +319,11 @@ def _userns(e: Engine, args, opts: ocispec.RunOptions) -> None:
             raise ocispec.OptionError(f"--{flag} host cannot be used with --userns "
                                       f"{args.userns or 'private'}: the host's {flag.upper()} "
                                       "namespace belongs to the host's root")
+    pid_of = opts.join_ids.get("pid")
+    if pid_of and not (req.join and e.containers.resolve(req.join)["id"] == pid_of):
+        raise ocispec.OptionError("--pid container:NAME with a user namespace needs --userns "
+                                  "container:NAME too: a PID namespace is joined from the user "
+                                  "namespace that owns it")
     if req.join:
         other = e.containers.resolve(req.join)
         theirs = other.get("userns")

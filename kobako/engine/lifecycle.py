@@ -182,7 +182,6 @@ class Engine:
             with paths.FileLock(os.path.join(self.containers.dir, "userns.lock")):
                 userns.allocate(opts.userns, self.containers.all())
                 rec = self.containers.create({**first, "userns": opts.userns.record()}, name)
-                userns.open_path(opts.userns, self.containers.dir, self.containers.path(rec["id"]))
         cid = rec["id"]
         fault("create:record")
         try:

@@ -437,10 +437,13 @@ class Monitor:
         try:
             with open(path, "rb") as f:
                 cfg = jsonfast.loads(f.read())
+            from kobako.runtime.state import start_time
             for ns, other in joins.items():
                 with open(os.path.join(self.rt_root, other, "state.json"), "rb") as f:
-                    pid = int(jsonfast.loads(f.read())["pid"])
-                os.kill(pid, 0)
+                    st = jsonfast.loads(f.read())
+                pid = int(st["pid"])
+                if start_time(pid) != st.get("_start_time"):  # gone, and the PID maybe reused
+                    raise ProcessLookupError(pid)
                 for n in cfg["linux"]["namespaces"]:
                     if n["type"] == ns:
                         n["path"] = f"/proc/{pid}/ns/{TYPES[ns][1]}"  # "network" is ns/net there

@@ -10,7 +10,7 @@ takes Podman's per-container modes:
     --uidmap C:H:N    an explicit mapping (repeatable); --gidmap likewise (default: the uidmap)
 
 Ranges for `auto` come from /etc/subuid and /etc/subgid entries for the user
-"kobako" (or "containers", Podman's name), else from POOL. A range is taken under a
+"kobako", else from POOL. A range is taken under a
 lock and recorded in the container's record, so no two containers get the same one;
 it is free again once the container is removed.
 
@@ -20,9 +20,7 @@ container's upper dir and named volumes, through idmapped mounts (runtime/idmap.
 
 from __future__ import annotations
 
-import errno
 import os
-import struct
 
 from kobako.engine.ocispec import OptionError
 
@@ -30,7 +28,9 @@ DEFAULT_SIZE = 65536
 # ids 2^30 .. 2^30 + 2^29: inside the range systemd leaves to containers (524288-1879048191),
 # far above the 100000+ ranges useradd hands out for rootless users
 POOL = (1 << 30, 1 << 29)
-SUBID_USERS = ("kobako", "containers")
+# not Podman's "containers": Podman allocates from it by its own records, and two engines
+# handing out the same range would let their containers signal and write each other's files
+SUBID_USERS = ("kobako",)
 
 
 class Userns:
@@ -52,7 +52,7 @@ def _parse_map(spec: str, flag: str) -> dict:
     except ValueError:
         raise OptionError(f"invalid {flag} {spec!r}: CONTAINER-ID:HOST-ID:SIZE, "
                           "e.g. 0:100000:65536") from None
-    if c < 0 or h < 0 or n < 1 or c + n > 1 << 32 or h + n > 1 << 32:
+    if c < 0 or h < 0 or n < 1 or c + n > (1 << 32) - 1 or h + n > (1 << 32) - 1:  # (uid_t)-1 is no id
         raise OptionError(f"invalid {flag} {spec!r}: ids are 0 to 4294967295 and SIZE at least 1")
     return {"containerID": c, "hostID": h, "size": n}
 
@@ -74,9 +74,10 @@ def parse(mode: str | None, uidmap: list[str], gidmap: list[str]) -> Userns | No
         gids = [_parse_map(s, "--gidmap") for s in gidmap] or uids
         _check_overlaps(uids, "--uidmap")
         _check_overlaps(gids, "--gidmap")
-        if not any(m["containerID"] == 0 for m in uids):
-            raise OptionError("invalid --uidmap: container uid 0 must be mapped (the runtime sets up "
-                              "the container as its root)")
+        for flag, maps in (("--uidmap", uids), ("--gidmap", gids)):
+            if not any(m["containerID"] == 0 for m in maps):
+                raise OptionError(f"invalid {flag}: container id 0 must be mapped (the runtime sets up "
+                                  "the container as its root)")
         return Userns("private", uid_maps=uids, gid_maps=gids)
     if mode in (None, "", "host"):
         return None
@@ -156,28 +157,6 @@ def host_root(req: Userns) -> tuple[int, int]:
                 return m["hostID"]
         return 65534
     return of(req.uid_maps), of(req.gid_maps)
-
-
-def open_path(req: Userns, containers_dir: str, container_dir: str) -> None:
-    """The container's root (not the host's) must reach its bundle to pivot into it: the
-    containers directory becomes traversable (0711, nothing listable) and the container's
-    own directory (0700) gets an ACL entry that lets that one uid through (search only).
-    Not a group: the upper dir's idmapped mount (runtime/idmap.py) starts at this directory,
-    and an owner or group it cannot map would cost the host's root its DAC override there."""
-    st = os.stat(containers_dir)
-    if st.st_mode & 0o011 != 0o011:
-        os.chmod(containers_dir, (st.st_mode & 0o7777) | 0o011)
-    uid = host_root(req)[0]
-    # system.posix_acl_access: version 2, then (tag, perm, id) entries sorted by tag
-    entries = [(0x01, 7, 0xFFFFFFFF), (0x02, 1, uid), (0x04, 0, 0xFFFFFFFF), (0x10, 1, 0xFFFFFFFF),
-               (0x20, 0, 0xFFFFFFFF)]
-    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
-    try:
-        os.setxattr(container_dir, "system.posix_acl_access", acl)
-    except OSError as e:  # a filesystem without ACLs: traversable by all, as the top directory
-        if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP):
-            raise
-        os.chmod(container_dir, 0o711)
 
 
 def chown_for(req: Userns | None, paths: list[str]) -> None:

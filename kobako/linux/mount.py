@@ -78,7 +78,10 @@ OPEN_TREE_CLOEXEC = 0o2000000
 AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 MOUNT_ATTR_IDMAP = 0x100000
 
 
@@ -89,27 +92,26 @@ def open_tree(path: str, recursive: bool = False) -> int:
                       "open_tree", path)
 
 
-def set_idmap(tree_fd: int, userns_fd: int, what: str, recursive: bool = False) -> None:
-    """Make a detached mount idmapped: a file owned by id N on disk is seen as owned by
-    whatever N maps to in the user namespace userns_fd (mount_setattr(2) MOUNT_ATTR_IDMAP)."""
+def set_attrs(tree_fd: int, attrs: int, userns_fd: int | None, what: str, recursive: bool = False) -> None:
+    """mount_setattr(2) on a detached mount: MOUNT_ATTR_* attrs, and with userns_fd
+    MOUNT_ATTR_IDMAP: a file owned by id N on disk is then seen as owned by whatever N maps
+    to in that user namespace."""
     import ctypes
     import struct
-    attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd), 32)
+    if userns_fd is not None:
+        attrs |= MOUNT_ATTR_IDMAP
+    # struct mount_attr (version 0): attr_set, attr_clr, propagation, userns_fd
+    attr = ctypes.create_string_buffer(struct.pack("QQQQ", attrs, 0, 0, userns_fd or 0), 32)
     r = libc.LIBC.syscall(libc.syscall_number("mount_setattr"), tree_fd, b"",
                           AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0), attr, 32)
-    libc.check(r, "mount_setattr MOUNT_ATTR_IDMAP", what)
+    libc.check(r, "mount_setattr", what)
 
 
-def move_mount(tree_fd: int, target: str | int) -> None:
-    """Attach a detached mount (from open_tree) at target: a path, or an O_PATH fd (a
-    /proc/self/fd/N path is refused with EINVAL there)."""
-    if isinstance(target, int):
-        r = libc.LIBC.syscall(libc.syscall_number("move_mount"), tree_fd, b"", target, b"",
-                              MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
-    else:
-        r = libc.LIBC.syscall(libc.syscall_number("move_mount"), tree_fd, b"", -100, target.encode(),
-                              MOVE_MOUNT_F_EMPTY_PATH)
-    libc.check(r, "move_mount", str(target))
+def move_mount(tree_fd: int, target: str) -> None:
+    """Attach a detached mount (from open_tree) at target."""
+    r = libc.LIBC.syscall(libc.syscall_number("move_mount"), tree_fd, b"", -100, target.encode(),
+                          MOVE_MOUNT_F_EMPTY_PATH)
+    libc.check(r, "move_mount", target)
 
 
 def parse_options(options: list[str]) -> tuple[int, int, list[str]]:

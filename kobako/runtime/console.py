@@ -111,7 +111,10 @@ def proxy(master: int, pid: int, wait) -> int:
                     else:
                         os.write(1, data)
                         if OUTPUT_TEE is not None:
-                            OUTPUT_TEE(data)
+                            try:
+                                OUTPUT_TEE(data)
+                            except OSError:  # a full disk stops the log, not the session
+                                pass
                 elif data:
                     os.write(master, data)
                 else:

@@ -237,8 +237,8 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
                 ns.setns(ufd, ns.CLONE_NEWUSER, upath or "the container's user namespace")
                 os.close(ufd)
             else:
-                if os.geteuid() == 0:  # bind sources opened while we may reach them (idmap.setup)
-                    idmap.setup(ctx.cfg, "", None)
+                if os.geteuid() == 0:  # bind sources staged while we may reach them (idmap.setup)
+                    idmap.setup(ctx.cfg, os.path.join(c.dir, "idmap"), None)
                 if upath:
                     ns.enter(upath, ns.CLONE_NEWUSER)
                 else:

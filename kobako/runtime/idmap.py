@@ -26,6 +26,7 @@ container's own user namespace.
 from __future__ import annotations
 
 import os
+import stat
 
 from kobako.linux import mount as m
 from kobako.linux import namespaces as ns
@@ -33,7 +34,8 @@ from kobako.runtime import jsonfast
 from kobako.runtime.errors import RuntimeFailure
 from kobako.runtime.rootfs import ROOT_MOUNT_ANNOTATION
 
-TREE_FD = "_idmapTreeFd"  # in a mount of the in-memory config: the detached mount to attach
+STAGED = "_staged"  # in a mount of the in-memory config: its staged copy, relative to the init's cwd
+STAGED_ROOT = "root"  # the idmapped root, relative to the init's cwd
 HINT = "idmapped mounts need Linux 5.12+ and a filesystem that supports them (overlay layers: 5.19+)"
 
 
@@ -115,71 +117,87 @@ def make_userns(uid_maps: list[dict], gid_maps: list[dict]) -> int:
         os.waitpid(pid, 0)
 
 
-def _detached(src: str, userns_fd: int, recursive: bool = False) -> int:
-    """An idmapped copy of the mount at src, not attached anywhere yet (an fd)."""
+def _tree(src: str, attrs: int, userns_fd: int | None, recursive: bool = False) -> int:
+    """A detached copy of the mount at src (an fd) with MOUNT_ATTR_* attrs set, idmapped
+    through userns_fd when given."""
     try:
         fd = m.open_tree(src, recursive)
         try:
-            m.set_idmap(fd, userns_fd, src, recursive)
+            if attrs or userns_fd is not None:
+                m.set_attrs(fd, attrs, userns_fd, src, recursive)
         except BaseException:
             os.close(fd)
             raise
         return fd
     except OSError as e:
-        raise RuntimeFailure(f"cannot make an idmapped mount of {src}: {e.strerror}", HINT) from None
+        raise RuntimeFailure(f"cannot make {'an idmapped' if userns_fd is not None else 'a'} mount of "
+                             f"{src}: {e.strerror}", HINT if userns_fd is not None else None) from None
 
 
-def _attach(src: str, target: str, userns_fd: int) -> None:
-    os.mkdir(target, 0o700)
-    fd = _detached(src, userns_fd)
+def _attach(src: str, target: str, attrs: int, userns_fd: int | None, recursive: bool = False) -> None:
+    fd = _tree(src, attrs, userns_fd, recursive)
     try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.mkdir(target, 0o700)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         m.move_mount(fd, target)
     finally:
         os.close(fd)
 
 
-def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
-    """While still the host's root, before the container's user namespace is entered:
+_ATTRS = {"ro": m.MOUNT_ATTR_RDONLY, "nosuid": m.MOUNT_ATTR_NOSUID, "nodev": m.MOUNT_ATTR_NODEV,
+          "noexec": m.MOUNT_ATTR_NOEXEC}
 
-    - every bind mount's source is opened here as a detached mount (open_tree), which the
-      init attaches (move_mount) where the bind would go: the container's root need not be
-      able to reach the source (a 0700 directory of the host's root), as with runc 1.2;
-      with the `idmap` option it is idmapped through userns_fd first;
-    - an idmapped root is mounted in a new private mount namespace (host-owned), its layers
-      staged on a tmpfs at `stage`; the init's mount namespace is then copied from this one.
+
+def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
+    """While still the host's root, before the container's user namespace is entered, in a
+    new private mount namespace (host-owned) that the init's is then copied from:
+
+    - each bind mount's source is attached on a tmpfs at `stage`, with its ro/nosuid/nodev/
+      noexec already set: the copy into the container's less privileged namespace locks
+      them (a container with CAP_SYS_ADMIN in its user namespace cannot remount a read-only
+      volume read-write), and the container's root never has to reach the source itself
+      (a 0700 directory of the host's root), as with runc 1.2. With the `idmap` option the
+      copy is idmapped through userns_fd. The init binds it from there: it is forked with
+      `stage` as its working directory, the one path it can reach it by (0711, unlistable);
+    - an idmapped root is mounted over idmapped, read-only layers staged there too.
 
     userns_fd: the container's user namespace (None: nothing to idmap). Returns whether
     the root is mounted."""
     from kobako.runtime.rootfs import Rootfs
+    binds = []
     for mnt in cfg.get("mounts") or []:
-        if not Rootfs._is_bind(mnt):
-            continue
-        opts = mnt.get("options") or []
         src = mnt.get("source") or ""
-        if not src.startswith("/"):
-            src = os.path.join(cfg["_bundle"], src)
-        if not os.path.exists(src):
-            continue  # the init says so, as without a user namespace
-        mapped = "idmap" in opts and userns_fd is not None
-        if mapped:
-            mnt[TREE_FD] = _detached(src, userns_fd, recursive="rbind" in opts)
-        else:
-            try:
-                mnt[TREE_FD] = m.open_tree(src, "rbind" in opts)
-            except OSError as e:
-                raise RuntimeFailure(f"cannot open bind mount source {src}: {e.strerror}") from None
-        mnt["options"] = [o for o in opts if o != "idmap"]
-    desc = _root_desc(cfg)
-    if desc is not None and userns_fd is not None:
-        ns.unshare(ns.TYPES["mount"][0])
-        m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
-        os.makedirs(stage, 0o700, exist_ok=True)
-        m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=700")
+        if Rootfs._is_bind(mnt):
+            src = src if src.startswith("/") else os.path.join(cfg["_bundle"], src)
+            if os.path.exists(src):  # else the init says so, as without a user namespace
+                binds.append((mnt, src))
+    desc = _root_desc(cfg) if userns_fd is not None else None
+    if not binds and desc is None:
+        return False
+    # the init is forked with the stage as its cwd (below): keep the bundle's absolute
+    cfg["_bundle"] = os.path.abspath(cfg["_bundle"])
+    ns.unshare(ns.TYPES["mount"][0])
+    m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
+    os.makedirs(stage, 0o700, exist_ok=True)
+    m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=711")
+    if desc is not None:
         _mount_root(cfg, desc, stage, userns_fd)
+    for i, (mnt, src) in enumerate(binds):
+        opts = mnt.get("options") or []
+        attrs = 0
+        for o in opts:
+            attrs |= _ATTRS.get(o, 0)
+        mapped = userns_fd if "idmap" in opts else None
+        _attach(src, os.path.join(stage, f"b{i}"), attrs, mapped, recursive="rbind" in opts)
+        mnt[STAGED] = f"b{i}"
+        mnt["options"] = [o for o in opts if o != "idmap"]
+    os.chdir(stage)  # the init's cwd: after its unshare(CLONE_NEWNS), the copy of this tmpfs
     if os.environ.get("KOBAKO_FAULT") == "userns:idmapped":  # tests: kill -9 of the CLI here
         os.kill(os.getppid(), 9)
         os._exit(1)
-    return desc is not None and userns_fd is not None
+    return desc is not None
 
 
 def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
@@ -192,7 +210,7 @@ def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
     cwd = desc.get("cwd") or "/"
     staged = []
     for i, low in enumerate(lowers):
-        _attach(os.path.join(cwd, low), os.path.join(stage, f"l{i}"), userns_fd)
+        _attach(os.path.join(cwd, low), os.path.join(stage, f"l{i}"), m.MOUNT_ATTR_RDONLY, userns_fd)
         staged.append(f"l{i}")
     rest = [o for o in opts if o.split("=", 1)[0] not in ("lowerdir", "upperdir", "workdir")]
     new = ["lowerdir=" + ":".join(staged)]
@@ -202,12 +220,15 @@ def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
         uid_maps, gid_maps = maps_of(cfg)
         ext = make_userns(with_host_root(uid_maps), with_host_root(gid_maps))
         try:
-            _attach(os.path.join(cwd, os.path.dirname(upper.rstrip("/"))), os.path.join(stage, "u"), ext)
+            _attach(os.path.join(cwd, os.path.dirname(upper.rstrip("/"))), os.path.join(stage, "u"), 0, ext)
         finally:
             os.close(ext)
         new += [f"upperdir=u/{os.path.basename(upper.rstrip('/'))}",
                 f"workdir=u/{os.path.basename(work.rstrip('/'))}"]
-    root = os.path.realpath(os.path.join(cfg["_bundle"], cfg["root"]["path"]))
+    # on the stage, not on the bundle's rootfs: the container's root reaches it through the
+    # init's cwd and never has to traverse the host's directories to the bundle
+    root = os.path.join(stage, STAGED_ROOT)
+    os.mkdir(root, 0o755)
     os.chdir(stage)  # short relative paths: the options are limited to one page
     try:
         m.mount("overlay", root, "overlay", 0, ",".join(new + rest))

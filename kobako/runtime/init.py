@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from kobako.linux import keyring, uts
+from kobako.linux import keyring, prctl, uts
 from kobako.linux import namespaces as ns
 from kobako.runtime import hooks, jsonfast, process
 from kobako.runtime.errors import RuntimeFailure, describe
@@ -170,6 +170,9 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
         root.finish()
     process.check_cwd(cfg["process"])
     ctx.path = process.find_program(cfg["process"])
+    # Until execve, nothing in the container (a `kobako exec` of the same uid) may ptrace us
+    # or open our /proc fds: the channel and log (runc's CVE-2016-9962 class).
+    prctl.set_dumpable(False)
     ctx.chan.send("READY")
 
 

@@ -67,6 +67,7 @@ class Rootfs:
         self.rootfd = -1
         self.placed = placed  # waits until the init is in its cgroup; returns the cgroup record
         self.premounted = False  # the root is mounted already (idmap.py)
+        self.stage_fd = -1  # our cwd at the start: where idmap.setup staged the bind mounts
 
     # -- before pivot_root --------------------------------------------------------
     def prepare(self) -> None:
@@ -77,6 +78,10 @@ class Rootfs:
         if flag & m.MS_SHARED:
             m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
         self.steps.made("mount(2) MS_REC|" + (prop or "MS_SLAVE"), "/ made non-propagating")
+        if self.premounted or any(mnt.get("_staged") for mnt in self.cfg.get("mounts") or []):
+            self.stage_fd = os.open(".", fs.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if self.premounted:  # the idmapped root, on the stage (idmap.py)
+            self.path = f"{_at(self.stage_fd)}/root"
         root_mount = (self.cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
         if root_mount and not self.premounted:
             self.mount_root(root_mount)
@@ -89,6 +94,9 @@ class Rootfs:
             self.mount_one(mnt)
             if mnt["destination"].rstrip("/") == "/dev" and self._is_bind(mnt):
                 dev_bound = True
+        if self.stage_fd >= 0 and not self.premounted:  # (the root's path goes through it: kept)
+            os.close(self.stage_fd)
+            self.stage_fd = -1
         if not dev_bound:
             self.make_devices()
 
@@ -135,18 +143,15 @@ class Rootfs:
             src = mnt.get("source") or ""
             if not src.startswith("/"):
                 src = os.path.join(self.cfg["_bundle"], src)
-            tree = mnt.get("_idmapTreeFd")  # made idmapped by the host's root (idmap.py)
+            if mnt.get("_staged"):  # attached by the host's root (idmap.setup), from our cwd
+                src = f"{_at(self.stage_fd)}/{mnt['_staged']}"
             try:
-                st = os.stat(src) if tree is None else os.fstat(tree)
+                st = os.stat(src)
             except FileNotFoundError:
                 raise RuntimeFailure(f"bind mount source {src} for {dest} does not exist") from None
             fd = ensure(self.rootfd, dest, is_file=not stat.S_ISDIR(st.st_mode))
             try:
-                if tree is not None:
-                    m.move_mount(tree, fd)
-                    os.close(tree)
-                else:
-                    m.mount(src, _at(fd), None, m.MS_BIND | (flags & m.MS_REC))
+                m.mount(src, _at(fd), None, m.MS_BIND | (flags & m.MS_REC))
             finally:
                 os.close(fd)
             extra = flags & ~(m.MS_BIND | m.MS_REC | m.MS_REMOUNT)
@@ -290,6 +295,9 @@ class Rootfs:
             self.rootfd = -1
         if no_pivot:
             os.chdir(self.path)
+            if self.stage_fd >= 0:
+                os.close(self.stage_fd)
+                self.stage_fd = -1
             m.mount(self.path, "/", None, 0x2000)  # MS_MOVE
             os.chroot(".")
             os.chdir("/")
@@ -297,6 +305,9 @@ class Rootfs:
             return
         old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
         new = os.open(self.path, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        if self.stage_fd >= 0:  # it would hold the detached host tree
+            os.close(self.stage_fd)
+            self.stage_fd = -1
         try:
             os.fchdir(new)
             m.pivot_root(".", ".")

@@ -108,8 +108,11 @@ def _now() -> str:
 class VolumeStore:
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "volumes")
-        # 0711: a container's root in a user namespace (another host uid) must traverse to _data
-        os.makedirs(self.dir, mode=0o711, exist_ok=True)
+        # 0700: what a container wrote (setuid files of its root) is out of other users' reach;
+        # with --userns the runtime, still the host's root, opens the volume (runtime/idmap.py)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        if os.stat(self.dir).st_mode & 0o077:  # made 0711 by kobako before 2026-11
+            os.chmod(self.dir, 0o700)
         self._depth = 0
         self._lock_fd = -1
 
@@ -188,9 +191,8 @@ class VolumeStore:
             except VolumeNotFound:
                 pass
             tmp = os.path.join(self.dir, ".tmp-" + secrets.token_hex(8))
-            os.mkdir(tmp, 0o711)
+            os.mkdir(tmp, 0o700)
             try:
-                os.chmod(tmp, 0o711)  # whatever the umask
                 os.mkdir(os.path.join(tmp, "_data"), 0o755)
                 os.chmod(os.path.join(tmp, "_data"), 0o755)
                 vol = {"Name": name, "Driver": DRIVER, "Mountpoint": os.path.join(self.dir, name, "_data"),

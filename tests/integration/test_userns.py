@@ -177,6 +177,11 @@ def test_privileged_in_a_user_namespace_is_not_the_hosts_root(k: Kobako):
            "mkdir -p /m && mount -t tmpfs t /m && echo mounted", check=False)
     assert "mknod=1" in cp.stdout and "sysctl=1" in cp.stdout, cp.stdout + cp.stderr
     assert "mounted" in cp.stdout, "its own mount namespace is its to change"
+    # ... but not a read-only volume the host's root mounted for it: the flag is locked
+    cp = k("run", "--rm", "--userns", "auto", "--privileged", "--network", "none", "-v", "u-lock:/d:ro", IMG,
+           "sh", "-c", "mount -o remount,rw /d; echo remount=$?; touch /d/x; echo touch=$?", check=False)
+    k("volume", "rm", "u-lock")
+    assert "remount=1" in cp.stdout and "touch=1" in cp.stdout, cp.stdout + cp.stderr
 
 
 def test_host_network_keeps_the_hostname_and_sysfs(k: Kobako):
@@ -190,7 +195,8 @@ def test_host_network_keeps_the_hostname_and_sysfs(k: Kobako):
     (["--userns", "auto:size=0"], ["size"]),
     (["--userns", "auto:fast=1"], ["size"]),
     (["--uidmap", "0:100000"], ["--uidmap", "CONTAINER-ID:HOST-ID:SIZE"]),
-    (["--uidmap", "1:100000:10"], ["uid 0"]),
+    (["--uidmap", "1:100000:10"], ["id 0"]),
+    (["--uidmap", "0:100000:10", "--gidmap", "5:100000:10"], ["--gidmap", "id 0"]),
     (["--uidmap", "0:100000:100", "--uidmap", "50:300000:10"], ["overlap"]),
     (["--uidmap", "0:100000:10", "--userns", "host"], ["--uidmap"]),
     (["--userns", "auto", "--pid", "host"], ["--pid host"]),
@@ -209,6 +215,8 @@ def test_container_mode_needs_a_user_namespace_of_its_own(k: Kobako):
     try:
         cp = k("run", "--rm", "--userns", "container:u-plain", IMG, "true", check=False)
         assert_user_error(cp, "no user namespace")
+        cp = k("run", "--rm", "--userns", "auto", "--pid", "container:u-plain", IMG, "true", check=False)
+        assert_user_error(cp, "--userns container:NAME")
     finally:
         k("rm", "-f", "u-plain")
 

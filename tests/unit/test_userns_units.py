@@ -40,11 +40,13 @@ def test_uidmap_gidmap_defaults_and_checks():
     r = userns.parse(None, [], ["0:7:1"])
     assert r.uid_maps == r.gid_maps == [{"containerID": 0, "hostID": 7, "size": 1}]
     for bad in (["0:1"], ["a:b:c"], ["0:1:0"], ["1:100:10"], ["0:100:10", "5:1000:10"],
-                ["0:100:10", "20:105:10"], ["0:4294967295:2"]):
+                ["0:100:10", "20:105:10"], ["0:4294967294:2"]):
         with pytest.raises(OptionError):
             userns.parse(None, bad, [])
     with pytest.raises(OptionError):
         userns.parse("host", ["0:1:1"], [])
+    with pytest.raises(OptionError):  # the gid map needs container gid 0 as well
+        userns.parse(None, ["0:100:10"], ["1:200:10"])
 
 
 def test_pick_finds_the_lowest_gap_that_fits():
@@ -73,10 +75,10 @@ def test_allocate_skips_ranges_of_recorded_containers():
     assert userns.host_root(r2) == (userns.POOL[0] + 65536, userns.POOL[0] + 65536)
 
 
-def test_subid_ranges_prefers_kobako_then_containers(tmp_path: Path):
+def test_subid_ranges_are_kobakos_own(tmp_path: Path):
     f = tmp_path / "subuid"
-    f.write_text("alice:100000:65536\ncontainers:200000:1000000\n")
-    assert userns.subid_ranges(str(f)) == [(200000, 1000000)]
+    f.write_text("alice:100000:65536\ncontainers:200000:1000000\n")  # Podman's: not shared
+    assert userns.subid_ranges(str(f)) == [userns.POOL]
     f.write_text("kobako:300000:65536\nkobako:900000:65536\ncontainers:200000:1000000\n")
     assert userns.subid_ranges(str(f)) == [(300000, 65536), (900000, 65536)]
     f.write_text("alice:100000:65536\n")
