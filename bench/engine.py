@@ -11,7 +11,11 @@ podman runs with runc and the ulimits this VM needs (ANCHORS.md); docker is meas
 if `docker info` works (start dockerd with --iptables=false --ip6tables=false
 --bridge=none to keep it off the host's firewall).
 
-usage: bench/engine.py [-n RUNS] [--containers N]
+With --userns, the latency part also runs each engine in a user namespace of its own:
+kobako `--userns auto`, podman `--uidmap 0:1200000000:65536` (its `auto` needs a
+"containers" entry in /etc/subuid, which this VM does not have).
+
+usage: bench/engine.py [-n RUNS] [--containers N] [--userns]
 Never part of the test run's pass/fail.
 """
 
@@ -78,6 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=21)
     ap.add_argument("--containers", type=int, default=20)
+    ap.add_argument("--userns", action="store_true", help="also in a user namespace")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="bench-engine.")
     try:
@@ -89,6 +94,11 @@ def main() -> None:
         if docker_ok():
             sh("docker", "import", tar, IMAGE)
             cmds["docker"] = ["docker", "run", "--rm", "--network", "none", IMAGE, "true"]
+        if a.userns:
+            cmds["kobako-userns"] = [KOBAKO, "run", "--rm", "--network", "none", "--userns", "auto",
+                                     IMAGE, "true"]
+            cmds["podman-userns"] = PODMAN_RUN + ["--uidmap", "0:1200000000:65536", f"localhost/{IMAGE}",
+                                                  "true"]
         for argv in cmds.values():  # warm up
             sh(*argv)
         times: dict[str, list[float]] = {k: [] for k in cmds}
@@ -102,7 +112,9 @@ def main() -> None:
         print(f"start latency, `run --rm --network none {IMAGE} true`, medians of {a.n}:")
         for k, ts in times.items():
             m = statistics.median(ts)
-            print(f"  {k:<7} {m:7.1f} ms   {m / pod:5.2f}x podman")
+            print(f"  {k:<13} {m:7.1f} ms   {m / pod:5.2f}x podman"
+                  + (f", {m / statistics.median(times['podman-userns']):5.2f}x podman-userns"
+                     if k == "kobako-userns" else ""))
 
         n = a.containers
         print(f"\nresident cost per running container ({n} x sleep), PSS:")

@@ -220,6 +220,9 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
             ctx.cgroup_joined = True
             ch = ctx.chan
             upath = ctx.namespaces["user"]
+            if linux.get("seccomp"):  # while the host's root: its compiled-filter cache is root's
+                from kobako.runtime import seccomp
+                ctx.seccomp = seccomp.prepare(linux["seccomp"], ctx.cfg.get("_seccomp_cache"))
             # namespaces given by path may belong to the host's user namespace: join them while
             # still its root (runc's nsexec does the same), the init then skips them
             for t in ("network", "ipc", "uts"):

@@ -153,7 +153,7 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
         import socket  # noqa: F401
     if hooks.has(h, "startContainer"):
         import subprocess  # noqa: F401
-    if (cfg.get("linux") or {}).get("seccomp"):
+    if (cfg.get("linux") or {}).get("seccomp") and ctx.seccomp is None:  # (userns: made by the parent)
         from kobako.runtime import seccomp
 
         ctx.seccomp = seccomp.prepare(cfg["linux"]["seccomp"], cfg.get("_seccomp_cache"))
