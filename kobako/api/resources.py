@@ -368,13 +368,8 @@ async def archive_get(req: Request) -> None:
         return
     await req.conn.write(h11.Response(status_code=200, headers=hs))
     await req.chunk(head)
-    while True:
-        chunk = await p.stdout.read(1 << 20)
-        if not chunk:
-            break
-        await req.chunk(chunk)
+    await req.stream_from(p.stdout)
     await p.wait()
-    await req.stream_end()
 
 
 @route("PUT", "/containers/{id}/archive")
@@ -401,13 +396,8 @@ async def export(req: Request) -> None:
     p = await asyncio.create_subprocess_exec(*_cli("export", rec["id"]), stdout=asyncio.subprocess.PIPE,
                                              stderr=asyncio.subprocess.PIPE)
     await req.stream_start(200, "application/x-tar")
-    while True:
-        chunk = await p.stdout.read(1 << 20)
-        if not chunk:
-            break
-        await req.chunk(chunk)
+    await req.stream_from(p.stdout)
     await p.wait()
-    await req.stream_end()
 
 
 @route("GET", "/containers/{id}/changes")

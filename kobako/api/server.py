@@ -166,6 +166,12 @@ class Request:
     async def stream_end(self) -> None:
         await self.conn.write(h11.EndOfMessage())
 
+    async def stream_from(self, reader: asyncio.StreamReader) -> None:
+        """Send what reader gives, in chunks, until its end; then end the response."""
+        while chunk := await reader.read(1 << 20):
+            await self.chunk(chunk)
+        await self.stream_end()
+
     async def hijack(self, ctype: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
         """Docker's attach/exec start: answer 101 (or 200 without an Upgrade header) and hand
         over the raw connection."""

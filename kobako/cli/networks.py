@@ -217,11 +217,15 @@ def prune(e: Engine, args) -> int:
     return 0
 
 
-def connect(e: Engine, args) -> int:
-    store = _store(e)
-    net = store.get(args.args[0])
+def _network_and_container(e: Engine, args) -> tuple[dict, dict, dict]:
+    """`network connect|disconnect NETWORK CONTAINER`: the network, the container, its net record."""
+    net = _store(e).get(args.args[0])
     rec = e.containers.resolve(args.args[1])
-    cur = rec.get("net") or {}
+    return net, rec, rec.get("net") or {}
+
+
+def connect(e: Engine, args) -> int:
+    net, rec, cur = _network_and_container(e, args)
     if cur.get("mode") != "bridge":
         raise NetworkError(f"container {rec['name']} uses --network {cur.get('mode') or 'none'}: "
                            "it cannot join a bridge network")
@@ -244,10 +248,7 @@ def connect(e: Engine, args) -> int:
 
 
 def disconnect(e: Engine, args) -> int:
-    store = _store(e)
-    net = store.get(args.args[0])
-    rec = e.containers.resolve(args.args[1])
-    cur = rec.get("net") or {}
+    net, rec, cur = _network_and_container(e, args)
     nets = dict(cur.get("networks") or ({DEFAULT: {}} if cur.get("mode") == "bridge" else {}))
     if net["name"] not in nets:
         raise NetworkError(f"container {rec['name']} is not connected to network {net['name']}")

@@ -29,6 +29,13 @@ class JsonLog:
         self.size = os.fstat(self.fd).st_size
         self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
 
+    @classmethod
+    def of_container(cls, cdir: str, rec: dict) -> JsonLog:
+        """The log <cdir>/<id>-json.log, rotated as the container's --log-opt says."""
+        opts = rec.get("logOptions") or {}
+        return cls(os.path.join(cdir, f"{rec['id']}-json.log"), int(opts.get("max-size", LOG_MAX)),
+                   int(opts.get("max-file", LOG_FILES)))
+
     def write(self, stream: str, data: bytes) -> None:
         buf = self.partial[stream] + data
         lines = buf.split(b"\n")

@@ -345,19 +345,14 @@ class Engine:
     def _tee_output(self, rec: dict):
         """A foreground container's stdout/stderr through pipes: to our own stdout/stderr and
         into its json-file log, as a detached one's (so `logs` works for both)."""
-        from kobako.engine.jsonlog import LOG_FILES, LOG_MAX, JsonLog
-        opts = rec.get("logOptions") or {}
-        log = JsonLog(self.containers.path(rec["id"], f"{rec['id']}-json.log"),
-                      int(opts.get("max-size", LOG_MAX)), int(opts.get("max-file", LOG_FILES)))
-        return _Tee(log)
+        from kobako.engine.jsonlog import JsonLog
+        return _Tee(JsonLog.of_container(self.containers.path(rec["id"]), rec))
 
     def _pty_log(self, rec: dict):
         """The json-file log of a foreground `run -t`, fed by the runtime's pty copy loop."""
-        from kobako.engine.jsonlog import LOG_FILES, LOG_MAX, JsonLog
+        from kobako.engine.jsonlog import JsonLog
         from kobako.runtime import console
-        opts = rec.get("logOptions") or {}
-        log = JsonLog(self.containers.path(rec["id"], f"{rec['id']}-json.log"),
-                      int(opts.get("max-size", LOG_MAX)), int(opts.get("max-file", LOG_FILES)))
+        log = JsonLog.of_container(self.containers.path(rec["id"]), rec)
         console.OUTPUT_TEE = lambda data: log.write("stdout", data)
         return log
 

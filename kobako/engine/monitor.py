@@ -35,7 +35,7 @@ import socket
 import sys
 import time
 
-from kobako.engine.jsonlog import LOG_FILES, LOG_MAX, JsonLog, now_iso
+from kobako.engine.jsonlog import JsonLog, now_iso
 from kobako.runtime import jsonfast
 
 SOCK = "monitor.sock"
@@ -91,9 +91,7 @@ class Box:
         self.cid, self.cdir = cid, cdir
         self.pid = 0
         self.fds: dict[int, str] = {}
-        opts = rec.get("logOptions") or {}
-        self.log = JsonLog(os.path.join(cdir, f"{cid}-json.log"), int(opts.get("max-size", LOG_MAX)),
-                           int(opts.get("max-file", LOG_FILES)))
+        self.log = JsonLog.of_container(cdir, {**rec, "id": cid})
         self.waiters: list[socket.socket] = []
         self.attached: dict[socket.socket, bool] = {}  # connection -> takes stdin
         self.console: tuple[socket.socket, str] | None = None
@@ -664,16 +662,6 @@ def _winsize(fd: int, rows: int, cols: int) -> None:
     import struct
     import termios
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _run_runtime(rt_root: str, bundle: str, cid: str, report: int, console: str | None = None) -> None:

@@ -32,10 +32,8 @@ from kobako.linux import mount as m
 from kobako.linux import namespaces as ns
 from kobako.runtime import jsonfast
 from kobako.runtime.errors import RuntimeFailure
-from kobako.runtime.rootfs import ROOT_MOUNT_ANNOTATION
+from kobako.runtime.rootfs import ROOT_MOUNT_ANNOTATION, STAGED, STAGED_ROOT, Rootfs
 
-STAGED = "_staged"  # in a mount of the in-memory config: its staged copy, relative to the init's cwd
-STAGED_ROOT = "root"  # the idmapped root, relative to the init's cwd
 HINT = "idmapped mounts need Linux 5.12+ and a filesystem that supports them (overlay layers: 5.19+)"
 
 
@@ -165,7 +163,6 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
 
     userns_fd: the container's user namespace (None: nothing to idmap). Returns whether
     the root is mounted."""
-    from kobako.runtime.rootfs import Rootfs
     binds = []
     for mnt in cfg.get("mounts") or []:
         src = mnt.get("source") or ""

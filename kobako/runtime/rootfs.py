@@ -18,6 +18,10 @@ from kobako.runtime.errors import RuntimeFailure
 
 # A root filesystem the runtime mounts itself (kobako's engine sets it; see mount_root).
 ROOT_MOUNT_ANNOTATION = "org.kobako.rootfs.mount"
+# In a user namespace, idmap.setup stages binds and the idmapped root on a tmpfs that is the
+# init's cwd: a mount of the in-memory config then names its staged copy under STAGED.
+STAGED = "_staged"
+STAGED_ROOT = "root"
 DEFAULT_DEVICES = [  # path, major, minor: what every container gets, as in runc
     ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
     ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0),
@@ -78,10 +82,10 @@ class Rootfs:
         if flag & m.MS_SHARED:
             m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
         self.steps.made("mount(2) MS_REC|" + (prop or "MS_SLAVE"), "/ made non-propagating")
-        if self.premounted or any(mnt.get("_staged") for mnt in self.cfg.get("mounts") or []):
+        if self.premounted or any(mnt.get(STAGED) for mnt in self.cfg.get("mounts") or []):
             self.stage_fd = os.open(".", fs.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if self.premounted:  # the idmapped root, on the stage (idmap.py)
-            self.path = f"{_at(self.stage_fd)}/root"
+            self.path = f"{_at(self.stage_fd)}/{STAGED_ROOT}"
         root_mount = (self.cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
         if root_mount and not self.premounted:
             self.mount_root(root_mount)
@@ -143,8 +147,8 @@ class Rootfs:
             src = mnt.get("source") or ""
             if not src.startswith("/"):
                 src = os.path.join(self.cfg["_bundle"], src)
-            if mnt.get("_staged"):  # attached by the host's root (idmap.setup), from our cwd
-                src = f"{_at(self.stage_fd)}/{mnt['_staged']}"
+            if mnt.get(STAGED):  # attached by the host's root (idmap.setup), from our cwd
+                src = f"{_at(self.stage_fd)}/{mnt[STAGED]}"
             try:
                 st = os.stat(src)
             except FileNotFoundError:
