@@ -117,3 +117,25 @@ def test_chain_ids_follow_the_oci_spec():
     c = chain_ids([a, b])
     assert c[0] == a
     assert c[1] == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+
+
+def test_new_layers_keep_away_from_inodes_freed_recently(tmp_path, monkeypatch):
+    """ext4 without a journal skips recently freed inodes one by one: `begin` retries a temp
+    dir that lands in a region a removed layer freed in the last 300 s; older ones are fine."""
+    import time
+
+    from kobako.storage import snapshots
+    s = snapshots.Snapshots(str(tmp_path))
+    os.makedirs(os.path.join(s.dir, "gone", "fs", "deep"))
+    regions = iter([5, 7, 7, 9])  # the removed tree's, then three temp dirs in turn
+    monkeypatch.setattr(snapshots, "_region", lambda path: next(regions))
+    s._remove_tree(os.path.join(s.dir, "gone"))
+    assert not os.path.exists(os.path.join(s.dir, "gone"))
+    with open(os.path.join(str(tmp_path), "snapshots.freed"), "a") as f:
+        f.write(f"7 {int(time.time())}\n9 {int(time.time()) - 301}\ngarbage\n")
+    assert s._recently_freed() == {5, 7}
+    tmp = s.begin()
+    assert os.path.basename(tmp).startswith(".tmp-") and os.path.isdir(os.path.join(tmp, "fs"))
+    assert os.listdir(s.dir) == [os.path.basename(tmp)]  # the two misses are gone
+    with pytest.raises(StopIteration):
+        next(regions)  # 9 was taken: it was freed too long ago to matter

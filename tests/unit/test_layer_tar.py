@@ -356,6 +356,51 @@ def test_later_members_replace_earlier_ones(tmp_path: Path):
     assert (dest / "f").read_bytes() == b"second"
 
 
+def test_owners_and_modes_are_exact_where_no_chown_or_chmod_is_made(tmp_path: Path):
+    """Entries that are ours already skip fchown/fchmod: a setgid directory (whose group new
+    entries inherit), a symlink into it, modes the umask would cut, and setuid still come out
+    exactly as written."""
+    dest = tmp_path / "dest"
+    tar = make_tar(
+        entry("mail/", tarfile.DIRTYPE, mode=0o2775, gid=8),
+        entry("mail/root", data=b"r", mode=0o660), entry("mail/l", tarfile.SYMTYPE, linkname="root"),
+        entry("via", tarfile.SYMTYPE, linkname="mail"), entry("via/f", data=b"f"),
+        entry("open", data=b"o", mode=0o666), entry("su", data=b"s", mode=0o4755),
+        entry("plain", data=b"p", mode=0o644), entry("none", data=b"n", mode=0o000),
+    )
+    old = os.umask(0o077)
+    try:
+        extract_bytes(tar, dest)
+    finally:
+        os.umask(old)
+    st = {n: os.lstat(dest / n)
+          for n in ("mail", "mail/root", "mail/l", "mail/f", "open", "su", "plain", "none")}
+    assert (st["mail"].st_gid, stat.S_IMODE(st["mail"].st_mode)) == (8, 0o2775)
+    assert all(st[n].st_gid == 0 for n in ("mail/root", "mail/l", "mail/f", "open", "su", "plain"))
+    assert [stat.S_IMODE(st[n].st_mode) for n in ("mail/root", "open", "su", "plain", "none")] == \
+        [0o660, 0o666, 0o4755, 0o644, 0]
+
+
+def test_header_numbers_in_every_encoding_tarfile_reads(tmp_path: Path):
+    """The fast header parser reads what tarfile's does: base-256 sizes and ids (GNU), octal
+    fields ending in a space or NUL, ustar prefixes for long names, V7 directories."""
+    dest = tmp_path / "dest"
+    long = "d" * 90 + "/" + "e" * 90 + "/file"
+    gnu = make_tar(entry("big-uid", data=b"x", uid=0o10000000, gid=3), fmt=tarfile.GNU_FORMAT)
+    ustar = make_tar(entry(long, data=b"deep"), fmt=tarfile.USTAR_FORMAT)
+    v7 = bytearray(make_tar(entry("olddir/", tarfile.DIRTYPE), fmt=tarfile.USTAR_FORMAT))
+    v7[156:157] = tarfile.AREGTYPE
+    v7[148:156] = b"%06o\0 " % (256 + sum(v7[:148]) + sum(v7[156:512]))
+    for t in (gnu, ustar, bytes(v7)):
+        extract_bytes(t, dest)
+    assert os.stat(dest / "big-uid").st_uid == 0o10000000 and (dest / long).read_bytes() == b"deep"
+    assert (dest / "olddir").is_dir()
+    bad = bytearray(gnu)
+    bad[100] ^= 1  # mode digit changed: the checksum no longer matches
+    with pytest.raises(LayerError, match="checksum"):
+        extract_bytes(bytes(bad), tmp_path / "bad")
+
+
 def test_missing_parents_are_made_and_dir_mtimes_survive_their_children(tmp_path: Path):
     dest = tmp_path / "dest"
     tar = make_tar(entry("p/", tarfile.DIRTYPE, mtime=1_234_567_890), entry("p/q/r/file", data=b"deep"))
