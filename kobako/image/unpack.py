@@ -53,103 +53,65 @@ class TeeReader:
             pass
 
 
-class HashingReader:
-    def close(self) -> None:
-        pass
-
-    def __init__(self, src: BinaryIO) -> None:
-        self.src = src
-        self.hash = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n)
-        self.hash.update(data)
-        return data
-
-    def drain(self) -> None:
-        while True:
-            data = self.src.read(1 << 20)
-            if not data:
-                return
-            self.hash.update(data)
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
-
-
-class Prefetch:
-    """Reads `src` in 1 MiB chunks on a thread of its own and hashes them there (hashlib and
-    the inflater release the GIL), while the caller's thread parses the tar and makes files:
-    on two cores the two halves of an unpack overlap instead of adding up."""
-
-    CHUNK = 4 << 20  # few hand-overs between threads: see layer._gunzip
+class Pipeline:
+    """Decodes the layer on a thread of its own and hashes it there (hashlib and the
+    inflater release the GIL while they work), handing the pieces to the caller's thread,
+    which parses the tar and makes files: on two cores the halves overlap instead of
+    adding up. One thread does the whole chain (network read, blob write, inflate, hash):
+    with one thread per step the steps queued for the GIL behind each other, and the
+    unpack of a 200 MB layer took ~1.25 s instead of ~0.9 s."""
 
     def __init__(self, src: BinaryIO) -> None:
         import queue
         self.src = src
         self.hash = hashlib.sha256()
-        self.q: queue.Queue = queue.Queue(maxsize=4)
-        self.buf = memoryview(b"")
+        self.q: queue.Queue = queue.Queue(maxsize=8)  # <= 8 x 4 MiB decoded in memory
         self.done = False
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        import queue
         try:
-            while not self.stop.is_set():
-                data = self.src.read(self.CHUNK)
-                if data:
-                    self.hash.update(data)
-                item: object = data
-                while True:
-                    try:
-                        self.q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        if self.stop.is_set():
-                            return
-                if not data:
+            for data in layer.decoded_chunks(self.src):
+                self.hash.update(data)
+                if not self._put(data):
                     return
+            self._put(b"")
         except BaseException as e:  # handed to the reader, raised in its thread
+            self._put(e)
+
+    def _put(self, item: object) -> bool:
+        import queue
+        while not self.stop.is_set():
             try:
-                self.q.put(e, timeout=5)
+                self.q.put(item, timeout=0.2)
+                return True
             except queue.Full:
                 pass
+        return False
 
-    def _next(self) -> bool:
+    def read(self, n: int = -1) -> bytes:
+        """The next decoded piece, whatever its size (the tar reader takes any)."""
         if self.done:
-            return False
+            return b""
         item = self.q.get()
         if isinstance(item, BaseException):
             self.done = True
             raise item
         if not item:
             self.done = True
-            return False
-        self.buf = memoryview(item)
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if not self.buf and not self._next():
-            return b""
-        if n is None or n < 0:
-            parts = [bytes(self.buf)]
-            self.buf = memoryview(b"")
-            while self._next():
-                parts.append(bytes(self.buf))
-                self.buf = memoryview(b"")
-            return b"".join(parts)
-        out = bytes(self.buf[:n])
-        self.buf = self.buf[n:]
-        return out
+        return item
 
     def drain(self) -> None:
-        self.buf = memoryview(b"")
-        while self._next():
-            self.buf = memoryview(b"")
+        """Reads what follows the tar's end (padding, the gzip trailer): part of the diff ID."""
+        try:
+            while self.read():
+                pass
+        except layer.LayerError:
+            raise
+        except Exception as e:  # a decoder's own error class (zlib, zstd): one message
+            raise layer.LayerError(f"layer is truncated or corrupt: {e or type(e).__name__}") from None
 
     def close(self) -> None:
         self.stop.set()
@@ -182,7 +144,7 @@ def unpack_stream(snaps: Snapshots, compressed: BinaryIO, diff_id: str, chain_id
     try:
         hr = None
         try:
-            hr = Prefetch(layer.open_decompressed(compressed))
+            hr = Pipeline(compressed)
             size = layer.extract(hr, os.path.join(tmp, "fs"))  # type: ignore[arg-type]
             hr.drain()  # the tar's end padding belongs to the diff ID too
         except (EOFError, OSError, ValueError) as e:

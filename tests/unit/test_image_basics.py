@@ -139,3 +139,29 @@ def test_new_layers_keep_away_from_inodes_freed_recently(tmp_path, monkeypatch):
     assert os.listdir(s.dir) == [os.path.basename(tmp)]  # the two misses are gone
     with pytest.raises(StopIteration):
         next(regions)  # 9 was taken: it was freed too long ago to matter
+
+
+@pytest.mark.parametrize("damage", ["cut", "crc", "tail"])
+def test_layer_damaged_after_the_tar_end_is_rejected_and_removed(tmp_path, damage):
+    """The gzip trailer and the tar's end padding are read after the last member (by the
+    decoding thread, after extraction): damage there is one LayerError, and no snapshot."""
+    import gzip
+    import io
+    import tarfile
+
+    from kobako.image.unpack import unpack_stream
+    from kobako.storage.layer import LayerError
+    from kobako.storage.snapshots import Snapshots
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w") as t:
+        ti = tarfile.TarInfo("a")
+        ti.size = 3 << 20
+        t.addfile(ti, io.BytesIO(os.urandom(ti.size)))
+    raw = b.getvalue() + bytes(8 << 20)  # a long zero tail: read only by the final drain
+    gz = gzip.compress(raw)
+    gz = {"cut": gz[:-3], "crc": gz[:-8] + bytes([gz[-8] ^ 1]) + gz[-7:], "tail": gz + b"xyz"}[damage]
+    snaps = Snapshots(str(tmp_path))
+    diff = "sha256:" + hashlib.sha256(raw).hexdigest()
+    with pytest.raises(LayerError, match="truncated or corrupt"):
+        unpack_stream(snaps, io.BytesIO(gz), diff, diff)
+    assert os.listdir(snaps.dir) == []
