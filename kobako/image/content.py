@@ -22,9 +22,12 @@ class ContentError(Exception):
 
 
 class Writer:
-    """Streams a blob into ingest/, hashing as it goes; `commit` verifies and publishes it."""
+    """Streams a blob into ingest/, hashing as it goes; `commit` verifies and publishes it.
+    With keep=False nothing is written: `commit` only verifies (a pulled layer whose
+    snapshot and tar-split stand for the blob)."""
 
-    def __init__(self, store: ContentStore, expected: str | None, size: int | None) -> None:
+    def __init__(self, store: ContentStore, expected: str | None, size: int | None,
+                 keep: bool = True) -> None:
         self.store = store
         self.expected = expected
         self.size = size
@@ -33,12 +36,14 @@ class Writer:
         self.hash = hashlib.new(algo)
         self.algo = algo
         self.written = 0
+        self.keep = keep
         self.tmp = os.path.join(store.ingest_dir, os.urandom(16).hex())
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self.fd = os.open(self.tmp, flags, 0o644) if keep else -1
 
     def write(self, data: bytes | memoryview) -> int:
         self.hash.update(data)
-        view = memoryview(data)
+        view = memoryview(data) if self.keep else b""
         while view:
             view = view[os.write(self.fd, view):]
         self.written += len(data)
@@ -54,6 +59,8 @@ class Writer:
                                    "(truncated download?)")
             if self.expected and digest != self.expected:
                 raise ContentError(f"digest mismatch: expected {self.expected}, content hashes to {digest}")
+            if not self.keep:
+                return digest
             if durable:
                 os.fsync(self.fd)
             os.close(self.fd)
@@ -73,6 +80,8 @@ class Writer:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if not self.keep:
+            return
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
@@ -109,10 +118,10 @@ class ContentStore:
             return False
         return size is None or st.st_size == size
 
-    def writer(self, expected: str | None = None, size: int | None = None) -> Writer:
+    def writer(self, expected: str | None = None, size: int | None = None, keep: bool = True) -> Writer:
         if expected:
             self.path(expected)  # validates the form
-        return Writer(self, expected, size)
+        return Writer(self, expected, size, keep)
 
     def put(self, data: bytes, expected: str | None = None, durable: bool = True) -> str:
         if expected and self.has(expected, len(data)):

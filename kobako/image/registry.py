@@ -657,6 +657,32 @@ class Client:
             self._put_blob(ep, repo, where, digest, b"", scope)
         return True
 
+    def has_or_mounts(self, repo: str, digest: str, mount_from: str | None = None) -> bool:
+        """True if the registry has the blob in `repo`, or mounts it there from `mount_from`
+        (for a layer this engine can only rebuild under a new digest: pushed as it was
+        pulled where the registry allows)."""
+        ep = self.registry
+        if mount_from == repo:
+            mount_from = None
+        scope = _push(repo) + ((f"repository:{mount_from}:pull",) if mount_from else ())
+        if self._head_blob(repo, digest, scope) is not None:
+            return True
+        if not mount_from:
+            return False
+        start = f"/v2/{repo}/blobs/uploads/?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
+        resp, conn = self._do(ep, "POST", start, scope, {"Content-Length": "0"}, b"")
+        body = self._body(ep, resp, conn)
+        if resp.status == 201:
+            return True
+        if resp.status == 202:  # an upload session instead of a mount: cancel it
+            try:
+                where = self._location(ep, resp, start)
+                self._body(ep, *self._do(ep, "DELETE", where, scope))
+            except (RegistryError, OSError):
+                pass  # the registry expires unused sessions itself
+            return False
+        raise self._status_error(ep, resp, body, f"upload to {repo}", scope)
+
     def _put_blob(self, ep: _Endpoint, repo: str, where: str, digest: str, data: bytes,
                   scope: tuple[str, ...]) -> None:
         resp, conn = self._do(ep, "PUT", _with_param(where, "digest", digest), scope,
@@ -843,6 +869,7 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
                progress: Callable[[str, int, int], None] | None = None, mount_from: str | None = None) -> str:
     """Upload an image's config and layers (up to 4 at once), then its manifest under `tag`.
     `progress(digest, bytes_done, size)` is called from the upload threads."""
+    from kobako.image import layerdata
     from kobako.image.content import ContentError
 
     content = store.content
@@ -852,15 +879,20 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
     except OSError:
         raise RegistryError(f"cannot push {repo}:{tag}: its config blob {rec['id']} is missing from "
                             "the content store") from None
-    for layer in rec.get("layers", []):
-        if not content.has(layer["digest"], layer["size"]):
-            raise RegistryError(f"cannot push {repo}:{tag}: layer {layer['digest']} is missing from the "
-                                "content store (pull the image again)")
-        blobs[layer["digest"]] = layer["size"]
     try:
         body = content.read(rec["manifest"]["digest"])
-    except ContentError as e:
+        # pulled layers keep no blob: the registry has them already, or mounts them, or
+        # they are rebuilt from their snapshots and gzipped anew (a new manifest names them)
+        layers, changed = layerdata.ready_layers(
+            content, layerdata.snapshots_of(content), rec,
+            keep=lambda d: client.has_or_mounts(repo, d.digest, mount_from))
+        if changed:
+            body = layerdata.with_layers(body, layers)
+    except (ContentError, layerdata.LayerDataError) as e:
         raise RegistryError(f"cannot push {repo}:{tag}: {e}") from None
+    for d in layers:
+        blobs[d.digest] = d.size
+    expected = "sha256:" + hashlib.sha256(body).hexdigest()
 
     def upload(digest: str, size: int) -> None:
         def opener() -> BinaryIO:
@@ -881,7 +913,6 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
                 raise f.exception()  # type: ignore[misc]
     client.close()  # the upload threads' connections
     digest = client.put_manifest(repo, tag, body, rec["manifest"]["mediaType"])
-    if digest != rec["manifest"]["digest"]:
-        raise RegistryError(f"pushed manifest of {repo}:{tag} hashes to {digest}, "
-                            f"expected {rec['manifest']['digest']}")
+    if digest != expected:
+        raise RegistryError(f"pushed manifest of {repo}:{tag} hashes to {digest}, expected {expected}")
     return digest

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from kobako.image import manifest as mf
 from kobako.image.content import ContentError, ContentStore, Writer
 from kobako.image.store import ImageStore, now_iso
-from kobako.storage import layer
+from kobako.storage import layer, tarsplit
 from kobako.storage.snapshots import Snapshots, chain_ids
 
 Progress = Callable[[str, int, int | None], None]  # (layer digest, bytes done, total)
@@ -136,16 +136,18 @@ def gc_shield(root: str):
 
 
 def unpack_stream(snaps: Snapshots, compressed: BinaryIO, diff_id: str, chain_id: str,
-                  before_commit: Callable[[], None] | None = None) -> int:
+                  before_commit: Callable[[bool], None] | None = None, split: bool = False) -> int:
     """Extract one layer from a compressed stream into a new snapshot; returns its size.
-    `before_commit` runs after extraction and the diff ID check, before the snapshot is
-    published (the pull commits the compressed blob there, verifying its digest)."""
+    `before_commit(has_split)` runs after extraction and the diff ID check, before the
+    snapshot is published (the pull verifies the blob's digest there). With `split`, the
+    snapshot gets a tar-split when the layer can be rebuilt from it (has_split)."""
     tmp = snaps.begin()
     try:
         hr = None
+        record = os.path.join(tmp, tarsplit.NAME) if split else None
         try:
             hr = Pipeline(compressed)
-            size = layer.extract(hr, os.path.join(tmp, "fs"))  # type: ignore[arg-type]
+            size = layer.extract(hr, os.path.join(tmp, "fs"), split=record)  # type: ignore[arg-type]
             hr.drain()  # the tar's end padding belongs to the diff ID too
         except (EOFError, OSError, ValueError) as e:
             if isinstance(e, OSError) and e.errno == 28:
@@ -158,7 +160,7 @@ def unpack_stream(snaps: Snapshots, compressed: BinaryIO, diff_id: str, chain_id
             raise UnpackError(f"layer content does not match the image config: diff ID {hr.digest}, "
                               f"expected {diff_id}")
         if before_commit:
-            before_commit()
+            before_commit(record is not None and os.path.exists(record))
         snaps.commit(tmp, chain_id, diff_id, size)
         return size
     except BaseException:
@@ -191,7 +193,7 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
         desc, diff, chain = layers[i], diff_ids[i], chains[i]
         have_blob = content.has(desc.digest, desc.size)
         have_snap = snaps.exists(chain)
-        if have_blob and have_snap:
+        if have_snap and (have_blob or snaps.tarsplit(chain)):
             if progress:
                 progress(desc.digest, desc.size, desc.size)
             return
@@ -202,26 +204,28 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
             return
         if fetch is None:
             raise UnpackError(f"layer {desc.digest} is missing from the content store")
+        if have_snap:  # a snapshot from before tar-splits, without its blob: fetch the blob
+            _download(content, fetch, desc, progress)
+            return
         src = fetch(desc)
         try:
-            with content.writer(desc.digest, desc.size) as w:
+            # The blob is verified as it streams by, not stored: the snapshot and its
+            # tar-split give the layer back (see tarsplit).
+            with content.writer(desc.digest, desc.size, keep=False) as w:
                 tee = TeeReader(src, w, desc.digest, desc.size, progress)
-                if have_snap:
+
+                def publish(has_split: bool) -> None:
                     tee.drain()
                     w.commit()
-                else:
-                    def publish() -> None:
-                        tee.drain()
+                    if not has_split:  # a layer that cannot be rebuilt: keep its blob after all
                         # no fsync of its own: the snapshot's syncfs, next, flushes it too
-                        w.commit(durable=False)
-                    try:
-                        unpack_stream(snaps, tee, diff, chain, before_commit=publish)
-                    except layer.LayerError as e:
-                        raise layer.LayerError(f"layer {desc.digest[:19]}… as downloaded: {e}") from None
+                        _download(content, fetch, desc, None, durable=False)  # type: ignore[arg-type]
+                try:
+                    unpack_stream(snaps, tee, diff, chain, before_commit=publish, split=True)
+                except layer.LayerError as e:
+                    raise layer.LayerError(f"layer {desc.digest[:19]}… as downloaded: {e}") from None
         finally:
-            close = getattr(src, "close", None)
-            if close:
-                close()
+            _close(src)
 
     missing = [i for i in range(len(layers)) if not snaps.exists(chains[i])]
     if not missing:
@@ -232,6 +236,23 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
     with Flusher(snaps.dir):
         _run_all(one, len(layers), jobs)
     return chains
+
+
+def _download(content: ContentStore, fetch: Callable[[mf.Descriptor], BinaryIO], desc: mf.Descriptor,
+              progress: Progress | None, durable: bool = True) -> None:
+    src = fetch(desc)
+    try:
+        with content.writer(desc.digest, desc.size) as w:
+            TeeReader(src, w, desc.digest, desc.size, progress).drain()
+            w.commit(durable)
+    finally:
+        _close(src)
+
+
+def _close(src: object) -> None:
+    close = getattr(src, "close", None)
+    if close:
+        close()
 
 
 def _run_all(one: Callable[[int], None], n: int, jobs: int) -> None:

@@ -23,7 +23,7 @@ class _OpenHow(ctypes.Structure):
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     while True:
-        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, path.encode(),
+        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, os.fsencode(path),
                               ctypes.byref(how), ctypes.sizeof(how))
         if r != -1 or libc.errno() not in (11, 4):  # EAGAIN (rename race) or EINTR: retry
             return libc.check(r, "openat2", path)

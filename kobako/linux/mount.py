@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from kobako.linux import libc
 
 MS_RDONLY = 0x1
@@ -88,7 +90,7 @@ MOUNT_ATTR_IDMAP = 0x100000
 def open_tree(path: str, recursive: bool = False) -> int:
     """A detached copy of the mount at path (OPEN_TREE_CLONE), as an fd."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    return libc.check(libc.LIBC.syscall(libc.syscall_number("open_tree"), -100, path.encode(), flags),
+    return libc.check(libc.LIBC.syscall(libc.syscall_number("open_tree"), -100, os.fsencode(path), flags),
                       "open_tree", path)
 
 

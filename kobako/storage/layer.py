@@ -27,7 +27,7 @@ import tarfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from kobako.linux import fs
 
@@ -242,7 +242,8 @@ class _Decoded(io.RawIOBase):
 LAYER, COPY_IN, COPY_OUT = "layer", "copy-in", "copy-out"
 
 
-def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = None) -> int:
+def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = None,
+            split: str | None = None) -> int:
     """Apply one (decompressed) layer tar, read sequentially, into the directory `dest`.
     Returns the bytes of file content written. Bad input raises LayerError only.
 
@@ -250,15 +251,22 @@ def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = No
     (`kobako cp` into a container: names like .wh.x are plain files, and a directory is
     never replaced by a non-directory); COPY_OUT (`cp` from a container to the host: as
     COPY_IN, and nothing the container chose may gain privilege on the host: no device
-    nodes, no setuid/setgid bits, no xattrs such as file capabilities, owned by us)."""
+    nodes, no setuid/setgid bits, no xattrs such as file capabilities, owned by us).
+
+    `split`: also record the tar-split there (see tarsplit), reading the stream to its end;
+    no file is left there if the layer cannot be rebuilt from what it unpacked to."""
     x = _Extractor(dest)
     x.mode = mode
     x.top = top  # `cp FILE c:/dir/NEW`: the archive's top entry lands under this name
+    src = _Source(stream)
+    if split:
+        from kobako.storage import tarsplit
+        x.split = src.split = tarsplit.Recorder(split)
     try:
         try:
             # mode "r" over a forward-only source, not stream mode "r|": tarfile's _Stream
             # copies every byte through buffers of its own (~30% of parsing a 6,800-entry layer)
-            tf = _parse(lambda: tarfile.TarFile(fileobj=_Source(stream), mode="r", tarinfo=_Header,
+            tf = _parse(lambda: tarfile.TarFile(fileobj=src, mode="r", tarinfo=_Header,
                                                 encoding="utf-8", errors="surrogateescape"))
         except _EmptyLayer:
             return 0
@@ -266,9 +274,13 @@ def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = No
             tf.members.clear()  # tarfile keeps every header; we need none of them later
             x.apply(tf, m)
         x.finish()
+        if x.split:
+            src.seek(1 << 62)  # the rest (end blocks, padding) belongs to the tar too
         return x.written
     finally:
         x.close()
+        if x.split:
+            x.split.close()
 
 
 def _parse(step):
@@ -367,6 +379,10 @@ class _Header(tarfile.TarInfo):
         return obj._proc_member(tarfile_)
 
 
+if TYPE_CHECKING:
+    from kobako.storage.tarsplit import Recorder
+
+
 class _Source:
     """The input stream for tarfile, read in big pieces (tarfile asks for 10 KiB at a time),
     its failures (network, gzip, zstd errors of any class) made LayerError. Seekable
@@ -377,6 +393,28 @@ class _Source:
         self.buf = b""
         self.pos = 0
         self.base = 0  # stream offset of buf[0]
+        self.split: Recorder | None = None  # gets every byte that is not file content
+        self.kept = 0  # stream offset up to which bytes went to split (or were content)
+        self.content = False  # reading a file's content (read1 from _copy)
+
+    def _keep(self, upto: int) -> None:
+        """Bytes of buf before stream offset `upto` not yet recorded: to the tar-split
+        (or skipped, inside a file's content)."""
+        if upto > self.kept:
+            if not self.content:
+                self.split.raw(self.buf[self.kept - self.base:upto - self.base])  # type: ignore[union-attr]
+            self.kept = upto
+
+    def begin_content(self) -> None:
+        if self.split:
+            self._keep(self.base + self.pos)
+            self.content = True
+
+    def end_content(self, path: str, size: int) -> None:
+        if self.split:
+            self._keep(self.base + self.pos)
+            self.content = False
+            self.split.file(path, size)
 
     def read(self, size: int = -1) -> bytes:
         """`size` bytes (all that is left for -1), fewer only at the end of the stream:
@@ -393,6 +431,8 @@ class _Source:
     def read1(self, size: int) -> bytes:
         """What is buffered (one read of the source when nothing is): no copying to join pieces."""
         if self.pos >= len(self.buf):
+            if self.split:
+                self._keep(self.base + len(self.buf))
             self.base += len(self.buf)
             try:
                 self.buf, self.pos = self.raw.read(CHUNK), 0
@@ -472,6 +512,7 @@ class _Extractor:
         self.ids = (os.geteuid(), os.getegid())
         self.umask = _umask()
         self.setgid = {""} if os.fstat(self.rootfd).st_mode & stat.S_ISGID else set()
+        self.split: Recorder | None = None
 
     def close(self) -> None:
         for fd in [*self.cache.values(), *self.temp, self.rootfd]:
@@ -546,6 +587,8 @@ class _Extractor:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             return
+        if self.split:  # files recorded before may be gone: the tar cannot be rebuilt
+            self.split.taint(f"{path!r} replaced")
         if stat.S_ISDIR(st.st_mode):
             self._forget(path)
             shutil.rmtree(name, dir_fd=pfd)
@@ -687,6 +730,8 @@ class _Extractor:
         try:
             src = tf.fileobj  # positioned at this member's data (stream mode)
             if m.sparse is not None:
+                if self.split:
+                    self.split.taint(f"{path!r} is sparse")
                 # GNU sparse: the data blocks are stored one after another; seek over the holes.
                 stored = tf.offset - m.offset_data
                 if sum(n for _, n in m.sparse) > stored or any(o + n > m.size for o, n in m.sparse):
@@ -696,7 +741,9 @@ class _Extractor:
                     self._copy(src, fd, n, m)
                 os.ftruncate(fd, m.size)
             elif m.size:
+                src.begin_content()
                 self._copy(src, fd, m.size, m)
+                src.end_content(path, m.size)
             if not self._owned_as_made(m, path.rpartition("/")[0]):
                 os.fchown(fd, m.uid, m.gid)
             if m.mode & 0o7777 != made:

@@ -133,6 +133,12 @@ class Snapshots:
     def fs(self, chain_id: str) -> str:
         return os.path.join(self._dir(chain_id), "fs")
 
+    def tarsplit(self, chain_id: str) -> str | None:
+        """The layer's tar-split (a pulled layer whose blob was not kept), if it has one."""
+        from kobako.storage.tarsplit import NAME
+        p = os.path.join(self._dir(chain_id), NAME)
+        return p if self.exists(chain_id) and os.path.exists(p) else None
+
     def short(self, chain_id: str) -> str:
         with open(os.path.join(self._dir(chain_id), "link")) as f:
             return f.read().strip()

@@ -246,7 +246,27 @@ def test_a_bad_download_leaves_nothing_and_a_retry_succeeds(k: Kobako, fake: Fak
     assert "t/img" not in k("images").stdout
     fake.mode = "ok"
     k("pull", "-q", f"{fake.addr}/t/img:1")
-    assert len(k.blobs()) == 3 and len(k.snapshots()) == 1
+    assert_pulled_whole(k)
+
+
+def assert_pulled_whole(k: Kobako) -> None:
+    """Manifest and config as blobs; the layer as its snapshot with a tar-split (no blob)."""
+    assert len(k.blobs()) == 2 and len(k.snapshots()) == 1
+    (snap,) = k.snapshots()
+    assert (k.data / "snapshots" / snap / "tarsplit").stat().st_size > 0
+
+
+def wait_for_half_a_layer(k: Kobako) -> None:
+    """Until a pull has its layer's temp snapshot: the download is under way (and stalls
+    at half the blob: the fake registry's slow modes)."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        snaps = k.data / "snapshots"
+        if any(n.startswith(".tmp-") for n in (os.listdir(snaps) if snaps.exists() else [])):
+            time.sleep(0.2)  # whatever arrived is being unpacked
+            return
+        time.sleep(0.05)
+    pytest.fail("the pull never started unpacking its layer")
 
 
 def test_kill_9_midway_then_retry_and_prune(k: Kobako, fake: Fake):
@@ -255,14 +275,7 @@ def test_kill_9_midway_then_retry_and_prune(k: Kobako, fake: Fake):
                          env=k.env, cwd=Path(__file__).resolve().parents[2],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        end = time.monotonic() + 20
-        while time.monotonic() < end:  # wait until the layer is half in the ingest dir
-            ing = k.data / "ingest"
-            if ing.exists() and any(os.path.getsize(ing / n) > 0 for n in os.listdir(ing)):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the pull never started writing its layer")
+        wait_for_half_a_layer(k)
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
@@ -279,7 +292,7 @@ def test_kill_9_midway_then_retry_and_prune(k: Kobako, fake: Fake):
 def test_a_full_disk_is_one_message_and_leaves_nothing(tmp_path: Path, fake: Fake):
     small = tmp_path / "small"
     small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "kbt-small", str(small)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "kbt-small", str(small)], check=True)
     try:
         k = Kobako(small)
         cp = k("pull", f"{fake.addr}/t/img:1", check=False)
@@ -315,12 +328,7 @@ def test_garbage_collection_during_a_pull_removes_nothing_it_needs(k: Kobako, fa
                          env=k.env, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        end = time.monotonic() + 20
-        while time.monotonic() < end:  # the layer is half written
-            ing = k.data / "ingest"
-            if ing.exists() and any(os.path.getsize(ing / n) > 0 for n in os.listdir(ing)):
-                break
-            time.sleep(0.05)
+        wait_for_half_a_layer(k)
         # a collection now must not take the half-written layer: it waits for the pull's shield
         k("image", "prune", "-f")
         k("system", "prune", "-f")
@@ -330,4 +338,45 @@ def test_garbage_collection_during_a_pull_removes_nothing_it_needs(k: Kobako, fa
         if p.poll() is None:
             p.kill()
     assert "t/img" in k("images").stdout
-    assert len(k.blobs()) == 3 and len(k.snapshots()) == 1  # manifest, config, layer; its snapshot
+    assert_pulled_whole(k)
+
+
+def test_a_pulled_layer_keeps_no_blob_and_is_rebuilt_for_save_and_push(k: Kobako, reg, pushed: str,
+                                                                       tmp_path: Path):
+    """The pull stores the layer once, as its snapshot (+ tar-split); save gives the exact
+    layer tar back (its diff ID), OCI save and a push to another registry gzip it anew."""
+    import tarfile
+    k("pull", "-q", pushed)
+    (chain,) = k.snapshots()
+    diff = json.loads(k("image", "inspect", pushed).stdout)[0]["RootFS"]["Layers"][0]
+    assert len(k.blobs()) == 2  # manifest and config only
+    out = tmp_path / "d.tar"
+    k("save", "-o", str(out), pushed)
+    with tarfile.open(out) as t:
+        layer = t.extractfile(f"blobs/sha256/{diff[7:]}").read()  # type: ignore[union-attr]
+    assert "sha256:" + hashlib.sha256(layer).hexdigest() == diff
+    oci = tmp_path / "o.tar"
+    k("save", "--format", "oci-archive", "-o", str(oci), pushed)
+    with rs.Registry() as other:  # no mount from the first registry: the layer is uploaded
+        there = f"{other.addr}/kbt/moved:1"
+        k("tag", pushed, there)
+        k("push", "-q", there)
+        for src, name in ((None, there), (out, pushed), (oci, pushed)):
+            fresh = Kobako(tmp_path / f"fresh-{len(os.listdir(tmp_path))}")
+            if src is None:
+                fresh("pull", "-q", name)
+            else:
+                fresh("load", "-i", str(src))
+            assert fresh("run", "--rm", name).stdout == "pulled and run\n"
+            inspected = json.loads(fresh("image", "inspect", name).stdout)[0]
+            assert inspected["RootFS"]["Layers"] == [diff]
+        # a snapshot changed on disk is caught, not saved or pushed
+        fs_dir = k.data / "snapshots" / chain / "fs"
+        (fs_dir / "etc" / "motd").write_text("PULLED AND RUN\n")  # same size, other bytes
+        cp = k("save", "-o", str(tmp_path / "bad.tar"), pushed, check=False)
+        assert_user_error(cp, "changed on disk")
+        assert not (tmp_path / "bad.tar").exists()
+        (fs_dir / "etc" / "motd").write_text("pulled\n")
+        again = f"{other.addr}/kbt/again:1"
+        k("tag", pushed, again)
+        assert_user_error(k("push", "-q", again, check=False), "shorter than it was")

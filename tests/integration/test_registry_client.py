@@ -170,8 +170,10 @@ def test_push_image_from_the_store(reg, tmp_path):
     assert push_image(c, "pushed/img", "t2", store, rec) == sha(man)  # all blobs exist: manifest only
 
     store.content.delete(sha(layers[0]))
+    # the registry has the layer: pushed as it is, from nothing local (HEAD)
+    assert push_image(c, "pushed/img", "t3", store, rec) == sha(man)
     with pytest.raises(RegistryError, match="missing from the content store"):
-        push_image(c, "pushed/img", "t3", store, rec)
+        push_image(c, "pushed/elsewhere", "t1", store, rec)
 
 
 # -- errors ---------------------------------------------------------------------------------------------
