@@ -47,6 +47,16 @@ def rebuilt(snaps: Snapshots, chain: str, diff_id: str) -> Iterator[bytes]:
                              "the snapshot was changed on disk (pull the image again)")
 
 
+def rebuilt_size(snaps: Snapshots, chain: str, diff_id: str) -> int:
+    split = snaps.tarsplit(chain)
+    if split is None:
+        raise LayerDataError(f"layer {diff_id} has neither a blob nor a tar-split (pull the image again)")
+    try:
+        return tarsplit.size(split)
+    except tarsplit.TarSplitError as e:
+        raise LayerDataError(f"layer {diff_id} cannot be rebuilt: {e}") from None
+
+
 def compressed(content: ContentStore, snaps: Snapshots, desc: mf.Descriptor, diff_id: str,
                chain: str) -> mf.Descriptor:
     """`desc` if its blob is stored, else a gzip blob made from the snapshot (stored, so a
