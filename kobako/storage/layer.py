@@ -56,17 +56,25 @@ class LayerError(Exception):
 # -- decompression ----------------------------------------------------------------------------
 
 
-def open_decompressed(stream: BinaryIO) -> BinaryIO:
-    """A streaming reader of the tar inside `stream`: gzip, zstd or plain, told by the first bytes.
-    Close it when done (the isal reader runs a thread); that does not close `stream`."""
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def _sniff(stream: BinaryIO) -> tuple[bytes, _Prefixed]:
+    """The first 4 bytes, and the whole stream again (those put back in front)."""
     head = b""
     while len(head) < 4:  # a pipe or socket may hand out fewer bytes than asked
         more = stream.read(4 - len(head))
         if not more:
             break
         head += more
-    src = _Prefixed(head, stream)
-    if head[:2] == b"\x1f\x8b":
+    return head, _Prefixed(head, stream)
+
+
+def open_decompressed(stream: BinaryIO) -> BinaryIO:
+    """A streaming reader of the tar inside `stream`: gzip, zstd or plain, told by the first bytes.
+    Close it when done (the isal reader runs a thread); that does not close `stream`."""
+    head, src = _sniff(stream)
+    if head[:2] == GZIP_MAGIC:
         try:  # isal (Intel's igzip) inflates several times faster than zlib, in a thread of its own
             from isal import igzip_threaded
             # 4 MiB blocks: the inflater holds the GIL while it works, and every block it
@@ -75,7 +83,7 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
             return igzip_threaded.open(src, "rb", threads=1, block_size=4 << 20)
         except ImportError:
             return _Decoded.gzip(src)  # type: ignore[return-value]
-    if head == b"\x28\xb5\x2f\xfd":
+    if head == ZSTD_MAGIC:
         return _Decoded.zstd(src)  # type: ignore[return-value]
     return src  # type: ignore[return-value]
 
@@ -84,16 +92,10 @@ def decoded_chunks(stream: BinaryIO) -> Iterator[bytes]:
     """The tar inside `stream` (gzip, zstd or plain, told by the first bytes) as a series
     of pieces, decoded on the caller's thread: the pull runs this on a thread of its own,
     where the network read, the blob write, inflating and hashing all happen in turn."""
-    head = b""
-    while len(head) < 4:
-        more = stream.read(4 - len(head))
-        if not more:
-            break
-        head += more
-    src = _Prefixed(head, stream)
-    if head[:2] == b"\x1f\x8b":
+    head, src = _sniff(stream)
+    if head[:2] == GZIP_MAGIC:
         yield from _Decoded.igzip(src).chunks()  # type: ignore[arg-type]
-    elif head == b"\x28\xb5\x2f\xfd":
+    elif head == ZSTD_MAGIC:
         yield from _Decoded.zstd(src).chunks()  # type: ignore[arg-type]
     else:
         if head:
