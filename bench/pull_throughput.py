@@ -10,10 +10,11 @@ Images:
 Each tool pulls into an empty store (the image removed and pruned before each run), runs
 interleaved (kobako, podman, skopeo; then reversed) so host noise hits all alike; medians
 are printed with MB/s of the compressed bytes and the ratio to podman. skopeo copies to a
-directory and does not unpack: the transfer + verify floor. `docker pull` goes through
-dockerd, which this VM does not run: not measured.
+directory and does not unpack: the transfer + verify floor. With --docker, a private
+dockerd (bench/dockerd.py: Debian's docker.io unpacked, own data root, no firewall
+changes) pulls, saves and loads too.
 
-usage: bench/pull_throughput.py [-n RUNS] [--only single|multi]
+usage: bench/pull_throughput.py [-n RUNS] [--only single|multi] [--docker]
 Needs: docker-registry, podman, skopeo, debootstrap (first run builds the rootfs), kobako.
 Never part of the test run's pass/fail.
 """
@@ -33,6 +34,7 @@ import time
 SCRATCH = os.environ.get("BARS_TMP", "/var/tmp/kobako-bars")
 PODMAN = ["podman"]
 KOBAKO = [shutil.which("kobako") or "kobako"]
+DOCKER: list[str] = []  # the private dockerd's client, with --docker
 
 
 def sh(*argv: str, check: bool = True, quiet: bool = True) -> subprocess.CompletedProcess:
@@ -101,6 +103,8 @@ def bench_pull(remote: str, n: int, compressed: int, label: str) -> None:
         "skopeo": (["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{remote}", f"dir:{dirs}/d"],
                    [["rm", "-rf", f"{dirs}/d"]]),
     }
+    if DOCKER:  # 127.0.0.0/8 is an insecure registry for dockerd by default
+        cmds["docker"] = (DOCKER + ["pull", "-q", remote], [DOCKER + ["rmi", "-f", remote]])
     times: dict[str, list[float]] = {k: [] for k in cmds}
     order = list(cmds)
     for i in range(n):
@@ -118,8 +122,14 @@ def bench_pull(remote: str, n: int, compressed: int, label: str) -> None:
 
 def bench_save_load(name: str, n: int) -> None:
     out = tempfile.mkdtemp(prefix="bench-save.", dir=SCRATCH)
-    res: dict[str, list[float]] = {"kobako save": [], "podman save": [], "kobako load": [], "podman load": []}
+    tools = ("kobako", "podman", "docker")
+    res: dict[str, list[float]] = {f"{t} {op}": [] for t in tools for op in ("save", "load")}
     for _ in range(n):
+        if DOCKER:
+            res["docker save"].append(timed(DOCKER + ["save", "-o", f"{out}/d.tar", name],
+                                            [["rm", "-f", f"{out}/d.tar"]]))
+            res["docker load"].append(timed(DOCKER + ["load", "-q", "-i", f"{out}/d.tar"],
+                                            [DOCKER + ["rmi", "-f", name]]))
         res["kobako save"].append(timed(KOBAKO + ["save", "-o", f"{out}/k.tar", name],
                                         [["rm", "-f", f"{out}/k.tar"]]))
         res["podman save"].append(timed(PODMAN + ["save", "-q", "-o", f"{out}/p.tar", name],
@@ -132,7 +142,11 @@ def bench_save_load(name: str, n: int) -> None:
     print(f"\nsave/load of {name}, medians of {n}")
     for op in ("save", "load"):
         k, p = statistics.median(res[f"kobako {op}"]), statistics.median(res[f"podman {op}"])
-        print(f"  {op}: kobako {k:.2f} s, podman {p:.2f} s, ratio {k / p:.2f}")
+        line = f"  {op}: kobako {k:.2f} s, podman {p:.2f} s, ratio {k / p:.2f}"
+        if DOCKER:
+            d = statistics.median(res[f"docker {op}"])
+            line += f"; docker {d:.2f} s, ratio {k / d:.2f}"
+        print(line)
 
 
 def compressed_size(reg: Registry, repo: str, tag: str) -> int:
@@ -173,11 +187,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=3)
     ap.add_argument("--only", choices=["single", "multi"])
+    ap.add_argument("--docker", action="store_true", help="also a private dockerd (bench/dockerd.py)")
     a = ap.parse_args()
     for tool in ("docker-registry", "podman", "skopeo", "curl"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed")
     os.makedirs(SCRATCH, exist_ok=True)
+    if not a.docker:
+        return run(a)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import dockerd
+    d = tempfile.mkdtemp(prefix="bench-dockerd.", dir=SCRATCH)
+    proc, sock = dockerd.start(d)
+    DOCKER[:] = [f"{d}/docker.io/usr/bin/docker", "-H", f"unix://{sock}"]
+    try:
+        run(a)
+    finally:
+        dockerd.stop(proc, d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run(a: argparse.Namespace) -> None:
     with Registry() as reg:
         if a.only in (None, "single"):
             tar = minbase_tar()
@@ -190,14 +220,20 @@ def main() -> None:
             bench_pull(remote, a.n, size, "single layer (Debian bookworm minbase)")
             sh(*KOBAKO, "pull", "-q", remote)
             sh(*PODMAN, "pull", "-q", "--tls-verify=false", remote)
+            if DOCKER:
+                sh(*DOCKER, "pull", "-q", remote)
             bench_save_load(remote, a.n)
             sh(*KOBAKO, "rmi", "-f", remote, check=False)
             sh(*PODMAN, "rmi", "-f", remote, check=False)
+            if DOCKER:
+                sh(*DOCKER, "rmi", "-f", remote, check=False)
         if a.only in (None, "multi"):
             name, size = multi_layer_image(reg)
             bench_pull(name, a.n, size, "12 layers (busybox + 11 x 4 MB)")
             sh(*KOBAKO, "rmi", "-f", name, check=False)
             sh(*PODMAN, "rmi", "-f", name, check=False)
+            if DOCKER:
+                sh(*DOCKER, "rmi", "-f", name, check=False)
         sh(*KOBAKO, "image", "prune", "-f", check=False)
 
 
