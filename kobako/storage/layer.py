@@ -292,6 +292,10 @@ def _parse(step):
         return step()
     except (LayerError, _EmptyLayer):
         raise
+    except OSError as e:  # ours, not the layer's: writing the tar-split (the source's are LayerError)
+        if e.errno == errno.ENOSPC:
+            raise
+        raise LayerError(f"cannot record the layer: {e.strerror or e}")
     except Exception as e:
         raise LayerError(f"layer is truncated or corrupt: {e or type(e).__name__}")
 
