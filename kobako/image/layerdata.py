@@ -25,10 +25,6 @@ class LayerDataError(Exception):
     pass
 
 
-def available(content: ContentStore, snaps: Snapshots, blob: str, chain: str) -> bool:
-    return content.has(blob) or snaps.tarsplit(chain) is not None
-
-
 def rebuilt(snaps: Snapshots, chain: str, diff_id: str) -> Iterator[bytes]:
     """The layer tar from the snapshot of `chain`; raises at the end if it does not hash to
     `diff_id` (a caller writes it somewhere private first)."""
@@ -77,7 +73,8 @@ def compressed(content: ContentStore, snaps: Snapshots, desc: mf.Descriptor, dif
         digest = w.commit()
     docker = desc.media_type.startswith("application/vnd.docker.")
     media = mf.DOCKER_LAYER_GZIP if docker else mf.OCI_LAYER_GZIP
-    return mf.Descriptor(media, digest, content.size(digest), annotations=desc.annotations)
+    # no annotations: those of the pulled blob (zstd:chunked, eStargz tables) describe its bytes
+    return mf.Descriptor(media, digest, content.size(digest))
 
 
 def with_layers(body: bytes, layers: list[mf.Descriptor]) -> bytes:

@@ -869,6 +869,13 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
                progress: Callable[[str, int, int], None] | None = None, mount_from: str | None = None) -> str:
     """Upload an image's config and layers (up to 4 at once), then its manifest under `tag`.
     `progress(digest, bytes_done, size)` is called from the upload threads."""
+    from kobako.image.unpack import gc_shield
+    with gc_shield(store.root):  # layers rebuilt for the push are blobs no record names yet
+        return _push_image(client, repo, tag, store, rec, progress, mount_from)
+
+
+def _push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict,
+                progress: Callable[[str, int, int], None] | None, mount_from: str | None) -> str:
     from kobako.image import layerdata
     from kobako.image.content import ContentError
 
@@ -892,7 +899,6 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
         raise RegistryError(f"cannot push {repo}:{tag}: {e}") from None
     for d in layers:
         blobs[d.digest] = d.size
-    expected = "sha256:" + hashlib.sha256(body).hexdigest()
 
     def upload(digest: str, size: int) -> None:
         def opener() -> BinaryIO:
@@ -912,7 +918,4 @@ def push_image(client: Client, repo: str, tag: str, store: ImageStore, rec: dict
             if f.done() and not f.cancelled() and f.exception():
                 raise f.exception()  # type: ignore[misc]
     client.close()  # the upload threads' connections
-    digest = client.put_manifest(repo, tag, body, rec["manifest"]["mediaType"])
-    if digest != expected:
-        raise RegistryError(f"pushed manifest of {repo}:{tag} hashes to {digest}, expected {expected}")
-    return digest
+    return client.put_manifest(repo, tag, body, rec["manifest"]["mediaType"])

@@ -277,7 +277,8 @@ def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = No
             x.apply(tf, m)
         x.finish()
         if x.split:
-            src.seek(1 << 62)  # the rest (end blocks, padding) belongs to the tar too
+            _parse(lambda: src.seek(1 << 62))  # the rest (end blocks, padding) belongs to the tar too
+            _parse(x.split.flush)
         return x.written
     finally:
         x.close()

@@ -18,12 +18,14 @@ length + path (as in the tar, cleaned: relative to the snapshot's root).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 
 from kobako.linux import fs
 
 NAME = "tarsplit"  # next to the snapshot's fs/ directory
 _READ = 1 << 20
+_PATH_MAX = 4096
 
 
 class TarSplitError(Exception):
@@ -44,10 +46,16 @@ class Recorder:
     def file(self, path: str, size: int) -> None:
         if not self.tainted:
             p = path.encode("utf-8", "surrogateescape")
+            if len(p) >= _PATH_MAX:  # made through cached parent fds, but not openable in one go
+                self.taint(f"{path[:40]!r}... is longer than PATH_MAX")
+                return
             self.f.write(b"F" + size.to_bytes(8, "little") + len(p).to_bytes(4, "little") + p)
 
     def taint(self, why: str) -> None:
         self.tainted = self.tainted or why
+
+    def flush(self) -> None:
+        self.f.flush()
 
     def close(self) -> None:
         """Done: a tainted recording is removed (the caller keeps the blob instead)."""
@@ -91,28 +99,40 @@ def size(path: str) -> int:
 def assemble(path: str, root: str) -> Iterator[bytes]:
     """The layer tar, from the tar-split at `path` and the files under `root`. Every name
     is resolved inside root (a snapshot is our own, but still holds a layer's symlinks)."""
-    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise TarSplitError(f"cannot open the layer's snapshot: {e.strerror}") from None
     try:
         for raw, name, n in _records(path):
             if raw:
                 yield raw
                 continue
             try:
-                fd = fs.openat2(rootfd, name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                # O_NONBLOCK: a fifo put there must not hang us; only a regular file is read
+                fd = fs.openat2(rootfd, name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                                 fs.RESOLVE_IN_ROOT | fs.RESOLVE_NO_MAGICLINKS)
             except OSError as e:
                 raise TarSplitError(f"layer file {name!r} is gone from its snapshot: {e.strerror}") from None
             try:
-                left = n
-                while left:
-                    data = os.read(fd, min(left, _READ))
-                    if not data:
-                        raise TarSplitError(f"layer file {name!r} in its snapshot is shorter than it was")
-                    left -= len(data)
-                    yield data
-                if os.read(fd, 1):
-                    raise TarSplitError(f"layer file {name!r} in its snapshot is longer than it was")
+                yield from _content(fd, name, n)
+            except OSError as e:
+                raise TarSplitError(f"cannot read {name!r} of the snapshot: {e.strerror}") from None
             finally:
                 os.close(fd)
     finally:
         os.close(rootfd)
+
+
+def _content(fd: int, name: str, n: int) -> Iterator[bytes]:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise TarSplitError(f"layer file {name!r} in its snapshot is no longer a regular file")
+    left = n
+    while left:
+        data = os.read(fd, min(left, _READ))
+        if not data:
+            raise TarSplitError(f"layer file {name!r} in its snapshot is shorter than it was")
+        left -= len(data)
+        yield data
+    if os.read(fd, 1):
+        raise TarSplitError(f"layer file {name!r} in its snapshot is longer than it was")

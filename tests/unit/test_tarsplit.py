@@ -106,3 +106,33 @@ def test_assemble_refuses_a_snapshot_whose_files_changed(tmp_path: Path):
     split.write_bytes(split.read_bytes()[:-1])
     with pytest.raises(tarsplit.TarSplitError, match="cut short"):
         list(tarsplit._records(str(split)))
+
+
+def test_names_longer_than_path_max_keep_no_recording(tmp_path: Path):
+    """Made through cached parent fds, such a file could not be opened again by name."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        path = ""
+        for i in range(20):
+            path = f"{path}/{chr(97 + i) * 242}".lstrip("/")
+            ti = tarfile.TarInfo(path)
+            ti.type = tarfile.DIRTYPE
+            tf.addfile(ti)
+        ti = tarfile.TarInfo(path + "/f")
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"x"))
+    assert not _roundtrip(buf.getvalue(), tmp_path, "deep").exists()
+
+
+def test_assemble_reads_only_regular_files(tmp_path: Path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("a")
+        ti.size = 3
+        tf.addfile(ti, io.BytesIO(b"abc"))
+    split = _roundtrip(buf.getvalue(), tmp_path, "l")
+    fs_dir = split.parent / "fs"
+    (fs_dir / "a").unlink()
+    os.mkfifo(fs_dir / "a")  # would block a plain open for reading
+    with pytest.raises(tarsplit.TarSplitError, match="no longer a regular file"):
+        b"".join(tarsplit.assemble(str(split), str(fs_dir)))
