@@ -279,7 +279,7 @@ async def events(req: Request) -> None:
         return True
 
     gone = asyncio.ensure_future(req.conn.reader.read(1))  # completes when the client hangs up
-    while (until is None or time.time() <= until) and not gone.done():
+    while True:  # one pass at least: an `until` already past still gets what was logged before it
         if os.path.exists(path) and os.path.getsize(path) > offset:
             with open(path, "rb") as f:
                 f.seek(offset)
@@ -294,6 +294,8 @@ async def events(req: Request) -> None:
                     continue
                 if wanted(x):
                     await req.chunk(line + b"\n")
+        if (until is not None and time.time() > until) or gone.done():
+            break
         await asyncio.wait([gone], timeout=0.1)
     gone.cancel()
     await asyncio.gather(gone, return_exceptions=True)  # its read must end before the next request's

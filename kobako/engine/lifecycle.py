@@ -547,6 +547,10 @@ class Engine:
         self.event(rec, "unpause")
 
     def stop(self, rec: dict, timeout: float | None = None) -> None:
+        # First: it may have just exited on its own, the monitor not yet told; it would then
+        # restart it after this returned (restart policies end at a user's stop)
+        if (rec.get("restartPolicy") or {}).get("Name", "no") != "no":
+            self._tell_monitor(rec["id"], "stopping")
         if rec.get("status") == "restarting":
             self.containers.update(rec["id"], status="exited")
         if self.state(rec) not in ("running", "paused"):

@@ -301,6 +301,9 @@ class Monitor:
             b = self.boxes.get(cid)
             if b:
                 b.stopping = True
+            if any(p[1] == cid for p in self.pending):  # exited, its restart due: not any more
+                self.pending = [p for p in self.pending if p[1] != cid]
+                update_record(self.cdir(cid), status="exited")
             self.reply(conn, {"ok": True})
         else:
             self.reply(conn, {"ok": False, "error": f"unknown op {op!r}"})

@@ -221,6 +221,21 @@ def test_events_stream(api):
     c.close()
 
 
+def test_events_until_a_time_already_past(api):
+    """`docker events --until T` asked after T: the events logged before T, then the end
+    (docker's answer), not an empty stream because the live part is over."""
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=f"unix://{api.sock}")
+    since = int(time.time()) - 1
+    c.containers.run(IMG, "true", remove=True, network_mode="none", name="api-past")
+    until = int(time.time()) + 1
+    while time.time() <= until + 0.2:
+        time.sleep(0.1)
+    evs = c.events(since=since, until=until, decode=True, filters={"container": "api-past"})
+    assert {"create", "start", "die", "destroy"} <= {e["Action"] for e in evs}
+    c.close()
+
+
 def test_docker_compose_two_services_by_name(api, tmp_path: Path):
     exe = shutil.which("docker-compose")
     if exe is None:
