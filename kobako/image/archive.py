@@ -124,10 +124,10 @@ def _save(store: ImageStore, entries: list[tuple[dict, list[str]]], out: BinaryI
     content = store.content
     snaps = layerdata.snapshots_of(content)
     for rec, _ in entries:
-        need = [rec["id"]] + [d["digest"] for d in rec.get("layers", [])]
+        blobs = [d["digest"] for d in rec.get("layers", [])]
+        need = [rec["id"], *blobs]
         if fmt == "oci-archive":
             need.append(rec["manifest"]["digest"])
-        blobs = [d["digest"] for d in rec.get("layers", [])]
         chains = dict(zip(blobs, rec.get("chainIds", []), strict=False))
         for d in need:
             if not content.has(d) and not (d in chains and snaps.tarsplit(chains[d])):

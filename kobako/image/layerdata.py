@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 
 from kobako.image import manifest as mf
@@ -25,12 +24,17 @@ class LayerDataError(Exception):
     pass
 
 
-def rebuilt(snaps: Snapshots, chain: str, diff_id: str) -> Iterator[bytes]:
-    """The layer tar from the snapshot of `chain`; raises at the end if it does not hash to
-    `diff_id` (a caller writes it somewhere private first)."""
+def _split(snaps: Snapshots, chain: str, diff_id: str) -> str:
     split = snaps.tarsplit(chain)
     if split is None:
         raise LayerDataError(f"layer {diff_id} has neither a blob nor a tar-split (pull the image again)")
+    return split
+
+
+def rebuilt(snaps: Snapshots, chain: str, diff_id: str) -> Iterator[bytes]:
+    """The layer tar from the snapshot of `chain`; raises at the end if it does not hash to
+    `diff_id` (a caller that streams it on must run it to its end, and fail then)."""
+    split = _split(snaps, chain, diff_id)
     h = hashlib.sha256()
     try:
         for piece in tarsplit.assemble(split, snaps.fs(chain)):
@@ -44,9 +48,7 @@ def rebuilt(snaps: Snapshots, chain: str, diff_id: str) -> Iterator[bytes]:
 
 
 def rebuilt_size(snaps: Snapshots, chain: str, diff_id: str) -> int:
-    split = snaps.tarsplit(chain)
-    if split is None:
-        raise LayerDataError(f"layer {diff_id} has neither a blob nor a tar-split (pull the image again)")
+    split = _split(snaps, chain, diff_id)
     try:
         return tarsplit.size(split)
     except tarsplit.TarSplitError as e:
@@ -107,4 +109,4 @@ def ready_layers(content: ContentStore, snaps: Snapshots, rec: dict,
 
 
 def snapshots_of(content: ContentStore) -> Snapshots:
-    return Snapshots(os.path.dirname(content.blob_dir))
+    return Snapshots(content.root)

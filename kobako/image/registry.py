@@ -624,21 +624,10 @@ class Client:
         """Upload a blob unless the registry has it already (then False). `opener` gives a fresh
         file object with its bytes; monolithic up to 16 MiB, PATCH chunks above."""
         ep = self.registry
-        if mount_from == repo:
-            mount_from = None
-        scope = _push(repo) + ((f"repository:{mount_from}:pull",) if mount_from else ())
-        if self._head_blob(repo, digest, scope) is not None:
-            return False
-        start = f"/v2/{repo}/blobs/uploads/"
-        if mount_from:
-            start += "?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
-        resp, conn = self._do(ep, "POST", start, scope, {"Content-Length": "0"}, b"")
-        body = self._body(ep, resp, conn)
-        if resp.status == 201 and mount_from:
-            return True  # mounted from the other repository: nothing to send
-        if resp.status != 202:
-            raise self._status_error(ep, resp, body, f"upload to {repo}", scope)
-        where = self._location(ep, resp, start)
+        outcome, where, scope = self._begin_upload(repo, digest, mount_from)
+        if outcome != "session":
+            return outcome == "mounted"  # mounted from the other repository: nothing to send
+        assert where is not None
         with opener() as f:
             if size <= MONOLITHIC_MAX:
                 self._put_blob(ep, repo, where, digest, _read_exact(f, size, digest), scope)
@@ -661,27 +650,37 @@ class Client:
         """True if the registry has the blob in `repo`, or mounts it there from `mount_from`
         (for a layer this engine can only rebuild under a new digest: pushed as it was
         pulled where the registry allows)."""
+        outcome, where, scope = self._begin_upload(repo, digest, mount_from, only_to_mount=True)
+        if where is not None:  # an upload session instead of a mount: cancel it
+            try:
+                self._body(self.registry, *self._do(self.registry, "DELETE", where, scope))
+            except (RegistryError, OSError):
+                pass  # the registry expires unused sessions itself
+        return outcome in ("present", "mounted")
+
+    def _begin_upload(self, repo: str, digest: str, mount_from: str | None,
+                      only_to_mount: bool = False) -> tuple[str, str | None, tuple[str, ...]]:
+        """HEAD the blob in `repo`, then POST an upload, asking to mount it from `mount_from`
+        where one is named (with only_to_mount, no POST without one). Returns the outcome
+        ("present", "mounted", "session" or "absent"), the session's location, the scope."""
         ep = self.registry
         if mount_from == repo:
             mount_from = None
         scope = _push(repo) + ((f"repository:{mount_from}:pull",) if mount_from else ())
         if self._head_blob(repo, digest, scope) is not None:
-            return True
-        if not mount_from:
-            return False
-        start = f"/v2/{repo}/blobs/uploads/?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
+            return "present", None, scope
+        if only_to_mount and not mount_from:
+            return "absent", None, scope
+        start = f"/v2/{repo}/blobs/uploads/"
+        if mount_from:
+            start += "?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
         resp, conn = self._do(ep, "POST", start, scope, {"Content-Length": "0"}, b"")
         body = self._body(ep, resp, conn)
-        if resp.status == 201:
-            return True
-        if resp.status == 202:  # an upload session instead of a mount: cancel it
-            try:
-                where = self._location(ep, resp, start)
-                self._body(ep, *self._do(ep, "DELETE", where, scope))
-            except (RegistryError, OSError):
-                pass  # the registry expires unused sessions itself
-            return False
-        raise self._status_error(ep, resp, body, f"upload to {repo}", scope)
+        if resp.status == 201 and mount_from:
+            return "mounted", None, scope
+        if resp.status != 202:
+            raise self._status_error(ep, resp, body, f"upload to {repo}", scope)
+        return "session", self._location(ep, resp, start), scope
 
     def _put_blob(self, ep: _Endpoint, repo: str, where: str, digest: str, data: bytes,
                   scope: tuple[str, ...]) -> None:

@@ -57,7 +57,7 @@ class Pipeline:
     """Decodes the layer on a thread of its own and hashes it there (hashlib and the
     inflater release the GIL while they work), handing the pieces to the caller's thread,
     which parses the tar and makes files: on two cores the halves overlap instead of
-    adding up. One thread does the whole chain (network read, blob write, inflate, hash):
+    adding up. One thread does the whole chain (network read, blob digest, inflate, hash):
     with one thread per step the steps queued for the GIL behind each other, and the
     unpack of a 200 MB layer took ~1.25 s instead of ~0.9 s."""
 

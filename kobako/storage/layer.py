@@ -91,7 +91,7 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
 def decoded_chunks(stream: BinaryIO) -> Iterator[bytes]:
     """The tar inside `stream` (gzip, zstd or plain, told by the first bytes) as a series
     of pieces, decoded on the caller's thread: the pull runs this on a thread of its own,
-    where the network read, the blob write, inflating and hashing all happen in turn."""
+    where the network read, the blob digest, inflating and hashing all happen in turn."""
     head, src = _sniff(stream)
     if head[:2] == GZIP_MAGIC:
         yield from _Decoded.igzip(src).chunks()  # type: ignore[arg-type]
@@ -172,10 +172,10 @@ class _Decoded(io.RawIOBase):
         a hand-over of the GIL (1 MiB in, <= 4 MiB out kept a pull's threads from waiting
         on each other)."""
         try:
-            from isal import isal_zlib
+            from isal import isal_zlib as z
         except ImportError:
-            return cls(raw, lambda: zlib.decompressobj(31), 1 << 16, True, True, 1 << 20)
-        return cls(raw, lambda: isal_zlib.decompressobj(31), 1 << 16, True, True, 1 << 20)
+            z = zlib  # type: ignore[assignment]
+        return cls(raw, lambda: z.decompressobj(31), 1 << 16, True, True, 1 << 20)
 
     def chunks(self) -> Iterator[bytes]:
         """The decoded stream as the decoder hands it out, without copying."""
