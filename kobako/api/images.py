@@ -258,3 +258,20 @@ async def push(req: Request) -> None:
 @route("GET", "/images/search")
 async def search(req: Request) -> None:
     raise ApiError(501, "image search is not supported: kobako talks to registries by name only")
+
+
+@route("POST", "/images/prune")
+async def images_prune(req: Request) -> None:
+    from kobako.image.gc import prune_images
+    e = engine()
+    flt = json.loads(req.query.get("filters") or "{}")
+    dangling = (flt.get("dangling") or ["true"])
+    every = isinstance(dangling, list) and dangling[0] in ("false", "0")
+    lines, freed = await blocking(lambda: prune_images(e, all_images=every))
+    ids = [ln.rsplit(" ", 1)[-1] for ln in lines]
+    await req.send_json(200, {"ImagesDeleted": [{"Deleted": i} for i in ids], "SpaceReclaimed": freed})
+
+
+@route("POST", "/build")
+async def build(req: Request) -> None:
+    raise ApiError(501, "kobako does not build images from a Dockerfile yet (import, commit and load work)")

@@ -358,7 +358,16 @@ def serve(path: str, tcp: str | None = None, tls: tuple[str, str, str] | None = 
     client must present a certificate the CA signed (dockerd's --tlsverify)."""
     import signal
 
-    from kobako.api import containers, execs, images, resources, system  # noqa: F401 - they register routes
+    from kobako.api import (  # noqa: F401 - they register routes
+        containers,
+        execs,
+        images,
+        networks,
+        resources,
+        swarm,
+        system,
+        volumes,
+    )
     from kobako.engine import lifecycle
     lifecycle.RUNTIME_LOCK = _RT_LOCK  # the in-process runtime keeps per-process state
 
