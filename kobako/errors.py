@@ -69,7 +69,9 @@ class Unauthorized(KobakoError):
 
 class CannotStart(KobakoError):
     """The container's program could not be started: 127 when it does not exist, 126 when
-    it is not executable (docker's codes); 500 for the API, as dockerd's."""
+    it is not executable (docker's codes); 400 for the API, as dockerd's."""
+
+    status = 400
 
     def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None) -> None:
         super().__init__(message, hint)
@@ -82,3 +84,14 @@ class CannotStart(KobakoError):
 
 class Internal(KobakoError):
     """A failure that is kobako's, not the user's (500)."""
+
+
+def describe(e: BaseException) -> str:
+    """One line for any error: its message, or errno text and the file for an OSError."""
+    if isinstance(e, OSError) and e.strerror:
+        what = f" {e.filename}" if e.filename else ""
+        if e.errno == 28:
+            return f"no space left on device{what}: free space under the data root and retry"
+        return f"{e.strerror}{what}"
+    msg = str(e)
+    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg

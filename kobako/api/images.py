@@ -100,7 +100,7 @@ async def _import(req: Request) -> None:
         rec = await blocking(go)
         await req.chunk(json.dumps({"status": rec["id"]}).encode() + b"\r\n")
     except Exception as ex:  # noqa: BLE001 - in the stream, as dockerd
-        from kobako.cli.main import describe
+        from kobako.errors import describe
         msg = describe(ex)
         await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode())
     await req.stream_end()
@@ -185,7 +185,7 @@ async def pull(req: Request) -> None:
         done = {"status": f"Status: Downloaded newer image for {name}"}
         await req.chunk(json.dumps(done).encode() + b"\r\n")
     except Exception as e:  # noqa: BLE001 - a pull error travels in the stream, as dockerd sends it
-        from kobako.cli.main import describe
+        from kobako.errors import describe
         msg = describe(e)
         await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\r\n")
     await req.stream_end()
@@ -249,7 +249,7 @@ async def push(req: Request) -> None:
         aux = {"progressDetail": {}, "aux": {"Tag": ref.tag or "latest", "Digest": digest, "Size": size}}
         await req.chunk(json.dumps(done).encode() + b"\r\n" + json.dumps(aux).encode() + b"\r\n")
     except Exception as ex:  # noqa: BLE001 - in the stream, as dockerd
-        from kobako.cli.main import describe
+        from kobako.errors import describe
         msg = describe(ex)
         await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\r\n")
     await req.stream_end()

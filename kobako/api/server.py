@@ -22,12 +22,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from kobako.errors import KobakoError
+
 API_VERSION = "1.41"
 MIN_API_VERSION = "1.24"
 MAX_BODY = 16 << 20  # a create or update body is a few kB; more is an error, not a buffer
 
 
-class ApiError(Exception):
+class ApiError(KobakoError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -328,20 +330,13 @@ def _vkey(v: str) -> tuple[int, ...]:
 
 
 def classify(e: BaseException) -> tuple[int, str]:
-    """dockerd's status for an engine error: 404 missing, 409 conflict, 400 bad input."""
-    from kobako.cli.main import _known_errors, describe
-    name = type(e).__name__
-    msg = describe(e)
-    if name in ("ContainerNotFound", "ImageNotFound"):
-        return 404, msg
-    if "not found" in msg or msg.startswith("no such"):
-        return 404, msg
-    if name == "ContainerError" and any(w in msg for w in ("already in use", "is running", "is paused",
-                                                          "already", "stop it first", "in use")):
-        return 409, msg
-    if isinstance(e, _known_errors()) or name in ("ParseError", "UsageError"):
-        return 400, msg
-    return 500, f"{name}: {e}"
+    """dockerd's status for an engine error, from its kind (kobako/errors.py)."""
+    from kobako.errors import describe
+    if isinstance(e, KobakoError):
+        return e.status, describe(e)
+    if isinstance(e, OSError) and e.strerror:
+        return 500, describe(e)
+    return 500, f"{type(e).__name__}: {e}"
 
 
 async def _client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -166,6 +166,6 @@ async def auth(req: Request) -> None:
     try:
         await blocking(login)
     except Exception as ex:  # noqa: BLE001 - dockerd answers 401 with the registry's words
-        from kobako.cli.main import describe
+        from kobako.errors import describe
         raise ApiError(401, describe(ex)) from None
     await req.send_json(200, {"Status": "Login Succeeded", "IdentityToken": ""})

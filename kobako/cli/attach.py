@@ -8,7 +8,7 @@ import select
 import sys
 
 from kobako.engine.lifecycle import Engine
-from kobako.engine.records import ContainerError
+from kobako.engine.records import ContainerConflict, ContainerError
 
 DETACH = b"\x10\x11"  # ctrl-p ctrl-q
 
@@ -31,7 +31,7 @@ def _keys(spec: str | None) -> bytes:
 def cmd(e: Engine, args) -> int:
     rec = e.containers.resolve(args.args[0])
     if e.state(rec) != "running":
-        raise ContainerError(f"cannot attach to container {rec['name']}: it is not running")
+        raise ContainerConflict(f"cannot attach to container {rec['name']}: it is not running")
     return attach(e, rec, stdin=not args.no_stdin, keys=_keys(args.detach_keys))
 
 

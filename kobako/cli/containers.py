@@ -10,7 +10,7 @@ from kobako.cli.output import ago, familiar, formatted, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
-from kobako.engine.records import ContainerError
+from kobako.engine.records import ContainerConflict, ContainerError
 from kobako.image import reference
 from kobako.image.store import ImageError, ImageNotFound
 
@@ -436,7 +436,7 @@ def start(e: Engine, args) -> int:
             e.start(rec)
             print(ref)
         except Exception as ex:  # noqa: BLE001 - per container, like docker
-            from kobako.cli.main import describe
+            from kobako.errors import describe
             sys.stderr.write(f"Error: {describe(ex)}\n")
             rc = 1
     return rc
@@ -466,7 +466,7 @@ def _each(e: Engine, refs: list[str], fn) -> int:
             fn(e.containers.resolve(ref))
             print(ref)
         except Exception as ex:  # noqa: BLE001 - per container, like docker
-            from kobako.cli.main import describe
+            from kobako.errors import describe
             sys.stderr.write(f"Error: {describe(ex)}\n")
             rc = 1
     return rc
@@ -539,7 +539,7 @@ def exec_(e: Engine, args) -> int:
     rec = e.containers.resolve(args.args[0])
     st = e.state(rec)
     if st != "running":
-        raise ContainerError(f"container {rec['name']} is not running"
+        raise ContainerConflict(f"container {rec['name']} is not running"
                              + (" (paused)" if st == "paused" else ""))
     if len(args.args) < 2:
         raise ocispec.OptionError("exec needs a command to run")
@@ -597,7 +597,7 @@ def _exec_tty(e: Engine, rec: dict, argv: list[str], cmd: list[str]) -> int:
 def top(e: Engine, args) -> int:
     rec = e.containers.resolve(args.args[0])
     if e.state(rec) != "running":
-        raise ContainerError(f"container {rec['name']} is not running")
+        raise ContainerConflict(f"container {rec['name']} is not running")
     return e.runtime(["ps", rec["id"], "--", *(args.args[1:] or ["-ef"])])
 
 
@@ -610,7 +610,7 @@ def rename(e: Engine, args) -> int:
     with e.containers.names_locked():
         for r in e.containers.all():
             if r["name"] == new and r["id"] != rec["id"]:
-                raise ContainerError(f'the container name "{new}" is already in use by container '
+                raise ContainerConflict(f'the container name "{new}" is already in use by container '
                                      f'{r["id"][:12]}')
         e.containers.update(rec["id"], name=new)
     return 0

@@ -12,7 +12,7 @@ from kobako.cli.output import formatted, human_size, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
-from kobako.engine.records import ContainerError
+from kobako.engine.records import ContainerConflict, ContainerError
 
 
 def _cgroup_stats(e: Engine, rec: dict) -> dict | None:
@@ -135,7 +135,7 @@ def update(e: Engine, args) -> int:
             e.containers.update(rec["id"], restartPolicy=_restart_policy(args.restart))
         if argv:
             if e.state(rec) not in ("running", "paused"):
-                raise ContainerError(f"container {rec['name']} is not running")
+                raise ContainerConflict(f"container {rec['name']} is not running")
             e.runtime(["update", *argv, rec["id"]])
         if rate is not None:
             if e.state(rec) not in ("running", "paused") or (rec.get("net") or {}).get("mode") != "bridge":
@@ -237,7 +237,7 @@ def restore(e: Engine, args) -> int:
             print(rec["name"])
             n += 1
         except Exception as ex:  # noqa: BLE001 - the others still start
-            from kobako.cli.main import describe
+            from kobako.errors import describe
             sys.stderr.write(f"Error: {rec['name']}: {describe(ex)}\n")
     return 0
 

@@ -170,7 +170,7 @@ def rmi(e: Engine, args) -> int:
                     kind, _, what = line.partition(": ")
                     emit(e.root, "image", "untag" if kind == "Untagged" else "delete", what, {"name": what})
         except Exception as ex:  # noqa: BLE001 - one message per image, like docker
-            from kobako.cli.main import describe
+            from kobako.errors import describe
             sys.stderr.write(f"Error: {describe(ex)}\n")
             rc = 1
     return rc

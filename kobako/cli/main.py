@@ -94,17 +94,6 @@ The OCI runtime is kobako-runtime (runc's command line).
 """
 
 
-def describe(e: BaseException) -> str:
-    """One line for an error: the message our own exceptions carry, errno text for OSError."""
-    if isinstance(e, OSError) and e.strerror:
-        what = f" {e.filename}" if e.filename else ""
-        if e.errno == 28:
-            return f"no space left on device{what}: free space under the data root and retry"
-        return f"{e.strerror}{what}"
-    msg = str(e)
-    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg
-
-
 def _lookup(argv: list[str]) -> tuple[str | None, list[str]]:
     if not argv:
         return None, []
@@ -149,45 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:
-        from kobako.runtime.errors import RuntimeFailure
+        from kobako.errors import KobakoError, describe
         if os.environ.get("KOBAKO_DEBUG"):
             import traceback
             traceback.print_exc()
-        known = _known_errors()
-        if isinstance(e, known) or isinstance(e, (OSError, RuntimeFailure)):
+        if isinstance(e, (KobakoError, OSError)):
             sys.stderr.write(f"Error: {describe(e)}\n")
             return getattr(e, "exit_code", 125)  # 126/127: the program could not start
-        else:
-            sys.stderr.write(f"Error: internal error: {type(e).__name__}: {e} (KOBAKO_DEBUG=1 shows where)\n")
+        sys.stderr.write(f"Error: internal error: {type(e).__name__}: {e} (KOBAKO_DEBUG=1 shows where)\n")
         return 125
-
-
-def _known_errors() -> tuple[type, ...]:
-    """The exceptions that carry a message for the user (imported only on the error path)."""
-    out: list[type] = []
-    for mod, names in (("kobako.image.reference", ["ReferenceError"]),
-                       ("kobako.image.store", ["ImageError", "ImageNotFound"]),
-                       ("kobako.image.content", ["ContentError"]),
-                       ("kobako.image.manifest", ["ManifestError"]),
-                       ("kobako.image.unpack", ["UnpackError"]),
-                       ("kobako.image.registry", ["RegistryError"]),
-                       ("kobako.image.archive", ["ArchiveError"]),
-                       ("kobako.storage.layer", ["LayerError"]),
-                       ("kobako.storage.snapshots", ["SnapshotError"]),
-                       ("kobako.engine.records", ["ContainerError", "ContainerNotFound"]),
-                       ("kobako.engine.ocispec", ["OptionError"]),
-                       ("kobako.storage.volumes", ["VolumeError"]),
-                       ("kobako.engine.copy", ["CopyError"]),
-                       ("kobako.network.networks", ["NetworkError"]),
-                       ("kobako.network.ports", ["PortError"]),
-                       ("kobako.network.ipam", ["IPAMError"]),
-                       ("kobako.network.nftables", ["NftError"])):
-        try:
-            m = __import__(mod, fromlist=names)
-            out += [getattr(m, n) for n in names]
-        except ImportError:
-            continue
-    return tuple(out)
 
 
 def entry() -> None:

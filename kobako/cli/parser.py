@@ -6,8 +6,10 @@ these are plain classes, not dataclasses (which import inspect, re and ast)."""
 
 from __future__ import annotations
 
+from kobako import errors
 
-class UsageError(Exception):
+
+class UsageError(errors.InvalidArgument):
     pass
 
 

@@ -125,7 +125,7 @@ def rm(e: Engine, args) -> int:
             store.remove(name, VolumeStore.users(records, name), force=args.force)
             print(name)
         except (VolumeError, OSError) as ex:  # one message per volume, like docker
-            from kobako.cli.main import describe
+            from kobako.errors import describe
             sys.stderr.write(f"Error: {describe(ex)}\n")
             rc = 1
     return rc

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import tarfile
 
+from kobako import errors
 from kobako.storage import layer
 
 
-class CopyError(Exception):
+class CopyError(errors.NotFound):
     pass
 
 

@@ -11,24 +11,15 @@ from __future__ import annotations
 import os
 import time
 
-from kobako import paths
+from kobako import errors, paths
 from kobako.engine import ocispec
-from kobako.engine.records import ContainerError, ContainerNotFound, ContainerStore
+from kobako.engine.records import ContainerConflict, ContainerError, ContainerNotFound, ContainerStore
 from kobako.image.store import ImageStore, now_iso
 from kobako.storage.snapshots import Snapshots
 
 
-class StartError(ContainerError):
+class StartError(errors.CannotStart):
     """The runtime could not start the program: exit 127 not found, 126 not executable."""
-
-    @property
-    def exit_code(self) -> int:
-        m = str(self)
-        if "not found" in m or "no such file" in m.lower():
-            return 127
-        if "permission denied" in m.lower() or "not executable" in m:
-            return 126
-        return 125
 
 
 def fault(point: str) -> None:
@@ -526,7 +517,7 @@ class Engine:
     def kill(self, rec: dict, sig: str = "KILL", user_stop: bool = True) -> None:
         st = self.state(rec)
         if st not in ("running", "paused"):
-            raise ContainerError(f"cannot kill container {rec['name']}: it is not running")
+            raise ContainerConflict(f"cannot kill container {rec['name']}: it is not running")
         if user_stop:
             self._tell_monitor(rec["id"], "stopping")  # a stopped container is not restarted
             self.containers.update(rec["id"], stoppedByUser=True)  # unless-stopped stays down
@@ -595,7 +586,7 @@ class Engine:
         cid = rec["id"]
         st = self.runtime_state(cid)
         if st in ("running", "paused", "created") and not force:
-            raise ContainerError(f"cannot remove container {rec['name']}: it is {st}; stop it first or "
+            raise ContainerConflict(f"cannot remove container {rec['name']}: it is {st}; stop it first or "
                                  "use rm -f")
         if force and st in ("running", "paused"):
             self._tell_monitor(cid, "stopping")

@@ -702,7 +702,7 @@ def _attach_network(data: str, run: str, rec: dict, report: int) -> bool:
         Endpoints(data, run).attach(rec, os.getpid())
         return True
     except Exception as e:  # noqa: BLE001 - reported to the CLI as one line
-        from kobako.cli.main import describe
+        from kobako.errors import describe
         os.write(report, f"ERR {describe(e)}".encode())
         return False
 

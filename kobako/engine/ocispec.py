@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from kobako import errors
 from kobako.linux import capabilities
 from kobako.runtime import spec as rtspec
 
@@ -18,7 +19,7 @@ DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class OptionError(Exception):
+class OptionError(errors.InvalidArgument):
     pass
 
 

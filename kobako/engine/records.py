@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import os
 
+from kobako import errors
 from kobako.paths import FileLock, atomic_write, rmtree  # noqa: F401 - FileLock re-exported
 from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
 
 
-class ContainerNotFound(Exception):
+class ContainerNotFound(errors.NotFound):
     pass
 
 
-class ContainerError(Exception):
-    pass
+class ContainerError(errors.InvalidArgument):
+    """Bad input about a container (400); its conflicts raise ContainerConflict (409)."""
+
+
+class ContainerConflict(errors.Conflict, ContainerError):
+    """The container's state or name refuses the request (409)."""
 
 
 _LEFT = ("brave", "calm", "eager", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble",
@@ -92,7 +97,7 @@ class ContainerStore:
                     raise ContainerError(f"invalid container name {name!r}: "
                                          "use letters, digits, '_', '.', '-'")
                 if name in taken:
-                    raise ContainerError(f'the container name "{name}" is already in use by container '
+                    raise ContainerConflict(f'the container name "{name}" is already in use by container '
                                          f'{taken[name][:12]}', )
             else:
                 name = random_name()

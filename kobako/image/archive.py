@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from kobako import errors
 from kobako.image import layerdata, reference
 from kobako.image import manifest as mf
 from kobako.image.content import ContentError, sha256_of
@@ -52,7 +53,7 @@ _LAYER_TYPES = {"gzip": mf.OCI_LAYER_GZIP, "zstd": mf.OCI_LAYER_ZSTD, None: mf.O
 _HEX = set("0123456789abcdef")
 
 
-class ArchiveError(Exception):
+class ArchiveError(errors.InvalidArgument):
     """One line for the user; the failed load or save has left nothing half-made behind."""
 
 
@@ -111,7 +112,7 @@ def save(store: ImageStore, images: list[tuple[dict, list[str]]], out: BinaryIO,
         for n in names:
             try:
                 ref = reference.parse(n)
-            except reference.ReferenceError as e:
+            except reference.InvalidReference as e:
                 raise ArchiveError(str(e)) from None
             if not ref.digest and str(ref) not in have:  # a digest reference is no tag to write
                 have.append(str(ref))
@@ -599,9 +600,9 @@ class _Load:
     def _repo_tag(self, tag: object) -> str:
         try:
             if not isinstance(tag, str):
-                raise reference.ReferenceError("not a string")
+                raise reference.InvalidReference("not a string")
             ref = reference.parse(tag)
-        except reference.ReferenceError as e:
+        except reference.InvalidReference as e:
             raise ArchiveError(f"manifest.json has an invalid RepoTag {tag!r}: {e}") from None
         if ref.digest:
             raise ArchiveError(f"manifest.json has an invalid RepoTag {tag!r}: expected a tag, not a digest")
@@ -710,7 +711,7 @@ class _Load:
                 continue
             try:
                 ref = reference.parse(v)
-            except reference.ReferenceError:
+            except reference.InvalidReference:
                 continue
             if not ref.digest:
                 return [str(ref)]

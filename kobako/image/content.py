@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from kobako.image.reference import ALGORITHMS, HEX, ReferenceError, check_digest
+from kobako.image.reference import ALGORITHMS, HEX, InvalidReference, check_digest
 from kobako.paths import fsync_dir
 
 CHUNK = 1 << 20
@@ -106,7 +106,7 @@ class ContentStore:
     def path(self, digest: str) -> str:
         try:
             check_digest(digest)
-        except ReferenceError as e:
+        except InvalidReference as e:
             raise ContentError(str(e)) from None
         algo, h = digest.split(":", 1)
         return os.path.join(self.blob_dir, algo, h)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from kobako.image.reference import ReferenceError, check_digest
+from kobako import errors
+from kobako.image.reference import InvalidReference, check_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -34,7 +35,7 @@ _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "ar
            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
 
-class ManifestError(Exception):
+class ManifestError(errors.InvalidArgument):
     pass
 
 
@@ -59,7 +60,7 @@ class Descriptor:
             raise ManifestError(f"{what}: descriptor is not an object")
         try:
             digest = check_digest(d.get("digest") or "")
-        except ReferenceError as e:
+        except InvalidReference as e:
             raise ManifestError(f"{what}: {e}") from None
         size = d.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -190,7 +191,7 @@ def parse_config(data: bytes) -> dict:
     for d in rootfs["diff_ids"]:
         try:
             check_digest(d if isinstance(d, str) else "")
-        except ReferenceError as e:
+        except InvalidReference as e:
             raise ManifestError(f"image config: {e}") from None
     return doc
 

@@ -20,7 +20,7 @@ HEX = set("0123456789abcdef")
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 
 
-class ReferenceError(ValueError):
+class InvalidReference(ValueError):
     pass
 
 
@@ -64,14 +64,14 @@ def check_digest(d: str) -> str:
     algo, _, hexpart = d.partition(":")
     n = ALGORITHMS.get(algo)
     if n is None or len(hexpart) != n or not set(hexpart) <= HEX:
-        raise ReferenceError(f"invalid digest {d!r}: expected sha256:<64 lowercase hex digits>")
+        raise InvalidReference(f"invalid digest {d!r}: expected sha256:<64 lowercase hex digits>")
     return d
 
 
 def _check_component(c: str, whole: str) -> None:
     # [a-z0-9]+ separated by '.', '_', '__' or runs of '-'
     if not c or c[0] not in _LOWER or c[-1] not in _LOWER:
-        raise ReferenceError(f"invalid reference format: {whole!r} (repository names are lowercase "
+        raise InvalidReference(f"invalid reference format: {whole!r} (repository names are lowercase "
                              "letters, digits and separators . _ -)")
     prev = ""
     run = 0
@@ -80,14 +80,14 @@ def _check_component(c: str, whole: str) -> None:
             prev, run = ch, 0
             continue
         if ch not in "._-":
-            raise ReferenceError(f"invalid reference format: {whole!r} (character {ch!r} is not allowed "
+            raise InvalidReference(f"invalid reference format: {whole!r} (character {ch!r} is not allowed "
                                  "in a repository name; names are lowercase)")
         run += 1
         if ch == "-":
             prev = ch
             continue
         if ch == "." and run > 1 or ch == "_" and (run > 2 or run == 2 and prev != "_"):
-            raise ReferenceError(f"invalid reference format: {whole!r}")
+            raise InvalidReference(f"invalid reference format: {whole!r}")
         prev = ch
 
 
@@ -95,7 +95,7 @@ def parse(s: str, default_tag: str | None = "latest") -> Reference:
     """Parse and normalise; a bare name gets `default_tag` unless it has a digest."""
     whole = s
     if not s or len(s) > 4096 or s != s.strip():
-        raise ReferenceError(f"invalid reference format: {whole!r}")
+        raise InvalidReference(f"invalid reference format: {whole!r}")
     digest = None
     if "@" in s:
         s, digest = s.split("@", 1)
@@ -106,14 +106,14 @@ def parse(s: str, default_tag: str | None = "latest") -> Reference:
     if colon > slash:
         s, tag = s[:colon], s[colon + 1:]
         if not tag or len(tag) > 128 or tag[0] in ".-" or not set(tag) <= _TAG:
-            raise ReferenceError(f"invalid tag in {whole!r}: tags are up to 128 letters, digits, "
+            raise InvalidReference(f"invalid tag in {whole!r}: tags are up to 128 letters, digits, "
                                  "'_', '.', '-' and do not start with '.' or '-'")
     parts = s.split("/")
     if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"
                            or parts[0] != parts[0].lower()):
         domain, parts = parts[0], parts[1:]
         if not set(domain) <= _HOST or domain.startswith(("-", ".")) or domain.endswith((".", ":")):
-            raise ReferenceError(f"invalid registry host in {whole!r}")
+            raise InvalidReference(f"invalid registry host in {whole!r}")
     else:
         domain = DEFAULT_DOMAIN
     if domain in LEGACY_DOMAINS:
@@ -124,7 +124,7 @@ def parse(s: str, default_tag: str | None = "latest") -> Reference:
         _check_component(c, whole)
     path = "/".join(parts)
     if len(domain) + 1 + len(path) > 255:
-        raise ReferenceError(f"repository name too long: {whole!r}")
+        raise InvalidReference(f"repository name too long: {whole!r}")
     if tag is None and digest is None:
         tag = default_tag
     return Reference(domain, path, tag, digest)

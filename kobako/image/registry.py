@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, BinaryIO
 
+from kobako import errors
 from kobako.image import auth, manifest, registries
 
 if TYPE_CHECKING:
@@ -51,20 +52,20 @@ REDIRECTS = (301, 302, 303, 307, 308)
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-class RegistryError(Exception):
+class RegistryError(errors.KobakoError):
     """One line a user can act on; `status` is the HTTP status, None for network failures."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
 
 
-class NotFound(RegistryError):
-    pass
+class NotFound(RegistryError, errors.NotFound):
+    status = 404
 
 
-class Unauthorized(RegistryError):
-    pass
+class Unauthorized(RegistryError, errors.Unauthorized):
+    status = 401
 
 
 # -- small parsers ---------------------------------------------------------------------
@@ -802,7 +803,7 @@ class BlobStream:
                     return data
                 err: BaseException = e
             except RegistryError as e:
-                if e.status is not None and e.status < 500:
+                if e.http_status is not None and e.http_status < 500:
                     raise
                 err = e
             except (OSError, http.client.HTTPException) as e:

@@ -11,17 +11,18 @@ from __future__ import annotations
 import os
 import time
 
+from kobako import errors
 from kobako.image import reference
 from kobako.image.content import ContentStore
 from kobako.paths import atomic_write
 from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
 
 
-class ImageNotFound(Exception):
+class ImageNotFound(errors.NotFound):
     pass
 
 
-class ImageError(Exception):
+class ImageError(errors.InvalidArgument):
     pass
 
 
@@ -84,7 +85,7 @@ class ImageStore:
                 raise ImageError(f"image ID {name!r} is ambiguous: {len(hits)} images start with it")
         try:
             ref = reference.parse(name)
-        except reference.ReferenceError:
+        except reference.InvalidReference:
             if reference.looks_like_id(name):
                 raise ImageNotFound(f"no such image: {name}") from None
             raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
+from kobako import errors
 from kobako.paths import FileLock, atomic_write
 from kobako.runtime import jsonfast  # `json` imports re: too slow for `kobako run`
 
@@ -27,7 +28,7 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _DIGITS = frozenset("0123456789")
 
 
-class IPAMError(Exception):
+class IPAMError(errors.InvalidArgument):
     """A user-facing error: the message is one line that says what is wrong."""
 
 

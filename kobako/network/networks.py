@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from kobako import errors
 from kobako.network.ipam import IPAM, IPAMError
 
 DEFAULT = "bridge"
@@ -27,8 +28,12 @@ def netns_path(cid: str) -> str:
     return f"/run/netns/kobako-{cid[:12]}"
 
 
-class NetworkError(Exception):
+class NetworkError(errors.InvalidArgument):
     """A user-facing error: one line that says what is wrong."""
+
+
+class NetworkNotFound(errors.NotFound, NetworkError):
+    pass
 
 
 def sha256_hex(s: str) -> str:
@@ -71,7 +76,7 @@ class NetworkStore:
             return hits[0]
         if len(hits) > 1:
             raise NetworkError(f"network {name} is ambiguous: {len(hits)} networks have IDs starting so")
-        raise NetworkError(f"network {name} not found")
+        raise NetworkNotFound(f"network {name} not found")
 
     def all(self) -> list[dict]:
         try:

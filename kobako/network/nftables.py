@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ctypes
 
+from kobako import errors
+
 _lib: ctypes.CDLL | None = None
 
 SETS = (("bridges", "set", "type ifname;"), ("internal", "set", "type ifname;"),
@@ -51,7 +53,7 @@ RULES = {
 }
 
 
-class NftError(Exception):
+class NftError(errors.Internal):
     pass
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import _socket
 
+from kobako import errors
 
-class PortError(Exception):
+
+class PortError(errors.InvalidArgument):
     pass
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+from kobako.errors import KobakoError
 
-class RuntimeFailure(Exception):
+
+class RuntimeFailure(KobakoError):
     """What failed, on which object, and (when known) the likely cause."""
 
     def __init__(self, msg: str, hint: str | None = None, code: int = 1) -> None:
-        super().__init__(msg)
-        self.hint = hint
+        super().__init__(msg, hint)
         self.code = code
-
-    def __str__(self) -> str:
-        s = self.args[0]
-        return f"{s} ({self.hint})" if self.hint else s
 
 
 def describe_oserror(e: OSError) -> str:

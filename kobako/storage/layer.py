@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from kobako import errors
 from kobako.linux import fs
 
 CHUNK = 1 << 20  # bytes per read/write of file content
@@ -49,7 +50,7 @@ _DEVICE_KINDS = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, t
 _TAR_KINDS = {v: k for k, v in _DEVICE_KINDS.items()}
 
 
-class LayerError(Exception):
+class LayerError(errors.InvalidArgument):
     """A layer that cannot be read or applied: one line a person can act on."""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from kobako import errors
 from kobako.paths import fsync_dir
 
 _SHORT = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # base32, as overlay2's link ids
@@ -41,7 +42,7 @@ def _region(path: str) -> int:
     return os.stat(path).st_ino >> 17
 
 
-class SnapshotError(Exception):
+class SnapshotError(errors.InvalidArgument):
     pass
 
 

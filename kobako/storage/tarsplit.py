@@ -21,6 +21,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+from kobako import errors
 from kobako.linux import fs
 
 NAME = "tarsplit"  # next to the snapshot's fs/ directory
@@ -28,7 +29,7 @@ _READ = 1 << 20
 _PATH_MAX = 4096
 
 
-class TarSplitError(Exception):
+class TarSplitError(errors.InvalidArgument):
     pass
 
 

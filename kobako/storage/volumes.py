@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from kobako import errors
 from kobako.paths import atomic_write, dir_size
 
 DRIVER = "local"
@@ -42,15 +43,15 @@ _OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class VolumeError(Exception):
+class VolumeError(errors.InvalidArgument):
     pass
 
 
-class VolumeNotFound(VolumeError):
+class VolumeNotFound(errors.NotFound, VolumeError):
     pass
 
 
-class VolumeInUse(VolumeError):
+class VolumeInUse(errors.Conflict, VolumeError):
     pass
 
 

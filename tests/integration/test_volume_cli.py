@@ -22,30 +22,7 @@ pytestmark = pytest.mark.root
 HEX64 = re.compile(r"[0-9a-f]{64}")
 REPO = Path(__file__).resolve().parents[2]
 
-# Until cli/main.py routes `volume ...` (and knows VolumeError) this registers both in the
-# CLI's process; once main.py has them the shim does nothing and the real CLI is tested.
-SHIM = """
-import sys
-from kobako.cli import main as m
-from kobako.storage.volumes import VolumeError
-for c in ("create", "ls", "inspect", "rm", "prune"):
-    m.MODULES.setdefault("volume " + c, "volumes")
-if not issubclass(VolumeError, m._known_errors()):
-    known = m._known_errors
-    m._known_errors = lambda: known() + (VolumeError,)
-m.entry()
-"""
-
-
 class VKobako(Kobako):
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60,
-                 **kw) -> subprocess.CompletedProcess:
-        cp = subprocess.run([sys.executable, "-c", SHIM, *args], env=self.env, capture_output=True, text=True,
-                            timeout=timeout, cwd=REPO)
-        if check and cp.returncode != 0:
-            raise AssertionError(f"kobako {' '.join(args)} failed ({cp.returncode}):\n{cp.stderr}")
-        return cp
-
     def volumes_dir(self) -> list[str]:
         d = self.data / "volumes"
         return sorted(os.listdir(d)) if d.exists() else []
@@ -190,8 +167,8 @@ def test_prune_output_and_what_it_removes(k: VKobako):
 
 def test_concurrent_creates_and_removes(k: VKobako):
     def many(*argv: str) -> list[subprocess.Popen]:
-        return [subprocess.Popen([sys.executable, "-c", SHIM, *argv], env=k.env, cwd=REPO, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+        return [subprocess.Popen([sys.executable, "-m", "kobako.cli.main", *argv], env=k.env, cwd=REPO,
+                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
 
     procs = many("volume", "create", "same") + many("volume", "create")
     outs = [p.communicate(timeout=60) for p in procs]

@@ -53,11 +53,11 @@ def test_create_body_becomes_kobako_create_flags():
 def test_versions_and_error_statuses():
     assert _vkey("1.41") > _vkey("1.24") and _vkey("1.9") < _vkey("1.24") and _vkey("x") == (0,)
     from kobako.engine.ocispec import OptionError
-    from kobako.engine.records import ContainerError, ContainerNotFound
-    from kobako.network.networks import NetworkError
+    from kobako.engine.records import ContainerConflict, ContainerNotFound
+    from kobako.network.networks import NetworkNotFound
     assert classify(ContainerNotFound("no such container: x"))[0] == 404
-    assert classify(NetworkError("network n not found"))[0] == 404
-    assert classify(ContainerError("cannot remove container c: it is running; stop it first"))[0] == 409
+    assert classify(NetworkNotFound("network n not found"))[0] == 404
+    assert classify(ContainerConflict("cannot remove container c: it is running; stop it first"))[0] == 409
     assert classify(OptionError("minimum memory limit allowed is 6MB"))[0] == 400
     status, msg = classify(KeyError("boom"))
     assert status == 500 and "KeyError" in msg

@@ -36,7 +36,7 @@ def test_reference_normalises_like_docker(given, want):
 @pytest.mark.parametrize("bad", ["", "Busybox", "bad name", "a:", "a@sha256:xyz", "-a", "a..b", "a/",
                                  "a:-x", "a::b", "a@md5:" + H, " a", "a_-b" * 0 + "a___b", "x/" * 200 + "y"])
 def test_reference_rejects_what_docker_rejects(bad):
-    with pytest.raises(reference.ReferenceError):
+    with pytest.raises(reference.InvalidReference):
         reference.parse(bad)
 
 
