@@ -1,5 +1,5 @@
-"""/containers/...: create (through the CLI's own option parser, so both validate alike),
-start, attach (hijacked, Docker's multiplexed frames from the monitor), wait, logs,
+"""/containers/...: create (the body checked as the engine's container spec), start,
+attach (hijacked, Docker's multiplexed frames from the monitor), wait, logs,
 stop/kill/restart, remove, list, inspect."""
 
 from __future__ import annotations
@@ -15,117 +15,23 @@ _PENDING: dict[str, tuple[asyncio.Future, bool]] = {}
 
 # -- create ----------------------------------------------------------------------------------
 
-def _argv(body: dict, name: str | None) -> tuple[list[str], bool]:
-    """Docker's create body as `kobako create` flags (and whether AutoRemove was asked)."""
-    hc = body.get("HostConfig") or {}
-    a: list[str] = ["--pull", "never"]
-    if name:
-        a += ["--name", name]
-    for env in body.get("Env") or []:
-        a += ["-e", env]
-    for flag, key in (("-w", "WorkingDir"), ("-u", "User"), ("-h", "Hostname"),
-                      ("--stop-signal", "StopSignal"), ("--mac-address", "MacAddress")):
-        if body.get(key):
-            a += [flag, str(body[key])]
-    if body.get("StopTimeout") is not None:
-        a += ["--stop-timeout", str(body["StopTimeout"])]
-    if body.get("Tty"):
-        a += ["-t", "-d"]  # -d: the monitor holds the pty (create's own rule)
-    if body.get("OpenStdin"):
-        a += ["-i"]
-    for k, v in (body.get("Labels") or {}).items():
-        a += ["-l", f"{k}={v}"]
-    for port in body.get("ExposedPorts") or {}:
-        a += ["--expose", port]
-    ep = body.get("Entrypoint")
-    cmd = list(body.get("Cmd") or [])
-    if isinstance(ep, str):
-        ep = [ep]
-    if ep:
-        a += ["--entrypoint", ep[0]]
-        cmd = ep[1:] + cmd
-    for b in hc.get("Binds") or []:
-        a += ["-v", b]
-    for m in hc.get("Mounts") or []:
-        spec = f"type={m.get('Type', 'volume')},target={m.get('Target', '')}"
-        if m.get("Source"):
-            spec += f",source={m['Source']}"
-        if m.get("ReadOnly"):
-            spec += ",readonly"
-        a += ["--mount", spec]
-    for path, opts in (hc.get("Tmpfs") or {}).items():
-        a += ["--tmpfs", f"{path}:{opts}" if opts else path]
-    mode = hc.get("NetworkMode") or "default"
-    a += ["--network", "bridge" if mode == "default" else mode]
-    for net, cfg in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
-        if net == mode and net not in ("bridge", "default"):  # aliases: user networks only
-            for alias in (cfg or {}).get("Aliases") or []:
-                a += ["--network-alias", alias]
-            ip = ((cfg or {}).get("IPAMConfig") or {}).get("IPv4Address")
-            if ip:
-                a += ["--ip", ip]
-    for cport, binds in (hc.get("PortBindings") or {}).items():
-        for b in binds or [{}]:
-            ip, hp = (b or {}).get("HostIp") or "", (b or {}).get("HostPort") or ""
-            a += ["-p", f"{ip + ':' if ip else ''}{hp + ':' if hp or ip else ''}{cport}"]
-    if hc.get("PublishAllPorts"):
-        a += ["-P"]
-    for flag, key in (("--privileged", "Privileged"), ("--read-only", "ReadonlyRootfs"), ("--init", "Init")):
-        if hc.get(key):
-            a += [flag]
-    for flag, key in (("--cap-add", "CapAdd"), ("--cap-drop", "CapDrop"), ("--security-opt", "SecurityOpt"),
-                      ("--volumes-from", "VolumesFrom"), ("--device-read-bps", None)):
-        for v in (hc.get(key) or []) if key else []:
-            a += [flag, v]
-    for flag, key in (("--add-host", "ExtraHosts"), ("--dns", "Dns"), ("--dns-search", "DnsSearch"),
-                      ("--dns-option", "DnsOptions")):
-        for v in hc.get(key) or []:
-            a += [flag, v]
-    for k, v in (hc.get("Sysctls") or {}).items():
-        a += ["--sysctl", f"{k}={v}"]
-    for u in hc.get("Ulimits") or []:
-        a += ["--ulimit", f"{u['Name']}={u['Soft']}:{u['Hard']}"]
-    for flag, key in (("-m", "Memory"), ("--memory-reservation", "MemoryReservation"),
-                      ("--memory-swap", "MemorySwap"),
-                      ("-c", "CpuShares"), ("--pids-limit", "PidsLimit"), ("--shm-size", "ShmSize"),
-                      ("--blkio-weight", "BlkioWeight")):
-        v = hc.get(key)
-        if v:
-            a += [flag, str(v)]
-    if hc.get("NanoCpus"):
-        a += ["--cpus", str(hc["NanoCpus"] / 1e9)]
-    if hc.get("CpusetCpus"):
-        a += ["--cpuset-cpus", hc["CpusetCpus"]]
-    for flag, key in (("--pid", "PidMode"), ("--ipc", "IpcMode"), ("--uts", "UTSMode")):
-        if hc.get(key) and hc[key] not in ("private", "shareable"):
-            a += [flag, hc[key]]
-    if hc.get("UsernsMode"):  # docker: "host"; Podman's compat API also takes auto, private
-        a += ["--userns", hc["UsernsMode"]]
-    rp = hc.get("RestartPolicy") or {}
-    if rp.get("Name") and rp["Name"] != "no":
-        n = rp.get("MaximumRetryCount") or 0
-        a += ["--restart", f"{rp['Name']}:{n}" if rp["Name"] == "on-failure" and n else rp["Name"]]
-    image = body.get("Image")
-    if not image:
-        raise ApiError(400, "config is missing the Image")
-    return a + [image, *cmd], bool(hc.get("AutoRemove"))
-
-
 @route("POST", "/containers/create")
 async def create(req: Request) -> None:
+    """Docker's create body becomes the engine's container spec as it is (engine/spec.py
+    checks every field); the image must be here already, as with dockerd."""
+    from kobako.engine.spec import ContainerSpec
     body = req.json()
-    argv, auto_remove = _argv(body, req.query.get("name"))
+    name = req.query.get("name") or None
+    spec = ContainerSpec.from_docker(body, name)
 
     def make() -> dict:
-        from kobako.cli import containers as cli
-        from kobako.cli.parser import parse
         from kobako.image.store import ImageNotFound
-        args = parse(cli.COMMANDS["create"][0], argv)
         e = engine()
         try:
-            return cli._create(e, args, remove=auto_remove)
+            img = e.images.resolve(spec.config["Image"])
         except ImageNotFound:
-            raise ApiError(404, f"No such image: {body['Image']}") from None
+            raise ApiError(404, f"No such image: {spec.config['Image']}") from None
+        return e.create_container(spec, img, spec.config["Image"])
 
     rec = await blocking(make)
     await req.send_json(201, {"Id": rec["id"], "Warnings": []})
@@ -399,57 +305,46 @@ async def remove(req: Request) -> None:
     await blocking(lambda: e.remove(rec, force=req.flag("force"), volumes=req.flag("v")))
 
 
+@route("DELETE", "/containers/{id}/{link}")
+async def remove_link(req: Request) -> None:
+    """DELETE /containers/NAME/ALIAS?link=1: a legacy link of container NAME goes away."""
+    if not req.flag("link"):
+        raise ApiError(404, f"No such container: {req.params['id']}/{req.params['link']}")
+    e, rec = container(req)
+    await blocking(e.remove_link, rec, req.params["link"])
+
+
 @route("GET", "/containers/{id}/json")
 async def inspect(req: Request) -> None:
-    from kobako.cli.containers import inspect_container
+    from kobako.engine.views import container_json
     e, rec = container(req)
-    doc = await blocking(inspect_container, e, rec)
-    doc["HostConfig"].setdefault("LogConfig", {"Type": "json-file", "Config": {}})
-    doc["Config"].setdefault("Image", rec.get("imageName"))
-    await req.send_json(200, doc)
+    await req.send_json(200, await blocking(container_json, e, rec))
 
 
 @route("GET", "/containers/json")
 async def ps(req: Request) -> None:
-    import json
-
-    from kobako.cli.containers import _matches, _status, status_text
+    from kobako.engine import views
     e = engine()
+    flt = views.parse_filters(req.query.get("filters"))
+    views.container_filters(flt)
     try:
-        flt = json.loads(req.query.get("filters") or "{}")
+        limit = int(req.query.get("limit") or -1)
     except ValueError:
-        raise ApiError(400, "invalid filters: not JSON") from None
-    pairs = [(k, v) for k, vs in flt.items() for v in (vs if isinstance(vs, list) else list(vs))]
+        raise ApiError(400, "invalid limit: a number") from None
 
-    def states() -> list[tuple[dict, str, str]]:
-        return [(rec, *_status(e, rec)) for rec in e.containers.all()]
+    def states() -> list[tuple[dict, str]]:
+        return [(rec, e.state(rec)) for rec in e.containers.all()]
 
     def rows() -> list[dict]:
+        from kobako.network.endpoints import Endpoints
+        eps = Endpoints(e.root, e.run_dir)
         out = []
-        for rec, state, _ in _cached_states(e, states):
-            status = status_text(rec, state)
-            if not req.flag("all") and state not in ("running", "paused", "restarting") and not pairs:
-                continue
-            if pairs and not _matches(rec, state, pairs):
-                continue
+        for rec, state in views.container_list(e, _cached_states(e, states), flt, req.flag("all"),
+                                               limit if limit > 0 else -1):
             st = None
             if state in ("running", "paused") and (rec.get("net") or {}).get("mode") == "bridge":
-                from kobako.cli.networks import endpoint
-                st = endpoint(e, rec)
-            out.append({
-                "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec.get("imageName", ""),
-                "ImageID": rec.get("image", ""),
-                "Command": " ".join((rec.get("options") or {}).get("command") or []),
-                "Created": int(_epoch(rec.get("created", ""))), "State": state, "Status": status,
-                "Ports": [{"IP": p.get("hostIp") or "0.0.0.0", "PrivatePort": p["containerPort"],
-                           "PublicPort": p["hostPort"], "Type": p["proto"]}
-                          for p in (st or {}).get("ports") or []],
-                "Labels": rec.get("labels") or {},
-                "HostConfig": {"NetworkMode": (rec.get("net") or {}).get("mode") or "none"},
-                "NetworkSettings": {"Networks": {n: {"IPAddress": ep["ip"], "Gateway": ep["gateway"],
-                                                     "NetworkID": ep["id"], "MacAddress": ep["mac"]}
-                                                 for n, ep in ((st or {}).get("networks") or {}).items()}},
-                "Mounts": []})
+                st = eps.state(rec["id"])
+            out.append(views.container_summary(e, rec, state, st))
         return out
 
     await req.send_json(200, await blocking(rows))
@@ -478,14 +373,6 @@ def _cached_states(e, compute) -> list:
     if _PS["key"] != key or now - _PS["at"] > 1.0:
         _PS.update(key=key, at=now, states=compute())
     return _PS["states"]
-
-
-def _epoch(iso: str) -> float:
-    from kobako.engine.logs import parse_time
-    try:
-        return parse_time(iso)
-    except (ValueError, TypeError):
-        return 0.0
 
 
 @route("POST", "/containers/{id}/update")

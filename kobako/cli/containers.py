@@ -46,144 +46,166 @@ def _pull(e: Engine, name: str, quiet: bool, platform: str | None = None) -> dic
         return pull(e.images, e.snapshots, reference.parse(name), plat)
 
 
-def _volumes(specs: list[str], mounts: list[str], opts: ocispec.RunOptions) -> None:
-    """-v HOST:CTR[:ro], -v NAME:CTR[:ro], -v CTR (anonymous) and --mount type=bind|volume|tmpfs,..."""
-    for v in specs:
-        parts = v.split(":")
-        if len(parts) == 1 and v.startswith("/"):
-            opts.volumes.append((None, v, False))
-            continue
-        if len(parts) < 2 or len(parts) > 3 or not parts[1].startswith("/"):
-            raise ocispec.OptionError(f"invalid volume specification {v!r}: "
-                                      "use HOST-PATH:CONTAINER-PATH[:ro] or NAME:CONTAINER-PATH[:ro]")
-        src, dest = parts[0], parts[1]
-        flags = (parts[2] if len(parts) == 3 else "rw").split(",")
-        bad = [f for f in flags if f not in ("ro", "rw", "z", "Z", "idmap")]
-        if bad:
-            raise ocispec.OptionError(f"invalid volume specification {v!r}: unknown option {bad[0]!r} "
-                                      "(ro, rw or idmap)")
-        ro = "ro" in flags
-        if "idmap" in flags:  # seen through the container's user namespace (named volumes always are)
-            opts.idmapped.add(dest)
-        if src.startswith("/"):
-            opts.binds.append((src, dest, ro))
-        else:
-            opts.volumes.append((src, dest, ro))
-    for m in mounts:
-        kv = dict((p.split("=", 1) + [""])[:2] for p in m.split(",") if p)
-        typ = kv.get("type", "volume")
-        dest = kv.get("target") or kv.get("destination") or kv.get("dst") or ""
-        src = kv.get("source") or kv.get("src") or ""
-        ro = "readonly" in kv or kv.get("ro") in ("", "true", "1")
-        if not dest.startswith("/"):
-            raise ocispec.OptionError(f"--mount {m!r}: target must be an absolute path")
-        if typ == "bind":
-            if not src.startswith("/") or not os.path.exists(src):
-                raise ocispec.OptionError(f"--mount {m!r}: bind source path does not exist: {src}")
-            opts.binds.append((src, dest, ro))
-        elif typ == "volume":
-            opts.volumes.append((src or None, dest, ro))
-        elif typ == "tmpfs":
-            size = kv.get("tmpfs-size")
-            opts.tmpfs.append((dest, f"size={size}" if size else ""))
-        else:
-            raise ocispec.OptionError(f"--mount {m!r}: type must be bind, volume or tmpfs")
-
-
-def _options(e: Engine, args) -> ocispec.RunOptions:
-    net = args.network or "bridge"
-    mode = net if net in ("none", "host") else "container" if net.startswith("container:") else "bridge"
-    opts = ocispec.RunOptions(
-        command=args.args[1:], entrypoint=[args.entrypoint] if args.entrypoint else None,
-        env=_env(args), workdir=args.workdir, user=args.user, hostname=args.hostname,
-        tty=args.tty and sys.stdin.isatty(), read_only=args.read_only, network=mode,
-        memory=ocispec.parse_size(args.memory) if args.memory else None)
-    if mode == "bridge":
-        opts.net = _bridge_options(e, "bridge" if net == "default" else net, args)
-    elif any((args.publish, args.publish_all, args.ip, args.network_alias, args.net_rate, args.mac_address)):
-        raise ocispec.OptionError(f"-p, -P, --ip, --network-alias, --net-rate and --mac-address need a "
-                                  f"bridge network, not --network {net}")
-    elif mode == "container":
-        other = e.containers.resolve(net.split(":", 1)[1])
-        if e.state(other) != "running":
-            raise ocispec.OptionError(f"--network {net}: container {other['name']} is not running")
-        if (other.get("net") or {}).get("mode") == "bridge":
-            from kobako.network.networks import netns_path
-            opts.join_ns["network"] = netns_path(other["id"])  # stable while it runs
-        else:
-            from kobako.engine.copy import _runtime_pid
-            opts.join_ns["network"] = f"/proc/{_runtime_pid(e, other)}/ns/net"
-            opts.join_ids["network"] = other["id"]
-        opts.net = {"mode": "container", "container": other["id"]}
-    _dns_options(e, opts, args)
-    return opts
-
-
-def _dns_options(e: Engine, opts: ocispec.RunOptions, args) -> None:
-    """--add-host NAME:IP (IP may be host-gateway), --dns IP, --dns-search D, --dns-option O."""
-    if args.add_host or args.dns:  # not on the start-up path of a plain run
-        from kobako.network.ipam import IPAMError, _ip
-    for spec in args.add_host:
-        name, sep, ip = spec.partition("=") if "=" in spec else spec.partition(":")
-        if not sep or not name or not ip:
-            raise ocispec.OptionError(f"invalid --add-host {spec!r}: NAME:IP (or NAME:host-gateway)")
-        if ip == "host-gateway":  # the host, as the container reaches it
-            if opts.net.get("mode") == "bridge":
-                from kobako.network.networks import NetworkStore
-                first = next(iter(opts.net["networks"]))
-                ip = NetworkStore(e.root, e.run_dir).get(first)["gateway"]
-            else:
-                ip = "127.0.0.1"
-        elif ":" not in ip:
-            try:
-                _ip(ip)
-            except IPAMError:
-                raise ocispec.OptionError(f"invalid --add-host {spec!r}: {ip} is not an IP address") from None
-        opts.extra_hosts.append((name, ip))
-    for d in args.dns:
-        if ":" not in d:
-            try:
-                _ip(d)
-            except IPAMError:
-                raise ocispec.OptionError(f"invalid --dns {d!r}: an IP address") from None
-        opts.dns.append(d)
-    opts.dns_search = list(args.dns_search)
-    opts.dns_options = list(args.dns_option)
-
-
-def _bridge_options(e: Engine, name: str, args) -> dict:
-    """--network NAME, -p, -P, --expose, --ip, --network-alias, --net-rate: checked now, made
-    at each start by network/endpoints.py."""
-    from kobako.network import ports
-    from kobako.network.networks import DEFAULT, NetworkStore
-    net = NetworkStore(e.root, e.run_dir).get(name)
-    if net["name"] == DEFAULT and (args.ip or args.network_alias):
-        raise ocispec.OptionError("--ip and --network-alias work on user-defined networks only, "
-                                  "not on the default bridge")
-    if args.ip:
-        from kobako.network.ipam import Pool
-        Pool.of(net).check(args.ip)
-    published = [p for spec in args.publish for p in ports.parse(spec)]
-    if (published or args.publish_all) and net.get("internal"):
-        raise ocispec.OptionError(f"network {net['name']} is internal: nothing on it can be published "
-                                  "(no traffic crosses its bridge)")
-    for x in args.expose:
-        ports.exposed({}, [x])  # validates
-    out: dict = {"mode": "bridge", "ports": published,
-                 "networks": {net["name"]: {"ip": args.ip, "aliases": list(args.network_alias)}}}
-    if args.publish_all:
-        out["publishAll"], out["expose"] = True, list(args.expose)
-    if args.net_rate:
-        out["rate"] = _rate(args.net_rate)
-    if args.mac_address:
-        mac = args.mac_address.lower()
-        parts = mac.split(":")
-        if len(parts) != 6 or not all(len(x) == 2 and set(x) <= set("0123456789abcdef") for x in parts) \
-                or int(parts[0], 16) & 1:
-            raise ocispec.OptionError(f"invalid --mac-address {args.mac_address!r}: a unicast MAC like "
-                                      "02:42:ac:11:00:02")
-        out["mac"] = mac
+def _mount(m: str) -> dict:
+    """--mount type=bind|volume|tmpfs,source=..,target=..[,readonly][,tmpfs-size=..] as a Mounts entry."""
+    kv = dict((p.split("=", 1) + [""])[:2] for p in m.split(",") if p)
+    out: dict = {"Type": kv.get("type", "volume"),
+                 "Target": kv.get("target") or kv.get("destination") or kv.get("dst") or "",
+                 "Source": kv.get("source") or kv.get("src") or "",
+                 "ReadOnly": "readonly" in kv or kv.get("ro") in ("", "true", "1")}
+    if kv.get("tmpfs-size"):
+        out["TmpfsOptions"] = {"SizeBytes": ocispec.parse_size(kv["tmpfs-size"])}
     return out
+
+
+def _ports(specs: list[str]) -> tuple[dict, dict]:
+    """-p [IP:][HOST:]CTR[/PROTO] as Docker's PortBindings and ExposedPorts."""
+    if not specs:
+        return {}, {}
+    from kobako.network import ports
+    bindings: dict[str, list[dict]] = {}
+    for spec in specs:
+        for p in ports.parse(spec):  # validates; ranges come out one port each
+            key = f"{p['containerPort']}/{p['proto']}"
+            hp = (f"{p['hostRange'][0]}-{p['hostRange'][1]}" if p.get("hostRange")
+                  else str(p["hostPort"]) if p["hostPort"] else "")
+            bindings.setdefault(key, []).append({"HostIp": p["hostIp"], "HostPort": hp})
+    return bindings, {k: {} for k in bindings}
+
+
+def _body(args) -> tuple[dict, dict]:
+    """run/create's flags as Docker's create body (what the docker CLI sends dockerd), and
+    kobako's own additions; the engine's spec checks both (engine/spec.py)."""
+    size = ocispec.parse_size
+    ep = [args.entrypoint] if args.entrypoint is not None else None
+    tty = bool(args.tty) and (sys.stdin.isatty() or bool(args.detach))  # -d: the monitor holds the pty
+    cfg: dict = {"Image": args.args[0], "Cmd": args.args[1:] or None, "Entrypoint": ep, "Env": _env(args),
+                 "WorkingDir": args.workdir or "", "User": args.user or "", "Hostname": args.hostname or "",
+                 "Tty": tty, "OpenStdin": bool(args.interactive), "StdinOnce": bool(args.interactive),
+                 "AttachStdin": bool(args.interactive), "AttachStdout": not args.detach,
+                 "AttachStderr": not args.detach, "StopSignal": args.stop_signal or "",
+                 "StopTimeout": args.stop_timeout, "MacAddress": args.mac_address or "",
+                 "Labels": dict(lb.partition("=")[::2] for lb in args.label)}
+    bindings, exposed = _ports(args.publish)
+    exposed.update({(x if "/" in x else x + "/tcp"): {} for x in args.expose})
+    volumes = {v: {} for v in args.volume if v.startswith("/") and ":" not in v}
+    if exposed:
+        cfg["ExposedPorts"] = exposed
+    if volumes:
+        cfg["Volumes"] = volumes
+    if args.health_cmd or args.health_interval or args.health_timeout or args.health_retries is not None \
+            or args.health_start_period or args.no_healthcheck:
+        cfg["Healthcheck"] = _healthcheck(args)
+    net = args.network or "default"
+    host: dict = {
+        "Binds": [v for v in args.volume if v not in volumes] or None,
+        "Mounts": [_mount(m) for m in args.mount],
+        "Tmpfs": {dest: o for dest, _, o in (t.partition(":") for t in args.tmpfs)} or None,
+        "VolumesFrom": list(args.volumes_from) or None, "NetworkMode": net, "PortBindings": bindings,
+        "PublishAllPorts": bool(args.publish_all), "AutoRemove": bool(args.rm),
+        "Privileged": bool(args.privileged), "ReadonlyRootfs": bool(args.read_only), "Init": bool(args.init),
+        "CapAdd": list(args.cap_add) or None, "CapDrop": list(args.cap_drop) or None,
+        "SecurityOpt": list(args.security_opt) or None, "PidMode": args.pid or "", "IpcMode": args.ipc or "",
+        "UTSMode": args.uts or "", "CgroupnsMode": args.cgroupns or "", "UsernsMode": args.userns or "",
+        "ExtraHosts": list(args.add_host) or None, "Dns": list(args.dns), "DnsSearch": list(args.dns_search),
+        "DnsOptions": list(args.dns_option), "GroupAdd": list(args.group_add) or None,
+        "Links": list(args.link) or None, "Sysctls": dict(_pair(s, "--sysctl") for s in args.sysctl) or None,
+        "Ulimits": [_ulimit(u) for u in args.ulimit] or None,
+        "Memory": size(args.memory) if args.memory else 0,
+        "MemoryReservation": size(args.memory_reservation) if args.memory_reservation else 0,
+        "MemorySwap": (-1 if args.memory_swap == "-1" else size(args.memory_swap)) if args.memory_swap else 0,
+        "MemorySwappiness": args.memory_swappiness, "OomKillDisable": bool(args.oom_kill_disable),
+        "OomScoreAdj": args.oom_score_adj or 0,
+        "NanoCpus": _nano_cpus(args.cpus) if args.cpus else 0, "CpuShares": args.cpu_shares or 0,
+        "CpusetCpus": args.cpuset_cpus or "", "CpusetMems": args.cpuset_mems or "",
+        "CpuPeriod": args.cpu_period or 0, "CpuQuota": args.cpu_quota or 0,
+        "PidsLimit": args.pids_limit, "BlkioWeight": args.blkio_weight or 0,
+        "ShmSize": size(args.shm_size) if args.shm_size else 0,
+        "Devices": [_device(d) for d in args.device],
+        "DeviceCgroupRules": list(args.device_cgroup_rule) or None,
+        "RestartPolicy": _restart_policy(args.restart) if args.restart else None,
+        "LogConfig": {"Type": args.log_driver or "json-file",
+                      "Config": dict(_pair(o, "--log-opt") for o in args.log_opt)},
+        "Runtime": args.runtime or "", "Isolation": args.isolation or "",
+    }
+    for field, flag in (("BlkioDeviceReadBps", args.device_read_bps),
+                        ("BlkioDeviceWriteBps", args.device_write_bps),
+                        ("BlkioDeviceReadIOps", args.device_read_iops),
+                        ("BlkioDeviceWriteIOps", args.device_write_iops)):
+        host[field] = [{"Path": p, "Rate": r} for p, _, r in (x.rpartition(":") for x in flag)] or None
+    endpoint: dict = {}
+    if args.ip or args.network_alias:
+        endpoint = {"IPAMConfig": {"IPv4Address": args.ip} if args.ip else None,
+                    "Aliases": list(args.network_alias) or None}
+    body = {**cfg, "HostConfig": host,
+            "NetworkingConfig": {"EndpointsConfig": {net: endpoint}} if endpoint else {}}
+    extra: dict = {}
+    if args.net_rate:
+        extra["NetRate"] = _rate(args.net_rate)
+    if args.uidmap or args.gidmap:
+        extra["UidMap"], extra["GidMap"] = list(args.uidmap), list(args.gidmap)
+    return body, extra
+
+
+def _pair(s: str, flag: str) -> tuple[str, str]:
+    k, eq, v = s.partition("=")
+    if not eq or not k:
+        raise ocispec.OptionError(f"invalid {flag} {s!r}: use NAME=VALUE")
+    return k, v
+
+
+def _ulimit(s: str) -> dict:
+    name, soft, hard = ocispec.parse_ulimit(s)
+    return {"Name": name, "Soft": soft, "Hard": hard}
+
+
+def _device(s: str) -> dict:
+    host, ctr, perms = ocispec.parse_device(s)
+    return {"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}
+
+
+def _nano_cpus(s: str) -> int:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ocispec.OptionError(f"invalid --cpus {s!r}: a number like 1.5") from None
+    if v <= 0:
+        raise ocispec.OptionError(f"invalid --cpus {s}: between 0.01 and {os.cpu_count()}")
+    return int(v * 1e9)
+
+
+def _duration(s: str | None, flag: str) -> int:
+    """Go durations as Docker's --health-* flags take them (30s, 1m30s, 500ms) -> nanoseconds."""
+    if not s:
+        return 0
+    units = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+    total, num, i = 0.0, "", 0
+    while i < len(s):
+        ch = s[i]
+        if ch.isdigit() or ch == ".":
+            num += ch
+            i += 1
+            continue
+        unit = s[i:i + 2] if s[i:i + 2] in units else ch
+        if unit not in units or not num:
+            raise ocispec.OptionError(f"invalid {flag} {s!r}: a duration like 30s, 1m30s or 500ms")
+        total += float(num) * units[unit]
+        num, i = "", i + len(unit)
+    if num:
+        raise ocispec.OptionError(f"invalid {flag} {s!r}: missing unit in duration (s, m, h, ms)")
+    return int(total)
+
+
+def _healthcheck(args) -> dict:
+    if args.no_healthcheck:
+        if args.health_cmd:
+            raise ocispec.OptionError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    return {"Test": ["CMD-SHELL", args.health_cmd] if args.health_cmd else None,
+            "Interval": _duration(args.health_interval, "--health-interval"),
+            "Timeout": _duration(args.health_timeout, "--health-timeout"),
+            "StartPeriod": _duration(args.health_start_period, "--health-start-period"),
+            "Retries": args.health_retries or 0}
 
 
 def _rate(s: str) -> int:
@@ -207,186 +229,14 @@ def _rate(s: str) -> int:
     return v
 
 
-def _security_and_limits(opts: ocispec.RunOptions, args, e: Engine) -> ocispec.RunOptions:
-    size = ocispec.parse_size
-    opts.privileged = bool(args.privileged)
-    opts.cap_add, opts.cap_drop = list(args.cap_add), list(args.cap_drop)
-    for so in args.security_opt:
-        k, eq, v = so.partition("=") if "=" in so else so.partition(":")
-        if k == "no-new-privileges":
-            opts.no_new_privileges = v in ("", "true", "1")
-        elif k == "seccomp":
-            if v != "unconfined" and not os.path.isfile(v):
-                raise ocispec.OptionError(f"--security-opt seccomp={v}: no such profile file")
-            opts.seccomp = v
-        elif k in ("label", "apparmor"):
-            continue  # no SELinux/AppArmor here: accepted and ignored, as docker on such a host
-        else:
-            raise ocispec.OptionError(f"invalid --security-opt {so!r}")
-    for flag in ("pid", "ipc", "uts", "cgroupns"):
-        v = getattr(args, flag)
-        if v in (None, "", "private"):
-            continue
-        if v.startswith("container:") and flag in ("pid", "ipc"):
-            other = e.containers.resolve(v.split(":", 1)[1])
-            if e.state(other) != "running":
-                raise ocispec.OptionError(f"--{flag} {v}: container {other['name']} is not running")
-            from kobako.engine.copy import _runtime_pid
-            opts.join_ns[flag] = f"/proc/{_runtime_pid(e, other)}/ns/{flag}"
-            opts.join_ids[flag] = other["id"]  # re-resolved at each start: PIDs change
-            continue
-        if v != "host":
-            raise ocispec.OptionError(f"--{flag} {v!r}: host, private" + (" or container:NAME" if flag in
-                                      ("pid", "ipc") else ""))
-        opts.host_ns.add("cgroup" if flag == "cgroupns" else flag)
-    for flag, key, iops in (("device_read_bps", "throttleReadBpsDevice", False),
-                            ("device_write_bps", "throttleWriteBpsDevice", False),
-                            ("device_read_iops", "throttleReadIOPSDevice", True),
-                            ("device_write_iops", "throttleWriteIOPSDevice", True)):
-        for spec in getattr(args, flag):
-            opts.throttle.setdefault(key, []).append(ocispec.parse_throttle(spec, iops))
-    if args.userns not in (None, "", "host") or args.uidmap or args.gidmap:
-        _userns(e, args, opts)
-    opts.ulimits = [ocispec.parse_ulimit(u) for u in args.ulimit]
-    for sc in args.sysctl:
-        k, eq, v = sc.partition("=")
-        if not eq or not k:
-            raise ocispec.OptionError(f"invalid --sysctl {sc!r}: use NAME=VALUE")
-        opts.sysctls[k] = v
-    if args.shm_size:
-        opts.shm_size = size(args.shm_size)
-    if args.cpus:
-        try:
-            opts.cpus = float(args.cpus)
-        except ValueError:
-            raise ocispec.OptionError(f"invalid --cpus {args.cpus!r}: a number like 1.5") from None
-        if opts.cpus <= 0 or opts.cpus > (os.cpu_count() or 1):
-            raise ocispec.OptionError(f"invalid --cpus {args.cpus}: between 0.01 and {os.cpu_count()}")
-    opts.cpu_shares = args.cpu_shares
-    opts.cpuset_cpus = args.cpuset_cpus
-    if args.pids_limit is not None and args.pids_limit > 0:
-        opts.pids_limit = args.pids_limit
-    if args.memory_reservation:
-        opts.memory_reservation = size(args.memory_reservation)
-    if args.memory_swap:
-        opts.memory_swap = -1 if args.memory_swap == "-1" else size(args.memory_swap)
-    if args.blkio_weight is not None:
-        if not 10 <= args.blkio_weight <= 1000:
-            raise ocispec.OptionError("--blkio-weight must be between 10 and 1000")
-        opts.blkio_weight = args.blkio_weight
-    opts.devices = [ocispec.parse_device(d) for d in args.device]
-    if args.init:
-        opts.init = ocispec.find_init()
-    if opts.memory is not None and opts.memory < 6 << 20:
-        raise ocispec.OptionError("minimum memory limit allowed is 6MB")
-    return opts
-
-
-def _volumes_from(e: Engine, specs: list[str], opts: ocispec.RunOptions) -> None:
-    """--volumes-from C[:ro|rw]: the named and anonymous volumes and binds of another container."""
-    import json
-    for spec in specs:
-        ref, _, mode = spec.partition(":")
-        if mode not in ("", "ro", "rw"):
-            raise ocispec.OptionError(f"invalid --volumes-from {spec!r}: CONTAINER[:ro|rw]")
-        rec = e.containers.resolve(ref)
-        for v in rec.get("volumes") or []:
-            ro = mode == "ro" or (not mode and bool(v.get("readOnly")))
-            opts.volumes.append((v["name"], v["destination"], ro))
-        try:
-            with open(os.path.join(rec["bundle"], "config.json")) as f:
-                mounts = json.load(f).get("mounts") or []
-        except (OSError, KeyError, ValueError):
-            mounts = []
-        vols = {v["destination"] for v in rec.get("volumes") or []}
-        etc = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/sbin/docker-init", "/sys", "/dev")
-        for m in mounts:
-            if m.get("type") == "bind" and m["destination"] not in vols and m["destination"] not in etc:
-                ro = mode == "ro" or (not mode and "ro" in (m.get("options") or []))
-                opts.binds.append((m["source"], m["destination"], ro))
-                if "idmap" in (m.get("options") or []):
-                    opts.idmapped.add(m["destination"])
-
-
-def _userns(e: Engine, args, opts: ocispec.RunOptions) -> None:
-    """--userns auto|private|container:NAME, --uidmap, --gidmap (engine/userns.py)."""
-    from kobako.engine import userns
-    req = userns.parse(args.userns, args.uidmap, args.gidmap)
-    if req is None:
-        return
-    for flag in ("pid", "ipc"):
-        if flag in opts.host_ns:
-            raise ocispec.OptionError(f"--{flag} host cannot be used with --userns "
-                                      f"{args.userns or 'private'}: the host's {flag.upper()} "
-                                      "namespace belongs to the host's root")
-    pid_of = opts.join_ids.get("pid")
-    if pid_of and not (req.join and e.containers.resolve(req.join)["id"] == pid_of):
-        raise ocispec.OptionError("--pid container:NAME with a user namespace needs --userns "
-                                  "container:NAME too: a PID namespace is joined from the user "
-                                  "namespace that owns it")
-    if req.join:
-        other = e.containers.resolve(req.join)
-        theirs = other.get("userns")
-        if not theirs:
-            raise ocispec.OptionError(f"--userns container:{req.join}: that container has no user "
-                                      "namespace of its own (it runs with --userns host)")
-        if e.state(other) != "running":
-            raise ocispec.OptionError(f"--userns container:{req.join}: container {other['name']} "
-                                      "is not running")
-        from kobako.engine.copy import _runtime_pid
-        req.uid_maps, req.gid_maps = theirs["uidMappings"], theirs["gidMappings"]
-        opts.join_ns["user"] = f"/proc/{_runtime_pid(e, other)}/ns/user"
-        opts.join_ids["user"] = other["id"]
-    opts.userns = req
-
-
-def _storage(opts: ocispec.RunOptions, args, e: Engine | None = None) -> ocispec.RunOptions:
-    if args.volumes_from and e is not None:
-        _volumes_from(e, args.volumes_from, opts)
-    _volumes(args.volume, args.mount, opts)
-    for t in args.tmpfs:
-        dest, _, o = t.partition(":")
-        if not dest.startswith("/"):
-            raise ocispec.OptionError(f"--tmpfs {t!r}: the path must be absolute")
-        opts.tmpfs.append((dest, o))
-    return opts
-
-
-def _create(e: Engine, args, remove: bool, starting: bool = False) -> dict:
-    opts = _storage(_security_and_limits(_options(e, args), args, e), args, e)
-    if args.detach and args.tty:
-        opts.tty = True  # the monitor holds the pty; `kobako attach` reaches it
-    extra: dict = {}  # validated before anything is made
-    if opts.join_ids:
-        extra["joinNamespaces"] = dict(opts.join_ids)
-    if args.interactive or opts.tty:
-        extra["options"] = {"interactive": bool(args.interactive), "tty": opts.tty}
-    if args.restart:
-        extra["restartPolicy"] = _restart_policy(args.restart)
-    if args.stop_signal:
-        extra["stopSignal"] = args.stop_signal
-    if args.stop_timeout is not None:
-        extra["stopTimeout"] = args.stop_timeout
-    if args.label:
-        extra["labels"] = dict(lb.partition("=")[::2] for lb in args.label)
-    if args.log_opt:
-        lo = {}
-        for o in args.log_opt:
-            k, eq, v = o.partition("=")
-            if k == "max-size" and eq:
-                lo[k] = ocispec.parse_size(v)
-            elif k == "max-file" and v.isdigit() and int(v) >= 1:
-                lo[k] = int(v)
-            else:
-                raise ocispec.OptionError(f"invalid --log-opt {o!r}: max-size=SIZE or max-file=N")
-        extra["logOptions"] = lo
+def _create(e: Engine, args, starting: bool = False) -> dict:
+    from kobako.engine.spec import ContainerSpec
+    body, extra = _body(args)
+    spec = ContainerSpec.from_docker(body, args.name, extra)
+    if spec.host["AutoRemove"] and spec.host["RestartPolicy"]["Name"] not in ("", "no"):
+        raise ocispec.OptionError("conflicting options: --restart and --rm")
     img = _image_for_run(e, args.args[0], args.pull or "missing", args.quiet, args.platform)
-    rec = e.create(img, args.args[0], opts, args.name, remove=remove, starting=starting and not extra)
-    if "options" in extra:
-        extra["options"] = {**(rec.get("options") or {}), **extra["options"]}
-    if extra:
-        rec = e.containers.update(rec["id"], **extra)
-    return rec
+    return e.create_container(spec, img, args.args[0], starting=starting)
 
 
 def _restart_policy(s: str) -> dict:
@@ -400,9 +250,7 @@ def _restart_policy(s: str) -> dict:
 
 
 def run(e: Engine, args) -> int:
-    if args.rm and args.restart and args.restart != "no":
-        raise ocispec.OptionError("conflicting options: --restart and --rm")
-    rec = _create(e, args, remove=args.rm, starting=not args.detach)
+    rec = _create(e, args, starting=not args.detach)
     if args.detach:
         try:
             e.start(rec)
@@ -416,7 +264,7 @@ def run(e: Engine, args) -> int:
 
 
 def create(e: Engine, args) -> int:
-    rec = _create(e, args, remove=args.rm)
+    rec = _create(e, args)
     print(rec["id"])
     return 0
 
@@ -629,62 +477,9 @@ def inspect(e: Engine, args) -> int:
             except Exception:  # noqa: BLE001
                 errors.append(f"no such object: {ref}")
                 continue
-        docs.append(inspect_container(e, rec))
+        from kobako.engine.views import container_json
+        docs.append(container_json(e, rec))
     return print_docs(docs, args.format, errors)
-
-
-def inspect_container(e: Engine, rec: dict) -> dict:
-    import json
-    st = e.state(rec)
-    try:
-        with open(os.path.join(rec.get("bundle", ""), "config.json")) as f:
-            spec = json.load(f)
-    except (OSError, ValueError):
-        spec = {}
-    proc = spec.get("process") or {}
-    argv = proc.get("args") or []
-    memory = ((spec.get("linux") or {}).get("resources") or {}).get("memory", {}).get("limit", 0)
-    binds = [m for m in spec.get("mounts") or [] if m.get("type") == "bind" and m["destination"] != "/sys"]
-    from kobako.cli.networks import container_settings
-    net_mode, net_settings = container_settings(e, rec)
-    return {
-        "Id": rec["id"], "Created": rec.get("created"), "Path": argv[0] if argv else "", "Args": argv[1:],
-        "State": {"Status": st, "Running": st in ("running", "paused"), "Paused": st == "paused",
-                  "Restarting": st == "restarting", "OOMKilled": False, "Dead": False,
-                  "Pid": rec.get("pid", 0) if st in ("running", "paused") else 0,
-                  "ExitCode": rec.get("exitCode", 0), "Error": rec.get("error") or "",
-                  "StartedAt": rec.get("started", "0001-01-01T00:00:00Z"),
-                  "FinishedAt": rec.get("finished", "0001-01-01T00:00:00Z")},
-        "Image": rec.get("image"), "Name": "/" + rec["name"], "RestartCount": rec.get("restartCount", 0),
-        "Driver": "overlay", "Platform": "linux",
-        "LogPath": e.containers.path(rec["id"], f"{rec['id']}-json.log"),
-        "HostConfig": {"RestartPolicy": rec.get("restartPolicy") or {"Name": "no", "MaximumRetryCount": 0},
-                       "AutoRemove": bool((rec.get("options") or {}).get("autoRemove")),
-                       "NetworkMode": net_mode, **_userns_inspect(rec),
-                       "Memory": memory, "Binds": [f"{m['source']}:{m['destination']}" for m in binds]},
-        "Config": {"Hostname": spec.get("hostname", ""), "Env": proc.get("env") or [], "Cmd": argv,
-                   "Image": rec.get("imageName"), "WorkingDir": proc.get("cwd", "/"),
-                   "Tty": bool(proc.get("terminal")), "Labels": rec.get("labels") or {},
-                   "StopSignal": rec.get("stopSignal") or "SIGTERM"},
-        "Mounts": [{"Type": "bind", "Source": m["source"], "Destination": m["destination"],
-                    "RW": "ro" not in (m.get("options") or [])} for m in binds],
-        "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": e.containers.path(rec["id"], "upper"),
-                                                    "WorkDir": e.containers.path(rec["id"], "work")}},
-        "NetworkSettings": net_settings,
-    }
-
-
-def _userns_inspect(rec: dict) -> dict:
-    """HostConfig.UsernsMode as Docker names it ("" = the host's), and Podman's IDMappings."""
-    u = rec.get("userns")
-    if not u:
-        return {"UsernsMode": ""}
-    mode = u["mode"]
-    if mode == "container":
-        mode = "container:" + (rec.get("joinNamespaces") or {}).get("user", "")
-    fmt = [f"{m['containerID']}:{m['hostID']}:{m['size']}" for m in u["uidMappings"]]
-    return {"UsernsMode": mode, "IDMappings": {
-        "UidMap": fmt, "GidMap": [f"{m['containerID']}:{m['hostID']}:{m['size']}" for m in u["gidMappings"]]}}
 
 
 def _ps_ports(e: Engine, rec: dict, state: str) -> str:
@@ -702,73 +497,36 @@ def _env(args) -> list[str]:
                 env += [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
         except OSError as ex:
             raise ocispec.OptionError(f"cannot read env file {f}: {ex.strerror}") from None
-    return env + list(args.env)
+    out = []
+    for x in env + list(args.env):  # NAME alone: its value here, as the docker CLI sends it
+        if "=" in x:
+            out.append(x)
+        elif x in os.environ:
+            out.append(f"{x}={os.environ[x]}")
+    return out
 
 
 def rm(e: Engine, args) -> int:
     return _each(e, args.args, lambda rec: e.remove(rec, force=args.force, volumes=args.volumes))
 
 
-def _status(e: Engine, rec: dict) -> tuple[str, str]:
-    st = e.state(rec)
-    return st, status_text(rec, st)
-
-
-def status_text(rec: dict, st: str) -> str:
-    """docker ps's STATUS column for a container in state `st`."""
-    if st in ("running", "paused"):
-        up = ago(rec.get("started", "")).replace(" ago", "")
-        return f"Up {up}" + (" (Paused)" if st == "paused" else "")
-    if st == "restarting":
-        return f"Restarting ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
-    if st == "exited":
-        return f"Exited ({rec.get('exitCode', 0)}) {ago(rec.get('finished', ''))}"
-    return "Created"
-
-
-def _filters(specs: list[str]) -> list[tuple[str, str]]:
-    out = []
+def _filters(specs: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
     for f in specs:
         k, eq, v = f.partition("=")
-        if not eq or k not in ("status", "name", "id", "label", "ancestor", "exited"):
-            raise ocispec.OptionError(f"invalid filter {f!r}: "
-                                      "status=, name=, id=, label=, ancestor= or exited=")
-        out.append((k, v))
+        if not eq:
+            raise ocispec.OptionError(f"invalid filter {f!r}: KEY=VALUE")
+        out.setdefault(k, []).append(v)
     return out
 
 
-def _matches(rec: dict, state: str, flt: list[tuple[str, str]]) -> bool:
-    by: dict[str, list[bool]] = {}
-    for k, v in flt:  # docker: different keys AND, the same key ORs -- except labels: all must hold
-        if k == "status":
-            ok = state == v
-        elif k == "name":
-            ok = v in rec["name"]
-        elif k == "id":
-            ok = rec["id"].startswith(v)
-        elif k == "label":
-            lk, eq, lv = v.partition("=")
-            labels = rec.get("labels") or {}
-            ok = lk in labels and (not eq or labels[lk] == lv)
-        elif k == "ancestor":
-            ok = v in (rec.get("imageName"), rec.get("image"), familiar(rec.get("imageName") or "")) or \
-                (rec.get("image") or "").removeprefix("sha256:").startswith(v)
-        else:  # exited=CODE
-            ok = state == "exited" and str(rec.get("exitCode", 0)) == v
-        by.setdefault(k, []).append(ok)
-    return all(all(v) if k == "label" else any(v) for k, v in by.items())
-
-
 def ps(e: Engine, args) -> int:
+    from kobako.engine.views import container_list, container_status
     rows = []
-    flt = _filters(args.filter)
-    for rec in e.containers.all():
-        state, status = _status(e, rec)
-        if not args.all and state not in ("running", "paused", "restarting") and not \
-                any(k in ("status", "exited") for k, _ in flt):
-            continue
-        if flt and not _matches(rec, state, flt):
-            continue
+    last = 1 if args.latest else args.last if args.last is not None else -1
+    states = [(rec, e.state(rec)) for rec in e.containers.all()]
+    for rec, state in container_list(e, states, _filters(args.filter), bool(args.all), last):
+        status = container_status(rec, state)
         cmd = " ".join((rec.get("options") or {}).get("command") or [])
         rows.append({"ID": rec["id"] if args.no_trunc else rec["id"][:12],
                      "Image": familiar(rec["imageName"]),
@@ -964,7 +722,25 @@ RUN_OPTS = [
     opt("--userns", "userns", "str", None, "host, auto[:size=N], private or container:NAME"),
     opt("--uidmap", "uidmap", "list", None, "map container uids CTR:HOST:SIZE (a user namespace)"),
     opt("--gidmap", "gidmap", "list", None, "map container gids CTR:HOST:SIZE"),
-    opt("--log-opt", "log_opt", "list", None, "json-file options: max-size=10m, max-file=3"),
+    opt("--log-driver", "log_driver", "str", None, "json-file (default), local or none"),
+    opt("--log-opt", "log_opt", "list", None, "log driver options: max-size=10m, max-file=3, compress=true"),
+    opt("--group-add", "group_add", "list", None, "an additional group (name or GID) of the process"),
+    opt("--link", "link", "list", None, "a legacy link to a running container NAME[:ALIAS]"),
+    opt("--memory-swappiness", "memory_swappiness", "int", None, "0 to 100: how eagerly to swap"),
+    opt("--oom-kill-disable", "oom_kill_disable", help="do not OOM-kill the container (cgroup v1)"),
+    opt("--oom-score-adj", "oom_score_adj", "int", None, "the OOM score adjustment, -1000 to 1000"),
+    opt("--cpuset-mems", "cpuset_mems", "str", None, "memory nodes to use (0-3, 0,1)"),
+    opt("--cpu-period", "cpu_period", "int", None, "CFS period in microseconds"),
+    opt("--cpu-quota", "cpu_quota", "int", None, "CFS quota in microseconds"),
+    opt("--device-cgroup-rule", "device_cgroup_rule", "list", None, "a device rule, e.g. 'c 7:128 rwm'"),
+    opt("--runtime", "runtime", "str", None, "accepted: runc (kobako's own runtime)"),
+    opt("--isolation", "isolation", "str", None, "accepted: default"),
+    opt("--health-cmd", "health_cmd", "str", None, "a command (run by the shell) that checks health"),
+    opt("--health-interval", "health_interval", "str", None, "time between checks (default 30s)"),
+    opt("--health-timeout", "health_timeout", "str", None, "time a check may take (default 30s)"),
+    opt("--health-retries", "health_retries", "int", None, "failures in a row that mean unhealthy"),
+    opt("--health-start-period", "health_start_period", "str", None, "grace time before failures count"),
+    opt("--no-healthcheck", "no_healthcheck", help="disable the image's HEALTHCHECK"),
     opt("--platform", "platform", "str", None, "os/arch[/variant] of the image to pull and run"),
 ]
 STOP_T = opt("-t --time", "time", "int", None, "seconds to wait before killing it (default 10)")
@@ -1033,7 +809,10 @@ COMMANDS = {
         opt("-a --all", "all", help="show all containers (default: running ones)"),
         opt("-q --quiet", "quiet", help="only IDs"),
         opt("--no-trunc", "no_trunc", help="do not truncate output"),
-        opt("-f --filter", "filter", "list", None, "status=, name=, id=, label=, ancestor=, exited="),
+        opt("-f --filter", "filter", "list", None, "id, name, label, status, exited, ancestor, before, "
+            "since, volume, network, publish, expose, health (docker's)"),
+        opt("-n --last", "last", "int", None, "the N most recently created containers (all states)"),
+        opt("-l --latest", "latest", help="the most recently created container (all states)"),
         opt("-s --size", "size", help="show the size of each container's changes"),
         opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")], max_args=0), ps),
     "container prune": (Command("container prune", "[OPTIONS]", "Remove all stopped containers", [

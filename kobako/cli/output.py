@@ -4,8 +4,8 @@ and `--format` with the Go-template subset people use ({{.Field}}, {{json .}}, t
 from __future__ import annotations
 
 import sys
-import time
 
+from kobako.engine.views import ago, parse_time  # noqa: F401 - re-exported for the CLI
 from kobako.image.reference import familiar  # noqa: F401 - re-exported for the CLI
 
 
@@ -15,38 +15,6 @@ def human_size(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
         n /= 1000
     return f"{n}"
-
-
-def parse_time(iso: str) -> float:
-    hit = _PARSED.get(iso)
-    if hit is None:
-        hit = _PARSED[iso] = _parse_time(iso) if len(_PARSED) < 4096 else _parse_time(iso)
-    return hit
-
-
-_PARSED: dict[str, float] = {}  # strptime is ~30 µs; `ps` and the API parse the same stamps again and again
-
-
-def _parse_time(iso: str) -> float:
-    import calendar
-    try:
-        base = iso[:19]
-        return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
-    except (ValueError, TypeError):
-        return 0.0
-
-
-def ago(iso: str) -> str:
-    t = parse_time(iso)
-    if not t:
-        return "N/A"
-    d = max(0, time.time() - t)
-    for n, unit in ((31536000, "year"), (2592000, "month"), (604800, "week"), (86400, "day"),
-                    (3600, "hour"), (60, "minute")):
-        if d >= n:
-            k = int(d // n)
-            return f"{k} {unit}{'s' if k > 1 else ''} ago"
-    return "Less than a second ago" if d < 1 else f"{int(d)} seconds ago"
 
 
 def table(headers: list[str], rows: list[list[str]], out=None) -> None:

@@ -21,20 +21,29 @@ def now_iso() -> str:
 class JsonLog:
     """Docker's json-file driver: one {"log","stream","time"} object per line, rotated by size."""
 
-    def __init__(self, path: str, max_size: int = LOG_MAX, max_files: int = LOG_FILES) -> None:
+    def __init__(self, path: str, max_size: int = LOG_MAX, max_files: int = LOG_FILES,
+                 compress: bool = False) -> None:
         self.path = path
         self.max_size = max_size
         self.max_files = max_files
+        self.compress = compress  # rotated files gzipped: <id>-json.log.1.gz ...
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self.size = os.fstat(self.fd).st_size
         self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
 
     @classmethod
     def of_container(cls, cdir: str, rec: dict) -> JsonLog:
-        """The log <cdir>/<id>-json.log, rotated as the container's --log-opt says."""
+        """The log <cdir>/<id>-json.log, rotated as the container's --log-opt says. The `local`
+        driver keeps the same file with Docker's local defaults (20 MB x 5, compressed); `none`
+        keeps nothing."""
         opts = rec.get("logOptions") or {}
-        return cls(os.path.join(cdir, f"{rec['id']}-json.log"), int(opts.get("max-size", LOG_MAX)),
-                   int(opts.get("max-file", LOG_FILES)))
+        driver = opts.get("driver", "json-file")
+        if driver == "none":
+            return cls(os.devnull, 0, 1)
+        size, files, compress = (20 << 20, 5, True) if driver == "local" else (LOG_MAX, LOG_FILES, False)
+        compress = str(opts.get("compress", compress)).lower() in ("true", "1")
+        return cls(os.path.join(cdir, f"{rec['id']}-json.log"), int(opts.get("max-size", size)),
+                   int(opts.get("max-file", files)), compress)
 
     def write(self, stream: str, data: bytes) -> None:
         buf = self.partial[stream] + data
@@ -49,8 +58,14 @@ class JsonLog:
             text = line.decode("utf-8", "replace") + ("\n" if i < len(lines) - 1 or buf.endswith(b"\n")
                                                       or self.partial[stream] == b"" else "")
             out.append(jsonfast.dumps({"log": text, "stream": stream, "time": stamp}) + "\n")
-        if out:
-            self._append("".join(out).encode())
+        if not out:
+            return
+        blob = "".join(out).encode()
+        if not self.max_size or self.size + len(blob) <= self.max_size:
+            self._append(blob)
+        else:  # rotate between messages, as Docker's json-file does, however much came at once
+            for entry in out:
+                self._append(entry.encode())
 
     def flush(self) -> None:
         for stream, rest in self.partial.items():
@@ -70,15 +85,29 @@ class JsonLog:
 
     def _rotate(self) -> None:
         os.close(self.fd)
-        for i in range(self.max_files - 1, 0, -1):
-            src = self.path if i == 1 else f"{self.path}.{i - 1}"
-            if os.path.exists(src):
-                os.replace(src, f"{self.path}.{i}")
+        gz = ".gz" if self.compress else ""
+        for i in range(self.max_files - 1, 1, -1):
+            if os.path.exists(f"{self.path}.{i - 1}{gz}"):
+                os.replace(f"{self.path}.{i - 1}{gz}", f"{self.path}.{i}{gz}")
         if self.max_files <= 1:
             os.unlink(self.path)
+        elif self.compress:
+            _gzip(self.path, f"{self.path}.1.gz")
+        else:
+            os.replace(self.path, f"{self.path}.1")
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self.size = 0
 
     def close(self) -> None:
         self.flush()
         os.close(self.fd)
+
+
+def _gzip(src: str, dest: str) -> None:
+    """The rotated file compressed in place of itself (written aside, then renamed)."""
+    import gzip
+    import shutil
+    with open(src, "rb") as f, gzip.open(dest + ".tmp", "wb", compresslevel=6) as out:
+        shutil.copyfileobj(f, out, 1 << 20)
+    os.replace(dest + ".tmp", dest)
+    os.unlink(src)

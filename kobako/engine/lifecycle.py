@@ -14,6 +14,7 @@ import time
 from kobako import errors, paths
 from kobako.engine import ocispec
 from kobako.engine.records import ContainerConflict, ContainerError, ContainerNotFound, ContainerStore
+from kobako.engine.spec import ContainerSpec
 from kobako.image.store import ImageStore, now_iso
 from kobako.storage.snapshots import Snapshots
 
@@ -145,12 +146,30 @@ class Engine:
             return "stopped"
 
     # -- create ----------------------------------------------------------------
-    def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, name: str | None,
-               remove: bool = False, starting: bool = False) -> dict:
-        """`starting`: `run` in the foreground starts it at once; the record says so from the
-        start, which saves a rewrite on the start-up path."""
+    def create_container(self, spec: ContainerSpec, image: dict, image_name: str,
+                         starting: bool = False) -> dict:
+        """Create a container: the image's config merged under the spec (as dockerd stores
+        it), the spec planned against the engine's state, then made."""
+        from kobako.engine import spec as specs
+        img_cfg = self.image_config(image)
+        specs.merge_image(spec.config, img_cfg)
+        spec.config["Image"] = image_name
+        opts = specs.plan(self, spec, img_cfg)
+        return self.create(image, image_name, opts, spec, starting, img_cfg)
+
+    def image_config(self, image: dict) -> dict:
         from kobako.runtime import jsonfast
-        img_cfg = (jsonfast.loads(self.images.content.read(image["id"])).get("config") or {})
+        return jsonfast.loads(self.images.content.read(image["id"])).get("config") or {}
+
+    def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, spec: ContainerSpec,
+               starting: bool = False, img_cfg: dict | None = None) -> dict:
+        """A container from its spec (engine/spec.py) and the run options planned from it.
+        `starting`: `run` in the foreground starts it at once; the record says so from the
+        start, which saves a rewrite on the start-up path."""
+        c, h = spec.config, spec.host
+        remove = h["AutoRemove"]
+        if img_cfg is None:
+            img_cfg = self.image_config(image)
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
         vols = []
         if opts.volumes:
@@ -164,8 +183,26 @@ class Engine:
             "status": "running" if starting else "created", "chainIds": image["chainIds"], "volumes": vols,
             **({"started": now_iso()} if starting else {}),
             "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty,
-                        "autoRemove": remove},
+                        "autoRemove": remove, "interactive": c["OpenStdin"]},
+            **spec.record(),
         }
+        rp = h["RestartPolicy"]
+        if rp["Name"] not in ("", "no"):
+            first["restartPolicy"] = rp
+        if c["StopSignal"]:
+            first["stopSignal"] = c["StopSignal"]
+        if c["StopTimeout"] is not None:
+            first["stopTimeout"] = c["StopTimeout"]
+        if c["Labels"]:
+            first["labels"] = c["Labels"]
+        log = h["LogConfig"]
+        if log["Config"] or log["Type"] != "json-file":
+            first["logOptions"] = {"driver": log["Type"], **{
+                k: ocispec.parse_size(v) if k == "max-size" else int(v) if k == "max-file" else v
+                for k, v in log["Config"].items() if k in ("max-size", "max-file", "compress")}}
+        if opts.join_ids:
+            first["joinNamespaces"] = dict(opts.join_ids)
+        name = spec.name
         if opts.userns is None:
             rec = self.containers.create(first, name)
         else:  # the range is taken and recorded under one lock: no two containers share one
@@ -183,6 +220,11 @@ class Engine:
             fault("create:dirs")
             mount = self.snapshots.mount_for(image["chainIds"], upper, work, volatile=remove)
             user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
+            if opts.group_add:
+                user = (user[0], user[1], user[2] + [self.resolve_group(image["chainIds"], g)
+                                                     for g in opts.group_add])
+            if opts.links:
+                self._links(rec, opts)
             for host, _, _ in opts.binds:
                 if not os.path.exists(host):
                     os.makedirs(host, 0o755)  # docker -v creates a missing host directory
@@ -196,10 +238,10 @@ class Engine:
                 vstore.seed(v["name"], lowers, v["destination"])
                 opts.binds.append((vstore.mountpoint(v["name"]), v["destination"], v["readOnly"]))
                 opts.idmapped.add(v["destination"])  # stored unshifted, like the layers
-            spec = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
+            config = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
             from kobako.runtime import jsonfast
             with open(os.path.join(bundle, "config.json"), "w") as f:
-                f.write(jsonfast.dumps(spec))
+                f.write(jsonfast.dumps(config))
             fault("create:bundle")
             rec["bundle"] = bundle
             if net is not None:
@@ -318,6 +360,55 @@ class Engine:
                     raise ContainerError(f"unable to find group {g}: no matching entries in group file")
                 gid = r[0]
         return uid, gid, []
+
+    def remove_link(self, rec: dict, alias: str) -> None:
+        """A legacy link goes from the container's spec (its variables stay in a running
+        process, as with Docker)."""
+        from kobako.engine.records import ContainerNotFound
+        links = list((rec.get("hostConfig") or {}).get("Links") or [])
+        keep = [x for x in links if (x.partition(":")[2] or x.partition(":")[0]).rsplit("/", 1)[-1] != alias]
+        if keep == links:
+            raise ContainerNotFound(f"no such link: /{rec['name']}/{alias}")
+        self.containers.update(rec["id"], hostConfig={**rec["hostConfig"], "Links": keep or None})
+
+    def resolve_group(self, chains: list[str], group: str) -> int:
+        """--group-add: a number, or a name in the image's /etc/group."""
+        if group.isdigit():
+            return int(group)
+        for line in (self.image_file(chains, "etc/group") or "").splitlines():
+            f = line.split(":")
+            if len(f) >= 3 and f[0] == group and f[2].isdigit():
+                return int(f[2])
+        raise ContainerError(f"unable to find group {group}: no matching entries in group file")
+
+    def _links(self, rec: dict, opts: ocispec.RunOptions) -> None:
+        """Legacy --link: each linked container's address under its alias and name in
+        /etc/hosts, and Docker's variables (ALIAS_NAME, ALIAS_ENV_*, ALIAS_PORT_*)."""
+        from kobako.network.endpoints import Endpoints
+        eps = Endpoints(self.root, self.run_dir)
+        for link in opts.links:
+            other = self.containers.get(link["id"]) or {}
+            st = eps.state(link["id"]) or {}
+            ip = next((n["ip"] for n in (st.get("networks") or {}).values() if n.get("ip")), "")
+            alias, prefix = link["alias"], link["alias"].upper().replace("-", "_")
+            if ip:
+                opts.extra_hosts.append((f"{alias} {other.get('name', '')} {link['id'][:12]}", ip))
+            env = [f"{prefix}_NAME=/{rec['name']}/{alias}"]
+            skip = ("HOME=", "PATH=", "HOSTNAME=")
+            for v in (other.get("config") or {}).get("Env") or []:
+                if "=" in v and not v.startswith(skip):
+                    env.append(f"{prefix}_ENV_{v}")
+            exposed = sorted((other.get("config") or {}).get("ExposedPorts") or {},
+                             key=lambda p: (int(p.partition("/")[0].split("-")[0]), p))
+            for i, port in enumerate(exposed):
+                num, _, proto = port.partition("/")
+                proto = proto or "tcp"
+                url = f"{proto}://{ip}:{num}"
+                if i == 0:
+                    env.append(f"{prefix}_PORT={url}")
+                key = f"{prefix}_PORT_{num}_{proto.upper()}"
+                env += [f"{key}={url}", f"{key}_ADDR={ip}", f"{key}_PORT={num}", f"{key}_PROTO={proto}"]
+            opts.link_env += env
 
     def image_file(self, chains: list[str], rel: str) -> str | None:
         """A small file as the container would see it: the topmost layer that has it wins."""

@@ -10,11 +10,15 @@ from collections.abc import Iterator
 
 
 def files(cdir: str, cid: str) -> list[str]:
-    """Oldest first: <id>-json.log.2, .1, then the live file."""
-    base = os.path.join(cdir, f"{cid}-json.log")
-    rotated = sorted((p for p in (f"{base}.{i}" for i in range(1, 10)) if os.path.exists(p)),
-                     key=lambda p: -int(p.rsplit(".", 1)[1]))
-    return rotated + ([base] if os.path.exists(base) else [])
+    """Oldest first: <id>-json.log.2, .1 (or .2.gz, .1.gz when compressed), then the live file."""
+    name = f"{cid}-json.log"
+    try:
+        here = os.listdir(cdir)
+    except OSError:
+        return []
+    rotated = sorted((f for f in here if f.startswith(name + ".") and f[len(name) + 1:].removesuffix(".gz")
+                      .isdigit()), key=lambda f: -int(f[len(name) + 1:].removesuffix(".gz")))
+    return [os.path.join(cdir, f) for f in rotated + ([name] if name in here else [])]
 
 
 def parse_since(s: str) -> float:
@@ -53,7 +57,12 @@ def parse_time(s: str) -> float:
 def entries(cdir: str, cid: str) -> Iterator[dict]:
     for p in files(cdir, cid):
         try:
-            with open(p, "rb") as f:
+            if p.endswith(".gz"):
+                import gzip
+                opener = gzip.open
+            else:
+                opener = open
+            with opener(p, "rb") as f:
                 for line in f:
                     try:
                         yield json.loads(line)

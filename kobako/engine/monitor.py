@@ -106,6 +106,10 @@ class Box:
         self.stopping = False
         self.gen = 0  # the PID of the runtime child that started it: its network's generation
         self.size: tuple[int, int] | None = None  # a resize that came before the pty did
+        self.health: dict | None = None  # its healthcheck (engine/health.py), while it runs
+        self.probe = None  # the check in flight (health.Probe)
+        self.next_probe = 0.0
+        self.started_at = 0.0
 
 
 class Monitor:
@@ -140,6 +144,9 @@ class Monitor:
             timeout = 1.0
             if self.pending:
                 timeout = max(0.0, min(p[0] for p in self.pending) - time.monotonic())
+            due = [b.probe.deadline if b.probe else b.next_probe for b in self.boxes.values() if b.health]
+            if due:
+                timeout = min(timeout, max(0.0, min(due) - time.monotonic()))
             for key, _ in self.sel.select(timeout):
                 kind, ctx = key.data
                 # The monitor holds every detached container's stdio: one failing event (a full
@@ -162,7 +169,7 @@ class Monitor:
                         self.flush_stdin(ctx)
                 except Exception as e:  # noqa: BLE001 - logged, the loop goes on
                     self.complain(f"{kind}: {type(e).__name__}: {e}")
-            for step in (self.reap, self.due_restarts):
+            for step in (self.reap, self.due_restarts, self.due_probes):
                 try:
                     step()
                 except Exception as e:  # noqa: BLE001
@@ -401,8 +408,15 @@ class Monitor:
         if text.startswith("OK "):
             box.pid = int(text.split()[1])
             self.by_pid[box.pid] = box
+            from kobako.engine import health
+            box.health = health.settings(self.record(box.cid) or {})
+            more: dict = {}
+            if box.health:  # Docker's first check comes one Interval after the start
+                box.started_at = time.monotonic()
+                box.next_probe = box.started_at + box.health["Interval"] / health.SECOND
+                more["health"] = health.starting()
             rec = update_record(box.cdir, status="running", pid=box.pid, started=now_iso(),
-                                restartCount=box.restarts, monitorPid=os.getpid()) or {}
+                                restartCount=box.restarts, monitorPid=os.getpid(), **more) or {}
             self.event(rec, box.cid, "start")
             if conn is not None:
                 self.reply(conn, {"ok": True, "pid": box.pid, "tty": box.tty})
@@ -502,6 +516,8 @@ class Monitor:
                 if what == "runtime":
                     box, rep_r, conn = ctx  # type: ignore[misc]
                     self.started(box, rep_r, conn, code)
+                elif what == "health":
+                    self.probed(ctx, code)  # type: ignore[arg-type]
                 continue
             box = self.by_pid.pop(pid, None)
             if box is not None:
@@ -567,6 +583,11 @@ class Monitor:
                 self.fan_out(box, stream, data)
 
     def finish(self, box: Box, code: int, error: str | None = None) -> None:
+        box.health = None
+        if box.probe is not None:  # its helper is reaped later; its result is not wanted
+            box.probe.kill()
+            box.probe.close()
+            box.probe = None
         for fd in list(box.fds):
             self.sel.unregister(fd)
             os.close(fd)
@@ -628,6 +649,41 @@ class Monitor:
             delay = min(0.1 * (2 ** box.restarts), 60.0)  # Docker's back-off: 100 ms, doubling
             update_record(box.cdir, restartCount=box.restarts + 1, status="restarting")
             self.pending.append((time.monotonic() + delay, cid))
+
+    def due_probes(self) -> None:
+        """Start the checks that are due; end the ones that overran their Timeout."""
+        from kobako.engine import health
+        now = time.monotonic()
+        for box in list(self.boxes.values()):
+            if not box.health or not box.pid:
+                continue
+            if box.probe is not None:
+                box.probe.read()  # a chatty check must not block on a full pipe
+                if now >= box.probe.deadline and not box.probe.timed_out:
+                    box.probe.kill()
+            elif now >= box.next_probe:
+                box.probe = health.spawn(self.rt_root, box.cid, box.health["Test"], self.run,
+                                         box.health["Timeout"] / health.SECOND, now_iso())
+                self.helpers[box.probe.pid] = ("health", box)
+
+    def probed(self, box: Box, code: int) -> None:
+        """A check ended: its result into State.Health; an event when the status changes."""
+        from kobako.engine import health
+        probe, box.probe = box.probe, None
+        if probe is None or not box.health:
+            return  # the container ended meanwhile
+        output = probe.close()
+        if probe.timed_out:
+            code = -1
+            output = f"Health check exceeded timeout ({box.health['Timeout'] / health.SECOND:g}s)"
+        rec = self.record(box.cid) or {}
+        before = rec.get("health") or health.starting()
+        now = time.monotonic()
+        after = health.result(before, box.health, box.started_at, probe.start, now_iso(), code, output, now)
+        rec = update_record(box.cdir, health=after) or rec
+        if after["Status"] != before.get("Status"):
+            self.event(rec, box.cid, f"health_status: {after['Status']}")
+        box.next_probe = now + box.health["Interval"] / health.SECOND
 
     def due_restarts(self) -> None:
         now = time.monotonic()

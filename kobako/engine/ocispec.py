@@ -83,6 +83,18 @@ class RunOptions:
         self.init: str | None = None  # --init: a static init binary on the host (tini-static)
         self.userns = None  # engine/userns.Userns: --userns, --uidmap, --gidmap
         self.idmapped: set[str] = set()  # bind destinations mounted idmapped (-v SRC:DST:idmap)
+        self.group_add: list[str] = []  # --group-add: names (the image's /etc/group) or numbers
+        self.device_rules: list[tuple[str, int, int, str]] = []  # --device-cgroup-rule (type, ma, mi, rwm)
+        self.masked_paths: list[str] | None = None  # None: Docker's defaults
+        self.readonly_paths: list[str] | None = None
+        self.cpu_period: int | None = None
+        self.cpu_quota: int | None = None
+        self.cpuset_mems: str | None = None
+        self.memory_swappiness: int | None = None
+        self.oom_kill_disable = False
+        self.oom_score_adj: int | None = None
+        self.links: list[dict] = []  # --link: {"id", "name", "alias"} of running containers
+        self.link_env: list[str] = []  # the variables --link gives (engine/lifecycle.py fills them)
 
 
 ALL_CAPS = capabilities.NAMES  # in bit order: host_caps() indexes it by the CapBnd mask
@@ -220,14 +232,13 @@ def command_of(image_cfg: dict, opts: RunOptions) -> list[str]:
 
 
 def merge_env(image_env: list[str], extra: list[str]) -> list[str]:
+    """The image's variables, then the container's by name. An entry without '=' has no value
+    to give (the CLI takes `-e NAME` from its own environment before it gets here)."""
     out: dict[str, str] = {}
     for e in list(image_env) + list(extra):
         k, eq, v = e.partition("=")
-        if not eq:  # -e NAME: take it from the caller's environment, as docker does
-            if k in os.environ:
-                out[k] = f"{k}={os.environ[k]}"
-            continue
-        out[k] = e
+        if eq:
+            out[k] = e
     if "PATH" not in out:
         out = {"PATH": DEFAULT_PATH, **out}
     return list(out.values())
@@ -241,7 +252,7 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     proc["args"] = command_of(image_cfg, opts)
     if opts.init:  # Docker's --init: tini as PID 1 reaps zombies and forwards signals
         proc["args"] = [INIT_PATH, "--"] + proc["args"]
-    env = merge_env(image_cfg.get("Env") or [], opts.env)
+    env = merge_env(image_cfg.get("Env") or [], opts.link_env + opts.env)
     if opts.tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
     proc["env"] = env
@@ -271,7 +282,8 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     linux = cfg["linux"]
     res: dict = {"devices": [{"allow": False, "access": "rwm"}]}
     linux["resources"] = res
-    if opts.memory or opts.memory_reservation or opts.memory_swap:
+    if opts.memory or opts.memory_reservation or opts.memory_swap or opts.memory_swappiness is not None \
+            or opts.oom_kill_disable:
         mem: dict = {}
         if opts.memory:
             mem["limit"] = opts.memory
@@ -279,14 +291,24 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
             mem["swap"] = opts.memory_swap if opts.memory_swap else opts.memory
         if opts.memory_reservation:
             mem["reservation"] = opts.memory_reservation
+        if opts.memory_swappiness is not None:
+            mem["swappiness"] = opts.memory_swappiness
+        if opts.oom_kill_disable:
+            mem["disableOOMKiller"] = True
         res["memory"] = mem
     cpu: dict = {}
     if opts.cpus:
         cpu["period"], cpu["quota"] = 100000, int(opts.cpus * 100000)
+    if opts.cpu_period:
+        cpu["period"] = opts.cpu_period
+    if opts.cpu_quota:
+        cpu["quota"] = opts.cpu_quota
     if opts.cpu_shares:
         cpu["shares"] = opts.cpu_shares
     if opts.cpuset_cpus:
         cpu["cpus"] = opts.cpuset_cpus
+    if opts.cpuset_mems:
+        cpu["mems"] = opts.cpuset_mems
     if cpu:
         res["cpu"] = cpu
     if opts.pids_limit:
@@ -305,6 +327,21 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
         linux.setdefault("devices", []).append({"path": ctr, "type": kind, "major": major, "minor": minor,
                                                 "fileMode": st.st_mode & 0o777, "uid": 0, "gid": 0})
         res["devices"].append({"allow": True, "type": kind, "major": major, "minor": minor, "access": perms})
+    for kind, major, minor, access in opts.device_rules:  # --device-cgroup-rule
+        rule: dict = {"allow": True, "access": access}
+        if kind != "a":
+            rule["type"] = kind
+        if major >= 0:
+            rule["major"] = major
+        if minor >= 0:
+            rule["minor"] = minor
+        res["devices"].append(rule)
+    if opts.oom_score_adj is not None:
+        proc["oomScoreAdj"] = opts.oom_score_adj
+    if opts.masked_paths is not None:
+        linux["maskedPaths"] = list(opts.masked_paths)
+    if opts.readonly_paths is not None:
+        linux["readonlyPaths"] = list(opts.readonly_paths)
     gone = {"pid": "pid", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup"}
     for ns in opts.host_ns:
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != gone[ns]]

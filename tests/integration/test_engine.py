@@ -480,7 +480,7 @@ def test_join_another_containers_pid_namespace_and_log_options(k: Kobako):
         k("rm", "-f", "nsrc")
     assert_user_error(k("run", "--rm", "--userns", "keep-id", IMG, "true", check=False), "--userns")
     assert_user_error(k("run", "--rm", "--pull", "sometimes", IMG, "true", check=False), "--pull")
-    assert_user_error(k("run", "--rm", "--log-opt", "color=red", IMG, "true", check=False), "--log-opt")
+    assert_user_error(k("run", "--rm", "--log-opt", "color=red", IMG, "true", check=False), "unknown log opt")
     assert_user_error(k("run", "--rm", "--pid", "container:nope", IMG, "true", check=False),
                       "no such container")
 

@@ -98,7 +98,7 @@ def test_default_bridge_container_to_gateway_and_to_container(k: Kobako, www: Pa
     try:
         doc = _inspect(k, "nb-web")
         net = doc["NetworkSettings"]["Networks"]["bridge"]
-        assert doc["HostConfig"]["NetworkMode"] == "bridge"
+        assert doc["HostConfig"]["NetworkMode"] == "default"  # dockerd 20.10 (API 1.41) keeps "default"
         assert net["IPAddress"] and net["Gateway"] and net["MacAddress"].startswith("02:42:")
         ns = doc["NetworkSettings"]["SandboxKey"]
         assert os.path.basename(ns) in _netns()  # `ip netns` lists the running container

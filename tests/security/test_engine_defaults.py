@@ -85,4 +85,4 @@ def test_bad_security_flags_are_one_line(k: Kobako):
                         check=False), "no such profile")
     assert_user_error(k("run", "--rm", "--security-opt", "bogus", IMG, "true", check=False), "security-opt")
     assert_user_error(k("run", "--rm", "--pid", "container:x", IMG, "true", check=False), "no such container")
-    assert_user_error(k("run", "--rm", "--uts", "container:x", IMG, "true", check=False), "--uts")
+    assert_user_error(k("run", "--rm", "--uts", "container:x", IMG, "true", check=False), "UTS mode")

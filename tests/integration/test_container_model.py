@@ -1,0 +1,215 @@
+"""The engine's container model through both front ends: what a create body or run's flags
+ask for is applied and comes back in inspect (the Docker API and the CLI render the same
+view), healthchecks run, log drivers write what they should, legacy links, group-add; bad
+input is refused with dockerd's status and nothing is made."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from engine_support import Kobako, assert_user_error
+
+pytestmark = pytest.mark.root
+IMG = "kbt/busybox:1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def k(session_base: Path, busybox_rootfs: Path):
+    k = Kobako(session_base / "model")
+    k("import", str(busybox_rootfs), IMG)
+    k.sock = str(session_base / "model" / "docker.sock")
+    log = open(session_base / "model" / "service.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", k.sock],
+                         env=k.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        if os.path.exists(k.sock):
+            break
+        time.sleep(0.05)
+    yield k
+    for cid in k("ps", "-aq", check=False).stdout.split():
+        k("rm", "-f", cid, check=False)
+    p.terminate()
+    p.wait(timeout=10)
+    log.close()
+    assert "Traceback" not in (session_base / "model" / "service.log").read_text()
+
+
+def call(k, method: str, path: str, body: object = None) -> tuple[int, object]:
+    c = http.client.HTTPConnection("localhost")
+    c.sock = socket.socket(socket.AF_UNIX)
+    c.sock.connect(k.sock)
+    data = json.dumps(body).encode() if body is not None else None
+    c.request(method, "/v1.41" + path, body=data, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    return r.status, (json.loads(raw) if raw else None)
+
+
+def create(k, body: dict, name: str | None = None) -> str:
+    st, out = call(k, "POST", "/containers/create" + (f"?name={name}" if name else ""), body)
+    assert st == 201, out
+    return out["Id"]
+
+
+def wait_until(fn, timeout: float = 15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.2)
+    return fn()
+
+
+def test_create_body_round_trips_through_inspect(k):
+    body = {"Image": IMG, "Cmd": ["true"], "Env": ["Foo", "A=1"], "StopTimeout": 25, "StopSignal": "SIGUSR1",
+            "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 10**9},
+            "HostConfig": {"NetworkMode": "none", "PidMode": "host", "UTSMode": "host",
+                           "CgroupnsMode": "private", "Init": True, "Isolation": "default",
+                           "Runtime": "runc", "GroupAdd": ["1000"],
+                           "DeviceCgroupRules": ["c 7:128 rwm"], "MemorySwappiness": 0, "Memory": 64 << 20,
+                           "MemorySwap": 128 << 20, "CpuShares": 512, "CpusetCpus": "0", "OomScoreAdj": 10,
+                           "Tmpfs": {"/run": "size=1m"}, "ShmSize": 1 << 20, "VolumeDriver": "foo",
+                           "LogConfig": {"Type": "json-file", "Config": {"max-file": "100"}},
+                           "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3}}}
+    cid = create(k, body, "model-rt")
+    st, doc = call(k, "GET", f"/containers/{cid}/json")
+    assert st == 200
+    h, c = doc["HostConfig"], doc["Config"]
+    for key in ("PidMode", "UTSMode", "CgroupnsMode", "Init", "Isolation", "Runtime", "GroupAdd",
+                "DeviceCgroupRules", "MemorySwappiness", "Memory", "MemorySwap", "CpuShares", "CpusetCpus",
+                "OomScoreAdj", "Tmpfs", "ShmSize", "VolumeDriver", "LogConfig", "RestartPolicy"):
+        assert h[key] == body["HostConfig"][key], key
+    assert "Foo" in c["Env"] and "A=1" in c["Env"]
+    assert c["StopTimeout"] == 25 and c["StopSignal"] == "SIGUSR1"
+    assert c["Healthcheck"]["Test"] == ["CMD-SHELL", "true"]
+    assert doc["State"]["Health"]["Status"] == "starting"
+    assert set(doc) >= {"Id", "Created", "Path", "Args", "State", "Image", "Name", "HostConfig", "Config",
+                        "Mounts", "NetworkSettings", "LogPath", "GraphDriver", "RestartCount"}
+    cli = json.loads(k("inspect", "model-rt").stdout)[0]  # the CLI renders the same view
+    assert cli["HostConfig"] == h and cli["Config"] == c
+    k("rm", "-f", "model-rt")
+
+
+def test_cli_flags_reach_the_same_fields(k):
+    k("create", "--name", "model-cli", "--network", "none", "--group-add", "1000", "--init",
+      "--stop-timeout", "7", "--memory-swappiness", "0", "--log-opt", "max-size=1m",
+      "--health-cmd", "true", "--health-interval", "2s", "--device-cgroup-rule", "c 7:128 rwm", IMG, "true")
+    doc = json.loads(k("inspect", "model-cli").stdout)[0]
+    h = doc["HostConfig"]
+    assert h["GroupAdd"] == ["1000"] and h["Init"] is True and h["MemorySwappiness"] == 0
+    assert h["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m"}}
+    assert h["DeviceCgroupRules"] == ["c 7:128 rwm"] and doc["Config"]["StopTimeout"] == 7
+    assert doc["Config"]["Healthcheck"]["Interval"] == 2 * 10**9
+    k("rm", "model-cli")
+
+
+def test_group_add_and_env_without_value_reach_the_process(k):
+    cid = create(k, {"Image": IMG, "Cmd": ["sh", "-c", "id -G; env"], "Env": ["Foo", "Bar=2"],
+                     "HostConfig": {"NetworkMode": "none", "GroupAdd": ["1000", "1001"]}})
+    assert call(k, "POST", f"/containers/{cid}/start")[0] == 204
+    assert call(k, "POST", f"/containers/{cid}/wait")[1]["StatusCode"] == 0
+    out = k("logs", cid).stdout
+    assert {"1000", "1001"} <= set(out.splitlines()[0].split()) and "Bar=2" in out
+    k("rm", cid)
+
+
+def test_healthchecks_pass_fail_show_in_ps_and_events(k):
+    k("run", "-d", "--name", "model-ok", "--network", "none", "--health-cmd", "echo fine",
+      "--health-interval", "500ms", "--health-retries", "1", IMG, "sleep", "60")
+    k("run", "-d", "--name", "model-bad", "--network", "none", "--health-cmd", "echo sick; exit 1",
+      "--health-interval", "500ms", "--health-retries", "2", IMG, "sleep", "60")
+    k("run", "-d", "--name", "model-slow", "--network", "none", "--health-cmd", "sleep 5",
+      "--health-interval", "500ms", "--health-timeout", "300ms", "--health-retries", "1", IMG, "sleep", "60")
+
+    def health(name):
+        return json.loads(k("inspect", name).stdout)[0]["State"]["Health"]
+    assert wait_until(lambda: health("model-ok")["Status"] == "healthy")
+    assert wait_until(lambda: health("model-bad")["Status"] == "unhealthy")
+    assert wait_until(lambda: health("model-slow")["Status"] == "unhealthy")
+    ok, bad, slow = health("model-ok"), health("model-bad"), health("model-slow")
+    assert ok["Log"][-1]["Output"] == "fine\n" and ok["Log"][-1]["ExitCode"] == 0
+    assert bad["FailingStreak"] >= 2 and bad["Log"][-1]["Output"] == "sick\n"
+    assert slow["Log"][-1]["ExitCode"] == -1 and "exceeded timeout" in slow["Log"][-1]["Output"]
+    ps = k("ps", "--format", "{{.Names}} {{.Status}}").stdout
+    assert "model-ok Up" in ps and "(healthy)" in ps and "(unhealthy)" in ps
+    filtered = k("ps", "-q", "-f", "health=unhealthy").stdout.split()
+    assert len(filtered) == 2
+    ev = k("events", "--since", "1m", "--until", "0s", "--filter", "container=model-ok").stdout
+    assert "health_status: healthy" in ev
+    k("rm", "-f", "model-ok", "model-bad", "model-slow")
+    assert not [p for p in os.listdir(k.root / "run") if p.startswith("health-")]  # no probe left behind
+
+
+def test_log_drivers(k):
+    cid = create(k, {"Image": IMG, "Cmd": ["echo", "quiet"], "HostConfig": {
+        "NetworkMode": "none", "LogConfig": {"Type": "none"}}})
+    call(k, "POST", f"/containers/{cid}/start")
+    call(k, "POST", f"/containers/{cid}/wait")
+    assert not list((k.data / "containers" / cid).glob("*-json.log*"))
+    k("run", "-d", "--name", "model-rot", "--network", "none", "--log-opt", "max-size=2k", "--log-opt",
+      "max-file=3", "--log-opt", "compress=true", IMG, "sh", "-c", "seq 1 2000; sleep 30")
+    d = k.data / "containers" / json.loads(k("inspect", "model-rot").stdout)[0]["Id"]
+    assert wait_until(lambda: len(list(d.glob("*-json.log.*.gz"))) == 2)
+    lines = k("logs", "model-rot").stdout.split()
+    assert lines[-1] == "2000" and lines == [str(n) for n in range(int(lines[0]), 2001)]
+    k("rm", "-f", "model-rot", cid)
+
+
+def test_links_give_variables_and_hosts_and_can_be_removed(k):
+    k("run", "-d", "--name", "model-db", "-e", "FOO=1", "--expose", "5432", IMG, "sleep", "60")
+    out = k("run", "--rm", "--link", "model-db:db", IMG, "sh", "-c", "env; cat /etc/hosts").stdout
+    assert "DB_NAME=/" in out and "DB_ENV_FOO=1" in out and "DB_PORT_5432_TCP_PORT=5432" in out
+    ip = json.loads(k("inspect", "model-db").stdout)[0]["NetworkSettings"]["IPAddress"]
+    assert any(line.split()[:2] == [ip, "db"] for line in out.splitlines())
+    cid = create(k, {"Image": IMG, "Cmd": ["true"], "HostConfig": {"Links": ["model-db:db"]}}, "model-app")
+    assert call(k, "DELETE", "/containers/model-app/db?link=1")[0] == 204
+    assert call(k, "GET", f"/containers/{cid}/json")[1]["HostConfig"]["Links"] is None
+    assert call(k, "DELETE", "/containers/model-app/db?link=1")[0] == 404
+    assert_user_error(k("run", "--rm", "--link", "model-nope:x", IMG, "true", check=False), "model-nope")
+    k("rm", "-f", "model-db", "model-app")
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"Image": IMG, "HostConfig": {"Memory": "lots"}}, 400, "HostConfig.Memory"),
+    ({"Image": IMG, "HostConfig": {"LogConfig": {"Type": "syslog-ng"}}}, 400, "log driver"),
+    ({"Image": IMG, "HostConfig": {"CapAdd": ["CAP_NOPE"]}}, 400, "unknown capability"),
+    ({"Image": IMG, "HostConfig": {"Links": ["model-missing:x"]}}, 400, "model-missing"),
+    ({"Image": IMG, "HostConfig": {"Runtime": "kata"}}, 400, "runtime"),
+    ({"Image": IMG, "HostConfig": {"Binds": ["v1:/v"], "VolumeDriver": "nfs-plugin"}}, 404, "plugin"),
+    ({"Image": IMG, "HostConfig": {"NetworkMode": "model-no-net"}}, 404, "model-no-net"),
+    ({"Image": IMG, "Healthcheck": {"Test": ["CMD"]}}, 400, "Healthcheck"),
+    ({"Image": "kbt/not-here:1"}, 404, "No such image"),
+])
+def test_bad_create_bodies_make_nothing(k, body, status, words):
+    before = (sorted(os.listdir(k.data / "containers")), k("volume", "ls", "-q").stdout)
+    st, out = call(k, "POST", "/containers/create?name=model-bad-body", {"Cmd": ["true"], **body})
+    assert st == status and words in out["message"], out
+    assert (sorted(os.listdir(k.data / "containers")), k("volume", "ls", "-q").stdout) == before
+
+
+def test_health_command_on_an_image_without_a_shell_is_unhealthy(k, tmp_path):
+    rootfs = tmp_path / "noshell"
+    (rootfs / "bin").mkdir(parents=True)
+    import shutil
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    subprocess.run(["cp", busybox, str(rootfs / "bin" / "sleep")], check=True)
+    k("import", str(rootfs), "kbt/noshell:1")
+    k("run", "-d", "--name", "model-noshell", "--network", "none", "--health-cmd", "true",
+      "--health-interval", "300ms", "--health-retries", "1", "kbt/noshell:1", "/bin/sleep", "60")
+    state = wait_until(lambda: json.loads(k("inspect", "model-noshell").stdout)[0]["State"]["Health"]
+                       if json.loads(k("inspect", "model-noshell").stdout)[0]["State"]["Health"]["Status"]
+                       == "unhealthy" else None)
+    assert state and state["Log"][-1]["ExitCode"] != 0 and "sh" in state["Log"][-1]["Output"]
+    k("rm", "-f", "model-noshell")
+    k("rmi", "kbt/noshell:1")
