@@ -95,6 +95,7 @@ class RunOptions:
         self.oom_score_adj: int | None = None
         self.links: list[dict] = []  # --link: {"id", "name", "alias"} of running containers
         self.link_env: list[str] = []  # the variables --link gives (engine/lifecycle.py fills them)
+        self.ipc_none = False  # --ipc none: an IPC namespace of its own and no /dev/shm
 
 
 ALL_CAPS = capabilities.NAMES  # in bit order: host_caps() indexes it by the CapBnd mask
@@ -353,6 +354,8 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
         bio[key] = [{"major": ma, "minor": mi, "rate": rate} for ma, mi, rate in devs]
     if "uts" in opts.host_ns:
         cfg.pop("hostname", None)
+    if opts.ipc_none:
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/dev/shm"]
     if opts.shm_size:
         for m in cfg["mounts"]:
             if m["destination"] == "/dev/shm":

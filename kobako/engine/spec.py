@@ -499,8 +499,9 @@ def _security(e, opts: ocispec.RunOptions, spec: ContainerSpec) -> None:
         else:
             raise InvalidArgument(f"invalid --security-opt {so!r}")
     modes = {"pid": h["PidMode"], "ipc": h["IpcMode"], "uts": h["UTSMode"], "cgroupns": h["CgroupnsMode"]}
+    opts.ipc_none = h["IpcMode"] == "none"
     for flag, v in modes.items():
-        if v in ("", "private", "shareable", "none"):
+        if v in ("", "private", "shareable", "none"):  # every private IPC namespace can be joined
             continue
         if v.startswith("container:") and flag in ("pid", "ipc"):
             other = e.containers.resolve(v.split(":", 1)[1])

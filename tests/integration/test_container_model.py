@@ -213,3 +213,49 @@ def test_health_command_on_an_image_without_a_shell_is_unhealthy(k, tmp_path):
     assert state and state["Log"][-1]["ExitCode"] != 0 and "sh" in state["Log"][-1]["Output"]
     k("rm", "-f", "model-noshell")
     k("rmi", "kbt/noshell:1")
+
+
+def test_ipc_none_has_no_dev_shm(k):
+    count = ["sh", "-c", "grep -c ' /dev/shm ' /proc/mounts"]
+    got = k("run", "--rm", "--network", "none", "--ipc", "none", IMG, *count, check=False).stdout
+    assert got.strip() == "0"
+    assert k("run", "--rm", "--network", "none", IMG, *count).stdout.strip() == "1"
+
+
+def test_compose_waits_for_a_healthy_service(k, tmp_path: Path):
+    import shutil
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("no docker-compose (scripts/test.sh installs Debian's, without dockerd)")
+    (tmp_path / "docker-compose.yml").write_text(f"""version: "2.1"
+services:
+  db:
+    image: {IMG}
+    command: sh -c "sleep 2; touch /ready; sleep 60"
+    healthcheck:
+      test: ["CMD", "test", "-e", "/ready"]
+      interval: 500ms
+      retries: 20
+  app:
+    image: {IMG}
+    command: sleep 60
+    depends_on:
+      db:
+        condition: service_healthy
+""")
+    env = {**k.env, "DOCKER_HOST": f"unix://{k.sock}"}
+
+    def compose(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, "-p", "kbtmodel", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+    try:
+        cp = compose("up", "-d")
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        db = json.loads(k("inspect", "kbtmodel_db_1").stdout)[0]
+        app = json.loads(k("inspect", "kbtmodel_app_1").stdout)[0]
+        assert db["State"]["Health"]["Status"] == "healthy"
+        healthy_at = min(x["End"] for x in db["State"]["Health"]["Log"] if x["ExitCode"] == 0)
+        assert app["State"]["StartedAt"] > healthy_at  # compose waited for it
+    finally:
+        compose("down", "-v")
+    assert "kbtmodel" not in k("ps", "-a").stdout
