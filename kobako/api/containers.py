@@ -434,7 +434,7 @@ async def ps(req: Request) -> None:
                 continue
             st = None
             if state in ("running", "paused") and (rec.get("net") or {}).get("mode") == "bridge":
-                from kobako.cli.networks import endpoint
+                from kobako.engine.views import endpoint
                 st = endpoint(e, rec)
             out.append({
                 "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec.get("imageName", ""),

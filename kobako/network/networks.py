@@ -95,9 +95,11 @@ class NetworkStore:
 
     def create(self, name: str, subnet: str | None = None, gateway: str | None = None,
                ip_range: str | None = None, internal: bool = False, options: dict | None = None,
-               labels: dict | None = None, _default: bool = False) -> dict:
+               labels: dict | None = None, aux: dict | None = None, attachable: bool = False,
+               ipam_options: dict | None = None, _default: bool = False) -> dict:
         if name in MODES or (name == DEFAULT and not _default):
             raise NetworkError(f"network {name} is a predefined network and cannot be created")
+        created_options = dict(options or {})  # as given: inspect shows them so (compose compares)
         options = dict(options or {})
         nid = os.urandom(32).hex()
         bridge = options.pop("com.docker.network.bridge.name", None) or options.pop("bridge_name", None)
@@ -119,10 +121,13 @@ class NetworkStore:
         for other in self.all():
             if other.get("bridge") == bridge:
                 raise NetworkError(f"bridge name {bridge} is already used by network {other['name']}")
+        if _default:
+            created_options = {"com.docker.network.bridge.name": bridge}
         extra = {"id": nid, "driver": "bridge", "bridge": bridge, "internal": bool(internal), "mtu": mtu,
-                 "labels": labels or {}, "created": _now()}
+                 "labels": labels or {}, "created": _now(), "createdOptions": created_options,
+                 "attachable": bool(attachable), "ipamOptions": ipam_options}
         try:
-            return self.ipam.create(name, subnet, gateway, ip_range, extra=extra)
+            return self.ipam.create(name, subnet, gateway, ip_range, extra=extra, aux=aux)
         except IPAMError as e:
             raise NetworkError(str(e)) from None
 
