@@ -9,15 +9,11 @@ join one: that is refused as a feature it does not have (501)."""
 from __future__ import annotations
 
 from kobako import errors
-from kobako.api.server import Request, route
+from kobako.api.server import ApiError, Request, route
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
                'connect this node to swarm and try again.')
 NO_SWARM = "This node is not part of a swarm"
-
-
-class SwarmUnavailable(errors.Unavailable):
-    pass
 
 
 class NoSuchPlugin(errors.NotFound):
@@ -25,7 +21,8 @@ class NoSuchPlugin(errors.NotFound):
 
 
 async def _not_manager(req: Request) -> None:
-    raise SwarmUnavailable(NOT_MANAGER)
+    # dockerd's exact words, capital and all (an engine error's message would be lower-cased)
+    raise ApiError(errors.Unavailable.status, NOT_MANAGER)
 
 
 # every swarm-manager route of dockerd's API 1.41
@@ -45,7 +42,7 @@ for _method, _path in [
 
 @route("POST", "/swarm/leave")
 async def swarm_leave(req: Request) -> None:
-    raise SwarmUnavailable(NO_SWARM)
+    raise ApiError(errors.Unavailable.status, NO_SWARM)
 
 
 @route("POST", "/swarm/init")
