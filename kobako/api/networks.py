@@ -74,7 +74,8 @@ async def network_create(req: Request) -> None:
         e, name or "", body.get("Driver") or None, cfg.get("Subnet") or None, cfg.get("Gateway") or None,
         cfg.get("IPRange") or None, aux=cfg.get("AuxiliaryAddresses"), internal=bool(body.get("Internal")),
         attachable=bool(body.get("Attachable")), options=body.get("Options"), labels=body.get("Labels"),
-        ipam_driver=ipam.get("Driver"), ipam_options=ipam.get("Options"), ipv6=bool(body.get("EnableIPv6"))))
+        ipam_driver=ipam.get("Driver"), ipam_options=ipam.get("Options"), ipv6=bool(body.get("EnableIPv6")),
+        check_duplicate=bool(body.get("CheckDuplicate"))))  # absent: false, as dockerd 20.10 reads it
     await req.send_json(201, {"Id": n["id"], "Warning": ""})
 
 

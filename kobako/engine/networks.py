@@ -42,12 +42,12 @@ def users(e, name: str) -> list[dict]:
 def create(e, name: str, driver: str | None = None, subnet: str | None = None, gateway: str | None = None,
            ip_range: str | None = None, aux: dict | None = None, internal: bool = False,
            attachable: bool = False, options: dict | None = None, labels: dict | None = None,
-           ipam_driver: str | None = None, ipam_options: dict | None = None, ipv6: bool = False) -> dict:
+           ipam_driver: str | None = None, ipam_options: dict | None = None, ipv6: bool = False,
+           check_duplicate: bool = True) -> dict:
     """A bridge network, as `docker network create` makes one. dockerd's refusals: a
     predefined name (403), another driver (host/null: 403 as dockerd; unknown: 404 plugin
-    not found), a name in use (409: dockerd 20.10 makes a second network of the same name
-    when the client does not ask for CheckDuplicate; kobako's networks are known by name,
-    so it always refuses)."""
+    not found), a name in use with check_duplicate (409). Without it dockerd 20.10 makes a
+    second network of that name (the name is then ambiguous; its ID is not): so does this."""
     if not isinstance(name, str) or not name.strip():
         raise NetworkError("network name is required")
     driver = driver or "bridge"
@@ -67,7 +67,8 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
         from kobako import errors
         raise errors.NotImplementedYet("IPv6 networks are not supported yet (IPv4 only)")
     st = store(e)
-    if any(n["name"] == name for n in st.all()):
+    taken = any((n.get("displayName") or n["name"]) == name for n in st.all())
+    if taken and check_duplicate:
         raise NetworkConflict(f"network with name {name} already exists")
     for what, d in (("options", options), ("labels", labels), ("IPAM options", ipam_options),
                     ("auxiliary addresses", aux)):
@@ -75,7 +76,8 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
                                                                for k, v in d.items())):
             raise NetworkError(f"invalid {what}: expected an object of strings")
     return st.create(name, subnet, gateway, ip_range, internal=internal, options=options or {},
-                     labels=labels or {}, aux=aux or {}, attachable=attachable, ipam_options=ipam_options)
+                     labels=labels or {}, aux=aux or {}, attachable=attachable, ipam_options=ipam_options,
+                     duplicate=taken)
 
 
 # -- finding and listing -------------------------------------------------------------------------
@@ -172,7 +174,7 @@ def prune(e, flt: dict[str, list[str]] | None = None) -> list[str]:
             continue
         try:
             st.remove(net["name"], [])
-            gone.append(net["name"])
+            gone.append(net.get("displayName") or net["name"])
         except NetworkError:
             pass  # taken meanwhile
     if gone:

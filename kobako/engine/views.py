@@ -123,7 +123,7 @@ def network_doc(e, net: dict, endpoints: list[dict] | None = None) -> dict:
             endpoints = []
     live = {}
     for st in endpoints:
-        ep = st["networks"].get(net["name"])
+        ep = st["networks"].get(net["name"])  # keyed by the network's name inside (NAME@id12 for a twin)
         if ep and ep.get("id", net["id"]) == net["id"]:
             live[st["id"]] = {"Name": st["name"], "EndpointID": ep["veth"], "MacAddress": ep["mac"],
                               "IPv4Address": f"{ep['ip']}/{ep['prefix']}", "IPv6Address": ""}
@@ -132,8 +132,8 @@ def network_doc(e, net: dict, endpoints: list[dict] | None = None) -> dict:
         cfg["IPRange"] = net["ipRange"]
     if net.get("auxAddresses"):
         cfg["AuxiliaryAddresses"] = dict(net["auxAddresses"])
-    return {"Name": net["name"], "Id": net["id"], "Created": net.get("created", ""), "Scope": "local",
-            "Driver": "bridge", "EnableIPv6": False,
+    return {"Name": net.get("displayName") or net["name"], "Id": net["id"], "Created": net.get("created", ""),
+            "Scope": "local", "Driver": "bridge", "EnableIPv6": False,
             "IPAM": {"Driver": "default", "Options": net.get("ipamOptions"), "Config": [cfg]},
             "Internal": bool(net.get("internal")), "Attachable": bool(net.get("attachable")),
             "Ingress": False,

@@ -129,6 +129,12 @@ def test_network_names_ipam_options_and_inspect(api):
             {"Subnet": "10.201.0.0/16", "IPRange": "10.201.5.0/24", "Gateway": "10.201.5.254",
              "AuxiliaryAddresses": {"a": "10.201.5.1"}}]}
         assert call(api, "POST", "/networks/create", body)[0] == 409
+        status, twin = call(api, "POST", "/networks/create", {"Name": "kbt net 01"})  # no CheckDuplicate
+        assert status == 201 and twin["Id"] != made["Id"]  # dockerd 20.10 makes a second one
+        got, doc = call(api, "GET", "/networks/" + quote("kbt net 01"))
+        assert got == 400 and "ambiguous" in doc["message"]
+        assert call(api, "GET", "/networks/" + twin["Id"])[1]["Name"] == "kbt net 01"
+        assert call(api, "DELETE", "/networks/" + twin["Id"])[0] == 204
         def ids(flt: dict) -> list[str]:
             return [n["Id"] for n in call(api, "GET", "/networks?filters=" + q(flt))[1]]
 

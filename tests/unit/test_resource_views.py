@@ -103,3 +103,17 @@ def test_api_resource_modules_stand_on_the_engine():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith("kobako.cli"), f"api/{mod}.py imports {node.module}"
+
+
+def test_a_twin_name_is_ambiguous_until_one_goes(tmp_path: Path):
+    """dockerd 20.10 without CheckDuplicate makes a second network of a name in use."""
+    from kobako.network.networks import NetworkStore
+    st = NetworkStore(str(tmp_path / "data"), str(tmp_path / "run"))
+    first = st.create("twin", subnet="10.79.0.0/24")
+    second = st.create("twin", subnet="10.79.1.0/24", duplicate=True)
+    with pytest.raises(NetworkError, match="ambiguous"):
+        st.get("twin")
+    assert st.get(second["id"])["displayName"] == "twin" and st.get(first["id"])["name"] == "twin"
+    assert views.network_doc(_Engine(tmp_path), second, [])["Name"] == "twin"
+    st.remove(first["name"], [])
+    assert st.get("twin")["id"] == second["id"]
