@@ -325,8 +325,8 @@ async def inspect(req: Request) -> None:
 async def ps(req: Request) -> None:
     from kobako.engine import views
     e = engine()
-    flt = views.parse_filters(req.query.get("filters"))
-    views.container_filters(flt)
+    from kobako.engine import filters
+    flt = views.container_filters(filters.from_json(req.query.get("filters"), views.CONTAINER_FILTERS))
     try:
         limit = int(req.query.get("limit") or -1)
     except ValueError:

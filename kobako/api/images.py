@@ -18,32 +18,23 @@ def _img(e, ref: str) -> dict:
 
 @route("GET", "/images/json")
 async def ls(req: Request) -> None:
-    from kobako.image.reference import familiar
+    """One row per image; `filter` (API < 1.25) is a reference pattern; only_ids is the
+    client's business (docker-py asks for Id only), dockerd sends whole rows."""
+    from kobako.engine import filters
+    from kobako.engine import images as engine_images
     e = engine()
-
-    def rows() -> list[dict]:
-        out = []
-        for rec in e.images.all():
-            from kobako.engine.logs import parse_time
-            try:
-                created = int(parse_time(rec.get("created") or ""))
-            except (ValueError, TypeError):
-                created = 0
-            out.append({"Id": rec["id"], "ParentId": "",
-                        "RepoTags": [familiar(n) for n in rec.get("names", [])],
-                        "RepoDigests": [familiar(d) for d in rec.get("repoDigests", [])], "Created": created,
-                        "Size": rec.get("size", 0), "VirtualSize": rec.get("size", 0), "SharedSize": -1,
-                        "Labels": {}, "Containers": -1})
-        return out
-    await req.send_json(200, await blocking(rows))
+    flt = filters.from_json(req.query.get("filters"), engine_images.FILTERS)
+    if req.query.get("filter"):
+        flt.setdefault("reference", []).append(req.query["filter"])
+    await req.send_json(200, await blocking(engine_images.summaries, e, flt))
 
 
 @route("GET", "/images/{name*}/json")
 async def inspect(req: Request) -> None:
-    from kobako.cli.images import inspect_doc
+    from kobako.engine.views import image_doc
     e = engine()
     rec = _img(e, req.params["name"])
-    await req.send_json(200, await blocking(inspect_doc, e, rec))
+    await req.send_json(200, await blocking(image_doc, e, rec))
 
 
 @route("DELETE", "/images/{name*}")
@@ -55,7 +46,7 @@ async def remove(req: Request) -> None:
     out = []
     for ln in lines or []:
         k, _, v = str(ln).partition(": ")
-        out.append({"Untagged" if k.lower().startswith("untag") else "Deleted": v or ln})
+        out.append({"Untagged" if k == "Untagged" else "Deleted": v})
     await req.send_json(200, out)
 
 
@@ -67,9 +58,8 @@ async def tag(req: Request) -> None:
     if not repo:
         raise ApiError(400, "repo is required")
     target = f"{repo}:{req.query['tag']}" if req.query.get("tag") else repo
-    from kobako.cli.images import tag as cli_tag
-    from kobako.cli.parser import Args
-    await blocking(cli_tag, e, Args({}, [rec["id"], target]))  # the CLI's checks, names and event
+    from kobako.engine.images import tag as engine_tag
+    await blocking(engine_tag, e, rec["id"], target)
     await req.send(201)
 
 
@@ -82,17 +72,17 @@ async def _import(req: Request) -> None:
         from kobako.image import reference
         tag = req.query.get("tag")
         names = [str(reference.parse(f"{req.query['repo']}:{tag}" if tag else req.query["repo"]))]
-    changes = req.query.get("changes")
+    changes = req.query_all.get("changes") or []  # repeated: changes=USER x&changes=CMD ["y"]
     e = engine()
 
     def go() -> dict:
-        from kobako.cli.images import parse_changes
         from kobako.image.build import import_source
+        from kobako.image.changes import apply
         from kobako.image.gc import undo_on_failure
         from kobako.image.unpack import gc_shield
         req.body_file.seek(0)
         path = f"/proc/self/fd/{req.body_file.fileno()}"
-        cfg = parse_changes([changes] if changes else [], {})
+        cfg = apply(changes, {})
         with undo_on_failure(e), gc_shield(e.root):
             return import_source(e.images, e.snapshots, path, names, cfg, req.query.get("message") or "")
     await req.stream_start(200, "application/json")
@@ -108,20 +98,30 @@ async def _import(req: Request) -> None:
 
 @route("POST", "/images/load")
 async def load(req: Request) -> None:
+    """dockerd answers 200 and reports a bad archive in the stream ({"error": ...}): docker-py
+    raises ImageLoadError from it. quiet=1: no progress lines, the same result lines."""
     e = engine()
 
     def go() -> list[str]:
         from kobako.image import archive
         from kobako.image.gc import undo_on_failure
+        if req.body_file is None:
+            raise ApiError(400, "no archive in the body")
         req.body_file.seek(0)
         with undo_on_failure(e):
             return archive.load(e.images, e.snapshots, req.body_file)
     from kobako.image.reference import familiar, looks_like_id
-    names = await blocking(go)
-    lines = [f"Loaded image ID: {n}\n" if looks_like_id(n) else f"Loaded image: {familiar(n)}\n"
-             for n in names]
-    out = b"".join(json.dumps({"stream": ln}).encode() + b"\r\n" for ln in lines)
-    await req.send(200, out, "application/json")
+    await req.stream_start(200, "application/json")
+    try:
+        names = await blocking(go)
+        lines = [f"Loaded image ID: {n}\n" if looks_like_id(n) else f"Loaded image: {familiar(n)}\n"
+                 for n in names]
+        await req.chunk(b"".join(json.dumps({"stream": ln}).encode() + b"\r\n" for ln in lines))
+    except Exception as ex:  # noqa: BLE001 - in the stream, as dockerd
+        from kobako.errors import describe
+        msg = describe(ex)
+        await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\r\n")
+    await req.stream_end()
 
 
 @route("GET", "/images/get")
@@ -139,12 +139,12 @@ async def _save(req: Request, names: list[str]) -> None:
     import asyncio
     import os
 
-    from kobako.cli.images import _archive_targets
+    from kobako.engine.images import archive_targets
     from kobako.image import archive
     e = engine()
     if not names:
         raise ApiError(400, "no image names (?names=)")
-    targets = await blocking(_archive_targets, e, names)
+    targets = await blocking(archive_targets, e, names)
     r, w = os.pipe()
 
     def write() -> None:
@@ -173,12 +173,18 @@ async def pull(req: Request) -> None:
     tag = req.query.get("tag")
     if tag:
         name = f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"
+    platform = req.query.get("platform") or None
+    if platform:  # refused before the stream starts: a 400, as dockerd
+        from kobako.image import manifest as mf
+        mf.parse_platform(platform)
+    from kobako.image import reference
+    reference.parse(name)
     await req.stream_start(200, "application/json")
     await req.chunk(json.dumps({"status": f"Pulling from {name}"}).encode() + b"\r\n")
 
     def go() -> dict:
-        from kobako.cli.containers import _pull
-        return _pull(engine(), name, True, req.query.get("platform") or None)
+        from kobako.engine.images import pull as engine_pull
+        return engine_pull(engine(), name, platform)
     try:
         rec = await blocking(go)
         await req.chunk(json.dumps({"status": f"Digest: {rec.get('digest', rec['id'])}"}).encode() + b"\r\n")
@@ -196,42 +202,34 @@ async def history(req: Request) -> None:
     e = engine()
     rec = _img(e, req.params["name"])
 
-    def rows() -> list[dict]:
-        from kobako.cli.images import history_entries
-        from kobako.engine.logs import parse_time
-        out = []
-        for i, (h, size) in enumerate(history_entries(e, rec)):
-            try:
-                created = int(parse_time(h.get("created") or ""))
-            except (ValueError, TypeError):
-                created = 0
-            out.append({"Id": rec["id"] if i == 0 else "<missing>", "Created": created,
-                        "CreatedBy": h.get("created_by", ""),
-                        "Tags": rec.get("names", []) if i == 0 else None,
-                        "Size": size, "Comment": h.get("comment", "")})
-        return out
-    await req.send_json(200, await blocking(rows))
+    from kobako.engine.views import image_history
+    await req.send_json(200, await blocking(image_history, e, rec))
+
+
+def registry_auth(req: Request) -> tuple[str, str] | None:
+    """Credentials from X-Registry-Auth (base64 JSON), if the client sent some; else None
+    (the stored logins)."""
+    import base64
+    hdr = req.headers.get("x-registry-auth")
+    if not hdr:
+        return None
+    try:
+        a = json.loads(base64.urlsafe_b64decode(hdr + "=" * (-len(hdr) % 4)))
+    except ValueError:
+        raise ApiError(400, "X-Registry-Auth is not base64 JSON") from None
+    if isinstance(a, dict) and a.get("username"):
+        return (a["username"], a.get("password", ""))
+    return None
 
 
 @route("POST", "/images/{name*}/push")
 async def push(req: Request) -> None:
-    """Push with dockerd's JSON lines; credentials from X-Registry-Auth (base64 JSON) or the
-    stored logins."""
-    import base64
-
+    """Push with dockerd's JSON lines; credentials from X-Registry-Auth or the stored logins."""
     from kobako.image import reference
     e = engine()
     name = req.params["name"] + (f":{req.query['tag']}" if req.query.get("tag") else "")
     rec = _img(e, name)
-    creds = None
-    hdr = req.headers.get("x-registry-auth")
-    if hdr:
-        try:
-            a = json.loads(base64.urlsafe_b64decode(hdr + "=" * (-len(hdr) % 4)))
-            if a.get("username"):
-                creds = (a["username"], a.get("password", ""))
-        except ValueError:
-            raise ApiError(400, "X-Registry-Auth is not base64 JSON") from None
+    creds = registry_auth(req)
     ref = reference.parse(name)
     await req.stream_start(200, "application/json")
     await req.chunk(json.dumps({"status": f"The push refers to repository [{ref.name}]"}).encode() + b"\r\n")
@@ -262,14 +260,35 @@ async def search(req: Request) -> None:
 
 @route("POST", "/images/prune")
 async def images_prune(req: Request) -> None:
-    from kobako.image.gc import prune_images
+    from kobako.engine import filters
+    from kobako.engine import images as engine_images
     e = engine()
-    flt = json.loads(req.query.get("filters") or "{}")
-    dangling = (flt.get("dangling") or ["true"])
-    every = isinstance(dangling, list) and dangling[0] in ("false", "0")
-    lines, freed = await blocking(lambda: prune_images(e, all_images=every))
-    ids = [ln.rsplit(" ", 1)[-1] for ln in lines]
-    await req.send_json(200, {"ImagesDeleted": [{"Deleted": i} for i in ids], "SpaceReclaimed": freed})
+    flt = filters.from_json(req.query.get("filters"), engine_images.PRUNE_FILTERS)
+    entries, freed = await blocking(engine_images.prune, e, flt)
+    await req.send_json(200, {"ImagesDeleted": entries or None, "SpaceReclaimed": freed})
+
+
+@route("POST", "/commit")
+async def commit(req: Request) -> None:
+    """docker commit: ?container=&repo=&tag=&comment=&author=&pause=&changes= (repeated), and
+    a container Config as the body whose set fields go over the container's."""
+    from kobako.engine.images import commit as engine_commit
+    if not req.query.get("container"):
+        raise ApiError(400, "container is required")
+    body = req.json()
+    e = engine()
+    q = req.query
+    img = await blocking(lambda: engine_commit(
+        e, q["container"], q.get("repo") or None, q.get("tag") or None, req.query_all.get("changes") or [],
+        q.get("comment") or "", q.get("author") or "", pause=req.flag("pause", True), config=body))
+    await req.send_json(201, {"Id": img["id"]})
+
+
+@route("GET", "/distribution/{name*}/json")
+async def distribution(req: Request) -> None:
+    from kobako.engine.images import distribution as engine_distribution
+    creds = registry_auth(req)
+    await req.send_json(200, await blocking(engine_distribution, req.params["name"], creds))
 
 
 @route("POST", "/build")

@@ -1,115 +1,118 @@
-"""/networks/...: the same stores and checks as `kobako network`."""
+"""/networks/...: Docker JSON in, the engine's network calls (engine/networks.py), dockerd's
+documents out (engine/views.py) -- the same calls `kobako network` makes."""
 
 from __future__ import annotations
-
-import json
 
 from kobako.api.server import ApiError, Request, blocking, engine, route
 
 
-def _net(e, name: str) -> dict:
-    from kobako.network.networks import NetworkError, NetworkStore
-    try:
-        return NetworkStore(e.root, e.run_dir).get(name)
-    except NetworkError:
-        raise ApiError(404, f"network {name} not found") from None
+def _typed(body: dict, key: str, kind: type, what: str):
+    v = body.get(key)
+    if v is not None and not isinstance(v, kind):
+        raise ApiError(400, f"invalid {key}: expected {what}")
+    return v
 
 
-# -- networks -----------------------------------------------------------------------------------
+def endpoint_settings(ep: object) -> dict:
+    """A Docker EndpointSettings object (create's NetworkingConfig.EndpointsConfig[net], connect's
+    EndpointConfig) as the engine's endpoint wish: IPAMConfig (IPv4Address, IPv6Address,
+    LinkLocalIPs), Aliases, Links, DriverOpts, MacAddress."""
+    from kobako.engine.networks import endpoint_config
+    if ep is None:
+        ep = {}
+    if not isinstance(ep, dict):
+        raise ApiError(400, "invalid EndpointConfig: expected an object")
+    ipam = _typed(ep, "IPAMConfig", dict, "an object") or {}
+    return endpoint_config(_typed(ipam, "IPv4Address", str, "a string") or None, ep.get("Aliases"),
+                           ep.get("Links"), ep.get("DriverOpts"), _typed(ep, "MacAddress", str, "a string"),
+                           ipam.get("LinkLocalIPs"), _typed(ipam, "IPv6Address", str, "a string") or None)
+
 
 @route("GET", "/networks")
 async def networks(req: Request) -> None:
-    from kobako.cli.networks import MODES, _pseudo, doc
-    from kobako.network.networks import DEFAULT, NetworkStore
+    from kobako.engine import filters
+    from kobako.engine import networks as nets
     e = engine()
-
-    def docs() -> list[dict]:
-        store = NetworkStore(e.root, e.run_dir)
-        store.get(DEFAULT)
-        return [doc(e, n) for n in store.all()] + [_pseudo(m) for m in MODES]
-    out = await blocking(docs)
-    flt = json.loads(req.query.get("filters") or "{}")
-    for name in flt.get("name") or []:
-        out = [d for d in out if name in d["Name"]]
-    for label in flt.get("label") or []:
-        k, _, v = label.partition("=")
-        out = [d for d in out if k in d["Labels"] and (not v or d["Labels"][k] == v)]
-    await req.send_json(200, out)
+    flt = filters.from_json(req.query.get("filters"), nets.FILTERS)
+    await req.send_json(200, await blocking(nets.listing, e, flt))
 
 
 @route("GET", "/networks/{id}")
 async def network_inspect(req: Request) -> None:
-    from kobako.cli.networks import MODES, _pseudo, doc
-    e = engine()
-    name = req.params["id"]
-    await req.send_json(200, _pseudo(name) if name in MODES else await blocking(doc, e, _net(e, name)))
+    from kobako.engine import networks as nets
+    scope = req.query.get("scope")
+    if scope not in (None, "", "local", "global", "swarm"):
+        raise ApiError(400, f"invalid scope {scope!r}: local, global or swarm")
+    doc = await blocking(nets.inspect, engine(), req.params["id"])
+    if scope and scope != doc["Scope"]:  # dockerd: a network of another scope is not found
+        raise ApiError(404, f"network {req.params['id']} not found")
+    await req.send_json(200, doc)
 
 
 @route("POST", "/networks/create")
 async def network_create(req: Request) -> None:
-    from kobako.network.networks import NetworkError, NetworkStore
+    from kobako.engine import networks as nets
     body = req.json()
-    if not body.get("Name"):
-        raise ApiError(400, "network name is required")
-    if body.get("Driver") not in (None, "", "bridge"):
-        raise ApiError(400, f"network driver {body['Driver']!r} is not supported (bridge)")
-    cfg = ((body.get("IPAM") or {}).get("Config") or [{}])[0] or {}
+    name = _typed(body, "Name", str, "a string")
+    ipam = _typed(body, "IPAM", dict, "an object") or {}
+    configs = _typed(ipam, "Config", list, "a list") or []
+    if len(configs) > 1:
+        raise ApiError(400, "one IPAM config (an IPv4 subnet) per network for now")
+    cfg = configs[0] if configs else {}
+    if not isinstance(cfg, dict):
+        raise ApiError(400, "invalid IPAM Config: expected a list of objects")
+    for k in ("Subnet", "Gateway", "IPRange"):
+        _typed(cfg, k, str, "a string")
+    for k in ("Internal", "Attachable", "EnableIPv6", "Ingress", "CheckDuplicate", "ConfigOnly"):
+        _typed(body, k, bool, "true or false")
+    if body.get("Ingress") or body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
+        raise ApiError(503, "ingress and config-only networks need swarm mode, which kobako does not run")
+    if body.get("Scope") not in (None, "", "local"):
+        raise ApiError(400, f"invalid scope {body['Scope']!r}: kobako's networks are local")
     e = engine()
-    try:
-        n = await blocking(lambda: NetworkStore(e.root, e.run_dir).create(
-            body["Name"], cfg.get("Subnet"), cfg.get("Gateway"), cfg.get("IPRange"),
-            internal=bool(body.get("Internal")), options=body.get("Options") or {},
-            labels=body.get("Labels") or {}))
-    except NetworkError as ex:
-        raise ApiError(409 if "exists" in str(ex) else 400, str(ex)) from None
+    n = await blocking(lambda: nets.create(
+        e, name or "", body.get("Driver") or None, cfg.get("Subnet") or None, cfg.get("Gateway") or None,
+        cfg.get("IPRange") or None, aux=cfg.get("AuxiliaryAddresses"), internal=bool(body.get("Internal")),
+        attachable=bool(body.get("Attachable")), options=body.get("Options"), labels=body.get("Labels"),
+        ipam_driver=ipam.get("Driver"), ipam_options=ipam.get("Options"), ipv6=bool(body.get("EnableIPv6")),
+        check_duplicate=bool(body.get("CheckDuplicate"))))  # absent: false, as dockerd 20.10 reads it
     await req.send_json(201, {"Id": n["id"], "Warning": ""})
 
 
 @route("DELETE", "/networks/{id}")
 async def network_rm(req: Request) -> None:
-    from kobako.cli.networks import users
-    from kobako.network.networks import NetworkError, NetworkStore
-    e = engine()
-    n = _net(e, req.params["id"])
-
-    def go() -> None:
-        NetworkStore(e.root, e.run_dir).remove(n["name"], [r["name"] for r in users(e, n["name"])])
-        from kobako.network.endpoints import Endpoints
-        Endpoints(e.root, e.run_dir).reap_idle()
-    try:
-        await blocking(go)
-    except NetworkError as ex:
-        raise ApiError(409 if "in use" in str(ex) else 403, str(ex)) from None
+    from kobako.engine import networks as nets
+    await blocking(nets.remove, engine(), req.params["id"])
 
 
 @route("POST", "/networks/{id}/connect")
 async def network_connect(req: Request) -> None:
-    from kobako.cli import networks as cli
-    from kobako.cli.parser import Args
+    from kobako.engine import networks as nets
     body = req.json()
-    ep = body.get("EndpointConfig") or {}
-    ip = ((ep.get("IPAMConfig") or {}).get("IPv4Address")) or None
-    e = engine()
-    n = _net(e, req.params["id"])
-    args = Args({"ip": ip, "alias": list(ep.get("Aliases") or [])}, [n["name"], body.get("Container", "")])
-    await blocking(cli.connect, e, args)
+    container = _typed(body, "Container", str, "a string")
+    if not container:
+        raise ApiError(400, "Container is required")
+    want = endpoint_settings(body.get("EndpointConfig"))
+    await blocking(nets.connect, engine(), req.params["id"], container, want)
     await req.send(200)
 
 
 @route("POST", "/networks/{id}/disconnect")
 async def network_disconnect(req: Request) -> None:
-    from kobako.cli import networks as cli
-    from kobako.cli.parser import Args
+    from kobako.engine import networks as nets
     body = req.json()
-    e = engine()
-    n = _net(e, req.params["id"])
-    args = Args({"force": bool(body.get("Force"))}, [n["name"], body.get("Container", "")])
-    await blocking(cli.disconnect, e, args)
+    container = _typed(body, "Container", str, "a string")
+    if not container:
+        raise ApiError(400, "Container is required")
+    force = bool(_typed(body, "Force", bool, "true or false"))
+    await blocking(nets.disconnect, engine(), req.params["id"], container, force)
     await req.send(200)
 
 
 @route("POST", "/networks/prune")
 async def network_prune(req: Request) -> None:
-    from kobako.cli.networks import prune_networks
+    from kobako.engine import filters
+    from kobako.engine import networks as nets
     e = engine()
-    await req.send_json(200, {"NetworksDeleted": await blocking(prune_networks, e)})
+    flt = filters.from_json(req.query.get("filters"), ("label", "label!", "until"))
+    await req.send_json(200, {"NetworksDeleted": await blocking(nets.prune, e, flt) or None})

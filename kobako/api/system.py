@@ -34,26 +34,8 @@ async def version(req: Request) -> None:
 
 @route("GET", "/info")
 async def info(req: Request) -> None:
-    e = engine()
-
-    def facts() -> dict:
-        recs = e.containers.all()
-        states = [e.state(r) for r in recs]
-        u = os.uname()
-        return {"ID": "kobako", "Containers": len(recs), "ContainersRunning": states.count("running"),
-                "ContainersPaused": states.count("paused"),
-                "ContainersStopped": len(recs) - states.count("running") - states.count("paused"),
-                "Images": len(e.images.all()), "Driver": "overlay", "DockerRootDir": e.root,
-                "OperatingSystem": "kobako", "OSType": "linux", "Architecture": u.machine,
-                "KernelVersion": u.release, "NCPU": os.cpu_count() or 1,
-                "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-                "Name": u.nodename, "ServerVersion": __version__, "CgroupDriver": "cgroupfs",
-                "DefaultRuntime": "kobako-runtime",
-                "Runtimes": {"kobako-runtime": {"path": "kobako-runtime"}},
-                "Swarm": {"LocalNodeState": "inactive"}, "SecurityOptions": ["name=seccomp,profile=default"],
-                "LoggingDriver": "json-file",
-                "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]}}
-    await req.send_json(200, await blocking(facts))
+    from kobako.engine.views import system_info
+    await req.send_json(200, await blocking(system_info, engine()))
 
 
 @route("GET", "/events")
@@ -120,7 +102,7 @@ async def system_df(req: Request) -> None:
     e = engine()
 
     def df() -> dict:
-        from kobako.cli.volumes import inspect_doc
+        from kobako.engine.views import volume_doc
         from kobako.image.reference import familiar
         from kobako.paths import dir_size
         from kobako.storage.volumes import VolumeStore
@@ -142,7 +124,7 @@ async def system_df(req: Request) -> None:
                   "Mounts": []} for c in recs]
         vs = VolumeStore(e.root)
         users = vs.in_use(recs)
-        vols = [{**inspect_doc(v), "UsageData": {
+        vols = [{**volume_doc(v), "UsageData": {
             "Size": dir_size(vs.mountpoint(v["Name"]), allocated=True),
             "RefCount": 1 if v["Name"] in users else 0}} for v in vs.list()]
         return {"LayersSize": layers, "Images": imgs, "Containers": conts, "Volumes": vols, "BuildCache": []}

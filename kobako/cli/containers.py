@@ -12,7 +12,7 @@ from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
 from kobako.engine.records import ContainerConflict, ContainerError
 from kobako.image import reference
-from kobako.image.store import ImageError, ImageNotFound
+from kobako.image.store import ImageNotFound
 
 
 def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform: str | None = None) -> dict:
@@ -471,8 +471,8 @@ def inspect(e: Engine, args) -> int:
             rec = e.containers.resolve(ref)
         except Exception:  # noqa: BLE001 - docker falls back to images
             try:
-                from kobako.cli.images import inspect_doc
-                docs.append(inspect_doc(e, e.images.resolve(ref)))
+                from kobako.engine.views import image_doc
+                docs.append(image_doc(e, e.images.resolve(ref)))
                 continue
             except Exception:  # noqa: BLE001
                 errors.append(f"no such object: {ref}")
@@ -485,7 +485,7 @@ def inspect(e: Engine, args) -> int:
 def _ps_ports(e: Engine, rec: dict, state: str) -> str:
     if state not in ("running", "paused") or (rec.get("net") or {}).get("mode") != "bridge":
         return ""
-    from kobako.cli.networks import ps_ports
+    from kobako.engine.views import ps_ports
     return ps_ports(e, rec)
 
 
@@ -510,22 +510,14 @@ def rm(e: Engine, args) -> int:
     return _each(e, args.args, lambda rec: e.remove(rec, force=args.force, volumes=args.volumes))
 
 
-def _filters(specs: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for f in specs:
-        k, eq, v = f.partition("=")
-        if not eq:
-            raise ocispec.OptionError(f"invalid filter {f!r}: KEY=VALUE")
-        out.setdefault(k, []).append(v)
-    return out
-
-
 def ps(e: Engine, args) -> int:
-    from kobako.engine.views import container_list, container_status
+    from kobako.engine import filters
+    from kobako.engine.views import CONTAINER_FILTERS, container_list, container_status
     rows = []
     last = 1 if args.latest else args.last if args.last is not None else -1
     states = [(rec, e.state(rec)) for rec in e.containers.all()]
-    for rec, state in container_list(e, states, _filters(args.filter), bool(args.all), last):
+    flt = filters.from_args(args.filter, CONTAINER_FILTERS)
+    for rec, state in container_list(e, states, flt, bool(args.all), last):
         status = container_status(rec, state)
         cmd = " ".join((rec.get("options") or {}).get("command") or [])
         rows.append({"ID": rec["id"] if args.no_trunc else rec["id"][:12],
@@ -574,26 +566,13 @@ def container_prune(e: Engine, args) -> int:
 
 
 def commit(e: Engine, args) -> int:
-    import json
-
-    from kobako.cli.images import parse_changes
-    from kobako.image.build import layer_from_dir, new_image
-    from kobako.image.unpack import gc_shield
-    rec = e.containers.resolve(args.args[0])
-    names = [str(reference.parse(args.args[1]))] if len(args.args) > 1 else []
-    base = e.images.get(rec["image"])
-    if base is None:
-        raise ImageError(f"the image of container {rec['name']} was removed; cannot commit")
-    base_cfg = json.loads(e.images.content.read(base["id"])).get("config") or {}
-    changes = parse_changes(args.change, base_cfg)
-    hist = {"created_by": "kobako commit " + (args.message and f"-m {args.message!r} " or "") + rec["name"]}
-    if args.message:
-        hist["comment"] = args.message
-    extra = {"author": args.author} if args.author else {}
-    from kobako.image.gc import undo_on_failure
-    with undo_on_failure(e), gc_shield(e.root):
-        layer = layer_from_dir(e.images.content, e.containers.path(rec["id"], "upper"), diff=True)
-        img = new_image(e.images, e.snapshots, base, [layer], changes, hist, names, extra)
+    from kobako.engine.images import commit as engine_commit
+    repo, tag = None, None
+    if len(args.args) > 1:
+        ref = reference.parse(args.args[1])
+        repo, tag = ref.name, ref.tag
+    img = engine_commit(e, args.args[0], repo, tag, args.change, args.message or "", args.author or "",
+                        pause=bool(args.pause))
     print(img["id"])
     return 0
 

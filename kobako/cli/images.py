@@ -3,7 +3,6 @@ save, load, import, login, logout."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -78,24 +77,26 @@ def push(e: Engine, args) -> int:
 
 
 def _image_rows(e: Engine, args) -> list[dict]:
+    from kobako.engine import filters
+    from kobako.engine import images as engine_images
+    flt = filters.from_args(args.filter, engine_images.FILTERS)
+    if args.args:  # docker images REPO[:TAG]: a reference filter
+        flt.setdefault("reference", []).append(args.args[0])
     rows = []
-    in_use = {c.get("image") for c in e.containers.all()}
-    for r in e.images.all():
-        names = r.get("names") or []
+    counts: dict[str, int] = {}
+    for c in e.containers.all():
+        counts[c.get("image", "")] = counts.get(c.get("image", ""), 0) + 1
+    for r, names in engine_images.listing(e, flt):
         base = {"ID": r["id"] if args.no_trunc else r["id"].split(":")[1][:12],
                 "CreatedSince": ago(r["created"]),
                 "CreatedAt": r["created"], "Size": human_size(r.get("size", 0)),
-                "Containers": str(sum(1 for c in e.containers.all() if c.get("image") == r["id"]))
-                if r["id"] in in_use else "0"}
+                "Containers": str(counts.get(r["id"], 0))}
         digest = r["manifest"]["digest"]
         if not names:
             rows.append({**base, "Repository": "<none>", "Tag": "<none>", "Digest": digest})
         for n in names:
             repo, _, tag = familiar(n).rpartition(":")
             rows.append({**base, "Repository": repo, "Tag": tag, "Digest": digest})
-    if args.args:
-        want = familiar(str(reference.parse(args.args[0], default_tag=None))).split(":")[0]
-        rows = [r for r in rows if r["Repository"] == want]
     return rows
 
 
@@ -118,43 +119,20 @@ def images(e: Engine, args) -> int:
     return 0
 
 
-def inspect_doc(e: Engine, rec: dict) -> dict:
-    cfg = json.loads(e.images.content.read(rec["id"]))
-    hist = cfg.get("history") or []
-    return {
-        "Id": rec["id"],
-        "RepoTags": [familiar(n) for n in rec.get("names", [])],
-        "RepoDigests": [familiar(d) for d in rec.get("repoDigests", [])],
-        "Parent": "", "Comment": (hist[-1].get("comment", "") if hist else ""),
-        "Created": cfg.get("created", rec.get("created")),
-        "Author": cfg.get("author", ""),
-        "Config": cfg.get("config") or {},
-        "Architecture": cfg.get("architecture", ""), "Variant": cfg.get("variant"), "Os": cfg.get("os", ""),
-        "Size": rec.get("size", 0),
-        "RootFS": {"Type": "layers", "Layers": rec.get("diffIds", [])},
-        "Metadata": {"LastTagTime": rec.get("added", "")},
-        "Manifest": rec["manifest"],
-    }
-
-
 def image_inspect(e: Engine, args) -> int:
+    from kobako.engine.views import image_doc
     docs, errors = [], []
     for name in args.args:
         try:
-            docs.append(inspect_doc(e, e.images.resolve(name)))
+            docs.append(image_doc(e, e.images.resolve(name)))
         except Exception as ex:  # noqa: BLE001 - reported per name, like docker
             errors.append(str(ex))
     return print_docs(docs, args.format, errors)
 
 
 def tag(e: Engine, args) -> int:
-    rec = e.images.resolve(args.args[0])
-    ref = reference.parse(args.args[1])
-    if ref.digest:
-        raise ImageError("refusing to create a tag with a digest reference")
-    e.images.tag(rec["id"], str(ref))
-    from kobako.engine.events import emit
-    emit(e.root, "image", "tag", rec["id"], {"name": str(ref)})
+    from kobako.engine.images import tag as engine_tag
+    engine_tag(e, args.args[0], args.args[1])
     return 0
 
 
@@ -176,35 +154,28 @@ def rmi(e: Engine, args) -> int:
     return rc
 
 
+def prune_lines(entries: list[dict]) -> list[str]:
+    """dockerd's ImagesDeleted as the docker CLI prints it."""
+    lines = [f"{k.lower()}: {v}" for d in entries for k, v in d.items()]
+    return ["Deleted Images:"] + lines if lines else []
+
+
 def image_prune(e: Engine, args) -> int:
-    from kobako.image.gc import prune_images
-    removed, freed = prune_images(e, all_images=args.all)
-    for line in removed:
+    from kobako.engine import filters
+    from kobako.engine import images as engine_images
+    flt = filters.from_args(args.filter, engine_images.PRUNE_FILTERS)
+    entries, freed = engine_images.prune(e, flt, all_images=args.all)
+    for line in prune_lines(entries):
         print(line)
     print(f"Total reclaimed space: {human_size(freed)}")
     return 0
 
 
-def history_entries(e: Engine, rec: dict) -> list[tuple[dict, int]]:
-    """The image's history, newest first, each with the size of the layer it made (0 for an
-    empty layer); `history` and the API's /images/{name}/history both print it."""
-    cfg = json.loads(e.images.content.read(rec["id"]))
-    hist = list(reversed(cfg.get("history") or []))
-    sizes = list(reversed([e.snapshots.size(c) for c in rec.get("chainIds", [])]))
-    out, li = [], 0
-    for h in hist:
-        size = 0
-        if not h.get("empty_layer"):
-            size = sizes[li] if li < len(sizes) else 0
-            li += 1
-        out.append((h, size))
-    return out
-
-
 def history(e: Engine, args) -> int:
     rec = e.images.resolve(args.args[0])
     rows = []
-    for i, (h, size) in enumerate(history_entries(e, rec)):
+    from kobako.engine.views import history_rows
+    for i, (h, size) in enumerate(history_rows(e, rec)):
         ident = rec["id"].split(":")[1][:12] if i == 0 else "<missing>"
         by = h.get("created_by", "")
         if not args.no_trunc and len(by) > 45:
@@ -217,23 +188,13 @@ def history(e: Engine, args) -> int:
     return 0
 
 
-def _archive_targets(e: Engine, names: list[str]) -> list[tuple[dict, list[str]]]:
-    out = []
-    for n in names:
-        rec = e.images.resolve(n)
-        if reference.looks_like_id(n) and not n.count(":") > 1:
-            out.append((rec, list(rec.get("names", []))))
-        else:
-            out.append((rec, [str(reference.parse(n))]))
-    return out
-
-
 def save(e: Engine, args) -> int:
     from kobako.image import archive
     fmt = args.format or "docker-archive"
     if fmt not in ("docker-archive", "oci-archive"):
         raise ImageError(f"unknown --format {fmt!r}: use docker-archive or oci-archive")
-    targets = _archive_targets(e, args.args)
+    from kobako.engine.images import archive_targets
+    targets = archive_targets(e, args.args)
     if args.output:
         tmp = args.output + ".kobako-tmp"
         try:
@@ -270,61 +231,6 @@ def load(e: Engine, args) -> int:
     return 0
 
 
-def _arg_list(ch: str, rest: str) -> list[str]:
-    """CMD/ENTRYPOINT: a JSON array (exec form) or a string run by /bin/sh -c (shell form)."""
-    if rest.startswith("["):
-        try:
-            v = json.loads(rest)
-        except ValueError:
-            raise ImageError(f"--change {ch!r}: not a JSON array") from None
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ImageError(f"--change {ch!r}: expected a JSON array of strings")
-        return v
-    return ["/bin/sh", "-c", rest]
-
-
-def parse_changes(changes: list[str], base: dict) -> dict:
-    """`-c`/`--change` Dockerfile instructions for import and commit."""
-    cfg = dict(base)
-    for ch in changes:
-        word, _, rest = ch.strip().partition(" ")
-        word, rest = word.upper(), rest.strip()
-
-        if word == "CMD":
-            cfg["Cmd"] = _arg_list(ch, rest)
-        elif word == "ENTRYPOINT":
-            cfg["Entrypoint"] = _arg_list(ch, rest)
-        elif word == "ENV":
-            k, eq, v = rest.partition("=")
-            if not eq:
-                k, _, v = rest.partition(" ")
-            env = [x for x in cfg.get("Env") or [] if not x.startswith(k.strip() + "=")]
-            cfg["Env"] = env + [f"{k.strip()}={v.strip()}"]
-        elif word == "WORKDIR":
-            cfg["WorkingDir"] = rest
-        elif word == "USER":
-            cfg["User"] = rest
-        elif word == "EXPOSE":
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for p in rest.split():
-                ports[p if "/" in p else p + "/tcp"] = {}
-            cfg["ExposedPorts"] = ports
-        elif word == "LABEL":
-            k, _, v = rest.partition("=")
-            cfg["Labels"] = {**(cfg.get("Labels") or {}), k.strip(): v.strip().strip('"')}
-        elif word == "VOLUME":
-            vols = dict(cfg.get("Volumes") or {})
-            for v in (json.loads(rest) if rest.startswith("[") else rest.split()):
-                vols[v] = {}
-            cfg["Volumes"] = vols
-        elif word == "STOPSIGNAL":
-            cfg["StopSignal"] = rest
-        else:
-            raise ImageError(f"--change {ch!r}: {word} is not supported (CMD, ENTRYPOINT, ENV, EXPOSE, "
-                             "LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR)")
-    return cfg
-
-
 def import_(e: Engine, args) -> int:
     from kobako.image.build import import_source
     from kobako.image.unpack import gc_shield
@@ -332,7 +238,8 @@ def import_(e: Engine, args) -> int:
     names = [str(reference.parse(args.args[1]))] if len(args.args) > 1 else []
     if src != "-" and not os.path.exists(src):
         raise ImageError(f"cannot import {src}: no such file or directory")
-    changes = parse_changes(args.change, {})
+    from kobako.image.changes import apply
+    changes = apply(args.change, {})
     from kobako.image.gc import undo_on_failure
     with undo_on_failure(e), gc_shield(e.root):
         rec = import_source(e.images, e.snapshots, src, names, changes, args.message or "")
@@ -389,6 +296,7 @@ COMMANDS = {
         opt("-a --all", "all", help="show all images (kobako keeps no intermediate images)"),
         opt("-q --quiet", "quiet", help="only show image IDs"),
         opt("--digests", "digests", help="show digests"),
+        opt("-f --filter", "filter", "list", None, "reference=, dangling=, before=, since=, label="),
         opt("--no-trunc", "no_trunc", help="do not truncate IDs"), FORMAT], max_args=1), images),
     "image inspect": (Command("image inspect", "[OPTIONS] IMAGE [IMAGE...]",
                               "Display detailed information on one or more images", [
@@ -401,7 +309,9 @@ COMMANDS = {
         opt("--no-prune", "no_prune", help="accepted for docker compatibility")], min_args=1), rmi),
     "image prune": (Command("image prune", "[OPTIONS]", "Remove unused images", [
         opt("-a --all", "all", help="remove all images no container uses, not just untagged ones"),
-        opt("-f --force", "force", help="do not prompt for confirmation")], max_args=0), image_prune),
+        opt("-f --force", "force", help="do not prompt for confirmation"),
+        opt("--filter", "filter", "list", None, "label=K[=V], label!=K[=V], until=TIME")], max_args=0),
+                    image_prune),
     "history": (Command("history", "[OPTIONS] IMAGE", "Show the history of an image", [
         opt("--no-trunc", "no_trunc", help="do not truncate output"),
         opt("-q --quiet", "quiet", help="only show image IDs"),

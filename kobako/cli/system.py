@@ -21,7 +21,8 @@ def df(e: Engine, args) -> int:
 
 
 def prune(e: Engine, args) -> int:
-    from kobako.image.gc import collect, prune_images
+    from kobako.engine import images, networks
+    from kobako.image.gc import collect
     removed = e.remove_orphans()
     for rec in e.containers.all():
         if e.runtime_state(rec["id"]) in ("running", "paused", "created"):
@@ -30,12 +31,12 @@ def prune(e: Engine, args) -> int:
         removed.append(rec["id"])
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
-    from kobako.cli.networks import prune_networks
-    nets = prune_networks(e)
+    nets = networks.prune(e)
     if nets:
         print("Deleted Networks:\n" + "\n".join(nets) + "\n")
-    lines, freed = prune_images(e, all_images=args.all)
-    for line in lines:
+    from kobako.cli.images import prune_lines
+    entries, freed = images.prune(e, {}, all_images=args.all)
+    for line in prune_lines(entries):
         print(line)
     freed += collect(e, wait=True)
     if args.volumes:

@@ -1,7 +1,6 @@
 """Volume commands: volume create, ls, inspect, rm, prune (Docker's `local` driver).
 
-Which containers use a volume is read from the container records ("volumes": [{"name", ...}]),
-so a stopped container still holds its volumes, as in docker.
+The work is the engine's (engine/volumes.py), shared with the Docker API.
 """
 
 from __future__ import annotations
@@ -10,85 +9,30 @@ import sys
 
 from kobako.cli.output import formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt, pairs
+from kobako.engine import volumes
 from kobako.engine.lifecycle import Engine
-from kobako.storage.volumes import DRIVER, VolumeError, VolumeStore
+from kobako.storage.volumes import DRIVER, VolumeError
 
 LS_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT",
               "Labels": "LABELS", "Links": "LINKS", "Size": "SIZE"}
-
-
-def _store(e: Engine) -> VolumeStore:
-    return VolumeStore(e.root)
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
     return pairs(items, lambda it: VolumeError(f"invalid argument {it!r}: use KEY=VALUE"))
 
 
-def _filters(items: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for it in items:
-        k, eq, v = it.partition("=")
-        if not eq:
-            raise VolumeError(f"bad format of filter {it!r} (expected name=value)")
-        if k not in allowed:
-            raise VolumeError(f"invalid filter '{k}' (this command takes {', '.join(allowed)})")
-        out.setdefault(k, []).append(v)
-    return out
-
-
-def _label_match(vol: dict, wanted: list[str], negate: bool = False) -> bool:
-    labels = vol.get("Labels") or {}
-
-    def one(spec: str) -> bool:
-        k, eq, v = spec.partition("=")
-        return k in labels and (not eq or labels[k] == v)
-
-    if negate:
-        return not any(one(s) for s in wanted)
-    return all(one(s) for s in wanted)
-
-
-def _bool_filter(key: str, vals: list[str]) -> bool:
-    v = vals[-1].lower()
-    if v not in ("true", "false", "1", "0"):
-        raise VolumeError(f"invalid filter '{key}={vals[-1]}': use true or false")
-    return v in ("true", "1")
-
-
-def inspect_doc(vol: dict) -> dict:
-    """The shape of `docker volume inspect` (keys in docker's order: alphabetical)."""
-    return {"CreatedAt": vol.get("CreatedAt", ""), "Driver": vol.get("Driver", DRIVER),
-            "Labels": vol.get("Labels") or {}, "Mountpoint": vol["Mountpoint"], "Name": vol["Name"],
-            "Options": vol.get("Options") or {}, "Scope": vol.get("Scope", "local")}
-
-
 def create(e: Engine, args) -> int:
     if args.name and args.args:
         raise VolumeError("conflicting options: either specify --name or provide positional arg, not both")
     name = args.name or (args.args[0] if args.args else None)
-    if args.driver != DRIVER:
-        what = f"create {name}" if name else "create"
-        raise VolumeError(f'{what}: error looking up volume plugin {args.driver}: plugin "{args.driver}" '
-                          'not found (kobako has the "local" driver only)')
-    vol = _store(e).create(name, _pairs(args.label), _pairs(args.opt))
+    vol = volumes.create(e, name, args.driver, _pairs(args.label), _pairs(args.opt))
     print(vol["Name"])
     return 0
 
 
 def ls(e: Engine, args) -> int:
-    flt = _filters(args.filter, ("dangling", "driver", "label", "name"))
-    vols = _store(e).list()
-    if "dangling" in flt:
-        used = VolumeStore.in_use(e.containers.all())
-        want = _bool_filter("dangling", flt["dangling"])
-        vols = [v for v in vols if (v["Name"] not in used) == want]
-    if "driver" in flt:
-        vols = [v for v in vols if v.get("Driver", DRIVER) in flt["driver"]]
-    if "name" in flt:
-        vols = [v for v in vols if any(s in v["Name"] for s in flt["name"])]
-    if "label" in flt:
-        vols = [v for v in vols if _label_match(v, flt["label"])]
+    from kobako.engine import filters
+    vols = volumes.listing(e, filters.from_args(args.filter, volumes.FILTERS))
     if args.quiet:
         for v in vols:
             print(v["Name"])
@@ -106,23 +50,22 @@ def ls(e: Engine, args) -> int:
 
 
 def inspect(e: Engine, args) -> int:
-    store = _store(e)
+    from kobako.engine.views import volume_doc
+    store = volumes.store(e)
     docs, errors = [], []
     for name in args.args:
         try:
-            docs.append(inspect_doc(store.get(name)))
+            docs.append(volume_doc(store.get(name)))
         except VolumeError as ex:
             errors.append(str(ex))
     return print_docs(docs, args.format, errors)
 
 
 def rm(e: Engine, args) -> int:
-    store = _store(e)
-    records = e.containers.all()
     rc = 0
     for name in args.args:
         try:
-            store.remove(name, VolumeStore.users(records, name), force=args.force)
+            volumes.remove(e, name, force=args.force)
             print(name)
         except (VolumeError, OSError) as ex:  # one message per volume, like docker
             from kobako.errors import describe
@@ -132,15 +75,8 @@ def rm(e: Engine, args) -> int:
 
 
 def prune(e: Engine, args) -> int:
-    flt = _filters(args.filter, ("all", "label", "label!"))
-    everything = args.all or ("all" in flt and _bool_filter("all", flt["all"]))
-
-    def match(vol: dict) -> bool:
-        return ((not flt.get("label") or _label_match(vol, flt["label"]))
-                and (not flt.get("label!") or _label_match(vol, flt["label!"], negate=True)))
-
-    removed, freed = _store(e).prune(VolumeStore.in_use(e.containers.all()), all_volumes=everything,
-                                     match=match)
+    from kobako.engine import filters
+    removed, freed = volumes.prune(e, filters.from_args(args.filter, volumes.PRUNE_FILTERS), args.all)
     if removed:
         print("Deleted Volumes:\n" + "\n".join(removed) + "\n")
     print(f"Total reclaimed space: {human_size(freed)}")

@@ -411,9 +411,16 @@ def _bridge(e, name: str, spec: ContainerSpec, ep: dict | None, img_cfg: dict) -
     from kobako.network.networks import DEFAULT, NetworkStore
     h, c = spec.host, spec.config
     net = NetworkStore(e.root, e.run_dir).get(name)
-    ep = ep or {}
-    ip = (ep.get("IPAMConfig") or {}).get("IPv4Address") or None
-    aliases = list(ep.get("Aliases") or [])
+    want: dict = {"ip": None, "aliases": []}
+    if ep:  # (not on the start-up path of a plain run)
+        ipam = ep.get("IPAMConfig") or {}
+        if not isinstance(ipam, dict):
+            raise InvalidArgument("invalid EndpointsConfig.IPAMConfig: expected an object")
+        from kobako.engine.networks import endpoint_config
+        want = endpoint_config(ipam.get("IPv4Address") or None, ep.get("Aliases"), ep.get("Links"),
+                               ep.get("DriverOpts"), ep.get("MacAddress") or None, ipam.get("LinkLocalIPs"),
+                               ipam.get("IPv6Address") or None)
+    ip, aliases = want["ip"], want["aliases"]
     if net["name"] == DEFAULT and (ip or aliases):
         raise InvalidArgument("--ip and --network-alias work on user-defined networks only, "
                               "not on the default bridge")
@@ -432,8 +439,7 @@ def _bridge(e, name: str, spec: ContainerSpec, ep: dict | None, img_cfg: dict) -
                               "(no traffic crosses its bridge)")
     exposed = list(c["ExposedPorts"] or {})
     ports.exposed({}, exposed)  # validates
-    out: dict = {"mode": "bridge", "ports": published,
-                 "networks": {net["name"]: {"ip": ip, "aliases": aliases}}}
+    out: dict = {"mode": "bridge", "ports": published, "networks": {net["name"]: want}}
     if h["PublishAllPorts"]:
         out["publishAll"], out["expose"] = True, exposed
     if spec.extra.get("NetRate"):

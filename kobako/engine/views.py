@@ -55,7 +55,6 @@ def container_json(e, rec: dict) -> dict:
     st = e.state(rec)
     config, host = _spec_of(e, rec)
     argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
-    from kobako.cli.networks import container_settings
     net_mode, net_settings = container_settings(e, rec)
     given = host.get("NetworkMode")
     mode = given if given not in (None, "", "default") else "default" if net_mode == "bridge" else net_mode
@@ -175,9 +174,9 @@ def container_status(rec: dict, st: str) -> str:
 
 def container_filters(flt: dict[str, list[str]]) -> dict[str, list[str]]:
     """Check a container list's filters as dockerd does: known keys, known values."""
+    from kobako.engine import filters
+    filters.check(flt, CONTAINER_FILTERS)
     for k, vals in flt.items():
-        if k not in CONTAINER_FILTERS:
-            raise InvalidArgument(f"invalid filter '{k}'")
         for v in vals:
             if k == "status" and v not in STATES:
                 raise InvalidArgument(f"invalid filter 'status={v}'",
@@ -203,9 +202,8 @@ def container_matches(e, rec: dict, state: str, flt: dict[str, list[str]], order
             return v in s
     for k, vals in flt.items():
         if k == "label":
-            labels = rec.get("labels") or {}
-            if not all(lk in labels and (not eq or labels[lk] == lv)
-                       for lk, eq, lv in (v.partition("=") for v in vals)):
+            from kobako.engine.filters import labels_match
+            if not labels_match(rec.get("labels") or {}, vals):
                 return False
             continue
         ok = False
@@ -298,25 +296,360 @@ def container_list(e, states: list[tuple[dict, str]], flt: dict[str, list[str]],
     return [(r, s) for r, s in ordered if not flt or container_matches(e, r, s, flt, order)]
 
 
-def parse_filters(raw: str | None) -> dict[str, list[str]]:
-    """The API's `filters` query: {"key": ["v", ...]} or the old {"key": {"v": true}}."""
+# -- images -------------------------------------------------------------------------------------
+
+def _epoch(iso: str | None) -> int:
+    return int(parse_time(iso or ""))
+
+
+def image_config(e, rec: dict) -> dict:
     import json
-    if not raw:
-        return {}
+    return json.loads(e.images.content.read(rec["id"]))
+
+
+def image_doc(e, rec: dict) -> dict:
+    """`docker image inspect`: dockerd's ImageInspect."""
+    from kobako.image.reference import familiar
+    cfg = image_config(e, rec)
+    hist = cfg.get("history") or []
+    return {
+        "Id": rec["id"],
+        "RepoTags": [familiar(n) for n in rec.get("names", [])],
+        "RepoDigests": [familiar(d) for d in rec.get("repoDigests", [])],
+        "Parent": rec.get("parent", ""), "Comment": (hist[-1].get("comment", "") if hist else ""),
+        "Created": cfg.get("created", rec.get("created")),
+        "Container": cfg.get("container", ""), "ContainerConfig": cfg.get("container_config") or {},
+        "DockerVersion": cfg.get("docker_version", ""),
+        "Author": cfg.get("author", ""),
+        "Config": cfg.get("config") or {},
+        "Architecture": cfg.get("architecture", ""), "Variant": cfg.get("variant"), "Os": cfg.get("os", ""),
+        "Size": rec.get("size", 0), "VirtualSize": rec.get("size", 0),
+        "GraphDriver": {"Name": "overlay", "Data": None},
+        "RootFS": {"Type": "layers", "Layers": rec.get("diffIds", [])},
+        "Metadata": {"LastTagTime": rec.get("added", "")},
+        "Manifest": rec["manifest"],
+    }
+
+
+def image_summary(e, rec: dict, tags: list[str], containers: int) -> dict:
+    """One row of GET /images/json; `tags`: the names the filters let through."""
+    from kobako.image.reference import familiar
+    cfg = {}
     try:
-        got = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument("invalid filters: not JSON") from None
-    if not isinstance(got, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for k, v in got.items():
-        if isinstance(v, dict):
-            out[k] = [x for x, on in v.items() if on]
-        elif isinstance(v, list) and all(isinstance(x, str) for x in v):
-            out[k] = list(v)
-        elif isinstance(v, str):
-            out[k] = [v]
-        else:
-            raise InvalidArgument(f"invalid filters: the values of '{k}' must be strings")
+        cfg = (image_config(e, rec).get("config") or {})
+    except (OSError, ValueError):
+        pass
+    return {"Id": rec["id"], "ParentId": rec.get("parent", ""),
+            "RepoTags": [familiar(n) for n in tags],
+            "RepoDigests": [familiar(d) for d in rec.get("repoDigests", [])],
+            "Created": _epoch(rec.get("created")), "Size": rec.get("size", 0),
+            "VirtualSize": rec.get("size", 0), "SharedSize": -1, "Labels": cfg.get("Labels") or {},
+            "Containers": containers}
+
+
+def history_rows(e, rec: dict) -> list[tuple[dict, int]]:
+    """The image's history, newest first, each with the size of the layer it made (0 for an
+    empty layer): `kobako history` and GET /images/{name}/history."""
+    hist = list(reversed(image_config(e, rec).get("history") or []))
+    sizes = list(reversed([e.snapshots.size(c) for c in rec.get("chainIds", [])]))
+    out, li = [], 0
+    for h in hist:
+        size = 0
+        if not h.get("empty_layer"):
+            size = sizes[li] if li < len(sizes) else 0
+            li += 1
+        out.append((h, size))
     return out
+
+
+def image_history(e, rec: dict) -> list[dict]:
+    from kobako.image.reference import familiar
+    return [{"Id": rec["id"] if i == 0 else "<missing>", "Created": _epoch(h.get("created")),
+             "CreatedBy": h.get("created_by", ""),
+             "Tags": [familiar(n) for n in rec.get("names", [])] if i == 0 else None,
+             "Size": size, "Comment": h.get("comment", "")}
+            for i, (h, size) in enumerate(history_rows(e, rec))]
+
+
+# -- networks ---------------------------------------------------------------------------------------
+
+def pseudo_network_id(name: str) -> str:
+    """host and none have no file of their own; a stable ID, as every dockerd network has one."""
+    from kobako.network.networks import sha256_hex
+    return sha256_hex(f"kobako predefined network {name}")
+
+
+def pseudo_network(name: str) -> dict:
+    """`host` and `none`: modes, listed and inspected as dockerd's networks of those drivers."""
+    return {"Name": name, "Id": pseudo_network_id(name), "Created": "0001-01-01T00:00:00Z", "Scope": "local",
+            "Driver": "host" if name == "host" else "null", "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None, "Config": []},
+            "Internal": False, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False, "Containers": {}, "Options": {}, "Labels": {}}
+
+
+def network_options(net: dict) -> dict:
+    """The driver options as the network was created with them (compose compares them);
+    the default network shows its bridge, as dockerd's shows docker0."""
+    if "createdOptions" in net:
+        return dict(net["createdOptions"])
+    opts = {"com.docker.network.bridge.name": net["bridge"]}  # networks made before 2026-12
+    if net.get("mtu"):
+        opts["com.docker.network.driver.mtu"] = str(net["mtu"])
+    return opts
+
+
+def network_doc(e, net: dict, endpoints: list[dict] | None = None) -> dict:
+    """`docker network inspect`: dockerd's NetworkResource. `endpoints`: the live endpoint
+    states, when the caller has read them already."""
+    if endpoints is None:
+        from kobako.network.endpoints import Endpoints
+        try:
+            endpoints = Endpoints(e.root, e.run_dir).all()
+        except OSError:
+            endpoints = []
+    live = {}
+    for st in endpoints:
+        ep = st["networks"].get(net["name"])  # keyed by the network's name inside (NAME@id12 for a twin)
+        if ep and ep.get("id", net["id"]) == net["id"]:
+            live[st["id"]] = {"Name": st["name"], "EndpointID": ep["veth"], "MacAddress": ep["mac"],
+                              "IPv4Address": f"{ep['ip']}/{ep['prefix']}", "IPv6Address": ""}
+    cfg = {"Subnet": net["subnet"], "Gateway": net["gateway"]}
+    if net.get("ipRange"):
+        cfg["IPRange"] = net["ipRange"]
+    if net.get("auxAddresses"):
+        cfg["AuxiliaryAddresses"] = dict(net["auxAddresses"])
+    return {"Name": net.get("displayName") or net["name"], "Id": net["id"], "Created": net.get("created", ""),
+            "Scope": "local", "Driver": "bridge", "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": net.get("ipamOptions"), "Config": [cfg]},
+            "Internal": bool(net.get("internal")), "Attachable": bool(net.get("attachable")),
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": live,
+            "Options": network_options(net), "Labels": net.get("labels") or {}}
+
+
+# -- volumes ----------------------------------------------------------------------------------------
+
+def volume_doc(vol: dict) -> dict:
+    """`docker volume inspect` (keys in dockerd's order: alphabetical)."""
+    from kobako.storage.volumes import DRIVER
+    return {"CreatedAt": vol.get("CreatedAt", ""), "Driver": vol.get("Driver", DRIVER),
+            "Labels": vol.get("Labels") or {}, "Mountpoint": vol["Mountpoint"], "Name": vol["Name"],
+            "Options": vol.get("Options") or {}, "Scope": vol.get("Scope", "local")}
+
+
+# -- a container's network part ---------------------------------------------------------------------
+
+def endpoint(e, rec: dict) -> dict | None:
+    """The container's live network state, if it runs on bridge networks."""
+    if (rec.get("net") or {}).get("mode") != "bridge":
+        return None
+    from kobako.network.endpoints import Endpoints
+    return Endpoints(e.root, e.run_dir).state(rec["id"])
+
+
+def _ipam_config(want: dict) -> dict | None:
+    """EndpointIPAMConfig: only what was asked for (dockerd's fields are omitempty)."""
+    out = {}
+    if want.get("ip"):
+        out["IPv4Address"] = want["ip"]
+    if want.get("ip6"):
+        out["IPv6Address"] = want["ip6"]
+    if want.get("linkLocalIps"):
+        out["LinkLocalIPs"] = list(want["linkLocalIps"])
+    return out or None
+
+
+def container_settings(e, rec: dict) -> tuple[str, dict]:
+    """(HostConfig.NetworkMode, NetworkSettings) of dockerd's container inspect: what each
+    network was asked for (IPAMConfig, Links, Aliases, DriverOpts) from the record, what
+    it got (addresses, MAC, veth) from the live endpoint while the container runs."""
+    net = rec.get("net") or {}
+    mode = net.get("mode") or "none"
+    if mode == "container":
+        mode = "container:" + net.get("container", "")
+    elif mode == "bridge":
+        names = list(net.get("networks") or {})
+        mode = names[0] if names else "none"
+    st = endpoint(e, rec) or {}
+    live = st.get("networks") or {}
+    wanted = dict(net.get("networks") or {}) if net.get("mode") == "bridge" else {}
+    if net.get("mode") == "bridge" and "networks" not in net:
+        wanted = {"bridge": {}}
+    nets, ports = {}, {}
+    store = None
+    for name in list(wanted) + [n for n in live if n not in wanted]:
+        want, ep = wanted.get(name) or {}, live.get(name)
+        nid = ep["id"] if ep else ""
+        if not nid:
+            from kobako.network.networks import NetworkError, NetworkStore
+            store = store or NetworkStore(e.root, e.run_dir)
+            try:
+                nid = store.get(name)["id"]
+            except NetworkError:
+                nid = ""
+        nets[name] = {"IPAMConfig": _ipam_config(want), "Links": list(want.get("links") or []) or None,
+                      "Aliases": (ep or {}).get("aliases") or want.get("aliases") or None,
+                      "NetworkID": nid, "EndpointID": ep["veth"] if ep else "",
+                      "Gateway": ep["gateway"] if ep else "", "IPAddress": ep["ip"] if ep else "",
+                      "IPPrefixLen": ep["prefix"] if ep else 0, "IPv6Gateway": "",
+                      "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                      "MacAddress": ep["mac"] if ep else (want.get("mac") or ""),
+                      "DriverOpts": dict(want.get("driverOpts") or {}) or None}
+    for p in net.get("ports") or []:
+        ports.setdefault(f"{p['containerPort']}/{p['proto']}", None)
+    for p in st.get("ports") or []:
+        key = f"{p['containerPort']}/{p['proto']}"
+        bound = {"HostIp": p.get("hostIp") or "0.0.0.0", "HostPort": str(p["hostPort"])}
+        ports[key] = (ports.get(key) or []) + [bound]
+    first = nets.get(next(iter(nets), ""), {})
+    return mode, {"Bridge": "", "SandboxID": st.get("netns", "").rsplit("/", 1)[-1],
+                  "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                  "SandboxKey": st.get("netns", ""), "Ports": ports, "SecondaryIPAddresses": None,
+                  "SecondaryIPv6Addresses": None, "EndpointID": first.get("EndpointID", ""),
+                  "Networks": nets, "IPAddress": first.get("IPAddress", ""),
+                  "IPPrefixLen": first.get("IPPrefixLen", 0), "Gateway": first.get("Gateway", ""),
+                  "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
+                  "MacAddress": first.get("MacAddress", "")}
+
+
+def ps_ports(e, rec: dict) -> str:
+    """The PORTS column of `ps`: 0.0.0.0:8080->80/tcp, ..."""
+    st = endpoint(e, rec)
+    if not st:
+        return ""
+    return ", ".join(f"{p.get('hostIp') or '0.0.0.0'}:{p['hostPort']}->{p['containerPort']}/{p['proto']}"
+                     for p in st.get("ports") or [])
+
+
+# -- the host ---------------------------------------------------------------------------------------
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _os_release() -> dict[str, str]:
+    out = {}
+    for line in (_read("/etc/os-release") or "").splitlines():
+        k, eq, v = line.partition("=")
+        if eq:
+            out[k] = v.strip().strip('"')
+    return out
+
+
+def _controllers() -> tuple[str, set[str], dict[str, str]]:
+    """(cgroup version, controllers, {controller: its v1 mount point})."""
+    from kobako.runtime import cgroups
+    v1, v2 = cgroups.mounts()
+    points = {c: p for p, cs in v1.items() for c in cs.split(",")}
+    ctrls = set(points)
+    if v2:
+        ctrls |= set((_read(os.path.join(v2, "cgroup.controllers")) or "").split())
+    return ("1" if v1 else "2"), ctrls, points
+
+
+def system_info(e) -> dict:
+    """GET /info: every key dockerd 20.10 returns, with what is true of this host and engine."""
+    import platform
+    import threading
+    import time
+
+    from kobako import __version__
+    from kobako.image import registries
+    recs = e.containers.all()
+    states = [e.state(r) for r in recs]
+    u = os.uname()
+    version, ctrls, points = _controllers()
+    mem = points.get("memory", "")
+
+    def v1_has(ctrl: str, name: str) -> bool:
+        return bool(points.get(ctrl)) and os.path.exists(os.path.join(points[ctrl], name))
+
+    if version == "1":
+        swap = v1_has("memory", "memory.memsw.limit_in_bytes")
+        kmem = v1_has("memory", "memory.kmem.limit_in_bytes")
+        kmem_tcp = v1_has("memory", "memory.kmem.tcp.limit_in_bytes")
+        oom = v1_has("memory", "memory.oom_control")
+        cfs = v1_has("cpu", "cpu.cfs_quota_us")
+    else:
+        swap, kmem, kmem_tcp, oom, cfs = "memory" in ctrls, False, False, False, "cpu" in ctrls
+    try:
+        mirrors = registries.mirrors("docker.io")
+    except Exception:  # noqa: BLE001 - a broken registries file is the pull's error to report
+        mirrors = []
+    try:
+        from kobako.engine.ocispec import find_init
+        init = find_init()
+    except Exception:  # noqa: BLE001 - no tini installed: --init is refused, info says none
+        init = ""
+    osr = _os_release()
+    now = time.time()
+    offset = time.strftime("%z", time.localtime(now))
+    return {
+        "ID": _engine_id(e), "Containers": len(recs), "ContainersRunning": states.count("running"),
+        "ContainersPaused": states.count("paused"),
+        "ContainersStopped": len(recs) - states.count("running") - states.count("paused"),
+        "Images": len(e.images.all()), "Driver": "overlay",
+        "DriverStatus": [["Backing Filesystem", _fs_type(e.root)], ["Supports d_type", "true"],
+                         ["Native Overlay Diff", "true"], ["userxattr", "false"]],
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
+                    "Log": ["json-file"]},
+        "MemoryLimit": bool(mem) or "memory" in ctrls, "SwapLimit": swap, "KernelMemory": kmem,
+        "KernelMemoryTCP": kmem_tcp, "CpuCfsPeriod": cfs, "CpuCfsQuota": cfs,
+        "CPUShares": "cpu" in ctrls, "CPUSet": "cpuset" in ctrls, "PidsLimit": "pids" in ctrls,
+        "IPv4Forwarding": _read("/proc/sys/net/ipv4/ip_forward") == "1",
+        "BridgeNfIptables": _read("/proc/sys/net/bridge/bridge-nf-call-iptables") == "1",
+        "BridgeNfIp6tables": _read("/proc/sys/net/bridge/bridge-nf-call-ip6tables") == "1",
+        "Debug": bool(os.environ.get("KOBAKO_DEBUG")), "NFd": len(os.listdir("/proc/self/fd")),
+        "OomKillDisable": oom, "NGoroutines": threading.active_count(),
+        "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+        + f".{int(now % 1 * 1e9):09d}{offset[:3]}:{offset[3:]}",
+        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs", "CgroupVersion": version,
+        "NEventsListener": 0, "KernelVersion": u.release,
+        "OperatingSystem": osr.get("PRETTY_NAME", "Linux"), "OSVersion": osr.get("VERSION_ID", ""),
+        "OSType": "linux", "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": [],
+                           "AllowNondistributableArtifactsHostnames": [],
+                           "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                           "IndexConfigs": {"docker.io": {"Name": "docker.io", "Mirrors": mirrors,
+                                                          "Secure": True, "Official": True}},
+                           "Mirrors": mirrors},
+        "NCPU": os.cpu_count() or 1, "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "GenericResources": None, "DockerRootDir": e.root,
+        "HttpProxy": os.environ.get("HTTP_PROXY") or os.environ.get("http_proxy") or "",
+        "HttpsProxy": os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or "",
+        "NoProxy": os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or "",
+        "Name": u.nodename, "Labels": [], "ExperimentalBuild": False, "ServerVersion": __version__,
+        "ClusterStore": "", "ClusterAdvertise": "",
+        "Runtimes": {"kobako-runtime": {"path": "kobako-runtime"}}, "DefaultRuntime": "kobako-runtime",
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                  "Error": "", "RemoteManagers": None},
+        # no daemon holds the containers: they run on while the API service restarts
+        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": init,
+        "ContainerdCommit": {"ID": "", "Expected": ""}, "RuncCommit": {"ID": "", "Expected": ""},
+        "InitCommit": {"ID": "", "Expected": ""},
+        "SecurityOptions": ["name=seccomp,profile=default"] + (["name=cgroupns"] if version == "2" else []),
+        "Warnings": None,
+        "ProductLicense": f"kobako {__version__} on Python {platform.python_version()}",
+    }
+
+
+def _engine_id(e) -> str:
+    """A stable ID for this engine's data root (dockerd keeps one in its engine-id file)."""
+    from kobako.network.networks import sha256_hex
+    return sha256_hex("kobako engine " + os.path.realpath(e.root))[:48].upper()
+
+
+def _fs_type(path: str) -> str:
+    """The file system under `path`, as /proc/self/mounts names it (the longest prefix)."""
+    best, kind = "", "unknown"
+    real = os.path.realpath(path)
+    for line in (_read("/proc/self/mounts") or "").splitlines():
+        f = line.split()
+        if len(f) > 2 and (real == f[1] or real.startswith(f[1].rstrip("/") + "/")) and len(f[1]) > len(best):
+            best, kind = f[1], f[2]
+    return {"ext4": "extfs", "ext3": "extfs", "ext2": "extfs"}.get(kind, kind)

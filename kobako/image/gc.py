@@ -123,15 +123,23 @@ def remove_image(e, name: str, force: bool = False) -> list[str]:
     return out
 
 
-def prune_images(e, all_images: bool = False) -> tuple[list[str], int]:
-    out: list[str] = []
+def prune_images(e, all_images: bool = False, match=None) -> tuple[list[dict], int]:
+    """Remove images no container uses: untagged ones, or all of them with all_images; `match`
+    (a record -> bool) narrows further. Returns dockerd's ImagesDeleted entries
+    ({"Untagged": name} for each name, then {"Deleted": id}) and the bytes freed."""
+    from kobako.image.reference import familiar
+    out: list[dict] = []
     for r in e.images.all():
         if users(e, r["id"]):
             continue
         if r.get("names") and not all_images:
             continue
-        e.images.delete_record(r["id"])
-        out.append(f"Deleted Images:\ndeleted: {r['id']}" if not out else f"deleted: {r['id']}")
+        if match is not None and not match(r):
+            continue
+        with e.images.locked():
+            e.images.delete_record(r["id"])
+        out += [{"Untagged": familiar(n)} for n in r.get("names") or []]
+        out.append({"Deleted": r["id"]})
     freed = collect(e, wait=True)
     return out, freed
 

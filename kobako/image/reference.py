@@ -11,6 +11,8 @@ Hand-written checks instead of `re`: the CLI's start-up path avoids that import.
 
 from __future__ import annotations
 
+from kobako import errors
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAINS = ("index.docker.io", "registry-1.docker.io")
 _LOWER = set("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -20,8 +22,9 @@ HEX = set("0123456789abcdef")
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 
 
-class InvalidReference(ValueError):
-    pass
+class InvalidReference(errors.InvalidArgument, ValueError):
+    """A name that is not an image reference (400 / exit 125); still a ValueError for the
+    callers that parse names in bulk."""
 
 
 class Reference:

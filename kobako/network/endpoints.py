@@ -49,14 +49,17 @@ def _mac(ip: str) -> bytes:
     return bytes([0x02, 0x42, *(int(p) for p in ip.split("."))])  # docker's 02:42:<ip>
 
 
-def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, aliases: list[str] | None) -> dict:
-    """One network's part of the state: what is made, and what inspect shows."""
+def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict) -> dict:
+    """One network's part of the state: what is made, and what inspect shows. `want`: the
+    container's wish for this network (engine/networks.py endpoint_config)."""
     return {"id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
             "gateway": net["gateway"],
             "subnet": net["subnet"], "bridge": net["bridge"], "veth": _veth(cid, net["id"], gen),
             "ifname": ifname,
-            "internal": bool(net.get("internal")), "mtu": net.get("mtu"), "aliases": list(aliases or []),
-            "mac": ":".join(f"{b:02x}" for b in _mac(ip))}
+            "internal": bool(net.get("internal")), "mtu": net.get("mtu"),
+            "aliases": list(want.get("aliases") or []),
+            "mac": want.get("mac") or ":".join(f"{b:02x}" for b in _mac(ip)),
+            "linkLocal": list(want.get("linkLocalIps") or [])}
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -158,8 +161,8 @@ class Endpoints:
             except IPAMError as e:
                 raise NetworkError(f"network {n['name']}: {e}") from None
             st["order"].append(n["name"])
-            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want.get("aliases"))
-            if i == 0 and net.get("mac"):  # --mac-address: the first network's interface
+            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want or {})
+            if i == 0 and net.get("mac") and not (want or {}).get("mac"):  # --mac-address: the first one's
                 st["networks"][n["name"]]["mac"] = net["mac"]
         wanted = net.get("ports") or []
         if wanted and st["order"]:
@@ -192,6 +195,8 @@ class Endpoints:
         idx = nl_in.index(ep["ifname"])
         assert idx is not None
         nl_in.add_address(idx, ep["ip"], ep["prefix"], ep["ifname"])
+        for ll in ep.get("linkLocal") or []:  # LinkLocalIPs: more addresses on the same link
+            nl_in.add_address(idx, ll, 16, ep["ifname"])
         nl_in.set_up(idx, ep["ifname"])
         if not ep["internal"] and not st.get("route"):
             nl_in.add_default_route(ep["gateway"], idx)
@@ -213,8 +218,10 @@ class Endpoints:
             os.close(home)
 
     # -- connect / disconnect on a running container --------------------------------------------
-    def connect(self, rec: dict, name: str, ip: str | None = None, aliases: list[str] | None = None) -> dict:
+    def connect(self, rec: dict, name: str, want: dict | None = None) -> dict:
+        """Join a running container to network `name`; `want`: {"ip", "aliases", "mac", ...}."""
         from kobako.network.ipam import IPAMError
+        want = want or {}
         cid = rec["id"]
         with self.locked():
             st = self.state(cid)
@@ -225,13 +232,13 @@ class Endpoints:
             if n["name"] in st["networks"]:
                 raise NetworkError(f"container {st['name']} is already connected to network {n['name']}")
             try:
-                addr = self.store.ipam.allocate(n["name"], cid, ip)
+                addr = self.store.ipam.allocate(n["name"], cid, want.get("ip"))
             except IPAMError as e:
                 raise NetworkError(f"network {n['name']}: {e}") from None
             used = {ep["ifname"] for ep in st["networks"].values()}
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
             st["order"].append(n["name"])
-            st["networks"][n["name"]] = _endpoint(n, cid, st["gen"] + len(st["order"]), ifname, addr, aliases)
+            st["networks"][n["name"]] = _endpoint(n, cid, st["gen"] + len(st["order"]), ifname, addr, want)
             self._save(st)
             self._new_bridges = []
             try:

@@ -2,7 +2,8 @@
 netavark's IPAM do).
 
     <data root>/networks/ipam/<network>.json   {"name", "subnet", "gateway", "ipRange",
-                                                "allocated": {ip: owner}}
+                                                "auxAddresses", "allocated": {ip: owner}}
+    (<network>: the name as a file name, file_name() below)
     <data root>/networks/ipam/.lock            one flock around every change, for all networks
 
 One lock for all networks: creating a network must see every other network's subnet, and
@@ -188,6 +189,28 @@ def _short(owner: str) -> str:
 # -- the store ------------------------------------------------------------------------------
 
 
+def file_name(network: str) -> str:
+    """A network's name as a file name. dockerd takes any name that is not blank ("test 01"
+    too): letters, digits, '_', '.' and '-' stay as they are (so a name of those reads as
+    itself on disk), every other byte becomes %XX, and so does a leading '.', which keeps
+    out '.', '..', the lock and atomic_write's temp files."""
+    if not isinstance(network, str) or not network.strip():
+        raise IPAMError("invalid network name: it must not be blank")
+    out = []
+    for i, ch in enumerate(network):
+        if ch in _NAME_CHARS and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.append("".join(f"%{b:02X}" for b in ch.encode()))
+    name = "".join(out)
+    if len(name) > 200:
+        raise IPAMError(f"invalid network name {network[:32]!r}...: too long")
+    return name
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
 class IPAM:
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "networks", "ipam")
@@ -197,20 +220,22 @@ class IPAM:
         return FileLock(os.path.join(self.dir, ".lock"))
 
     def _path(self, network: str) -> str:
-        # Names become file names: the charset keeps out '/', and a leading alnum keeps out '.'/'..'.
-        ok = bool(network) and network[0].isalnum() and set(network) <= _NAME_CHARS and len(network) <= 128
-        if not ok:
-            raise IPAMError(f"invalid network name {network!r}: use letters, digits, '_', '.' and '-', "
-                            "starting with a letter or digit")
-        return os.path.join(self.dir, network + ".json")
+        return os.path.join(self.dir, file_name(network) + ".json")
 
     def _read(self, network: str) -> dict:
         path = self._path(network)
+        rec = self._read_file(path, network)
+        if rec is None:
+            raise IPAMError(f"no such network: {network}")
+        return rec
+
+    @staticmethod
+    def _read_file(path: str, network: str) -> dict | None:
         try:
             with open(path, "rb") as f:
                 rec = jsonfast.loads(f.read())
         except FileNotFoundError:
-            raise IPAMError(f"no such network: {network}") from None
+            return None  # removed meanwhile
         except ValueError:
             rec = None
         if not isinstance(rec, dict) or not isinstance(rec.get("allocated"), dict) or "subnet" not in rec:
@@ -227,12 +252,18 @@ class IPAM:
 
     def create(self, network: str, subnet: str | None = None, gateway: str | None = None,
                ip_range: str | None = None, host_routes: list[str] | None = None,
-               extra: dict | None = None) -> dict:
-        """A network's pool; `extra` (the network's other settings) is kept in the same file."""
+               extra: dict | None = None, aux: dict | None = None) -> dict:
+        """A network's pool; `extra` (the network's other settings) is kept in the same file.
+        `aux`: auxiliary addresses (name -> address in the subnet) that allocation skips."""
         path = self._path(network)
-        if subnet is None and (gateway is not None or ip_range is not None):
-            raise IPAMError("a gateway or ip range needs an explicit subnet")
+        if subnet is None and (gateway is not None or ip_range is not None or aux):
+            raise IPAMError("a gateway, ip range or auxiliary address needs an explicit subnet")
         pool = Pool(subnet, gateway, ip_range) if subnet is not None else None  # validate before locking
+        for k, a in (aux or {}).items():
+            assert pool is not None
+            n = _ip(a, "auxiliary address")
+            if not pool.net <= n <= pool.bcast:
+                raise IPAMError(f"auxiliary address ({k}:{a}) must belong to the master pool: {subnet}")
         routes = _host_routes() if host_routes is None else host_routes
         with self._locked():
             if os.path.exists(path):
@@ -244,6 +275,8 @@ class IPAM:
                 self._check_free(pool.subnet, others, routes)
             rec = {**(extra or {}), "name": network, "subnet": pool.subnet, "gateway": pool.gateway,
                    "ipRange": pool.ip_range, "allocated": {}}
+            if aux:
+                rec["auxAddresses"] = dict(aux)
             self._write(rec)
         return rec
 
@@ -270,8 +303,13 @@ class IPAM:
         return self._read(network)
 
     def networks(self) -> list[dict]:
-        names = sorted(n[:-5] for n in os.listdir(self.dir) if n.endswith(".json") and not n.startswith("."))
-        return [self._read(n) for n in names]
+        out = []
+        for f in sorted(os.listdir(self.dir)):
+            if f.endswith(".json") and not f.startswith("."):
+                rec = self._read_file(os.path.join(self.dir, f), f[:-5])
+                if rec is not None:
+                    out.append(rec)
+        return sorted(out, key=lambda r: r["name"])
 
     def remove(self, network: str) -> None:
         with self._locked():
@@ -300,7 +338,8 @@ class IPAM:
                 if got is not None:
                     raise IPAMError(f"address {_str(a)} is already in use by container {_short(got)}")
             else:
-                free = pool.first_free({_ip(k) for k in alloc})
+                aux = {_ip(a) for a in (rec.get("auxAddresses") or {}).values()}
+                free = pool.first_free({_ip(k) for k in alloc} | aux)
                 if free is None:
                     where = pool.ip_range or pool.subnet
                     raise IPAMError(f"network {network} has no free address left in {where}")

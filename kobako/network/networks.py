@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from kobako import errors
-from kobako.network.ipam import IPAM, IPAMError
+from kobako.network.ipam import IPAM, IPAMError, file_name
 
 DEFAULT = "bridge"
 MODES = ("host", "none")
@@ -61,9 +61,14 @@ class NetworkStore:
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, name: str) -> dict:
-        """A network by name, full ID or unique ID prefix. `bridge` is made on first use."""
+        """A network by name, full ID or unique ID prefix. `bridge` is made on first use. A
+        name that two networks share (see create's `duplicate`) is ambiguous, as in dockerd."""
         try:
-            return self.ipam.get(name)
+            rec = self.ipam.get(name)
+            if self._duplicates(name):
+                raise NetworkError(f"network {name} is ambiguous ({1 + len(self._duplicates(name))} matches "
+                                   "found based on name): use its ID")
+            return rec
         except IPAMError as e:
             if name == DEFAULT:
                 return self._create_default()
@@ -71,12 +76,28 @@ class NetworkStore:
                 raise NetworkError(str(e)) from None
         except ValueError:
             pass
+        same = self._duplicates(name)
+        if len(same) == 1:  # the first of that name was removed
+            return same[0]
+        if same:
+            raise NetworkError(f"network {name} is ambiguous ({len(same)} matches found based on name): "
+                               "use its ID")
         hits = [n for n in self.all() if n.get("id", "").startswith(name)] if len(name) >= 3 else []
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             raise NetworkError(f"network {name} is ambiguous: {len(hits)} networks have IDs starting so")
         raise NetworkNotFound(f"network {name} not found")
+
+    def _duplicates(self, name: str) -> list[dict]:
+        """Networks made with the name of one that existed: known inside as NAME@<id12>."""
+        try:
+            prefix = file_name(name + "@")
+        except IPAMError:
+            return []
+        if not any(f.startswith(prefix) for f in os.listdir(self.ipam.dir)):
+            return []  # the usual case: one listdir, no reads
+        return [n for n in self.all() if n.get("displayName") == name]
 
     def all(self) -> list[dict]:
         try:
@@ -95,9 +116,13 @@ class NetworkStore:
 
     def create(self, name: str, subnet: str | None = None, gateway: str | None = None,
                ip_range: str | None = None, internal: bool = False, options: dict | None = None,
-               labels: dict | None = None, _default: bool = False) -> dict:
+               labels: dict | None = None, aux: dict | None = None, attachable: bool = False,
+               ipam_options: dict | None = None, duplicate: bool = False, _default: bool = False) -> dict:
+        """`duplicate`: a network with this name exists and the client did not ask dockerd to
+        check (CheckDuplicate false): this one is kept as NAME@<id12> and shown as NAME."""
         if name in MODES or (name == DEFAULT and not _default):
             raise NetworkError(f"network {name} is a predefined network and cannot be created")
+        created_options = dict(options or {})  # as given: inspect shows them so (compose compares)
         options = dict(options or {})
         nid = os.urandom(32).hex()
         bridge = options.pop("com.docker.network.bridge.name", None) or options.pop("bridge_name", None)
@@ -119,16 +144,26 @@ class NetworkStore:
         for other in self.all():
             if other.get("bridge") == bridge:
                 raise NetworkError(f"bridge name {bridge} is already used by network {other['name']}")
+        if _default:
+            created_options = {"com.docker.network.bridge.name": bridge}
         extra = {"id": nid, "driver": "bridge", "bridge": bridge, "internal": bool(internal), "mtu": mtu,
-                 "labels": labels or {}, "created": _now()}
+                 "labels": labels or {}, "created": _now(), "createdOptions": created_options,
+                 "attachable": bool(attachable), "ipamOptions": ipam_options}
+        key = name
+        if duplicate:
+            key, extra["displayName"] = f"{name}@{nid[:12]}", name
         try:
-            return self.ipam.create(name, subnet, gateway, ip_range, extra=extra)
+            return self.ipam.create(key, subnet, gateway, ip_range, extra=extra, aux=aux)
         except IPAMError as e:
             raise NetworkError(str(e)) from None
 
     def remove(self, name: str, users: list[str]) -> dict:
-        """`users`: names of containers (running or not) that are connected to it."""
-        net = self.get(name)
+        """`users`: names of containers (running or not) that are connected to it. `name`: the
+        network's own (a twin's NAME@id12 too), else what get() takes."""
+        try:
+            net = self.ipam.get(name)
+        except IPAMError:
+            net = self.get(name)
         if net["name"] == DEFAULT:
             raise NetworkError(f"network {DEFAULT} is a predefined network and cannot be removed")
         if users:

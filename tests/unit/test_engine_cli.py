@@ -6,8 +6,8 @@ import pytest
 
 from kobako.cli import output, parser
 from kobako.cli.containers import COMMANDS as CCMDS
-from kobako.cli.images import parse_changes
 from kobako.engine import ocispec
+from kobako.image.changes import apply as parse_changes
 
 RUN = CCMDS["run"][0]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kobako.network.ipam import IPAM, IPAMError, Pool, host_routes, overlaps
+from kobako.network.ipam import IPAM, IPAMError, Pool, file_name, host_routes, overlaps
 
 CID = "abc123" + "0" * 58  # a 64-hex container id; messages show its first 12 characters
 
@@ -117,9 +117,34 @@ def test_existing_name_and_bad_names(ipam: IPAM):
     ipam.create("n", host_routes=[])
     with pytest.raises(IPAMError, match="network n already exists"):
         ipam.create("n", subnet="10.200.0.0/16", host_routes=[])
-    for bad in ("", ".lock", "../x", "a/b", "-x", "x" * 129):
+    for bad in ("", "   ", "x" * 201):
         with pytest.raises(IPAMError, match="invalid network name"):
             ipam.create(bad, host_routes=[])
+
+
+def test_any_name_dockerd_takes_stays_inside_the_store(ipam: IPAM):
+    """dockerd takes any name that is not blank ("test 01" too); on disk each is one file
+    in the store, never a path out of it nor the lock."""
+    import os
+    odd = ["test 01", ".lock", "..", "../x", "a/b", "-x", "%41", "ünï"]
+    for i, n in enumerate(odd):
+        ipam.create(n, subnet=f"10.{100 + i}.0.0/16", host_routes=[])
+    assert sorted(os.listdir(ipam.dir)) == sorted([".lock"] + [f"{file_name(n)}.json" for n in odd])
+    assert all("/" not in f and not f.startswith(".") for f in map(file_name, odd))
+    assert len(set(map(file_name, odd + ["A"]))) == len(odd) + 1  # "%41" is not "A"
+    assert {x["name"] for x in ipam.networks()} == set(odd)
+    assert ipam.allocate("test 01", CID) == "10.100.0.2"
+    ipam.release("test 01", CID)
+    ipam.remove("../x")
+    assert "../x" not in {x["name"] for x in ipam.networks()}
+
+
+def test_auxiliary_addresses_are_skipped(ipam: IPAM):
+    ipam.create("aux", subnet="10.9.0.0/24", aux={"a": "10.9.0.2", "b": "10.9.0.3"}, host_routes=[])
+    assert ipam.allocate("aux", CID) == "10.9.0.4"
+    assert ipam.get("aux")["auxAddresses"] == {"a": "10.9.0.2", "b": "10.9.0.3"}
+    with pytest.raises(IPAMError, match="must belong to the master pool"):
+        ipam.create("aux2", subnet="10.10.0.0/24", aux={"a": "10.9.0.2"}, host_routes=[])
 
 
 def test_unknown_network(ipam: IPAM):

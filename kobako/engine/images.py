@@ -1,0 +1,263 @@
+"""What the engine does with images for both front ends: list with dockerd's filters, tag,
+pull, commit a container, prune, and ask a registry what it serves (distribution). The
+stores and formats are kobako/image's; this module knows containers too (commit, prune
+and the listing's counts need them)."""
+
+from __future__ import annotations
+
+from kobako.image import reference
+from kobako.image.store import ImageError
+
+FILTERS = ("before", "dangling", "label", "reference", "since")
+
+
+def _created(rec: dict) -> float:
+    from kobako.engine.logs import parse_time
+    try:
+        return parse_time(rec.get("created") or "")
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def _labels(e, rec: dict) -> dict:
+    from kobako.engine.views import image_config
+    try:
+        return (image_config(e, rec).get("config") or {}).get("Labels") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def listing(e, flt: dict[str, list[str]]) -> list[tuple[dict, list[str]]]:
+    """(image record, the names to show) for each image the filters let through, newest
+    first: reference (Go path patterns on the familiar name, with or without the tag),
+    dangling, before / since (an image by name or ID), label KEY[=VALUE]."""
+    from kobako.engine import filters
+    dangling = filters.boolean(flt, "dangling")
+    bounds = {}
+    for k in ("before", "since"):
+        for v in flt.get(k) or []:
+            bounds[k] = _created(e.images.resolve(v))
+    out = []
+    for rec in e.images.all():
+        names = list(rec.get("names") or [])
+        if dangling is not None and (not names) != dangling:
+            continue
+        if "before" in bounds and not _created(rec) < bounds["before"]:
+            continue
+        if "since" in bounds and not _created(rec) > bounds["since"]:
+            continue
+        if flt.get("reference"):
+            names = [n for n in names if any(_ref_match(p, n) for p in flt["reference"])]
+            if not names:
+                continue
+        if flt.get("label") and not filters.labels_match(_labels(e, rec), flt["label"]):
+            continue
+        out.append((rec, names))
+    return out
+
+
+def _ref_match(pattern: str, name: str) -> bool:
+    """dockerd's reference.FamiliarMatch: the pattern against the familiar name with its tag,
+    then without."""
+    from kobako.engine.filters import path_match
+    fam = reference.familiar(name)  # records hold repo:tag names
+    return path_match(pattern, fam) or path_match(pattern, fam.rsplit(":", 1)[0])
+
+
+def summaries(e, flt: dict[str, list[str]]) -> list[dict]:
+    """GET /images/json: one row per image (not per tag), as dockerd's."""
+    from kobako.engine.views import image_summary
+    counts: dict[str, int] = {}
+    for c in e.containers.all():
+        counts[c.get("image", "")] = counts.get(c.get("image", ""), 0) + 1
+    return [image_summary(e, rec, names, counts.get(rec["id"], 0)) for rec, names in listing(e, flt)]
+
+
+def tag(e, source: str, target: str) -> str:
+    """Give the image `source` names another name; returns the full name."""
+    rec = e.images.resolve(source)
+    ref = reference.parse(target)
+    if ref.digest:
+        raise ImageError("refusing to create a tag with a digest reference")
+    e.images.tag(rec["id"], str(ref))
+    from kobako.engine.events import emit
+    emit(e.root, "image", "tag", rec["id"], {"name": str(ref)})
+    return str(ref)
+
+
+def archive_targets(e, names: list[str]) -> list[tuple[dict, list[str]]]:
+    """What `save` writes for each name: the image, and the names it goes under (all of its
+    names when it was given by ID, as docker does)."""
+    out = []
+    for n in names:
+        rec = e.images.resolve(n)
+        if reference.looks_like_id(n) and not n.count(":") > 1:
+            out.append((rec, list(rec.get("names", []))))
+        else:
+            out.append((rec, [str(reference.parse(n))]))
+    return out
+
+
+def pull(e, name: str, platform: str | None = None) -> dict:
+    """Pull `name` for `platform` (os/arch[/variant]; the host's by default)."""
+    from kobako.image import manifest as mf
+    from kobako.image.gc import undo_on_failure
+    from kobako.image.pull import pull as do_pull
+    plat = mf.parse_platform(platform) if platform else None  # checked before anything is fetched
+    ref = reference.parse(name)
+    with undo_on_failure(e):
+        rec = do_pull(e.images, e.snapshots, ref, plat)
+    from kobako.engine.events import emit
+    emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
+    return rec
+
+
+# -- commit ---------------------------------------------------------------------------------------
+
+def _container_config(e, rec: dict, base_cfg: dict) -> dict:
+    """The container's config in Docker's shape (dockerd commits container.Config): the
+    image's, with what the container was created with over it."""
+    cfg = dict(base_cfg)
+    opts = rec.get("options") or {}
+    if opts.get("command"):
+        cfg["Cmd"] = list(opts["command"])
+    if opts.get("entrypoint") is not None:
+        ep = opts["entrypoint"]
+        cfg["Entrypoint"] = ([ep] if isinstance(ep, str) else list(ep)) or None
+    if opts.get("tty") is not None:
+        cfg["Tty"] = bool(opts["tty"])
+    if rec.get("labels"):
+        cfg["Labels"] = {**(cfg.get("Labels") or {}), **rec["labels"]}
+    cfg["Image"] = rec.get("imageName") or rec.get("image", "")
+    return cfg
+
+
+def commit(e, container: str, repo: str | None = None, tag: str | None = None,
+           changes: list[str] | None = None, comment: str = "", author: str = "", pause: bool = True,
+           config: dict | None = None) -> dict:
+    """A new image from a container's filesystem changes on its image (dockerd's commit):
+    the container's config, then `config` (fields given), then `changes` (Dockerfile
+    instructions); the image's parent is the container's image."""
+    import json
+
+    from kobako.image import changes as ch
+    from kobako.image.build import layer_from_dir, new_image
+    from kobako.image.gc import undo_on_failure
+    from kobako.image.unpack import gc_shield
+    rec = e.containers.resolve(container)
+    names = []
+    if repo:
+        names = [str(reference.parse(f"{repo}:{tag}" if tag else repo))]
+    elif tag:
+        raise ImageError("a tag needs a repository name")
+    if names and reference.parse(names[0]).digest:
+        raise ImageError("refusing to create a tag with a digest reference")
+    base = e.images.get(rec["image"])
+    if base is None:
+        raise ImageError(f"the image of container {rec['name']} was removed; cannot commit")
+    cont_cfg = _container_config(e, rec, json.loads(e.images.content.read(base["id"])).get("config") or {})
+    _check_config(config or {})
+    new_cfg = dict(cont_cfg)
+    for k, v in (config or {}).items():
+        if v not in (None, "", [], {}):
+            new_cfg[k] = v
+    new_cfg = ch.apply(list(changes or []), new_cfg)
+    new_cfg.pop("Image", None)
+    hist = {"created_by": "kobako commit " + (comment and f"-m {comment!r} " or "") + rec["name"]}
+    if comment:
+        hist["comment"] = comment
+    extra = {"container": rec["id"], "container_config": cont_cfg, **({"author": author} if author else {})}
+    paused = pause and e.state(rec) == "running"
+    if paused:
+        e.pause(rec)
+    try:
+        with undo_on_failure(e), gc_shield(e.root):
+            layer = layer_from_dir(e.images.content, e.containers.path(rec["id"], "upper"), diff=True)
+            img = new_image(e.images, e.snapshots, base, [layer], new_cfg, hist, names, extra)
+    finally:
+        if paused:
+            e.unpause(rec)
+    img = e.images.add({"id": img["id"], "parent": base["id"]}, [])
+    from kobako.engine.events import emit
+    emit(e.root, "container", "commit", rec["id"], {"comment": comment, "imageID": img["id"],
+                                                    "name": rec["name"]})
+    return img
+
+
+_CONFIG_TYPES = {"Cmd": list, "Entrypoint": list, "Env": list, "Labels": dict, "ExposedPorts": dict,
+                 "Volumes": dict, "User": str, "WorkingDir": str, "StopSignal": str, "OnBuild": list,
+                 "Healthcheck": dict, "Shell": list}
+
+
+def _check_config(config: dict) -> None:
+    """The fields of a commit's Config an image keeps, with their JSON types."""
+    if not isinstance(config, dict):
+        raise ImageError("invalid config: expected an object")
+    for k, kind in _CONFIG_TYPES.items():
+        v = config.get(k)
+        if v is None:
+            continue
+        if k in ("Cmd", "Entrypoint") and isinstance(v, str):
+            config[k] = [v]
+            continue
+        if not isinstance(v, kind) or (kind is list and not all(isinstance(x, str) for x in v)):
+            what = {list: "a list of strings", dict: "an object", str: "a string"}[kind]
+            raise ImageError(f"invalid config {k}: expected {what}")
+
+
+# -- prune ---------------------------------------------------------------------------------------
+
+PRUNE_FILTERS = ("dangling", "label", "label!", "until")
+
+
+def prune(e, flt: dict[str, list[str]], all_images: bool = False) -> tuple[list[dict], int]:
+    """Images no container uses: untagged ones, or every one with all_images / dangling=false;
+    label, label! and until narrow it. Returns dockerd's ImagesDeleted entries ({"Untagged":
+    name} for each name, then {"Deleted": id}) and the bytes freed."""
+    from kobako.engine import filters
+    from kobako.image import gc
+    dangling = filters.boolean(flt, "dangling")
+    every = all_images or dangling is False
+    until = None
+    if flt.get("until"):
+        from kobako.engine.logs import parse_since
+        try:
+            until = parse_since(flt["until"][-1])
+        except ValueError:
+            raise filters.FilterError(f"invalid filter 'until={flt['until'][-1]}'") from None
+
+    def match(rec: dict) -> bool:
+        if until is not None and _created(rec) >= until:
+            return False
+        labels = _labels(e, rec) if flt.get("label") or flt.get("label!") else {}
+        if flt.get("label") and not filters.labels_match(labels, flt["label"]):
+            return False
+        return not any(filters.labels_match(labels, [x]) for x in flt.get("label!") or [])
+
+    return gc.prune_images(e, all_images=every, match=match)
+
+
+# -- what a registry serves ------------------------------------------------------------------
+
+def distribution(name: str, credentials: tuple[str, str] | None = None) -> dict:
+    """GET /distribution/{name}/json: the descriptor of what the registry (through the
+    configured mirrors, as a pull) serves for `name`, and the platforms it holds."""
+    from kobako.image import manifest as mf
+    from kobako.image.registry import Client
+    ref = reference.parse(name)
+    client = Client(ref.domain, credentials=credentials) if credentials else Client(ref.domain)
+    body, mtype, digest = client.get_manifest(ref.path, ref.locator)
+    doc = mf.parse(body, mtype, what=f"manifest of {ref}")
+    keys = ("architecture", "os", "os.version", "os.features", "variant")
+    if isinstance(doc, mf.Index):
+        platforms = [{k: d.platform[k] for k in keys if d.platform.get(k)}
+                     for d in doc.manifests if d.platform]
+    else:
+        s = client.open_blob(ref.path, doc.config.digest, doc.config.size)
+        try:
+            cfg = mf.loads(b"".join(iter(lambda: s.read(1 << 20), b"")), "image config")
+        finally:
+            s.close()
+        platforms = [{k: cfg[k] for k in keys if cfg.get(k)}]
+    return {"Descriptor": {"mediaType": doc.media_type or mtype, "digest": digest, "size": len(body)},
+            "Platforms": platforms}
