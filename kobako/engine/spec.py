@@ -444,7 +444,7 @@ def _bridge(e, name: str, spec: ContainerSpec, ep: dict | None, img_cfg: dict) -
         out["publishAll"], out["expose"] = True, exposed
     if spec.extra.get("NetRate"):
         out["rate"] = spec.extra["NetRate"]
-    mac = (ep.get("MacAddress") or c["MacAddress"] or "").lower()
+    mac = ((ep or {}).get("MacAddress") or c["MacAddress"] or "").lower()
     if mac:
         parts = mac.split(":")
         if len(parts) != 6 or not all(len(x) == 2 and set(x) <= set("0123456789abcdef") for x in parts) \
