@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from kobako.api.server import ApiError, Request, blocking, container, route
+from kobako.api.server import ApiError, Request, blocking, container, engine, route
 
 _EXECS: dict[str, dict] = {}  # exec ID -> its config and, once run, pid/exit code (as dockerd: in memory)
 
@@ -46,14 +46,13 @@ def _get(xid: str) -> dict:
 @route("POST", "/exec/{id}/start")
 async def start(req: Request) -> None:
     from kobako.engine import execs
-    from kobako.engine.stdio import DetachScanner, parse_detach_keys
+    from kobako.engine.stdio import DetachScanner, frame, parse_detach_keys
     x = _get(req.params["id"])
     if x["running"] or x["exit"] is not None:
         raise ApiError(409, f"Exec command {req.params['id']} is already running" if x["running"] else
                        f"Exec command {req.params['id']} has already run")
     body = req.json()
     cfg: execs.ExecConfig = x["cfg"]
-    from kobako.api.server import engine
     e = engine()
     rec = e.containers.get(x["container"])
     if rec is None:
@@ -85,7 +84,6 @@ async def start(req: Request) -> None:
     await _reap(x)
     if proc.error and not had_stdio:  # it never got a pty: dockerd writes why into the stream
         # (on pipes the runtime's own stderr, the program's, has said it already)
-        from kobako.engine.stdio import frame
         msg = proc.error.encode() + b"\r\n"
         writer.write(msg if raw else frame(1, msg))
     try:
