@@ -57,31 +57,49 @@ async def start(req: Request) -> None:
 
 @route("POST", "/containers/{id}/attach")
 async def attach(req: Request) -> None:
+    """logs=1: what the container logged first; stream=1: then its live stdio (an attach to a
+    created container waits for its start, as `docker run` attaches first). With a tty, the
+    detach keys typed on stdin end the attachment and leave the container running."""
+    from kobako.engine import logs as lg
     from kobako.engine import monitor
+    from kobako.engine.stdio import DetachScanner, parse_detach_keys
     e, rec = container(req)
     stdin = req.flag("stdin")
+    stream, with_logs = req.flag("stream"), req.flag("logs")
     tty = bool((rec.get("options") or {}).get("tty"))
+    keys = parse_detach_keys(req.query.get("detachKeys")) if tty else b""
+    want = tuple(s for s in ("stdout", "stderr") if req.flag(s))
     state = e.state(rec)
     fut: asyncio.Future | None = None
-    if state in ("running", "paused"):
+    r = s = None
+    if not stream:
+        pass
+    elif state in ("running", "paused"):
         def join():
             s = monitor.connect(e.root, e.run_dir, spawn=False)
             return monitor.request(s, {"op": "attach", "id": rec["id"], "stdin": stdin}, timeout=10), s
         r, s = await blocking(join)
-    elif state == "created" or (state == "exited" and req.flag("stream")):
+    elif state in ("created", "exited"):
         fut = asyncio.get_running_loop().create_future()
         _PENDING[rec["id"]] = (fut, stdin)
-        r = s = None
     else:
-        raise ApiError(409, f"container {rec['name']} is not running")
+        raise ApiError(409, f"container {rec['name']} is restarting, wait until the container is running")
     ctype = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
     reader, writer, rest = await req.hijack(ctype)
     try:
+        if with_logs and want:
+            ents = await blocking(lg.select, e.containers.path(rec["id"], ""), rec["id"], want)
+            writer.write(b"".join(_log_frame(x, tty) for x in ents))
+            await writer.drain()
+        if not stream:
+            return
         if fut is not None:
             r, s = await fut
         if not r.get("ok"):
             return
-        await _relay(s, r.get("_rest", b""), reader, writer, rest if stdin else None)
+        await _relay(s, r.get("_rest", b""), reader, writer, rest if stdin else None, DetachScanner(keys))
+    except ConnectionError:
+        pass
     finally:
         if fut is not None and _PENDING.get(rec["id"], (None,))[0] is fut:
             _PENDING.pop(rec["id"], None)
@@ -91,19 +109,24 @@ async def attach(req: Request) -> None:
 
 
 async def _relay(s, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 stdin_first: bytes | None) -> None:
+                 stdin_first: bytes | None, scanner) -> None:
     """The monitor's stream (already framed as Docker's) to the client; the client's bytes to
-    the container's stdin when it asked for stdin."""
+    the container's stdin when it asked for stdin, until it types the detach keys."""
     loop = asyncio.get_running_loop()
     s.setblocking(False)
     if first:
         writer.write(first)
         await writer.drain()
 
-    async def upstream() -> None:
-        if stdin_first:
-            await loop.sock_sendall(s, stdin_first)
+    async def upstream() -> bool:
+        data = stdin_first
         while True:
+            if data:
+                data, hit = scanner.feed(data)
+                if data:
+                    await loop.sock_sendall(s, data)
+                if hit:
+                    return True
             data = await reader.read(65536)
             if not data:
                 import socket
@@ -111,22 +134,29 @@ async def _relay(s, first: bytes, reader: asyncio.StreamReader, writer: asyncio.
                     s.shutdown(socket.SHUT_WR)  # EOF on the container's stdin
                 except OSError:
                     pass
-                return
-            await loop.sock_sendall(s, data)
+                return False
 
-    up = asyncio.ensure_future(upstream()) if stdin_first is not None else None
-    try:
+    async def downstream() -> None:
         while True:
             data = await loop.sock_recv(s, 65536)
             if not data:
-                break
+                return
             writer.write(data)
             await writer.drain()
-    except (ConnectionError, OSError):
-        pass
+
+    down = asyncio.ensure_future(downstream())
+    up = asyncio.ensure_future(upstream()) if stdin_first is not None else None
+    try:
+        while not down.done():
+            await asyncio.wait([down] + ([up] if up is not None and not up.done() else []),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if up is not None and up.done() and not up.cancelled() and up.exception() is None and up.result():
+                return  # detached: the container runs on
     finally:
-        if up is not None:
-            up.cancel()
+        for t in (down, up):
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*(t for t in (down, up) if t is not None), return_exceptions=True)
 
 
 @route("POST", "/containers/{id}/wait")
@@ -196,52 +226,45 @@ async def logs(req: Request) -> None:
     from kobako.engine import logs as lg
     e, rec = container(req)
     tty = bool((rec.get("options") or {}).get("tty"))
-    want = {s for s in ("stdout", "stderr") if req.flag(s)}
+    want = tuple(s for s in ("stdout", "stderr") if req.flag(s))
+    if not want:
+        raise ApiError(400, "Bad parameters: you must choose at least one stream")
     stamps = req.flag("timestamps")
-    since = float(req.query.get("since") or 0)
-    tail = req.query.get("tail") or "all"
+    since = lg.parse_bound(req.query.get("since"), "since")
+    until = lg.parse_bound(req.query.get("until"), "until")
+    tail = lg.parse_tail(req.query.get("tail"))
+    cdir = e.containers.path(rec["id"], "")
+    ents = await blocking(lg.select, cdir, rec["id"], want, since, until, tail)
     await req.stream_start(200, "application/vnd.docker.raw-stream" if tty else
                            "application/vnd.docker.multiplexed-stream")
-    cdir = e.containers.path(rec["id"], "")
-
-    def frame(ent: dict) -> bytes:
-        text = ent.get("log", "")
-        if stamps:
-            text = f"{ent.get('time', '')} {text}"
-        data = text.encode()
-        if tty:
-            return data
-        head = bytes([1 if ent.get("stream") != "stderr" else 2, 0, 0, 0]) + len(data).to_bytes(4, "big")
-        return head + data
-
-    def keep(ent: dict) -> bool:
-        if (ent.get("stream") or "stdout") not in want:
-            return False
-        return not since or lg.parse_time(ent.get("time", "1970-01-01T00:00:00Z")) >= since
-
-    ents = [x for x in await blocking(lambda: list(lg.entries(cdir, rec["id"]))) if keep(x)]
-    if tail != "all" and tail.isdigit():
-        ents = ents[-int(tail):] if int(tail) else []
-    await req.chunk(b"".join(frame(x) for x in ents))
-    if req.flag("follow"):
+    await req.chunk(b"".join(_log_frame(x, tty, stamps) for x in ents))
+    if req.flag("follow") and (until is None or until > time.time()):
         import os
+
+        def keep(ent: dict) -> bool:
+            if (ent.get("stream") or "stdout") not in want:
+                return False
+            t = lg.parse_time(ent.get("time") or "1970-01-01T00:00:00Z")
+            return (since is None or t >= since) and (until is None or t <= until)
+
         path = os.path.join(cdir, f"{rec['id']}-json.log")
         offset = os.path.getsize(path) if os.path.exists(path) else 0
+
         def alive() -> bool:
             return e.state(e.containers.get(rec["id"]) or rec) in ("running", "paused")
-        tail = lg.Tail(path, offset)  # polled here: a quiet follower holds no thread
+        tailer = lg.Tail(path, offset)  # polled here: a quiet follower holds no thread
         gone = asyncio.ensure_future(req.conn.reader.read(1))  # the client hung up
         try:
-            while not gone.done():
-                got = tail.poll()
+            while not gone.done() and (until is None or time.time() <= until):
+                got = tailer.poll()
                 for ent in got:
                     if keep(ent):
-                        await req.chunk(frame(ent))
+                        await req.chunk(_log_frame(ent, tty, stamps))
                 if not got:
                     if not await blocking(alive):
-                        for ent in tail.poll():  # what came with the exit
+                        for ent in tailer.poll():  # what came with the exit
                             if keep(ent):
-                                await req.chunk(frame(ent))
+                                await req.chunk(_log_frame(ent, tty, stamps))
                         break
                     await asyncio.wait([gone], timeout=0.1)
         finally:
@@ -250,31 +273,48 @@ async def logs(req: Request) -> None:
     await req.stream_end()
 
 
+def _log_frame(ent: dict, tty: bool, stamps: bool = False) -> bytes:
+    """A log entry as Docker sends it: raw for a tty container, else a multiplexed frame."""
+    from kobako.engine.stdio import STDERR, STDOUT, frame
+    text = ent.get("log", "")
+    if stamps:
+        text = f"{ent.get('time', '')} {text}"
+    data = text.encode()
+    return data if tty else frame(STDERR if ent.get("stream") == "stderr" else STDOUT, data)
+
+
 # -- the rest of the lifecycle ----------------------------------------------------------------
+
+def _stop_timeout(req: Request) -> float | None:
+    t = req.query.get("t")
+    if t in (None, ""):
+        return None
+    try:
+        return float(t)
+    except ValueError:
+        raise ApiError(400, f"invalid stop timeout {t!r}: a number of seconds") from None
+
 
 @route("POST", "/containers/{id}/stop")
 async def stop(req: Request) -> None:
     e, rec = container(req)
+    t = _stop_timeout(req)
     if e.state(rec) not in ("running", "paused", "restarting"):
         await req.send(304)
         return
-    t = req.query.get("t")
-    await blocking(e.stop, rec, float(t) if t not in (None, "") else None)
+    await blocking(e.stop, rec, t)
 
 
 @route("POST", "/containers/{id}/kill")
 async def kill(req: Request) -> None:
     e, rec = container(req)
-    sig = (req.query.get("signal") or "KILL").removeprefix("SIG")
-    await blocking(e.kill, rec, sig)
+    await blocking(e.kill, rec, req.query.get("signal") or "KILL")
 
 
 @route("POST", "/containers/{id}/restart")
 async def restart(req: Request) -> None:
     e, rec = container(req)
-    t = req.query.get("t")
-    await blocking(e.stop, rec, float(t) if t not in (None, "") else None)
-    await blocking(e.start, e.containers.get(rec["id"]) or rec)
+    await blocking(e.restart, rec, _stop_timeout(req))
 
 
 @route("POST", "/containers/{id}/resize")
@@ -377,33 +417,8 @@ def _cached_states(e, compute) -> list:
 
 @route("POST", "/containers/{id}/update")
 async def update(req: Request) -> None:
-    """Limits of a running container, changed live through `kobako update` (its checks)."""
-    import sys
-
+    """Limits and restart policy, changed live and kept for the next start (engine/resources.py)."""
+    from kobako.engine import resources
     e, rec = container(req)
-    body = req.json()
-    argv: list[str] = []
-    for flag, key in (("-m", "Memory"), ("--memory-swap", "MemorySwap"),
-                      ("--memory-reservation", "MemoryReservation"), ("--cpu-shares", "CpuShares"),
-                      ("--pids-limit", "PidsLimit"), ("--blkio-weight", "BlkioWeight"),
-                      ("--cpuset-cpus", "CpusetCpus"), ("--cpu-quota", "CpuQuota"),
-                      ("--cpu-period", "CpuPeriod")):
-        if body.get(key):
-            argv += [flag, str(body[key])]
-    if body.get("NanoCpus"):
-        argv += ["--cpus", str(body["NanoCpus"] / 1e9)]
-    rp = body.get("RestartPolicy") or {}
-    if rp.get("Name"):
-        n = rp.get("MaximumRetryCount") or 0
-        argv += ["--restart", f"{rp['Name']}:{n}" if rp["Name"] == "on-failure" and n else rp["Name"]]
-    if not argv:
-        await req.send_json(200, {"Warnings": []})
-        return
-    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "kobako.cli.main", "update", *argv,
-                                             rec["id"], stdout=asyncio.subprocess.DEVNULL,
-                                             stderr=asyncio.subprocess.PIPE)
-    _, err = await p.communicate()
-    if p.returncode:
-        msg = err.decode().strip().removeprefix("Error: ")
-        raise ApiError(409 if "not running" in msg else 400, msg or "update failed")
-    await req.send_json(200, {"Warnings": []})
+    await blocking(resources.update, e, rec, req.json())
+    await req.send_json(200, {"Warnings": None})

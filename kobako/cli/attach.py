@@ -9,40 +9,24 @@ import sys
 
 from kobako.engine.lifecycle import Engine
 from kobako.engine.records import ContainerConflict, ContainerError
-
-DETACH = b"\x10\x11"  # ctrl-p ctrl-q
-
-
-def _keys(spec: str | None) -> bytes:
-    if not spec:
-        return DETACH
-    out = b""
-    for k in spec.split(","):
-        k = k.strip().lower()
-        if k.startswith("ctrl-") and len(k) == 6:
-            out += bytes([ord(k[5]) & 0x1F])
-        elif len(k) == 1:
-            out += k.encode()
-        else:
-            raise ContainerError(f"invalid detach keys {spec!r}: e.g. ctrl-p,ctrl-q")
-    return out
+from kobako.engine.stdio import DetachScanner, parse_detach_keys
 
 
 def cmd(e: Engine, args) -> int:
     rec = e.containers.resolve(args.args[0])
     if e.state(rec) != "running":
         raise ContainerConflict(f"cannot attach to container {rec['name']}: it is not running")
-    return attach(e, rec, stdin=not args.no_stdin, keys=_keys(args.detach_keys))
+    return attach(e, rec, stdin=not args.no_stdin, keys=parse_detach_keys(args.detach_keys))
 
 
 def attach_started(e: Engine, rec: dict, stdin: bool) -> int:
     """start -a[i]: the start request's own connection becomes the stream, so no output is
     missed, however short the program."""
     r, s = e.start(rec, attach=True, stdin=stdin)
-    return attach(e, rec, stdin=stdin, keys=DETACH, conn=(r, s))
+    return attach(e, rec, stdin=stdin, keys=parse_detach_keys(None), conn=(r, s))
 
 
-def attach(e: Engine, rec: dict, stdin: bool, keys: bytes = DETACH, conn=None) -> int:
+def attach(e: Engine, rec: dict, stdin: bool, keys: bytes, conn=None) -> int:
     from kobako.engine import monitor
     if conn is not None:
         r, s = conn
@@ -117,7 +101,7 @@ def _relay(s, stdin: bool, tty: bool, keys: bytes, first: bytes = b"") -> bool:
         sys.stdout.buffer.flush()
     elif first:
         buf = _frames(first)
-    pending = b""  # a possible start of the detach sequence, held back
+    scanner = DetachScanner(keys)
     out = sys.stdout.buffer
     while True:
         ready, _, _ = select.select(fds, [], [])
@@ -138,15 +122,8 @@ def _relay(s, stdin: bool, tty: bool, keys: bytes, first: bytes = b"") -> bool:
                     import socket
                     s.shutdown(socket.SHUT_WR)
                 continue
-            if keys:
-                data = pending + data
-                pending = b""
-                if keys in data:
-                    s.sendall(data[:data.index(keys)])
-                    return True
-                for i in range(len(keys) - 1, 0, -1):  # hold back a partial sequence at the end
-                    if data.endswith(keys[:i]):
-                        pending, data = data[-i:], data[:-i]
-                        break
+            data, detached = scanner.feed(data)
             if data:
                 s.sendall(data)
+            if detached:
+                return True

@@ -10,7 +10,7 @@ from kobako.cli.output import ago, familiar, formatted, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
-from kobako.engine.records import ContainerConflict, ContainerError
+from kobako.engine.records import ContainerError
 from kobako.image import reference
 from kobako.image.store import ImageNotFound
 
@@ -325,14 +325,11 @@ def stop(e: Engine, args) -> int:
 
 
 def kill(e: Engine, args) -> int:
-    return _each(e, args.args, lambda rec: e.kill(rec, (args.signal or "KILL").removeprefix("SIG")))
+    return _each(e, args.args, lambda rec: e.kill(rec, args.signal or "KILL"))
 
 
 def restart(e: Engine, args) -> int:
-    def one(rec: dict) -> None:
-        e.stop(rec, args.time)
-        e.start(e.containers.get(rec["id"]) or rec)
-    return _each(e, args.args, one)
+    return _each(e, args.args, lambda rec: e.restart(rec, args.time))
 
 
 def pause(e: Engine, args) -> int:
@@ -351,21 +348,14 @@ def wait(e: Engine, args) -> int:
 
 
 def logs(e: Engine, args) -> int:
+    import time
+
     from kobako.engine import logs as lg
     rec = e.containers.resolve(args.args[0])
     cdir = e.containers.path(rec["id"])
-    since = lg.parse_since(args.since) if args.since else None
-    until = lg.parse_since(args.until) if args.until else None
-    ents = list(lg.entries(cdir, rec["id"]))
-    if since is not None or until is not None:
-        ents = [x for x in ents if (since is None or lg.parse_time(x["time"]) >= since)
-                and (until is None or lg.parse_time(x["time"]) <= until)]
-    if args.tail not in (None, "all"):
-        try:
-            n = int(args.tail)
-        except ValueError:
-            raise ocispec.OptionError(f"invalid --tail {args.tail!r}: a number or 'all'") from None
-        ents = ents[-n:] if n > 0 else []
+    since = lg.parse_bound(args.since, "--since")
+    until = lg.parse_bound(args.until, "--until")
+    ents = lg.select(cdir, rec["id"], since=since, until=until, tail=lg.parse_tail(args.tail))
 
     def emit(x: dict) -> None:
         out = sys.stdout if x.get("stream") != "stderr" else sys.stderr
@@ -374,93 +364,39 @@ def logs(e: Engine, args) -> int:
 
     for x in ents:
         emit(x)
-    if args.follow:
+    if args.follow and (until is None or until > time.time()):
         path = os.path.join(cdir, f"{rec['id']}-json.log")
         size = os.path.getsize(path) if os.path.exists(path) else 0
-        for x in lg.follow(path, size, lambda: e.state(e.containers.get(rec["id"]) or rec)
-                           in ("running", "restarting", "paused")):
-            emit(x)
+        running = ("running", "restarting", "paused")
+        for x in lg.follow(path, size, lambda: e.state(e.containers.get(rec["id"]) or rec) in running
+                           and (until is None or time.time() <= until)):
+            if until is None or lg.parse_time(x.get("time") or "") <= until:
+                emit(x)
     return 0
 
 
 def exec_(e: Engine, args) -> int:
+    from kobako.engine import execs
     rec = e.containers.resolve(args.args[0])
-    st = e.state(rec)
-    if st != "running":
-        raise ContainerConflict(f"container {rec['name']} is not running"
-                             + (" (paused)" if st == "paused" else ""))
+    execs.check_running(e, rec)
     if len(args.args) < 2:
         raise ocispec.OptionError("exec needs a command to run")
-    argv = ["exec"]
-    for env in args.env:
-        argv += ["--env", env if "=" in env else f"{env}={os.environ.get(env, '')}"]
-    if args.workdir:
-        argv += ["--cwd", args.workdir]
-    if args.user:
-        uid, gid, _ = e.resolve_user(rec["chainIds"], args.user)
-        argv += ["--user", f"{uid}:{gid}"]
-    if args.privileged:
-        argv += ["--cap", "CAP_SYS_ADMIN"]
-    if args.detach:
-        argv += ["--detach"]
-    tty = args.tty and sys.stdin.isatty() and not args.detach
-    if tty:
-        return _exec_tty(e, rec, argv, args.args[1:])
-    from kobako.runtime.errors import RuntimeFailure
-    try:
-        return e.runtime(argv + [rec["id"], *args.args[1:]])
-    except RuntimeFailure as ex:
-        from kobako.engine.lifecycle import StartError
-        raise StartError(str(ex)) from None
-
-
-def _exec_tty(e: Engine, rec: dict, argv: list[str], cmd: list[str]) -> int:
-    """exec -t: the runtime sends the pty master to our console socket; we proxy it."""
-    import socket
-    import tempfile
-
-    from kobako.runtime import console
-    from kobako.runtime.commands.run import forward_signals, reap
-    d = tempfile.mkdtemp(prefix="kobako-exec-", dir=e.run_dir if os.path.isdir(e.run_dir) else None)
-    path = os.path.join(d, "console.sock")
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        lsock.bind(path)
-        lsock.listen(1)
-        pidfile = os.path.join(d, "pid")
-        e.runtime(argv + ["--tty", "--detach", "--console-socket", path, "--pid-file", pidfile,
-                          rec["id"], *cmd])
-        conn, _ = lsock.accept()
-        master = console.receive_master(conn)
-        with open(pidfile) as f:
-            pid = int(f.read())
-        forward_signals(pid)
-        return console.proxy(master, pid, reap)
-    finally:
-        lsock.close()
-        import shutil
-        shutil.rmtree(d, ignore_errors=True)
+    env = [v if "=" in v else f"{v}={os.environ.get(v, '')}" for v in args.env]  # -e NAME: ours
+    cfg = execs.ExecConfig(args.args[1:], env, args.user or "", args.workdir or "",
+                           tty=args.tty and sys.stdin.isatty() and not args.detach,
+                           stdin=bool(args.interactive), privileged=bool(args.privileged))
+    return execs.run_here(e, rec, cfg, detach=bool(args.detach))
 
 
 def top(e: Engine, args) -> int:
-    rec = e.containers.resolve(args.args[0])
-    if e.state(rec) != "running":
-        raise ContainerConflict(f"container {rec['name']} is not running")
-    return e.runtime(["ps", rec["id"], "--", *(args.args[1:] or ["-ef"])])
+    from kobako.engine.processes import top as processes
+    titles, rows = processes(e, e.containers.resolve(args.args[0]), args.args[1:])
+    table(titles, rows)
+    return 0
 
 
 def rename(e: Engine, args) -> int:
-    from kobako.engine.records import valid_name
-    rec = e.containers.resolve(args.args[0])
-    new = args.args[1]
-    if not valid_name(new):
-        raise ContainerError(f"invalid container name {new!r}")
-    with e.containers.names_locked():
-        for r in e.containers.all():
-            if r["name"] == new and r["id"] != rec["id"]:
-                raise ContainerConflict(f'the container name "{new}" is already in use by container '
-                                     f'{r["id"][:12]}')
-        e.containers.update(rec["id"], name=new)
+    e.rename(e.containers.resolve(args.args[0]), args.args[1])
     return 0
 
 
@@ -551,14 +487,13 @@ def _size(e: Engine, rec: dict) -> str:
 
 def container_prune(e: Engine, args) -> int:
     from kobako.cli.output import human_size
-    from kobako.paths import dir_size
-    removed, freed = e.remove_orphans(), 0
-    for rec in e.containers.all():
-        if e.state(rec) in ("running", "paused", "restarting"):
-            continue
-        freed += dir_size(e.containers.path(rec["id"], "upper"), allocated=True)
-        e.remove(rec, force=True)
-        removed.append(rec["id"])
+    flt: dict[str, list[str]] = {}
+    for f in args.filter:
+        k, eq, v = f.partition("=")
+        if not eq:
+            raise ocispec.OptionError(f"invalid filter {f!r}: until=TIME or label=KEY[=VALUE]")
+        flt.setdefault(k, []).append(v)
+    removed, freed = e.prune(flt)
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
     print(f"Total reclaimed space: {human_size(freed)}")
@@ -578,36 +513,30 @@ def commit(e: Engine, args) -> int:
 
 
 def diff(e: Engine, args) -> int:
-    from kobako.storage.changes import changes
-    rec = e.containers.resolve(args.args[0])
-    lowers = [e.snapshots.fs(c) for c in reversed(rec["chainIds"])]
-    for kind, path in changes(e.containers.path(rec["id"], "upper"), lowers):
+    from kobako.engine.changes import changes
+    for kind, path in changes(e, e.containers.resolve(args.args[0])):
         print(f"{kind} {path}")
     return 0
 
 
 def export(e: Engine, args) -> int:
-    from kobako.engine import copy
-    from kobako.storage import layer
+    from kobako.engine.changes import export as export_tar
     rec = e.containers.resolve(args.args[0])
     if not args.output and sys.stdout.isatty():
         raise ContainerError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
-    out = open(args.output + ".kobako-tmp", "wb") if args.output else sys.stdout.buffer
+    if not args.output:
+        export_tar(e, rec, sys.stdout.buffer)
+        return 0
+    tmp = args.output + ".kobako-tmp"
     try:
-        def write(root: str) -> None:  # runs in a child: flush before it exits
-            layer.write_tree(root, out)  # other mounts (proc, sys, dev, volumes) are not crossed
-            out.flush()
-
-        # a running container is read inside its own mount namespace: mounting its overlay a
-        # second time would share (and spoil) the live mount's work directory
-        copy._in_container(e, rec, write, lambda: None)
-        if args.output:
-            out.close()
-            os.replace(args.output + ".kobako-tmp", args.output)
+        with open(tmp, "wb") as out:
+            export_tar(e, rec, out)
+        os.replace(tmp, args.output)
     except BaseException:
-        if args.output:
-            out.close()
-            os.unlink(args.output + ".kobako-tmp")
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
     return 0
 
@@ -795,7 +724,9 @@ COMMANDS = {
         opt("-s --size", "size", help="show the size of each container's changes"),
         opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")], max_args=0), ps),
     "container prune": (Command("container prune", "[OPTIONS]", "Remove all stopped containers", [
-        opt("-f --force", "force", help="do not prompt for confirmation")], max_args=0), container_prune),
+        opt("-f --force", "force", help="do not prompt for confirmation"),
+        opt("--filter", "filter", "list", None, "until=TIME, label=KEY[=VALUE], label!=KEY[=VALUE]")],
+                                max_args=0), container_prune),
     "commit": (Command("commit", "[OPTIONS] CONTAINER [REPOSITORY[:TAG]]",
                        "Create a new image from a container's changes", [
                            opt("-a --author", "author", "str", None, "author"),

@@ -12,81 +12,37 @@ from kobako.cli.output import formatted, human_size, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
-from kobako.engine.records import ContainerConflict, ContainerError
+from kobako.engine.records import ContainerError
 
 
-def _cgroup_stats(e: Engine, rec: dict) -> dict | None:
-    from kobako.runtime import state
-    from kobako.runtime.cgroups import stats
-    c = state.Container(e.runtime_root, rec["id"])
-    try:
-        c.load()
-    except Exception:  # noqa: BLE001 - not running: no stats
-        return None
-    return stats.collect(c.data.get("_cgroup") or {})
-
-
-def net_io(pid: int) -> dict[str, dict[str, int]]:
-    """Per-interface counters of a process's network namespace (/proc/PID/net/dev), lo left out."""
-    out: dict[str, dict[str, int]] = {}
-    try:
-        with open(f"/proc/{pid}/net/dev") as f:
-            lines = f.read().splitlines()[2:]
-    except OSError:
-        return out
-    for line in lines:
-        name, _, rest = line.partition(":")
-        v = rest.split()
-        if name.strip() == "lo" or len(v) < 16:
-            continue
-        out[name.strip()] = {"rx_bytes": int(v[0]), "rx_packets": int(v[1]), "rx_errors": int(v[2]),
-                             "rx_dropped": int(v[3]), "tx_bytes": int(v[8]), "tx_packets": int(v[9]),
-                             "tx_errors": int(v[10]), "tx_dropped": int(v[11])}
-    return out
-
-
-def _stats_row(e: Engine, rec: dict, prev: dict | None, dt: float) -> tuple[dict, dict | None]:
-    data = _cgroup_stats(e, rec) or {}
-    cpu_ns = (data.get("cpu") or {}).get("usage", {}).get("total", 0)
-    pct = 0.0
-    if prev is not None and dt > 0:
-        pct = max(0.0, (cpu_ns - prev.get("cpu_ns", 0)) / (dt * 1e9) * 100)
-    mem = (data.get("memory") or {}).get("usage", {})
+def _stats_row(doc: dict) -> dict:
+    """docker stats' columns from a sample (engine/stats.py)."""
+    from kobako.engine.stats import cpu_percent
+    mem = doc["memory_stats"]
     usage, limit = mem.get("usage", 0), mem.get("limit", 0)
-    if not limit or limit >= 1 << 60:
-        try:
-            limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            limit = 0
-    pids = (data.get("pids") or {}).get("current", 0)
-    row = {"ID": rec["id"][:12], "Name": rec["name"], "CPUPerc": f"{pct:.2f}%",
+    row = {"ID": doc["id"][:12], "Name": doc["name"].lstrip("/"), "CPUPerc": f"{cpu_percent(doc):.2f}%",
            "MemUsage": f"{human_size(usage)} / {human_size(limit)}",
-           "MemPerc": f"{(usage / limit * 100) if limit else 0:.2f}%", "PIDs": str(pids),
-           "NetIO": "-- / --", "BlockIO": "-- / --"}
-    if rec.get("pid") and (rec.get("net") or {}).get("mode") not in (None, "host"):
-        nets = net_io(int(rec["pid"]))
-        if nets:
-            rx, tx = sum(n["rx_bytes"] for n in nets.values()), sum(n["tx_bytes"] for n in nets.values())
-            row["NetIO"] = f"{human_size(rx)} / {human_size(tx)}"
-    return row, {"cpu_ns": cpu_ns}
+           "MemPerc": f"{(usage / limit * 100) if limit else 0:.2f}%",
+           "PIDs": str(doc["pids_stats"].get("current", 0)), "NetIO": "-- / --", "BlockIO": "-- / --"}
+    nets = doc.get("networks") or {}
+    if nets:
+        rx, tx = sum(n["rx_bytes"] for n in nets.values()), sum(n["tx_bytes"] for n in nets.values())
+        row["NetIO"] = f"{human_size(rx)} / {human_size(tx)}"
+    return row
 
 
 def stats(e: Engine, args) -> int:
+    from kobako.engine.stats import sample
     recs = [e.containers.resolve(r) for r in args.args] if args.args else \
         [r for r in e.containers.all() if e.state(r) == "running"]
-    prev: dict[str, dict | None] = {r["id"]: None for r in recs}
     heads = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
-    t0 = time.monotonic()
-    for r in recs:  # a first sample, so CPU % has a baseline
-        _, prev[r["id"]] = _stats_row(e, r, None, 0)
+    prev: dict[str, dict] = {r["id"]: sample(e, r) for r in recs}  # a first sample: CPU % needs two
     while True:
         time.sleep(0.5 if args.no_stream else 1.0)
-        dt = time.monotonic() - t0
-        t0 = time.monotonic()
         rows = []
         for r in recs:
-            row, prev[r["id"]] = _stats_row(e, r, prev[r["id"]], dt)
-            rows.append(row)
+            prev[r["id"]] = sample(e, r, prev[r["id"]])
+            rows.append(_stats_row(prev[r["id"]]))
         if args.format:
             formatted(args.format, rows)
         else:
@@ -100,49 +56,45 @@ def stats(e: Engine, args) -> int:
 
 
 def update(e: Engine, args) -> int:
-    """Limits of running containers, changed live (and lifted with -1), through the runtime."""
-    argv: list[str] = []
+    """Limits of containers, changed live (and lifted with -1); a stopped one gets them at its
+    next start."""
+    from kobako.engine import resources
     size = ocispec.parse_size
-    if args.memory:
-        argv += ["--memory", str(-1 if args.memory == "-1" else size(args.memory))]
-    if args.memory_swap:
-        argv += ["--memory-swap", str(-1 if args.memory_swap == "-1" else size(args.memory_swap))]
-    elif args.memory:  # as `run -m`: memory+swap follows memory (the runtime orders the two writes)
-        argv += ["--memory-swap", argv[argv.index("--memory") + 1]]
-    if args.memory_reservation:
-        argv += ["--memory-reservation", str(size(args.memory_reservation))]
+
+    def sz(v: str | None) -> int | None:
+        return None if v is None else -1 if v == "-1" else size(v)
+    changes: dict = {"Memory": sz(args.memory), "MemorySwap": sz(args.memory_swap),
+                     "MemoryReservation": sz(args.memory_reservation), "CpuShares": args.cpu_shares,
+                     "CpusetCpus": args.cpuset_cpus, "PidsLimit": args.pids_limit,
+                     "BlkioWeight": args.blkio_weight, "CpuQuota": args.cpu_quota,
+                     "CpuPeriod": args.cpu_period}
     if args.cpus:
         try:
             cpus = float(args.cpus)
         except ValueError:
-            raise ocispec.OptionError(f"invalid --cpus {args.cpus!r}") from None
-        argv += ["--cpu-period", "100000", "--cpu-quota", str(int(cpus * 100000) if cpus > 0 else -1)]
-    for flag, val in (("--cpu-shares", args.cpu_shares), ("--cpuset-cpus", args.cpuset_cpus),
-                      ("--pids-limit", args.pids_limit), ("--blkio-weight", args.blkio_weight),
-                      ("--cpu-quota", args.cpu_quota), ("--cpu-period", args.cpu_period)):
-        if val is not None:
-            argv += [flag, str(val)]
+            raise ocispec.OptionError(f"invalid --cpus {args.cpus!r}: a number like 1.5") from None
+        if cpus > 0:
+            changes["NanoCpus"] = int(cpus * 10**9)
+        else:  # 0 lifts the limit
+            changes.update(CpuQuota=-1, CpuPeriod=100000)
+    if args.restart:
+        from kobako.cli.containers import _restart_policy
+        changes["RestartPolicy"] = _restart_policy(args.restart)
     rate = None
     if args.net_rate:
         from kobako.cli.containers import _rate
         rate = 0 if args.net_rate == "-1" else _rate(args.net_rate)
-    if not argv and not args.restart and rate is None:
+    changes = resources.check(changes)
+    if not changes and rate is None:
         raise ocispec.OptionError("update needs at least one flag to change")
-    from kobako.cli.containers import _each, _restart_policy
+    from kobako.cli.containers import _each
 
     def one(rec: dict) -> None:
-        if args.restart:
-            e.containers.update(rec["id"], restartPolicy=_restart_policy(args.restart))
-        if argv:
-            if e.state(rec) not in ("running", "paused"):
-                raise ContainerConflict(f"container {rec['name']} is not running")
-            e.runtime(["update", *argv, rec["id"]])
         if rate is not None:
-            if e.state(rec) not in ("running", "paused") or (rec.get("net") or {}).get("mode") != "bridge":
-                raise ContainerError(f"container {rec['name']} is not running on a bridge network")
-            from kobako.network.endpoints import Endpoints
-            Endpoints(e.root, e.run_dir).set_rate(rec["id"], rate)
-            e.containers.update(rec["id"], net={**rec["net"], "rate": rate or None})  # kept for restarts
+            resources.check_running_for_rate(e, rec)
+        resources.update(e, rec, changes)
+        if rate is not None:
+            resources.set_net_rate(e, rec, rate)
 
     return _each(e, args.args, one)
 

@@ -22,9 +22,14 @@ class CopyError(errors.NotFound):
     pass
 
 
-def _in_container(e, rec: dict, fn, alongside) -> None:
+def _in_container(e, rec: dict, fn, alongside, volumes: bool = True) -> None:
     """Run fn(root) in a child that sees the container's filesystem at `root`, and
-    alongside() here meanwhile (the other end of the pipe)."""
+    alongside() here meanwhile (the other end of the pipe). A stopped container's volumes
+    and bind mounts are mounted on its files too, unless `volumes` is false (export)."""
+    # what the child uses, imported here: a fork of the (threaded) API server must not
+    # take an import lock another thread may hold
+    from kobako.linux import fs, namespaces  # noqa: F401
+    from kobako.storage import mounts  # noqa: F401
     st = e.state(rec)
     if st in ("running", "paused"):
         _in_namespace(_runtime_pid(e, rec), fn, alongside)
@@ -32,7 +37,21 @@ def _in_container(e, rec: dict, fn, alongside) -> None:
         from kobako.storage.mounts import merged_view
         mount = e.snapshots.mount_for(rec["chainIds"], e.containers.path(rec["id"], "upper"),
                                       e.containers.path(rec["id"], "work"))
-        merged_view(mount, fn, alongside)
+        merged_view(mount, fn, alongside, binds_of(rec) if volumes else None)
+
+
+def binds_of(rec: dict) -> list[tuple[str, str, bool]]:
+    """The container's bind mounts (its volumes among them, and /etc/hosts and friends) as its
+    bundle gives them: (host path, destination, read-only)."""
+    import json
+    try:
+        with open(os.path.join(rec.get("bundle") or "", "config.json")) as f:
+            mounts = json.load(f).get("mounts") or []
+    except (OSError, ValueError):
+        return []
+    return [(m["source"], m["destination"], "ro" in (m.get("options") or []))
+            for m in mounts if m.get("type") == "bind" and m.get("source") and m.get("destination")
+            and not m["destination"].startswith(("/proc", "/sys", "/dev"))]
 
 
 def _runtime_pid(e, rec: dict) -> int:
@@ -75,8 +94,51 @@ def _split(path: str) -> tuple[str, str]:
     return os.path.dirname(path), os.path.basename(path) or "."
 
 
-def from_container(e, rec: dict, src: str, dest: str) -> None:
-    """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST)."""
+def stat(e, rec: dict, path: str) -> dict:
+    """PATH in the container as dockerd's X-Docker-Container-Path-Stat describes it: name,
+    size, mode (Go's FileMode bits: 1<<31 a directory, 1<<27 a symlink), mtime, linkTarget."""
+    import json
+    import time
+    parent_dir, name = _split(path)
+    r, w = os.pipe()
+
+    def look(root: str) -> None:
+        os.close(r)
+        from kobako.linux import fs
+        try:
+            pfd = fs.open_in_root(os.open(root, os.O_RDONLY | os.O_DIRECTORY), parent_dir,
+                                  os.O_RDONLY | os.O_DIRECTORY)
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise CopyError(f"Could not find the file {path} in container {rec['name']}") from None
+        import stat as stmod
+        mode = stmod.S_IMODE(st.st_mode)
+        link = ""
+        if stmod.S_ISDIR(st.st_mode):
+            mode |= 1 << 31
+        elif stmod.S_ISLNK(st.st_mode):
+            mode |= 1 << 27
+            link = os.readlink(name, dir_fd=pfd)
+        doc = {"name": name if path.strip("/") else "/", "size": st.st_size, "mode": mode,
+               "mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime)), "linkTarget": link}
+        os.write(w, json.dumps(doc).encode())
+        os.close(w)
+
+    out = bytearray()
+
+    def read() -> None:
+        os.close(w)
+        while chunk := os.read(r, 65536):
+            out.extend(chunk)
+        os.close(r)
+
+    _in_container(e, rec, look, read)
+    return json.loads(out)
+
+
+def from_container(e, rec: dict, src: str, dest: str, out=None) -> None:
+    """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST).
+    DEST "-": a tar stream of SRC to `out` (a binary file; stdout by default)."""
     r, w = os.pipe()
     parent_dir, name = _split(src)
     to_stdout = dest == "-"
@@ -118,8 +180,9 @@ def from_container(e, rec: dict, src: str, dest: str) -> None:
                 if to_stdout:
                     import shutil
                     import sys
-                    shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
-                    sys.stdout.buffer.flush()
+                    sink = out if out is not None else sys.stdout.buffer
+                    shutil.copyfileobj(f, sink, 1 << 20)
+                    sink.flush()
                     return
                 layer.extract(f, target_dir, layer.COPY_OUT)
         except BaseException as ex:  # noqa: BLE001 - reported after the child's own error

@@ -606,29 +606,70 @@ class Engine:
             s.close()
 
     def kill(self, rec: dict, sig: str = "KILL", user_stop: bool = True) -> None:
+        """Send `sig` (a name, with or without SIG, or a number) to the container's init. A
+        SIGKILL returns once the container is down and its record says so, as dockerd's."""
+        from kobako.runtime.container import signal_number
+        from kobako.runtime.errors import RuntimeFailure
+        try:
+            signum = signal_number(str(sig))
+        except RuntimeFailure:
+            raise errors.InvalidArgument(f"Invalid signal: {sig}") from None
         st = self.state(rec)
         if st not in ("running", "paused"):
-            raise ContainerConflict(f"cannot kill container {rec['name']}: it is not running")
+            raise ContainerConflict(f"Cannot kill container: {rec['name']}: Container {rec['id']} "
+                                    "is not running")
         if user_stop:
             self._tell_monitor(rec["id"], "stopping")  # a stopped container is not restarted
             self.containers.update(rec["id"], stoppedByUser=True)  # unless-stopped stays down
             if rec.get("status") == "restarting":
                 self.containers.update(rec["id"], status="exited")
-        args = ["kill", rec["id"], sig]
-        self.event(rec, "kill", signal=sig)
-        if st == "paused":
-            self.runtime(["resume", rec["id"]])
-        self.runtime(args)
+        self.event(rec, "kill", signal=str(signum))
+        try:
+            if st == "paused":
+                self.runtime(["resume", rec["id"]])
+            self.runtime(["kill", rec["id"], str(signum)])
+        except RuntimeFailure:
+            if self.state(rec) in ("running", "paused"):
+                raise
+            raise ContainerConflict(f"Cannot kill container: {rec['name']}: Container {rec['id']} "
+                                    "is not running") from None
+        if signum == 9:
+            try:
+                self.wait(rec, timeout=10)
+            except TimeoutError:
+                pass
+            self.settle(rec["id"])
+
+    def settle(self, cid: str, timeout: float = 5.0) -> None:
+        """Wait until a container whose init has gone is recorded as exited: the monitor (or the
+        foreground `run`) writes the record just after it reaps the init, and a client that
+        reads the state right after a stop or kill must not see it running."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rec = self.containers.get(cid)
+            if rec is None or rec.get("status") not in ("running", "starting") or \
+                    self.runtime_state(cid) in ("running", "paused"):
+                return
+            time.sleep(0.02)
 
     def pause(self, rec: dict) -> None:
+        st = self.state(rec)
+        if st == "paused":
+            raise ContainerConflict(f"Container {rec['id']} is already paused")
+        if st != "running":
+            raise ContainerConflict(f"Container {rec['id']} is not running")
         self.runtime(["pause", rec["id"]])
         self.event(rec, "pause")
 
     def unpause(self, rec: dict) -> None:
+        if self.state(rec) != "paused":
+            raise ContainerConflict(f"Container {rec['id']} is not paused")
         self.runtime(["resume", rec["id"]])
         self.event(rec, "unpause")
 
     def stop(self, rec: dict, timeout: float | None = None) -> None:
+        """The stop signal, then SIGKILL after `timeout` seconds (the container's stop timeout,
+        10 by default); returns once the container is down and recorded so."""
         # First: it may have just exited on its own, the monitor not yet told; it would then
         # restart it after this returned (restart policies end at a user's stop)
         if (rec.get("restartPolicy") or {}).get("Name", "no") != "no":
@@ -639,23 +680,83 @@ class Engine:
             return
         t = timeout if timeout is not None else float(rec.get("stopTimeout", 10))
         sig = rec.get("stopSignal") or "TERM"
-        from kobako.runtime.errors import RuntimeFailure
         try:
             self.kill(rec, sig)
             self.wait(rec, timeout=t)
         except TimeoutError:
             pass
-        except RuntimeFailure:
+        except ContainerConflict:
             pass  # it exited meanwhile
         if self.state(rec) in ("running", "paused"):
             try:
                 self.kill(rec, "KILL")
-            except (RuntimeFailure, ContainerError):
+            except ContainerConflict:
                 pass
+        self.settle(rec["id"])
+
+    def restart(self, rec: dict, timeout: float | None = None) -> None:
+        self.stop(rec, timeout)
+        self.start(self.containers.get(rec["id"]) or rec)
+
+    def rename(self, rec: dict, new: str) -> None:
+        """A new name, unique among containers (a leading / is Docker's and dropped)."""
+        from kobako.engine.records import valid_name
+        new = new.removeprefix("/")
+        if not new:
+            raise errors.InvalidArgument("Neither old nor new names may be empty")
+        if not valid_name(new):
+            raise errors.InvalidArgument(f"Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                                         "are allowed")
+        if new == rec["name"]:
+            raise errors.InvalidArgument("Renaming a container with the same name as its current name")
+        with self.containers.names_locked():
+            for r in self.containers.all():
+                if r["name"] == new:
+                    raise ContainerConflict(f'Conflict. The container name "/{new}" is already in use by '
+                                            f'container "{r["id"]}". You have to remove (or rename) that '
+                                            "container to be able to reuse that name.")
+            self.containers.update(rec["id"], name=new)
+        self.event({**rec, "name": new}, "rename", oldName="/" + rec["name"])
+
+    def prune(self, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+        """Remove every container that is not running (created or exited), as dockerd's prune:
+        (their IDs, the bytes their changes took). Filters: until=TIME (created before it),
+        label=KEY[=VALUE], label!=KEY[=VALUE]."""
+        from kobako.engine.logs import parse_since, parse_time
+        from kobako.paths import dir_size
+        flt = filters or {}
+        for k in flt:
+            if k not in ("until", "label", "label!"):
+                raise errors.InvalidArgument(f"Invalid filter '{k}'")
+        until = None
+        for v in flt.get("until") or []:
             try:
-                self.wait(rec, timeout=10)
-            except TimeoutError:
-                pass
+                until = parse_since(v)
+            except ValueError:
+                raise errors.InvalidArgument(f"invalid until filter {v!r}: a time or a duration") from None
+
+        def has(labels: dict, spec: str) -> bool:
+            k, eq, v = spec.partition("=")
+            return k in labels and (not eq or labels[k] == v)
+
+        removed, freed = self.remove_orphans(), 0
+        for rec in self.containers.all():
+            if self.state(rec) in ("running", "paused", "restarting"):
+                continue
+            labels = rec.get("labels") or {}
+            if until is not None and parse_time(rec.get("created") or "1970-01-01T00:00:00Z") >= until:
+                continue
+            if not all(has(labels, x) for x in flt.get("label") or []) or \
+                    any(has(labels, x) for x in flt.get("label!") or []):
+                continue
+            size = dir_size(self.containers.path(rec["id"], "upper"), allocated=True)
+            try:
+                self.remove(rec)
+            except (ContainerConflict, ContainerNotFound):
+                continue  # started or removed meanwhile
+            removed.append(rec["id"])
+            freed += size
+        return removed, freed
 
     def remove_orphans(self) -> list[str]:
         """Container directories without a record: a create killed between mkdir and its first

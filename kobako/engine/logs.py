@@ -54,6 +54,53 @@ def parse_time(s: str) -> float:
     return t
 
 
+def parse_tail(s: str | None) -> int | None:
+    """--tail / ?tail=: a count of lines, or all (None)."""
+    if s in (None, "", "all"):
+        return None
+    try:
+        n = int(s)
+    except ValueError:
+        from kobako import errors
+        raise errors.InvalidArgument(f"invalid tail {s!r}: a number of lines or 'all'") from None
+    return max(n, 0)
+
+
+def parse_bound(s: str | None, what: str) -> float | None:
+    """?since= / ?until= / --since / --until: a Unix time (seconds[.nanoseconds]), an RFC 3339
+    time or a duration back from now; None when not given (0 means no bound, as dockerd's)."""
+    if s in (None, ""):
+        return None
+    try:
+        t = parse_since(s)
+    except ValueError:
+        from kobako import errors
+        raise errors.InvalidArgument(f"invalid {what} {s!r}: a Unix time, an RFC 3339 time or a "
+                                     "duration such as 10m") from None
+    return t or None
+
+
+def select(cdir: str, cid: str, streams: tuple[str, ...] = ("stdout", "stderr"), since: float | None = None,
+           until: float | None = None, tail: int | None = None) -> list[dict]:
+    """The entries of a container's log on `streams`, from `since` to `until` (inclusive),
+    the last `tail` of them."""
+    out = []
+    for ent in entries(cdir, cid):
+        if (ent.get("stream") or "stdout") not in streams:
+            continue
+        if since is not None or until is not None:
+            try:
+                t = parse_time(ent.get("time") or "")
+            except ValueError:
+                continue
+            if since is not None and t < since or until is not None and t > until:
+                continue
+        out.append(ent)
+    if tail is not None:
+        out = out[-tail:] if tail else []
+    return out
+
+
 def entries(cdir: str, cid: str) -> Iterator[dict]:
     for p in files(cdir, cid):
         try:

@@ -51,7 +51,8 @@ def _lock(path: str) -> int:
 
 
 def update_record(cdir: str, **changes: object) -> dict | None:
-    """Read-modify-write container.json under its lock; None if the container is gone."""
+    """Read-modify-write container.json under its lock; None if the container is gone. A
+    change may be a function of the old value (a nested merge, done under the same lock)."""
     try:
         fd = _lock(os.path.join(cdir, "lock"))
     except FileNotFoundError:
@@ -65,7 +66,8 @@ def update_record(cdir: str, **changes: object) -> dict | None:
                 rec = jsonfast.loads(f.read())
         except (FileNotFoundError, ValueError):
             return None
-        rec.update(changes)
+        for k, v in changes.items():  # a callable computes the new value from the old one
+            rec[k] = v(rec.get(k)) if callable(v) else v
         tmp = os.path.join(cdir, f".container.json.{os.getpid()}.tmp")
         try:
             with open(tmp, "w") as f:
