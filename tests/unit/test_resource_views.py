@@ -4,7 +4,6 @@ on the engine, not on the CLI."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -95,14 +94,6 @@ def test_network_and_volume_documents(tmp_path: Path):
     vol = {"Name": "v", "Mountpoint": "/m", "Labels": None}
     doc = views.volume_doc(vol)
     assert list(doc) == sorted(doc) and doc["Labels"] == {}
-
-
-def test_api_resource_modules_stand_on_the_engine():
-    for mod in ("images", "networks", "volumes", "system", "swarm"):
-        tree = ast.parse((REPO / "kobako" / "api" / f"{mod}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                assert not node.module.startswith("kobako.cli"), f"api/{mod}.py imports {node.module}"
 
 
 def test_a_twin_name_is_ambiguous_until_one_goes(tmp_path: Path):
