@@ -19,11 +19,12 @@ import json
 import os
 from collections.abc import Callable
 
+from kobako import errors
 from kobako.image.registries import normalize
 from kobako.paths import atomic_write
 
 
-class AuthError(Exception):
+class AuthError(errors.InvalidArgument):
     pass
 
 

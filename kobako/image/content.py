@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from kobako import errors
 from kobako.image.reference import ALGORITHMS, HEX, InvalidReference, check_digest
 from kobako.paths import fsync_dir
 
 CHUNK = 1 << 20
 
 
-class ContentError(Exception):
+class ContentError(errors.InvalidArgument):
     pass
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 
+from kobako import errors
 from kobako.image import manifest as mf
 from kobako.image.content import ContentError, ContentStore
 from kobako.storage import tarsplit
@@ -20,7 +21,7 @@ from kobako.storage.snapshots import Snapshots
 _LEVEL = 3  # isal's levels run 0-3; 3 comes close to gzip -6 and is still ~3x faster
 
 
-class LayerDataError(Exception):
+class LayerDataError(errors.InvalidArgument):
     pass
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from kobako import errors
 from kobako.image import manifest as mf
 from kobako.image.content import ContentError, ContentStore, Writer
 from kobako.image.store import ImageStore, now_iso
@@ -24,7 +25,7 @@ from kobako.storage.snapshots import Snapshots, chain_ids
 Progress = Callable[[str, int, int | None], None]  # (layer digest, bytes done, total)
 
 
-class UnpackError(Exception):
+class UnpackError(errors.InvalidArgument):
     pass
 
 

@@ -166,7 +166,7 @@ def test_attach_detach_keys_leave_the_container_running(api, dc, keys, typed):
         sock = dc.attach_socket(cid, params)
         raw = getattr(sock, "_sock", sock)
         raw.sendall(b"hello\n")
-        _read_until(raw, b"hello")  # the pty's echo and cat's copy
+        _read_until(raw, b"hello\r\nhello\r\n")  # the pty's echo, then cat's copy
         raw.sendall(typed)
         assert _read_until_closed(raw) == b""  # closed by the server; cat runs on
         sock.close()

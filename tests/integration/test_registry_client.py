@@ -183,7 +183,7 @@ def test_missing_manifest_and_blob_are_not_found(reg, image):
     c = Client(reg.addr)
     with pytest.raises(NotFound) as e:
         c.get_manifest("test/hello", "nope")
-    assert e.value.status == 404
+    assert e.value.http_status == 404
     assert str(e.value) == f"registry {reg.addr}: manifest unknown: test/hello:nope not found"
     with pytest.raises(NotFound, match="not found"):
         c.get_manifest("no/such-repo", "latest")
@@ -199,7 +199,7 @@ def test_registry_down():
         Client(addr).get_manifest("a/b", "latest")
     msg = str(e.value)
     assert addr in msg and "connection refused (is the registry running?)" in msg
-    assert e.value.status is None and "Traceback" not in msg and "\n" not in msg
+    assert e.value.http_status is None and "Traceback" not in msg and "\n" not in msg
 
 
 # -- basic auth --------------------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def test_server_error_500():
     with FakeServer(lambda h: reply(h, 500, answer)) as s:
         with pytest.raises(RegistryError) as e:
             Client(s.addr).get_manifest("a/b", "latest")
-    assert e.value.status == 500
+    assert e.value.http_status == 500
     assert str(e.value).startswith(f"registry {s.addr} answered 500 Internal Server Error: disk on fire")
 
 

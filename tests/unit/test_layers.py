@@ -69,3 +69,20 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path):
                  "from ..cli import parser\nfrom kobako import errors\n")
     mods = sorted(m for _, m in _imports(f, tmp_path / "kobako"))
     assert mods == ["kobako.api.server", "kobako.cli", "kobako.cli", "kobako.errors"]
+
+
+def test_every_error_class_is_a_kind():
+    """No error class of kobako's stands outside kobako/errors.py's kinds, and none shadows a
+    builtin name: the front ends map kinds, never class names."""
+    import builtins
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = [getattr(b, "id", getattr(b, "attr", "")) for b in node.bases]
+            if node.name in dir(builtins):
+                bad.append(f"{path.relative_to(PKG.parent)}: {node.name} shadows a builtin")
+            if "Exception" in bases and path.name != "errors.py" and not node.name.startswith("_"):
+                bad.append(f"{path.relative_to(PKG.parent)}: {node.name} derives from Exception, not a kind")
+    assert not bad, "\n".join(bad)
