@@ -188,7 +188,7 @@ async def pull(req: Request) -> None:
     try:
         rec = await blocking(go)
         await req.chunk(json.dumps({"status": f"Digest: {rec.get('digest', rec['id'])}"}).encode() + b"\r\n")
-        done = {"status": f"Status: Downloaded newer image for {name}"}
+        done = {"status": f"Status: Downloaded newer image for {reference.familiar(name)}"}
         await req.chunk(json.dumps(done).encode() + b"\r\n")
     except Exception as e:  # noqa: BLE001 - a pull error travels in the stream, as dockerd sends it
         from kobako.errors import describe
