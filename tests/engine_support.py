@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -49,3 +52,68 @@ def assert_user_error(cp: subprocess.CompletedProcess, *words: str, code: int = 
     for w in words:
         assert w.lower() in lines[0].lower(), f"error does not mention {w!r}: {lines[0]!r}"
     return lines[0]
+
+
+@contextmanager
+def api_service(base: Path, image_rootfs: Path, image: str) -> Iterator[Kobako]:
+    """`kobako system service` over a private data root under `base`, with `image` imported
+    from a root filesystem: yields the Kobako caller with `.sock` and `.env_docker` set. At
+    the end every container, volume and user network it left goes, the service stops, and
+    its log must hold no traceback."""
+    k = Kobako(base)
+    k("import", str(image_rootfs), image)
+    k.sock = str(base / "docker.sock")
+    k.env_docker = {**os.environ, "DOCKER_HOST": f"unix://{k.sock}"}
+    logf = base / "service.log"
+    with open(logf, "w") as log:
+        argv = [sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", k.sock]
+        p = subprocess.Popen(argv, env=k.env, cwd=Path(__file__).resolve().parent.parent, stdout=log,
+                             stderr=subprocess.STDOUT)
+        try:
+            for _ in range(200):
+                if os.path.exists(k.sock):
+                    break
+                time.sleep(0.05)
+            assert os.path.exists(k.sock), logf.read_text()
+            yield k
+        finally:
+            for cid in k("ps", "-aq", check=False).stdout.split():
+                k("rm", "-f", cid, check=False)
+            for v in k("volume", "ls", "-q", check=False).stdout.split():
+                k("volume", "rm", "-f", v, check=False)
+            for n in k("network", "ls", "-q", "--filter", "type=custom", check=False).stdout.split():
+                k("network", "rm", n, check=False)
+            p.terminate()
+            p.wait(timeout=10)
+    assert not os.path.exists(k.sock), "the service left its socket behind"
+    assert "Traceback" not in logf.read_text(), logf.read_text()
+
+
+def http_request(sock: str, method: str, path: str, body: bytes | None = None,
+                 headers: dict | None = None) -> tuple[int, bytes, dict]:
+    """One HTTP request on a unix socket: (status, body, headers)."""
+    import http.client
+    import socket
+    c = http.client.HTTPConnection("localhost")
+    c.sock = socket.socket(socket.AF_UNIX)
+    c.sock.connect(sock)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read(), dict(r.getheaders())
+    finally:
+        c.close()
+
+
+def api_json(k: Kobako, method: str, path: str, body: object = None,
+             raw: bytes | None = None) -> tuple[int, object]:
+    """A Docker API call under /v1.41 with a JSON body (or raw bytes): (status, the answer
+    parsed as JSON when it is one document, else the bytes)."""
+    import json
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    status, out, _ = http_request(k.sock, method, "/v1.41" + path, data,
+                                  {"Content-Type": "application/json"} if data is not None else {})
+    try:
+        return status, json.loads(out) if out.strip() and b"\n{" not in out.strip() else (out or None)
+    except ValueError:
+        return status, out

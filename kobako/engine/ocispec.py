@@ -96,6 +96,7 @@ class RunOptions:
         self.links: list[dict] = []  # --link: {"id", "name", "alias"} of running containers
         self.link_env: list[str] = []  # the variables --link gives (engine/lifecycle.py fills them)
         self.ipc_none = False  # --ipc none: an IPC namespace of its own and no /dev/shm
+        self.propagation: dict[str, str] = {}  # bind destination -> rshared, rslave ... (default rprivate)
 
 
 ALL_CAPS = capabilities.NAMES  # in bit order: host_caps() indexes it by the CapBnd mask
@@ -385,6 +386,7 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
     for host, dest, ro in opts.binds:
         cfg["mounts"].append({"destination": dest, "type": "bind", "source": host,
                               "options": ["rbind", "ro" if ro else "rw"]
+                              + ([opts.propagation[dest]] if dest in opts.propagation else [])
                               + (["idmap"] if opts.userns and dest in opts.idmapped else [])})
     if opts.init:
         cfg["mounts"].append({"destination": INIT_PATH, "type": "bind", "source": opts.init,

@@ -376,7 +376,8 @@ def plan(e, spec: ContainerSpec, img_cfg: dict) -> ocispec.RunOptions:
         else None, env=[x for x in c["Env"] or [] if "=" in x], workdir=c["WorkingDir"] or None,
         user=c["User"] or None, hostname=c["Hostname"] or None, tty=c["Tty"],
         read_only=h["ReadonlyRootfs"], network=kind, memory=h["Memory"] or None)
-    ep = next(iter(spec.endpoints.values()), None) if spec.endpoints else None
+    # the endpoint settings of the network it joins (dockerd ignores ones for other networks)
+    ep = spec.endpoints.get(mode) or (spec.endpoints.get("bridge") if mode in ("default", "bridge") else None)
     if kind == "bridge":
         opts.net = _bridge(e, "bridge" if net == "default" else net, spec, ep, img_cfg)
     elif h["PortBindings"] or h["PublishAllPorts"] or c["MacAddress"] or spec.extra.get("NetRate") or (
@@ -641,6 +642,9 @@ def bind(v: str, opts: ocispec.RunOptions) -> None:
         raise InvalidArgument(f"invalid volume specification {v!r}: unknown option {bad[0]!r} "
                               "(ro, rw or idmap)")
     ro = "ro" in flags
+    prop = [f for f in flags if f in ("rprivate", "private", "rslave", "slave", "rshared", "shared")]
+    if prop:
+        opts.propagation[dest] = prop[-1]
     if "idmap" in flags:  # seen through the container's user namespace (named volumes always are)
         opts.idmapped.add(dest)
     if src.startswith("/"):
@@ -658,6 +662,11 @@ def mount(m: dict, opts: ocispec.RunOptions) -> None:
     if not isinstance(dest, str) or not dest.startswith("/"):
         raise InvalidArgument(f"invalid mount config for type {typ!r}: the target must be an absolute path")
     if typ == "bind":
+        prop = (m.get("BindOptions") or {}).get("Propagation")
+        if prop:
+            if prop not in ("rprivate", "private", "rslave", "slave", "rshared", "shared"):
+                raise InvalidArgument(f"invalid mount config: invalid propagation mode {prop!r}")
+            opts.propagation[dest] = prop
         if not src.startswith("/") or not os.path.exists(src):
             raise InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not "
                                   f"exist: {src}")

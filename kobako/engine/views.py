@@ -147,8 +147,10 @@ def _mounts(e, rec: dict) -> list[dict]:
             out.append({"Type": "volume", "Name": vols[dest]["name"], "Source": m["source"],
                         "Destination": dest, "Driver": "local", "Mode": "", "RW": rw, "Propagation": ""})
         elif dest != "/sbin/docker-init":
+            prop = next((o for o in m.get("options") or [] if o in ("rprivate", "private", "rslave", "slave",
+                                                                     "rshared", "shared")), "rprivate")
             out.append({"Type": "bind", "Source": m["source"], "Destination": dest, "Mode": "", "RW": rw,
-                        "Propagation": "rprivate"})
+                        "Propagation": prop})
     return out
 
 
@@ -488,8 +490,11 @@ def container_settings(e, rec: dict) -> tuple[str, dict]:
                 nid = store.get(name)["id"]
             except NetworkError:
                 nid = ""
+        aliases = list((ep or {}).get("aliases") or want.get("aliases") or [])
+        if name != "bridge" and rec["id"][:12] not in aliases:  # dockerd (API < 1.45) adds the short ID
+            aliases.append(rec["id"][:12])
         nets[name] = {"IPAMConfig": _ipam_config(want), "Links": list(want.get("links") or []) or None,
-                      "Aliases": (ep or {}).get("aliases") or want.get("aliases") or None,
+                      "Aliases": aliases or None,
                       "NetworkID": nid, "EndpointID": ep["veth"] if ep else "",
                       "Gateway": ep["gateway"] if ep else "", "IPAddress": ep["ip"] if ep else "",
                       "IPPrefixLen": ep["prefix"] if ep else 0, "IPv6Gateway": "",

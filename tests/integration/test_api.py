@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from engine_support import Kobako
+from engine_support import api_service, http_request
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -25,28 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def api(session_base: Path, busybox_rootfs: Path):
-    k = Kobako(session_base / "api")
-    k("import", str(busybox_rootfs), IMG)
-    sock = str(session_base / "api" / "docker.sock")
-    log = open(session_base / "api" / "service.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", sock],
-                         env=k.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
-    assert os.path.exists(sock), (session_base / "api" / "service.log").read_text()
-    k.sock = sock
-    k.env_docker = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-    yield k
-    for cid in k("ps", "-aq", check=False).stdout.split():
-        k("rm", "-f", cid, check=False)
-    p.terminate()
-    p.wait(timeout=10)
-    log.close()
-    assert not os.path.exists(sock), "the service left its socket behind"
-    text = (session_base / "api" / "service.log").read_text()
-    assert "Traceback" not in text, text
+    with api_service(session_base / "api", busybox_rootfs, IMG) as k:
+        yield k
 
 
 def _docker(k, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -60,14 +40,7 @@ def _docker(k, *args: str, check: bool = True, timeout: float = 60) -> subproces
 
 
 def _raw(k, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    c = http.client.HTTPConnection("localhost")
-    c.sock = socket.socket(socket.AF_UNIX)
-    c.sock.connect(k.sock)
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
+    return http_request(k.sock, method, path, body, headers)[:2]
 
 
 def test_docker_cli_run_rm_exit_codes_and_output(api):

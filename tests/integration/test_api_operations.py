@@ -5,49 +5,24 @@ the kobako CLI, which calls the same engine."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from engine_support import Kobako
+from engine_support import api_service, http_request
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def api(session_base: Path, busybox_rootfs: Path):
-    k = Kobako(session_base / "api-ops")
-    k("import", str(busybox_rootfs), IMG)
-    sock = str(session_base / "api-ops" / "docker.sock")
-    log = open(session_base / "api-ops" / "service.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", sock],
-                         env=k.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
-    assert os.path.exists(sock), (session_base / "api-ops" / "service.log").read_text()
-    k.sock = sock
-    yield k
-    for cid in k("ps", "-aq", check=False).stdout.split():
-        k("rm", "-f", cid, check=False)
-    for v in k("volume", "ls", "-q", check=False).stdout.split():
-        k("volume", "rm", "-f", v, check=False)
-    p.terminate()
-    p.wait(timeout=10)
-    log.close()
-    text = (session_base / "api-ops" / "service.log").read_text()
-    assert "Traceback" not in text, text
+    with api_service(session_base / "api-ops", busybox_rootfs, IMG) as k:
+        yield k
 
 
 @pytest.fixture
@@ -59,15 +34,7 @@ def dc(api):
 
 
 def _raw(k, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    c = http.client.HTTPConnection("localhost")
-    c.sock = socket.socket(socket.AF_UNIX)
-    c.sock.connect(k.sock)
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    data = r.read()
-    hs = dict(r.getheaders())
-    c.close()
-    return r.status, data, hs
+    return http_request(k.sock, method, path, body, headers)
 
 
 def _run(dc, cmd, **kw) -> str:

@@ -4,69 +4,30 @@ swarm says; bad input gets dockerd's status and one message, and nothing is made
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import registry_support as rs
-from engine_support import Kobako
+from engine_support import api_json, api_service
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def api(session_base: Path, busybox_rootfs: Path):
-    k = Kobako(session_base / "api-res")
-    k("import", str(busybox_rootfs), IMG)
-    sock = str(session_base / "api-res" / "docker.sock")
-    logf = session_base / "api-res" / "service.log"
-    log = open(logf, "w")
-    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", sock],
-                         env=k.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
-    assert os.path.exists(sock), logf.read_text()
-    k.sock = sock
-    k.env_docker = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-    yield k
-    for cid in k("ps", "-aq", check=False).stdout.split():
-        k("rm", "-f", cid, check=False)
-    for n in k("network", "ls", "-q", check=False).stdout.split():
-        k("network", "rm", n, check=False)
-    p.terminate()
-    p.wait(timeout=10)
-    log.close()
-    assert "Traceback" not in logf.read_text(), logf.read_text()
+    with api_service(session_base / "api-res", busybox_rootfs, IMG) as k:
+        yield k
 
 
 def call(k, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, object]:
-    c = http.client.HTTPConnection("localhost")
-    c.sock = socket.socket(socket.AF_UNIX)
-    c.sock.connect(k.sock)
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    c.request(method, "/v1.41" + path, body=data,
-              headers={"Content-Type": "application/json"} if data is not None else {})
-    r = c.getresponse()
-    out = r.read()
-    c.close()
-    try:
-        return r.status, json.loads(out) if out.strip() and b"\n{" not in out.strip() else out
-    except ValueError:
-        return r.status, out
+    return api_json(k, method, path, body, raw)
 
 
 def q(obj: object) -> str:
@@ -189,7 +150,7 @@ def test_connect_records_endpoint_settings_and_prune_reports(api):
     assert got[0] == 200, got
     got = call(api, "GET", f"/containers/{c['Id']}/json")[1]["NetworkSettings"]["Networks"]["kbt-ep"]
     assert got["IPAMConfig"] == {"IPv4Address": "10.203.0.9"} and got["MacAddress"] == "02:42:ac:11:00:09"
-    assert got["Links"] == ["up:bar"] and got["DriverOpts"] == {"k": "v"} and got["Aliases"] == ["al"]
+    assert got["Links"] == ["up:bar"] and got["DriverOpts"] == {"k": "v"} and got["Aliases"] == ["al", c["Id"][:12]]
     assert got["NetworkID"]
     assert call(api, "POST", "/networks/kbt-ep/connect", {"Container": c["Id"]})[0] == 403  # twice
     bad = call(api, "POST", "/networks/kbt-ep/disconnect", {"Container": c["Id"], "Force": "x"})

@@ -5,54 +5,27 @@ input is refused with dockerd's status and nothing is made."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from engine_support import Kobako, assert_user_error
+from engine_support import api_json, api_service, assert_user_error
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def k(session_base: Path, busybox_rootfs: Path):
-    k = Kobako(session_base / "model")
-    k("import", str(busybox_rootfs), IMG)
-    k.sock = str(session_base / "model" / "docker.sock")
-    log = open(session_base / "model" / "service.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "kobako.cli.main", "system", "service", "--socket", k.sock],
-                         env=k.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if os.path.exists(k.sock):
-            break
-        time.sleep(0.05)
-    yield k
-    for cid in k("ps", "-aq", check=False).stdout.split():
-        k("rm", "-f", cid, check=False)
-    p.terminate()
-    p.wait(timeout=10)
-    log.close()
-    assert "Traceback" not in (session_base / "model" / "service.log").read_text()
+    with api_service(session_base / "model", busybox_rootfs, IMG) as k:
+        yield k
 
 
 def call(k, method: str, path: str, body: object = None) -> tuple[int, object]:
-    c = http.client.HTTPConnection("localhost")
-    c.sock = socket.socket(socket.AF_UNIX)
-    c.sock.connect(k.sock)
-    data = json.dumps(body).encode() if body is not None else None
-    c.request(method, "/v1.41" + path, body=data, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    raw = r.read()
-    c.close()
-    return r.status, (json.loads(raw) if raw else None)
+    return api_json(k, method, path, body)
 
 
 def create(k, body: dict, name: str | None = None) -> str:
@@ -259,3 +232,21 @@ services:
     finally:
         compose("down", "-v")
     assert "kbtmodel" not in k("ps", "-a").stdout
+
+
+def test_bind_propagation_and_network_aliases_in_inspect(k, tmp_path: Path):
+    k("network", "create", "model-net")
+    try:
+        cid = create(k, {"Image": IMG, "Cmd": ["sleep", "30"], "Volumes": {"/m": {}}, "HostConfig": {
+            "NetworkMode": "model-net", "Binds": [f"{tmp_path}:/m:rw,rshared"]}, "NetworkingConfig": {
+            "EndpointsConfig": {"model-net": {"Aliases": ["hello"], "DriverOpts": {"k": "v"}}}}})
+        assert call(k, "POST", f"/containers/{cid}/start")[0] == 204
+        doc = call(k, "GET", f"/containers/{cid}/json")[1]
+        (mount,) = [m for m in doc["Mounts"] if m["Destination"] == "/m"]
+        assert (mount["Type"], mount["Propagation"], mount["RW"]) == ("bind", "rshared", True)
+        ep = doc["NetworkSettings"]["Networks"]["model-net"]
+        assert ep["Aliases"] == ["hello", cid[:12]] and ep["DriverOpts"] == {"k": "v"}
+        k("rm", "-f", cid)
+    finally:
+        k("network", "rm", "model-net", check=False)
+

@@ -167,3 +167,17 @@ def test_plan_turns_fields_into_run_options():
     with pytest.raises(InvalidArgument):
         specs.plan(_NoEngine(), ContainerSpec.from_docker({"Image": "b", "HostConfig": {
             "NetworkMode": "none", "Mounts": [{"Type": "npipe", "Target": "/x"}]}}), {})
+
+
+def test_bind_propagation_is_kept():
+    s = ContainerSpec.from_docker({"Image": "b", "Cmd": ["true"], "HostConfig": {
+        "NetworkMode": "none", "Binds": ["/tmp:/t:rw,rshared"],
+        "Mounts": [{"Type": "bind", "Source": "/", "Target": "/host",
+                    "BindOptions": {"Propagation": "rslave"}}]}})
+    o = specs.plan(_NoEngine(), s, {})
+    assert o.propagation == {"/t": "rshared", "/host": "rslave"}
+    bad = ContainerSpec.from_docker({"Image": "b", "Cmd": ["true"], "HostConfig": {
+        "NetworkMode": "none",
+        "Mounts": [{"Type": "bind", "Source": "/", "Target": "/h", "BindOptions": {"Propagation": "up"}}]}})
+    with pytest.raises(InvalidArgument):
+        specs.plan(_NoEngine(), bad, {})

@@ -71,7 +71,7 @@ def test_a_created_container_shows_what_it_asked_of_each_network(tmp_path: Path)
     assert mode == "n1" and ep["NetworkID"] == net["id"] and ep["IPAddress"] == ""
     assert ep["IPAMConfig"] == {"IPv4Address": "10.77.0.9", "LinkLocalIPs": ["169.254.1.1"]}
     assert (ep["Links"], ep["Aliases"], ep["MacAddress"], ep["DriverOpts"]) == \
-        (["up:bar"], ["x"], "02:42:0a:4d:00:09", {"k": "v"})
+        (["up:bar"], ["x", "c" * 12], "02:42:0a:4d:00:09", {"k": "v"})  # and the short ID, as dockerd
     bare = views.container_settings(e, {"id": "d" * 64, "net": {"mode": "bridge"}})[1]["Networks"]["bridge"]
     assert bare["IPAMConfig"] is None and bare["Links"] is None and bare["DriverOpts"] is None
 
