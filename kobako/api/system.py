@@ -45,32 +45,19 @@ async def events(req: Request) -> None:
     import time
 
     from kobako.engine import events as ev
+    from kobako.engine import filters
     from kobako.engine.logs import parse_since
     e = engine()
     try:
         since = parse_since(req.query["since"]) if req.query.get("since") else None
         until = parse_since(req.query["until"]) if req.query.get("until") else None
-        flt = json.loads(req.query.get("filters") or "{}")
     except ValueError as ex:
         raise ApiError(400, f"invalid events query: {ex}") from None
+    flt = filters.from_json(req.query.get("filters"), ev.FILTERS)
     path = ev.path(e.root)
     await req.stream_start(200, "application/json")
     offset = 0 if since is not None else (os.path.getsize(path) if os.path.exists(path) else 0)
     buf = b""
-
-    def wanted(x: dict) -> bool:
-        if since is not None and x.get("time", 0) < since or until is not None and x.get("time", 0) > until:
-            return False
-        for k, vals in flt.items():
-            got = {"type": x.get("Type"), "event": x.get("Action"), "container": x.get("id"),
-                   "image": x.get("from")}.get(k)
-            if k == "container":
-                name = (x.get("Actor") or {}).get("Attributes", {}).get("name")
-                if not any(v in (got, name) or (got or "").startswith(v) for v in vals):
-                    return False
-            elif got is not None and got not in vals:
-                return False
-        return True
 
     gone = asyncio.ensure_future(req.conn.reader.read(1))  # completes when the client hangs up
     while True:  # one pass at least: an `until` already past still gets what was logged before it
@@ -86,7 +73,7 @@ async def events(req: Request) -> None:
                     x = json.loads(line)
                 except ValueError:
                     continue
-                if wanted(x):
+                if ev.matches(x, flt, since, until):
                     await req.chunk(line + b"\n")
         if (until is not None and time.time() > until) or gone.done():
             break

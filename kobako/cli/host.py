@@ -202,25 +202,8 @@ def events(e: Engine, args) -> int:
     from kobako.engine import logs
     since = logs.parse_since(args.since) if args.since else None
     until = logs.parse_since(args.until) if args.until else None
-    flt: dict[str, list[str]] = {}
-    for f in args.filter:
-        k, eq, v = f.partition("=")
-        if not eq or k not in ("type", "event", "container", "image", "label"):
-            raise ocispec.OptionError(f"invalid filter {f!r}: type=, event=, container=, image=")
-        flt.setdefault(k, []).append(v)
-
-    def wanted(x: dict) -> bool:
-        attrs = (x.get("Actor") or {}).get("Attributes") or {}
-        checks = {"type": x.get("Type"), "event": x.get("Action"), "image": attrs.get("image")}
-        for k, vals in flt.items():
-            if k == "container":
-                aid = (x.get("Actor") or {}).get("ID", "")
-                if x.get("Type") != "container" or not any(v == attrs.get("name") or aid.startswith(v)
-                                                             for v in vals):
-                    return False
-            elif k in checks and checks[k] not in vals:
-                return False
-        return True
+    from kobako.engine import filters
+    flt = filters.from_args(args.filter, ev.FILTERS)
 
     def show(x: dict) -> None:
         if args.format:
@@ -241,14 +224,14 @@ def events(e: Engine, args) -> int:
                 x = json.loads(line)
             except ValueError:
                 continue
-            if x["timeNano"] / 1e9 >= since and (until is None or x["timeNano"] / 1e9 <= until) and wanted(x):
+            if ev.matches(x, flt, since, until):
                 show(x)
     offset = os.path.getsize(p) if os.path.exists(p) else 0
     if until is not None and until <= time.time():
         return 0
     try:
         for x in logs.follow(p, offset, lambda: until is None or time.time() < until):
-            if "Type" in x and wanted(x):
+            if "Type" in x and ev.matches(x, flt):
                 show(x)
     except KeyboardInterrupt:
         pass

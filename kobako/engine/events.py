@@ -56,3 +56,37 @@ def _trim(p: str) -> None:
         os.rename(tmp, p)
     except OSError:
         pass
+
+
+FILTERS = ("type", "event", "container", "image", "label", "network", "volume", "scope")
+
+
+def matches(x: dict, flt: dict[str, list[str]], since: float | None = None,
+            until: float | None = None) -> bool:
+    """An event as `docker events --filter` and /events?filters= select them: different keys
+    AND, the values of one key OR; `event=health_status` takes every health_status: ..."""
+    t = x.get("timeNano", x.get("time", 0) * 1_000_000_000) / 1e9
+    if (since is not None and t < since) or (until is not None and t > until):
+        return False
+    actor = x.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    aid = actor.get("ID", "")
+    for k, vals in flt.items():
+        if k == "type":
+            ok = x.get("Type") in vals
+        elif k == "event":
+            action = x.get("Action", "")
+            ok = any(action == v or action.startswith(v + ":") for v in vals)
+        elif k in ("container", "network", "volume"):
+            ok = x.get("Type") == k and any(v in (attrs.get("name"), aid) or
+                                            (len(v) >= 3 and aid.startswith(v)) for v in vals)
+        elif k == "image":
+            ok = any(v in (attrs.get("image"), aid, attrs.get("name")) for v in vals)
+        elif k == "label":
+            from kobako.engine.filters import labels_match
+            ok = labels_match(attrs, vals)
+        else:  # scope: every event of kobako's is local
+            ok = "local" in vals
+        if not ok:
+            return False
+    return True

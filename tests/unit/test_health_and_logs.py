@@ -82,3 +82,14 @@ def test_one_big_write_rotates_between_messages(tmp_path):
     assert (tmp_path / "c4-json.log").stat().st_size <= 300
     got = [int(x["log"]) for x in logs.entries(str(tmp_path), "c4")]
     assert got == list(range(got[0], 100))
+
+
+def test_event_filters_as_docker_takes_them():
+    from kobako.engine import events
+    x = {"Type": "container", "Action": "health_status: healthy", "timeNano": 5 * 10**9,
+         "Actor": {"ID": "abcdef" * 10, "Attributes": {"name": "web", "image": "busybox", "k": "v"}}}
+    assert events.matches(x, {"event": ["health_status"]}) and events.matches(x, {"container": ["web"]})
+    assert events.matches(x, {"container": ["abc"], "type": ["container"], "label": ["k=v"]})
+    assert not events.matches(x, {"event": ["die"]}) and not events.matches(x, {"image": ["alpine"]})
+    assert not events.matches(x, {"container": ["ab"]})  # too short to be an ID prefix
+    assert events.matches(x, {}, since=4.0, until=6.0) and not events.matches(x, {}, since=5.5)
