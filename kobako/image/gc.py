@@ -39,7 +39,9 @@ def referenced(e) -> tuple[set[str], set[str]]:
         chains.update(r.get("chainIds", []))
     for c in e.containers.all():
         chains.update(c.get("chainIds", []))
-    return blobs, chains
+    from kobako.image.buildcache import BuildCache
+    cache_blobs, cache_chains = BuildCache(e.root).references()  # layers of cached build steps
+    return blobs | cache_blobs, chains | cache_chains
 
 
 def collect(e, wait: bool = False) -> int:
