@@ -335,7 +335,8 @@ def build_options(req: Request):
         limits["CpusetCpus"] = req.query["cpusetcpus"]
     net = req.query.get("networkmode") or "default"
     return Options(tags=[t for t in req.query_all.get("t") or [] if t],
-                   dockerfile=req.query.get("dockerfile") or "Dockerfile",
+                   # the first value, as dockerd's FormValue (docker-py sends the file's text after it)
+                   dockerfile=(req.query_all.get("dockerfile") or [""])[0] or "Dockerfile",
                    build_args={str(k): (None if v is None else str(v)) for k, v in args.items()},
                    target=req.query.get("target") or None, no_cache=req.flag("nocache"),
                    pull=req.flag("pull"),
