@@ -283,6 +283,20 @@ class Lexer:
                         i += 1
             elif ch == "$":
                 v, i = self._dollar(s, i, env)
+                if split and any(c in v for c in " \t\n"):  # an unquoted value splits into words
+                    pieces = v.split()
+                    if v[:1].isspace() and cur:
+                        words.append("".join(cur))
+                        cur = []
+                    for n, piece in enumerate(pieces):
+                        if n:
+                            words.append("".join(cur))
+                            cur = []
+                        cur.append(piece)
+                    if v[-1:].isspace() and cur:
+                        words.append("".join(cur))
+                        cur, have = [], False
+                    continue
                 cur.append(v)
             else:
                 cur.append(ch)
