@@ -111,7 +111,9 @@ def test_the_cache_reuses_unchanged_steps(k: Kobako, tmp_path: Path):
     assert "Running in" in changed and inspect(k, "kbt/cache:1")["Id"] != id1
     assert k("run", "--rm", "kbt/cache:1").stdout == "two\n"
     assert "Using cache" not in k("build", "--no-cache", "-t", "kbt/cache:1", str(d)).stdout
+    assert "Build Cache" in k("system", "df").stdout
     k("builder", "prune", "-f")
+    assert k("system", "df").stdout.split("Build Cache")[1].split()[0] == "0"  # no entries left
     assert "Using cache" not in k("build", "-t", "kbt/cache:1", str(d)).stdout
     assert_clean(k)
 
