@@ -514,6 +514,9 @@ class Builder:
 
     # -- RUN --
     def _run(self, st: State, ins: dockerfile.Instruction) -> None:
+        if "security" in ins.flags:
+            raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: RUN --security is not supported by "
+                                           "kobako's builder")
         if "mount" in ins.flags:
             raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: RUN --mount is not supported by "
                                            "kobako's builder yet")
@@ -604,6 +607,10 @@ class Builder:
     # -- COPY / ADD --
     def _copy(self, st: State, ins: dockerfile.Instruction, env: dict[str, str]) -> None:
         c = ins.cmd
+        for flag in ("checksum", "keep-git-dir"):
+            if flag in ins.flags:
+                raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: ADD --{flag} is not supported "
+                                               "by kobako's builder yet")
         words = [self.lexer.word(w, env) for w in ins.json] if ins.json is not None \
             else self.lexer.words(ins.rest, env)
         if len(words) < 2:
