@@ -183,7 +183,7 @@ class Builder:
             self.cache_sources = self._cache_sources(self.opts.cache_from)
         self._sweep()
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
-        meta_args: dict[str, str] = {}
+        meta_args = _platform_args()  # BuildKit's automatic args, for FROM --platform=$BUILDPLATFORM
         for ins in meta:
             self._step(ins)
             for name, default in dockerfile.arg_decls(ins, self.escape):
@@ -595,7 +595,17 @@ class Builder:
             pass
 
     def _sweep(self) -> None:
-        """Step containers of builds killed midway (their builder is gone): removed."""
+        """What builds killed midway left (their builder is gone): step containers, temp
+        directories (contexts, copies, downloads)."""
+        try:
+            names = os.listdir(self.tmp)
+        except FileNotFoundError:
+            names = []
+        for n in names:
+            parts = n.split("-")
+            if len(parts) >= 3 and parts[1].isdigit() and parts[2].isdigit() \
+                    and not _alive(int(parts[1]), int(parts[2])):
+                shutil.rmtree(os.path.join(self.tmp, n), ignore_errors=True)
         for c in self.e.containers.all():
             b = (c.get("kobako") or {}).get("Builder")
             if b and not _alive(b.get("pid", 0), b.get("start")):
@@ -694,7 +704,7 @@ class Builder:
         import tempfile
         import urllib.error
         import urllib.request
-        d = tempfile.mkdtemp(prefix="add-", dir=self.tmp)
+        d = tempfile.mkdtemp(prefix=_owned("add"), dir=self.tmp)
         try:
             with urllib.request.urlopen(url, timeout=30) as r, open(os.path.join(d, "download"), "wb") as f:
                 shutil.copyfileobj(r, f, 1 << 20)
@@ -712,7 +722,7 @@ class Builder:
         import tempfile
 
         from kobako.storage.mounts import in_child, merged_view
-        work_dir = tempfile.mkdtemp(prefix="step-", dir=self.tmp)
+        work_dir = tempfile.mkdtemp(prefix=_owned("step"), dir=self.tmp)
         upper, work = os.path.join(work_dir, "upper"), os.path.join(work_dir, "work")
         os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
@@ -780,6 +790,17 @@ class Builder:
         return img
 
 
+def _platform_args() -> dict[str, str]:
+    from kobako.image import manifest as mf
+    p = mf.host_platform()
+    plat = "/".join(x for x in (p["os"], p["architecture"], p.get("variant") or "") if x)
+    out = {}
+    for who in ("BUILD", "TARGET"):
+        out.update({f"{who}PLATFORM": plat, f"{who}OS": p["os"], f"{who}ARCH": p["architecture"],
+                    f"{who}VARIANT": p.get("variant") or ""})
+    return out
+
+
 def _now() -> str:
     from kobako.image.store import now_iso
     return now_iso()
@@ -792,6 +813,11 @@ def _start_time(pid: int | None = None) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _owned(kind: str) -> str:
+    """A temp directory's name prefix that says whose it is (see Builder._sweep)."""
+    return f"{kind}-{os.getpid()}-{_start_time()}-"
 
 
 def _alive(pid: int, start: int | None) -> bool:
@@ -968,7 +994,7 @@ def unpack_context(e, stream) -> str:
     from kobako.storage import layer
     tmp = os.path.join(e.root, "builder", "tmp")
     os.makedirs(tmp, mode=0o700, exist_ok=True)
-    d = tempfile.mkdtemp(prefix="ctx-", dir=tmp)
+    d = tempfile.mkdtemp(prefix=_owned("ctx"), dir=tmp)
     try:
         head = b""
         while len(head) < 6 and (more := stream.read(6 - len(head))):

@@ -227,6 +227,10 @@ def test_a_build_killed_midway_leaves_nothing_running(k: Kobako, tmp_path: Path)
         p.send_signal(signal.SIGKILL)
     finally:
         p.wait()
-    # the next build finds the step container of the dead one and removes it
+    # a copy's temp directory a killed build left (its owner's PID and start time are in its name)
+    left = k.data / "builder" / "tmp" / f"step-{os.getpid()}-1-x"
+    (left / "upper").mkdir(parents=True)
+    # the next build finds the step container and the directory of the dead ones and removes them
     k("build", "-q", "-", input=f"FROM {IMG}\nLABEL after=kill\n")
+    assert not left.exists()
     assert_clean(k)
