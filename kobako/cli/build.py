@@ -65,8 +65,6 @@ def build(e: Engine, args) -> int:
     quiet = args.quiet or args.progress == "quiet"
     if args.progress not in (None, "auto", "plain", "tty", "quiet"):
         raise UsageError(f"invalid --progress {args.progress!r}: auto, plain, tty or quiet")
-    if args.network not in (None, "default", "bridge", "host", "none"):
-        raise UsageError(f"invalid --network {args.network!r}: default, bridge, host or none")
     ulimits = []
     for u in args.ulimit:
         from kobako.engine.ocispec import parse_ulimit
@@ -156,7 +154,7 @@ COMMANDS = {
         opt("--no-cache", "no_cache", help="run every step, using no cache"),
         opt("--pull", "pull", help="pull base images even if present"),
         opt("--label", "label", "list", None, "KEY=VALUE label of the image"),
-        opt("--network", "network", "str", None, "network of RUN steps: default (bridge), host, none"),
+        opt("--network", "network", "str", None, "RUN steps: default (bridge), host, none, NETWORK"),
         opt("--add-host", "add_host", "list", None, "HOST:IP in RUN steps' /etc/hosts"),
         opt("--shm-size", "shm_size", "str", None, "size of RUN steps' /dev/shm"),
         opt("--ulimit", "ulimit", "list", None, "NAME=SOFT[:HARD] for RUN steps"),
