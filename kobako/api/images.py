@@ -291,6 +291,129 @@ async def distribution(req: Request) -> None:
     await req.send_json(200, await blocking(engine_distribution, req.params["name"], creds))
 
 
+def _json_param(req: Request, name: str, kind: type) -> object:
+    v = req.query.get(name)
+    if not v:
+        return kind()
+    try:
+        out = json.loads(v)
+    except ValueError:
+        raise ApiError(400, f"invalid {name}: not JSON") from None
+    if out is None:
+        return kind()
+    if not isinstance(out, kind):
+        raise ApiError(400, f"invalid {name}: expected a JSON {'object' if kind is dict else 'list'}")
+    return out
+
+
+def _int_param(req: Request, name: str) -> int:
+    v = req.query.get(name) or "0"
+    try:
+        return int(v)
+    except ValueError:
+        raise ApiError(400, f"invalid {name} {v!r}: a number") from None
+
+
+def build_options(req: Request):
+    """dockerd's /build query parameters as the engine's build options."""
+    from kobako.engine.build import Options
+    if req.query.get("remote"):
+        raise ApiError(400, "a remote build context (remote=) is not supported: send the context as the body")
+    if req.query.get("isolation") not in (None, "", "default"):
+        raise ApiError(400, f"invalid isolation {req.query['isolation']!r}: only 'default' on Linux")
+    args = _json_param(req, "buildargs", dict)
+    labels = _json_param(req, "labels", dict)
+    ulimits = _json_param(req, "ulimits", list)
+    cache_from = _json_param(req, "cachefrom", list) if req.query.get("cachefrom") else None
+    hosts: list[str] = []
+    for h in req.query_all.get("extrahosts") or []:
+        hosts += [x for x in h.split(",") if x]
+    limits = {k: _int_param(req, q) for k, q in (("Memory", "memory"), ("MemorySwap", "memswap"),
+                                                 ("CpuShares", "cpushares"), ("CpuPeriod", "cpuperiod"),
+                                                 ("CpuQuota", "cpuquota")) if req.query.get(q)}
+    if req.query.get("cpusetcpus"):
+        limits["CpusetCpus"] = req.query["cpusetcpus"]
+    net = req.query.get("networkmode") or "default"
+    return Options(tags=[t for t in req.query_all.get("t") or [] if t],
+                   # the first value, as dockerd's FormValue (docker-py sends the file's text after it)
+                   dockerfile=(req.query_all.get("dockerfile") or [""])[0] or "Dockerfile",
+                   build_args={str(k): (None if v is None else str(v)) for k, v in args.items()},
+                   target=req.query.get("target") or None, no_cache=req.flag("nocache"),
+                   pull=req.flag("pull"),
+                   labels={str(k): str(v) for k, v in labels.items()}, network=net, extra_hosts=hosts,
+                   shm_size=_int_param(req, "shmsize"), ulimits=ulimits, limits=limits, cache_from=cache_from,
+                   platform=req.query.get("platform") or None, squash=req.flag("squash"))
+
+
 @route("POST", "/build")
 async def build(req: Request) -> None:
-    raise ApiError(501, "kobako does not build images from a Dockerfile yet (import, commit and load work)")
+    """docker build (the legacy builder): the context tar is the body (spooled to a file by
+    the server); progress, RUN output, the image ID (aux) and any error travel as dockerd's
+    JSON lines."""
+    import asyncio
+    import shutil
+
+    from kobako.engine import build as b
+    opts = build_options(req)
+    if opts.platform:
+        from kobako.image import manifest as mf
+        mf.parse_platform(opts.platform)  # a 400 before the stream, as dockerd
+    quiet = req.flag("q")
+    e = engine()
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def put(obj: dict | None) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, obj)
+
+    class Out(b.Output):
+        def stream(self, text: str) -> None:
+            if not quiet:
+                put({"stream": text})
+
+        def stderr(self, text: str) -> None:
+            if not quiet:
+                put({"stream": f"\x1b[91m{text}\x1b[0m"})
+
+        def aux(self, image_id: str) -> None:
+            put({"aux": {"ID": image_id}})
+            if quiet:
+                put({"stream": image_id + "\n"})
+
+    def go() -> None:
+        tmp = None
+        try:
+            if req.body_file is not None:
+                req.body_file.seek(0)
+                tmp = b.unpack_context(e, req.body_file)
+            tree = b.context_dir(tmp)
+            try:
+                text = b.read_dockerfile(tree, opts.dockerfile)
+                b.build(e, tree, text, opts, Out())
+            finally:
+                tree.close()
+        except Exception as ex:  # noqa: BLE001 - in the stream, as dockerd
+            from kobako.errors import describe
+            msg = describe(ex) if not isinstance(ex, b.StepFailed) else str(ex)
+            detail: dict = {"message": msg}
+            if isinstance(ex, b.StepFailed):
+                detail["code"] = ex.code
+            put({"errorDetail": detail, "error": msg})
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            put(None)
+
+    await req.stream_start(200, "application/json")
+    job = loop.run_in_executor(None, go)
+    while (obj := await queue.get()) is not None:
+        await req.chunk(json.dumps(obj).encode() + b"\r\n")
+    await job
+    await req.stream_end()
+
+
+@route("POST", "/build/prune")
+async def build_prune(req: Request) -> None:
+    from kobako.engine.build import prune
+    freed = await blocking(prune, engine())
+    await req.send_json(200, {"CachesDeleted": None, "SpaceReclaimed": freed})

@@ -222,7 +222,8 @@ class Connection:
                 if not isinstance(ev, h11.Request):
                     break
                 path = urlsplit(ev.target.decode()).path
-                spool = path.endswith(("/images/create", "/images/load", "/archive"))  # tarballs: to a file
+                # tarballs (images, archives, build contexts): to a file
+                spool = path.endswith(("/images/create", "/images/load", "/archive", "/build"))
                 for k, v in ev.headers:
                     if k == b"content-length" and int(v) > MAX_BODY and not spool:  # refused unread
                         raise ApiError(413, f"request body larger than {MAX_BODY >> 20} MiB")

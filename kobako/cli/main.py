@@ -18,6 +18,7 @@ MODULES = {
     "pull": "images", "push": "images", "images": "images", "image inspect": "images", "tag": "images",
     "rmi": "images", "image prune": "images", "history": "images", "save": "images", "load": "images",
     "import": "images", "login": "images", "logout": "images",
+    "build": "build", "builder prune": "build",
     "run": "containers", "rm": "containers", "ps": "containers", "commit": "containers",
     "diff": "containers", "export": "containers", "create": "containers", "start": "containers",
     "stop": "containers", "kill": "containers", "restart": "containers", "pause": "containers",
@@ -37,7 +38,7 @@ MODULES = {
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
     "image pull": "pull", "image push": "push", "image tag": "tag", "image history": "history",
-    "image save": "save", "image load": "load", "image import": "import",
+    "image save": "save", "image load": "load", "image import": "import", "image build": "build",
     "container run": "run", "container rm": "rm", "container ls": "ps", "container list": "ps",
     "container commit": "commit", "container diff": "diff", "container export": "export",
     "container create": "create", "container start": "start", "container stop": "stop",
@@ -51,7 +52,7 @@ ALIASES = {
     "volume list": "volume ls", "volume remove": "volume rm",
     "network list": "network ls", "network remove": "network rm",
 }
-GROUPS = ("image", "container", "system", "volume", "network")
+GROUPS = ("image", "container", "system", "volume", "network", "builder")
 
 USAGE = f"""Usage:  kobako [OPTIONS] COMMAND
 
@@ -64,6 +65,7 @@ Images:
   image inspect / history / tag / rmi / image prune
   save, load  Images to and from tar archives (docker-archive or OCI layout)
   import      Create an image from a tarball or a host directory
+  build       Build an image from a Dockerfile (builder prune: clear the build cache)
   login, logout
 
 Containers:

@@ -11,7 +11,7 @@ def df(e: Engine, args) -> int:
     from kobako.image.gc import disk_usage
     u = disk_usage(e)
     rows = []
-    for kind in ("Images", "Containers", "Local Volumes"):
+    for kind in ("Images", "Containers", "Local Volumes", "Build Cache"):
         d = u[kind]
         pct = f" ({100 * d['reclaimable'] // d['size']}%)" if d["size"] else ""
         rows.append([kind, str(d["total"]), str(d["active"]), human_size(d["size"]),
@@ -38,6 +38,8 @@ def prune(e: Engine, args) -> int:
     entries, freed = images.prune(e, {}, all_images=args.all)
     for line in prune_lines(entries):
         print(line)
+    from kobako.image.buildcache import BuildCache
+    BuildCache(e.root).clear()  # the build cache goes too, as docker's system prune
     freed += collect(e, wait=True)
     if args.volumes:
         from kobako.storage.volumes import VolumeStore

@@ -116,13 +116,25 @@ def new_image(store: ImageStore, snaps: Snapshots, base: dict | None, layers: li
     config["history"] = list(config.get("history") or []) + [h]
     for k, v in (extra or {}).items():
         config[k] = v
+    descs = [d.to_json() for d in base_layers] + [d.to_json() for d, _ in layers]
+    return assemble(store, snaps, config, descs, names)
+
+
+def config_id(config: dict) -> str:
+    """The image ID a config document gets (the digest of its canonical bytes)."""
+    return "sha256:" + hashlib.sha256(mf.dumps(config)).hexdigest()
+
+
+def assemble(store: ImageStore, snaps: Snapshots, config: dict, layers: list[dict], names: list[str]) -> dict:
+    """An image from a whole config document and its layers' descriptors (all blobs in the
+    content store): write config + OCI manifest, unpack what is missing, record it."""
     config_bytes = mf.dumps(config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": mf.OCI_MANIFEST,
         "config": {"mediaType": mf.OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
                    "size": len(config_bytes)},
-        "layers": [d.to_json() for d in base_layers] + [d.to_json() for d, _ in layers],
+        "layers": layers,
     }
     return register_local(store, snaps, mf.dumps(manifest), config_bytes, names)
 

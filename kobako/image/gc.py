@@ -39,7 +39,9 @@ def referenced(e) -> tuple[set[str], set[str]]:
         chains.update(r.get("chainIds", []))
     for c in e.containers.all():
         chains.update(c.get("chainIds", []))
-    return blobs, chains
+    from kobako.image.buildcache import BuildCache
+    cache_blobs, cache_chains = BuildCache(e.root).references()  # layers of cached build steps
+    return blobs | cache_blobs, chains | cache_chains
 
 
 def collect(e, wait: bool = False) -> int:
@@ -160,6 +162,11 @@ def disk_usage(e) -> dict:
     used = vs.in_use(cont)
     vol_sizes = {v: dir_size(vs.mountpoint(v), allocated=True) for v in vols}
     vol_total = sum(vol_sizes.values())
+    from kobako.image.buildcache import BuildCache
+    cache = BuildCache(e.root).all()
+    image_chains = {c for r in imgs for c in r.get("chainIds", [])}
+    cache_only = {ce["chainId"] for _, ce in cache if ce.get("chainId") and ce["chainId"] not in image_chains}
+    cache_size = sum(snap_sizes.get(c, 0) for c in cache_only)
     return {
         "Images": {"total": len(imgs), "active": len([r for r in imgs if r["id"] in active]),
                    "size": img_total, "reclaimable": img_unused},
@@ -170,6 +177,7 @@ def disk_usage(e) -> dict:
         "Local Volumes": {"total": len(vols), "active": len([v for v in vols if v in used]),
                           "size": vol_total,
                           "reclaimable": sum(s for v, s in vol_sizes.items() if v not in used)},
+        "Build Cache": {"total": len(cache), "active": 0, "size": cache_size, "reclaimable": cache_size},
         "Blobs": {"total": len(list(e.images.content.digests())), "active": len(blobs),
                   "size": sum(_size(e.images.content, d) for d in e.images.content.digests()),
                   "reclaimable": 0},

@@ -1,0 +1,401 @@
+"""Dockerfiles: the parser (directives, continuations, comments, JSON and shell forms,
+flags), Docker's shell-word lexer for variable substitution (`$VAR`, `${VAR:-x}`,
+`${VAR:+x}`, quotes, the escape character), and the stages of a multi-stage file.
+
+What an instruction *does* is the builder's (engine/build.py); this module only says what
+was written, checked. The rules are moby's (builder/dockerfile/parser and shell_lex.go)
+and BuildKit's where the two agree; errors name the line, as docker's do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from kobako.errors import InvalidArgument
+
+
+class DockerfileError(InvalidArgument):
+    pass
+
+
+# instruction -> flags it takes (name -> takes a value); anything else is refused
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "from": ("platform",), "run": ("mount", "network", "security"), "cmd": (), "entrypoint": (),
+    "copy": ("from", "chown", "chmod", "link"), "add": ("chown", "chmod", "link", "checksum", "keep-git-dir"),
+    "env": (), "arg": (), "label": (), "workdir": (), "user": (), "expose": (), "volume": (),
+    "stopsignal": (), "healthcheck": ("interval", "timeout", "start-period", "start-interval", "retries"),
+    "shell": (), "onbuild": (), "maintainer": (),
+}
+# where Docker substitutes variables (the instruction's own words, before it runs)
+EXPANDS = ("from", "copy", "add", "env", "arg", "label", "workdir", "user", "expose", "volume", "stopsignal")
+
+_DIRECTIVE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
+
+
+class Instruction:
+    """One instruction as written: `cmd` (lower case), `flags` (--name=value), `rest` (the
+    text after the flags), `json` (the exec form's list, or None), `line` (its first line
+    in the file), `original` (the whole instruction, continuations joined)."""
+
+    __slots__ = ("cmd", "flags", "rest", "json", "line", "original")
+
+    def __init__(self, cmd: str, flags: dict[str, str], rest: str, json_args: list[str] | None,
+                 line: int, original: str) -> None:
+        self.cmd, self.flags, self.rest, self.json = cmd, flags, rest, json_args
+        self.line, self.original = line, original
+
+    def __repr__(self) -> str:
+        return f"Instruction({self.original!r})"
+
+    def error(self, msg: str) -> DockerfileError:
+        return DockerfileError(f"Dockerfile line {self.line}: {self.cmd.upper()}: {msg}")
+
+
+class Dockerfile:
+    def __init__(self, instructions: list[Instruction], escape: str, syntax: str | None) -> None:
+        self.instructions, self.escape, self.syntax = instructions, escape, syntax
+
+
+def parse(text: str) -> Dockerfile:
+    """The instructions of a Dockerfile; a parse error names its line."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.splitlines()
+    escape, syntax = "\\", None
+    i = 0
+    seen: set[str] = set()
+    while i < len(lines):  # parser directives: only at the very top, before anything else
+        m = _DIRECTIVE.match(lines[i])
+        if not m:
+            break
+        name, value = m.group(1).lower(), m.group(2)
+        if name in seen:
+            raise DockerfileError(f"Dockerfile line {i + 1}: only one {name} parser directive can be used")
+        seen.add(name)
+        if name == "escape":
+            if value not in ("\\", "`"):
+                raise DockerfileError(f"Dockerfile line {i + 1}: invalid escape token '{value}' does not "
+                                      "match ` or \\")
+            escape = value
+        elif name == "syntax":
+            syntax = value  # noted; kobako's own parser builds it (no frontend image is run)
+        i += 1
+    cont = re.compile(re.escape(escape) + r"[ \t]*$")
+    out: list[Instruction] = []
+    while i < len(lines):
+        raw = lines[i]
+        i += 1
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        start = i
+        text_ = raw.lstrip()
+        while cont.search(text_):
+            text_ = cont.sub("", text_)
+            # the next lines join on; comments and empty lines inside a continuation vanish
+            while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith("#")):
+                i += 1
+            if i >= len(lines):
+                break
+            text_ += lines[i]
+            i += 1
+        out.append(_instruction(text_, start, escape))
+    return Dockerfile(out, escape, syntax)
+
+
+def _instruction(text: str, line: int, escape: str) -> Instruction:
+    word, _, rest = text.strip().partition(" ") if " " in text.strip() else (text.strip(), "", "")
+    if "\t" in word:
+        word, _, more = word.partition("\t")
+        rest = more + " " + rest
+    cmd = word.lower()
+    rest = rest.strip()
+    if cmd not in COMMANDS:
+        raise DockerfileError(f"Dockerfile parse error line {line}: unknown instruction: {word.upper()}")
+    flags: dict[str, str] = {}
+    while rest.startswith("--"):
+        tok, _, after = rest.partition(" ")
+        name, eq, value = tok[2:].partition("=")
+        if not name:
+            break
+        if name not in COMMANDS[cmd]:
+            raise DockerfileError(f"Dockerfile line {line}: unknown flag: --{name} for {cmd.upper()}")
+        flags[name] = _unquote(value) if eq else "true"
+        rest = after.strip()
+    json_args = None
+    if cmd in ("run", "cmd", "entrypoint", "copy", "add", "volume", "shell") and rest.startswith("["):
+        try:
+            v = json.loads(rest)
+        except ValueError:
+            v = None
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            json_args = v
+    ins = Instruction(cmd, flags, rest, json_args, line, text.strip())
+    _check(ins)
+    return ins
+
+
+def _unquote(v: str) -> str:
+    return v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'" else v
+
+
+def _check(ins: Instruction) -> None:
+    """What each instruction needs in its arguments, checked at parse time as docker does."""
+    c, rest = ins.cmd, ins.rest
+    if not rest:
+        raise ins.error("requires at least one argument")
+    if c in ("copy", "add") and len(ins.json if ins.json is not None else rest.split()) < 2:
+        raise ins.error("requires at least two arguments")
+    if c == "shell" and ins.json is None:
+        raise ins.error("requires the arguments to be in JSON form")
+    if c == "from":
+        w = rest.split()
+        if len(w) not in (1, 3) or (len(w) == 3 and w[1].lower() != "as"):
+            raise ins.error("expects one image name, optionally followed by 'AS name'")
+    if c == "onbuild":
+        trig = rest.split(None, 1)[0].lower()
+        if trig in ("onbuild", "from", "maintainer"):
+            raise ins.error(f"{trig.upper()} isn't allowed as an ONBUILD trigger")
+        _instruction(rest, ins.line, "\\")  # the trigger must parse on its own
+
+
+# -- words and substitution (moby's shell_lex.go) -------------------------------------------------
+
+def split_words(text: str, escape: str = "\\") -> list[str]:
+    """Words on whitespace, quotes and escapes kept (ENV/LABEL/ARG key=value lists)."""
+    words: list[str] = []
+    cur = ""
+    quote = ""
+    in_word = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if not quote and ch in " \t":
+            if in_word:
+                words.append(cur)
+                cur, in_word = "", False
+            i += 1
+            continue
+        in_word = True
+        if ch == escape and i + 1 < len(text) and quote != "'":
+            cur += ch + text[i + 1]
+            i += 2
+            continue
+        if quote and ch == quote:
+            quote = ""
+        elif not quote and ch in "\"'":
+            quote = ch
+        cur += ch
+        i += 1
+    if quote:
+        raise DockerfileError(f"unmatched quote in {text!r}")
+    if in_word:
+        words.append(cur)
+    return words
+
+
+def key_values(ins: Instruction, escape: str) -> list[tuple[str, str]]:
+    """ENV/LABEL pairs as written (quotes still in): `k=v k2=v2`, or the old `k v v...`."""
+    words = split_words(ins.rest, escape)
+    if words and "=" not in words[0]:
+        if ins.cmd == "label" or ins.cmd == "env":
+            k, _, v = ins.rest.partition(" ") if " " in ins.rest else ins.rest.partition("\t")
+            if not v.strip():
+                raise ins.error(f"{ins.cmd.upper()} must have two arguments")
+            return [(k, v.strip())]
+    out = []
+    for w in words:
+        k, eq, v = w.partition("=")
+        if not eq or not k:
+            raise ins.error(f"{w!r}: expected key=value")
+        out.append((k, v))
+    return out
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]")
+
+
+class Lexer:
+    """Docker's word processing: quotes removed, escapes applied, variables substituted from
+    `env` (unset ones are empty)."""
+
+    def __init__(self, escape: str = "\\") -> None:
+        self.escape = escape
+
+    def word(self, text: str, env: dict[str, str]) -> str:
+        out, _ = self._process(text, 0, env, stop="", split=False)
+        return out[0] if out else ""
+
+    def words(self, text: str, env: dict[str, str]) -> list[str]:
+        """Expanded and split on unquoted whitespace (EXPOSE, VOLUME, COPY's shell form)."""
+        out, _ = self._process(text, 0, env, stop="", split=True)
+        return out
+
+    def _process(self, s: str, i: int, env: dict[str, str], stop: str, split: bool) -> tuple[list[str], int]:
+        words: list[str] = []
+        cur: list[str] = []
+        have = False
+        esc = self.escape
+        while i < len(s):
+            ch = s[i]
+            if stop and ch == stop:
+                break
+            if split and ch in " \t\n":
+                if have:
+                    words.append("".join(cur))
+                    cur, have = [], False
+                i += 1
+                continue
+            have = True
+            if ch == esc:
+                if i + 1 < len(s):
+                    cur.append(s[i + 1])
+                    i += 2
+                else:
+                    cur.append(ch)
+                    i += 1
+            elif ch == "'":
+                end = s.find("'", i + 1)
+                if end < 0:
+                    raise DockerfileError("unexpected end of statement while looking for matching "
+                                          f"single-quote in {s!r}")
+                cur.append(s[i + 1:end])
+                i = end + 1
+            elif ch == '"':
+                i += 1
+                while True:
+                    if i >= len(s):
+                        raise DockerfileError(f"unexpected end of statement while looking for matching "
+                                              f"double-quote in {s!r}")
+                    c2 = s[i]
+                    if c2 == '"':
+                        i += 1
+                        break
+                    if c2 == esc and i + 1 < len(s) and s[i + 1] in ('"', "$", esc):
+                        cur.append(s[i + 1])
+                        i += 2
+                    elif c2 == "$":
+                        v, i = self._dollar(s, i, env)
+                        cur.append(v)
+                    else:
+                        cur.append(c2)
+                        i += 1
+            elif ch == "$":
+                v, i = self._dollar(s, i, env)
+                if split and any(c in v for c in " \t\n"):  # an unquoted value splits into words
+                    pieces = v.split()
+                    if v[:1].isspace() and cur:
+                        words.append("".join(cur))
+                        cur = []
+                    for n, piece in enumerate(pieces):
+                        if n:
+                            words.append("".join(cur))
+                            cur = []
+                        cur.append(piece)
+                    if v[-1:].isspace() and cur:
+                        words.append("".join(cur))
+                        cur, have = [], False
+                    continue
+                cur.append(v)
+            else:
+                cur.append(ch)
+                i += 1
+        if have or not split:
+            words.append("".join(cur))
+        return words, i
+
+    def _dollar(self, s: str, i: int, env: dict[str, str]) -> tuple[str, int]:
+        """At s[i] == '$': the substitution and the index after it."""
+        i += 1
+        if i >= len(s):
+            return "$", i
+        if s[i] != "{":
+            m = _NAME.match(s, i)
+            if not m:
+                return "$", i
+            return env.get(m.group(0), ""), m.end()
+        m = _NAME.match(s, i + 1)
+        if not m:
+            raise DockerfileError(f"bad substitution in {s!r}")
+        name, j = m.group(0), m.end()
+        if j >= len(s):
+            raise DockerfileError(f"missing '}}' in {s!r}")
+        if s[j] == "}":
+            return env.get(name, ""), j + 1
+        colon = s[j] == ":"
+        if colon:
+            j += 1
+        op = s[j] if j < len(s) else ""
+        if op not in "-+?" or not op:
+            raise DockerfileError(f"unsupported modifier ({s[j - 1:j + 1]}) in substitution {s!r}")
+        word_parts, j = self._process(s, j + 1, env, stop="}", split=False)
+        if j >= len(s):
+            raise DockerfileError(f"missing '}}' in {s!r}")
+        word = word_parts[0] if word_parts else ""
+        is_set = name in env and (not colon or env[name] != "")
+        if op == "-":
+            return (env[name] if is_set else word), j + 1
+        if op == "+":
+            return (word if is_set else ""), j + 1
+        if not is_set:  # ?
+            raise DockerfileError(f"{name}: {word or 'is not allowed to be unset'}")
+        return env[name], j + 1
+
+
+# -- stages -------------------------------------------------------------------------------------
+
+class Stage:
+    """One FROM and what follows it: `base` (as written, variables not yet substituted),
+    `name` (AS name, lower case, or None), `platform` (--platform, or None)."""
+
+    def __init__(self, index: int, start: Instruction) -> None:
+        words = start.rest.split()
+        self.index = index
+        self.start = start
+        self.base = words[0]
+        self.name = words[2].lower() if len(words) == 3 else None
+        self.platform = start.flags.get("platform")
+        self.instructions: list[Instruction] = []
+
+
+def stages(df: Dockerfile) -> tuple[list[Instruction], list[Stage]]:
+    """The ARGs before the first FROM (the only instruction allowed there), and the stages."""
+    meta: list[Instruction] = []
+    out: list[Stage] = []
+    for ins in df.instructions:
+        if ins.cmd == "from":
+            st = Stage(len(out), ins)
+            if st.name is not None:
+                if not re.fullmatch(r"[a-z][a-z0-9-_.]*", st.name):
+                    raise ins.error(f"invalid name for build stage: {st.name!r}, name can't start with a "
+                                    "number or contain symbols")
+                if any(o.name == st.name for o in out):
+                    raise ins.error(f"duplicate name {st.name!r}")
+            out.append(st)
+        elif not out:
+            if ins.cmd != "arg":
+                raise DockerfileError(f"Dockerfile line {ins.line}: no build stage in current context: "
+                                      f"{ins.cmd.upper()} before the first FROM")
+            meta.append(ins)
+        else:
+            out[-1].instructions.append(ins)
+    if not out:
+        raise DockerfileError("the Dockerfile has no FROM instruction (no build stage)")
+    return meta, out
+
+
+def arg_decls(ins: Instruction, escape: str) -> list[tuple[str, str | None]]:
+    """ARG name[=default] ...: (name, default as written or None)."""
+    out: list[tuple[str, str | None]] = []
+    for w in split_words(ins.rest, escape):
+        k, eq, v = w.partition("=")
+        if not k or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise ins.error(f"invalid build argument name {k!r}")
+        out.append((k, v if eq else None))
+    return out
+
+
+def shell_or_json(ins: Instruction) -> tuple[list[str] | None, str]:
+    """(the exec form's list, or None; the shell form's text)."""
+    return ins.json, ins.rest

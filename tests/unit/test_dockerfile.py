@@ -1,0 +1,126 @@
+"""The Dockerfile parser, Docker's word lexer, .dockerignore matching and the build
+context's source lookup (no root, no containers)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kobako.image import buildcache, dockerfile
+from kobako.image.context import ContextError, Ignore, SourceNotFound, Tree, is_archive, read_in
+from kobako.image.dockerfile import DockerfileError, Lexer, parse
+
+
+def test_instructions_continuations_and_comments():
+    df = parse("# syntax=docker/dockerfile:1\nFROM busybox AS Base\n\n# a comment\nRUN echo a \\\n"
+               "  # inside\n\n   && echo b\nCMD [\"sh\", \"-c\", \"x\"]\n")
+    assert df.syntax == "docker/dockerfile:1"
+    assert [i.cmd for i in df.instructions] == ["from", "run", "cmd"]
+    run = df.instructions[1]
+    assert run.rest == "echo a    && echo b" and run.json is None and run.line == 5
+    assert df.instructions[2].json == ["sh", "-c", "x"]
+
+
+def test_escape_directive_and_flags():
+    df = parse("# escape=`\nFROM x\nCOPY --from=build --chown=1:2 a `\n b /c/\nRUN echo \\ok\n")
+    cp = df.instructions[1]
+    assert cp.flags == {"from": "build", "chown": "1:2"} and cp.rest == "a  b /c/"
+    assert df.instructions[2].rest == "echo \\ok"  # a backslash is no escape any more
+    with pytest.raises(DockerfileError, match="escape token"):
+        parse("# escape=x\nFROM y\n")
+
+
+def test_bad_input_names_the_line():
+    with pytest.raises(DockerfileError, match="line 2: unknown instruction: FROBNICATE"):
+        parse("FROM x\nfrobnicate everything\n")
+    with pytest.raises(DockerfileError, match="unknown flag: --nope"):
+        parse("FROM x\nCOPY --nope=1 a b\n")
+    with pytest.raises(DockerfileError, match="requires at least two"):
+        parse("FROM x\nCOPY a\n")
+    with pytest.raises(DockerfileError, match="JSON form"):
+        parse("FROM x\nSHELL /bin/bash\n")
+    with pytest.raises(DockerfileError, match="ONBUILD"):
+        parse("FROM x\nONBUILD FROM y\n")
+    with pytest.raises(DockerfileError, match="no build stage"):
+        dockerfile.stages(parse("RUN x\nFROM y\n"))
+    with pytest.raises(DockerfileError, match="duplicate name"):
+        dockerfile.stages(parse("FROM x AS a\nFROM y AS a\n"))
+
+
+def test_stages_and_meta_args():
+    meta, stages = dockerfile.stages(parse("ARG B=busybox\nFROM ${B} AS one\nRUN a\nFROM one\nRUN b\n"))
+    assert [m.rest for m in meta] == ["B=busybox"]
+    assert [(s.name, s.base, len(s.instructions)) for s in stages] == [("one", "${B}", 1), (None, "one", 1)]
+    assert dockerfile.arg_decls(meta[0], "\\") == [("B", "busybox")]
+
+
+@pytest.mark.parametrize("word,want", [
+    ("$A", "1"), ("${A}x", "1x"), ("${NOPE:-dflt}", "dflt"), ("${A:-dflt}", "1"), ("${A:+alt}", "alt"),
+    ("${NOPE:+alt}", ""), ("${EMPTY:-d}", "d"), ("${EMPTY-d}", ""), ("'$A'", "$A"), ('"$A b"', "1 b"),
+    ("\\$A", "$A"), ('"\\"q\\""', '"q"'), ("a\\ b", "a b"), ("$", "$"), ("${A:-${B}}", "1"),
+    ("${NOPE:-${B}}", "two"),
+])
+def test_substitution(word, want):
+    assert Lexer().word(word, {"A": "1", "B": "two", "EMPTY": ""}) == want
+
+
+def test_words_and_key_values():
+    assert Lexer().words('a "b c" $A', {"A": "x y"}) == ["a", "b c", "x", "y"]
+    ins = parse('FROM x\nENV A="a b" B=c\\ d C=\'e\'\n').instructions[1]
+    pairs = [(k, Lexer().word(v, {})) for k, v in dockerfile.key_values(ins, "\\")]
+    assert pairs == [("A", "a b"), ("B", "c d"), ("C", "e")]
+    legacy = parse("FROM x\nENV NAME some value here\n").instructions[1]
+    assert dockerfile.key_values(legacy, "\\") == [("NAME", "some value here")]
+    with pytest.raises(DockerfileError, match="unsupported modifier"):
+        Lexer().word("${A:=x}", {})
+
+
+def test_dockerignore_semantics():
+    ig = Ignore.read("# comment\n*.log\n!keep.log\nbuild/\n docs/**/*.md \n/abs\n**/tmp\n")
+    assert ig.excluded("a.log") and not ig.excluded("keep.log")
+    assert not ig.excluded("sub/a.log")  # * does not cross a slash
+    assert ig.excluded("build") and ig.excluded("build/x/y")  # a directory's contents go with it
+    assert ig.excluded("docs/a/b/c.md") and ig.excluded("docs/c.md") and not ig.excluded("docs/c.txt")
+    assert ig.excluded("abs") and ig.excluded("x/y/tmp")
+    assert Ignore.read("#*\n").patterns == []  # a comment, not a pattern
+    assert ig.exceptions and not Ignore.read("a\n").exceptions
+
+
+def test_context_sources(tmp_path):
+    (tmp_path / "a.txt").write_text("A")
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "sub" / "f").write_text("F")
+    (tmp_path / "secret").write_text("S")
+    os.symlink("/etc/passwd", tmp_path / "escape")
+    os.symlink("a.txt", tmp_path / "link")
+    t = Tree(str(tmp_path), Ignore.read("secret\n"))
+    try:
+        assert t.sources("a.txt")[0].rel == "a.txt"
+        assert t.sources("./link")[0].rel == "a.txt"  # followed inside the context
+        assert t.sources("dir")[0].is_dir
+        assert sorted(s.rel for s in t.sources("*.txt")) == ["a.txt"]
+        with pytest.raises(SourceNotFound):
+            t.sources("secret")  # excluded by .dockerignore
+        with pytest.raises(SourceNotFound):
+            t.sources("escape")  # /etc/passwd resolved inside the context: not there
+        with pytest.raises(SourceNotFound):
+            t.sources("../../etc/passwd")
+        with pytest.raises(SourceNotFound, match="matches nothing"):
+            t.sources("*.nope")
+        d1 = t.digest(t.sources("dir"))
+        (tmp_path / "dir" / "sub" / "f").write_text("G")
+        assert t.digest(t.sources("dir")) != d1  # content is in the key
+        assert read_in(t, "a.txt") == b"A"
+        with pytest.raises(ContextError):
+            read_in(t, "dir")
+    finally:
+        t.close()
+
+
+def test_archive_sniffing_and_cache_keys():
+    assert is_archive(b"\x1f\x8b\x08") and is_archive(b"BZh9") and is_archive(b"\0" * 257 + b"ustar")
+    assert not is_archive(b"FROM busybox\n")
+    k = buildcache.key("base", "RUN a")
+    assert k == buildcache.key("base", "RUN a") and k != buildcache.key("base", "RUN b")
+    assert buildcache.key("a", "bc") != buildcache.key("ab", "c")
