@@ -21,21 +21,9 @@ pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO.parent / "shared" / "clients"
 
-BUILD = "Dockerfile builds: `kobako build` and POST /build are the next piece of work"
 IPV6 = "IPv6 (dual-stack) networks are not built yet"
 DNS = "`nslookup NAME` needs a DNS server on user networks; kobako resolves names through /etc/hosts"
 KNOWN_FAILING = {
-    **{f"api_build_test.py::BuildTest::{t}": BUILD for t in (
-        "test_build_container_with_target", "test_build_gzip_encoding",
-        "test_build_in_context_abs_dockerfile", "test_build_in_context_dockerfile",
-        "test_build_in_context_nested_dockerfile", "test_build_isolation",
-        "test_build_labels", "test_build_out_of_context_dockerfile", "test_build_shmsize",
-        "test_build_stderr_data", "test_build_with_buildargs", "test_build_with_cache_from",
-        "test_build_with_dockerfile_empty_lines", "test_build_with_dockerignore",
-        "test_build_with_extra_hosts", "test_build_with_network_mode")},
-    **{f"models_images_test.py::ImageCollectionTest::{t}": BUILD for t in (
-        "test_build", "test_build_with_error", "test_build_with_multiple_success",
-        "test_build_with_success_build_output")},
     **{f"api_network_test.py::TestNetworks::{t}": IPV6 for t in (
         "test_connect_with_ipv6_address", "test_create_network_ipv6_enabled",
         "test_create_with_ipv6_address")},
