@@ -439,9 +439,10 @@ class Monitor:
                 self.finish(box, self.early_exits.pop(box.pid))
         else:
             err = text.removeprefix("ERR ").strip() or f"the runtime failed (status {status})"
-            self.finish(box, 125 if "not found" not in err else 127, error=err)
-            if conn is not None:
+            if conn is not None:  # before finish(), which drops an attaching start's connection
+                box.early_conns.pop(conn, None)
                 self.reply(conn, {"ok": False, "error": err})
+            self.finish(box, 125 if "not found" not in err else 127, error=err)
 
     def refresh_joins(self, rec: dict) -> str | None:
         """--pid/--ipc container:NAME: point config.json at that container's namespace as it is

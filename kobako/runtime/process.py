@@ -34,7 +34,8 @@ def find_program(proc: dict) -> str:
             return c
         raise RuntimeFailure(f"exec: {prog!r}: permission denied", f"{c} is not executable")
     if "/" in prog:
-        raise RuntimeFailure(f"exec: {prog!r}: no such file in the container's root filesystem")
+        # runc's words: the docker CLI looks for "no such file or directory" to exit 127
+        raise RuntimeFailure(f"exec: {prog!r}: stat {prog}: no such file or directory")
     raise RuntimeFailure(f"exec: {prog!r}: executable file not found in $PATH")
 
 

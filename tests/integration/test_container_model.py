@@ -250,3 +250,17 @@ def test_bind_propagation_and_network_aliases_in_inspect(k, tmp_path: Path):
     finally:
         k("network", "rm", "model-net", check=False)
 
+
+
+def test_a_program_that_cannot_start_is_reported_to_an_attached_start(k):
+    """docker run attaches, then starts: the start's failure reaches the client as dockerd's
+    error (the monitor used to drop the attaching connection first)."""
+    import shutil
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker CLI (scripts/test.sh unpacks Debian's)")
+    cp = subprocess.run([docker, "run", "--rm", "--network", "none", IMG, "/kbt-no-such-program"],
+                        env=k.env_docker, capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 127 and "kbt-no-such-program" in cp.stderr, (cp.returncode, cp.stderr)
+    assert "closed the connection" not in cp.stderr
+    assert k("ps", "-aq").stdout.split() == []  # --rm: nothing left
