@@ -85,13 +85,19 @@ async def network_rm(req: Request) -> None:
     await blocking(nets.remove, engine(), req.params["id"])
 
 
-@route("POST", "/networks/{id}/connect")
-async def network_connect(req: Request) -> None:
-    from kobako.engine import networks as nets
+def _container_of(req: Request) -> tuple[dict, str]:
+    """A connect/disconnect body and the container it names."""
     body = req.json()
     container = _typed(body, "Container", str, "a string")
     if not container:
         raise ApiError(400, "Container is required")
+    return body, container
+
+
+@route("POST", "/networks/{id}/connect")
+async def network_connect(req: Request) -> None:
+    from kobako.engine import networks as nets
+    body, container = _container_of(req)
     want = endpoint_settings(body.get("EndpointConfig"))
     await blocking(nets.connect, engine(), req.params["id"], container, want)
     await req.send(200)
@@ -100,10 +106,7 @@ async def network_connect(req: Request) -> None:
 @route("POST", "/networks/{id}/disconnect")
 async def network_disconnect(req: Request) -> None:
     from kobako.engine import networks as nets
-    body = req.json()
-    container = _typed(body, "Container", str, "a string")
-    if not container:
-        raise ApiError(400, "Container is required")
+    body, container = _container_of(req)
     force = bool(_typed(body, "Force", bool, "true or false"))
     await blocking(nets.disconnect, engine(), req.params["id"], container, force)
     await req.send(200)
