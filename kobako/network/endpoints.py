@@ -10,18 +10,21 @@ The seminar's `bridge_create.sh`, `veth_create.sh`, `net_attach.sh`, `portfwd_cr
        inside the namespace (one netlink message)
     3. inside: lo and ethN up, the address from IPAM, the default route via the gateway
     4. published ports and masquerading: kobako's nft table, rewritten from state
-    5. user networks: every container's /etc/hosts lists its peers by name and alias
+    5. user networks: every container's /etc/hosts lists its peers by name and alias, and
+       the DNS server (network/dns.py) answers for them on the network's gateway, which
+       the container's resolv.conf names
 
 Everything is written into <run root>/network/endpoints/<container id>.json *before* it is
 made, so teardown -- at exit, at rm, or in a sweep after kill -9 -- finds it all. Teardown
 tolerates every piece being gone already. One lock (<run root>/network/lock) orders all
 of it; the last container on a bridge takes the bridge with it.
 
-Names resolve through /etc/hosts, rewritten in place (the file is bind-mounted, so the
-container sees each change) on every connect and disconnect: no resolver process to keep
-alive in a daemonless engine, nothing listening on the host, and the change is visible
-at once to every program that uses the C library's resolver. Other names go to the
-host's upstream servers (resolv.conf without loopback entries).
+Names resolve two ways on user networks: through /etc/hosts, rewritten in place (the file
+is bind-mounted, so the container sees each change) on every connect and disconnect, for
+programs that use the C library's resolver; and through DNS, for every other client: the
+server of network/dns.py reads the same endpoint states at each query. Other names go to
+the host's upstream servers (through that server on user networks; on the default bridge
+the container asks them itself, so without loopback entries).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from kobako.runtime import jsonfast
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 _HOSTS_MARK = "# kobako: containers on the same networks\n"
+_BRIDGE_KEYS = ("bridge", "subnet", "internal", "gateway", "dns")  # what a bridge's record keeps
 
 
 def _veth(cid: str, nid: str, gen: int) -> str:
@@ -51,7 +55,9 @@ def _mac(ip: str) -> bytes:
 
 def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict) -> dict:
     """One network's part of the state: what is made, and what inspect shows. `want`: the
-    container's wish for this network (engine/networks.py endpoint_config)."""
+    container's wish for this network (engine/networks.py endpoint_config). `dns`: a user
+    network, whose names the DNS server answers (the default bridge has none, as Docker's);
+    `links`: NAME:ALIAS that only this container resolves there."""
     return {"id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
             "gateway": net["gateway"],
             "subnet": net["subnet"], "bridge": net["bridge"], "veth": _veth(cid, net["id"], gen),
@@ -59,7 +65,8 @@ def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict) -
             "internal": bool(net.get("internal")), "mtu": net.get("mtu"),
             "aliases": list(want.get("aliases") or []),
             "mac": want.get("mac") or ":".join(f"{b:02x}" for b in _mac(ip)),
-            "linkLocal": list(want.get("linkLocalIps") or [])}
+            "linkLocal": list(want.get("linkLocalIps") or []),
+            "dns": net["name"] != DEFAULT, "links": list(want.get("links") or [])}
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -82,6 +89,7 @@ def _alive(pid: int) -> bool:
 class Endpoints:
     def __init__(self, root: str, run_root: str) -> None:
         self.store = NetworkStore(root, run_root)
+        self.netdir = os.path.join(run_root, "network")
         self.dir = os.path.join(run_root, "network", "endpoints")
         self.bridges = os.path.join(run_root, "network", "bridges")  # <name>.json: each bridge made
         self.table = table_name(run_root)
@@ -130,8 +138,9 @@ class Endpoints:
             if old is not None:  # a previous run's (a restart, or a crash): start clean
                 self._teardown(old, sync=True)
             st = {"id": cid, "name": rec.get("name", ""), "gen": gen or os.getpid(), "netns": netns_path(cid),
-                  "hosts": net.get("hostsFile"), "hostname": net.get("hostname", ""), "networks": {},
-                  "order": [], "ports": [], "rate": net.get("rate")}
+                  "hosts": net.get("hostsFile"), "resolv": net.get("resolvFile"),
+                  "dnsServers": list(net.get("dns") or []), "hostname": net.get("hostname", ""),
+                  "networks": {}, "order": [], "ports": [], "rate": net.get("rate")}
             try:
                 self._plan(st, net)
                 self._save(st)  # recorded before anything is made
@@ -141,6 +150,7 @@ class Endpoints:
                 self._fw_add(st, self._new_bridges)
                 self._save(st)  # with what making it learnt (the route's network)
                 self._update_hosts(st, set(st["networks"]))
+                self._names(st)
                 if st.get("rate"):
                     self._limit_rate(st)
             except BaseException:
@@ -247,6 +257,7 @@ class Endpoints:
                 self._save(st)
                 self._fw_add(None, self._new_bridges)
                 self._update_hosts(st, {n["name"]})
+                self._names(st)
             except BaseException:
                 self._drop_link(st, n["name"])
                 raise
@@ -282,6 +293,7 @@ class Endpoints:
             if name in o["networks"]:
                 self._write_hosts(o, peers + [st])
         self._write_hosts(st, peers)
+        self._write_resolv(st)
 
     def _make_netns(self, path: str) -> netlink.Netlink:
         """A new network namespace bound at `path` (what `ip netns add` does), and a netlink
@@ -316,10 +328,7 @@ class Endpoints:
                     raise NetworkError(f"subnet {ep['subnet']} of bridge {br} overlaps the host's route {r}: "
                                        "another network (perhaps of another kobako data root) is using it")
             self._new_bridges.append(ep)
-            from kobako.paths import atomic_write
-            rec = {k: ep[k] for k in ("bridge", "subnet", "internal")}
-            atomic_write(os.path.join(self.bridges, br + ".json"), jsonfast.dumps(rec).encode(), 0o600,
-                         durable=False)  # recorded before it is made: _reap_idle finds it
+            self._bridge_record({k: ep.get(k) for k in _BRIDGE_KEYS})
             nl.add_bridge(br, ep["mtu"])
             idx = nl.index(br)
             assert idx is not None
@@ -330,6 +339,67 @@ class Endpoints:
             _sysctl(f"net/ipv4/conf/{br}/forwarding", "1")
             _sysctl(f"net/ipv4/conf/{br}/route_localnet", "1")
         return idx
+
+    def _bridge_record(self, rec: dict) -> None:
+        """Recorded before the bridge is made: _reap_idle and the DNS server find it."""
+        from kobako.paths import atomic_write
+        atomic_write(os.path.join(self.bridges, rec["bridge"] + ".json"), jsonfast.dumps(rec).encode(), 0o600,
+                     durable=False)
+
+    def _bridge_records(self) -> list[dict]:
+        out = []
+        for n in sorted(os.listdir(self.bridges)):
+            if n.endswith(".json") and not n.startswith("."):
+                try:
+                    with open(os.path.join(self.bridges, n), "rb") as f:
+                        out.append(jsonfast.loads(f.read()))
+                except (OSError, ValueError):
+                    out.append({"bridge": n[:-5], "subnet": None})
+        return out
+
+    # -- names by DNS ---------------------------------------------------------------------------
+    def _names(self, st: dict) -> None:
+        """Under the lock, once st's links are made: the DNS server answers on the gateways
+        of st's user networks (a bridge just made hands its sockets over; a server that is
+        not running starts), and st's resolv.conf names the first one it answers on."""
+        if any(ep.get("dns") for ep in st["networks"].values()):
+            from kobako.network import dns
+            recs = {r["bridge"]: r for r in self._bridge_records() if r.get("dns") and r.get("gateway")}
+            new = [ep["gateway"] for ep in self._new_bridges if ep.get("dns")]
+            tried, served = dns.ensure(self.netdir, new, [r["gateway"] for r in recs.values()])
+            for r in recs.values():
+                if r["gateway"] in tried and r.get("served") != (r["gateway"] in served):
+                    self._bridge_record({**r, "served": r["gateway"] in served})
+        self._write_resolv(st)
+
+    def _write_resolv(self, st: dict) -> None:
+        """The nameserver lines of the container's resolv.conf, in place (bind-mounted): the
+        gateway of its first user network the DNS server answers on, else the servers it
+        asks itself (--dns, or the host's without loopback entries); search and options
+        stay as they are."""
+        path = st.get("resolv")
+        if not path:
+            return
+        from kobako.network import dns
+        served = {r["bridge"] for r in self._bridge_records() if r.get("served")}
+        gw = next((st["networks"][n]["gateway"] for n in st["order"]
+                   if st["networks"][n].get("dns") and st["networks"][n]["bridge"] in served), None)
+        ups = st.get("dnsServers") or dns.host_servers(loopback=False)
+        head = [f"nameserver {gw}\n", f"# kobako: the network's DNS server forwards other names to "
+                f"{' '.join(st.get('dnsServers') or dns.host_servers()) or 'nobody'}\n"] if gw else \
+            [f"nameserver {u}\n" for u in ups]
+        try:
+            with open(path, "r+") as f:
+                text = f.read()
+                rest = [ln for ln in text.splitlines(True)
+                        if not ln.startswith(("nameserver", "# kobako:"))]
+                new = "".join(head + rest)
+                if new != text:
+                    f.seek(0)
+                    f.write(new)
+                    f.truncate()
+        except FileNotFoundError:
+            pass
 
     def _forwarding_on(self) -> None:
         """Outbound NAT needs the host to route; remember when kobako was the one to turn it on."""
@@ -438,23 +508,23 @@ class Endpoints:
         bridge left, the table goes too, and ip_forward returns to what it was. Works from
         the bridge records, so a bridge outlives neither its network nor a crash."""
         used = {ep["bridge"] for st in self.all() for ep in st["networks"].values()}
-        gone, left = [], 0
+        gone, left, named = [], 0, False
         with netlink.Netlink() as nl:
-            for n in sorted(os.listdir(self.bridges)):
-                if not n.endswith(".json"):
-                    continue
-                try:
-                    with open(os.path.join(self.bridges, n), "rb") as f:
-                        rec = jsonfast.loads(f.read())
-                except (OSError, ValueError):
-                    rec = {"bridge": n[:-5], "subnet": None}
+            for rec in self._bridge_records():
                 if rec["bridge"] in used:
                     left += 1
+                    named = named or bool(rec.get("dns"))
                     continue
                 nl.delete(rec["bridge"])
-                os.unlink(os.path.join(self.bridges, n))
+                os.unlink(os.path.join(self.bridges, rec["bridge"] + ".json"))
                 if rec.get("subnet"):
                     gone.append(rec)
+        if gone or not named:
+            from kobako.network import dns
+            if named:
+                dns.sync(self.netdir)  # it closes the sockets of the gateways that went
+            else:
+                dns.stop(self.netdir)  # no user network has a running container
         if not left:
             try:
                 if nftables.exists(self.table):
@@ -522,7 +592,7 @@ class Endpoints:
         live: dict[str, dict] = {}
         for st in eps:
             for ep in st["networks"].values():
-                live[ep["bridge"]] = {k: ep[k] for k in ("bridge", "subnet", "internal")}
+                live[ep["bridge"]] = {k: ep.get(k) for k in _BRIDGE_KEYS}
         try:
             if live:
                 nftables.full(self.table, list(live.values()), eps)
@@ -604,4 +674,11 @@ class Endpoints:
                     if owner not in owners:
                         self.store.ipam.release(net["name"], owner)
             self._reap_idle()
+            live = [r["gateway"] for r in self._bridge_records() if r.get("dns") and r.get("gateway")]
+            if live:  # a kill -9'd DNS server is started again for the networks still live
+                from kobako.network import dns
+                tried, served = dns.ensure(self.netdir, [], live)
+                for r in self._bridge_records():
+                    if r.get("gateway") in tried:
+                        self._bridge_record({**r, "served": r["gateway"] in served})
         return gone
