@@ -619,6 +619,8 @@ def _spawn(netdir: str, socks: list) -> None:
         pkg = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         code = f"import sys; sys.path.insert(0, {pkg!r}); from kobako.network.dns import main; main()"
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        # the interpreter itself: in the monitor (argv[0] kobako-monitor) sys.executable is empty
+        exe = sys.executable if os.path.isabs(sys.executable or "") else os.readlink("/proc/self/exe")
         pid = os.fork()
         if pid == 0:
             try:
@@ -637,7 +639,7 @@ def _spawn(netdir: str, socks: list) -> None:
                     os.dup2(base + i, 3 + i)
                 os.closerange(3 + len(fds), 1 << 16)
                 os.chdir("/")
-                os.execve(sys.executable, ["kobako-dns", "-I", "-S", "-c", code, netdir, str(len(fds))], env)
+                os.execve(exe, ["kobako-dns", "-I", "-S", "-c", code, netdir, str(len(fds))], env)
             finally:
                 os._exit(127)
         os.waitpid(pid, 0)
