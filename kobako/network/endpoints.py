@@ -40,7 +40,8 @@ from kobako.runtime import jsonfast
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 _HOSTS_MARK = "# kobako: containers on the same networks\n"
-_BRIDGE_KEYS = ("bridge", "subnet", "internal", "gateway", "dns")  # what a bridge's record keeps
+# what a bridge's record keeps
+_BRIDGE_KEYS = ("bridge", "subnet", "internal", "gateway", "dns", "subnet6", "gateway6")
 
 
 def _veth(cid: str, nid: str, gen: int) -> str:
@@ -53,12 +54,20 @@ def _mac(ip: str) -> bytes:
     return bytes([0x02, 0x42, *(int(p) for p in ip.split("."))])  # docker's 02:42:<ip>
 
 
-def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict) -> dict:
+def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict,
+              ip6: str | None = None) -> dict:
     """One network's part of the state: what is made, and what inspect shows. `want`: the
     container's wish for this network (engine/networks.py endpoint_config). `dns`: a user
     network, whose names the DNS server answers (the default bridge has none, as Docker's);
-    `links`: NAME:ALIAS that only this container resolves there."""
-    return {"id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
+    `links`: NAME:ALIAS that only this container resolves there. With `ip6` (a network with
+    IPv6 enabled), its IPv6 side too."""
+    v6 = {}
+    if ip6:
+        from kobako.network.ipam import Pool6
+        pool6 = Pool6.of(net)
+        assert pool6 is not None
+        v6 = {"ip6": ip6, "prefix6": pool6.prefix, "gateway6": pool6.gateway, "subnet6": pool6.cidr}
+    return {**v6, "id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
             "gateway": net["gateway"],
             "subnet": net["subnet"], "bridge": net["bridge"], "veth": _veth(cid, net["id"], gen),
             "ifname": ifname,
@@ -161,17 +170,13 @@ class Endpoints:
 
     def _plan(self, st: dict, net: dict) -> None:
         from kobako.network import ports
-        from kobako.network.ipam import IPAMError
         nets = net["networks"] if "networks" in net else {DEFAULT: {}}
         for i, (name, want) in enumerate(nets.items()):
             n = self.store.get(name)
             self.store.ipam.release(n["name"], st["id"])  # a leftover of a crash
-            try:
-                ip = self.store.ipam.allocate(n["name"], st["id"], want.get("ip"))
-            except IPAMError as e:
-                raise NetworkError(f"network {n['name']}: {e}") from None
+            ip, ip6 = self._allocate(n, st["id"], want or {})
             st["order"].append(n["name"])
-            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want or {})
+            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want or {}, ip6)
             if i == 0 and net.get("mac") and not (want or {}).get("mac"):  # --mac-address: the first one's
                 st["networks"][n["name"]]["mac"] = net["mac"]
         wanted = net.get("ports") or []
@@ -179,6 +184,21 @@ class Endpoints:
             others = [p for ep in self.all() if ep["id"] != st["id"] for p in ep.get("ports") or []]
             first = st["order"][0]
             st["ports"] = [{**p, "network": first} for p in ports.assign(wanted, others)]
+
+    def _allocate(self, n: dict, cid: str, want: dict) -> tuple[str, str | None]:
+        """The container's addresses on network n: IPv4, and IPv6 where the network has it
+        enabled (both or neither)."""
+        from kobako.network.ipam import IPAMError
+        try:
+            ip = self.store.ipam.allocate(n["name"], cid, want.get("ip"))
+            try:
+                return ip, self.store.ipam.allocate6(n["name"], cid, want.get("ip6")) if n.get("enableIPv6") \
+                    else None
+            except IPAMError:
+                self.store.ipam.release(n["name"], cid)
+                raise
+        except IPAMError as e:
+            raise NetworkError(f"network {n['name']}: {e}") from None
 
     def _make(self, st: dict) -> None:
         nl_in = self._make_netns(st["netns"])
@@ -207,11 +227,16 @@ class Endpoints:
         nl_in.add_address(idx, ep["ip"], ep["prefix"], ep["ifname"])
         for ll in ep.get("linkLocal") or []:  # LinkLocalIPs: more addresses on the same link
             nl_in.add_address(idx, ll, 16, ep["ifname"])
+        if ep.get("ip6"):
+            nl_in.add_address(idx, ep["ip6"], ep["prefix6"], ep["ifname"])
         nl_in.set_up(idx, ep["ifname"])
         if not ep["internal"] and not st.get("route"):
             nl_in.add_default_route(ep["gateway"], idx)
             st["route"] = name
             self._forwarding_on()
+        if ep.get("ip6") and not ep["internal"] and not st.get("route6"):
+            nl_in.add_default_route(ep["gateway6"], idx)
+            st["route6"] = name
 
     @staticmethod
     def _netlink_in(path: str) -> netlink.Netlink:
@@ -230,7 +255,6 @@ class Endpoints:
     # -- connect / disconnect on a running container --------------------------------------------
     def connect(self, rec: dict, name: str, want: dict | None = None) -> dict:
         """Join a running container to network `name`; `want`: {"ip", "aliases", "mac", ...}."""
-        from kobako.network.ipam import IPAMError
         want = want or {}
         cid = rec["id"]
         with self.locked():
@@ -241,14 +265,12 @@ class Endpoints:
             n = self.store.get(name)
             if n["name"] in st["networks"]:
                 raise NetworkError(f"container {st['name']} is already connected to network {n['name']}")
-            try:
-                addr = self.store.ipam.allocate(n["name"], cid, want.get("ip"))
-            except IPAMError as e:
-                raise NetworkError(f"network {n['name']}: {e}") from None
+            addr, addr6 = self._allocate(n, cid, want)
             used = {ep["ifname"] for ep in st["networks"].values()}
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
             st["order"].append(n["name"])
-            st["networks"][n["name"]] = _endpoint(n, cid, st["gen"] + len(st["order"]), ifname, addr, want)
+            gen = st["gen"] + len(st["order"])
+            st["networks"][n["name"]] = _endpoint(n, cid, gen, ifname, addr, want, addr6)
             self._save(st)
             self._new_bridges = []
             try:
@@ -279,8 +301,9 @@ class Endpoints:
             nl.delete(ep["veth"])
         dropped = [p for p in st["ports"] if p.get("network") == name]
         st["ports"] = [p for p in st["ports"] if p.get("network") != name]
-        if st.get("route") == name:
-            st.pop("route")  # the kernel dropped the route with the link
+        for key in ("route", "route6"):
+            if st.get(key) == name:
+                st.pop(key)  # the kernel dropped the route with the link
         self._save(st)
         self._fw_delete(nftables.port_elements(dropped, {name: ep["ip"]}))
         try:
@@ -338,7 +361,26 @@ class Endpoints:
             # (a container to a port published on the host) and 127.0.0.1 -> container need them
             _sysctl(f"net/ipv4/conf/{br}/forwarding", "1")
             _sysctl(f"net/ipv4/conf/{br}/route_localnet", "1")
+            if ep.get("gateway6"):
+                self._bridge_ipv6(nl, idx, br, ep)
         return idx
+
+    @staticmethod
+    def _bridge_ipv6(nl: netlink.Netlink, idx: int, br: str, ep: dict) -> None:
+        """A dual-stack bridge: IPv6 on, its gateway address, and forwarding of what comes in
+        on it. Only this bridge's own settings change (they go with it): the host's global
+        IPv6 forwarding stays as it is, since turning it on makes every interface ignore
+        router advertisements. force_forwarding (Linux 6.17) forwards what the containers
+        send; the replies need the host to forward IPv6 on its uplink (docs/networking.md)."""
+        conf = f"/proc/sys/net/ipv6/conf/{br}"
+        if not os.path.isdir(conf):
+            raise NetworkError(f"network with IPv6 on bridge {br}: IPv6 is disabled on this host "
+                               "(ipv6.disable=1 on the kernel command line?)")
+        _sysctl(f"net/ipv6/conf/{br}/disable_ipv6", "0")
+        _sysctl(f"net/ipv6/conf/{br}/accept_ra", "0")  # a gateway takes no routes from its containers
+        if os.path.exists(f"{conf}/force_forwarding"):
+            _sysctl(f"net/ipv6/conf/{br}/force_forwarding", "1")
+        nl.add_address(idx, ep["gateway6"], ep["prefix6"], f"bridge {br}")
 
     def _bridge_record(self, rec: dict) -> None:
         """Recorded before the bridge is made: _reap_idle and the DNS server find it."""

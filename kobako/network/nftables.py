@@ -4,6 +4,7 @@
       set bridges, internal      kobako's live bridge devices; those of --internal networks
       set same                   bridge . bridge: traffic that stays on its own network
       set subnets, outbound      live subnets; those that may leave the host (masquerade)
+      set subnets6, outbound6    the same for the IPv6 subnets of dual-stack networks
       set dns, dns_gw            user bridge . its gateway; the gateways: the DNS server's
                                  port 53 (network/dns.py) only from the gateway's own bridge
       map dnat_any, dnat_ip      published ports: proto . port (or hostIP . proto . port)
@@ -37,6 +38,8 @@ SETS = (("bridges", "set", "type ifname;"), ("internal", "set", "type ifname;"),
         ("same", "set", "type ifname . ifname;"),
         ("subnets", "set", "type ipv4_addr; flags interval;"),
         ("outbound", "set", "type ipv4_addr; flags interval;"),
+        ("subnets6", "set", "type ipv6_addr; flags interval;"),
+        ("outbound6", "set", "type ipv6_addr; flags interval;"),
         ("dns", "set", "type ifname . ipv4_addr;"), ("dns_gw", "set", "type ipv4_addr;"),
         ("dnat_any", "map", "type inet_proto . inet_service : ipv4_addr . inet_service;"),
         ("dnat_ip", "map", "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;"))
@@ -50,7 +53,8 @@ RULES = {
                 "dnat ip to meta l4proto . th dport map @dnat_any"],
     "postrouting": ["oifname @bridges ct status dnat ip saddr 127.0.0.0/8 masquerade",
                     "oifname @bridges ct status dnat ip saddr @subnets masquerade",
-                    "ip saddr @outbound oifname != @bridges masquerade"],
+                    "ip saddr @outbound oifname != @bridges masquerade",
+                    "ip6 saddr @outbound6 oifname != @bridges masquerade"],
     "forward": ["ct status dnat accept",  # a published port is reachable from every network
                 "iifname @bridges oifname @bridges iifname . oifname != @same drop",
                 "iifname @internal iifname . oifname != @same drop",
@@ -113,6 +117,10 @@ def network_elements(net: dict) -> list[tuple[str, str]]:
     br = '"' + net["bridge"] + '"'  # interface names are [A-Za-z0-9_.-], made by kobako
     out = [("bridges", br), ("same", f"{br} . {br}"), ("subnets", net["subnet"])]
     out.append(("internal", br) if net.get("internal") else ("outbound", net["subnet"]))
+    if net.get("subnet6"):  # a dual-stack network (its clean CIDR: the endpoint's)
+        out.append(("subnets6", net["subnet6"]))
+        if not net.get("internal"):
+            out.append(("outbound6", net["subnet6"]))
     if net.get("dns") and net.get("gateway"):
         out += [("dns", f"{br} . {net['gateway']}"), ("dns_gw", net["gateway"])]
     return out

@@ -71,7 +71,7 @@ def test_explicit_subnet_gateway_and_range(ipam: IPAM):
 
 @pytest.mark.parametrize("kw, msg", [
     ({"subnet": "10.0.0.1/24"}, "invalid subnet 10.0.0.1/24: host bits set, did you mean 10.0.0.0/24?"),
-    ({"subnet": "fd00::/64"}, "invalid subnet fd00::/64: IPv6 is not supported yet"),
+    ({"subnet": "fd00::/64"}, "invalid subnet fd00::/64: an IPv4 CIDR is expected here"),
     ({"subnet": "10.0.0.0"}, "expected a CIDR"),
     ({"subnet": "10.0.0.0/33"}, "prefix length must be 0 to 32"),
     ({"subnet": "10.0.0.0/7"}, "between /8 and /30"),
@@ -82,7 +82,7 @@ def test_explicit_subnet_gateway_and_range(ipam: IPAM):
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}, "gateway 10.0.1.1 is outside subnet 10.0.0.0/24"),
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.0.0"}, "gateway 10.0.0.0 is the network address"),
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.0.255"}, "gateway 10.0.0.255 is the broadcast address"),
-    ({"subnet": "10.0.0.0/24", "gateway": "fe80::1"}, "invalid gateway fe80::1: IPv6"),
+    ({"subnet": "10.0.0.0/24", "gateway": "fe80::1"}, "invalid gateway fe80::1: an IPv4 address is expected"),
     ({"subnet": "10.0.0.0/24", "ip_range": "10.0.1.0/25"}, "ip range 10.0.1.0/25 is not inside subnet"),
     ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.0/23"}, "ip range 10.0.0.0/23 is not inside subnet"),
     ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.1/25"}, "invalid ip range 10.0.0.1/25: host bits set"),
