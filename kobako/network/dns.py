@@ -348,12 +348,15 @@ class Server:
         next_check = time.monotonic() + 5
         while True:
             for key, _ in self.sel.select(timeout=5):
-                if key.data == "ctl":
-                    self._control()
-                elif key.data == "udp":
-                    self._udp(key.fileobj)
-                else:
-                    self._accept(key.fileobj)
+                try:
+                    if key.data == "ctl":
+                        self._control()
+                    elif key.data == "udp":
+                        self._udp(key.fileobj)
+                    else:
+                        self._accept(key.fileobj)
+                except Exception:  # noqa: BLE001 - one bad query or state file never ends the server
+                    continue
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 5
                 if not self.ours():
