@@ -111,10 +111,14 @@ class Netlink:
             raise
         return _IFINFO.unpack_from(payload)[2]
 
-    def add_bridge(self, name: str, mtu: int | None = None) -> None:
+    def add_bridge(self, name: str, mtu: int | None = None, mac: bytes | None = None) -> None:
+        """`mac`: fixed, else the bridge takes the lowest MAC of its ports and changes it as
+        they come and go, leaving stale ARP entries for its address in the containers."""
         attrs = attr(IFLA_IFNAME, _str(_ifname(name))) + attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"bridge"))
         if mtu:
             attrs += attr(IFLA_MTU, struct.pack("=I", mtu))
+        if mac:
+            attrs += attr(IFLA_ADDRESS, mac)
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, 0, 0) + attrs,
                      f"create bridge {name}")
 

@@ -352,7 +352,10 @@ class Endpoints:
                                        "another network (perhaps of another kobako data root) is using it")
             self._new_bridges.append(ep)
             self._bridge_record({k: ep.get(k) for k in _BRIDGE_KEYS})
-            nl.add_bridge(br, ep["mtu"])
+            # a MAC of its own (02:42:<gateway>, beside the containers' 02:42:<ip>): one taken
+            # from its ports would change when a port goes, and the containers' ARP entries
+            # for the gateway would point nowhere
+            nl.add_bridge(br, ep["mtu"], _mac(ep["gateway"]))
             idx = nl.index(br)
             assert idx is not None
             nl.add_address(idx, ep["gateway"], ep["prefix"], f"bridge {br}")

@@ -403,3 +403,24 @@ def test_ipv6_dual_stack_network(k: Kobako):
     # only the bridges' own settings changed, and they went with the bridges
     assert Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text() == fwd_before
     assert "2001:db8:77" not in subprocess.run(["ip", "-6", "addr"], capture_output=True, text=True).stdout
+
+
+def test_the_bridge_keeps_its_mac_when_a_port_goes(k: Kobako):
+    """A bridge without a MAC of its own takes its lowest port's and changes it when that port
+    goes: the other containers' ARP entries for the gateway then point nowhere."""
+    k("network", "create", "--subnet", "10.178.0.0/24", "nb-mac")
+    try:
+        k("run", "-d", "--name", "nb-mac1", "--network", "nb-mac", IMG, "sleep", "300")
+        br = json.loads(k("network", "inspect", "nb-mac").stdout)[0]["Options"].get(
+            "com.docker.network.bridge.name") or next(
+            p.name for p in Path("/sys/class/net").iterdir()
+            if (p / "address").read_text().strip() == "02:42:0a:b2:00:01")
+        mac = Path(f"/sys/class/net/{br}/address").read_text().strip()
+        assert mac == "02:42:0a:b2:00:01"  # 02:42:<gateway>
+        for _ in range(3):
+            k("run", "--rm", "--network", "nb-mac", IMG, "true")
+            k("exec", "nb-mac1", "ping", "-c1", "-W2", "10.178.0.1")  # its ARP entry still holds
+        assert Path(f"/sys/class/net/{br}/address").read_text().strip() == mac
+    finally:
+        k("rm", "-f", "nb-mac1")
+        k("network", "rm", "nb-mac")
