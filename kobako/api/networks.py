@@ -56,13 +56,19 @@ async def network_create(req: Request) -> None:
     name = _typed(body, "Name", str, "a string")
     ipam = _typed(body, "IPAM", dict, "an object") or {}
     configs = _typed(ipam, "Config", list, "a list") or []
-    if len(configs) > 1:
-        raise ApiError(400, "one IPAM config (an IPv4 subnet) per network for now")
-    cfg = configs[0] if configs else {}
-    if not isinstance(cfg, dict):
-        raise ApiError(400, "invalid IPAM Config: expected a list of objects")
-    for k in ("Subnet", "Gateway", "IPRange"):
-        _typed(cfg, k, str, "a string")
+    cfg, cfg6 = {}, {}  # one pool of each family, as dockerd's bridge driver takes
+    for c in configs:
+        if not isinstance(c, dict):
+            raise ApiError(400, "invalid IPAM Config: expected a list of objects")
+        for k in ("Subnet", "Gateway", "IPRange"):
+            _typed(c, k, str, "a string")
+        six = ":" in (c.get("Subnet") or c.get("Gateway") or c.get("IPRange") or "")
+        if cfg6 if six else cfg:
+            raise ApiError(400, f"one IPAM config per address family: a second IPv{6 if six else 4} one")
+        if six:
+            cfg6 = c
+        else:
+            cfg = c
     for k in ("Internal", "Attachable", "EnableIPv6", "Ingress", "CheckDuplicate", "ConfigOnly"):
         _typed(body, k, bool, "true or false")
     if body.get("Ingress") or body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
@@ -75,7 +81,9 @@ async def network_create(req: Request) -> None:
         cfg.get("IPRange") or None, aux=cfg.get("AuxiliaryAddresses"), internal=bool(body.get("Internal")),
         attachable=bool(body.get("Attachable")), options=body.get("Options"), labels=body.get("Labels"),
         ipam_driver=ipam.get("Driver"), ipam_options=ipam.get("Options"), ipv6=bool(body.get("EnableIPv6")),
-        check_duplicate=bool(body.get("CheckDuplicate"))))  # absent: false, as dockerd 20.10 reads it
+        check_duplicate=bool(body.get("CheckDuplicate")),  # absent: false, as dockerd 20.10 reads it
+        subnet6=cfg6.get("Subnet") or None, gateway6=cfg6.get("Gateway") or None,
+        ip_range6=cfg6.get("IPRange") or None))
     await req.send_json(201, {"Id": n["id"], "Warning": ""})
 
 

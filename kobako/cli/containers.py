@@ -134,9 +134,9 @@ def _body(args) -> tuple[dict, dict]:
                         ("BlkioDeviceWriteIOps", args.device_write_iops)):
         host[field] = [{"Path": p, "Rate": r} for p, _, r in (x.rpartition(":") for x in flag)] or None
     endpoint: dict = {}
-    if args.ip or args.network_alias:
-        endpoint = {"IPAMConfig": {"IPv4Address": args.ip} if args.ip else None,
-                    "Aliases": list(args.network_alias) or None}
+    if args.ip or args.ip6 or args.network_alias:
+        ipam = {k: v for k, v in (("IPv4Address", args.ip), ("IPv6Address", args.ip6)) if v}
+        endpoint = {"IPAMConfig": ipam or None, "Aliases": list(args.network_alias) or None}
     body = {**cfg, "HostConfig": host,
             "NetworkingConfig": {"EndpointsConfig": {net: endpoint}} if endpoint else {}}
     extra: dict = {}
@@ -585,6 +585,7 @@ RUN_OPTS = [
     opt("-P --publish-all", "publish_all", help="publish every exposed port on a free host port"),
     opt("--expose", "expose", "list", None, "expose a port (or range) for -P"),
     opt("--ip", "ip", "str", None, "the container's IPv4 address on a user network"),
+    opt("--ip6", "ip6", "str", None, "the container's IPv6 address on a user network with IPv6"),
     opt("--network-alias", "network_alias", "list", None, "another name on the user network"),
     opt("--net-rate", "net_rate", "str", None, "bandwidth limit each way, e.g. 10mbit or 1mb (bytes/s)"),
     opt("--add-host", "add_host", "list", None, "an /etc/hosts line NAME:IP (IP may be host-gateway)"),

@@ -22,15 +22,25 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return pairs(items, lambda it: NetworkError(f"invalid {what} {it!r}: use KEY=VALUE"))
 
 
+def _by_family(values: list[str], flag: str) -> tuple[str | None, str | None]:
+    """--subnet/--gateway/--ip-range given once per address family: (IPv4, IPv6)."""
+    v4 = [v for v in values if ":" not in v]
+    v6 = [v for v in values if ":" in v]
+    if len(v4) > 1 or len(v6) > 1:
+        raise NetworkError(f"one {flag} per address family (one IPv4, one IPv6)")
+    return (v4 or [None])[0], (v6 or [None])[0]
+
+
 def create(e: Engine, args) -> int:
-    if len(args.subnet) > 1 or len(args.gateway) > 1 or len(args.ip_range) > 1:
-        raise NetworkError("one --subnet (IPv4) per network for now")
-    net = networks.create(e, args.args[0], args.driver, (args.subnet or [None])[0],
-                          (args.gateway or [None])[0], (args.ip_range or [None])[0],
+    subnet, subnet6 = _by_family(args.subnet, "--subnet")
+    gateway, gateway6 = _by_family(args.gateway, "--gateway")
+    ip_range, ip_range6 = _by_family(args.ip_range, "--ip-range")
+    net = networks.create(e, args.args[0], args.driver, subnet, gateway, ip_range,
                           aux=_pairs(args.aux_address, "auxiliary address"),
                           internal=args.internal, attachable=args.attachable,
                           options=_pairs(args.opt, "option"), labels=_pairs(args.label, "label"),
-                          ipam_driver=args.ipam_driver, ipv6=args.ipv6)
+                          ipam_driver=args.ipam_driver, ipv6=args.ipv6, subnet6=subnet6, gateway6=gateway6,
+                          ip_range6=ip_range6)
     print(net["id"])
     return 0
 
@@ -117,8 +127,8 @@ COMMANDS = {
         opt("--attachable", "attachable", help="accepted: any container may join kobako's networks"),
         opt("--aux-address", "aux_address", "list", None, "NAME=IP: an address container allocation skips"),
         opt("--ipam-driver", "ipam_driver", "str", None, "default (the only one)"),
-        opt("--ipv6", "ipv6", help="not supported yet (IPv4 only)"),
-        opt("--subnet", "subnet", "list", None, "subnet in CIDR form, e.g. 10.89.0.0/24"),
+        opt("--ipv6", "ipv6", help="IPv6 too (dual stack): give an IPv6 --subnet as well"),
+        opt("--subnet", "subnet", "list", None, "subnet in CIDR form, e.g. 10.89.0.0/24 (and an IPv6 one)"),
         opt("--gateway", "gateway", "list", None, "gateway address (default: the subnet's first)"),
         opt("--ip-range", "ip_range", "list", None, "allocate container addresses from this sub-range"),
         opt("--internal", "internal", help="no route out of the network (no NAT, no forwarding)"),
@@ -142,7 +152,7 @@ COMMANDS = {
     "network connect": (Command("network connect", "[OPTIONS] NETWORK CONTAINER",
                                 "Connect a container to a network (live, if it runs)", [
                                     opt("--ip", "ip", "str", None, "IPv4 address"),
-                                    opt("--ip6", "ip6", "str", None, "not supported yet (IPv4 only)"),
+                                    opt("--ip6", "ip6", "str", None, "IPv6 address"),
                                     opt("--alias", "alias", "list", None, "another name on the network"),
                                     opt("--link", "link", "list", None, "NAME[:ALIAS]: recorded (inspect)"),
                                     opt("--link-local-ip", "link_local_ip", "list", None,

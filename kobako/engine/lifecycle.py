@@ -275,6 +275,9 @@ class Engine:
             net["ports"] = (net.get("ports") or []) + [
                 p for p in more if (p["containerPort"], p["proto"]) not in have]
         net["hostsFile"] = opts.etc_files.get("/etc/hosts")
+        net["resolvFile"] = opts.etc_files.get("/etc/resolv.conf")  # names a user network's DNS server
+        if opts.dns:
+            net["dns"] = list(opts.dns)  # where that server forwards this container's other names
         net["hostname"] = opts.hostname or cid[:12]
         return net
 

@@ -43,11 +43,14 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
            ip_range: str | None = None, aux: dict | None = None, internal: bool = False,
            attachable: bool = False, options: dict | None = None, labels: dict | None = None,
            ipam_driver: str | None = None, ipam_options: dict | None = None, ipv6: bool = False,
-           check_duplicate: bool = True) -> dict:
+           check_duplicate: bool = True, subnet6: str | None = None, gateway6: str | None = None,
+           ip_range6: str | None = None) -> dict:
     """A bridge network, as `docker network create` makes one. dockerd's refusals: a
     predefined name (403), another driver (host/null: 403 as dockerd; unknown: 404 plugin
     not found), a name in use with check_duplicate (409). Without it dockerd 20.10 makes a
-    second network of that name (the name is then ambiguous; its ID is not): so does this."""
+    second network of that name (the name is then ambiguous; its ID is not): so does this.
+    IPv6: `ipv6` (EnableIPv6) needs an IPv6 subnet (kobako has no default IPv6 pools); an
+    IPv6 pool without it is kept, as dockerd keeps it, and gives no addresses."""
     if not isinstance(name, str) or not name.strip():
         raise NetworkError("network name is required")
     driver = driver or "bridge"
@@ -63,9 +66,11 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
         raise DriverNotFound(f"plugin \"{driver}\" not found: kobako's networks use the bridge driver")
     if ipam_driver not in (None, "", "default"):
         raise NetworkError(f"IPAM driver {ipam_driver!r} is not supported (default)")
-    if ipv6:
-        from kobako import errors
-        raise errors.NotImplementedYet("IPv6 networks are not supported yet (IPv4 only)")
+    if ipv6 and not subnet6:
+        raise NetworkError("an IPv6 network (--ipv6, EnableIPv6) needs an IPv6 subnet, e.g. "
+                           "--subnet 2001:db8::/64: kobako has no default IPv6 pool")
+    if not subnet6 and (gateway6 or ip_range6):
+        raise NetworkError("an IPv6 gateway or ip range needs an IPv6 subnet")
     st = store(e)
     taken = any((n.get("displayName") or n["name"]) == name for n in st.all())
     if taken and check_duplicate:
@@ -75,9 +80,10 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
         if d is not None and not (isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str)
                                                                for k, v in d.items())):
             raise NetworkError(f"invalid {what}: expected an object of strings")
+    v6 = {"subnet": subnet6, "gateway": gateway6, "ipRange": ip_range6, "enabled": ipv6} if subnet6 else None
     return st.create(name, subnet, gateway, ip_range, internal=internal, options=options or {},
                      labels=labels or {}, aux=aux or {}, attachable=attachable, ipam_options=ipam_options,
-                     duplicate=taken)
+                     duplicate=taken, v6=v6)
 
 
 # -- finding and listing -------------------------------------------------------------------------
@@ -197,10 +203,6 @@ def endpoint_config(ip: str | None = None, aliases: list | None = None, links: l
                     driver_opts: dict | None = None, mac: str | None = None,
                     link_local_ips: list | None = None, ip6: str | None = None) -> dict:
     """A container's wish for one network, checked: what the record keeps."""
-    from kobako import errors
-    if ip6:
-        raise errors.NotImplementedYet("IPv6 addresses are not supported yet (IPv4 only)")
-
     def strings(v, what: str) -> list[str]:
         if v is None:
             return []
@@ -211,6 +213,12 @@ def endpoint_config(ip: str | None = None, aliases: list | None = None, links: l
     out: dict = {"ip": ip or None, "aliases": strings(aliases, "aliases")}
     if ip is not None and not isinstance(ip, str):
         raise NetworkError("invalid IPv4Address: expected a string")
+    if ip6:
+        import ipaddress
+        try:
+            out["ip6"] = str(ipaddress.IPv6Address(ip6))
+        except (ValueError, TypeError):
+            raise NetworkError(f"invalid IPv6 address {ip6!r}") from None
     lk = strings(links, "links")
     for x in lk:
         if not x.split(":")[0]:
@@ -228,8 +236,7 @@ def endpoint_config(ip: str | None = None, aliases: list | None = None, links: l
     for a in ll:
         p = a.split(".")
         if len(p) != 4 or not all(x.isdigit() and int(x) < 256 for x in p) or p[:2] != ["169", "254"]:
-            raise NetworkError(f"invalid link-local IP {a!r}: an IPv4 address in 169.254.0.0/16 "
-                               "(IPv6 is not supported yet)")
+            raise NetworkError(f"invalid link-local IP {a!r}: an IPv4 address in 169.254.0.0/16")
     if ll:
         out["linkLocalIps"] = ll
     return out
@@ -246,10 +253,27 @@ def check_mac(mac: str) -> str:
     return m
 
 
+def check_addresses(net: dict, want: dict) -> None:
+    """The addresses a container asks for on `net` (its IPv4Address, IPv6Address): inside the
+    network's pools. An IPv6 one needs an IPv6 pool (dockerd: user specified IP address is
+    supported only when connecting to networks with user configured subnets)."""
+    from kobako.network.ipam import IPAMError, Pool, Pool6
+    try:
+        if want.get("ip"):
+            Pool.of(net).check(want["ip"])
+        if want.get("ip6"):
+            pool6 = Pool6.of(net)
+            if pool6 is None:
+                raise NetworkError(f"user specified IPv6 address {want['ip6']} is supported only on networks "
+                                   f"with a user configured IPv6 subnet: network {net['name']} has none")
+            pool6.check(want["ip6"])
+    except IPAMError as ex:
+        raise NetworkError(str(ex)) from None
+
+
 def connect(e, ref: str, container: str, want: dict | None = None) -> None:
     """Join a container to a network: live if it runs, in its record always (it joins at
     each start). `want`: endpoint_config()."""
-    from kobako.network.ipam import IPAMError, Pool
     want = want or endpoint_config()
     net = find(e, ref)
     rec = e.containers.resolve(container)
@@ -263,14 +287,10 @@ def connect(e, ref: str, container: str, want: dict | None = None) -> None:
     nets = dict(cur.get("networks") if "networks" in cur else {DEFAULT: {}})
     if net["name"] in nets:
         raise NetworkForbidden(f"container {rec['name']} is already connected to network {net['name']}")
-    if net["name"] == DEFAULT and (want.get("ip") or want.get("aliases")):
+    if net["name"] == DEFAULT and (want.get("ip") or want.get("ip6") or want.get("aliases")):
         raise NetworkError("user specified IP address and network-scoped aliases are supported on "
                            "user-defined networks only")
-    if want.get("ip"):
-        try:
-            Pool.of(net).check(want["ip"])
-        except IPAMError as ex:
-            raise NetworkError(str(ex)) from None
+    check_addresses(net, want)
     if e.state(rec) in ("running", "paused"):
         _endpoints(e).connect(rec, net["name"], want)
     nets[net["name"]] = want

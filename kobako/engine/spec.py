@@ -422,12 +422,12 @@ def _bridge(e, name: str, spec: ContainerSpec, ep: dict | None, img_cfg: dict) -
                                ep.get("DriverOpts"), ep.get("MacAddress") or None, ipam.get("LinkLocalIPs"),
                                ipam.get("IPv6Address") or None)
     ip, aliases = want["ip"], want["aliases"]
-    if net["name"] == DEFAULT and (ip or aliases):
-        raise InvalidArgument("--ip and --network-alias work on user-defined networks only, "
+    if net["name"] == DEFAULT and (ip or aliases or want.get("ip6")):
+        raise InvalidArgument("--ip, --ip6 and --network-alias work on user-defined networks only, "
                               "not on the default bridge")
-    if ip:
-        from kobako.network.ipam import Pool
-        Pool.of(net).check(ip)
+    if ip or want.get("ip6"):
+        from kobako.engine.networks import check_addresses
+        check_addresses(net, want)
     published = []
     for cport, binds in (h["PortBindings"] or {}).items():
         if not isinstance(binds, list | type(None)):

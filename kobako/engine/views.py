@@ -415,15 +415,20 @@ def network_doc(e, net: dict, endpoints: list[dict] | None = None) -> dict:
         ep = st["networks"].get(net["name"])  # keyed by the network's name inside (NAME@id12 for a twin)
         if ep and ep.get("id", net["id"]) == net["id"]:
             live[st["id"]] = {"Name": st["name"], "EndpointID": ep["veth"], "MacAddress": ep["mac"],
-                              "IPv4Address": f"{ep['ip']}/{ep['prefix']}", "IPv6Address": ""}
+                              "IPv4Address": f"{ep['ip']}/{ep['prefix']}",
+                              "IPv6Address": f"{ep['ip6']}/{ep['prefix6']}" if ep.get("ip6") else ""}
     cfg = {"Subnet": net["subnet"], "Gateway": net["gateway"]}
     if net.get("ipRange"):
         cfg["IPRange"] = net["ipRange"]
     if net.get("auxAddresses"):
         cfg["AuxiliaryAddresses"] = dict(net["auxAddresses"])
+    configs = [cfg]
+    if net.get("subnet6"):  # the IPv6 pool as it was given, next to the IPv4 one (dockerd's order)
+        configs.append({"Subnet": net["subnet6"], "Gateway": net["gateway6"],
+                        **({"IPRange": net["ipRange6"]} if net.get("ipRange6") else {})})
     return {"Name": net.get("displayName") or net["name"], "Id": net["id"], "Created": net.get("created", ""),
-            "Scope": "local", "Driver": "bridge", "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": net.get("ipamOptions"), "Config": [cfg]},
+            "Scope": "local", "Driver": "bridge", "EnableIPv6": bool(net.get("enableIPv6")),
+            "IPAM": {"Driver": "default", "Options": net.get("ipamOptions"), "Config": configs},
             "Internal": bool(net.get("internal")), "Attachable": bool(net.get("attachable")),
             "Ingress": False,
             "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": live,
@@ -497,8 +502,10 @@ def container_settings(e, rec: dict) -> tuple[str, dict]:
                       "Aliases": aliases or None,
                       "NetworkID": nid, "EndpointID": ep["veth"] if ep else "",
                       "Gateway": ep["gateway"] if ep else "", "IPAddress": ep["ip"] if ep else "",
-                      "IPPrefixLen": ep["prefix"] if ep else 0, "IPv6Gateway": "",
-                      "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                      "IPPrefixLen": ep["prefix"] if ep else 0,
+                      "IPv6Gateway": (ep or {}).get("gateway6", "") if (ep or {}).get("ip6") else "",
+                      "GlobalIPv6Address": (ep or {}).get("ip6") or "",
+                      "GlobalIPv6PrefixLen": (ep or {}).get("prefix6", 0) if (ep or {}).get("ip6") else 0,
                       "MacAddress": ep["mac"] if ep else (want.get("mac") or ""),
                       "DriverOpts": dict(want.get("driverOpts") or {}) or None}
     for p in net.get("ports") or []:
@@ -514,8 +521,9 @@ def container_settings(e, rec: dict) -> tuple[str, dict]:
                   "SecondaryIPv6Addresses": None, "EndpointID": first.get("EndpointID", ""),
                   "Networks": nets, "IPAddress": first.get("IPAddress", ""),
                   "IPPrefixLen": first.get("IPPrefixLen", 0), "Gateway": first.get("Gateway", ""),
-                  "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
-                  "MacAddress": first.get("MacAddress", "")}
+                  "GlobalIPv6Address": first.get("GlobalIPv6Address", ""),
+                  "GlobalIPv6PrefixLen": first.get("GlobalIPv6PrefixLen", 0),
+                  "IPv6Gateway": first.get("IPv6Gateway", ""), "MacAddress": first.get("MacAddress", "")}
 
 
 def ps_ports(e, rec: dict) -> str:

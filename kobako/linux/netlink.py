@@ -25,7 +25,8 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_GATEWAY, RTA_OIF = 5, 4
 IFF_UP = 1
-AF_INET = 2
+AF_INET, AF_INET6 = 2, 10
+IFA_F_NODAD = 0x02
 
 _HDR = struct.Struct("=IHHII")          # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")       # ifinfomsg: family, type, index, flags, change
@@ -43,6 +44,8 @@ def _str(s: str) -> bytes:
 
 
 def _ip(addr: str) -> bytes:
+    if ":" in addr:
+        return _socket.inet_pton(_socket.AF_INET6, addr)
     return bytes(int(p) for p in addr.split("."))
 
 
@@ -108,10 +111,14 @@ class Netlink:
             raise
         return _IFINFO.unpack_from(payload)[2]
 
-    def add_bridge(self, name: str, mtu: int | None = None) -> None:
+    def add_bridge(self, name: str, mtu: int | None = None, mac: bytes | None = None) -> None:
+        """`mac`: fixed, else the bridge takes the lowest MAC of its ports and changes it as
+        they come and go, leaving stale ARP entries for its address in the containers."""
         attrs = attr(IFLA_IFNAME, _str(_ifname(name))) + attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"bridge"))
         if mtu:
             attrs += attr(IFLA_MTU, struct.pack("=I", mtu))
+        if mac:
+            attrs += attr(IFLA_ADDRESS, mac)
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, 0, 0) + attrs,
                      f"create bridge {name}")
 
@@ -151,6 +158,11 @@ class Netlink:
 
     # -- addresses and routes -------------------------------------------------------------------
     def add_address(self, index: int, ip: str, prefix: int, what: str) -> None:
+        if ":" in ip:  # IPv6: usable at once (no duplicate address detection, as Docker's bridge)
+            a = _ip(ip)
+            body = _IFADDR.pack(AF_INET6, prefix, IFA_F_NODAD, 0, index) + attr(IFA_ADDRESS, a)
+            self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefix} to {what}")
+            return
         a = _ip(ip)
         bcast = (int.from_bytes(a, "big") | ((1 << (32 - prefix)) - 1)).to_bytes(4, "big")
         body = (_IFADDR.pack(AF_INET, prefix, 0, 0, index) + attr(IFA_LOCAL, a) + attr(IFA_ADDRESS, a)
@@ -158,6 +170,7 @@ class Netlink:
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefix} to {what}")
 
     def add_default_route(self, gateway: str, index: int) -> None:
-        body = (_RTMSG.pack(AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)  # main table, boot proto, universe, unicast
+        fam = AF_INET6 if ":" in gateway else AF_INET
+        body = (_RTMSG.pack(fam, 0, 0, 0, 254, 3, 0, 1, 0)  # main table, boot proto, universe, unicast
                 + attr(RTA_GATEWAY, _ip(gateway)) + attr(RTA_OIF, struct.pack("=I", index)))
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body, f"add default route via {gateway}")

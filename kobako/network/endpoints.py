@@ -10,18 +10,21 @@ The seminar's `bridge_create.sh`, `veth_create.sh`, `net_attach.sh`, `portfwd_cr
        inside the namespace (one netlink message)
     3. inside: lo and ethN up, the address from IPAM, the default route via the gateway
     4. published ports and masquerading: kobako's nft table, rewritten from state
-    5. user networks: every container's /etc/hosts lists its peers by name and alias
+    5. user networks: every container's /etc/hosts lists its peers by name and alias, and
+       the DNS server (network/dns.py) answers for them on the network's gateway, which
+       the container's resolv.conf names
 
 Everything is written into <run root>/network/endpoints/<container id>.json *before* it is
 made, so teardown -- at exit, at rm, or in a sweep after kill -9 -- finds it all. Teardown
 tolerates every piece being gone already. One lock (<run root>/network/lock) orders all
 of it; the last container on a bridge takes the bridge with it.
 
-Names resolve through /etc/hosts, rewritten in place (the file is bind-mounted, so the
-container sees each change) on every connect and disconnect: no resolver process to keep
-alive in a daemonless engine, nothing listening on the host, and the change is visible
-at once to every program that uses the C library's resolver. Other names go to the
-host's upstream servers (resolv.conf without loopback entries).
+Names resolve two ways on user networks: through /etc/hosts, rewritten in place (the file
+is bind-mounted, so the container sees each change) on every connect and disconnect, for
+programs that use the C library's resolver; and through DNS, for every other client: the
+server of network/dns.py reads the same endpoint states at each query. Other names go to
+the host's upstream servers (through that server on user networks; on the default bridge
+the container asks them itself, so without loopback entries).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from kobako.runtime import jsonfast
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 _HOSTS_MARK = "# kobako: containers on the same networks\n"
+# what a bridge's record keeps
+_BRIDGE_KEYS = ("bridge", "subnet", "internal", "gateway", "dns", "subnet6", "gateway6")
 
 
 def _veth(cid: str, nid: str, gen: int) -> str:
@@ -49,17 +54,28 @@ def _mac(ip: str) -> bytes:
     return bytes([0x02, 0x42, *(int(p) for p in ip.split("."))])  # docker's 02:42:<ip>
 
 
-def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict) -> dict:
+def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict,
+              ip6: str | None = None) -> dict:
     """One network's part of the state: what is made, and what inspect shows. `want`: the
-    container's wish for this network (engine/networks.py endpoint_config)."""
-    return {"id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
+    container's wish for this network (engine/networks.py endpoint_config). `dns`: a user
+    network, whose names the DNS server answers (the default bridge has none, as Docker's);
+    `links`: NAME:ALIAS that only this container resolves there. With `ip6` (a network with
+    IPv6 enabled), its IPv6 side too."""
+    v6 = {}
+    if ip6:
+        from kobako.network.ipam import Pool6
+        pool6 = Pool6.of(net)
+        assert pool6 is not None
+        v6 = {"ip6": ip6, "prefix6": pool6.prefix, "gateway6": pool6.gateway, "subnet6": pool6.cidr}
+    return {**v6, "id": net["id"], "ip": ip, "prefix": int(net["subnet"].split("/")[1]),
             "gateway": net["gateway"],
             "subnet": net["subnet"], "bridge": net["bridge"], "veth": _veth(cid, net["id"], gen),
             "ifname": ifname,
             "internal": bool(net.get("internal")), "mtu": net.get("mtu"),
             "aliases": list(want.get("aliases") or []),
             "mac": want.get("mac") or ":".join(f"{b:02x}" for b in _mac(ip)),
-            "linkLocal": list(want.get("linkLocalIps") or [])}
+            "linkLocal": list(want.get("linkLocalIps") or []),
+            "dns": net["name"] != DEFAULT, "links": list(want.get("links") or [])}
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -82,6 +98,7 @@ def _alive(pid: int) -> bool:
 class Endpoints:
     def __init__(self, root: str, run_root: str) -> None:
         self.store = NetworkStore(root, run_root)
+        self.netdir = os.path.join(run_root, "network")
         self.dir = os.path.join(run_root, "network", "endpoints")
         self.bridges = os.path.join(run_root, "network", "bridges")  # <name>.json: each bridge made
         self.table = table_name(run_root)
@@ -130,8 +147,9 @@ class Endpoints:
             if old is not None:  # a previous run's (a restart, or a crash): start clean
                 self._teardown(old, sync=True)
             st = {"id": cid, "name": rec.get("name", ""), "gen": gen or os.getpid(), "netns": netns_path(cid),
-                  "hosts": net.get("hostsFile"), "hostname": net.get("hostname", ""), "networks": {},
-                  "order": [], "ports": [], "rate": net.get("rate")}
+                  "hosts": net.get("hostsFile"), "resolv": net.get("resolvFile"),
+                  "dnsServers": list(net.get("dns") or []), "hostname": net.get("hostname", ""),
+                  "networks": {}, "order": [], "ports": [], "rate": net.get("rate")}
             try:
                 self._plan(st, net)
                 self._save(st)  # recorded before anything is made
@@ -141,6 +159,7 @@ class Endpoints:
                 self._fw_add(st, self._new_bridges)
                 self._save(st)  # with what making it learnt (the route's network)
                 self._update_hosts(st, set(st["networks"]))
+                self._names(st)
                 if st.get("rate"):
                     self._limit_rate(st)
             except BaseException:
@@ -151,17 +170,13 @@ class Endpoints:
 
     def _plan(self, st: dict, net: dict) -> None:
         from kobako.network import ports
-        from kobako.network.ipam import IPAMError
         nets = net["networks"] if "networks" in net else {DEFAULT: {}}
         for i, (name, want) in enumerate(nets.items()):
             n = self.store.get(name)
             self.store.ipam.release(n["name"], st["id"])  # a leftover of a crash
-            try:
-                ip = self.store.ipam.allocate(n["name"], st["id"], want.get("ip"))
-            except IPAMError as e:
-                raise NetworkError(f"network {n['name']}: {e}") from None
+            ip, ip6 = self._allocate(n, st["id"], want or {})
             st["order"].append(n["name"])
-            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want or {})
+            st["networks"][n["name"]] = _endpoint(n, st["id"], st["gen"], f"eth{i}", ip, want or {}, ip6)
             if i == 0 and net.get("mac") and not (want or {}).get("mac"):  # --mac-address: the first one's
                 st["networks"][n["name"]]["mac"] = net["mac"]
         wanted = net.get("ports") or []
@@ -169,6 +184,21 @@ class Endpoints:
             others = [p for ep in self.all() if ep["id"] != st["id"] for p in ep.get("ports") or []]
             first = st["order"][0]
             st["ports"] = [{**p, "network": first} for p in ports.assign(wanted, others)]
+
+    def _allocate(self, n: dict, cid: str, want: dict) -> tuple[str, str | None]:
+        """The container's addresses on network n: IPv4, and IPv6 where the network has it
+        enabled (both or neither)."""
+        from kobako.network.ipam import IPAMError
+        try:
+            ip = self.store.ipam.allocate(n["name"], cid, want.get("ip"))
+            try:
+                return ip, self.store.ipam.allocate6(n["name"], cid, want.get("ip6")) if n.get("enableIPv6") \
+                    else None
+            except IPAMError:
+                self.store.ipam.release(n["name"], cid)
+                raise
+        except IPAMError as e:
+            raise NetworkError(f"network {n['name']}: {e}") from None
 
     def _make(self, st: dict) -> None:
         nl_in = self._make_netns(st["netns"])
@@ -197,11 +227,16 @@ class Endpoints:
         nl_in.add_address(idx, ep["ip"], ep["prefix"], ep["ifname"])
         for ll in ep.get("linkLocal") or []:  # LinkLocalIPs: more addresses on the same link
             nl_in.add_address(idx, ll, 16, ep["ifname"])
+        if ep.get("ip6"):
+            nl_in.add_address(idx, ep["ip6"], ep["prefix6"], ep["ifname"])
         nl_in.set_up(idx, ep["ifname"])
         if not ep["internal"] and not st.get("route"):
             nl_in.add_default_route(ep["gateway"], idx)
             st["route"] = name
             self._forwarding_on()
+        if ep.get("ip6") and not ep["internal"] and not st.get("route6"):
+            nl_in.add_default_route(ep["gateway6"], idx)
+            st["route6"] = name
 
     @staticmethod
     def _netlink_in(path: str) -> netlink.Netlink:
@@ -220,7 +255,6 @@ class Endpoints:
     # -- connect / disconnect on a running container --------------------------------------------
     def connect(self, rec: dict, name: str, want: dict | None = None) -> dict:
         """Join a running container to network `name`; `want`: {"ip", "aliases", "mac", ...}."""
-        from kobako.network.ipam import IPAMError
         want = want or {}
         cid = rec["id"]
         with self.locked():
@@ -231,14 +265,12 @@ class Endpoints:
             n = self.store.get(name)
             if n["name"] in st["networks"]:
                 raise NetworkError(f"container {st['name']} is already connected to network {n['name']}")
-            try:
-                addr = self.store.ipam.allocate(n["name"], cid, want.get("ip"))
-            except IPAMError as e:
-                raise NetworkError(f"network {n['name']}: {e}") from None
+            addr, addr6 = self._allocate(n, cid, want)
             used = {ep["ifname"] for ep in st["networks"].values()}
             ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
             st["order"].append(n["name"])
-            st["networks"][n["name"]] = _endpoint(n, cid, st["gen"] + len(st["order"]), ifname, addr, want)
+            gen = st["gen"] + len(st["order"])
+            st["networks"][n["name"]] = _endpoint(n, cid, gen, ifname, addr, want, addr6)
             self._save(st)
             self._new_bridges = []
             try:
@@ -247,6 +279,7 @@ class Endpoints:
                 self._save(st)
                 self._fw_add(None, self._new_bridges)
                 self._update_hosts(st, {n["name"]})
+                self._names(st)
             except BaseException:
                 self._drop_link(st, n["name"])
                 raise
@@ -268,8 +301,9 @@ class Endpoints:
             nl.delete(ep["veth"])
         dropped = [p for p in st["ports"] if p.get("network") == name]
         st["ports"] = [p for p in st["ports"] if p.get("network") != name]
-        if st.get("route") == name:
-            st.pop("route")  # the kernel dropped the route with the link
+        for key in ("route", "route6"):
+            if st.get(key) == name:
+                st.pop(key)  # the kernel dropped the route with the link
         self._save(st)
         self._fw_delete(nftables.port_elements(dropped, {name: ep["ip"]}))
         try:
@@ -282,6 +316,7 @@ class Endpoints:
             if name in o["networks"]:
                 self._write_hosts(o, peers + [st])
         self._write_hosts(st, peers)
+        self._write_resolv(st)
 
     def _make_netns(self, path: str) -> netlink.Netlink:
         """A new network namespace bound at `path` (what `ip netns add` does), and a netlink
@@ -316,11 +351,11 @@ class Endpoints:
                     raise NetworkError(f"subnet {ep['subnet']} of bridge {br} overlaps the host's route {r}: "
                                        "another network (perhaps of another kobako data root) is using it")
             self._new_bridges.append(ep)
-            from kobako.paths import atomic_write
-            rec = {k: ep[k] for k in ("bridge", "subnet", "internal")}
-            atomic_write(os.path.join(self.bridges, br + ".json"), jsonfast.dumps(rec).encode(), 0o600,
-                         durable=False)  # recorded before it is made: _reap_idle finds it
-            nl.add_bridge(br, ep["mtu"])
+            self._bridge_record({k: ep.get(k) for k in _BRIDGE_KEYS})
+            # a MAC of its own (02:42:<gateway>, beside the containers' 02:42:<ip>): one taken
+            # from its ports would change when a port goes, and the containers' ARP entries
+            # for the gateway would point nowhere
+            nl.add_bridge(br, ep["mtu"], _mac(ep["gateway"]))
             idx = nl.index(br)
             assert idx is not None
             nl.add_address(idx, ep["gateway"], ep["prefix"], f"bridge {br}")
@@ -329,7 +364,87 @@ class Endpoints:
             # (a container to a port published on the host) and 127.0.0.1 -> container need them
             _sysctl(f"net/ipv4/conf/{br}/forwarding", "1")
             _sysctl(f"net/ipv4/conf/{br}/route_localnet", "1")
+            if ep.get("gateway6"):
+                self._bridge_ipv6(nl, idx, br, ep)
         return idx
+
+    @staticmethod
+    def _bridge_ipv6(nl: netlink.Netlink, idx: int, br: str, ep: dict) -> None:
+        """A dual-stack bridge: IPv6 on, its gateway address, and forwarding of what comes in
+        on it. Only this bridge's own settings change (they go with it): the host's global
+        IPv6 forwarding stays as it is, since turning it on makes every interface ignore
+        router advertisements. force_forwarding (Linux 6.17) forwards what the containers
+        send; the replies need the host to forward IPv6 on its uplink (docs/networking.md)."""
+        conf = f"/proc/sys/net/ipv6/conf/{br}"
+        if not os.path.isdir(conf):
+            raise NetworkError(f"network with IPv6 on bridge {br}: IPv6 is disabled on this host "
+                               "(ipv6.disable=1 on the kernel command line?)")
+        _sysctl(f"net/ipv6/conf/{br}/disable_ipv6", "0")
+        _sysctl(f"net/ipv6/conf/{br}/accept_ra", "0")  # a gateway takes no routes from its containers
+        if os.path.exists(f"{conf}/force_forwarding"):
+            _sysctl(f"net/ipv6/conf/{br}/force_forwarding", "1")
+        nl.add_address(idx, ep["gateway6"], ep["prefix6"], f"bridge {br}")
+
+    def _bridge_record(self, rec: dict) -> None:
+        """Recorded before the bridge is made: _reap_idle and the DNS server find it."""
+        from kobako.paths import atomic_write
+        atomic_write(os.path.join(self.bridges, rec["bridge"] + ".json"), jsonfast.dumps(rec).encode(), 0o600,
+                     durable=False)
+
+    def _bridge_records(self) -> list[dict]:
+        out = []
+        for n in sorted(os.listdir(self.bridges)):
+            if n.endswith(".json") and not n.startswith("."):
+                try:
+                    with open(os.path.join(self.bridges, n), "rb") as f:
+                        out.append(jsonfast.loads(f.read()))
+                except (OSError, ValueError):
+                    out.append({"bridge": n[:-5], "subnet": None})
+        return out
+
+    # -- names by DNS ---------------------------------------------------------------------------
+    def _names(self, st: dict) -> None:
+        """Under the lock, once st's links are made: the DNS server answers on the gateways
+        of st's user networks (a bridge just made hands its sockets over; a server that is
+        not running starts), and st's resolv.conf names the first one it answers on."""
+        if any(ep.get("dns") for ep in st["networks"].values()):
+            from kobako.network import dns
+            recs = {r["bridge"]: r for r in self._bridge_records() if r.get("dns") and r.get("gateway")}
+            new = [ep["gateway"] for ep in self._new_bridges if ep.get("dns")]
+            tried, served = dns.ensure(self.netdir, new, [r["gateway"] for r in recs.values()])
+            for r in recs.values():
+                if r["gateway"] in tried and r.get("served") != (r["gateway"] in served):
+                    self._bridge_record({**r, "served": r["gateway"] in served})
+        self._write_resolv(st)
+
+    def _write_resolv(self, st: dict) -> None:
+        """The nameserver lines of the container's resolv.conf, in place (bind-mounted): the
+        gateway of its first user network the DNS server answers on, else the servers it
+        asks itself (--dns, or the host's without loopback entries); search and options
+        stay as they are."""
+        path = st.get("resolv")
+        if not path:
+            return
+        from kobako.network import dns
+        served = {r["bridge"] for r in self._bridge_records() if r.get("served")}
+        gw = next((st["networks"][n]["gateway"] for n in st["order"]
+                   if st["networks"][n].get("dns") and st["networks"][n]["bridge"] in served), None)
+        ups = st.get("dnsServers") or dns.host_servers(loopback=False)
+        head = [f"nameserver {gw}\n", f"# kobako: the network's DNS server forwards other names to "
+                f"{' '.join(st.get('dnsServers') or dns.host_servers()) or 'nobody'}\n"] if gw else \
+            [f"nameserver {u}\n" for u in ups]
+        try:
+            with open(path, "r+") as f:
+                text = f.read()
+                rest = [ln for ln in text.splitlines(True)
+                        if not ln.startswith(("nameserver", "# kobako:"))]
+                new = "".join(head + rest)
+                if new != text:
+                    f.seek(0)
+                    f.write(new)
+                    f.truncate()
+        except FileNotFoundError:
+            pass
 
     def _forwarding_on(self) -> None:
         """Outbound NAT needs the host to route; remember when kobako was the one to turn it on."""
@@ -438,23 +553,23 @@ class Endpoints:
         bridge left, the table goes too, and ip_forward returns to what it was. Works from
         the bridge records, so a bridge outlives neither its network nor a crash."""
         used = {ep["bridge"] for st in self.all() for ep in st["networks"].values()}
-        gone, left = [], 0
+        gone, left, named = [], 0, False
         with netlink.Netlink() as nl:
-            for n in sorted(os.listdir(self.bridges)):
-                if not n.endswith(".json"):
-                    continue
-                try:
-                    with open(os.path.join(self.bridges, n), "rb") as f:
-                        rec = jsonfast.loads(f.read())
-                except (OSError, ValueError):
-                    rec = {"bridge": n[:-5], "subnet": None}
+            for rec in self._bridge_records():
                 if rec["bridge"] in used:
                     left += 1
+                    named = named or bool(rec.get("dns"))
                     continue
                 nl.delete(rec["bridge"])
-                os.unlink(os.path.join(self.bridges, n))
+                os.unlink(os.path.join(self.bridges, rec["bridge"] + ".json"))
                 if rec.get("subnet"):
                     gone.append(rec)
+        if gone or not named:
+            from kobako.network import dns
+            if named:
+                dns.sync(self.netdir)  # it closes the sockets of the gateways that went
+            else:
+                dns.stop(self.netdir)  # no user network has a running container
         if not left:
             try:
                 if nftables.exists(self.table):
@@ -522,7 +637,7 @@ class Endpoints:
         live: dict[str, dict] = {}
         for st in eps:
             for ep in st["networks"].values():
-                live[ep["bridge"]] = {k: ep[k] for k in ("bridge", "subnet", "internal")}
+                live[ep["bridge"]] = {k: ep.get(k) for k in _BRIDGE_KEYS}
         try:
             if live:
                 nftables.full(self.table, list(live.values()), eps)
@@ -604,4 +719,11 @@ class Endpoints:
                     if owner not in owners:
                         self.store.ipam.release(net["name"], owner)
             self._reap_idle()
+            live = [r["gateway"] for r in self._bridge_records() if r.get("dns") and r.get("gateway")]
+            if live:  # a kill -9'd DNS server is started again for the networks still live
+                from kobako.network import dns
+                tried, served = dns.ensure(self.netdir, [], live)
+                for r in self._bridge_records():
+                    if r.get("gateway") in tried:
+                        self._bridge_record({**r, "served": r["gateway"] in served})
         return gone

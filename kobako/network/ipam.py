@@ -12,7 +12,10 @@ replaced atomically, so readers (get, owners, networks) need no lock. Network na
 start with '.', so they cannot collide with the lock or with atomic_write's temp files.
 
 Addresses are handled as integers with a small parser of our own rather than `ipaddress`
-(~1.6 ms to import, and allocate() is on the path of `kobako run`). IPv4 only for now.
+(~1.6 ms to import, and allocate() is on the path of `kobako run`). A network may also
+have an IPv6 pool (dockerd's second IPAM config): "subnet6", "gateway6", "ipRange6",
+"allocated6", and "enableIPv6" (containers get IPv6 addresses only then, as in dockerd
+20.10). IPv6 is parsed by `ipaddress`, imported only for networks that have a pool of it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class IPAMError(errors.InvalidArgument):
 def _ip(s: str, what: str = "address") -> int:
     """Dotted quad -> int. Strict: no leading zeros (inet_aton would read them as octal)."""
     if ":" in s:
-        raise IPAMError(f"invalid {what} {s}: IPv6 is not supported yet (IPv4 only)")
+        raise IPAMError(f"invalid {what} {s}: an IPv4 address is expected here (IPv6 goes in the IPv6 pool)")
     parts = s.split(".")
     if len(parts) != 4 or not all(p and len(p) <= 3 and set(p) <= _DIGITS and (p == "0" or p[0] != "0")
                                   and int(p) <= 255 for p in parts):
@@ -60,7 +63,7 @@ def _cidr(s: str, what: str = "subnet", strict: bool = True) -> tuple[int, int]:
     """'10.88.0.0/16' -> (network int, prefix). strict: the prefix is required and host bits
     must be zero (user input); otherwise a bare address is a /32 and host bits are dropped."""
     if ":" in s:
-        raise IPAMError(f"invalid {what} {s}: IPv6 is not supported yet (IPv4 only)")
+        raise IPAMError(f"invalid {what} {s}: an IPv4 CIDR is expected here (IPv6 goes in the IPv6 pool)")
     addr, slash, plen = s.partition("/")
     if not slash:
         if strict:
@@ -175,6 +178,102 @@ class Pool:
         return a
 
 
+class Pool6:
+    """A network's IPv6 pool, as Pool for IPv4. Host bits in the subnet are dropped, as
+    dockerd does (docker-py's tests give 2001:389::1/64); `cidr` is the clean form."""
+
+    __slots__ = ("subnet", "cidr", "prefix", "gateway", "ip_range", "net", "last", "gw", "lo", "hi")
+
+    def __init__(self, subnet: str, gateway: str | None = None, ip_range: str | None = None) -> None:
+        import ipaddress
+        try:
+            net = ipaddress.IPv6Network(subnet, strict=False)
+        except ValueError:
+            raise IPAMError(f"invalid IPv6 subnet {subnet}: expected a CIDR like 2001:db8::/64") from None
+        if net.prefixlen > 126:  # room for a gateway and a container
+            raise IPAMError(f"invalid IPv6 subnet {subnet}: the prefix length must be at most /126")
+        self.subnet, self.cidr, self.prefix = subnet, str(net), net.prefixlen
+        self.net, self.last = int(net.network_address), int(net.broadcast_address)
+        self.gw = self.net + 1 if gateway is None else self._addr(gateway, "gateway")
+        self.gateway = self.str(self.gw)
+        if not self.net < self.gw <= self.last:
+            raise IPAMError(f"gateway {gateway} is outside IPv6 subnet {subnet}")
+        self.ip_range = ip_range
+        self.lo, self.hi = self.net + 1, self.last
+        if ip_range is not None:
+            try:
+                r = ipaddress.IPv6Network(ip_range, strict=False)
+            except ValueError:
+                raise IPAMError(f"invalid IPv6 ip range {ip_range}") from None
+            if not r.subnet_of(net):
+                raise IPAMError(f"ip range {ip_range} is not inside subnet {subnet}")
+            self.lo, self.hi = max(self.lo, int(r.network_address)), int(r.broadcast_address)
+
+    @staticmethod
+    def _addr(s: str, what: str = "address") -> int:
+        import ipaddress
+        try:
+            return int(ipaddress.IPv6Address(s))
+        except ValueError:
+            raise IPAMError(f"invalid IPv6 {what} {s}") from None
+
+    @staticmethod
+    def str(n: int) -> str:
+        import ipaddress
+        return str(ipaddress.IPv6Address(n))
+
+    @classmethod
+    def of(cls, rec: dict) -> Pool6 | None:
+        return cls(rec["subnet6"], rec.get("gateway6"), rec.get("ipRange6")) if rec.get("subnet6") else None
+
+    def first_free(self, used: set[int]) -> int | None:
+        a = self.lo
+        while a <= self.hi:  # `used` is small: at most len(used) + 2 steps
+            if a != self.gw and a not in used:
+                return a
+            a += 1
+        return None
+
+    def check(self, ip: str) -> int:
+        a = self._addr(ip)
+        if not self.net <= a <= self.last:
+            raise IPAMError(f"address {ip} is outside subnet {self.subnet}")
+        if a == self.net:
+            raise IPAMError(f"address {ip} is the subnet-router anycast address of {self.subnet}")
+        if a == self.gw:
+            raise IPAMError(f"address {ip} is the gateway of subnet {self.subnet}")
+        return a
+
+    def overlaps(self, cidr: str) -> bool:
+        import ipaddress
+        return ipaddress.IPv6Network(self.cidr).overlaps(ipaddress.IPv6Network(cidr, strict=False))
+
+
+def host_routes6(path: str = "/proc/net/ipv6_route") -> list[str]:
+    """The host's IPv6 routes as CIDRs, without the default route, link-local, multicast and
+    loopback ones (every interface has those)."""
+    import ipaddress
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out: list[str] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        try:
+            net = ipaddress.IPv6Network((int(fields[0], 16), int(fields[1], 16)), strict=False)
+        except ValueError:
+            continue
+        if net.prefixlen == 0 or net.is_link_local or net.is_multicast or net.is_loopback:
+            continue
+        if str(net) not in out:
+            out.append(str(net))
+    return out
+
+
 def _default_subnets() -> list[str]:
     """Where a network without a subnet gets one: podman's 10.88/16 onwards, then Docker's
     172.17-31/16, then 192.168.x/24."""
@@ -252,9 +351,11 @@ class IPAM:
 
     def create(self, network: str, subnet: str | None = None, gateway: str | None = None,
                ip_range: str | None = None, host_routes: list[str] | None = None,
-               extra: dict | None = None, aux: dict | None = None) -> dict:
+               extra: dict | None = None, aux: dict | None = None, v6: dict | None = None) -> dict:
         """A network's pool; `extra` (the network's other settings) is kept in the same file.
-        `aux`: auxiliary addresses (name -> address in the subnet) that allocation skips."""
+        `aux`: auxiliary addresses (name -> address in the subnet) that allocation skips.
+        `v6`: {"subnet", "gateway", "ipRange", "enabled"}, the IPv6 pool."""
+        pool6 = Pool6(v6["subnet"], v6.get("gateway"), v6.get("ipRange")) if v6 and v6.get("subnet") else None
         path = self._path(network)
         if subnet is None and (gateway is not None or ip_range is not None or aux):
             raise IPAMError("a gateway, ip range or auxiliary address needs an explicit subnet")
@@ -275,6 +376,12 @@ class IPAM:
                 self._check_free(pool.subnet, others, routes)
             rec = {**(extra or {}), "name": network, "subnet": pool.subnet, "gateway": pool.gateway,
                    "ipRange": pool.ip_range, "allocated": {}}
+            if pool6 is not None:
+                self._check_free6(pool6, others, host_routes6() if host_routes is None else [])
+                rec.update(subnet6=pool6.subnet, gateway6=pool6.gateway, ipRange6=pool6.ip_range,
+                           allocated6={})
+            if v6:
+                rec["enableIPv6"] = bool(v6.get("enabled"))
             if aux:
                 rec["auxAddresses"] = dict(aux)
             self._write(rec)
@@ -288,6 +395,15 @@ class IPAM:
         for r in routes:
             if r.split("/")[-1] != "0" and overlaps(subnet, r):
                 raise IPAMError(f"subnet {subnet} overlaps the host route {r}")
+
+    @staticmethod
+    def _check_free6(pool: Pool6, others: list[dict], routes: list[str]) -> None:
+        for o in others:
+            if o.get("subnet6") and pool.overlaps(o["subnet6"]):
+                raise IPAMError(f"IPv6 subnet {pool.subnet} overlaps network {o['name']} ({o['subnet6']})")
+        for r in routes:
+            if pool.overlaps(r):
+                raise IPAMError(f"IPv6 subnet {pool.subnet} overlaps the host route {r}")
 
     def _pick(self, others: list[dict], routes: list[str]) -> Pool:
         for cand in _default_subnets():
@@ -348,16 +464,46 @@ class IPAM:
             self._write(rec)
         return _str(a)
 
-    def release(self, network: str, owner: str) -> str | None:
+    def allocate6(self, network: str, owner: str, ip: str | None = None) -> str | None:
+        """An IPv6 address, if the network has IPv6 enabled (else None: dockerd 20.10 gives
+        none, even to a container that asked for one)."""
         with self._locked():
             rec = self._read(network)
-            alloc = rec["allocated"]
-            for ip, o in list(alloc.items()):
-                if o == owner:
-                    del alloc[ip]
-                    self._write(rec)
-                    return ip
-        return None
+            pool = Pool6.of(rec) if rec.get("enableIPv6") else None
+            if pool is None:
+                return None
+            alloc = rec.setdefault("allocated6", {})
+            if ip is not None:
+                a = pool.check(ip)
+                got = alloc.get(Pool6.str(a))
+                if got is not None:
+                    raise IPAMError(f"address {Pool6.str(a)} is already in use by container {_short(got)}")
+            else:
+                free = pool.first_free({pool._addr(k) for k in alloc})
+                if free is None:
+                    raise IPAMError(f"network {network} has no free IPv6 address left in "
+                                    f"{pool.ip_range or pool.subnet}")
+                a = free
+            alloc[Pool6.str(a)] = owner
+            self._write(rec)
+        return Pool6.str(a)
+
+    def release(self, network: str, owner: str) -> str | None:
+        """Both of the owner's addresses go back; the IPv4 one is returned."""
+        with self._locked():
+            rec = self._read(network)
+            out, changed = None, False
+            for key in ("allocated", "allocated6"):
+                alloc = rec.get(key) or {}
+                for ip, o in list(alloc.items()):
+                    if o == owner:
+                        del alloc[ip]
+                        changed = True
+                        if key == "allocated":
+                            out = ip
+            if changed:
+                self._write(rec)
+        return out
 
     def owners(self, network: str) -> dict[str, str]:
         return {o: ip for ip, o in self._read(network)["allocated"].items()}

@@ -4,7 +4,8 @@ network `bridge`, made on first use.
 A network is one file, kept by IPAM (network/ipam.py) next to its address pool:
     <data root>/networks/ipam/<name>.json
         {"name", "id", "driver": "bridge", "bridge": ifname, "internal", "mtu", "options",
-         "labels", "created", "subnet", "gateway", "ipRange", "allocated": {ip: container id}}
+         "labels", "created", "subnet", "gateway", "ipRange", "allocated": {ip: container id},
+         "enableIPv6", and with an IPv6 pool "subnet6", "gateway6", "ipRange6", "allocated6"}
 
 Its bridge device exists only while a container is attached (network/endpoints.py makes
 and removes it), so an idle network leaves nothing in the kernel. `host` and `none` are
@@ -117,9 +118,11 @@ class NetworkStore:
     def create(self, name: str, subnet: str | None = None, gateway: str | None = None,
                ip_range: str | None = None, internal: bool = False, options: dict | None = None,
                labels: dict | None = None, aux: dict | None = None, attachable: bool = False,
-               ipam_options: dict | None = None, duplicate: bool = False, _default: bool = False) -> dict:
+               ipam_options: dict | None = None, duplicate: bool = False, _default: bool = False,
+               v6: dict | None = None) -> dict:
         """`duplicate`: a network with this name exists and the client did not ask dockerd to
-        check (CheckDuplicate false): this one is kept as NAME@<id12> and shown as NAME."""
+        check (CheckDuplicate false): this one is kept as NAME@<id12> and shown as NAME.
+        `v6`: the IPv6 pool, {"subnet", "gateway", "ipRange", "enabled"} (IPAM.create)."""
         if name in MODES or (name == DEFAULT and not _default):
             raise NetworkError(f"network {name} is a predefined network and cannot be created")
         created_options = dict(options or {})  # as given: inspect shows them so (compose compares)
@@ -153,7 +156,7 @@ class NetworkStore:
         if duplicate:
             key, extra["displayName"] = f"{name}@{nid[:12]}", name
         try:
-            return self.ipam.create(key, subnet, gateway, ip_range, extra=extra, aux=aux)
+            return self.ipam.create(key, subnet, gateway, ip_range, extra=extra, aux=aux, v6=v6)
         except IPAMError as e:
             raise NetworkError(str(e)) from None
 

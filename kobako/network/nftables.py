@@ -4,6 +4,9 @@
       set bridges, internal      kobako's live bridge devices; those of --internal networks
       set same                   bridge . bridge: traffic that stays on its own network
       set subnets, outbound      live subnets; those that may leave the host (masquerade)
+      set subnets6, outbound6    the same for the IPv6 subnets of dual-stack networks
+      set dns, dns_gw            user bridge . its gateway; the gateways: the DNS server's
+                                 port 53 (network/dns.py) only from the gateway's own bridge
       map dnat_any, dnat_ip      published ports: proto . port (or hostIP . proto . port)
                                  -> container IP . port
       chain prerouting/output    nat: `fib daddr type local` -> publish (from outside, and
@@ -12,6 +15,7 @@
       chain postrouting          masquerade out of bridge networks; the source of hairpin and
                                  127.0.0.1 -> container traffic becomes the bridge's address
       chain forward              isolation between kobako networks; --internal stays inside
+      chain input                port 53 of a user network's gateway: its containers only
 
 Why sets and maps rather than a rule per port or per network: adding an element costs
 ~0.2 ms, while removing any rule or element, or re-adding a chain, makes the kernel wait
@@ -34,10 +38,14 @@ SETS = (("bridges", "set", "type ifname;"), ("internal", "set", "type ifname;"),
         ("same", "set", "type ifname . ifname;"),
         ("subnets", "set", "type ipv4_addr; flags interval;"),
         ("outbound", "set", "type ipv4_addr; flags interval;"),
+        ("subnets6", "set", "type ipv6_addr; flags interval;"),
+        ("outbound6", "set", "type ipv6_addr; flags interval;"),
+        ("dns", "set", "type ifname . ipv4_addr;"), ("dns_gw", "set", "type ipv4_addr;"),
         ("dnat_any", "map", "type inet_proto . inet_service : ipv4_addr . inet_service;"),
         ("dnat_ip", "map", "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;"))
 BASE = (("prerouting", "nat hook prerouting priority -100"), ("output", "nat hook output priority -100"),
-        ("postrouting", "nat hook postrouting priority 100"), ("forward", "filter hook forward priority 0"))
+        ("postrouting", "nat hook postrouting priority 100"), ("forward", "filter hook forward priority 0"),
+        ("input", "filter hook input priority 0"))
 RULES = {
     "prerouting": ["fib daddr type local jump publish"],
     "output": ["fib daddr type local jump publish"],
@@ -45,11 +53,16 @@ RULES = {
                 "dnat ip to meta l4proto . th dport map @dnat_any"],
     "postrouting": ["oifname @bridges ct status dnat ip saddr 127.0.0.0/8 masquerade",
                     "oifname @bridges ct status dnat ip saddr @subnets masquerade",
-                    "ip saddr @outbound oifname != @bridges masquerade"],
+                    "ip saddr @outbound oifname != @bridges masquerade",
+                    "ip6 saddr @outbound6 oifname != @bridges masquerade"],
     "forward": ["ct status dnat accept",  # a published port is reachable from every network
                 "iifname @bridges oifname @bridges iifname . oifname != @same drop",
                 "iifname @internal iifname . oifname != @same drop",
                 "oifname @internal iifname . oifname != @same drop"],
+    # the DNS server answers a network's containers on its gateway; nobody else reaches it
+    # there (another network, the outside: the host accepts any of its addresses anywhere)
+    "input": ["meta l4proto { tcp, udp } th dport 53 iifname . ip daddr @dns accept",
+              "meta l4proto { tcp, udp } th dport 53 ip daddr @dns_gw drop"],
 }
 
 
@@ -99,10 +112,17 @@ def run(text: str) -> str:
 # -- elements ----------------------------------------------------------------------------------
 
 def network_elements(net: dict) -> list[tuple[str, str]]:
-    """(set, element) for a live network {"bridge", "subnet", "internal"}."""
+    """(set, element) for a live network {"bridge", "subnet", "internal", "gateway", "dns"}
+    (dns: a user network, whose gateway the DNS server listens on)."""
     br = '"' + net["bridge"] + '"'  # interface names are [A-Za-z0-9_.-], made by kobako
     out = [("bridges", br), ("same", f"{br} . {br}"), ("subnets", net["subnet"])]
     out.append(("internal", br) if net.get("internal") else ("outbound", net["subnet"]))
+    if net.get("subnet6"):  # a dual-stack network (its clean CIDR: the endpoint's)
+        out.append(("subnets6", net["subnet6"]))
+        if not net.get("internal"):
+            out.append(("outbound6", net["subnet6"]))
+    if net.get("dns") and net.get("gateway"):
+        out += [("dns", f"{br} . {net['gateway']}"), ("dns_gw", net["gateway"])]
     return out
 
 

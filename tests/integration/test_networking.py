@@ -370,3 +370,57 @@ def test_add_host_dns_and_their_bad_input(k: Kobako):
                         (("--add-host", "nohost"), ["NAME:IP"]),
                         (("--add-host", "x:not-an-ip"), ["not an IP"]), (("--dns", "8.8.8"), ["--dns"])]:
         assert_user_error(k("run", "--rm", *argv, IMG, "true", check=False), *words)
+
+
+def test_ipv6_dual_stack_network(k: Kobako):
+    fwd_before = Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text()
+    k("network", "create", "--ipv6", "--subnet", "2001:db8:77::/64", "--subnet", "10.177.0.0/24", "nb-v6")
+    k("network", "create", "--ipv6", "--subnet", "2001:db8:78::/64", "nb-v6b")
+    try:
+        net = json.loads(k("network", "inspect", "nb-v6").stdout)[0]
+        assert net["EnableIPv6"] is True
+        assert [c["Subnet"] for c in net["IPAM"]["Config"]] == ["10.177.0.0/24", "2001:db8:77::/64"]
+        # an overlapping IPv6 subnet is refused, with nothing made
+        bad = k("network", "create", "--ipv6", "--subnet", "2001:db8:77::/56", "nb-v6c", check=False)
+        assert_user_error(bad, "overlaps", "nb-v6")
+        k("run", "-d", "--name", "nb-v6s", "--network", "nb-v6", "--ip6", "2001:db8:77::99", IMG,
+          "sleep", "300")
+        k("run", "-d", "--name", "nb-v6far", "--network", "nb-v6b", IMG, "sleep", "300")
+        doc = _inspect(k, "nb-v6s")["NetworkSettings"]
+        assert doc["GlobalIPv6Address"] == "2001:db8:77::99" and doc["GlobalIPv6PrefixLen"] == 64
+        assert doc["IPv6Gateway"] == "2001:db8:77::1" and doc["IPAddress"].startswith("10.177.0.")
+        out = k("run", "--rm", "--network", "nb-v6", IMG, "sh", "-c",
+                "ip -6 route | grep -q 'default via 2001:db8:77::1' && echo route;"
+                "ping6 -c1 -W2 2001:db8:77::99 >/dev/null && echo peer;"
+                "ping6 -c1 -W2 2001:db8:77::1 >/dev/null && echo gateway;"
+                "ping6 -c1 -W1 2001:db8:78::2 >/dev/null && echo OTHER-NETWORK; true").stdout.split()
+        assert out == ["route", "peer", "gateway"]  # other networks stay apart over IPv6 too
+        table = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+        assert "ip6 saddr @outbound6" in table and "2001:db8:77::/64" in table
+    finally:
+        k("rm", "-f", "nb-v6s", "nb-v6far")
+        k("network", "rm", "nb-v6", "nb-v6b")
+    # only the bridges' own settings changed, and they went with the bridges
+    assert Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text() == fwd_before
+    assert "2001:db8:77" not in subprocess.run(["ip", "-6", "addr"], capture_output=True, text=True).stdout
+
+
+def test_the_bridge_keeps_its_mac_when_a_port_goes(k: Kobako):
+    """A bridge without a MAC of its own takes its lowest port's and changes it when that port
+    goes: the other containers' ARP entries for the gateway then point nowhere."""
+    k("network", "create", "--subnet", "10.178.0.0/24", "nb-mac")
+    try:
+        k("run", "-d", "--name", "nb-mac1", "--network", "nb-mac", IMG, "sleep", "300")
+        br = json.loads(k("network", "inspect", "nb-mac").stdout)[0]["Options"].get(
+            "com.docker.network.bridge.name") or next(
+            p.name for p in Path("/sys/class/net").iterdir()
+            if (p / "address").read_text().strip() == "02:42:0a:b2:00:01")
+        mac = Path(f"/sys/class/net/{br}/address").read_text().strip()
+        assert mac == "02:42:0a:b2:00:01"  # 02:42:<gateway>
+        for _ in range(3):
+            k("run", "--rm", "--network", "nb-mac", IMG, "true")
+            k("exec", "nb-mac1", "ping", "-c1", "-W2", "10.178.0.1")  # its ARP entry still holds
+        assert Path(f"/sys/class/net/{br}/address").read_text().strip() == mac
+    finally:
+        k("rm", "-f", "nb-mac1")
+        k("network", "rm", "nb-mac")

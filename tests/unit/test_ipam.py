@@ -71,7 +71,7 @@ def test_explicit_subnet_gateway_and_range(ipam: IPAM):
 
 @pytest.mark.parametrize("kw, msg", [
     ({"subnet": "10.0.0.1/24"}, "invalid subnet 10.0.0.1/24: host bits set, did you mean 10.0.0.0/24?"),
-    ({"subnet": "fd00::/64"}, "invalid subnet fd00::/64: IPv6 is not supported yet"),
+    ({"subnet": "fd00::/64"}, "invalid subnet fd00::/64: an IPv4 CIDR is expected here"),
     ({"subnet": "10.0.0.0"}, "expected a CIDR"),
     ({"subnet": "10.0.0.0/33"}, "prefix length must be 0 to 32"),
     ({"subnet": "10.0.0.0/7"}, "between /8 and /30"),
@@ -82,7 +82,7 @@ def test_explicit_subnet_gateway_and_range(ipam: IPAM):
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}, "gateway 10.0.1.1 is outside subnet 10.0.0.0/24"),
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.0.0"}, "gateway 10.0.0.0 is the network address"),
     ({"subnet": "10.0.0.0/24", "gateway": "10.0.0.255"}, "gateway 10.0.0.255 is the broadcast address"),
-    ({"subnet": "10.0.0.0/24", "gateway": "fe80::1"}, "invalid gateway fe80::1: IPv6"),
+    ({"subnet": "10.0.0.0/24", "gateway": "fe80::1"}, "invalid gateway fe80::1: an IPv4 address is expected"),
     ({"subnet": "10.0.0.0/24", "ip_range": "10.0.1.0/25"}, "ip range 10.0.1.0/25 is not inside subnet"),
     ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.0/23"}, "ip range 10.0.0.0/23 is not inside subnet"),
     ({"subnet": "10.0.0.0/24", "ip_range": "10.0.0.1/25"}, "invalid ip range 10.0.0.1/25: host bits set"),
@@ -374,3 +374,46 @@ def test_pool():
     assert (p.subnet, p.gateway, p.ip_range) == ("10.12.0.0/16", "10.12.0.1", None)
     assert p.first_free(set()) == (10 << 24 | 12 << 16 | 2)
     assert Pool("10.12.0.0/16", ip_range="10.12.5.0/24").first_free(set()) == (10 << 24 | 12 << 16 | 5 << 8)
+
+
+# -- IPv6 pools ------------------------------------------------------------------------------
+
+def test_ipv6_pool_beside_the_ipv4_one(ipam: IPAM):
+    # as docker-py gives it: host bits set, a range, a gateway inside the range
+    rec = ipam.create("v6", host_routes=[], v6={"subnet": "2001:389::1/64", "ipRange": "2001:389::/96",
+                                                "gateway": "2001:389::ffff", "enabled": True})
+    assert (rec["subnet6"], rec["gateway6"], rec["enableIPv6"]) == ("2001:389::1/64", "2001:389::ffff", True)
+    assert ipam.allocate6("v6", "c1") == "2001:389::1"
+    assert ipam.allocate6("v6", "c2", "2001:389::f00d") == "2001:389::f00d"
+    with pytest.raises(IPAMError, match="already in use"):
+        ipam.allocate6("v6", "c3", "2001:389::f00d")
+    with pytest.raises(IPAMError, match="gateway"):
+        ipam.allocate6("v6", "c3", "2001:389::ffff")
+    with pytest.raises(IPAMError, match="outside"):
+        ipam.allocate6("v6", "c3", "2001:390::1")
+    ipam.allocate("v6", "c1")
+    ipam.release("v6", "c1")  # both of its addresses go back
+    assert ipam.allocate6("v6", "c4") == "2001:389::1"
+
+
+def test_ipv6_pool_without_enable_ipv6_gives_no_addresses(ipam: IPAM):
+    ipam.create("v6off", host_routes=[], v6={"subnet": "2001:389::/64", "enabled": False})
+    assert ipam.allocate6("v6off", "c1", "2001:389::5") is None  # dockerd 20.10: kept, not assigned
+
+
+@pytest.mark.parametrize("v6,msg", [
+    ({"subnet": "2001:db8::/127"}, "at most /126"), ({"subnet": "10.0.0.0/8"}, "invalid IPv6 subnet"),
+    ({"subnet": "2001:db8::/64", "gateway": "2001:db9::1"}, "outside"),
+    ({"subnet": "2001:db8::/64", "ipRange": "2001:db9::/96"}, "not inside"),
+])
+def test_bad_ipv6_pools(ipam: IPAM, v6: dict, msg: str):
+    with pytest.raises(IPAMError, match=msg):
+        ipam.create("bad", host_routes=[], v6=v6)
+    assert ipam.networks() == []
+
+
+def test_overlapping_ipv6_subnets_are_refused(ipam: IPAM):
+    ipam.create("a", host_routes=[], v6={"subnet": "2001:db8::/64", "enabled": True})
+    with pytest.raises(IPAMError, match="IPv6 subnet 2001:db8::/56 overlaps network a"):
+        ipam.create("b", host_routes=[], v6={"subnet": "2001:db8::/56", "enabled": True})
+    ipam.create("c", host_routes=[], v6={"subnet": "2001:db8:1::/64", "enabled": True})

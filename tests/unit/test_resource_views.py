@@ -48,8 +48,9 @@ def test_endpoint_wishes_checked():
                       ({"driver_opts": {"k": 1}}, "DriverOpts"), ({"links": [":x"]}, "link")]:
         with pytest.raises(NetworkError, match=words):
             endpoint_config(**kw)
-    with pytest.raises(Exception, match="IPv6"):
-        endpoint_config(ip6="2001:db8::1")
+    with pytest.raises(NetworkError, match="invalid IPv6 address"):
+        endpoint_config(ip6="2001:db8::zz")
+    assert endpoint_config(ip6="2001:DB8:0::1")["ip6"] == "2001:db8::1"  # kept in its short form
 
 
 class _Engine:
