@@ -21,14 +21,7 @@ pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO.parent / "shared" / "clients"
 
-IPV6 = "IPv6 (dual-stack) networks are not built yet"
-DNS = "`nslookup NAME` needs a DNS server on user networks; kobako resolves names through /etc/hosts"
 KNOWN_FAILING = {
-    **{f"api_network_test.py::TestNetworks::{t}": IPV6 for t in (
-        "test_connect_with_ipv6_address", "test_create_network_ipv6_enabled",
-        "test_create_with_ipv6_address")},
-    "api_network_test.py::TestNetworks::test_connect_with_links": DNS,
-    "api_network_test.py::TestNetworks::test_create_with_links": DNS,
     "api_plugin_test.py::PluginTest::test_create_plugin":
         "kobako has no plugin system (managed plugins are Docker's); refused with 501",
 }
