@@ -292,7 +292,10 @@ def test_busy_port_is_a_clear_error_and_leaves_nothing(k: Kobako, www: Path):
         k("rm", "-f", "nb-first")
     finally:
         holder.close()
-    time.sleep(0.1)
+    # a bridge made for these containers goes KOBAKO_NET_LINGER (2 s) after the last one
+    end = time.monotonic() + 8
+    while {x for x in _links() if x.startswith("kb-")} - links and time.monotonic() < end:
+        time.sleep(0.2)
     assert {x for x in _netns() if x.startswith("kobako-")} <= netns
     assert {x for x in _links() if x.startswith("kb-")} <= links
 
