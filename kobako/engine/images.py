@@ -5,6 +5,7 @@ and the listing's counts need them)."""
 
 from __future__ import annotations
 
+from kobako import errors
 from kobako.image import reference
 from kobako.image.store import ImageError
 
@@ -169,14 +170,20 @@ def commit(e, container: str, repo: str | None = None, tag: str | None = None,
     extra = {"container": rec["id"], "container_config": cont_cfg, **({"author": author} if author else {})}
     paused = pause and e.state(rec) == "running"
     if paused:
-        e.pause(rec)
+        try:
+            e.pause(rec)
+        except errors.Conflict:  # it exited meanwhile: nothing left to hold still
+            paused = False
     try:
         with undo_on_failure(e), gc_shield(e.root):
             layer = layer_from_dir(e.images.content, e.containers.path(rec["id"], "upper"), diff=True)
             img = new_image(e.images, e.snapshots, base, [layer], new_cfg, hist, names, extra)
     finally:
         if paused:
-            e.unpause(rec)
+            try:
+                e.unpause(rec)
+            except errors.Conflict:
+                pass  # it was killed while frozen: nothing to thaw
     img = e.images.add({"id": img["id"], "parent": base["id"]}, [])
     from kobako.engine.events import emit
     emit(e.root, "container", "commit", rec["id"], {"comment": comment, "imageID": img["id"],
