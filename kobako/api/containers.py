@@ -89,6 +89,9 @@ async def attach(req: Request) -> None:
     try:
         if with_logs and want:
             ents = await blocking(lg.select, e.containers.path(rec["id"], ""), rec["id"], want)
+            # docker-py reads the hijacked socket underneath http.client's buffer: bytes that
+            # arrive together with the 101 would be lost to it, so the log follows a moment later
+            await asyncio.sleep(0.02)
             writer.write(b"".join(_log_frame(x, tty) for x in ents))
             await writer.drain()
         if not stream:

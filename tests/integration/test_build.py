@@ -234,3 +234,29 @@ def test_a_build_killed_midway_leaves_nothing_running(k: Kobako, tmp_path: Path)
     k("build", "-q", "-", input=f"FROM {IMG}\nLABEL after=kill\n")
     assert not left.exists()
     assert_clean(k)
+
+
+def test_docker_compose_builds_a_service(session_base: Path, busybox_rootfs: Path, tmp_path: Path):
+    """docker-compose 1.29 (Debian's) builds a service through kobako's socket, then runs it."""
+    import shutil
+
+    from engine_support import api_service
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("no docker-compose (scripts/test.sh installs Debian's, without dockerd)")
+    (tmp_path / "app").mkdir()
+    dockerfile = f'FROM {IMG}\nCOPY msg.txt /msg.txt\nCMD ["cat", "/msg.txt"]\n'
+    (tmp_path / "app" / "Dockerfile").write_text(dockerfile)
+    (tmp_path / "app" / "msg.txt").write_text("built by compose\n")
+    (tmp_path / "docker-compose.yml").write_text('version: "3"\nservices:\n  app:\n    build: ./app\n'
+                                                 '    image: kbt/composed:1\n    network_mode: none\n')
+    with api_service(session_base / "build-compose", busybox_rootfs, IMG) as api:
+        def compose(*args: str) -> subprocess.CompletedProcess:
+            cp = subprocess.run([exe, "-p", "kbtbuild", *args], cwd=tmp_path, env=api.env_docker,
+                                capture_output=True, text=True, timeout=180)
+            assert cp.returncode == 0, cp.stdout + cp.stderr
+            return cp
+        compose("build")
+        assert "kbt/composed" in api("images").stdout
+        assert "built by compose" in compose("run", "--rm", "app").stdout
+        compose("down", "--rmi", "all")
