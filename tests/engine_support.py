@@ -28,6 +28,14 @@ class Kobako:
             raise AssertionError(f"kobako {' '.join(args)} failed ({cp.returncode}):\n{cp.stderr}")
         return cp
 
+    def clean(self) -> None:
+        """What a module's tests left: containers, user networks, then a system prune."""
+        for cid in self("ps", "-aq", check=False).stdout.split():
+            self("rm", "-f", cid, check=False)
+        for n in self("network", "ls", "-q", check=False).stdout.split():
+            self("network", "rm", n, check=False)
+        self("system", "prune", "-f", check=False)
+
     @property
     def data(self) -> Path:
         return self.root / "data"

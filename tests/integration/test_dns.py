@@ -26,11 +26,7 @@ def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     kb.env["KOBAKO_NET_LINGER"] = "0.2"
     kb("import", str(busybox_rootfs), IMG)
     yield kb
-    for cid in kb("ps", "-aq", check=False).stdout.split():
-        kb("rm", "-f", cid, check=False)
-    for n in kb("network", "ls", "-q", check=False).stdout.split():
-        kb("network", "rm", n, check=False)
-    kb("system", "prune", "-f", check=False)
+    kb.clean()
 
 
 def netdir(k: Kobako) -> Path:

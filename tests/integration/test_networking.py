@@ -32,11 +32,7 @@ def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     kb = Kobako(session_base / "net")
     kb("import", str(busybox_rootfs), IMG)
     yield kb
-    for cid in kb("ps", "-aq", check=False).stdout.split():
-        kb("rm", "-f", cid, check=False)
-    for n in kb("network", "ls", "-q", check=False).stdout.split():
-        kb("network", "rm", n, check=False)
-    kb("system", "prune", "-f", check=False)
+    kb.clean()
 
 
 @pytest.fixture()
