@@ -100,8 +100,48 @@ def parse(text: str) -> Dockerfile:
                 break
             text_ += lines[i]
             i += 1
+        text_, i = _heredocs(text_, lines, i, start)
         out.append(_instruction(text_, start, escape))
     return Dockerfile(out, escape, syntax)
+
+
+_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
+_FLAG = re.compile(r"(--\S+\s+)*")
+
+
+def _heredocs(text: str, lines: list[str], i: int, line: int) -> tuple[str, int]:
+    """RUN's heredocs (`RUN <<EOF`, `RUN cat <<-'EOF' > f`): the lines up to each delimiter
+    join the instruction, so the shell reads them as it reads any heredoc. A RUN that is a
+    heredoc alone runs its lines as the script. Other instructions are left as they are."""
+    word, _, rest = text.strip().partition(" ")
+    if word.lower() != "run":
+        return text, i
+    rest = rest.strip()
+    cmd = rest[_FLAG.match(rest).end():]
+    if cmd.startswith("[") or "<<" not in cmd:
+        return text, i
+    bodies = []
+    for m in _HEREDOC.finditer(cmd):
+        strip_tabs, delim = m.group(1) == "-", m.group(3)
+        body = []
+        while True:
+            if i >= len(lines):
+                raise DockerfileError(f"Dockerfile line {line}: RUN: the heredoc {delim} has no end line")
+            ln = lines[i]
+            i += 1
+            if (ln.lstrip("\t") if strip_tabs else ln) == delim:
+                break
+            body.append(ln)
+        bodies.append((m, body, delim))
+    if len(bodies) == 1 and cmd.strip() == bodies[0][0].group(0):  # the whole command: its script
+        m, body, _ = bodies[0]
+        if body and body[0].startswith("#!"):
+            raise DockerfileError(f"Dockerfile line {line}: RUN: a heredoc script with #! is not "
+                                  "supported; name the interpreter: RUN python3 <<EOF")
+        flags = rest[:len(rest) - len(cmd)]
+        script = "\n".join(x.lstrip("\t") if m.group(1) else x for x in body)
+        return f"{word} {flags}{script}", i
+    return text + "".join("\n" + "\n".join(b + [d]) for _, b, d in bodies), i
 
 
 def _instruction(text: str, line: int, escape: str) -> Instruction:

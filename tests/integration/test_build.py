@@ -260,3 +260,23 @@ def test_docker_compose_builds_a_service(session_base: Path, busybox_rootfs: Pat
         assert "kbt/composed" in api("images").stdout
         assert "built by compose" in compose("run", "--rm", "app").stdout
         compose("down", "--rmi", "all")
+
+
+def test_run_heredocs(k: Kobako, tmp_path: Path):
+    d = ctx(tmp_path, f"""FROM {IMG}
+ENV WHO=kobako
+RUN <<EOF
+echo one > /h1
+echo two >> /h1
+EOF
+RUN cat <<'RAW' > /h2 && cat <<EXP >> /h2
+$WHO stays
+RAW
+$WHO expands
+EXP
+""")
+    k("build", "-q", "-t", "kbt/heredoc:1", str(d))
+    out = k("run", "--rm", "--network", "none", "kbt/heredoc:1", "cat", "/h1", "/h2").stdout
+    assert out == "one\ntwo\n$WHO stays\nkobako expands\n"
+    k("rmi", "kbt/heredoc:1")
+    assert_clean(k)

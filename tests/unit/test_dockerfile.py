@@ -124,3 +124,20 @@ def test_archive_sniffing_and_cache_keys():
     k = buildcache.key("base", "RUN a")
     assert k == buildcache.key("base", "RUN a") and k != buildcache.key("base", "RUN b")
     assert buildcache.key("a", "bc") != buildcache.key("ab", "c")
+
+
+def test_run_heredocs():
+    df = dockerfile.parse("FROM x\nRUN <<EOF\necho a\n  echo b\nEOF\n"
+                          "RUN --network=none cat <<-'E1' > /f && cat <<E2 >> /f\n\thi $X\n\tE1\ntwo\nE2\n"
+                          "RUN <<-EOF\n\techo tabbed\n\tEOF\nCMD [\"sh\"]\n")
+    run1, run2, run3 = [x for x in df.instructions if x.cmd == "run"]
+    assert run1.rest == "echo a\n  echo b"  # a heredoc alone is the script
+    assert run2.flags == {"network": "none"}
+    assert run2.rest == "cat <<-'E1' > /f && cat <<E2 >> /f\n\thi $X\nE1\ntwo\nE2"  # the shell reads them
+    assert run3.rest == "echo tabbed" and df.instructions[-1].cmd == "cmd"
+    with pytest.raises(dockerfile.DockerfileError, match="no end line"):
+        dockerfile.parse("FROM x\nRUN <<EOF\necho a\n")
+    with pytest.raises(dockerfile.DockerfileError, match="#!"):
+        dockerfile.parse("FROM x\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n")
+    exec_form = dockerfile.parse('FROM x\nRUN ["sh", "-c", "cat <<EOF"]\n').instructions[1]
+    assert exec_form.json == ["sh", "-c", "cat <<EOF"]  # the exec form takes no heredoc
