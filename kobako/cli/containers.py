@@ -175,25 +175,14 @@ def _nano_cpus(s: str) -> int:
 
 
 def _duration(s: str | None, flag: str) -> int:
-    """Go durations as Docker's --health-* flags take them (30s, 1m30s, 500ms) -> nanoseconds."""
+    """A --health-* duration (30s, 1m30s, 500ms) in nanoseconds; 0 when not given."""
     if not s:
         return 0
-    units = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    total, num, i = 0.0, "", 0
-    while i < len(s):
-        ch = s[i]
-        if ch.isdigit() or ch == ".":
-            num += ch
-            i += 1
-            continue
-        unit = s[i:i + 2] if s[i:i + 2] in units else ch
-        if unit not in units or not num:
-            raise ocispec.OptionError(f"invalid {flag} {s!r}: a duration like 30s, 1m30s or 500ms")
-        total += float(num) * units[unit]
-        num, i = "", i + len(unit)
-    if num:
-        raise ocispec.OptionError(f"invalid {flag} {s!r}: missing unit in duration (s, m, h, ms)")
-    return int(total)
+    from kobako.engine.health import duration_ns
+    try:
+        return duration_ns(s)
+    except ValueError as e:
+        raise ocispec.OptionError(f"invalid {flag} {s!r}: {e}") from None
 
 
 def _healthcheck(args) -> dict:

@@ -133,15 +133,14 @@ def _set_env(cfg: dict, key: str, value: str) -> None:
 
 def _duration(ins: dockerfile.Instruction, flag: str) -> int:
     """--interval=30s and friends (Go durations) in nanoseconds."""
-    import re
+    from kobako.engine.health import duration_ns
     v = ins.flags.get(flag)
     if not v:
         return 0
-    units = {"ns": 1, "us": 1000, "µs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    parts = re.findall(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)", v)
-    if not parts or "".join(a + b for a, b in parts) != v:
-        raise ins.error(f"--{flag}: invalid duration {v!r}")
-    return int(sum(float(a) * units[b] for a, b in parts))
+    try:
+        return duration_ns(v)
+    except ValueError:
+        raise ins.error(f"--{flag}: invalid duration {v!r}") from None
 
 
 class Builder:

@@ -79,6 +79,24 @@ def labels_match(labels: dict, wanted: list[str]) -> bool:
     return True
 
 
+def labels_pass(labels: dict, flt: Filters) -> bool:
+    """A prune's `label` (every one holds) and `label!` (none holds) filters."""
+    return labels_match(labels, flt.get("label") or []) and \
+        not any(labels_match(labels, [x]) for x in flt.get("label!") or [])
+
+
+def until(flt: Filters) -> float | None:
+    """A prune's `until` filter (a timestamp, or a duration back from now) as a Unix time."""
+    if not flt.get("until"):
+        return None
+    from kobako.engine.logs import parse_since
+    v = flt["until"][-1]
+    try:
+        return parse_since(v)
+    except ValueError:
+        raise FilterError(f"invalid filter 'until={v}': a timestamp or a duration like 10m") from None
+
+
 def path_match(pattern: str, name: str) -> bool:
     """Go's path.Match, which dockerd's `reference` filter uses: `*` and `?` do not cross '/'."""
     import re

@@ -19,6 +19,19 @@ LOG_KEEP = 5        # Docker keeps the last 5 results
 OUTPUT_MAX = 4096   # and 4 KiB of each result's output
 
 
+def duration_ns(text: str) -> int:
+    """Go's durations, as Docker's --health-* flags and HEALTHCHECK take them (30s, 1m30s,
+    500ms, 1.5h), in nanoseconds; ValueError says what is wrong."""
+    import re
+    units = {"ns": 1, "us": 1000, "µs": 1000, "ms": 10**6, "s": SECOND, "m": 60 * SECOND, "h": 3600 * SECOND}
+    parts = re.findall(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        if re.fullmatch(r"[0-9]*\.?[0-9]+", text):
+            raise ValueError("missing unit in duration (s, m, h, ms)")
+        raise ValueError("a duration like 30s, 1m30s or 500ms")
+    return int(sum(float(a) * units[b] for a, b in parts))
+
+
 def settings(rec: dict) -> dict | None:
     """The container's healthcheck with Docker's defaults filled in; None when it has none
     (no HEALTHCHECK, or NONE)."""

@@ -225,21 +225,12 @@ def prune(e, flt: dict[str, list[str]], all_images: bool = False) -> tuple[list[
     from kobako.image import gc
     dangling = filters.boolean(flt, "dangling")
     every = all_images or dangling is False
-    until = None
-    if flt.get("until"):
-        from kobako.engine.logs import parse_since
-        try:
-            until = parse_since(flt["until"][-1])
-        except ValueError:
-            raise filters.FilterError(f"invalid filter 'until={flt['until'][-1]}'") from None
+    until = filters.until(flt)
 
     def match(rec: dict) -> bool:
         if until is not None and _created(rec) >= until:
             return False
-        labels = _labels(e, rec) if flt.get("label") or flt.get("label!") else {}
-        if flt.get("label") and not filters.labels_match(labels, flt["label"]):
-            return False
-        return not any(filters.labels_match(labels, [x]) for x in flt.get("label!") or [])
+        return filters.labels_pass(_labels(e, rec) if flt.get("label") or flt.get("label!") else {}, flt)
 
     return gc.prune_images(e, all_images=every, match=match)
 

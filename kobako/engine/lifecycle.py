@@ -367,7 +367,6 @@ class Engine:
     def remove_link(self, rec: dict, alias: str) -> None:
         """A legacy link goes from the container's spec (its variables stay in a running
         process, as with Docker)."""
-        from kobako.engine.records import ContainerNotFound
         links = list((rec.get("hostConfig") or {}).get("Links") or [])
         keep = [x for x in links if (x.partition(":")[2] or x.partition(":")[0]).rsplit("/", 1)[-1] != alias]
         if keep == links:
@@ -725,32 +724,21 @@ class Engine:
         """Remove every container that is not running (created or exited), as dockerd's prune:
         (their IDs, the bytes their changes took). Filters: until=TIME (created before it),
         label=KEY[=VALUE], label!=KEY[=VALUE]."""
-        from kobako.engine.logs import parse_since, parse_time
+        from kobako.engine import filters as flts
+        from kobako.engine.logs import parse_time
         from kobako.paths import dir_size
         flt = filters or {}
         for k in flt:
             if k not in ("until", "label", "label!"):
                 raise errors.InvalidArgument(f"Invalid filter '{k}'")
-        until = None
-        for v in flt.get("until") or []:
-            try:
-                until = parse_since(v)
-            except ValueError:
-                raise errors.InvalidArgument(f"invalid until filter {v!r}: a time or a duration") from None
-
-        def has(labels: dict, spec: str) -> bool:
-            k, eq, v = spec.partition("=")
-            return k in labels and (not eq or labels[k] == v)
-
+        until = flts.until(flt)
         removed, freed = self.remove_orphans(), 0
         for rec in self.containers.all():
             if self.state(rec) in ("running", "paused", "restarting"):
                 continue
-            labels = rec.get("labels") or {}
             if until is not None and parse_time(rec.get("created") or "1970-01-01T00:00:00Z") >= until:
                 continue
-            if not all(has(labels, x) for x in flt.get("label") or []) or \
-                    any(has(labels, x) for x in flt.get("label!") or []):
+            if not flts.labels_pass(rec.get("labels") or {}, flt):
                 continue
             size = dir_size(self.containers.path(rec["id"], "upper"), allocated=True)
             try:

@@ -165,18 +165,17 @@ def remove(e, ref: str) -> dict:
 def prune(e, flt: dict[str, list[str]] | None = None) -> list[str]:
     """User networks no container uses (docker's `network prune`); label and until filters."""
     from kobako.engine import filters
+    from kobako.engine.logs import parse_time
     flt = flt or {}
+    until = filters.until(flt)
     gone = []
     st = store(e)
     for net in st.all():
         if net["name"] == DEFAULT or users(e, net["name"]):
             continue
-        labels = net.get("labels") or {}
-        if flt.get("label") and not filters.labels_match(labels, flt["label"]):
+        if not filters.labels_pass(net.get("labels") or {}, flt):
             continue
-        if any(filters.labels_match(labels, [x]) for x in flt.get("label!") or []):
-            continue
-        if flt.get("until") and not _before(net.get("created", ""), flt["until"][-1]):
+        if until is not None and not parse_time(net.get("created", "")) < until:
             continue
         try:
             st.remove(net["name"], [])
@@ -186,15 +185,6 @@ def prune(e, flt: dict[str, list[str]] | None = None) -> list[str]:
     if gone:
         _endpoints(e).reap_idle()
     return gone
-
-
-def _before(created: str, until: str) -> bool:
-    from kobako.engine.logs import parse_since, parse_time
-    try:
-        return parse_time(created) < parse_since(until)
-    except ValueError:
-        from kobako.engine.filters import FilterError
-        raise FilterError(f"invalid filter 'until={until}': a timestamp or a duration like 10m") from None
 
 
 # -- connect / disconnect ------------------------------------------------------------------------

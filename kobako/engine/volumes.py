@@ -66,10 +66,5 @@ def prune(e, flt: dict[str, list[str]], all_volumes: bool = False) -> tuple[list
     narrowed by label and label!. Returns the names and the bytes freed."""
     from kobako.engine import filters
     every = all_volumes or bool(filters.boolean(flt, "all"))
-
-    def match(vol: dict) -> bool:
-        labels = vol.get("Labels") or {}
-        return ((not flt.get("label") or filters.labels_match(labels, flt["label"]))
-                and not any(filters.labels_match(labels, [x]) for x in flt.get("label!") or []))
-
-    return store(e).prune(VolumeStore.in_use(e.containers.all()), all_volumes=every, match=match)
+    return store(e).prune(VolumeStore.in_use(e.containers.all()), all_volumes=every,
+                          match=lambda vol: filters.labels_pass(vol.get("Labels") or {}, flt))

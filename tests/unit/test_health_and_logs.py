@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from kobako.engine import health, logs
 from kobako.engine.jsonlog import JsonLog
 
@@ -93,3 +95,11 @@ def test_event_filters_as_docker_takes_them():
     assert not events.matches(x, {"event": ["die"]}) and not events.matches(x, {"image": ["alpine"]})
     assert not events.matches(x, {"container": ["ab"]})  # too short to be an ID prefix
     assert events.matches(x, {}, since=4.0, until=6.0) and not events.matches(x, {}, since=5.5)
+
+
+def test_go_durations():
+    assert health.duration_ns("1m30s") == 90 * S and health.duration_ns("500ms") == S // 2
+    assert health.duration_ns("1.5h") == 5400 * S and health.duration_ns("2µs") == 2000
+    for bad, words in (("10", "missing unit"), ("5x", "a duration like"), ("", "a duration like")):
+        with pytest.raises(ValueError, match=words):
+            health.duration_ns(bad)
