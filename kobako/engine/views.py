@@ -192,9 +192,10 @@ def container_filters(flt: dict[str, list[str]]) -> dict[str, list[str]]:
     return flt
 
 
-def container_matches(e, rec: dict, state: str, flt: dict[str, list[str]], order: dict[str, int]) -> bool:
+def container_matches(rec: dict, state: str, flt: dict[str, list[str]], order: dict[str, int]) -> bool:
     """dockerd's container filters: different keys AND, values of one key OR (labels: all
-    must hold). `order`: each container's place in creation order, for before/since."""
+    must hold). `order`: each container's place in creation order, by ID and by each
+    before/since value (container_list resolves those once)."""
     import re
 
     def rx(v: str, s: str) -> bool:
@@ -224,11 +225,7 @@ def container_matches(e, rec: dict, state: str, flt: dict[str, list[str]], order
                            else name) or (rec.get("image") or "").removeprefix("sha256:").startswith(
                                v.removeprefix("sha256:")) and len(v) >= 4
             elif k in ("before", "since"):
-                try:
-                    other = e.containers.resolve(v)
-                except NotFound:
-                    raise InvalidArgument(f"no such container: {v}") from None
-                mine, theirs = order.get(rec["id"], 0), order.get(other["id"], 0)
+                mine, theirs = order.get(rec["id"], 0), order[v]
                 ok = mine < theirs if k == "before" else mine > theirs
             elif k == "volume":
                 ok = any(v in (m.get("name"), m.get("destination")) for m in rec.get("volumes") or []) or \
@@ -258,19 +255,13 @@ def container_matches(e, rec: dict, state: str, flt: dict[str, list[str]], order
 
 def container_summary(e, rec: dict, state: str, endpoint: dict | None) -> dict:
     """One row of GET /containers/json, as dockerd writes it."""
-    import calendar
-    import time
     config = rec.get("config") or {}
     argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or []) if "config" in rec else \
         list((rec.get("options") or {}).get("command") or [])
-    try:
-        created = calendar.timegm(time.strptime(rec.get("created", "")[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        created = 0
     mode = (rec.get("hostConfig") or {}).get("NetworkMode") or (rec.get("net") or {}).get("mode") or "none"
     return {
         "Id": rec["id"], "Names": ["/" + rec["name"]], "Image": rec.get("imageName", ""),
-        "ImageID": rec.get("image", ""), "Command": " ".join(argv), "Created": created,
+        "ImageID": rec.get("image", ""), "Command": " ".join(argv), "Created": _epoch(rec.get("created")),
         "State": state, "Status": container_status(rec, state),
         "Ports": [{"IP": p.get("hostIp") or "0.0.0.0", "PrivatePort": p["containerPort"],
                    "PublicPort": p["hostPort"], "Type": p["proto"]}
@@ -291,11 +282,16 @@ def container_list(e, states: list[tuple[dict, str]], flt: dict[str, list[str]],
     container_filters(flt)
     ordered = sorted(states, key=lambda x: (x[0].get("created", ""), x[0]["id"]), reverse=True)
     order = {rec["id"]: len(ordered) - i for i, (rec, _) in enumerate(ordered)}
+    for v in (flt.get("before") or []) + (flt.get("since") or []):
+        try:
+            order[v] = order.get(e.containers.resolve(v)["id"], 0)
+        except NotFound:
+            raise InvalidArgument(f"no such container: {v}") from None
     if last >= 0:
         ordered, every = ordered[:last], True
     if not every and not ("status" in flt or "exited" in flt):
         ordered = [(r, s) for r, s in ordered if s in ("running", "paused", "restarting")]
-    return [(r, s) for r, s in ordered if not flt or container_matches(e, r, s, flt, order)]
+    return [(r, s) for r, s in ordered if not flt or container_matches(r, s, flt, order)]
 
 
 # -- images -------------------------------------------------------------------------------------

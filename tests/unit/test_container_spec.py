@@ -181,3 +181,32 @@ def test_bind_propagation_is_kept():
         "Mounts": [{"Type": "bind", "Source": "/", "Target": "/h", "BindOptions": {"Propagation": "up"}}]}})
     with pytest.raises(InvalidArgument):
         specs.plan(_NoEngine(), bad, {})
+
+
+def test_container_list_orders_and_filters_as_docker_ps():
+    from kobako.engine import views
+    recs = [{"id": c * 64, "name": n, "created": f"2026-01-0{i}T00:00:00Z", "labels": {"k": n},
+             "config": {"ExposedPorts": {"80/tcp": {}}} if n == "b" else {}}
+            for i, (c, n) in enumerate((("a", "a"), ("b", "b"), ("c", "c")), start=1)]
+
+    class Store:
+        def resolve(self, ref):
+            hit = [r for r in recs if ref in (r["name"], r["id"])]
+            if not hit:
+                raise NotFound(f"no such container: {ref}")
+            return hit[0]
+
+    class E:
+        containers = Store()
+    states = [(r, "exited") for r in recs]
+    names = [r["name"] for r, _ in views.container_list(E(), states, {}, every=True)]
+    assert names == ["c", "b", "a"]  # newest first
+    assert [r["name"] for r, _ in views.container_list(E(), states, {"before": ["c"], "since": ["a"]},
+                                                        every=True)] == ["b"]
+    assert [r["name"] for r, _ in views.container_list(E(), states, {"expose": ["80"]}, every=True)] == ["b"]
+    assert [r["name"] for r, _ in views.container_list(E(), states, {}, last=2)] == ["c", "b"]
+    assert views.container_list(E(), states, {}) == []  # none running
+    with pytest.raises(InvalidArgument, match="no such container"):
+        views.container_list(E(), states, {"since": ["zz"]}, every=True)
+    with pytest.raises(InvalidArgument):
+        views.container_list(E(), states, {"status": ["sleeping"]})
