@@ -551,7 +551,7 @@ class Builder:
         spec = ContainerSpec.from_docker(body, extra={"Builder": builder})
         specs.merge_image(spec.config, img_cfg)
         image = {"id": img_id, "chainIds": list(st.chains)}
-        opts = specs.plan(self.e, spec, img_cfg)
+        opts = specs.plan(self.e, spec)
         rec = self.e.create(image, img_id.split(":", 1)[1][:12], opts, spec, img_cfg=img_cfg)
         try:
             self.out.stream(f" ---> Running in {rec['id'][:12]}\n")

@@ -154,7 +154,7 @@ class Engine:
         img_cfg = self.image_config(image)
         specs.merge_image(spec.config, img_cfg)
         spec.config["Image"] = image_name
-        opts = specs.plan(self, spec, img_cfg)
+        opts = specs.plan(self, spec)
         return self.create(image, image_name, opts, spec, starting, img_cfg)
 
     def image_config(self, image: dict) -> dict:

@@ -361,7 +361,7 @@ def merge_image(config: dict, img_cfg: dict) -> None:
 
 # -- the spec as the engine's run options ----------------------------------------------------------
 
-def plan(e, spec: ContainerSpec, img_cfg: dict) -> ocispec.RunOptions:
+def plan(e, spec: ContainerSpec) -> ocispec.RunOptions:
     """The run options of a container: the spec's fields checked against the engine's state
     (networks, other containers, volumes) and turned into what ocispec.build needs. Nothing
     is made here."""
@@ -379,7 +379,7 @@ def plan(e, spec: ContainerSpec, img_cfg: dict) -> ocispec.RunOptions:
     # the endpoint settings of the network it joins (dockerd ignores ones for other networks)
     ep = spec.endpoints.get(mode) or (spec.endpoints.get("bridge") if mode in ("default", "bridge") else None)
     if kind == "bridge":
-        opts.net = _bridge(e, "bridge" if net == "default" else net, spec, ep, img_cfg)
+        opts.net = _bridge(e, "bridge" if net == "default" else net, spec, ep)
     elif h["PortBindings"] or h["PublishAllPorts"] or c["MacAddress"] or spec.extra.get("NetRate") or (
             ep and ((ep["IPAMConfig"] or {}).get("IPv4Address") or ep["Aliases"])):
         raise InvalidArgument(f"-p, -P, --ip, --network-alias, --net-rate and --mac-address need a "
@@ -405,7 +405,7 @@ def plan(e, spec: ContainerSpec, img_cfg: dict) -> ocispec.RunOptions:
     return opts
 
 
-def _bridge(e, name: str, spec: ContainerSpec, ep: dict | None, img_cfg: dict) -> dict:
+def _bridge(e, name: str, spec: ContainerSpec, ep: dict | None) -> dict:
     """The network, ports, address, aliases and rate: checked now, made at each start by
     network/endpoints.py."""
     from kobako.network import ports

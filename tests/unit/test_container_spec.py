@@ -153,7 +153,7 @@ def test_plan_turns_fields_into_run_options():
         "CpuPeriod": 50000, "CpuQuota": 25000, "GroupAdd": ["1000"], "PidMode": "host",
         "DeviceCgroupRules": ["c 7:* rw"], "Binds": ["/tmp:/t:ro", "vol:/v"], "Tmpfs": {"/run": ""},
         "MaskedPaths": ["/proc/kcore"]}})
-    o = specs.plan(_NoEngine(), s, {})
+    o = specs.plan(_NoEngine(), s)
     assert o.env == ["A=1"]  # "Foo" has no value to give
     assert o.memory == 64 << 20 and o.memory_swappiness == 0 and o.oom_score_adj == 100
     assert (o.cpu_period, o.cpu_quota) == (50000, 25000) and o.group_add == ["1000"]
@@ -163,10 +163,10 @@ def test_plan_turns_fields_into_run_options():
     bad = ContainerSpec.from_docker({"Image": "b", "Cmd": ["true"], "HostConfig": {
         "NetworkMode": "none", "Binds": ["v:/v"], "VolumeDriver": "foo"}})
     with pytest.raises(NotFound):
-        specs.plan(_NoEngine(), bad, {})
+        specs.plan(_NoEngine(), bad)
     with pytest.raises(InvalidArgument):
         specs.plan(_NoEngine(), ContainerSpec.from_docker({"Image": "b", "HostConfig": {
-            "NetworkMode": "none", "Mounts": [{"Type": "npipe", "Target": "/x"}]}}), {})
+            "NetworkMode": "none", "Mounts": [{"Type": "npipe", "Target": "/x"}]}}))
 
 
 def test_bind_propagation_is_kept():
@@ -174,13 +174,13 @@ def test_bind_propagation_is_kept():
         "NetworkMode": "none", "Binds": ["/tmp:/t:rw,rshared"],
         "Mounts": [{"Type": "bind", "Source": "/", "Target": "/host",
                     "BindOptions": {"Propagation": "rslave"}}]}})
-    o = specs.plan(_NoEngine(), s, {})
+    o = specs.plan(_NoEngine(), s)
     assert o.propagation == {"/t": "rshared", "/host": "rslave"}
     bad = ContainerSpec.from_docker({"Image": "b", "Cmd": ["true"], "HostConfig": {
         "NetworkMode": "none",
         "Mounts": [{"Type": "bind", "Source": "/", "Target": "/h", "BindOptions": {"Propagation": "up"}}]}})
     with pytest.raises(InvalidArgument):
-        specs.plan(_NoEngine(), bad, {})
+        specs.plan(_NoEngine(), bad)
 
 
 def test_container_list_orders_and_filters_as_docker_ps():
