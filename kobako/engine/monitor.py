@@ -679,13 +679,16 @@ class Monitor:
         if probe.timed_out:
             code = -1
             output = f"Health check exceeded timeout ({box.health['Timeout'] / health.SECOND:g}s)"
-        rec = self.record(box.cid) or {}
-        before = rec.get("health") or health.starting()
-        now = time.monotonic()
-        after = health.result(before, box.health, box.started_at, probe.start, now_iso(), code, output, now)
-        rec = update_record(box.cdir, health=after) or rec
-        if after["Status"] != before.get("Status"):
-            self.event(rec, box.cid, f"health_status: {after['Status']}")
+        now, end, seen = time.monotonic(), now_iso(), {}
+
+        def step(before: dict | None) -> dict:  # under the record's lock: one read, one write
+            seen["before"] = before or health.starting()
+            seen["after"] = health.result(seen["before"], box.health, box.started_at, probe.start, end,
+                                          code, output, now)
+            return seen["after"]
+        rec = update_record(box.cdir, health=step)
+        if rec is not None and seen["after"]["Status"] != seen["before"].get("Status"):
+            self.event(rec, box.cid, f"health_status: {seen['after']['Status']}")
         box.next_probe = now + box.health["Interval"] / health.SECOND
 
     def due_restarts(self) -> None:
