@@ -81,15 +81,13 @@ def _resize(e: Engine, rec: dict) -> None:
 def _frames(buf: bytes) -> bytes:
     """Write out every whole frame (8-byte header: stream, 0, 0, 0, big-endian length); return
     the incomplete rest."""
-    while len(buf) >= 8:
-        n = int.from_bytes(buf[4:8], "big")
-        if len(buf) < 8 + n:
-            break
-        stream = sys.stdout.buffer if buf[0] != 2 else sys.stderr.buffer
-        stream.write(buf[8:8 + n])
-        stream.flush()
-        buf = buf[8 + n:]
-    return buf
+    from kobako.engine.stdio import STDERR, split_frames
+    frames, rest = split_frames(buf)
+    for stream, data in frames:
+        out = sys.stdout.buffer if stream != STDERR else sys.stderr.buffer
+        out.write(data)
+        out.flush()
+    return rest
 
 
 def _relay(s, stdin: bool, tty: bool, keys: bytes, first: bytes = b"") -> bool:

@@ -566,18 +566,15 @@ class Builder:
 
     def _attach(self, rec: dict) -> int:
         """Start the step's container with its output relayed; its exit code."""
+        from kobako.engine.stdio import STDERR, split_frames
         r, s = self.e.start(rec, attach=True)
         try:
             buf = r.get("_rest", b"")
             s.settimeout(None)
             while True:
-                while len(buf) >= 8:
-                    n = int.from_bytes(buf[4:8], "big")
-                    if len(buf) < 8 + n:
-                        break
-                    data = buf[8:8 + n].decode(errors="replace")
-                    (self.out.stderr if buf[0] == 2 else self.out.stream)(data)
-                    buf = buf[8 + n:]
+                frames, buf = split_frames(buf)
+                for stream, data in frames:
+                    (self.out.stderr if stream == STDERR else self.out.stream)(data.decode(errors="replace"))
                 chunk = s.recv(65536)
                 if not chunk:
                     break

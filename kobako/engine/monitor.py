@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 
+from kobako.engine import stdio
 from kobako.engine.jsonlog import JsonLog, now_iso
 from kobako.runtime import jsonfast
 
@@ -561,7 +562,7 @@ class Monitor:
         if box.tty:
             frame = data
         else:
-            frame = bytes([1 if stream == "stdout" else 2, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+            frame = stdio.frame(stdio.STDOUT if stream == "stdout" else stdio.STDERR, data)
         if box.early_conns and len(box.early) < 1 << 20:
             box.early += frame
         for conn in list(box.attached):

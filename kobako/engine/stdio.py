@@ -16,6 +16,18 @@ def frame(stream: int, data: bytes) -> bytes:
     return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
 
 
+def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole frames at the start of `buf` as (stream, data), and the incomplete rest."""
+    out = []
+    while len(buf) >= 8:
+        n = int.from_bytes(buf[4:8], "big")
+        if len(buf) < 8 + n:
+            break
+        out.append((buf[0], buf[8:8 + n]))
+        buf = buf[8 + n:]
+    return out, buf
+
+
 def parse_detach_keys(spec: str | None) -> bytes:
     """Docker's detach-keys syntax: comma-separated keys, each one character or ctrl-X
     (X a letter, or one of @ [ \\ ] ^ _)."""

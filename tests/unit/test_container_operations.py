@@ -219,3 +219,11 @@ def test_a_child_error_of_a_kind_is_raised_as_that_kind():
     with pytest.raises(errors.NotFound, match="no such file"):
         in_child(missing)
     assert in_child(lambda: (_ for _ in ()).throw(ValueError("plain"))) == "plain"
+
+
+def test_split_frames_keeps_the_incomplete_rest():
+    from kobako.engine import stdio
+    buf = stdio.frame(stdio.STDOUT, b"out") + stdio.frame(stdio.STDERR, b"err") + stdio.frame(1, b"xyz")[:9]
+    frames, rest = stdio.split_frames(buf)
+    assert frames == [(1, b"out"), (2, b"err")] and rest == stdio.frame(1, b"xyz")[:9]
+    assert stdio.split_frames(rest + b"yz") == ([(1, b"xyz")], b"")
