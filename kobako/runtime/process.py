@@ -121,12 +121,23 @@ def enter_cwd(proc: dict) -> None:
     except OSError as e:
         raise RuntimeFailure(f"cannot enter working directory {cwd}: {e.strerror}") from None
     # CVE-2024-21626: a cwd reached through a leaked host fd reads "(unreachable)"
+    # (glibc's getcwd fails with ENOENT there)
     try:
         here = os.getcwd()
-    except OSError:
+    except FileNotFoundError:
         here = "(unreachable)"
+    except OSError:  # getcwd itself refused (a seccomp filter may block it): judge by inode
+        here = cwd if _same_file(".", cwd) else "(unreachable)"
     if not here.startswith("/"):
         raise RuntimeFailure(f"working directory {cwd} is outside the container's root")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def reset_signals() -> None:

@@ -76,12 +76,15 @@ class Rootfs:
     # -- before pivot_root --------------------------------------------------------
     def prepare(self) -> None:
         prop = self.linux.get("rootfsPropagation")
-        flag = m.PROPAGATION[prop] if prop else m.MS_SLAVE | m.MS_REC
+        # An unbindable "/" would refuse the bind of the root onto itself below when the
+        # bundle lies on /'s own mount: it is made unbindable at the end (finish), as crun does.
+        early = prop if prop and "unbindable" not in prop else None
+        flag = m.PROPAGATION[early] if early else m.MS_SLAVE | m.MS_REC
         # Nothing we mount may propagate back to the host.
         m.mount(None, "/", None, flag | (m.MS_REC if flag & m.MS_SHARED else 0))
         if flag & m.MS_SHARED:
             m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
-        self.steps.made("mount(2) MS_REC|" + (prop or "MS_SLAVE"), "/ made non-propagating")
+        self.steps.made("mount(2) MS_REC|" + (early or "MS_SLAVE"), "/ made non-propagating")
         if self.premounted or any(mnt.get(STAGED) for mnt in self.cfg.get("mounts") or []):
             self.stage_fd = os.open(".", fs.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if self.premounted:  # the idmapped root, on the stage (idmap.py)

@@ -74,7 +74,26 @@ def _article(name: str) -> str:
             "bool": "a boolean"}.get(name, name)
 
 
+def check_version(v: object) -> None:
+    """ociVersion is SemVer 2.0.0 of a 1.x spec (crun refuses others too; runc accepts a
+    missing one, and so do we: it means the spec this runtime implements)."""
+    if v is None:
+        return
+    core, _, _ = str(v).partition("+")
+    core, dash, pre = core.partition("-")
+    parts = core.split(".")
+    ok = isinstance(v, str) and len(parts) == 3 and all(p.isdigit() and (p == "0" or p[0] != "0")
+                                                         for p in parts)
+    if dash:
+        ok = ok and all(x and all(c.isalnum() or c == "-" for c in x) for x in pre.split("."))
+    if not ok:
+        raise _bad(f"ociVersion {v!r} is not a version (SemVer, e.g. \"1.0.2\")")
+    if parts[0] != "1":
+        raise _bad(f"ociVersion {v} is not supported: this runtime implements the 1.x spec")
+
+
 def validate(cfg: dict, bundle: str) -> None:
+    check_version(cfg.get("ociVersion"))
     root = cfg.get("root")
     if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
         raise _bad("root.path is missing", "point it at the bundle's root filesystem, e.g. \"rootfs\"")

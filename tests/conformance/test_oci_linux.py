@@ -164,6 +164,17 @@ def test_seccomp_errno_rule(runtime, bundle):
     assert "touched" in out
 
 
+def test_seccomp_blocking_getcwd_still_starts(runtime, bundle):
+    """config-linux.md#seccomp: a filter loaded before the process starts (no
+    noNewPrivileges: loaded while the runtime still holds CAP_SYS_ADMIN) that blocks
+    getcwd must not stop the start; the program sees the blocked call fail."""
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+               "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    out = run(runtime, bundle, "cd /etc; echo started",
+              edit={"linux.seccomp": seccomp, "process.noNewPrivileges": False, "process.cwd": "/tmp"})
+    assert "started" in out
+
+
 # -- cgroups ------------------------------------------------------------------------------------
 
 

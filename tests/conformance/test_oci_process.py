@@ -107,7 +107,8 @@ def test_mount_tmpfs_type(runtime, bundle):
     assert f[2] == "tmpfs" and "nosuid" in f[3].split(",") and "size=1024k" in f[3].split(",")
 
 
-@pytest.mark.parametrize("prop,field", [("shared", "shared:"), ("private", None)])
+@pytest.mark.parametrize("prop,field", [("shared", "shared:"), ("private", None),
+                                        ("unbindable", "unbindable")])
 def test_rootfs_propagation(runtime, bundle, prop, field):
     """config-linux.md#rootfs-mount-propagation: rootfsPropagation sets the propagation
     of the container's root mount (seen in the container's mountinfo for `/`)."""
@@ -115,7 +116,7 @@ def test_rootfs_propagation(runtime, bundle, prop, field):
               edit={"linux.rootfsPropagation": prop})
     line = out.strip().splitlines()[-1]
     optional = line.split(" - ")[0].split()[6:]
-    if field:
+    if field:  # (the bundles live on /'s own mount here: unbindable must still start)
         assert any(o.startswith(field) for o in optional), line
     else:
         assert not any(o.startswith(("shared:", "master:")) for o in optional), line
@@ -134,6 +135,14 @@ def test_rlimits_unknown_type_fails(runtime, bundle):
     that cannot be mapped to a relevant kernel interface."""
     b = bundle(["true"], edit={"process.rlimits": [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]})
     cid = runtime.new_id("rlbad")
+    support.assert_clean_error(runtime("create", "--bundle", b.path, cid))
+    assert runtime("state", cid).returncode != 0
+
+
+def test_invalid_oci_version_fails(runtime, bundle):
+    """config.md#specification-version: ociVersion MUST be in SemVer v2.0.0 format."""
+    b = bundle(["true"], edit={"ociVersion": "not-a-version"})
+    cid = runtime.new_id("ver")
     support.assert_clean_error(runtime("create", "--bundle", b.path, cid))
     assert runtime("state", cid).returncode != 0
 

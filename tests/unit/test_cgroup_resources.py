@@ -8,7 +8,17 @@ from kobako.runtime.cgroups import Manager, v1, v2
 from kobako.runtime.errors import RuntimeFailure
 
 
+def cgroupfs(d, *names: str) -> None:
+    """The files a kernel's cgroup directory has: writes never create one (v1.write opens
+    without O_CREAT, as cgroupfs needs)."""
+    d.mkdir(exist_ok=True)
+    for n in names:
+        (d / n).touch()
+
+
 def test_v2_conversions(tmp_path):
+    cgroupfs(tmp_path, "cpu.max", "cpu.weight", "cpuset.cpus", "memory.max", "memory.low", "pids.max",
+             "io.weight", "io.max")
     (tmp_path / "memory.swap.max").write_text("max")
     v2.apply(str(tmp_path), {
         "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0-1"},
@@ -28,11 +38,13 @@ def test_v2_conversions(tmp_path):
 
 
 def test_v2_quota_lifted_is_max(tmp_path):
+    cgroupfs(tmp_path, "cpu.max")
     v2.apply(str(tmp_path), {"cpu": {"quota": -1, "period": 100000}})
     assert (tmp_path / "cpu.max").read_text() == "max 100000"
 
 
 def test_v2_swap_below_memory_is_refused(tmp_path):
+    cgroupfs(tmp_path, "memory.max", "memory.swap.max")
     with pytest.raises(RuntimeFailure, match="below the memory limit"):
         v2.apply(str(tmp_path), {"memory": {"limit": 64 << 20, "swap": 32 << 20}})
 
@@ -45,8 +57,8 @@ def test_unified_refuses_files_that_are_not_a_controllers(name):
 
 def test_v1_writes_only_what_each_hierarchy_takes(tmp_path):
     mem, pids = tmp_path / "memory", tmp_path / "pids"
-    mem.mkdir()
-    pids.mkdir()
+    cgroupfs(mem)
+    cgroupfs(pids, "pids.max")
     (mem / "memory.limit_in_bytes").write_text("0")  # the memory pair is written only where present
     res = {"memory": {"limit": 64 << 20}, "pids": {"limit": 7}}
     v1.apply({"memory"}, str(mem), res)
@@ -79,8 +91,8 @@ def test_device_rule_wildcards():
 
 
 def test_hybrid_applies_only_hugetlb_and_unified_to_cgroup2(tmp_path):
-    (tmp_path / "pids").mkdir()
-    (tmp_path / "unified").mkdir()
+    cgroupfs(tmp_path / "pids", "pids.max")
+    cgroupfs(tmp_path / "unified", "memory.high")
     m = Manager({"layout": "hybrid", "path": "/x", "dirs": [], "leaves": [
         {"dir": str(tmp_path / "pids"), "v": 1, "ctrls": "pids", "mount": str(tmp_path / "pids")},
         {"dir": str(tmp_path / "unified"), "v": 2, "ctrls": "", "mount": str(tmp_path / "unified")}]})

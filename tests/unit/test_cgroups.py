@@ -210,3 +210,38 @@ def test_cpuset_inherits_through_an_empty_shared_parent(tmp_path, monkeypatch):
     for d in (shared, leaf):
         assert (d / "cpuset.cpus").read_text() == "0-1"
         assert (d / "cpuset.mems").read_text() == "0"
+
+
+def test_write_of_a_file_the_kernel_lacks_says_so_and_creates_nothing(tmp_path):
+    """cgroupfs answers O_CREAT of a missing file with EACCES; without O_CREAT the error is
+    ENOENT, which becomes "this kernel's cgroup has no ...". (A plain directory shows the
+    difference: the old open(..., "w") made the file.)"""
+    from kobako.runtime.cgroups.v1 import write
+    with pytest.raises(RuntimeFailure, match="has no hugetlb.1GB.limit_in_bytes"):
+        write(str(tmp_path), "hugetlb.1GB.limit_in_bytes", 1)
+    assert not os.listdir(tmp_path)
+    (tmp_path / "pids.max").write_text("max")
+    write(str(tmp_path), "pids.max", 10)
+    assert (tmp_path / "pids.max").read_text() == "10"
+
+
+@pytest.mark.parametrize("res,field", [
+    ({"hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}]}, "hugepageLimits"),
+    ({"network": {"classID": 0x100001}}, "network.classID"),
+    ({"network": {"priorities": [{"name": "eth0", "priority": 5}]}}, "network.priorities"),
+])
+def test_limits_no_controller_can_apply_are_refused(tmp_path, res, field):
+    v1 = {"/sys/fs/cgroup/memory": "memory", "/sys/fs/cgroup/cpu,cpuacct": "cpu,cpuacct"}
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    with pytest.raises(RuntimeFailure, match=f"{field} is set but this host has no"):
+        cgroups._check_controllers(v1, str(tmp_path), res)
+    with pytest.raises(RuntimeFailure, match="no such controller" if "network" in field else "mount the"):
+        cgroups._check_controllers({}, str(tmp_path), res)
+
+
+def test_limits_a_controller_can_apply_pass(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("memory hugetlb\n")
+    cgroups._check_controllers({"/x/net_cls,net_prio": "net_cls,net_prio"}, str(tmp_path), {
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}],
+        "network": {"classID": 1, "priorities": [{"name": "eth0", "priority": 5}]}})
+    cgroups._check_controllers({}, None, {"memory": {"limit": 1 << 20}})  # nothing asked: nothing read

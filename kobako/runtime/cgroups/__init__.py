@@ -60,6 +60,30 @@ def resolve_path(cgroups_path: str | None, cid: str) -> str:
     return "/" + "/".join(parts)
 
 
+def _check_controllers(v1: dict[str, str], v2: str | None, res: dict) -> None:
+    """Limits no hierarchy here can apply are refused before any cgroup is made (runc and
+    crun refuse them too): skipping one would run the container without a limit it asked for."""
+    net = res.get("network") or {}
+    wants = [(c, f) for c, wanted, f in (
+        ("hugetlb", res.get("hugepageLimits"), "linux.resources.hugepageLimits"),
+        ("net_cls", net.get("classID") is not None, "linux.resources.network.classID"),
+        ("net_prio", net.get("priorities"), "linux.resources.network.priorities")) if wanted]
+    if not wants:  # the common case reads nothing more
+        return
+    have = {c for ctrls in v1.values() for c in ctrls.split(",")}
+    if v2:
+        try:
+            with open(os.path.join(v2, "cgroup.controllers")) as f:
+                have.update(f.read().split())
+        except OSError:
+            pass
+    for ctrl, field in wants:
+        if ctrl not in have:
+            hint = "cgroup v2 has no such controller" if ctrl.startswith("net_") and not v1 else \
+                f"mount the {ctrl} controller, or drop {field}"
+            raise RuntimeFailure(f"{field} is set but this host has no {ctrl} cgroup controller", hint)
+
+
 class Manager:
     """One container's cgroup across every hierarchy it lives in."""
 
@@ -72,6 +96,7 @@ class Manager:
         kind = ("hybrid" if v2 else "v1") if v1 else "v2"
         if not v1 and not v2:
             raise RuntimeFailure("no cgroup filesystem is mounted under /sys/fs/cgroup")
+        _check_controllers(v1, v2, resources or {})
         path = resolve_path(cgroups_path, cid)
         relative = bool(cgroups_path) and not cgroups_path.startswith("/")
         leaves = []

@@ -13,9 +13,14 @@ DEFAULT_ALLOW = ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm"
 
 
 def write(d: str, name: str, value: object) -> None:
+    # Without O_CREAT: cgroupfs answers a create of a file it lacks with EACCES, which
+    # would hide the real reason (this kernel has no such file) behind "Permission denied".
     try:
-        with open(os.path.join(d, name), "w") as f:
-            f.write(str(value))
+        fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise RuntimeFailure(f"this kernel's cgroup has no {name}",
                              "drop that setting from linux.resources") from None
