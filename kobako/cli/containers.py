@@ -555,6 +555,7 @@ def cp(e: Engine, args) -> int:
     return 0
 
 
+TRACE = opt("--trace", "trace", help="print each primitive step (system call, tool, object, time) to stderr")
 RUN_OPTS = [
     opt("-d --detach", "detach", help="run in the background, under the monitor"),
     opt("-i --interactive", "interactive", help="keep stdin open"),
@@ -640,6 +641,7 @@ RUN_OPTS = [
     opt("--health-start-period", "health_start_period", "str", None, "grace time before failures count"),
     opt("--no-healthcheck", "no_healthcheck", help="disable the image's HEALTHCHECK"),
     opt("--platform", "platform", "str", None, "os/arch[/variant] of the image to pull and run"),
+    TRACE,
 ]
 STOP_T = opt("-t --time", "time", "int", None, "seconds to wait before killing it (default 10)")
 COMMANDS = {
@@ -650,7 +652,7 @@ COMMANDS = {
                        RUN_OPTS, interspersed=False, min_args=1), create),
     "start": (Command("start", "[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more containers", [
         opt("-a --attach", "attach", help="print the container's output until it exits"),
-        opt("-i --interactive", "interactive", help="attach the container's stdin")], min_args=1),
+        opt("-i --interactive", "interactive", help="attach the container's stdin"), TRACE], min_args=1),
               start),
     "attach": (Command("attach", "[OPTIONS] CONTAINER",
                        "Attach to a running container's stdio (detach with ctrl-p ctrl-q)", [
@@ -702,7 +704,7 @@ COMMANDS = {
                             opt("--type", "type", "str", None, "container or image")], min_args=1), inspect),
     "rm": (Command("rm", "[OPTIONS] CONTAINER [CONTAINER...]", "Remove one or more containers", [
         opt("-f --force", "force", help="kill a running container first"),
-        opt("-v --volumes", "volumes", help="remove anonymous volumes too")], min_args=1), rm),
+        opt("-v --volumes", "volumes", help="remove anonymous volumes too"), TRACE], min_args=1), rm),
     "ps": (Command("ps", "[OPTIONS]", "List containers", [
         opt("-a --all", "all", help="show all containers (default: running ones)"),
         opt("-q --quiet", "quiet", help="only IDs"),

@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(parser.help_text(cmd))
             return 0
         from kobako.engine.lifecycle import Engine
+        from kobako.steps import arm_from_environment
+        arm_from_environment()
+        if getattr(args, "trace", False):  # the step record, shown as it happens (kobako/steps.py)
+            from kobako.steps import trace_to
+            trace_to(os.dup(2))
         return handler(Engine(), args)
     except parser.UsageError as e:
         sys.stderr.write(f"kobako {name}: {e}\nSee 'kobako {name} --help'.\n")

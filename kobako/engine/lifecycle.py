@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from kobako import errors, paths
+from kobako import errors, paths, steps
 from kobako.engine import ocispec
 from kobako.engine.records import ContainerConflict, ContainerError, ContainerNotFound, ContainerStore
 from kobako.engine.spec import ContainerSpec
@@ -21,14 +21,6 @@ from kobako.storage.snapshots import Snapshots
 
 class StartError(errors.CannotStart):
     """The runtime could not start the program: exit 127 not found, 126 not executable."""
-
-
-def fault(point: str) -> None:
-    """Tests kill the CLI with SIGKILL at a named step (KOBAKO_FAULT=point) to prove that
-    `rm -f`/`system prune` then leave nothing behind."""
-    if os.environ.get("KOBAKO_FAULT") == point:
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Tee:
@@ -171,13 +163,7 @@ class Engine:
         if img_cfg is None:
             img_cfg = self.image_config(image)
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
-        vols = []
-        if opts.volumes:
-            from kobako.storage.volumes import VolumeStore
-            vstore = VolumeStore(self.root)
-        for vname, dest, ro in opts.volumes:  # recorded before use: rm/prune see the user
-            v = vstore.create(vname)
-            vols.append({"name": v["Name"], "destination": dest, "readOnly": ro, "anonymous": vname is None})
+        vols: list[dict] = []
         first = {
             "image": image["id"], "imageName": image_name, "created": now_iso(),
             "status": "running" if starting else "created", "chainIds": image["chainIds"], "volumes": vols,
@@ -202,65 +188,84 @@ class Engine:
                 for k, v in log["Config"].items() if k in ("max-size", "max-file", "compress")}}
         if opts.join_ids:
             first["joinNamespaces"] = dict(opts.join_ids)
-        name = spec.name
+        # Each step registers its undo before the next one runs; a failure (a name taken, no
+        # user-namespace range left, a bad bind) undoes all of them, anonymous volumes included.
+        record = steps.Record("engine")
+        try:
+            rec = self._make(record, image, opts, spec, first, img_cfg, vols)
+        except BaseException as e:
+            record.unwind(e)
+            raise
+        self.event(rec, "create")
+        return rec
+
+    def _make(self, record: steps.Record, image: dict, opts: ocispec.RunOptions, spec: ContainerSpec,
+              first: dict, img_cfg: dict, vols: list[dict]) -> dict:
+        """The steps of create: volumes, record, directories, bundle."""
+        vstore = None
+        if opts.volumes:
+            from kobako.storage.volumes import VolumeStore
+            vstore = VolumeStore(self.root)
+        for vname, dest, ro in opts.volumes:  # recorded before use: rm/prune see the user
+            v = vstore.create(vname)
+            vols.append({"name": v["Name"], "destination": dest, "readOnly": ro, "anonymous": vname is None})
+            if vname is None:  # made for this container only: it goes with it
+                record.made("volume", "mkdir(2)", f"anonymous volume {v['Name']} for {dest}",
+                            lambda n=v["Name"]: vstore.remove(n, []), f"anonymous volume {v['Name']} removed")
+            else:
+                record.made("volume", "mkdir(2)", f"volume {v['Name']} for {dest} (kept: it has a name)")
         if opts.userns is None:
-            rec = self.containers.create(first, name)
+            rec = self.containers.create(first, spec.name)
         else:  # the range is taken and recorded under one lock: no two containers share one
             from kobako.engine import userns
             with paths.FileLock(os.path.join(self.containers.dir, "userns.lock")):
                 userns.allocate(opts.userns, self.containers.all())
-                rec = self.containers.create({**first, "userns": opts.userns.record()}, name)
+                rec = self.containers.create({**first, "userns": opts.userns.record()}, spec.name)
         cid = rec["id"]
-        fault("create:record")
-        try:
-            upper, work = self.containers.path(cid, "upper"), self.containers.path(cid, "work")
-            bundle = self.containers.path(cid, "bundle")
-            for d in (upper, work, os.path.join(bundle, "rootfs")):
-                os.makedirs(d, mode=0o755)
-            fault("create:dirs")
-            mount = self.snapshots.mount_for(image["chainIds"], upper, work, volatile=remove)
-            user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
-            if opts.group_add:
-                user = (user[0], user[1], user[2] + [self.resolve_group(image["chainIds"], g)
-                                                     for g in opts.group_add])
-            if opts.links:
-                self._links(rec, opts)
-            for host, _, _ in opts.binds:
-                if not os.path.exists(host):
-                    os.makedirs(host, 0o755)  # docker -v creates a missing host directory
-            opts.etc_files = self._etc_files(cid, opts)
-            if opts.userns is not None:  # the container's root may edit them, as Docker's can
-                from kobako.engine import userns
-                userns.chown_for(opts.userns, list(opts.etc_files.values()))
-            net = self._net_record(opts, img_cfg, cid)
-            lowers = [self.snapshots.fs(c) for c in reversed(image["chainIds"])]
-            for v in vols:  # an empty volume starts with the image's files at its destination
-                vstore.seed(v["name"], lowers, v["destination"])
-                opts.binds.append((vstore.mountpoint(v["name"]), v["destination"], v["readOnly"]))
-                opts.idmapped.add(v["destination"])  # stored unshifted, like the layers
-            config = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
-            from kobako.runtime import jsonfast
-            with open(os.path.join(bundle, "config.json"), "w") as f:
-                f.write(jsonfast.dumps(config))
-            fault("create:bundle")
-            rec["bundle"] = bundle
-            if net is not None:
-                rec["net"] = net
-            self.containers.save(rec)
-            self.event(rec, "create")
-            return rec
-        except BaseException:
-            self.containers.remove_dir(cid)
-            if any(v["anonymous"] for v in vols):  # made for this container only: they go with it
-                from kobako.storage.volumes import VolumeError, VolumeStore
-                vs = VolumeStore(self.root)
-                for v in vols:
-                    if v["anonymous"]:
-                        try:
-                            vs.remove(v["name"], [])
-                        except VolumeError:
-                            pass
-            raise
+        record.made("record", "write", f"container record {self.containers.path(cid)} (name {rec['name']})",
+                    lambda: self.containers.remove_dir(cid), f"container directory {cid[:12]} removed")
+        upper, work = self.containers.path(cid, "upper"), self.containers.path(cid, "work")
+        bundle = self.containers.path(cid, "bundle")
+        for d in (upper, work, os.path.join(bundle, "rootfs")):
+            os.makedirs(d, mode=0o755)
+        record.made("dirs", "mkdir(2)", f"upper, work and bundle/rootfs under {self.containers.path(cid)}")
+        mount = self.snapshots.mount_for(image["chainIds"], upper, work,
+                                         volatile=first["options"]["autoRemove"])
+        record.made("overlay", "overlay mount described", f"{mount.type} {','.join(mount.options)} "
+                    "(the runtime mounts it in the container's mount namespace)")
+        user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
+        if opts.group_add:
+            user = (user[0], user[1], user[2] + [self.resolve_group(image["chainIds"], g)
+                                                 for g in opts.group_add])
+        if opts.links:
+            self._links(rec, opts)
+        for host, _, _ in opts.binds:
+            if not os.path.exists(host):
+                os.makedirs(host, 0o755)  # docker -v creates a missing host directory
+                record.made("bind-source", "mkdir(2)", f"missing bind source {host} (kept, as docker does)")
+        opts.etc_files = self._etc_files(cid, opts)
+        record.made("etc", "write", "/etc/hostname, /etc/hosts, /etc/resolv.conf for bind mounts: "
+                    + ", ".join(opts.etc_files.values()))
+        if opts.userns is not None:  # the container's root may edit them, as Docker's can
+            from kobako.engine import userns
+            userns.chown_for(opts.userns, list(opts.etc_files.values()))
+        net = self._net_record(opts, img_cfg, cid)
+        lowers = [self.snapshots.fs(c) for c in reversed(image["chainIds"])]
+        for v in vols:  # an empty volume starts with the image's files at its destination
+            vstore.seed(v["name"], lowers, v["destination"])
+            opts.binds.append((vstore.mountpoint(v["name"]), v["destination"], v["readOnly"]))
+            opts.idmapped.add(v["destination"])  # stored unshifted, like the layers
+        config = ocispec.build(img_cfg, opts, cid, user, mount.to_json())
+        from kobako.runtime import jsonfast
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            f.write(jsonfast.dumps(config))
+        record.made("bundle", "write", f"OCI bundle {bundle}/config.json")
+        rec["bundle"] = bundle
+        if net is not None:
+            rec["net"] = net
+        self.containers.save(rec)
+        record.forget()  # the container owns what was made: rm removes it
+        return rec
 
     @staticmethod
     def _net_record(opts: ocispec.RunOptions, img_cfg: dict, cid: str) -> dict | None:
@@ -449,8 +454,8 @@ class Engine:
         self.event(rec, "start")
         code = 125
         from kobako.runtime.errors import RuntimeFailure
-        fault("run:before-runtime")
-        if os.environ.get("KOBAKO_FAULT") == "run:container-running":
+        steps.fault("run:before-runtime")
+        if steps.armed("run:container-running"):
             self._kill_self_when_running(cid)
         # Logged like a detached container, except with --rm: that log is deleted at exit, and
         # its copier would cost ~5 ms of start-up. With a pty the runtime's own copy loop logs.
@@ -780,10 +785,12 @@ class Engine:
             except RuntimeFailure:
                 time.sleep(0.05)
                 self.runtime(["delete", "--force", cid])
-        fault("rm:runtime-deleted")
+        steps.fault("rm:runtime-deleted")
         if (rec.get("net") or {}).get("mode") == "bridge":
             self.detach_network(cid)
         self.containers.remove_dir(cid)
+        steps.show("engine", "undo: rm -r", f"container directory {cid[:12]} (record, upper, work, bundle) "
+                   "removed")
         self.event(rec, "destroy")
         anon = [v["name"] for v in rec.get("volumes") or [] if v.get("anonymous")]
         if volumes and anon or (rec.get("options") or {}).get("autoRemove") and anon:
@@ -792,5 +799,6 @@ class Engine:
             for name in anon:  # docker rm -v (and --rm): anonymous volumes go with their container
                 try:
                     vs.remove(name, vs.users(others, name))
+                    steps.show("engine", "undo: rm -r", f"anonymous volume {name} removed")
                 except VolumeError:
                     pass

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 
+from kobako import steps
 from kobako.linux import netlink
 from kobako.network import nftables
 from kobako.network.networks import DEFAULT, NetworkError, NetworkStore, netns_path, sha256_hex, table_name
@@ -103,6 +104,8 @@ class Endpoints:
         self.bridges = os.path.join(run_root, "network", "bridges")  # <name>.json: each bridge made
         self.table = table_name(run_root)
         self._new_bridges: list[dict] = []
+        # what this object makes, as the step record shows it (the state file is the undo)
+        self.steps = steps.Record("network")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.makedirs(self.bridges, mode=0o700, exist_ok=True)
 
@@ -150,15 +153,20 @@ class Endpoints:
                   "hosts": net.get("hostsFile"), "resolv": net.get("resolvFile"),
                   "dnsServers": list(net.get("dns") or []), "hostname": net.get("hostname", ""),
                   "networks": {}, "order": [], "ports": [], "rate": net.get("rate")}
+            # the state is written before anything is made: _teardown undoes from it, also
+            # in a later command after a crash, so the record's steps carry no undo of their own
             try:
                 self._plan(st, net)
                 self._save(st)  # recorded before anything is made
+                self.steps.made("state", "write", f"endpoint state {self._path(cid)}: "
+                                + ", ".join(f"{n} {ep['ip']}" for n, ep in st["networks"].items()))
                 self._make(st)
-                if os.environ.get("KOBAKO_FAULT") == "net:made":  # tests: kill -9 half-way
-                    os.kill(os.getpid(), 9)
+                steps.fault("net:made")
                 self._fw_add(st, self._new_bridges)
                 self._save(st)  # with what making it learnt (the route's network)
                 self._update_hosts(st, set(st["networks"]))
+                if st.get("hosts"):
+                    self.steps.made("hosts", "write", f"/etc/hosts of the container {st['hosts']}")
                 self._names(st)
                 if st.get("rate"):
                     self._limit_rate(st)
@@ -202,9 +210,12 @@ class Endpoints:
 
     def _make(self, st: dict) -> None:
         nl_in = self._make_netns(st["netns"])
+        self.steps.made("netns", "unshare(2) CLONE_NEWNET, mount(2) MS_BIND",
+                        f"network namespace bound at {st['netns']} (`ip netns` lists it)")
         self._new_bridges = []
         try:
             nl_in.set_up(nl_in.index("lo") or 1, "lo")
+            self.steps.made("lo", "netlink RTM_NEWLINK IFF_UP", "lo up in the container's namespace")
             with netlink.Netlink() as nl:
                 for name in st["order"]:
                     self._link(st, name, nl, nl_in)
@@ -222,9 +233,15 @@ class Endpoints:
                         peer_mac=bytes.fromhex(ep["mac"].replace(":", "")))
         finally:
             os.close(fd)
+        rec = self.steps
+        rec.made("veth", "netlink RTM_NEWLINK veth",
+                 f"veth pair {ep['veth']} (host, on bridge {ep['bridge']}) <-> {ep['ifname']} (container, "
+                 f"mac {ep['mac']})")
         idx = nl_in.index(ep["ifname"])
         assert idx is not None
         nl_in.add_address(idx, ep["ip"], ep["prefix"], ep["ifname"])
+        rec.made("address", "netlink RTM_NEWADDR", f"{ep['ip']}/{ep['prefix']} on {ep['ifname']}"
+                 + (f", {ep['ip6']}/{ep['prefix6']}" if ep.get("ip6") else ""))
         for ll in ep.get("linkLocal") or []:  # LinkLocalIPs: more addresses on the same link
             nl_in.add_address(idx, ll, 16, ep["ifname"])
         if ep.get("ip6"):
@@ -232,6 +249,7 @@ class Endpoints:
         nl_in.set_up(idx, ep["ifname"])
         if not ep["internal"] and not st.get("route"):
             nl_in.add_default_route(ep["gateway"], idx)
+            rec.made("route", "netlink RTM_NEWROUTE", f"default via {ep['gateway']} dev {ep['ifname']}")
             st["route"] = name
             self._forwarding_on()
         if ep.get("ip6") and not ep["internal"] and not st.get("route6"):
@@ -356,6 +374,8 @@ class Endpoints:
             # from its ports would change when a port goes, and the containers' ARP entries
             # for the gateway would point nowhere
             nl.add_bridge(br, ep["mtu"], _mac(ep["gateway"]))
+            self.steps.made("bridge", "netlink RTM_NEWLINK bridge",
+                            f"bridge {br}, gateway {ep['gateway']}/{ep['prefix']}")
             idx = nl.index(br)
             assert idx is not None
             nl.add_address(idx, ep["gateway"], ep["prefix"], f"bridge {br}")
@@ -526,8 +546,11 @@ class Endpoints:
             with netlink.Netlink() as nl:
                 for ep in st["networks"].values():
                     nl.delete(ep["veth"])  # its peer inside goes with it
+                    steps.show("network", "undo: netlink RTM_DELLINK", f"veth pair {ep['veth']} deleted")
         try:
             mount.umount2(st["netns"], mount.MNT_DETACH)
+            steps.show("network", "undo: umount2(2) MNT_DETACH", f"network namespace {st['netns']} unmounted"
+                       + ("" if sync else " (the kernel removes its veth pair with it)"))
         except OSError:
             pass
         try:
@@ -535,8 +558,11 @@ class Endpoints:
         except FileNotFoundError:
             pass
         # the DNAT entries go before the address is released: nobody else may get its traffic
-        self._fw_delete(nftables.port_elements(st.get("ports") or [],
-                                               {k: v["ip"] for k, v in st["networks"].items()}))
+        gone = nftables.port_elements(st.get("ports") or [], {k: v["ip"] for k, v in st["networks"].items()})
+        self._fw_delete(gone)
+        if gone:
+            steps.show("network", "undo: nft -f (delete element)",
+                       f"table inet {self.table}: " + ", ".join(f"{s} {{{e}}}" for s, e in gone))
         for name in st["networks"]:
             try:
                 self.store.ipam.release(name, st["id"])
@@ -618,8 +644,12 @@ class Endpoints:
             return
         try:
             nftables.add(self.table, elems)
+            how = "nft -f (one batch: add element)"
         except nftables.NftError:
             self._full()  # the table is not there (first use, a reboot, a flush): all of it
+            how = "nft -f (the whole table, from state)"
+        self.steps.made(
+            "nft", how, f"table inet {self.table}: " + ", ".join(f"{s} {{{e}}}" for s, e in elems))
 
     def _fw_delete(self, elems: list[tuple[str, str]]) -> None:
         if not elems:

@@ -441,6 +441,7 @@ def delete(root: str, cid: str, force: bool, log) -> None:
 
 def destroy(c: state.Container, log, cfg: dict | None = None) -> None:
     """Kill whatever is left, remove the cgroup and the state; run poststop hooks."""
+    from kobako import steps as record
     from kobako.runtime import hooks
     from kobako.runtime.cgroups import manager_for
 
@@ -452,7 +453,10 @@ def destroy(c: state.Container, log, cfg: dict | None = None) -> None:
             except RuntimeFailure:
                 pass
         _kill_and_reap(c.data["pid"])
+        record.show("runtime", "undo: kill(2) SIGKILL, waitpid(2)", f"init pid {c.data['pid']}")
     errors = cg.remove()  # kills what is left in the cgroup first (a shared pid namespace)
+    record.show("runtime", "undo: rmdir(2) in cgroupfs", f"cgroup {cg.rec.get('path')} removed"
+                + (f" ({'; '.join(errors)})" if errors else ""))
     if cfg is None:
         try:
             cfg = c.config()
@@ -461,6 +465,7 @@ def destroy(c: state.Container, log, cfg: dict | None = None) -> None:
     if hooks.has(cfg.get("hooks"), "poststop"):
         hooks.run_logged(cfg["hooks"], "poststop", oci_state(c, "stopped"), log)
     c.remove_dir()
+    record.show("runtime", "undo: rm -r", f"state directory {c.dir} removed")
     c.unlock()
     if errors:
         raise RuntimeFailure("; ".join(errors))

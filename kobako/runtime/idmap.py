@@ -191,9 +191,8 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
         mnt[STAGED] = f"b{i}"
         mnt["options"] = [o for o in opts if o != "idmap"]
     os.chdir(stage)  # the init's cwd: after its unshare(CLONE_NEWNS), the copy of this tmpfs
-    if os.environ.get("KOBAKO_FAULT") == "userns:idmapped":  # tests: kill -9 of the CLI here
-        os.kill(os.getppid(), 9)
-        os._exit(1)
+    from kobako.steps import fault
+    fault("userns:idmapped")  # (a child of the CLI: the fault kills the CLI, then the child)
     return desc is not None
 
 

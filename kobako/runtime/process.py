@@ -8,6 +8,7 @@ import _signal  # built in: still importable after pivot_root
 import os
 import resource
 
+from kobako import steps as record  # (imported here: after pivot_root nothing can be)
 from kobako.linux import capabilities, fs, prctl
 from kobako.runtime.errors import RuntimeFailure
 from kobako.runtime.spec import RLIMITS
@@ -75,7 +76,8 @@ def become(proc: dict, steps, setgroups_allowed: bool = True, filt=None) -> None
              ("bounding", "effective", "permitted", "inheritable", "ambient")}
     if "bounding" in caps:
         capabilities.drop_bounding(masks["bounding"], top)
-        steps.made("prctl(2) PR_CAPBSET_DROP", "bounding set: " + (" ".join(caps["bounding"]) or "empty"))
+        steps.made("prctl(2) PR_CAPBSET_DROP",
+                   "capability bounding set: " + (" ".join(caps["bounding"]) or "empty"))
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     prctl.set_keepcaps(True)
@@ -89,7 +91,7 @@ def become(proc: dict, steps, setgroups_allowed: bool = True, filt=None) -> None
     prctl.set_keepcaps(False)
     steps.made("setresuid(2)/setresgid(2)", f"uid={uid} gid={gid} groups={extra}")
     capabilities.capset(masks["effective"], masks["permitted"], masks["inheritable"])
-    steps.made("capset(2)", "effective/permitted/inheritable")
+    steps.made("capset(2)", "capabilities: effective, permitted, inheritable sets")
     refused = capabilities.raise_ambient(masks["ambient"])
     if refused:  # runc only warns too: ambient needs each cap in permitted and inheritable
         steps.log.debug(f"ambient capabilities not raised (not inheritable): {' '.join(refused)}")
@@ -169,6 +171,7 @@ def execute(path: str, proc: dict, preserve_fds: int = 0, filt=None) -> None:
         envd[k] = v
     if "HOME" not in envd:
         envd["HOME"] = "/root" if (proc.get("user") or {}).get("uid", 0) == 0 else "/"
+    record.show("init", "execve(2)", f"{path} {proc['args'][1:]} (the container's program; PID 1)")
     try:
         os.execve(path, proc["args"], envd)
     except OSError as e:

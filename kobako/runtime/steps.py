@@ -1,14 +1,16 @@
-"""The step/undo record: every kernel object the runtime makes goes through here.
+"""The runtime's steps: every kernel object the runtime makes goes through here.
 
 Each step names the primitive used (mount(2), unshare(2), mkdir in a cgroupfs...)
 and what it made, and registers its undo *before* the next step runs. On failure
 `unwind()` undoes everything in reverse order and returns every error, so one
-failure never hides another. With --debug the log shows the steps: the seminar's
-explanation of a container, printed by the runtime itself.
+failure never hides another. The record is kobako's one step record (kobako/steps.py):
+with --debug the runtime's log shows the steps, and `kobako run --trace` shows them as
+they happen - the seminar's explanation of a container, printed by the runtime itself.
 """
 
 from __future__ import annotations
 
+from kobako import steps as record
 from kobako.runtime.log import Log
 
 TYPE_CHECKING = False  # typing costs ~9 ms to import; the runtime's budget is ~20
@@ -16,11 +18,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-class Steps:
+def _name(primitive: str) -> str:
+    """A step's name from its primitive: `mount(2) MS_BIND` -> `mount-ms_bind`."""
+    out, dash = [], False
+    for ch in primitive.lower().replace("(2)", ""):
+        if ch.isalnum() or ch == "_":
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-")
+
+
+class Steps(record.Record):
     def __init__(self, log: Log, who: str = "runtime") -> None:
+        super().__init__(who)
         self.log = log
         self.who = who
-        self.undos: list[tuple[str, Callable[[], object]]] = []
         self.count = 0
 
     def made(self, primitive: str, what: str, undo: Callable[[], object] | None = None) -> None:
@@ -28,21 +43,11 @@ class Steps:
         self.count += 1
         if self.log.debug_on:
             self.log.debug(f"{self.who} step {self.count}: {primitive}: {what}")
-        if undo is not None:
-            self.undos.append((what, undo))
+        super().made(_name(primitive), primitive, what, undo, what)
 
-    def unwind(self) -> list[str]:
-        errors = []
-        while self.undos:
-            what, undo = self.undos.pop()
-            try:
-                undo()
-                if self.log.debug_on:
-                    self.log.debug(f"{self.who} undo: {what}")
-            except Exception as e:  # collect them all, report them all
-                errors.append(f"undo {what}: {e}")
-        return errors
+    def unwind(self) -> list[str]:  # type: ignore[override]
+        return [f"undo {e}" for e in super().unwind()]
 
-    def forget(self) -> None:
-        """The object now belongs to the container: `delete` undoes it, not us."""
-        self.undos.clear()
+    def undone(self, what: str, error: Exception | None) -> None:
+        if error is None and self.log.debug_on:
+            self.log.debug(f"{self.who} undo: {what}")

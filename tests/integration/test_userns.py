@@ -221,7 +221,7 @@ def test_container_mode_needs_a_user_namespace_of_its_own(k: Kobako):
         k("rm", "-f", "u-plain")
 
 
-@pytest.mark.parametrize("point", ["create:bundle", "userns:idmapped"])
+@pytest.mark.parametrize("point", ["engine:bundle", "userns:idmapped"])
 def test_kill_9_while_mapping_then_rm_leaves_nothing(k: Kobako, point: str):
     name = f"u-crash-{point.replace(':', '-')}"
     p = subprocess.run([sys.executable, "-m", "kobako.cli.main", "run", "--name", name, "--userns", "auto",

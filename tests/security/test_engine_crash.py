@@ -53,7 +53,7 @@ def _cid(k: Kobako, name: str) -> str | None:
     return cp.stdout.strip() or None
 
 
-@pytest.mark.parametrize("point", ["create:record", "create:dirs", "create:bundle", "run:before-runtime",
+@pytest.mark.parametrize("point", ["engine:record", "engine:dirs", "engine:bundle", "run:before-runtime",
                                    "run:container-running"])
 @pytest.mark.parametrize("cleanup", ["rm -f", "system prune"])
 def test_kill_9_during_run_then_cleanup_leaves_nothing(k: Kobako, point: str, cleanup: str):

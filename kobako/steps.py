@@ -1,0 +1,157 @@
+"""The step record of every layer: steps, their undos, the trace people see, fault points.
+
+At the bottom of the tree (stdlib only, and only what the runtime's start-up path loads
+anyway): the engine, storage, network and runtime all record through it.
+
+- A step that makes a kernel object or a file is recorded when it is made, with the undo
+  that reverses it, before the next step runs (`Record.made`). On failure `unwind()`
+  undoes everything in reverse order, runs every undo even when some fail, and attaches
+  their errors to the error being raised, so one failure never hides another.
+- The same record is shown to people: `trace_to(fd)` (`kobako run --trace`) prints each
+  step as it happens — the layer, the primitive (system call or tool), the object, the
+  time since the previous step — and each undo. Forked children (the runtime's init)
+  inherit the sink, so their steps show too.
+- Every step is a fault point named `<layer>:<step>`. When the engine arms one (tests set
+  KOBAKO_FAULT; `arm_from_environment` is its one reader, called by kobako's own front
+  ends and monitor), the process that armed it is killed with SIGKILL right after that
+  step, to prove a later command leaves nothing behind. `kobako-runtime`'s command line
+  never arms one: a runtime called by another engine has no test hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TYPE_CHECKING = False  # typing costs ~9 ms to import, more than the runtime can spare
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_trace_fd = -1
+_t0 = time.perf_counter()
+_fault: str | None = None
+_fault_pid = 0
+
+
+# -- the trace ---------------------------------------------------------------------------------
+
+def trace_to(fd: int) -> None:
+    """Print every step from now on to `fd` (a copy of stderr; -1 stops)."""
+    global _trace_fd, _t0
+    _trace_fd = fd
+    _t0 = time.perf_counter()
+
+
+def tracing() -> bool:
+    return _trace_fd >= 0
+
+
+def show(layer: str, primitive: str, what: str, took: float | None = None) -> None:
+    """One trace line: time since the trace began, layer, primitive, object, duration."""
+    if _trace_fd < 0:
+        return
+    now = (time.perf_counter() - _t0) * 1000
+    dur = f"  ({took * 1000:.2f} ms)" if took is not None else ""
+    line = f"[{now:8.1f} ms] {layer:<8} {primitive:<34} {what}{dur}\n"
+    try:
+        os.write(_trace_fd, line.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+# -- fault points ------------------------------------------------------------------------------
+
+def arm(point: str | None) -> None:
+    """Kill this process (SIGKILL) right after the step named `point` (None: disarm)."""
+    global _fault, _fault_pid
+    _fault, _fault_pid = point or None, os.getpid()
+
+
+def arm_from_environment() -> None:
+    """KOBAKO_FAULT=<layer>:<step>, read here only. kobako's front ends and monitor call
+    this; the runtime's own entry point never does."""
+    arm(os.environ.get("KOBAKO_FAULT"))
+
+
+def armed(point: str) -> bool:
+    return _fault is not None and _fault == point
+
+
+def fault(point: str) -> None:
+    """A named fault point: when armed for it, SIGKILL the process that armed it (a forked
+    child at an init step takes its parent, the CLI, with it, then itself)."""
+    if _fault is not None and _fault == point:
+        import signal
+        if _fault_pid and _fault_pid != os.getpid():
+            try:
+                os.kill(_fault_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- the record --------------------------------------------------------------------------------
+
+class Record:
+    """The steps one operation of one layer made, and how to undo them."""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+        self.undos: list[tuple[str, str, Callable[[], object]]] = []
+        self.names: dict[str, int] = {}
+        self._mark = time.perf_counter()
+
+    def point(self, name: str) -> str:
+        """The fault point's name of a step: `<layer>:<name>`, numbered when a name repeats
+        (`mount#2`), so each step of a run has its own."""
+        n = self.names.get(name, 0) + 1
+        self.names[name] = n
+        return f"{self.layer}:{name}" + (f"#{n}" if n > 1 else "")
+
+    def made(self, name: str, primitive: str, what: str, undo: Callable[[], object] | None = None,
+             undo_what: str | None = None) -> None:
+        """A step that just succeeded, with the undo that reverses it (registered now,
+        before the next step)."""
+        now = time.perf_counter()
+        took, self._mark = now - self._mark, now
+        point = self.point(name)
+        if _trace_fd >= 0:
+            show(self.layer, primitive, f"{what}  [{point}]", took)
+        if undo is not None:
+            self.undos.append((point, undo_what or f"undo {what}", undo))
+        if _fault is not None:
+            fault(point)
+
+    def begin(self) -> None:
+        """The next step's time counts from now (a step timed alone, not with the
+        work before it)."""
+        self._mark = time.perf_counter()
+
+    def unwind(self, error: BaseException | None = None) -> list[str]:
+        """Undo everything, newest first; every undo runs even when some fail. Their errors
+        are returned and, when `error` is given, attached to it as notes."""
+        errs: list[str] = []
+        while self.undos:
+            _point, what, undo = self.undos.pop()
+            t = time.perf_counter()
+            try:
+                undo()
+            except Exception as e:  # collect them all, report them all
+                errs.append(f"{what}: {e}")
+                show(self.layer, "undo FAILED", f"{what}: {e}")
+                self.undone(what, e)
+                continue
+            show(self.layer, "undo", what, time.perf_counter() - t)
+            self.undone(what, None)
+        if error is not None:
+            for e in errs:
+                error.add_note(f"while undoing: {e}")
+        return errs
+
+    def undone(self, what: str, error: Exception | None) -> None:
+        """(A hook: the runtime logs each undo with --debug.)"""
+
+    def forget(self) -> None:
+        """What was made now belongs to its owner (a container's state): removing the owner
+        undoes it, not this record."""
+        self.undos.clear()
