@@ -12,9 +12,9 @@ anyway): the engine, storage, network and runtime all record through it.
   time since the previous step — and each undo. Forked children (the runtime's init)
   inherit the sink, so their steps show too.
 - Every step is a fault point named `<layer>:<step>`. When the engine arms one (tests set
-  KOBAKO_FAULT; `arm_from_environment` is its one reader, called by kobako's own front
-  ends and monitor), the process that armed it is killed with SIGKILL right after that
-  step, to prove a later command leaves nothing behind. `kobako-runtime`'s command line
+  KOBAKO_FAULT; `arm_from_environment` is its one reader, called by kobako's CLI), the
+  process that armed it is killed with SIGKILL right after that step, to prove a later
+  command leaves nothing behind. `kobako-runtime`'s command line
   never arms one: a runtime called by another engine has no test hooks.
 """
 
@@ -31,6 +31,7 @@ _trace_fd = -1
 _t0 = time.perf_counter()
 _fault: str | None = None
 _fault_pid = 0
+_fault_w = _fault_back = -1  # the pipes to the watcher, once armed
 
 
 # -- the trace ---------------------------------------------------------------------------------
@@ -63,14 +64,33 @@ def show(layer: str, primitive: str, what: str, took: float | None = None) -> No
 
 def arm(point: str | None) -> None:
     """Kill this process (SIGKILL) right after the step named `point` (None: disarm)."""
-    global _fault, _fault_pid
+    global _fault, _fault_pid, _fault_w, _fault_back
     _fault, _fault_pid = point or None, os.getpid()
+    if _fault is None:
+        return
+    # A forked child (the runtime's init) may be PID 1 of a new PID namespace, from which
+    # this process cannot be signalled at all: a watcher in our namespace does it on a byte
+    # from the child, and lets the child go on (to end itself) once it has.
+    r, w = os.pipe()
+    back_r, back_w = os.pipe()
+    if os.fork() == 0:
+        os.close(w)
+        os.close(back_r)
+        try:
+            if os.read(r, 1):
+                os.kill(_fault_pid, 9)
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(back_w)
+    _fault_w, _fault_back = w, back_r
 
 
 def arm_from_environment() -> None:
-    """KOBAKO_FAULT=<layer>:<step>, read here only. kobako's front ends and monitor call
-    this; the runtime's own entry point never does."""
-    arm(os.environ.get("KOBAKO_FAULT"))
+    """KOBAKO_FAULT=<layer>:<step>, read here only. kobako's front ends call this; the
+    runtime's own entry point never does."""
+    if os.environ.get("KOBAKO_FAULT"):
+        arm(os.environ["KOBAKO_FAULT"])
 
 
 def armed(point: str) -> bool:
@@ -78,16 +98,15 @@ def armed(point: str) -> bool:
 
 
 def fault(point: str) -> None:
-    """A named fault point: when armed for it, SIGKILL the process that armed it (a forked
-    child at an init step takes its parent, the CLI, with it, then itself)."""
-    if _fault is not None and _fault == point:
-        import signal
-        if _fault_pid and _fault_pid != os.getpid():
-            try:
-                os.kill(_fault_pid, signal.SIGKILL)
-            except OSError:
-                pass
-        os.kill(os.getpid(), signal.SIGKILL)
+    """A named fault point: when armed for it, SIGKILL the process that armed it. A forked
+    child then ends itself too (SIGKILL from inside does not end a PID namespace's init)."""
+    if _fault is None or _fault != point:
+        return
+    if os.getpid() == _fault_pid:
+        os.kill(_fault_pid, 9)
+    os.write(_fault_w, b"k")
+    os.read(_fault_back, 1)  # until the watcher has killed the CLI
+    os._exit(137)
 
 
 # -- the record --------------------------------------------------------------------------------
