@@ -781,10 +781,10 @@ class Builder:
                 raise ins.error(f"invalid checksum {want} for Git URL, expected hex commit hash")
             d, commit = self._clone(git, keep, want)
             sources.dirs.append(d)
-            tree = sources.tree(d, f"git repository {git.remote}")
+            tree = sources.tree(d, f"git repository {_shown(git.remote)}")
             src = tree.lookup(git.subdir or ".", git.subdir or ".")
             if not src.is_dir:
-                raise BuildError(f"ADD failed: {git.subdir} in git repository {git.remote} is not a "
+                raise BuildError(f"ADD failed: {git.subdir} in git repository {_shown(git.remote)} is not a "
                                  "directory")
             return [(tree, src, False)], buildcache.key("git", commit, git.subdir, str(keep))
         if _is_url(s):
@@ -837,11 +837,11 @@ class Builder:
                 os.chmod(os.path.join(d, "download"), 0o600)
             except (urllib.error.URLError, OSError, ValueError) as ex:
                 reason = getattr(ex, "reason", None) or ex
-                raise BuildError(f"ADD failed: cannot download {url}: {reason} (ADD of a URL needs the "
-                                 "network; download the file into the build context and COPY it instead)"
-                                 ) from None
+                raise BuildError(f"ADD failed: cannot download {_shown(url)}: {reason} (ADD of a URL needs "
+                                 "the network; download the file into the build context and COPY it "
+                                 "instead)") from None
             if h is not None and checksum and f"{h.name}:{h.hexdigest()}" != checksum.lower():
-                raise BuildError(f"ADD failed: digest mismatch for {url}: {h.name}:{h.hexdigest()} "
+                raise BuildError(f"ADD failed: digest mismatch for {_shown(url)}: {h.name}:{h.hexdigest()} "
                                  f"(expected: {checksum})")
         except BaseException:
             shutil.rmtree(d, ignore_errors=True)
@@ -853,9 +853,10 @@ class Builder:
         temp directory and checked out with the `git` program; (the directory, the commit)."""
         import subprocess
         import tempfile
+        shown = _shown(g.remote)
         exe = shutil.which("git")
         if exe is None:
-            raise errors.Unavailable(f"ADD failed: cannot fetch {g.remote}: the git program is not installed "
+            raise errors.Unavailable(f"ADD failed: cannot fetch {shown}: the git program is not installed "
                                      "(apt-get install git)")
         d = tempfile.mkdtemp(prefix=_owned("git"), dir=self.tmp)
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
@@ -876,15 +877,15 @@ class Builder:
                     break
             if cp.returncode != 0:
                 why = [ln.strip() for ln in cp.stderr.splitlines() if ln.strip()]
-                raise BuildError(f"ADD failed: cannot fetch {ref!r} from git repository {g.remote}: "
+                raise BuildError(f"ADD failed: cannot fetch {ref!r} from git repository {shown}: "
                                  f"{why[-1] if why else f'git fetch exited {cp.returncode}'}")
             commit = git("rev-parse", "FETCH_HEAD^{commit}").stdout.strip()
             fetched = git("rev-parse", "FETCH_HEAD").stdout.strip()  # an annotated tag's own object
             if checksum and not (commit.startswith(checksum.lower()) or fetched.startswith(checksum.lower())):
                 raise BuildError(f"ADD failed: expected checksum to match {checksum}, got {commit}")
-            cp = git("checkout", "-q", "--detach", commit)
+            cp = git("checkout", "-q", "--detach", commit) if commit else cp
             if cp.returncode != 0 or not commit:
-                raise BuildError(f"ADD failed: cannot check out {ref!r} of {g.remote}: {cp.stderr.strip()}")
+                raise BuildError(f"ADD failed: cannot check out {ref!r} of {shown}: {cp.stderr.strip()}")
             if not keep:
                 shutil.rmtree(os.path.join(d, ".git"))
         except BaseException:
@@ -1115,6 +1116,19 @@ def _write_file(d: str, name: str, data: bytes, mode: int) -> None:
         os.fchmod(fd, mode)  # not narrowed by the umask
     finally:
         os.close(fd)
+
+
+def _shown(url: str) -> str:
+    """A URL as messages show it: a password in it masked."""
+    import urllib.parse
+    try:
+        u = urllib.parse.urlsplit(url)
+        if u.password is None:
+            return url
+        host = u.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit(u._replace(netloc=f"{u.username}:xxxxx@{host}"))
+    except ValueError:
+        return url
 
 
 def _is_url(src: str) -> bool:

@@ -117,8 +117,8 @@ ADD <<-EOF /tabs
     assert out.count("Using cache") == 3  # ENV, ARG and the first COPY; the second and ADD run again
     assert run_cat(k, "kbt/heredoc-copy:1", "/dest/raw.txt") == "raw, changed\n"
     # a heredoc mixed with a context file
-    d2 = ctx(tmp_path / "mixed", f"FROM {IMG}\nCOPY f.txt <<inline.txt /m/\nfrom the Dockerfile\ninline.txt\n",
-             {"f.txt": "from the context\n"})
+    d2 = ctx(tmp_path / "mixed", f"FROM {IMG}\nCOPY f.txt <<inline.txt /m/\nfrom the Dockerfile\n"
+             "inline.txt\n", {"f.txt": "from the context\n"})
     k("build", "-q", "-t", "kbt/heredoc-copy:2", str(d2))
     assert run_cat(k, "kbt/heredoc-copy:2", "/m/f.txt", "/m/inline.txt") == \
         "from the context\nfrom the Dockerfile\n"
@@ -154,7 +154,8 @@ def test_add_of_a_url_with_and_without_checksum(k: Kobako, tmp_path: Path):
         k("build", "-q", "-t", "kbt/url:2", str(d))
     # with a checksum the content is known: a cached step needs no download (the server is gone)
     assert "Using cache" in k("build", "-t", "kbt/url:2", str(d)).stdout
-    fails(k, ctx(tmp_path / "down", f"FROM {IMG}\nADD {url}/data.txt /f\n"), f"cannot download {url}/data.txt")
+    fails(k, ctx(tmp_path / "down", f"FROM {IMG}\nADD {url}/data.txt /f\n"),
+          f"cannot download {url}/data.txt")
     fails(k, ctx(tmp_path / "local", f"FROM {IMG}\nADD --checksum={good} f.txt /f\n", {"f.txt": "x"}),
           "checksum requires HTTP(S) or Git sources")
     fails(k, ctx(tmp_path / "form", f"FROM {IMG}\nADD --checksum=md5:abc {url}/data.txt /f\n"),
@@ -197,17 +198,19 @@ def test_add_of_a_git_repository(k: Kobako, tmp_path: Path):
     with http_dir(www) as url:
         repo = f"{url}/repo.git"
         df = (f"FROM {IMG}\nADD {repo}#v1 /tag/\nADD {repo}#main:sub /sub/\n"
-              f"ADD --keep-git-dir=true {repo}#main /kept/\nADD --checksum={v1[:12]} {repo}#v1 /checked/\n")
+              f"ADD --keep-git-dir=true {repo}#main /kept/\nADD --checksum={v1[:12]} {repo}#v1 /checked/\n"
+              f"ADD {repo} /head/\n")
         d = ctx(tmp_path, df)
         k("build", "-q", "-t", "kbt/git:1", str(d))
         out = k("run", "--rm", "--network", "none", "kbt/git:1", "sh", "-c",
-                "cat /tag/version.txt /sub/in-sub.txt /kept/version.txt /checked/version.txt; "
+                "cat /tag/version.txt /sub/in-sub.txt /kept/version.txt /checked/version.txt "
+                "/head/version.txt; "
                 "ls -a /tag /sub | tr '\\n' ' '; echo; test -d /kept/.git && echo kept-git").stdout
-        assert out.splitlines()[:4] == ["v1", "sub v1", "v2", "v1"]
-        assert ".git" not in out.splitlines()[4] and "in-sub.txt" in out.splitlines()[4]
-        assert out.splitlines()[5] == "kept-git"
+        assert out.splitlines()[:5] == ["v1", "sub v1", "v2", "v1", "v2"]
+        assert ".git" not in out.splitlines()[5] and "in-sub.txt" in out.splitlines()[5]
+        assert out.splitlines()[6] == "kept-git"
         # the commit is the cache key: unchanged, every step hits; a new commit on main re-runs its steps
-        assert k("build", "-t", "kbt/git:1", str(d)).stdout.count("Using cache") == 4
+        assert k("build", "-t", "kbt/git:1", str(d)).stdout.count("Using cache") == 5
         (work / "sub" / "in-sub.txt").write_text("sub v3\n")
         _git(work, "commit", "-q", "-am", "three")
         publish()
@@ -218,7 +221,8 @@ def test_add_of_a_git_repository(k: Kobako, tmp_path: Path):
               "cannot fetch 'nosuch' from git repository", repo)
         fails(k, ctx(tmp_path / "sum", f"FROM {IMG}\nADD --checksum=deadbeef {repo}#v1 /x/\n"),
               "expected checksum to match deadbeef")
-        fails(k, ctx(tmp_path / "copy", f"FROM {IMG}\nCOPY {repo}#v1 /x/\n"), "source can't be a git ref for COPY")
+        fails(k, ctx(tmp_path / "copy", f"FROM {IMG}\nCOPY {repo}#v1 /x/\n"),
+              "source can't be a git ref for COPY")
     k("rmi", "kbt/git:1")
 
 
@@ -288,3 +292,8 @@ def test_build_pulls_with_the_requests_registry_config(session_base: Path, busyb
         labels = json.loads(api("image", "inspect", "kbt/authed:1").stdout)[0]["Config"]["Labels"]
         assert labels == {"built": "with-credentials"}
         assert not (api.root / "config" / "auth.json").exists()  # used, not stored
+        # docker pull sends X-Registry-Auth: /images/create pulls with it
+        auth = base64.urlsafe_b64encode(json.dumps({"username": "alice", "password": "s3cret"}).encode())
+        st, out, _ = http_request(api.sock, "POST", f"/images/create?fromImage={reg.addr}/kbt/private&tag=1",
+                                  b"", {"X-Registry-Auth": auth.decode()})
+        assert st == 200 and b"Downloaded newer image" in out, out

@@ -186,3 +186,16 @@ def test_git_sources_and_checksums():
     with pytest.raises(ValueError, match="unexpected query"):
         git_source("https://example.com/repo.git?frob=1").check()
     assert _url_name("http://h/a/b.tar.gz?x=1") == "b.tar.gz" and _url_name("http://h/") == "index.html"
+
+
+def test_a_git_source_without_git_is_refused_clearly(tmp_path, monkeypatch):
+    import shutil
+
+    from kobako.engine import build
+    from kobako.errors import Unavailable
+    b = build.Builder.__new__(build.Builder)
+    b.tmp = str(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(Unavailable, match=r"https://u:xxxxx@h/r.git: the git program is not installed"):
+        b._clone(build.git_source("https://u:secret@h/r.git#main"), False, None)
+    assert os.listdir(tmp_path) == []
