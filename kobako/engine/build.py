@@ -697,18 +697,16 @@ class Builder:
                 items = None
             else:
                 tree_chains = None
-                keys: list[str] = []
-                for s in srcs:
-                    got, key = self._source(ins, s, env, sources, checksum, keep_git)
-                    if got is None:  # a download with a checksum: fetched only if the step runs
-                        items = None
-                    else:
-                        items += got
-                    keys.append(key)
-                if items is not None and all(t is self.ctx for t, _, _ in items):
-                    digest = self.ctx.digest([s for _, s, _ in items])  # (COPY's key as it always was)
+                parts = [self._source(ins, s, env, sources, checksum, keep_git) for s in srcs]
+                # a download with a checksum has no items yet: it is fetched only if the step runs
+                pending = any(got is None for got, _ in parts)
+                items = None if pending else [it for got, _ in parts for it in got or []]
+                if items is not None and all(key is None for _, key in parts):
+                    digest = self.ctx.digest([src for _, src, _ in items])  # context paths: as it always was
                 else:
-                    digest = buildcache.key(*keys)
+                    digest = buildcache.key(*(
+                        key or "context:" + self.ctx.digest([src for _, src, _ in got or []])
+                        for got, key in parts))
                 n = len(items) if items is not None else 1
                 kind = "multi" if n > 1 else ("dir" if items and items[0][1].is_dir else "file")
                 if n > 1 and not into:
@@ -747,10 +745,11 @@ class Builder:
         return out
 
     def _source(self, ins: dockerfile.Instruction, s, env: dict[str, str], sources: _Sources,
-                checksum: str | None, keep_git: bool | None) -> tuple[list | None, str]:
+                checksum: str | None, keep_git: bool | None) -> tuple[list | None, str | None]:
         """One source of a COPY/ADD: its items (tree, source, unpack) and its part of the
-        step's cache key. Heredocs, git repositories and URLs are made into temp directories
-        (`sources` removes them); a context path is looked up in the context."""
+        step's cache key (None for a context path: the caller digests the context's sources
+        together). Heredocs, git repositories and URLs are made into temp directories
+        (`sources` removes them)."""
         c = ins.cmd
         if isinstance(s, dockerfile.Heredoc):
             tree = sources.heredocs(self.tmp)
@@ -796,8 +795,7 @@ class Builder:
                 return None, buildcache.key("url", checksum, name)
             its = self._download(s, sources, None)
             return its, buildcache.key("url", its[0][0].digest([its[0][1]]), name)
-        found = self.ctx.sources(s)
-        return [(self.ctx, f, c == "add") for f in found], "context:" + self.ctx.digest(found)
+        return [(self.ctx, f, c == "add") for f in self.ctx.sources(s)], None
 
     def _download(self, url: str, sources: _Sources, checksum: str | None) -> list:
         d = self._fetch(url, checksum)
