@@ -182,9 +182,11 @@ async def pull(req: Request) -> None:
     await req.stream_start(200, "application/json")
     await req.chunk(json.dumps({"status": f"Pulling from {name}"}).encode() + b"\r\n")
 
+    creds = registry_auth(req)
+
     def go() -> dict:
         from kobako.engine.images import pull as engine_pull
-        return engine_pull(engine(), name, platform)
+        return engine_pull(engine(), name, platform, credentials=creds)
     try:
         rec = await blocking(go)
         await req.chunk(json.dumps({"status": f"Digest: {rec.get('digest', rec['id'])}"}).encode() + b"\r\n")
@@ -314,6 +316,23 @@ def _int_param(req: Request, name: str) -> int:
         raise ApiError(400, f"invalid {name} {v!r}: a number") from None
 
 
+def registry_config(req: Request) -> dict[str, dict]:
+    """X-Registry-Config (docker build sends every login it has: base64url JSON
+    {"registry": {"username": ..., "password": ...} or {"auth": ...}}). One that does not
+    decode is ignored, as dockerd ignores it: the pulls then use the stored logins."""
+    import base64
+    hdr = req.headers.get("x-registry-config")
+    if not hdr:
+        return {}
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(hdr + "=" * (-len(hdr) % 4)))
+    except ValueError:  # bad base64 (binascii.Error), bad UTF-8 or bad JSON
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
 def build_options(req: Request):
     """dockerd's /build query parameters as the engine's build options."""
     from kobako.engine.build import Options
@@ -342,7 +361,10 @@ def build_options(req: Request):
                    pull=req.flag("pull"),
                    labels={str(k): str(v) for k, v in labels.items()}, network=net, extra_hosts=hosts,
                    shm_size=_int_param(req, "shmsize"), ulimits=ulimits, limits=limits, cache_from=cache_from,
-                   platform=req.query.get("platform") or None, squash=req.flag("squash"))
+                   platform=req.query.get("platform") or None, squash=req.flag("squash"),
+                   # dockerd: rm is true when absent or empty; forcerm implies it
+                   rm=req.query.get("rm") in (None, "") or req.flag("rm"), force_rm=req.flag("forcerm"),
+                   auth_configs=registry_config(req))
 
 
 @route("POST", "/build")

@@ -79,6 +79,7 @@ def build(e: Engine, args) -> int:
         cache_from=list(args.cache_from) or None, platform=args.platform or None)
     if args.memory:
         opts.limits["Memory"] = _size(args.memory, "--memory")
+    opts.rm, opts.force_rm = args.rm, args.force_rm
     tmp = None
     text = None
     try:
@@ -164,8 +165,8 @@ COMMANDS = {
         opt("--cache-from", "cache_from", "list", None, "images whose layers may serve as cache"),
         opt("--platform", "platform", "str", None, "os/arch (this host's only)"),
         opt("--progress", "progress", "str", None, "auto, plain, tty or quiet"),
-        opt("--rm", "rm", "bool", True, "remove intermediate containers (always done)"),
-        opt("--force-rm", "force_rm", help="remove intermediate containers (always done)"),
+        opt("--rm", "rm", "bool", True, "remove RUN steps' containers (--rm=false keeps them, stopped)"),
+        opt("--force-rm", "force_rm", help="always remove RUN steps' containers, even with --rm=false"),
     ], min_args=1, max_args=1), build),
     "builder prune": (Command("builder prune", "[OPTIONS]", "Remove the build cache", [
         opt("-a --all", "all", help="remove all build cache (kobako's is one kind)"),

@@ -26,11 +26,12 @@ import copy
 import json
 import os
 import posixpath
+import re
 import shutil
 
 from kobako import errors
 from kobako.image import buildcache, dockerfile
-from kobako.image.context import ContextError, Tree
+from kobako.image.context import ContextError, Source, Tree
 
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
               "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
@@ -85,6 +86,13 @@ class Options:
         self.cache_from: list[str] | None = None
         self.platform: str | None = None
         self.squash = False
+        # Docker's --rm (remove a step's container once it succeeded) and --force-rm (also when
+        # it failed); kobako removes a failed one unless --rm=false: a step container is kept
+        # only with rm=False and force_rm=False
+        self.rm = True
+        self.force_rm = False
+        # X-Registry-Config: registry -> {"username", "password"} or {"auth"}, for pulling bases
+        self.auth_configs: dict[str, dict] = {}
         for k, v in kw.items():
             if not hasattr(self, k):
                 raise TypeError(f"unknown build option {k}")
@@ -266,7 +274,7 @@ class Builder:
         from kobako.engine.images import pull
         self.out.stream(f"Pulling {name}\n")
         try:
-            return pull(self.e, name)
+            return pull(self.e, name, credentials=self._credentials(name))
         except errors.KobakoError as ex:
             if self.opts.pull:  # --pull with the image at hand: dockerd falls back to it
                 try:
@@ -275,6 +283,17 @@ class Builder:
                     pass
             raise BuildError(f"pull access denied or image not found for {name}: "
                              f"{errors.describe(ex)}") from None
+
+    def _credentials(self, name: str) -> tuple[str, str] | None:
+        """The build's own credentials for the registry of image `name` (X-Registry-Config),
+        or None: the stored logins."""
+        if not self.opts.auth_configs:
+            return None
+        from kobako.image import auth, reference
+        try:
+            return auth.find(self.opts.auth_configs, reference.parse(name).domain)
+        except errors.InvalidArgument:
+            return None  # a bad name fails in the pull itself, with its own message
 
     def _short(self, st: State) -> str:
         from kobako.image.build import config_id
@@ -489,9 +508,10 @@ class Builder:
                     "chainId": rec["chainIds"][d]}
         return None
 
-    def _layer(self, st: State, upper: str, created_by: str) -> dict:
+    def _layer(self, st: State, upper: str, created_by: str, take: bool = True) -> dict:
         """The cache entry of a step whose changes are the directory `upper`: a layer blob,
-        and `upper` itself moved in as the snapshot (empty: an empty-layer entry)."""
+        and `upper` itself moved in as the snapshot (empty: an empty-layer entry). With
+        take=False (a kept step container's upper) the snapshot is unpacked from the blob."""
         hist = {"created": _now(), "created_by": created_by}
         if not os.listdir(upper):
             return {"history": {**hist, "empty_layer": True}}
@@ -500,7 +520,10 @@ class Builder:
         desc, diff_id = layer_from_dir(self.e.images.content, upper, diff=True)
         chain = chain_ids(st.doc["rootfs"]["diff_ids"] + [diff_id])[-1]
         snaps = self.e.snapshots
-        if not snaps.exists(chain):
+        if not snaps.exists(chain) and not take:
+            from kobako.image.unpack import unpack_blob
+            unpack_blob(self.e.images.content, snaps, desc.digest, diff_id, chain)
+        elif not snaps.exists(chain):
             tmp = snaps.begin()
             try:
                 os.rmdir(os.path.join(tmp, "fs"))
@@ -553,16 +576,22 @@ class Builder:
         image = {"id": img_id, "chainIds": list(st.chains)}
         opts = specs.plan(self.e, spec)
         rec = self.e.create(image, img_id.split(":", 1)[1][:12], opts, spec, img_cfg=img_cfg)
+        keep = not self.opts.rm and not self.opts.force_rm
+        ran = False  # the command ran to its end (exit 0 or not): only then may --rm=false keep it
         try:
             self.out.stream(f" ---> Running in {rec['id'][:12]}\n")
             code = self._attach(rec)
+            ran = True
             if code != 0:
                 raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
             upper = self.e.containers.path(rec["id"], "upper")
             _drop_mountpoints(rec, upper, [self.e.snapshots.fs(c) for c in st.chains])
-            return self._layer(st, upper, created_by)
+            return self._layer(st, upper, created_by, take=not keep)
         finally:
-            self._remove(rec)
+            if keep and ran:
+                self._keep(rec)
+            else:
+                self._remove(rec)
 
     def _attach(self, rec: dict) -> int:
         """Start the step's container with its output relayed; its exit code."""
@@ -582,6 +611,18 @@ class Builder:
         finally:
             s.close()
         return self.e.wait(self.e.containers.get(rec["id"]) or rec)
+
+    def _keep(self, rec: dict) -> None:
+        """--rm=false: the step's container stays, stopped, an ordinary container from now on
+        (ps -a, logs, inspect, rm): it loses its builder mark, so no later build sweeps it.
+        Its layers are snapshots its record names (GC keeps them); its image is the step's
+        config, which no image record holds."""
+        def unmark(extra: dict | None) -> dict:
+            return {k: v for k, v in (extra or {}).items() if k != "Builder"}
+        try:
+            self.e.containers.update(rec["id"], kobako=unmark)
+        except errors.NotFound:
+            pass
 
     def _remove(self, rec: dict) -> None:
         self.out.stream(f"Removing intermediate container {rec['id'][:12]}\n")
@@ -613,15 +654,12 @@ class Builder:
     # -- COPY / ADD --
     def _copy(self, st: State, ins: dockerfile.Instruction, env: dict[str, str]) -> None:
         c = ins.cmd
-        for flag in ("checksum", "keep-git-dir"):
-            if flag in ins.flags:
-                raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: ADD --{flag} is not supported "
-                                               "by kobako's builder yet")
-        words = [self.lexer.word(w, env) for w in ins.json] if ins.json is not None \
-            else self.lexer.words(ins.rest, env)
+        words = self._copy_words(ins, env)
         if len(words) < 2:
             raise ins.error("requires at least two arguments")
         srcs, dest = words[:-1], words[-1]
+        if not isinstance(dest, str):
+            raise ins.error("a heredoc cannot be the destination")
         chown = self.lexer.word(ins.flags["chown"], env) if ins.flags.get("chown") else None
         chmod = None
         if ins.flags.get("chmod"):
@@ -636,54 +674,136 @@ class Builder:
         dest_abs = posixpath.normpath(dest if dest.startswith("/") else posixpath.join(wd, dest))
         if into and not dest_abs.endswith("/"):
             dest_abs += "/"
+        checksum = self.lexer.word(ins.flags["checksum"], env) if "checksum" in ins.flags else None
+        keep_git = _bool_flag(ins, "keep-git-dir")
+        if checksum is not None:  # BuildKit's rules
+            if len(srcs) != 1:
+                raise ins.error("checksum can't be specified for multiple sources")
+            if not isinstance(srcs[0], str) or not (_is_url(srcs[0]) or git_source(srcs[0])):
+                raise ins.error("checksum requires HTTP(S) or Git sources")
         src_from = ins.flags.get("from")
-        tree: Tree | None = None
-        fetched = None
+        sources = _Sources()
+        items: list[tuple[Tree, Source, bool]] | None = []
         try:
             if src_from:
                 if c == "add":
                     raise ins.error("--from is not allowed with ADD")
+                if ins.heredocs:
+                    raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: COPY --from with a heredoc "
+                                                   "source is not supported by kobako's builder")
                 tree_chains, src_key = self._source_stage(self.lexer.word(src_from, env), ins)
                 digest = buildcache.key(src_key, *srcs)
                 kind = "multi" if len(srcs) > 1 else "from"
-                resolved = None
+                items = None
             else:
-                urls = [s for s in srcs if s.startswith(("http://", "https://"))]
-                if urls and c == "copy":
-                    raise ins.error("source can't be a URL for COPY")
-                if urls:
-                    if len(srcs) > 1:
-                        raise ins.error("ADD of a URL takes it as its only source")
-                    fetched = self._fetch(urls[0])
-                    tree = Tree(fetched, what="download")
-                    resolved = [tree.lookup(os.listdir(fetched)[0])]
-                    base = posixpath.basename(urls[0].split("?", 1)[0].rstrip("/"))
-                    resolved[0].name = base or "index.html"
-                else:
-                    tree = self.ctx
-                    resolved = []
-                    for s in srcs:
-                        resolved += tree.sources(s)
-                digest = tree.digest(resolved)
-                kind = "multi" if len(resolved) > 1 else ("dir" if resolved[0].is_dir else "file")
                 tree_chains = None
-                if len(resolved) > 1 and not into:
+                parts = [self._source(ins, s, env, sources, checksum, keep_git) for s in srcs]
+                # a download with a checksum has no items yet: it is fetched only if the step runs
+                pending = any(got is None for got, _ in parts)
+                items = None if pending else [it for got, _ in parts for it in got or []]
+                if items is not None and all(key is None for _, key in parts):
+                    digest = self.ctx.digest([src for _, src, _ in items])  # context paths: as it always was
+                else:
+                    digest = buildcache.key(*(
+                        key or "context:" + self.ctx.digest([src for _, src, _ in got or []])
+                        for got, key in parts))
+                n = len(items) if items is not None else 1
+                kind = "multi" if n > 1 else ("dir" if items and items[0][1].is_dir else "file")
+                if n > 1 and not into:
                     raise ins.error(MULTI)
         except (ContextError, errors.NotFound) as ex:
-            if fetched:
-                shutil.rmtree(fetched, ignore_errors=True)
+            sources.close()
             raise BuildError(f"{c.upper()} failed: {errors.describe(ex)}") from None
+        except BaseException:
+            sources.close()
+            raise
         sh = " ".join(DEFAULT_SHELL)
         created_by = f"{sh} #(nop) {c.upper()} {kind}:{digest} in {dest_abs} "
         extra = f"chown={chown} chmod={chmod}"
+
+        def produce() -> dict:
+            its = items if items is not None or tree_chains is not None else \
+                self._download(str(srcs[0]), sources, checksum)
+            return self._do_copy(st, c, its, tree_chains, [str(s) for s in srcs], dest_abs, into, chown,
+                                 chmod, created_by)
         try:
-            self._commit(st, created_by, extra, lambda: self._do_copy(
-                st, c, tree, resolved, tree_chains, srcs, dest_abs, into, chown, chmod, created_by))
+            self._commit(st, created_by, extra, produce)
         finally:
-            if fetched:
-                if tree is not None:
-                    tree.close()
-                shutil.rmtree(fetched, ignore_errors=True)
+            sources.close()
+
+    def _copy_words(self, ins: dockerfile.Instruction, env: dict[str, str]) -> list:
+        """The sources and destination, variables substituted; a heredoc source is its
+        dockerfile.Heredoc."""
+        if ins.json is not None:
+            return [self.lexer.word(w, env) for w in ins.json]
+        if not ins.heredocs:
+            return self.lexer.words(ins.rest, env)
+        docs = iter(ins.heredocs)
+        out: list = []
+        for w in dockerfile.split_words(ins.rest, self.escape):
+            out += [next(docs)] if dockerfile.heredoc_word(w) else self.lexer.words(w, env)
+        return out
+
+    def _source(self, ins: dockerfile.Instruction, s, env: dict[str, str], sources: _Sources,
+                checksum: str | None, keep_git: bool | None) -> tuple[list | None, str | None]:
+        """One source of a COPY/ADD: its items (tree, source, unpack) and its part of the
+        step's cache key (None for a context path: the caller digests the context's sources
+        together). Heredocs, git repositories and URLs are made into temp directories
+        (`sources` removes them)."""
+        c = ins.cmd
+        if isinstance(s, dockerfile.Heredoc):
+            tree = sources.heredocs(self.tmp)
+            body = s.body
+            if s.expand:
+                try:
+                    body = dockerfile.Lexer("\\", quotes=False).word(body, env)
+                except dockerfile.DockerfileError as ex:
+                    raise ins.error(f"heredoc {s.name}: {ex}") from None
+            _write_file(tree.path, s.name, body.encode(), 0o644)  # BuildKit's mode for an inline file
+            src = tree.lookup(s.name)
+            return [(tree, src, False)], "heredoc:" + tree.digest([src])
+        git = git_source(s)
+        if git is not None:
+            if c == "copy":
+                raise ins.error("source can't be a git ref for COPY")
+            try:
+                git.check()
+            except ValueError as ex:
+                raise ins.error(f"invalid git reference {s!r}: {ex}") from None
+            if keep_git is not None and git.keep is not None and keep_git != git.keep:
+                raise ins.error("inconsistent keep-git-dir configuration")
+            keep = bool(git.keep if git.keep is not None else keep_git)
+            want = git.checksum or checksum
+            if git.checksum and checksum and git.checksum != checksum:
+                raise ins.error(f"checksum mismatch {checksum!r} != {git.checksum!r}")
+            if want and not re.fullmatch(r"[0-9a-fA-F]{4,64}", want):
+                raise ins.error(f"invalid checksum {want} for Git URL, expected hex commit hash")
+            d, commit = self._clone(git, keep, want)
+            sources.dirs.append(d)
+            tree = sources.tree(d, f"git repository {_shown(git.remote)}")
+            src = tree.lookup(git.subdir or ".", git.subdir or ".")
+            if not src.is_dir:
+                raise BuildError(f"ADD failed: {git.subdir} in git repository {_shown(git.remote)} is not a "
+                                 "directory")
+            return [(tree, src, False)], buildcache.key("git", commit, git.subdir, str(keep))
+        if _is_url(s):
+            if c == "copy":
+                raise ins.error("source can't be a URL for COPY")
+            name = _url_name(s)
+            if checksum is not None:
+                _checksum(ins, checksum)
+                return None, buildcache.key("url", checksum, name)
+            its = self._download(s, sources, None)
+            return its, buildcache.key("url", its[0][0].digest([its[0][1]]), name)
+        return [(self.ctx, f, c == "add") for f in self.ctx.sources(s)], None
+
+    def _download(self, url: str, sources: _Sources, checksum: str | None) -> list:
+        d = self._fetch(url, checksum)
+        sources.dirs.append(d)
+        tree = sources.tree(d, "download")
+        src = tree.lookup("download")
+        src.name = _url_name(url)
+        return [(tree, src, False)]  # a remote archive is not unpacked, as Docker's ADD
 
     def _source_stage(self, name: str, ins: dockerfile.Instruction) -> tuple[list[str], str]:
         """COPY --from: an earlier stage by name or number, or an image."""
@@ -695,24 +815,83 @@ class Builder:
         rec = self._image(name)
         return list(rec.get("chainIds") or []), rec["id"]
 
-    def _fetch(self, url: str) -> str:
-        """ADD of a URL: downloaded to a temp directory (the network must reach it)."""
+    def _fetch(self, url: str, checksum: str | None = None) -> str:
+        """ADD of a URL: downloaded to a temp directory (the network must reach it), and
+        checked against `checksum` (algorithm:hex) when one is given."""
+        import hashlib
         import tempfile
         import urllib.error
         import urllib.request
+        h = hashlib.new(checksum.partition(":")[0]) if checksum else None
         d = tempfile.mkdtemp(prefix=_owned("add"), dir=self.tmp)
         try:
-            with urllib.request.urlopen(url, timeout=30) as r, open(os.path.join(d, "download"), "wb") as f:
-                shutil.copyfileobj(r, f, 1 << 20)
-            os.chmod(os.path.join(d, "download"), 0o600)
-        except (urllib.error.URLError, OSError, ValueError) as ex:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as r, \
+                        open(os.path.join(d, "download"), "wb") as f:
+                    while chunk := r.read(1 << 20):
+                        f.write(chunk)
+                        if h is not None:
+                            h.update(chunk)
+                os.chmod(os.path.join(d, "download"), 0o600)
+            except (urllib.error.URLError, OSError, ValueError) as ex:
+                reason = getattr(ex, "reason", None) or ex
+                raise BuildError(f"ADD failed: cannot download {_shown(url)}: {reason} (ADD of a URL needs "
+                                 "the network; download the file into the build context and COPY it "
+                                 "instead)") from None
+            if h is not None and checksum and f"{h.name}:{h.hexdigest()}" != checksum.lower():
+                raise BuildError(f"ADD failed: digest mismatch for {_shown(url)}: {h.name}:{h.hexdigest()} "
+                                 f"(expected: {checksum})")
+        except BaseException:
             shutil.rmtree(d, ignore_errors=True)
-            reason = getattr(ex, "reason", None) or ex
-            raise BuildError(f"ADD failed: cannot download {url}: {reason} (ADD of a URL needs the network; "
-                             "download the file into the build context and COPY it instead)") from None
+            raise
         return d
 
-    def _do_copy(self, st: State, c: str, tree: Tree | None, resolved, tree_chains: list[str] | None,
+    def _clone(self, g: GitSource, keep: bool, checksum: str | None) -> tuple[str, str]:
+        """ADD of a git repository: its ref fetched (shallow where the server can) into a
+        temp directory and checked out with the `git` program; (the directory, the commit)."""
+        import subprocess
+        import tempfile
+        shown = _shown(g.remote)
+        exe = shutil.which("git")
+        if exe is None:
+            raise errors.Unavailable(f"ADD failed: cannot fetch {shown}: the git program is not installed "
+                                     "(apt-get install git)")
+        d = tempfile.mkdtemp(prefix=_owned("git"), dir=self.tmp)
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": "http:https:git:ssh",
+               "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND") or "ssh -o BatchMode=yes -o "
+                                  "ConnectTimeout=30",
+               "LC_ALL": "C"}
+        cfg = ["-c", "http.lowSpeedLimit=1", "-c", "http.lowSpeedTime=60", "-c", "advice.detachedHead=false"]
+
+        def git(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([exe, *cfg, *args], cwd=d, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True)
+        ref = g.ref or "HEAD"
+        try:
+            git("init", "-q")
+            for depth in (["--depth", "1"], []):  # git's dumb HTTP protocol cannot fetch shallow
+                cp = git("fetch", "-q", "--no-tags", *depth, "--", g.remote, ref)
+                if cp.returncode == 0:
+                    break
+            if cp.returncode != 0:
+                why = [ln.strip() for ln in cp.stderr.splitlines() if ln.strip()]
+                raise BuildError(f"ADD failed: cannot fetch {ref!r} from git repository {shown}: "
+                                 f"{why[-1] if why else f'git fetch exited {cp.returncode}'}")
+            commit = git("rev-parse", "FETCH_HEAD^{commit}").stdout.strip()
+            fetched = git("rev-parse", "FETCH_HEAD").stdout.strip()  # an annotated tag's own object
+            if checksum and not (commit.startswith(checksum.lower()) or fetched.startswith(checksum.lower())):
+                raise BuildError(f"ADD failed: expected checksum to match {checksum}, got {commit}")
+            cp = git("checkout", "-q", "--detach", commit) if commit else cp
+            if cp.returncode != 0 or not commit:
+                raise BuildError(f"ADD failed: cannot check out {ref!r} of {shown}: {cp.stderr.strip()}")
+            if not keep:
+                shutil.rmtree(os.path.join(d, ".git"))
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        return d, commit
+
+    def _do_copy(self, st: State, c: str, items: list | None, tree_chains: list[str] | None,
                  srcs: list[str], dest: str, into: bool, chown: str | None, chmod: int | None,
                  created_by: str) -> dict:
         import tempfile
@@ -722,13 +901,12 @@ class Builder:
         upper, work = os.path.join(work_dir, "upper"), os.path.join(work_dir, "work")
         os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
-        unpack = c == "add"
         src_lowers = [self.e.snapshots.fs(ch) for ch in tree_chains] if tree_chains is not None else None
         lower_opt = self.e.snapshots.lowerdir(tree_chains) if tree_chains and len(tree_chains) > 1 else None
         sroot = self.e.snapshots.root
 
         def body(root: str) -> None:
-            src_tree = tree
+            its = items or []
             if src_lowers is not None:
                 src_tree = Tree(_source_root(src_lowers, lower_opt, sroot), what="source stage")
                 found = []
@@ -736,10 +914,8 @@ class Builder:
                     found += src_tree.sources(s)
                 if len(found) > 1 and not into:
                     raise BuildError(MULTI)
-                items = found
-            else:
-                items = resolved
-            _copy_into(root, src_tree, items, dest, into, chown, chmod, unpack)
+                its = [(src_tree, f, False) for f in found]
+            _copy_into(root, its, dest, into, chown, chmod)
 
         # modules the child uses, imported before the fork (a threaded API server's import lock)
         from kobako.image import context  # noqa: F401
@@ -897,9 +1073,157 @@ def _source_root(lowers: list[str], lowerdir: str | None, root: str) -> str | No
     return target
 
 
-def _copy_into(root: str, tree: Tree | None, items, dest: str, into: bool, chown: str | None,
-               chmod: int | None, unpack: bool) -> None:
-    """(In the copy's child.) The sources into the image root at `root`."""
+class _Sources:
+    """The temp directories and trees a COPY/ADD's sources were made into (heredocs,
+    downloads, clones); close() removes them."""
+
+    def __init__(self) -> None:
+        self.dirs: list[str] = []
+        self.trees: list[Tree] = []
+        self._heredocs: Tree | None = None
+
+    def tree(self, path: str, what: str) -> Tree:
+        t = Tree(path, what=what)
+        self.trees.append(t)
+        return t
+
+    def heredocs(self, tmp: str) -> Tree:
+        """The directory the step's heredocs are written into, made at the first."""
+        if self._heredocs is None:
+            import tempfile
+            d = tempfile.mkdtemp(prefix=_owned("heredoc"), dir=tmp)
+            self.dirs.append(d)
+            self._heredocs = self.tree(d, "heredoc")
+        return self._heredocs
+
+    def close(self) -> None:
+        for t in self.trees:
+            t.close()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.trees, self.dirs = [], []
+
+
+def _write_file(d: str, name: str, data: bytes, mode: int) -> None:
+    fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)  # not narrowed by the umask
+    finally:
+        os.close(fd)
+
+
+def _shown(url: str) -> str:
+    """A URL as messages show it: a password in it masked."""
+    import urllib.parse
+    try:
+        u = urllib.parse.urlsplit(url)
+        if u.password is None:
+            return url
+        host = u.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit(u._replace(netloc=f"{u.username}:xxxxx@{host}"))
+    except ValueError:
+        return url
+
+
+def _is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
+
+
+def _url_name(url: str) -> str:
+    """The file name a download takes in a destination directory: the URL path's last part."""
+    import urllib.parse
+    base = posixpath.basename(urllib.parse.urlsplit(url).path.rstrip("/"))
+    return base if base not in ("", ".", "..") else "index.html"
+
+
+_CHECKSUM_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def _checksum(ins: dockerfile.Instruction, value: str) -> None:
+    """ADD --checksum of a URL: algorithm:hex, as an OCI digest."""
+    algo, _, hexpart = value.partition(":")
+    if _CHECKSUM_LEN.get(algo) != len(hexpart) or not re.fullmatch(r"[0-9a-fA-F]+", hexpart):
+        raise ins.error(f"invalid checksum {value!r}: expected sha256:<64 hex digits> (or sha384:, sha512:)")
+
+
+def _bool_flag(ins: dockerfile.Instruction, name: str) -> bool | None:
+    v = ins.flags.get(name)
+    if v is None:
+        return None
+    if v.lower() not in ("true", "false", "1", "0"):
+        raise ins.error(f"invalid --{name} value {v!r}: true or false")
+    return v.lower() in ("true", "1")
+
+
+class GitSource:
+    """A git reference as BuildKit's ADD takes it: `https://host/repo.git#ref:subdir`
+    (HTTP(S) only when the path ends in .git), `git://`, `ssh://`, or `user@host:repo.git`;
+    the query form (`?ref=`, `?tag=`, `?branch=`, `?subdir=`, `?checksum=`, `?keep-git-dir=`)
+    too. `remote` is what git fetches from."""
+
+    def __init__(self, remote: str, fragment: str, query: str) -> None:
+        import urllib.parse
+        self.remote = remote
+        ref, _, subdir = fragment.partition(":")
+        self.ref = ref
+        self.subdir = posixpath.normpath("/" + subdir).lstrip("/") if subdir else ""
+        self.checksum = ""
+        self.keep: bool | None = None
+        self.problem = ""
+        try:
+            pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            pairs, self.problem = [], f"bad query {query!r}"
+        for k, v in pairs:
+            if k in ("ref", "tag", "branch"):
+                full = {"tag": "refs/tags/", "branch": "refs/heads/"}.get(k, "")
+                v = v if not full or v.startswith(full) else full + v
+                if self.ref and self.ref != v:
+                    self.problem = f"ref conflicts: {self.ref!r} vs {v!r}"
+                self.ref = v
+            elif k == "subdir":
+                self.subdir = posixpath.normpath("/" + v).lstrip("/")
+            elif k in ("checksum", "commit"):
+                self.checksum = v
+            elif k == "keep-git-dir":
+                self.keep = v.lower() in ("", "1", "true")
+            else:
+                self.problem = f"unexpected query {k!r}"
+
+    def check(self) -> None:
+        if self.problem:
+            raise ValueError(self.problem)
+        if self.ref.startswith("-") or any(ch.isspace() or ord(ch) < 32 for ch in self.ref):
+            raise ValueError(f"bad ref {self.ref!r}")
+
+
+_GIT_SCP = re.compile(r"^([a-zA-Z0-9-_]+)@([a-zA-Z0-9-.]+):(.*?)(?:\?(.*?))?(?:#(.*))?$")
+
+
+def git_source(src: str) -> GitSource | None:
+    """The git reference an ADD source names, or None (a URL or a path)."""
+    import urllib.parse
+    m = re.match(r"([a-zA-Z0-9]+)://", src)
+    if m:
+        if m.group(1).lower() not in ("http", "https", "git", "ssh"):
+            return None
+        u = urllib.parse.urlsplit(src)
+        if u.scheme.lower() in ("http", "https") and not u.path.endswith(".git"):
+            return None
+        return GitSource(urllib.parse.urlunsplit((u.scheme, u.netloc, u.path, "", "")), u.fragment, u.query)
+    m = _GIT_SCP.match(src)
+    if m:
+        return GitSource(f"{m.group(1)}@{m.group(2)}:{m.group(3)}", m.group(5) or "", m.group(4) or "")
+    return None
+
+
+def _copy_into(root: str, items: list, dest: str, into: bool, chown: str | None, chmod: int | None) -> None:
+    """(In the copy's child.) The sources, (tree, source, unpack) each, into the image root at
+    `root`; `unpack`: ADD of a local tar archive unpacks it."""
     from kobako.image.context import Copier, is_archive, lookup_ids
     from kobako.linux import fs
     from kobako.storage import layer
@@ -908,9 +1232,7 @@ def _copy_into(root: str, tree: Tree | None, items, dest: str, into: bool, chown
         ids = lookup_ids(rootfd, chown) if chown else (0, 0)
         cp = Copier(rootfd, ids, chmod)
         dest_dir = into or cp.is_dir(dest)
-        for src in items:
-            if tree is None:
-                continue
+        for tree, src, unpack in items:
             if unpack and not src.is_dir:
                 sdfd = tree.open_dir(posixpath.dirname(src.rel))
                 try:

@@ -80,7 +80,9 @@ def _decode(entry: object) -> tuple[str, str] | None:
     return (user, password) if sep and user else None
 
 
-def _find(auths: dict, domain: str) -> tuple[str, str] | None:
+def find(auths: dict, domain: str) -> tuple[str, str] | None:
+    """(user, password) for `domain` in an "auths"-shaped map (a config file's, or the
+    X-Registry-Config a build request carries), keys normalised; None if none fits."""
     want = normalize(domain)
     for key, entry in auths.items():
         if isinstance(key, str) and normalize(key) == want:
@@ -92,7 +94,7 @@ def _find(auths: dict, domain: str) -> tuple[str, str] | None:
 
 def get(domain: str) -> tuple[str, str] | None:
     """(user, password) for `domain`, from kobako's file, else Docker's; None if neither has it."""
-    return _find(_load(path(), strict=True), domain) or _find(_load(docker_path(), strict=False), domain)
+    return find(_load(path(), strict=True), domain) or find(_load(docker_path(), strict=False), domain)
 
 
 def _update(change: Callable[[dict], bool]) -> bool:

@@ -33,17 +33,34 @@ EXPANDS = ("from", "copy", "add", "env", "arg", "label", "workdir", "user", "exp
 _DIRECTIVE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
 
 
+class Heredoc:
+    """A COPY/ADD source written inline (`COPY <<EOF /dest`): `word` (as written, `<<-"EOF"`),
+    `name` (the file's name: the delimiter, quotes removed), `body` (its lines, each ending
+    in a newline; `<<-` has stripped their leading tabs), `expand` (an unquoted delimiter:
+    the builder substitutes the stage's variables in the body, as BuildKit does)."""
+
+    __slots__ = ("word", "name", "body", "expand")
+
+    def __init__(self, word: str, name: str, body: str, expand: bool) -> None:
+        self.word, self.name, self.body, self.expand = word, name, body, expand
+
+    def __repr__(self) -> str:
+        return f"Heredoc({self.word!r}, {self.body!r})"
+
+
 class Instruction:
     """One instruction as written: `cmd` (lower case), `flags` (--name=value), `rest` (the
     text after the flags), `json` (the exec form's list, or None), `line` (its first line
-    in the file), `original` (the whole instruction, continuations joined)."""
+    in the file), `original` (the whole instruction, continuations joined), `heredocs`
+    (COPY/ADD: the inline files among its sources, in order)."""
 
-    __slots__ = ("cmd", "flags", "rest", "json", "line", "original")
+    __slots__ = ("cmd", "flags", "rest", "json", "line", "original", "heredocs")
 
     def __init__(self, cmd: str, flags: dict[str, str], rest: str, json_args: list[str] | None,
                  line: int, original: str) -> None:
         self.cmd, self.flags, self.rest, self.json = cmd, flags, rest, json_args
         self.line, self.original = line, original
+        self.heredocs: list[Heredoc] = []
 
     def __repr__(self) -> str:
         return f"Instruction({self.original!r})"
@@ -101,7 +118,10 @@ def parse(text: str) -> Dockerfile:
             text_ += lines[i]
             i += 1
         text_, i = _heredocs(text_, lines, i, start)
-        out.append(_instruction(text_, start, escape))
+        ins = _instruction(text_, start, escape)
+        if ins.cmd in ("copy", "add") and ins.json is None and "<<" in ins.rest:
+            i = _file_heredocs(ins, lines, i, escape)
+        out.append(ins)
     return Dockerfile(out, escape, syntax)
 
 
@@ -142,6 +162,45 @@ def _heredocs(text: str, lines: list[str], i: int, line: int) -> tuple[str, int]
         script = "\n".join(x.lstrip("\t") if m.group(1) else x for x in body)
         return f"{word} {flags}{script}", i
     return text + "".join("\n" + "\n".join(b + [d]) for _, b, d in bodies), i
+
+
+_FILE_HEREDOC = re.compile(r"^\d*<<(-?)([^<]+)$")
+
+
+def heredoc_word(word: str) -> re.Match | None:
+    """A COPY/ADD source word that is a heredoc (`<<EOF`, `<<-'EOF'`, `<<name.txt`): BuildKit's
+    pattern, on the word as written (quotes in)."""
+    return _FILE_HEREDOC.match(word)
+
+
+def _file_heredocs(ins: Instruction, lines: list[str], i: int, escape: str) -> int:
+    """COPY/ADD's heredocs: each source word `<<NAME` takes the lines after the instruction
+    up to a line that is NAME (the next heredoc's lines follow), as BuildKit reads them;
+    they become `ins.heredocs`. Returns the index of the line after the last one."""
+    words = split_words(ins.rest, escape)
+    if heredoc_word(words[-1]):
+        raise ins.error("a heredoc cannot be the destination")
+    for w in words[:-1]:
+        m = heredoc_word(w)
+        if not m:
+            continue
+        chomp, raw = m.group(1) == "-", m.group(2)
+        name = Lexer("\\").word(raw, {})
+        if not name or "/" in name or name in (".", "..") or any(c.isspace() for c in name):
+            raise ins.error(f"invalid heredoc name {raw!r}: it names the file, so it must be a plain "
+                            "file name")
+        body = []
+        while True:
+            if i >= len(lines):
+                raise ins.error(f"the heredoc {name} has no end line (unterminated heredoc)")
+            ln = lines[i]
+            i += 1
+            if (ln.lstrip("\t") if chomp else ln) == name:
+                break
+            body.append((ln.lstrip("\t") if chomp else ln) + "\n")
+        # a quote anywhere in the delimiter word turns expansion off, as in the shell
+        ins.heredocs.append(Heredoc(w, name, "".join(body), expand="'" not in raw and '"' not in raw))
+    return i
 
 
 def _instruction(text: str, line: int, escape: str) -> Instruction:
@@ -258,10 +317,12 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]")
 
 class Lexer:
     """Docker's word processing: quotes removed, escapes applied, variables substituted from
-    `env` (unset ones are empty)."""
+    `env` (unset ones are empty). With `quotes=False` quotes are plain characters (BuildKit's
+    expansion of a heredoc's body)."""
 
-    def __init__(self, escape: str = "\\") -> None:
+    def __init__(self, escape: str = "\\", quotes: bool = True) -> None:
         self.escape = escape
+        self.quotes = quotes
 
     def word(self, text: str, env: dict[str, str]) -> str:
         out, _ = self._process(text, 0, env, stop="", split=False)
@@ -295,14 +356,14 @@ class Lexer:
                 else:
                     cur.append(ch)
                     i += 1
-            elif ch == "'":
+            elif ch == "'" and self.quotes:
                 end = s.find("'", i + 1)
                 if end < 0:
                     raise DockerfileError("unexpected end of statement while looking for matching "
                                           f"single-quote in {s!r}")
                 cur.append(s[i + 1:end])
                 i = end + 1
-            elif ch == '"':
+            elif ch == '"' and self.quotes:
                 i += 1
                 while True:
                     if i >= len(s):

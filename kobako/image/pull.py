@@ -15,7 +15,7 @@ from kobako.storage.snapshots import Snapshots
 
 def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | None = None,
          insecure: bool | None = None, progress: Progress | None = None,
-         say=lambda s: None) -> dict:
+         say=lambda s: None, credentials: tuple[str, str] | None = None) -> dict:
     from kobako.image.registry import Client
     content = store.content
     local = threading.local()
@@ -23,7 +23,7 @@ def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | N
     def client() -> Client:
         c = getattr(local, "client", None)
         if c is None:
-            c = local.client = Client(ref.domain, insecure=insecure)
+            c = local.client = Client(ref.domain, insecure=insecure, credentials=credentials)
         return c
 
     with gc_shield(store.root):

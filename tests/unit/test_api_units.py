@@ -33,3 +33,33 @@ def test_versions_and_error_statuses():
     assert classify(OptionError("minimum memory limit allowed is 6MB"))[0] == 400
     status, msg = classify(KeyError("boom"))
     assert status == 500 and "KeyError" in msg
+
+
+def _build_request(target: str, headers: list[tuple[str, str]] | None = None) -> server.Request:
+    import h11
+    return server.Request(None, h11.Request(method="POST", target=target,  # type: ignore[arg-type]
+                                            headers=[("Host", "x"), *(headers or [])]), b"")
+
+
+def test_build_rm_forcerm_and_registry_config():
+    import base64
+    import json
+
+    from kobako.image import auth
+
+    def opts(target: str, headers: list[tuple[str, str]] | None = None):
+        return images.build_options(_build_request(target, headers))
+    # dockerd's rm: true when absent or empty; forcerm always removes
+    assert (opts("/build").rm, opts("/build").force_rm) == (True, False)
+    assert opts("/build?rm=").rm and not opts("/build?rm=0").rm and not opts("/build?rm=false").rm
+    assert opts("/build?rm=0&forcerm=1").force_rm
+    cfg = {"https://index.docker.io/v1/": {"username": "hub", "password": "h"},
+           "127.0.0.1:5000": {"auth": base64.b64encode(b"alice:s3cret").decode()}}
+    hdr = base64.urlsafe_b64encode(json.dumps(cfg).encode()).decode().rstrip("=")
+    got = opts("/build", [("X-Registry-Config", hdr)]).auth_configs
+    assert auth.find(got, "127.0.0.1:5000") == ("alice", "s3cret")
+    assert auth.find(got, "docker.io") == ("hub", "h")
+    assert auth.find(got, "other:5000") is None
+    # one that does not decode is ignored, as dockerd ignores it
+    for bad in ("%%%not-base64", base64.b64encode(b"{not json").decode(), base64.b64encode(b"[1]").decode()):
+        assert opts("/build", [("X-Registry-Config", bad)]).auth_configs == {}

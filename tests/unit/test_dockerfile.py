@@ -141,3 +141,61 @@ def test_run_heredocs():
         dockerfile.parse("FROM x\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n")
     exec_form = dockerfile.parse('FROM x\nRUN ["sh", "-c", "cat <<EOF"]\n').instructions[1]
     assert exec_form.json == ["sh", "-c", "cat <<EOF"]  # the exec form takes no heredoc
+
+
+def test_copy_heredocs():
+    df = dockerfile.parse("FROM x\nCOPY --chmod=755 <<EOF /etc/app.conf\nhello $WHO\n  \"q\"\nEOF\n"
+                          "COPY <<a.txt <<\"b.txt\" /dest/\none\na.txt\ntwo $X\nb.txt\n"
+                          "ADD <<-E /x\n\t\tindented\n\tE\nRUN echo after\n")
+    c1, c2, a, run = df.instructions[1:]
+    assert c1.flags == {"chmod": "755"} and c1.rest == "<<EOF /etc/app.conf"
+    assert [(h.name, h.body, h.expand) for h in c1.heredocs] == [("EOF", 'hello $WHO\n  "q"\n', True)]
+    assert [(h.word, h.name, h.body, h.expand) for h in c2.heredocs] == [
+        ("<<a.txt", "a.txt", "one\n", True), ('<<"b.txt"', "b.txt", "two $X\n", False)]
+    assert [(h.name, h.body) for h in a.heredocs] == [("E", "indented\n")]  # <<- strips leading tabs
+    assert run.rest == "echo after" and not run.heredocs
+    with pytest.raises(DockerfileError, match=r"line 2: COPY: the heredoc EOF has no end line"):
+        parse("FROM x\nCOPY <<EOF /f\nno end\n")
+    with pytest.raises(DockerfileError, match="cannot be the destination"):
+        parse("FROM x\nCOPY a <<EOF\nx\nEOF\n")
+    with pytest.raises(DockerfileError, match="invalid heredoc name"):
+        parse("FROM x\nCOPY <<a/b /d/\nx\na/b\n")
+    assert not parse('FROM x\nCOPY ["<<EOF", "/d"]\n').instructions[1].heredocs  # not in the JSON form
+
+
+def test_heredoc_body_expansion_is_buildkits():
+    """Quotes are plain characters, variables expand, the escape character escapes."""
+    lex = Lexer("\\", quotes=False)
+    env = {"WHO": "me"}
+    assert lex.word('a "$WHO" \'${WHO}\' \\$WHO ${NOPE:-dflt}\n', env) == "a \"me\" 'me' $WHO dflt\n"
+    assert Lexer().word('"$WHO"', env) == "me"  # the ordinary lexer still removes quotes
+
+
+def test_git_sources_and_checksums():
+    from kobako.engine.build import _url_name, git_source
+    g = git_source("https://example.com/org/repo.git#v1.2:sub/dir")
+    assert (g.remote, g.ref, g.subdir) == ("https://example.com/org/repo.git", "v1.2", "sub/dir")
+    g = git_source("git@github.com:org/repo.git#main")
+    assert (g.remote, g.ref, g.subdir) == ("git@github.com:org/repo.git", "main", "")
+    g = git_source("https://example.com/repo.git?tag=v1&subdir=x&keep-git-dir=true")
+    assert (g.ref, g.subdir, g.keep) == ("refs/tags/v1", "x", True)
+    for not_git in ("https://example.com/file.tar.gz", "ftp://x/y.git", "dir/repo.git", "./a@b:c"):
+        assert git_source(not_git) is None, not_git
+    with pytest.raises(ValueError, match="bad ref"):
+        git_source("https://example.com/repo.git#--upload-pack=evil").check()
+    with pytest.raises(ValueError, match="unexpected query"):
+        git_source("https://example.com/repo.git?frob=1").check()
+    assert _url_name("http://h/a/b.tar.gz?x=1") == "b.tar.gz" and _url_name("http://h/") == "index.html"
+
+
+def test_a_git_source_without_git_is_refused_clearly(tmp_path, monkeypatch):
+    import shutil
+
+    from kobako.engine import build
+    from kobako.errors import Unavailable
+    b = build.Builder.__new__(build.Builder)
+    b.tmp = str(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(Unavailable, match=r"https://u:xxxxx@h/r.git: the git program is not installed"):
+        b._clone(build.git_source("https://u:secret@h/r.git#main"), False, None)
+    assert os.listdir(tmp_path) == []
