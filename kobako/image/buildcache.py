@@ -134,7 +134,8 @@ class CacheMounts:
             except FileNotFoundError:
                 try:
                     os.mkdir(path, 0o700)
-                    os.chown(path, uid, gid)
+                    if (uid, gid) != (os.geteuid(), os.getegid()):
+                        os.chown(path, uid, gid)
                     os.chmod(path, mode)
                 except FileExistsError:
                     pass
