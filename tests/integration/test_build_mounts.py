@@ -198,7 +198,7 @@ RUN --mount=target=/ctx --mount=type=cache,target=/c --mount=type=secret,id=tok 
         while time.monotonic() < end:
             line = p.stdout.readline().decode()
             assert line, "the build ended before its step started"
-            if "started" in line:
+            if line == "started\n":  # the step's own output: its mounts are made
                 break
         p.send_signal(signal.SIGKILL)
     finally:
