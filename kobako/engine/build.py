@@ -6,7 +6,9 @@ instruction is one step. A metadata step (ENV, LABEL, CMD...) changes the image 
 adds an empty-layer history entry. A RUN step is a container made from a ContainerSpec as
 `run` makes one (same defaults, same armour), started under the monitor with its output
 relayed; its upper directory, once it exits, becomes the step's layer (a tar blob, and the
-very directory moved in as the snapshot: nothing is copied or unpacked again). A COPY/ADD
+very directory moved in as the snapshot: nothing is copied or unpacked again); its
+--mounts (bind, cache, tmpfs, secret: _StepMounts) are entries of the container's
+config.json, made by the runtime in the container's own mount namespace. A COPY/ADD
 step writes into a fresh upper directory over the parent's layers, mounted in a private
 mount namespace of a child process, so a build killed midway leaves no mount.
 
