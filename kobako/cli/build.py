@@ -49,6 +49,64 @@ def _pairs(items: list[str], what: str) -> dict[str, str | None]:
     return out
 
 
+MAX_SECRET = 500 * 1024  # BuildKit's limit
+
+
+def _secrets(items: list[str]) -> dict[str, bytes]:
+    """--secret id=ID[,src=PATH|,env=VAR][,type=file|env] (docker buildx's syntax): the values
+    by id, read here. Neither src nor env: the variable named ID if it is set, else the
+    file ID (as BuildKit's secret store)."""
+    import csv
+    out: dict[str, bytes] = {}
+    for it in items:
+        try:
+            fields = next(csv.reader([it], strict=True), [])
+        except csv.Error as ex:
+            raise UsageError(f"invalid --secret {it!r}: failed to parse csv secret: {ex}") from None
+        sid = src = env = typ = ""
+        for field in fields:
+            key, eq, value = field.partition("=")
+            key = key.lower()
+            if not eq:
+                raise UsageError(f"invalid --secret {it!r}: invalid field '{field}' must be a key=value pair")
+            if key == "type":
+                if value not in ("file", "env"):
+                    raise UsageError(f"invalid --secret {it!r}: unsupported secret type {value!r} "
+                                     "(file or env)")
+                typ = value
+            elif key == "id":
+                sid = value
+            elif key in ("source", "src"):
+                src = value
+            elif key == "env":
+                env = value
+            else:
+                raise UsageError(f"invalid --secret {it!r}: unexpected key '{key}' in '{field}' "
+                                 "(id, src, env, type)")
+        if typ == "env" and not env:
+            env, src = src, ""
+        if not sid:
+            raise UsageError(f"invalid --secret {it!r}: secret missing ID (id=ID)")
+        if not src and not env:
+            if sid in os.environ:
+                env = sid
+            else:
+                src = sid
+        if env:
+            out[sid] = os.environ.get(env, "").encode()
+            continue
+        from kobako.errors import InvalidArgument
+        try:
+            with open(src, "rb") as f:
+                data = f.read(MAX_SECRET + 1)
+        except OSError as ex:
+            raise InvalidArgument(f"--secret {sid}: cannot read {src}: {ex.strerror}") from None
+        if len(data) > MAX_SECRET:
+            raise InvalidArgument(f"--secret {sid}: secret {sid} too big. max size 500KB")
+        out[sid] = data
+    return out
+
+
 def _size(v: str | None, what: str) -> int:
     if not v:
         return 0
@@ -76,7 +134,8 @@ def build(e: Engine, args) -> int:
         labels={k: v or "" for k, v in _pairs(args.label, "--label").items()},
         network="default" if args.network in (None, "bridge") else args.network,
         extra_hosts=list(args.add_host), shm_size=_size(args.shm_size, "--shm-size"), ulimits=ulimits,
-        cache_from=list(args.cache_from) or None, platform=args.platform or None)
+        cache_from=list(args.cache_from) or None, platform=args.platform or None,
+        secrets=_secrets(args.secret))
     if args.memory:
         opts.limits["Memory"] = _size(args.memory, "--memory")
     opts.rm, opts.force_rm = args.rm, args.force_rm
@@ -163,6 +222,8 @@ COMMANDS = {
         opt("--iidfile", "iidfile", "str", None, "write the image ID to this file"),
         opt("-q --quiet", "quiet", help="print only the image ID"),
         opt("--cache-from", "cache_from", "list", None, "images whose layers may serve as cache"),
+        opt("--secret", "secret", "list", None,
+            "id=ID[,src=PATH|,env=VAR]: a secret for RUN --mount=type=secret"),
         opt("--platform", "platform", "str", None, "os/arch (this host's only)"),
         opt("--progress", "progress", "str", None, "auto, plain, tty or quiet"),
         opt("--rm", "rm", "bool", True, "remove RUN steps' containers (--rm=false keeps them, stopped)"),

@@ -38,9 +38,9 @@ def prune(e: Engine, args) -> int:
     entries, freed = images.prune(e, {}, all_images=args.all)
     for line in prune_lines(entries):
         print(line)
-    from kobako.image.buildcache import BuildCache
+    from kobako.image.buildcache import BuildCache, CacheMounts
     BuildCache(e.root).clear()  # the build cache goes too, as docker's system prune
-    freed += collect(e, wait=True)
+    freed += CacheMounts(e.root).clear() + collect(e, wait=True)
     if args.volumes:
         from kobako.storage.volumes import VolumeStore
         vs = VolumeStore(e.root)

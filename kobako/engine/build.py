@@ -6,7 +6,9 @@ instruction is one step. A metadata step (ENV, LABEL, CMD...) changes the image 
 adds an empty-layer history entry. A RUN step is a container made from a ContainerSpec as
 `run` makes one (same defaults, same armour), started under the monitor with its output
 relayed; its upper directory, once it exits, becomes the step's layer (a tar blob, and the
-very directory moved in as the snapshot: nothing is copied or unpacked again). A COPY/ADD
+very directory moved in as the snapshot: nothing is copied or unpacked again); its
+--mounts (bind, cache, tmpfs, secret: _StepMounts) are entries of the container's
+config.json, made by the runtime in the container's own mount namespace. A COPY/ADD
 step writes into a fresh upper directory over the parent's layers, mounted in a private
 mount namespace of a child process, so a build killed midway leaves no mount.
 
@@ -36,6 +38,7 @@ from kobako.image.context import ContextError, Source, Tree
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
               "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+SCRIPT = "/dev/pipes/script"  # where a `RUN <<EOF` script with #! is run from (as BuildKit's /dev/pipes/)
 MULTI = "When using COPY with more than one source file, the destination must be a directory and end with a /"
 
 
@@ -93,6 +96,9 @@ class Options:
         self.force_rm = False
         # X-Registry-Config: registry -> {"username", "password"} or {"auth"}, for pulling bases
         self.auth_configs: dict[str, dict] = {}
+        # RUN --mount=type=secret values by id (kobako build --secret); None: the front end
+        # cannot carry secrets (POST /build: dockerd's legacy builder has no session)
+        self.secrets: dict[str, bytes] | None = None
         for k, v in kw.items():
             if not hasattr(self, k):
                 raise TypeError(f"unknown build option {k}")
@@ -441,9 +447,11 @@ class Builder:
         self._commit(st, created_by, "", lambda: {"history": {"created": _now(), "created_by": created_by,
                                                               "empty_layer": True}})
 
-    def _commit(self, st: State, created_by: str, extra: str, produce) -> None:
+    def _commit(self, st: State, created_by: str, extra: str, produce, history_match: bool = True) -> None:
+        """`history_match`: whether a --cache-from image may serve the step by its history
+        entry (not when what decides the step is not in `created_by`, as a RUN's mounts)."""
         k = buildcache.key(st.key, created_by, extra)
-        entry = self._cached(st, k, created_by)
+        entry = self._cached(st, k, created_by, history_match)
         if entry is not None:
             self.out.stream(" ---> Using cache\n")
         else:
@@ -461,11 +469,11 @@ class Builder:
             st.chains.append(entry["chainId"])
         st.key = k
 
-    def _cached(self, st: State, k: str, created_by: str) -> dict | None:
+    def _cached(self, st: State, k: str, created_by: str, history_match: bool = True) -> dict | None:
         if self.opts.no_cache:
             return None
         if self.cache_sources is not None:
-            return self._from_sources(st, created_by)
+            return self._from_sources(st, created_by) if history_match else None
         entry = self.cache.get(k)
         if entry is None:
             return None
@@ -539,19 +547,56 @@ class Builder:
         if "security" in ins.flags:
             raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: RUN --security is not supported by "
                                            "kobako's builder")
-        if "mount" in ins.flags:
-            raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: RUN --mount is not supported by "
-                                           "kobako's builder yet")
         net = ins.flags.get("network") or self.opts.network
-        cmd = list(ins.json) if ins.json is not None else st.shell() + [ins.rest]
+        script = dockerfile.run_script(ins)
+        cmd = [SCRIPT] if script is not None else \
+            list(ins.json) if ins.json is not None else st.shell() + [ins.rest]
         env_names = {e.partition("=")[0] for e in st.config.get("Env") or []}
         args = sorted(f"{k}={v}" for k, v in st.args.items() if k not in env_names)
-        created_by = (f"|{len(args)} {' '.join(args)} " if args else "") + " ".join(cmd)
+        created_by = (f"|{len(args)} {' '.join(args)} " if args else "") + (script or " ".join(cmd))
         proxies = [f"{k}={v}" for k, v in self.opts.build_args.items()
                    if k in PROXY_ARGS and v is not None and k not in st.args and k not in env_names]
-        self._commit(st, created_by, "", lambda: self._execute(st, cmd, args + proxies, net, created_by))
+        env = st.env()
+        mounts = [self._plan_mount(st, ins, dockerfile.parse_mount(
+                      spec, ins, lambda v: self.lexer.word(v, env)))
+                  for spec in ins.flag_list("mount")]
+        extra = "\n".join(key for _, key in mounts)  # what the mounts are, and a bind's content
+        self._commit(st, created_by, extra, lambda: self._execute(
+            st, cmd, args + proxies, net, created_by, [m for m, _ in mounts], script),
+            history_match=not mounts)
 
-    def _execute(self, st: State, cmd: list[str], env: list[str], net: str, created_by: str) -> dict:
+    def _plan_mount(self, st: State, ins: dockerfile.Instruction, m: dockerfile.Mount) -> tuple[dict, str]:
+        """A --mount checked against the build (its source found), before the cache is asked:
+        (what _execute needs, its part of the step's cache key)."""
+        if m.target:
+            wd = st.config.get("WorkingDir") or "/"
+            m.target = posixpath.normpath(posixpath.join(wd, m.target))
+        plan: dict = {"mount": m}
+        key = m.key()
+        if m.type == "bind" and m.from_:
+            chains, src_key = self._source_stage(m.from_, ins)
+            plan["chains"] = chains
+            key += f"\0{src_key}"
+        elif m.type == "bind":
+            rel = posixpath.normpath("/" + m.source).lstrip("/")
+            if self.ctx.fd < 0 and not rel:
+                plan["source"] = None  # no context: an empty directory
+            else:
+                try:
+                    src = self.ctx.lookup(rel, m.source or ".")
+                    key += "\0" + self.ctx.digest([src])
+                except (ContextError, errors.NotFound) as ex:
+                    raise BuildError(f"Dockerfile line {ins.line}: RUN --mount: "
+                                     f"{errors.describe(ex)}") from None
+                plan["source"] = src
+        elif m.type == "cache" and (m.from_ or m.source):
+            raise errors.NotImplementedYet(f"Dockerfile line {ins.line}: RUN --mount=type=cache with from= "
+                                           "or source= is not supported by kobako's builder: a cache mount "
+                                           "starts empty")
+        return plan, key
+
+    def _execute(self, st: State, cmd: list[str], env: list[str], net: str, created_by: str,
+                 mounts: list[dict] | None = None, script: str | None = None) -> dict:
         from kobako.engine import spec as specs
         from kobako.engine.spec import ContainerSpec
         from kobako.image.build import config_id
@@ -575,23 +620,30 @@ class Builder:
         specs.merge_image(spec.config, img_cfg)
         image = {"id": img_id, "chainIds": list(st.chains)}
         opts = specs.plan(self.e, spec)
-        rec = self.e.create(image, img_id.split(":", 1)[1][:12], opts, spec, img_cfg=img_cfg)
-        keep = not self.opts.rm and not self.opts.force_rm
-        ran = False  # the command ran to its end (exit 0 or not): only then may --rm=false keep it
-        try:
-            self.out.stream(f" ---> Running in {rec['id'][:12]}\n")
-            code = self._attach(rec)
-            ran = True
-            if code != 0:
-                raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
-            upper = self.e.containers.path(rec["id"], "upper")
-            _drop_mountpoints(rec, upper, [self.e.snapshots.fs(c) for c in st.chains])
-            return self._layer(st, upper, created_by, take=not keep)
-        finally:
-            if keep and ran:
-                self._keep(rec)
-            else:
-                self._remove(rec)
+        with _StepMounts(self) as held:
+            # the mounts, and a secret's variables: in the container's config.json only (not in
+            # its record, so not in `inspect`), removed with it
+            opts.mounts, secret_env = held.make(mounts or [], script)
+            opts.env = opts.env + secret_env
+            rec = self.e.create(image, img_id.split(":", 1)[1][:12], opts, spec, img_cfg=img_cfg)
+            # a step with mounts or a script is never kept: its config.json names the build's
+            # temporary directories, and may hold a secret
+            keep = not self.opts.rm and not self.opts.force_rm and not mounts and not script
+            ran = False  # the command ran to its end (exit 0 or not): only then may --rm=false keep it
+            try:
+                self.out.stream(f" ---> Running in {rec['id'][:12]}\n")
+                code = self._attach(rec)
+                ran = True
+                if code != 0:
+                    raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
+                upper = self.e.containers.path(rec["id"], "upper")
+                _drop_mountpoints(rec, upper, [self.e.snapshots.fs(c) for c in st.chains])
+                return self._layer(st, upper, created_by, take=not keep)
+            finally:
+                if keep and ran:
+                    self._keep(rec)
+                else:
+                    self._remove(rec)
 
     def _attach(self, rec: dict) -> int:
         """Start the step's container with its output relayed; its exit code."""
@@ -633,13 +685,19 @@ class Builder:
 
     def _sweep(self) -> None:
         """What builds killed midway left (their builder is gone): step containers, temp
-        directories (contexts, copies, downloads)."""
+        directories (contexts, copies, downloads, RUN mounts' sources, secrets in the run
+        root)."""
         try:
             names = os.listdir(self.tmp)
         except FileNotFoundError:
             names = []
+        secrets = os.path.join(self.e.run_dir, "builder")
+        try:
+            names += [os.path.join(secrets, n) for n in os.listdir(secrets)]
+        except FileNotFoundError:
+            pass
         for n in names:
-            parts = n.split("-")
+            parts = os.path.basename(n).split("-")
             if len(parts) >= 3 and parts[1].isdigit() and parts[2].isdigit() \
                     and not _alive(int(parts[1]), int(parts[2])):
                 shutil.rmtree(os.path.join(self.tmp, n), ignore_errors=True)
@@ -1057,6 +1115,237 @@ def _drop_mountpoints(rec: dict, upper: str, lowers: list[str]) -> None:
             os.close(fd)
 
 
+class _StepMounts:
+    """What a RUN step's --mounts need on the host while it runs, and their OCI mounts (the
+    runtime makes them in the container's own mount namespace: nothing is mounted on the
+    host, so a build killed midway leaves no mount). Sources it copies or writes (a bind
+    from the context, a secret, a #! script, a rw bind's upper directory) are in temp
+    directories named for this build (swept by the next build if it is killed); cache
+    mounts are held by a flock. All of it goes when the step ends."""
+
+    def __init__(self, b: Builder) -> None:
+        self.b = b
+        self.dirs: list[str] = []
+        self.locks: list[int] = []
+        self.tmp = ""
+
+    def __enter__(self) -> _StepMounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.locks:
+            os.close(fd)
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def _dir(self, name: str) -> str:
+        """A fresh directory for one mount's source, in the build's temp directory."""
+        import tempfile
+        if not self.tmp:
+            self.tmp = tempfile.mkdtemp(prefix=_owned("mnt"), dir=self.b.tmp)
+            self.dirs.append(self.tmp)
+        d = os.path.join(self.tmp, name)
+        os.mkdir(d, 0o755)
+        return d
+
+    def make(self, plans: list[dict], script: str | None) -> tuple[list[dict], list[str]]:
+        """(the OCI mounts, parents before children; the secrets' environment variables)."""
+        out: list[tuple[str, dict]] = []
+        env: list[str] = []
+        for i, plan in enumerate(plans):
+            m: dockerfile.Mount = plan["mount"]
+            if m.type == "bind" and "chains" in plan:
+                out.append((m.target, self._stage(plan["chains"], m, str(i))))
+            elif m.type == "bind":
+                out.append((m.target, self._context(plan["source"], m, str(i))))
+            elif m.type == "cache":
+                path, fd = buildcache.CacheMounts(self.b.e.root).acquire(
+                    m.id or m.target, m.sharing, 0o755 if m.mode is None else m.mode, m.uid or 0, m.gid or 0)
+                self.locks.append(fd)
+                out.append((m.target, _bind(path, m.target, m.readonly)))
+            elif m.type == "tmpfs":
+                o = ["nosuid", "nodev", "mode=1777"] + ([f"size={m.size}"] if m.size else [])
+                out.append((m.target, {"destination": m.target, "type": "tmpfs", "source": "tmpfs",
+                                       "options": o}))
+            elif m.type == "secret":
+                value = (self.b.opts.secrets or {}).get(m.id)
+                if value is None:
+                    if m.required:
+                        hint = " (POST /build carries no secrets: build with kobako build --secret)" \
+                            if self.b.opts.secrets is None else f" (pass it with --secret id={m.id},src=FILE)"
+                        raise BuildError(f"secret {m.id}: not found{hint}")
+                    continue  # as BuildKit: a missing secret that is not required is left out
+                if m.env:
+                    env.append(f"{m.env}={value.decode(errors='replace')}")
+                if m.target:
+                    path = self._secret(value, m, str(i))
+                    out.append((m.target, _bind(path, m.target, True)))
+        if script is not None:
+            path = os.path.join(self._dir("script"), "script")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o755)
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            os.chmod(path, 0o755)
+            out.append((SCRIPT, _bind(path, SCRIPT, True)))
+        out.sort(key=lambda t: t[0].rstrip("/").count("/"))  # a mount inside another comes after it
+        return [mnt for _, mnt in out], env
+
+    def _context(self, src, m: dockerfile.Mount, name: str) -> dict:
+        """A bind from the build context: a copy of what the source holds that .dockerignore
+        keeps (the context itself would show excluded files, and a rw mount would write
+        into it); symlinks are copied as links, and so resolve inside the container."""
+        from kobako.image.context import Copier
+        d = self._dir(name)
+        if src is not None:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                Copier(fd, (0, 0), None).copy(self.b.ctx, src, "/", True)
+            finally:
+                os.close(fd)
+            if not src.is_dir:
+                d = os.path.join(d, src.name)
+        return _bind(d, m.target, m.readonly)
+
+    def _stage(self, chains: list[str], m: dockerfile.Mount, name: str) -> dict:
+        """A bind from a stage or an image: its source resolved in its layers (as their overlay
+        shows it), then one layer's directory bound, or the overlay of several mounted; a rw
+        one gets an upper directory of its own, thrown away after the step."""
+        from kobako.image.context import SourceNotFound
+        snaps = self.b.e.snapshots
+        layers = [os.path.join(snaps.root, "l", snaps.short(c)) for c in reversed(chains)]
+        try:
+            is_dir, paths = _layer_lookup(layers, m.source)
+        except SourceNotFound:
+            raise BuildError(f"RUN --mount from {m.from_}: {m.source or '/'} not found in it") from None
+        if not is_dir:
+            if m.readonly:
+                return _bind(paths[0], m.target, True)
+            d = self._dir(name)
+            shutil.copy2(paths[0], os.path.join(d, "file"))
+            return _bind(os.path.join(d, "file"), m.target, False)
+        if len(paths) == 1 and m.readonly:
+            return _bind(paths[0], m.target, True)
+        if any(c in p for p in paths for c in ",:\\"):
+            raise BuildError(f"RUN --mount from {m.from_}: cannot mount {m.source}: its path holds ',' ':' "
+                             "or '\\' (not allowed in an overlay's options)")
+        o = [f"lowerdir={':'.join(paths)}"]
+        if m.readonly:
+            o.append("ro")
+        else:
+            d = self._dir(name)
+            os.mkdir(os.path.join(d, "upper"), 0o755)
+            os.mkdir(os.path.join(d, "work"), 0o700)
+            o += [f"upperdir={d}/upper", f"workdir={d}/work"]
+        if len(",".join(o)) >= 4000:
+            raise BuildError(f"RUN --mount from {m.from_}: too many layers for one overlay mount")
+        return {"destination": m.target, "type": "overlay", "source": "overlay", "options": o}
+
+    def _secret(self, value: bytes, m: dockerfile.Mount, name: str) -> str:
+        """The secret as a file (its mode, owner) in a directory of the run root (a tmpfs on most
+        systems: the value is never written to the data root's disk)."""
+        import tempfile
+        run = os.path.join(self.b.e.run_dir, "builder")
+        os.makedirs(run, mode=0o700, exist_ok=True)
+        d = tempfile.mkdtemp(prefix=_owned("secrets"), dir=run)
+        self.dirs.append(d)
+        path = os.path.join(d, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(value)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchown(fd, m.uid or 0, m.gid or 0)
+            os.fchmod(fd, 0o400 if m.mode is None else m.mode)
+        finally:
+            os.close(fd)
+        return path
+
+
+def _bind(source: str, target: str, readonly: bool) -> dict:
+    return {"destination": target, "type": "bind", "source": source,
+            "options": ["rbind", "ro" if readonly else "rw", "nosuid", "nodev"]}
+
+
+def _layer_lookup(layers: list[str], path: str) -> tuple[bool, list[str]]:
+    """`path` in a stack of overlay layer directories (top first) as their overlay shows it:
+    (True, the layer directories that merge into it) or (False, [the file]). Symlinks
+    resolve inside the stack, a whiteout or an opaque directory hides what is below, as
+    overlayfs does; everything is read through fds, never following a link on the host."""
+    from kobako.image.context import ContextError, SourceNotFound
+    parts: list[str] = []
+    todo = [p for p in path.split("/") if p and p != "."]
+    hops = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            if parts:
+                parts.pop()
+            continue
+        kind, found = _layer_entry(layers, parts + [name])
+        if kind is None:
+            raise SourceNotFound(path)
+        if kind == "link":
+            hops += 1
+            if hops > 40:
+                raise ContextError(f"{path}: too many levels of symbolic links")
+            if found[0].startswith("/"):
+                parts = []
+            todo = [p for p in found[0].split("/") if p and p != "."] + todo
+            continue
+        if kind == "file" and todo:
+            raise SourceNotFound(path)
+        parts.append(name)
+    if not parts:
+        return True, list(layers)
+    kind, found = _layer_entry(layers, parts)
+    return kind == "dir", found
+
+
+def _layer_entry(layers: list[str], parts: list[str]) -> tuple[str | None, list[str]]:
+    """What the overlay of `layers` (top first) has at `parts` (no symlinks in its parents):
+    ("dir", its layer directories), ("file", [path]), ("link", [target]) or (None, [])."""
+    import stat
+
+    from kobako.storage.layer import OPAQUE_XATTRS
+    dirs: list[str] = []
+    for layer in layers:
+        fd = os.open(layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        ok, stop = True, False
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    ok = False
+                    break
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # a whiteout: deleted here
+                    ok, stop = False, True
+                    break
+                if not stat.S_ISDIR(st.st_mode):
+                    if i == len(parts) - 1 and not dirs:
+                        if stat.S_ISLNK(st.st_mode):
+                            return "link", [os.readlink(name, dir_fd=fd)]
+                        return "file", [os.path.join(layer, *parts)]
+                    ok, stop = False, True  # a non-directory under a directory above: hidden
+                    break
+                nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+                for x in OPAQUE_XATTRS:
+                    try:
+                        if os.getxattr(fd, x) == b"y":
+                            stop = True  # the layers below do not show through here
+                    except OSError:
+                        pass
+        finally:
+            os.close(fd)
+        if ok:
+            dirs.append(os.path.join(layer, *parts))
+        if stop:
+            break
+    return ("dir", dirs) if dirs else (None, [])
+
+
 def _source_root(lowers: list[str], lowerdir: str | None, root: str) -> str | None:
     """(In the copy's child, in its own mount namespace.) The root of a COPY --from source:
     its one layer as is, or its layers' overlay mounted read-only."""
@@ -1279,10 +1568,12 @@ def build(e, context: Tree, dockerfile_text: str, opts: Options, out: Output) ->
 
 
 def prune(e, all_cache: bool = True) -> int:
-    """`builder prune`: the cache entries go, then what no image uses; bytes freed."""
+    """`builder prune`: the cache entries and the cache mounts no build is using go, then
+    what no image uses; bytes freed."""
     from kobako.image import gc
     buildcache.BuildCache(e.root).clear()
-    return gc.collect(e, wait=True)
+    freed = buildcache.CacheMounts(e.root).clear()
+    return freed + gc.collect(e, wait=True)
 
 
 # -- contexts --------------------------------------------------------------------------------------

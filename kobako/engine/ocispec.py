@@ -97,6 +97,7 @@ class RunOptions:
         self.link_env: list[str] = []  # the variables --link gives (engine/lifecycle.py fills them)
         self.ipc_none = False  # --ipc none: an IPC namespace of its own and no /dev/shm
         self.propagation: dict[str, str] = {}  # bind destination -> rshared, rslave ... (default rprivate)
+        self.mounts: list[dict] = []  # OCI mounts taken as they are, last (a build's RUN --mount)
 
 
 ALL_CAPS = capabilities.NAMES  # in bit order: host_caps() indexes it by the CapBnd mask
@@ -398,6 +399,7 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
         extra = [x for x in o.split(",") if x] or ["mode=1777"]
         cfg["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
                               "options": ["nosuid", "nodev"] + extra})
+    cfg["mounts"] += opts.mounts
     if opts.userns is not None:
         _user_namespace(cfg, opts, root_mount)
     if root_mount:

@@ -7,6 +7,9 @@ of a stage is its base image's ID. An entry keeps the step's history entry (its
 that changed files, its layer: the blob and the snapshot, which image GC keeps while the
 entry exists. `kobako builder prune` (and `system prune`) drop the entries, then GC frees
 what no image uses.
+
+The directories of `RUN --mount=type=cache` (CacheMounts) are build cache too: kept across
+builds, removed by the same prunes, counted by `system df`.
 """
 
 from __future__ import annotations
@@ -100,3 +103,99 @@ class BuildCache:
                 except FileNotFoundError:
                     pass
         return n
+
+
+class CacheMounts:
+    """RUN --mount=type=cache directories: `builder/mounts/<sha256 of id>/<n>/`, kept from
+    build to build, never part of a layer or a key. A step holds a flock on the directory it
+    uses for as long as it runs: shared (LOCK_SH on instance 0), locked (LOCK_EX on it: one
+    step at a time), private (LOCK_EX without waiting on 0, 1, 2...: the first free one, made
+    if need be). A prune removes only the directories it can lock, so never one in use."""
+
+    def __init__(self, root: str) -> None:
+        self.dir = os.path.join(root, "builder", "mounts")
+
+    def acquire(self, cache_id: str, sharing: str, mode: int = 0o755, uid: int = 0,
+                gid: int = 0) -> tuple[str, int]:
+        """(the directory, the fd whose flock holds it: close it when the step is done)."""
+        import fcntl
+        base = os.path.join(self.dir, hashlib.sha256(cache_id.encode()).hexdigest())
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        id_file = os.path.join(base, "id")
+        if not os.path.exists(id_file):  # for a person looking in the directory
+            with open(f"{id_file}.{os.getpid()}.tmp", "w") as f:
+                f.write(cache_id)
+            os.replace(f"{id_file}.{os.getpid()}.tmp", id_file)
+        n = 0
+        while True:
+            path = os.path.join(base, str(n))
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(path, 0o700)
+                    if (uid, gid) != (os.geteuid(), os.getegid()):
+                        os.chown(path, uid, gid)
+                    os.chmod(path, mode)
+                except FileExistsError:
+                    pass
+                continue
+            op = fcntl.LOCK_SH if sharing == "shared" else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, op | (fcntl.LOCK_NB if sharing == "private" else 0))
+            except BlockingIOError:
+                os.close(fd)
+                n += 1
+                continue
+            if os.fstat(fd).st_nlink == 0:  # pruned while we waited: make it again
+                os.close(fd)
+                continue
+            return path, fd
+
+    def _instances(self) -> list[str]:
+        out = []
+        for h in sorted(os.listdir(self.dir)) if os.path.isdir(self.dir) else []:
+            base = os.path.join(self.dir, h)
+            if os.path.isdir(base):
+                out += [os.path.join(base, n) for n in sorted(os.listdir(base)) if n.isdigit()]
+        return out
+
+    def size(self) -> tuple[int, int]:
+        """(directories, bytes in them) for `system df`."""
+        paths = self._instances()
+        total = 0
+        for p in paths:
+            for d, dirs, files in os.walk(p):
+                for name in dirs + files:
+                    try:
+                        total += os.lstat(os.path.join(d, name)).st_blocks * 512
+                    except OSError:
+                        pass
+        return len(paths), total
+
+    def clear(self) -> int:
+        """Remove every cache mount no step is using; bytes freed."""
+        import fcntl
+        import shutil
+        freed = 0
+        for p in self._instances():
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                for d, dirs, files in os.walk(p):
+                    for name in dirs + files:
+                        try:
+                            freed += os.lstat(os.path.join(d, name)).st_blocks * 512
+                        except OSError:
+                            pass
+                shutil.rmtree(p, ignore_errors=True)  # a waiter sees st_nlink 0 and makes a new one
+            finally:
+                os.close(fd)
+        return freed  # (the directories that name an id stay: removing one races a step making it)

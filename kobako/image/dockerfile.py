@@ -9,10 +9,12 @@ and BuildKit's where the two agree; errors name the line, as docker's do.
 
 from __future__ import annotations
 
+import csv
 import json
+import posixpath
 import re
 
-from kobako.errors import InvalidArgument
+from kobako.errors import InvalidArgument, NotImplementedYet
 
 
 class DockerfileError(InvalidArgument):
@@ -27,6 +29,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "stopsignal": (), "healthcheck": ("interval", "timeout", "start-period", "start-interval", "retries"),
     "shell": (), "onbuild": (), "maintainer": (),
 }
+# flags that may be given more than once (BuildKit's string-list flags); any other refuses a repeat
+REPEATABLE = {("run", "mount")}
 # where Docker substitutes variables (the instruction's own words, before it runs)
 EXPANDS = ("from", "copy", "add", "env", "arg", "label", "workdir", "user", "expose", "volume", "stopsignal")
 
@@ -49,18 +53,24 @@ class Heredoc:
 
 
 class Instruction:
-    """One instruction as written: `cmd` (lower case), `flags` (--name=value), `rest` (the
-    text after the flags), `json` (the exec form's list, or None), `line` (its first line
-    in the file), `original` (the whole instruction, continuations joined), `heredocs`
-    (COPY/ADD: the inline files among its sources, in order)."""
+    """One instruction as written: `cmd` (lower case), `flags` (--name=value; the last value
+    of a repeated flag), `rest` (the text after the flags), `json` (the exec form's list, or
+    None), `line` (its first line in the file), `original` (the whole instruction,
+    continuations joined), `heredocs` (COPY/ADD: the inline files among its sources, in
+    order). `flag_list(name)` has every value of a repeatable flag."""
 
-    __slots__ = ("cmd", "flags", "rest", "json", "line", "original", "heredocs")
+    __slots__ = ("cmd", "flags", "rest", "json", "line", "original", "heredocs", "_lists")
 
     def __init__(self, cmd: str, flags: dict[str, str], rest: str, json_args: list[str] | None,
-                 line: int, original: str) -> None:
+                 line: int, original: str, lists: dict[str, list[str]] | None = None) -> None:
         self.cmd, self.flags, self.rest, self.json = cmd, flags, rest, json_args
         self.line, self.original = line, original
         self.heredocs: list[Heredoc] = []
+        self._lists = lists or {k: [v] for k, v in flags.items()}
+
+    def flag_list(self, name: str) -> list[str]:
+        """Every value given for --name, in order (RUN --mount may repeat)."""
+        return list(self._lists.get(name) or [])
 
     def __repr__(self) -> str:
         return f"Instruction({self.original!r})"
@@ -154,10 +164,7 @@ def _heredocs(text: str, lines: list[str], i: int, line: int) -> tuple[str, int]
             body.append(ln)
         bodies.append((m, body, delim))
     if len(bodies) == 1 and cmd.strip() == bodies[0][0].group(0):  # the whole command: its script
-        m, body, _ = bodies[0]
-        if body and body[0].startswith("#!"):
-            raise DockerfileError(f"Dockerfile line {line}: RUN: a heredoc script with #! is not "
-                                  "supported; name the interpreter: RUN python3 <<EOF")
+        m, body, _ = bodies[0]  # a script starting with #! runs as a program (run_script)
         flags = rest[:len(rest) - len(cmd)]
         script = "\n".join(x.lstrip("\t") if m.group(1) else x for x in body)
         return f"{word} {flags}{script}", i
@@ -213,6 +220,7 @@ def _instruction(text: str, line: int, escape: str) -> Instruction:
     if cmd not in COMMANDS:
         raise DockerfileError(f"Dockerfile parse error line {line}: unknown instruction: {word.upper()}")
     flags: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
     while rest.startswith("--"):
         tok, _, after = rest.partition(" ")
         name, eq, value = tok[2:].partition("=")
@@ -220,7 +228,11 @@ def _instruction(text: str, line: int, escape: str) -> Instruction:
             break
         if name not in COMMANDS[cmd]:
             raise DockerfileError(f"Dockerfile line {line}: unknown flag: --{name} for {cmd.upper()}")
+        if name in flags and (cmd, name) not in REPEATABLE:
+            raise DockerfileError(f"Dockerfile line {line}: {cmd.upper()}: duplicate flag specified: "
+                                  f"--{name}")
         flags[name] = _unquote(value) if eq else "true"
+        lists.setdefault(name, []).append(flags[name])
         rest = after.strip()
     json_args = None
     if cmd in ("run", "cmd", "entrypoint", "copy", "add", "volume", "shell") and rest.startswith("["):
@@ -230,7 +242,7 @@ def _instruction(text: str, line: int, escape: str) -> Instruction:
             v = None
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
             json_args = v
-    ins = Instruction(cmd, flags, rest, json_args, line, text.strip())
+    ins = Instruction(cmd, flags, rest, json_args, line, text.strip(), lists)
     _check(ins)
     return ins
 
@@ -257,6 +269,163 @@ def _check(ins: Instruction) -> None:
         if trig in ("onbuild", "from", "maintainer"):
             raise ins.error(f"{trig.upper()} isn't allowed as an ONBUILD trigger")
         _instruction(rest, ins.line, "\\")  # the trigger must parse on its own
+    for spec in ins.flag_list("mount"):  # checked as written; values are substituted when it runs
+        parse_mount(spec, ins)
+
+
+def run_script(ins: Instruction) -> str | None:
+    """The script of a `RUN <<EOF` whose first line is `#!`: BuildKit writes it to a file and
+    runs that file as the program (its interpreter need not be a shell). None otherwise."""
+    if ins.cmd == "run" and ins.json is None and ins.rest.startswith("#!") and "\n" in ins.rest:
+        return ins.rest + "\n"
+    return None
+
+
+# -- RUN --mount (BuildKit's commands_runmount.go) --------------------------------------------------
+
+MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_MOUNT_KEYS = {"type": "type", "from": "from", "source": "source", "src": "source", "target": "target",
+               "dst": "target", "destination": "target", "readonly": "readonly", "ro": "readonly",
+               "readwrite": "readwrite", "rw": "readwrite", "id": "id", "sharing": "sharing", "mode": "mode",
+               "uid": "uid", "gid": "gid", "size": "size", "required": "required", "env": "env"}
+_BOOLS = {"1": True, "t": True, "true": True, "TRUE": True, "True": True, "T": True,
+          "0": False, "f": False, "false": False, "FALSE": False, "False": False, "F": False}  # Go ParseBool
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.I)
+
+
+class Mount:
+    """One RUN --mount, as BuildKit reads it: `type` (bind, cache, tmpfs, secret), `target`,
+    `source`, `from_`, `readonly`, `id`, `sharing`, `mode`/`uid`/`gid` (None: unset),
+    `size` (bytes, tmpfs), `required` and `env` (secret)."""
+
+    __slots__ = ("type", "target", "source", "from_", "readonly", "id", "sharing", "mode", "uid", "gid",
+                 "size", "required", "env")
+
+    def __init__(self) -> None:
+        self.type = "bind"
+        self.target = self.source = self.from_ = self.id = self.sharing = self.env = ""
+        self.readonly = True
+        self.mode: int | None = None
+        self.uid: int | None = None
+        self.gid: int | None = None
+        self.size = 0
+        self.required = False
+
+    def key(self) -> str:
+        """What the mount is, for the step's cache key (no content, no secret's value)."""
+        return ",".join(f"{k}={getattr(self, k)}" for k in self.__slots__)
+
+
+def parse_mount(spec: str, ins: Instruction, expand=None) -> Mount:
+    """A --mount value (csv of key=value, or the words ro/rw/required) checked as BuildKit
+    does. `expand` substitutes variables in each value (at the step); without it, a value
+    with a variable is not checked yet. Errors name the instruction's line."""
+    def bad(msg: str) -> DockerfileError:
+        return ins.error(f"--mount={spec}: {msg}")
+
+    try:
+        fields = next(csv.reader([spec], strict=True), [])
+    except csv.Error as ex:
+        raise bad(f"failed to parse csv mounts: {ex}") from None
+    m = Mount()
+    ro_auto = True
+    given: dict[str, str] = {}
+    for field in fields:
+        key, eq, value = field.partition("=")
+        key = key.lower()
+        if not eq:
+            if key in ("readonly", "ro", "readwrite", "rw"):
+                m.readonly, ro_auto = key in ("readonly", "ro"), False
+                continue
+            if key == "required":
+                given["required"] = "true"
+                continue
+            raise bad(f"invalid field '{field}' must be a key=value pair")
+        name = _MOUNT_KEYS.get(key)
+        if name is None:
+            raise bad(f"unexpected key '{key}' in '{field}' (type, from, source, target, readonly, rw, id, "
+                      "sharing, mode, uid, gid, size, required, env)")
+        if name == "from" and expand is None and re.search(r"\$.", value):
+            raise bad("'from' doesn't support variable expansion, define alias stage instead")
+        if expand is not None:
+            value = expand(value)
+        elif "$" in value:
+            given.setdefault(name, "")  # known only when the step runs
+            continue
+        given[name] = value
+    for name, value in given.items():
+        if name in ("readonly", "readwrite", "required"):
+            if value == "" and expand is None:
+                continue
+            if value not in _BOOLS:
+                raise bad(f"invalid value for {name}: {value}")
+            if name == "required":
+                m.required = _BOOLS[value]
+            else:
+                m.readonly, ro_auto = _BOOLS[value] == (name == "readonly"), False
+        elif name == "type":
+            m.type = value.lower() if value else m.type
+            if value and m.type not in MOUNT_TYPES:
+                raise bad(f"unsupported mount type {value!r} (bind, cache, tmpfs, secret)")
+        elif name in ("mode", "uid", "gid"):
+            if value:
+                try:
+                    n = int(value, 8 if name == "mode" else 10)
+                    if n < 0 or n >= 1 << 32:
+                        raise ValueError
+                except ValueError:
+                    raise bad(f"invalid value {value} for {name}") from None
+                setattr(m, name, n)
+        elif name == "size":
+            sm = _SIZE.match(value)
+            if value and not sm:
+                raise bad(f"invalid value for size: {value}")
+            if sm:
+                m.size = int(float(sm.group(1)) * 1024 ** "bkmgtp".index((sm.group(2) or "b").lower()))
+        elif name == "sharing":
+            m.sharing = value.lower()
+            if value and m.sharing not in ("shared", "private", "locked"):
+                raise bad(f"unsupported sharing value {value!r} (shared, private or locked)")
+        else:
+            setattr(m, "from_" if name == "from" else name, value)
+    if given.get("type") == "" and expand is None:  # type=$VAR: the rest is checked when it runs
+        return m
+    t = m.type
+    if t == "ssh":
+        raise NotImplementedYet(f"Dockerfile line {ins.line}: RUN --mount=type=ssh is not supported: "
+                                "kobako's builder forwards no SSH agent (use a secret mount for a key)")
+    if "required" in given and t != "secret":
+        raise bad(f"unexpected key 'required' for mount type '{t}'")
+    if "size" in given and t != "tmpfs":
+        raise bad(f"unexpected key 'size' for mount type '{t}'")
+    if "env" in given and t != "secret":
+        raise bad(f"unexpected key 'env' for mount type '{t}'")
+    for name in ("mode", "uid", "gid"):
+        if name in given and t not in ("secret", "cache"):
+            raise bad(f"{name} not allowed for {t!r} type mounts")
+    if ro_auto:
+        m.readonly = t not in ("cache", "tmpfs")
+    if m.sharing and t != "cache":
+        raise bad(f"invalid cache sharing set for {t} mount")
+    if t == "secret":
+        if "from" in given:
+            raise bad("secret mount should not have a from")
+        if "source" in given and "id" in given:
+            raise bad("both source and id can't be set")
+        if not ("target" in given or "id" in given or "source" in given or "env" in given):
+            raise bad("a secret mount needs an id or a target")
+        m.id = m.id or m.source
+        if expand is not None and not m.id:
+            m.id = posixpath.basename(m.target.rstrip("/"))
+        if expand is not None and not m.target and not m.env:
+            m.target = f"/run/secrets/{m.id}"
+    elif "target" not in given:
+        raise bad("mount target is required: target=/path")
+    if t == "tmpfs" and ("source" in given or "from" in given):
+        raise bad("a tmpfs mount takes no source or from")
+    if t == "cache":
+        m.sharing = m.sharing or "shared"
+    return m
 
 
 # -- words and substitution (moby's shell_lex.go) -------------------------------------------------

@@ -162,11 +162,12 @@ def disk_usage(e) -> dict:
     used = vs.in_use(cont)
     vol_sizes = {v: dir_size(vs.mountpoint(v), allocated=True) for v in vols}
     vol_total = sum(vol_sizes.values())
-    from kobako.image.buildcache import BuildCache
+    from kobako.image.buildcache import BuildCache, CacheMounts
     cache = BuildCache(e.root).all()
     image_chains = {c for r in imgs for c in r.get("chainIds", [])}
     cache_only = {ce["chainId"] for _, ce in cache if ce.get("chainId") and ce["chainId"] not in image_chains}
-    cache_size = sum(snap_sizes.get(c, 0) for c in cache_only)
+    mounts, mounts_size = CacheMounts(e.root).size()  # RUN --mount=type=cache directories
+    cache_size = sum(snap_sizes.get(c, 0) for c in cache_only) + mounts_size
     return {
         "Images": {"total": len(imgs), "active": len([r for r in imgs if r["id"] in active]),
                    "size": img_total, "reclaimable": img_unused},
@@ -177,7 +178,8 @@ def disk_usage(e) -> dict:
         "Local Volumes": {"total": len(vols), "active": len([v for v in vols if v in used]),
                           "size": vol_total,
                           "reclaimable": sum(s for v, s in vol_sizes.items() if v not in used)},
-        "Build Cache": {"total": len(cache), "active": 0, "size": cache_size, "reclaimable": cache_size},
+        "Build Cache": {"total": len(cache) + mounts, "active": 0, "size": cache_size,
+                        "reclaimable": cache_size},
         "Blobs": {"total": len(list(e.images.content.digests())), "active": len(blobs),
                   "size": sum(_size(e.images.content, d) for d in e.images.content.digests()),
                   "reclaimable": 0},

@@ -137,8 +137,10 @@ def test_run_heredocs():
     assert run3.rest == "echo tabbed" and df.instructions[-1].cmd == "cmd"
     with pytest.raises(dockerfile.DockerfileError, match="no end line"):
         dockerfile.parse("FROM x\nRUN <<EOF\necho a\n")
-    with pytest.raises(dockerfile.DockerfileError, match="#!"):
-        dockerfile.parse("FROM x\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n")
+    shebang = dockerfile.parse("FROM x\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n").instructions[1]
+    assert dockerfile.run_script(shebang) == "#!/usr/bin/env python3\nprint(1)\n"  # run as a program
+    assert dockerfile.run_script(run1) is None and dockerfile.run_script(dockerfile._instruction(
+        "RUN #!not-a-script", 1, "\\")) is None  # one line: a shell comment, as ever
     exec_form = dockerfile.parse('FROM x\nRUN ["sh", "-c", "cat <<EOF"]\n').instructions[1]
     assert exec_form.json == ["sh", "-c", "cat <<EOF"]  # the exec form takes no heredoc
 
@@ -199,3 +201,70 @@ def test_a_git_source_without_git_is_refused_clearly(tmp_path, monkeypatch):
     with pytest.raises(Unavailable, match=r"https://u:xxxxx@h/r.git: the git program is not installed"):
         b._clone(build.git_source("https://u:secret@h/r.git#main"), False, None)
     assert os.listdir(tmp_path) == []
+def test_repeated_flags_and_mount_specs():
+    run = parse("FROM x\nRUN --mount=type=cache,target=/c --network=none --mount=target=/src,rw echo\n"
+                ).instructions[1]
+    assert run.flag_list("mount") == ["type=cache,target=/c", "target=/src,rw"]
+    assert run.flags["mount"] == "target=/src,rw" and run.flag_list("network") == ["none"]
+    assert run.flag_list("security") == [] and run.rest == "echo"
+    with pytest.raises(DockerfileError, match="line 2: RUN: duplicate flag specified: --network"):
+        parse("FROM x\nRUN --network=none --network=host echo\n")
+    with pytest.raises(DockerfileError, match="duplicate flag specified: --from"):
+        parse("FROM x\nCOPY --from=a --from=b x /\n")
+
+    ins = run
+    m = dockerfile.parse_mount("target=/src", ins)
+    assert (m.type, m.target, m.source, m.readonly) == ("bind", "/src", "", True)  # bind, read-only
+    m = dockerfile.parse_mount("type=bind,src=app,dst=/a,rw", ins)
+    assert (m.source, m.target, m.readonly) == ("app", "/a", False)
+    m = dockerfile.parse_mount("type=bind,source=x,destination=/d,readwrite=true,from=build", ins)
+    assert (m.target, m.readonly, m.from_) == ("/d", False, "build")
+    m = dockerfile.parse_mount("type=cache,target=/var/cache/apt,sharing=locked,mode=0700,uid=7,gid=8,id=apt",
+                               ins)
+    assert (m.readonly, m.sharing, m.mode, m.uid, m.gid, m.id) == (False, "locked", 0o700, 7, 8, "apt")
+    assert dockerfile.parse_mount("type=cache,target=/c,ro", ins).readonly
+    assert dockerfile.parse_mount("type=cache,target=/c", ins).sharing == "shared"
+    assert dockerfile.parse_mount("type=tmpfs,target=/t,size=64m", ins).size == 64 << 20
+    # a secret: id from the target's name, target from the id; env instead of a file
+    expand = (lambda v: v)  # noqa: E731 - as the builder substitutes, at the step
+    s = dockerfile.parse_mount("type=secret,id=tok", ins, expand)
+    assert (s.id, s.target, s.readonly, s.mode, s.required) == ("tok", "/run/secrets/tok", True, None, False)
+    s = dockerfile.parse_mount("type=secret,target=/etc/key.pem,required,mode=0440", ins, expand)
+    assert (s.id, s.target, s.required, s.mode) == ("key.pem", "/etc/key.pem", True, 0o440)
+    s = dockerfile.parse_mount("type=secret,id=tok,env=TOKEN,required=true", ins, expand)
+    assert (s.target, s.env, s.required) == ("", "TOKEN", True)
+    # values are substituted at the step; the key changes with them
+    m = dockerfile.parse_mount("type=cache,target=$DIR", ins, lambda v: v.replace("$DIR", "/go"))
+    assert m.target == "/go" and m.key() != dockerfile.parse_mount("type=cache,target=/x", ins).key()
+    assert dockerfile.parse_mount("type=$T,target=/x,size=1g", ins).target == "/x"  # checked later
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("type=bind", "mount target is required"),
+    ("type=nfs,target=/x", "unsupported mount type 'nfs'"),
+    ("target=/x,colour=red", "unexpected key 'colour'"),
+    ("target=/x,bogus", "must be a key=value pair"),
+    ("type=cache,target=/x,sharing=sometimes", "unsupported sharing value"),
+    ("type=bind,target=/x,sharing=locked", "invalid cache sharing set for bind mount"),
+    ("type=bind,target=/x,mode=0600", "mode not allowed for 'bind' type mounts"),
+    ("type=tmpfs,target=/x,uid=1", "uid not allowed for 'tmpfs' type mounts"),
+    ("type=cache,target=/x,required", "unexpected key 'required' for mount type 'cache'"),
+    ("type=cache,target=/x,size=1g", "unexpected key 'size' for mount type 'cache'"),
+    ("type=tmpfs,target=/x,size=lots", "invalid value for size"),
+    ("type=cache,target=/x,mode=9", "invalid value 9 for mode"),
+    ("type=bind,target=/x,ro=maybe", "invalid value for readonly: maybe"),
+    ("type=secret,from=x,id=a", "secret mount should not have a from"),
+    ("type=secret,source=a,id=a", "both source and id can't be set"),
+    ("type=secret", "needs an id or a target"),
+    ("type=bind,target=/x,from=$STAGE", "doesn't support variable expansion"),
+])
+def test_bad_mount_specs_name_the_line(spec: str, msg: str):
+    with pytest.raises(DockerfileError, match="line 3: RUN: --mount=") as ex:
+        parse(f"FROM x\n\nRUN --mount={spec} true\n")
+    assert msg in str(ex.value)
+
+
+def test_an_ssh_mount_is_refused_clearly():
+    from kobako.errors import NotImplementedYet
+    with pytest.raises(NotImplementedYet, match="line 2: RUN --mount=type=ssh is not supported"):
+        parse("FROM x\nRUN --mount=type=ssh ssh git@example.com\n")
