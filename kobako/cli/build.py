@@ -97,7 +97,7 @@ def build(e: Engine, args) -> int:
         else:
             if not os.path.isdir(src):
                 raise UsageError(f"unable to prepare context: path {src!r} not found or not a directory")
-            tree = b.context_dir(src)
+            tree = b.context_dir(src, e, refresh=args.no_cache)
         try:
             if text is None:
                 if args.file == "-":
