@@ -382,29 +382,35 @@ class DigestCache:
     def save(self, root: int) -> None:
         """Write what was added (if anything), merged with the file as it is now; entries
         whose path no longer names the file they describe are dropped. `root`: an fd of
-        the tree."""
+        the tree. A cache that cannot be written (a full disk) is left as it was."""
         if not self.added:
             return
         d = os.path.dirname(self.path)
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        lock = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        tmp = f"{self.path}.{os.getpid()}.tmp"  # unique while the lock is held
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            lock = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             files = self._load()
             for rel in [r for r in files if r not in self.seen and r not in self.added]:
-                if _identity_in(root, rel)[:2] != files[rel][:2]:
+                e = files[rel]
+                if not isinstance(e, list) or _identity_in(root, rel)[:2] != e[:2]:
                     del files[rel]  # gone, or another file now
             files.update(self.added)
-            tmp = f"{self.path}.{os.getpid()}.tmp"  # unique while the lock is held
             data = json.dumps({"context": self.context, "files": files}, separators=(",", ":")).encode()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                f.write(data)
+            os.rename(tmp, self.path)
+        except OSError:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with open(fd, "wb") as f:
-                    f.write(data)
-                os.rename(tmp, self.path)
-            except BaseException:
                 os.unlink(tmp)
-                raise
+            except OSError:
+                pass
+            return
         finally:
             os.close(lock)
         self.files = files
