@@ -2,7 +2,9 @@
 """`kobako build` against `podman build` (buildah) and a private dockerd's `docker build`, in
 one run, on the same contexts, as ratios:
 
-  cold    every step runs: `--no-cache` (the base image is present, the page cache warm);
+  cold    every step runs: `--no-cache`, on a fresh copy of the context made (and synced)
+          before each build, so no engine knows anything of its files (the base image is
+          present);
   cached  a rebuild with nothing changed (every step a cache hit);
   late    a rebuild after one late file changed (`late.txt`, COPYed by the 8th step: the
           last COPY and RUN run again).
@@ -115,10 +117,17 @@ def run_case(engines: list[Engine], ctx: str, tag: str, case: str, n: int) -> di
     late = os.path.join(ctx, "late.txt")
     for i in range(n):
         for e in (engines if i % 2 == 0 else engines[::-1]):
-            if case == "late":
+            where = ctx
+            if case == "cold":
+                where = ctx + ".cold"
+                shutil.rmtree(where, ignore_errors=True)
+                sh("cp", "-a", ctx, where)
+                os.sync()
+            elif case == "late":
                 with open(late, "w") as f:
                     f.write(f"{time.time_ns()}\n")
-            times[e.name].append(e.build(ctx, tag, no_cache=case == "cold"))
+            times[e.name].append(e.build(where, tag, no_cache=case == "cold"))
+    shutil.rmtree(ctx + ".cold", ignore_errors=True)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -182,7 +191,7 @@ def main() -> None:
                 print(f"  {kind} {case}: done at {time.monotonic() - t0:.0f} s", file=sys.stderr)
             shutil.rmtree(ctx)
         names = [e.name for e in engines]
-        print("\nbuild times, seconds (medians of N interleaved runs); cold = --no-cache")
+        print("\nbuild times, seconds (medians of N interleaved runs); cold = --no-cache on a fresh copy")
         head = f"{'context':<28} {'case':<7} {'N':>2} " + " ".join(f"{x:>8}" for x in names)
         head += "  kobako/podman" + ("  kobako/docker" if "docker" in names else "") + "  goal (vs podman)"
         print(head)

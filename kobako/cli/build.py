@@ -324,7 +324,7 @@ def build(e: Engine, args) -> int:
         else:
             if not os.path.isdir(src):
                 raise UsageError(f"unable to prepare context: path {src!r} not found or not a directory")
-            tree = b.context_dir(src, e, refresh=args.no_cache)
+            tree = b.context_dir(src, e)
         try:
             if text is None:
                 if args.file == "-":

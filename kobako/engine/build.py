@@ -981,16 +981,16 @@ def prune(e, all_cache: bool = True) -> int:
 
 # -- contexts --------------------------------------------------------------------------------------
 
-def context_dir(path: str | None, e=None, refresh: bool = False) -> Tree:
+def context_dir(path: str | None, e=None) -> Tree:
     """A directory (or no context at all) with its .dockerignore. With the engine `e`, the
     digests of its files are remembered between builds (a user's directory, not a context
-    unpacked for one build); `refresh` (--no-cache): every file is read again."""
+    unpacked for one build)."""
     from kobako.image.context import Ignore, read_in
     if path is None:
         return Tree(None)
     tree = Tree(path)
     if e is not None:
-        tree.remember_digests(buildcache.digests_dir(e.root), refresh)
+        tree.remember_digests(buildcache.digests_dir(e.root))
     try:
         text = read_in(tree, ".dockerignore").decode(errors="replace")
     except (FileNotFoundError, NotADirectoryError):

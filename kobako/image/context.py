@@ -250,12 +250,11 @@ class Tree:
                 os.close(fd)
 
     # -- the cache key of what a COPY takes --
-    def remember_digests(self, directory: str, refresh: bool = False) -> None:
+    def remember_digests(self, directory: str) -> None:
         """Keep the content digests of this tree's files in `directory` between builds (a
-        DigestCache file per tree, named after its real path); `refresh`: trust none of the
-        stored ones (each file is read again and its entry rewritten)."""
+        DigestCache file per tree, named after its real path)."""
         name = hashlib.sha256(self.real.encode()).hexdigest()[:32] + ".json"
-        self.digests = DigestCache(os.path.join(directory, name), self.real, refresh)
+        self.digests = DigestCache(os.path.join(directory, name), self.real)
 
     def digest(self, sources: list[Source]) -> str:
         """A digest of the names, kinds, modes, sizes, link targets and contents of the sources
@@ -338,8 +337,9 @@ class DigestCache:
     clock back, restoring a filesystem snapshot in place, writing the block device beneath
     the filesystem, or a filesystem that does not keep ctime (some FUSE and network
     filesystems; a server clock more than MARGIN_NS behind ours) can do; and a write
-    through a shared mapping into a page already dirty when the file was read. `kobako
-    build --no-cache` reads every file again (`refresh`).
+    through a shared mapping into a page already dirty when the file was read. (A build
+    with --no-cache copies the files as they are whatever their digest; `builder prune`
+    forgets the digests.)
 
     The file is a hint: a missing or unreadable one is an empty cache. Saving merges with
     what another build saved meanwhile, under an flock of the directory, and replaces the
@@ -347,8 +347,8 @@ class DigestCache:
 
     MARGIN_NS = 2_000_000_000
 
-    def __init__(self, path: str, context: str, refresh: bool = False) -> None:
-        self.path, self.context, self.refresh = path, context, refresh
+    def __init__(self, path: str, context: str) -> None:
+        self.path, self.context = path, context
         self.start = time.time_ns()  # before any file of this build is read
         self.files: dict[str, list] | None = None
         self.added: dict[str, list] = {}
@@ -364,8 +364,6 @@ class DigestCache:
         return files if isinstance(files, dict) else {}
 
     def get(self, rel: str, st: os.stat_result) -> str | None:
-        if self.refresh:
-            return None
         if self.files is None:
             self.files = self._load()
         self.seen.add(rel)

@@ -43,11 +43,11 @@ def make(tmp_path, files: dict[str, str]) -> str:
     return str(ctx)
 
 
-def digest(ctx: str, cache_dir: str | None, src: str = "src", refresh: bool = False) -> str:
+def digest(ctx: str, cache_dir: str | None, src: str = "src") -> str:
     t = Tree(ctx)
     try:
         if cache_dir is not None:
-            t.remember_digests(cache_dir, refresh)
+            t.remember_digests(cache_dir)
         return t.digest(t.sources(src))
     finally:
         t.close()
@@ -128,19 +128,6 @@ def test_a_file_changed_just_before_it_is_read_is_not_remembered(tmp_path, reads
     assert not os.path.exists(cache) or os.listdir(cache) == []  # nothing to save
 
 
-def test_refresh_reads_everything_and_rewrites(tmp_path, reads, short_margin):
-    ctx = make(tmp_path, {"src/a.txt": "A"})
-    cache = str(tmp_path / "digests")
-    aged()
-    digest(ctx, cache)
-    reads.clear()
-    digest(ctx, cache, refresh=True)
-    assert reads == ["src/a.txt"]
-    reads.clear()
-    digest(ctx, cache)
-    assert reads == []
-
-
 def test_a_broken_or_foreign_cache_file_is_an_empty_one(tmp_path, reads, short_margin):
     ctx = make(tmp_path, {"src/a.txt": "A"})
     cache = str(tmp_path / "digests")
@@ -203,9 +190,9 @@ def test_a_directory_context_of_an_engine_remembers_under_the_builder(tmp_path):
     from kobako.engine.build import context_dir
     e = SimpleNamespace(root=str(tmp_path / "root"))
     ctx = make(tmp_path, {"Dockerfile": "FROM scratch\n"})
-    t = context_dir(ctx, e, refresh=True)
+    t = context_dir(ctx, e)
     try:
-        assert t.digests is not None and t.digests.refresh
+        assert t.digests is not None
         assert os.path.dirname(t.digests.path) == os.path.join(e.root, "builder", "digests")
     finally:
         t.close()
