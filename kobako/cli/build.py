@@ -38,6 +38,233 @@ class _Printer:
     def aux(self, image_id: str) -> None:
         self.image_id = image_id
 
+    def step(self, number: int, total: int, instruction: str) -> None:
+        self.stream(f"Step {number}/{total} : {instruction}\n")
+
+    def cached(self) -> None:
+        self.stream(" ---> Using cache\n")
+
+    def step_done(self) -> None:
+        pass
+
+    def failed(self, ex: BaseException) -> None:
+        if self.quiet and self.kept:
+            sys.stderr.write("".join(self.kept))
+
+    def close(self) -> None:
+        pass
+
+
+class _Live(_Printer):
+    """A live view on a terminal, as BuildKit's: one line per step with its time, and
+    under the running one a window of its last WINDOW output lines, redrawn in place with
+    ANSI cursor movements (and every TICK for the timer) and replaced by the step's line
+    when it ends. A failed step keeps its output's last KEEP lines on screen.
+
+    Everything is written to fd 1 with os.write under one lock (the timer's thread draws
+    too, and a COPY step forks: no buffered stream is shared with it)."""
+
+    WINDOW = 6
+    KEEP = 200
+    TICK = 0.1
+
+    def __init__(self, fd: int = 1) -> None:
+        super().__init__(False)
+        import collections
+        import threading
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.drawn = 0  # lines of the live part on screen, the cursor at the start of the next
+        self.title = ""
+        self.started = 0.0
+        self.was_cached = False
+        self.lines: collections.deque[str] = collections.deque(maxlen=self.KEEP)
+        self.partial = ""
+        self.dropped = 0
+        self.writing_since = 0.0
+        self.last = False
+        self.stop = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+        self.ticker.start()
+
+    # -- the builder's events --
+    def step(self, number: int, total: int, instruction: str) -> None:
+        import time
+        with self.lock:
+            self.title = f"[{number}/{total}] {_clean(' '.join(instruction.split()))}"
+            self.started = time.monotonic()
+            self.was_cached = False
+            self.lines.clear()
+            self.partial = ""
+            self.dropped = 0
+            self.last = number == total
+            self._draw()
+
+    def cached(self) -> None:
+        with self.lock:
+            self.was_cached = True
+
+    def step_done(self) -> None:
+        import time
+        with self.lock:
+            if not self.title:
+                return
+            line = self._step_line("CACHED " if self.was_cached else "")
+            self.title = ""
+            if self.last:  # the image is written next
+                self.writing_since = time.monotonic()
+            self._print([line])
+
+    def stream(self, text: str) -> None:
+        with self.lock:
+            if not self.title:  # outside a step: warnings, the final lines
+                self._print([_clean(ln) for ln in text.rstrip("\n").split("\n")])
+                return
+            text = self.partial + text
+            *done, self.partial = text.split("\n")
+            for ln in done:
+                if len(self.lines) == self.lines.maxlen:
+                    self.dropped += 1
+                self.lines.append(_clean(ln))
+            # drawn by the timer: a step that prints fast costs no more than one that does not
+
+    stderr = stream
+
+    def aux(self, image_id: str) -> None:
+        super().aux(image_id)
+        with self.lock:
+            if self.writing_since:
+                line = self._line(f"writing image {image_id}", self.writing_since, "")
+                self.writing_since = 0.0
+                self._print([line])
+
+    def failed(self, ex: BaseException) -> None:
+        with self.lock:
+            if not self.title:
+                self._print([])
+                return
+            tail = list(self.lines) + ([_clean(self.partial)] if self.partial else [])
+            head = "CANCELED " if isinstance(ex, KeyboardInterrupt) else "ERROR "
+            out = [self._step_line(head), "------", f" > {self.title}:"]
+            if self.dropped:
+                out.append(f"({self.dropped} earlier lines not shown)")
+            self.title = ""
+            self._print(out + tail + ["------"])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.ticker.join()
+        with self.lock:
+            self._print([])
+
+    # -- drawing (the lock held) --
+    def _tick(self) -> None:
+        while not self.stop.wait(self.TICK):
+            with self.lock:
+                if self.title or self.writing_since:
+                    self._draw()
+
+    def _width(self) -> int:
+        """Columns to use: the terminal's but one (a full line would wrap on some)."""
+        try:
+            return max(os.get_terminal_size(self.fd).columns, 20) - 1
+        except OSError:
+            return 79
+
+    def _line(self, text: str, since: float, prefix: str) -> str:
+        import time
+        w = self._width()
+        timer = f"{time.monotonic() - since:.1f}s"
+        body = _fit(f" => {prefix}{text}", w - len(timer) - 1)
+        return body + " " * (w - len(timer) - _width_of(body)) + timer
+
+    def _step_line(self, prefix: str) -> str:
+        return self._line(self.title, self.started, prefix)
+
+    def _live(self) -> list[str]:
+        if self.title:
+            w = self._width()
+            window = list(self.lines)[-self.WINDOW:]
+            if self.partial and len(window) == self.WINDOW:
+                window = window[1:]
+            window += [_clean(self.partial)] if self.partial else []
+            return [self._step_line("")] + [_fit(" => => # " + ln, w) for ln in window]
+        if self.writing_since:
+            return [self._line("writing image", self.writing_since, "")]
+        return []
+
+    def _draw(self) -> None:
+        self._write(self._erase() + "".join(ln + "\x1b[K\n" for ln in self._live()), len(self._live()))
+
+    def _print(self, lines: list[str]) -> None:
+        """Lines above the live part, which stay."""
+        live = self._live()
+        w = self._width()
+        text = "".join(_fit(ln, w) + "\x1b[K\n" for ln in lines)
+        self._write(self._erase() + text + "".join(ln + "\x1b[K\n" for ln in live), len(live))
+
+    def _erase(self) -> str:
+        return (f"\r\x1b[{self.drawn}A" if self.drawn else "\r") + "\x1b[J"
+
+    def _write(self, text: str, drawn: int) -> None:
+        data = text.encode(errors="replace")
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError:  # the terminal went away: the build goes on
+            pass
+        self.drawn = drawn
+
+
+_ESCAPES = None
+
+
+def _clean(text: str) -> str:
+    """A line of a program's output as plain text: escape sequences and control characters
+    dropped, a carriage return keeping what was written after it, tabs as spaces."""
+    global _ESCAPES
+    if _ESCAPES is None:
+        import re
+        _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
+    text = _ESCAPES.sub("", text).rstrip("\r").rsplit("\r", 1)[-1].expandtabs(8)
+    return "".join(ch for ch in text if ch >= " " and not "\x7f" <= ch <= "\x9f")
+
+
+def _char_width(ch: str) -> int:
+    import unicodedata
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+
+
+def _width_of(text: str) -> int:
+    return sum(_char_width(ch) for ch in text)
+
+
+def _fit(text: str, width: int) -> str:
+    """text cut to `width` terminal columns (a wide character counts two)."""
+    if len(text) <= width and text.isascii():
+        return text
+    out, used = [], 0
+    for ch in text:
+        used += _char_width(ch)
+        if used > width:
+            break
+        out.append(ch)
+    return "".join(out)
+
+
+def _printer(progress: str | None, quiet: bool) -> _Printer:
+    """--progress: tty (the live view), plain (the legacy builder's lines), quiet (-q), or
+    auto (the live view when stdout is a terminal that can show it)."""
+    if quiet:
+        return _Printer(True)
+    if progress == "tty" or (progress in (None, "auto") and sys.stdout.isatty()
+                             and os.environ.get("TERM", "dumb") != "dumb"):
+        sys.stdout.flush()
+        return _Live()
+    return _Printer(False)
+
 
 def _pairs(items: list[str], what: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
@@ -157,7 +384,7 @@ def build(e: Engine, args) -> int:
         else:
             if not os.path.isdir(src):
                 raise UsageError(f"unable to prepare context: path {src!r} not found or not a directory")
-            tree = b.context_dir(src)
+            tree = b.context_dir(src, e)
         try:
             if text is None:
                 if args.file == "-":
@@ -166,13 +393,14 @@ def build(e: Engine, args) -> int:
                     text = _read_file(args.file, src if src != "-" else None)
                 else:
                     text = b.read_dockerfile(tree, "Dockerfile")
-            out = _Printer(quiet)
+            out = _printer(args.progress, quiet)
             try:
                 img = b.build(e, tree, text, opts, out)
-            except BaseException:
-                if quiet and out.kept:
-                    sys.stderr.write("".join(out.kept))
+            except BaseException as ex:
+                out.failed(ex)
                 raise
+            finally:
+                out.close()
         finally:
             tree.close()
     finally:

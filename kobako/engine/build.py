@@ -58,7 +58,9 @@ class StepFailed(errors.KobakoError):
 
 class Output:
     """Where a build reports, as dockerd's legacy builder: `stream` lines (steps, RUN's
-    stdout), `stderr` (RUN's stderr), `aux` (the image ID). Front ends override these."""
+    stdout), `stderr` (RUN's stderr), `aux` (the image ID). Front ends override these; a
+    live view also overrides the step events (`step`, `cached`, `step_done`), whose defaults
+    are the legacy builder's lines."""
 
     def stream(self, text: str) -> None:
         pass
@@ -68,6 +70,17 @@ class Output:
 
     def aux(self, image_id: str) -> None:
         pass
+
+    def step(self, number: int, total: int, instruction: str) -> None:
+        """A step begins."""
+        self.stream(f"Step {number}/{total} : {instruction}\n")
+
+    def cached(self) -> None:
+        """The step begun last is a cache hit."""
+        self.stream(" ---> Using cache\n")
+
+    def step_done(self) -> None:
+        """The step begun last has ended (its layer or config is made)."""
 
 
 class Options:
@@ -203,12 +216,15 @@ class Builder:
                 v = self._arg_value(name, default, meta_args)
                 if v is not None:
                     meta_args[name] = v
+            self.out.step_done()
         self.meta_args = meta_args
         for stage in stages:
             st = self._from(stage)
+            self.out.step_done()
             self.stages.append((stage, st))
             for ins in stage.instructions:
                 self._dispatch(st, ins)
+                self.out.step_done()
         final = self.stages[-1][1]
         unused = sorted(k for k in self.opts.build_args if k not in self.used_args and k not in PROXY_ARGS)
         if unused:
@@ -217,7 +233,7 @@ class Builder:
 
     def _step(self, ins: dockerfile.Instruction) -> None:
         self.step_no += 1
-        self.out.stream(f"Step {self.step_no}/{self.total} : {ins.original}\n")
+        self.out.step(self.step_no, self.total, ins.original)
 
     def _check_platform(self, platform: str | None) -> None:
         if not platform:
@@ -453,7 +469,7 @@ class Builder:
         k = buildcache.key(st.key, created_by, extra)
         entry = self._cached(st, k, created_by, history_match)
         if entry is not None:
-            self.out.stream(" ---> Using cache\n")
+            self.out.cached()
         else:
             entry = produce()
             self.cache.put(k, entry)
@@ -1578,12 +1594,16 @@ def prune(e, all_cache: bool = True) -> int:
 
 # -- contexts --------------------------------------------------------------------------------------
 
-def context_dir(path: str | None) -> Tree:
-    """A directory (or no context at all) with its .dockerignore."""
+def context_dir(path: str | None, e=None) -> Tree:
+    """A directory (or no context at all) with its .dockerignore. With the engine `e`, the
+    digests of its files are remembered between builds (a user's directory, not a context
+    unpacked for one build)."""
     from kobako.image.context import Ignore, read_in
     if path is None:
         return Tree(None)
     tree = Tree(path)
+    if e is not None:
+        tree.remember_digests(buildcache.digests_dir(e.root))
     try:
         text = read_in(tree, ".dockerignore").decode(errors="replace")
     except (FileNotFoundError, NotADirectoryError):

@@ -27,9 +27,16 @@ def key(parent: str, *parts: str) -> str:
     return h.hexdigest()
 
 
+def digests_dir(root: str) -> str:
+    """Where the content digests of directory contexts' files are remembered between builds
+    (image/context.py DigestCache); cleared with the cache."""
+    return os.path.join(root, "builder", "digests")
+
+
 class BuildCache:
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "builder", "cache")
+        self.digests = digests_dir(root)
 
     def _path(self, k: str) -> str:
         return os.path.join(self.dir, k + ".json")
@@ -102,6 +109,13 @@ class BuildCache:
                     os.unlink(os.path.join(self.dir, name))
                 except FileNotFoundError:
                     pass
+        for name in os.listdir(self.digests) if os.path.isdir(self.digests) else []:
+            p = os.path.join(self.digests, name)
+            try:
+                if older_than is None or os.stat(p).st_mtime < older_than:
+                    os.unlink(p)
+            except FileNotFoundError:
+                pass
         return n
 
 

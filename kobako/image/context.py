@@ -11,11 +11,14 @@ way, so a symlink in the image cannot send a copy onto the host.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import posixpath
 import re
 import stat
+import time
 from collections.abc import Iterator
 
 from kobako.errors import InvalidArgument, NotFound
@@ -144,6 +147,7 @@ class Tree:
         self.ignore = ignore or Ignore([])
         self.what = what
         self.fd = -1
+        self.digests: DigestCache | None = None
         if path is not None:
             try:
                 self.fd = os.open(path, _DIR)
@@ -246,39 +250,169 @@ class Tree:
                 os.close(fd)
 
     # -- the cache key of what a COPY takes --
+    def remember_digests(self, directory: str) -> None:
+        """Keep the content digests of this tree's files in `directory` between builds (a
+        DigestCache file per tree, named after its real path)."""
+        name = hashlib.sha256(self.real.encode()).hexdigest()[:32] + ".json"
+        self.digests = DigestCache(os.path.join(directory, name), self.real)
+
     def digest(self, sources: list[Source]) -> str:
         """A digest of the names, kinds, modes, sizes, link targets and contents of the sources
         (not owners or times: a COPY sets the owner, and a touched file is the same file, as
-        Docker's tarsum treats it)."""
+        Docker's tarsum treats it). A regular file's content counts by its own sha256, which
+        the tree's DigestCache (if any) gives without reading an unchanged file."""
         h = hashlib.sha256()
         for s in sources:
             h.update(f"source {s.rel}\0".encode())
             if s.is_dir:
                 for path, st, dfd, name in self.entries(s.rel):
-                    self._hash_entry(h, path[len(s.rel):].lstrip("/"), st, dfd, name)
+                    self._hash_entry(h, path[len(s.rel):].lstrip("/"), path, st, dfd, name)
             else:
                 parent = posixpath.dirname(s.rel)
                 dfd = self.open_dir(parent)
                 try:
                     st = os.stat(posixpath.basename(s.rel), dir_fd=dfd, follow_symlinks=False)
-                    self._hash_entry(h, "", st, dfd, posixpath.basename(s.rel))
+                    self._hash_entry(h, "", s.rel, st, dfd, posixpath.basename(s.rel))
                 finally:
                     os.close(dfd)
+        if self.digests is not None:
+            self.digests.save(self.fd)
         return h.hexdigest()
 
-    @staticmethod
-    def _hash_entry(h, path: str, st: os.stat_result, dfd: int, name: str) -> None:
-        h.update(f"{path}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0".encode())
+    def _hash_entry(self, h, shown: str, rel: str, st: os.stat_result, dfd: int, name: str) -> None:
+        h.update(f"{shown}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0".encode())
         if stat.S_ISREG(st.st_mode):
             h.update(f"{st.st_size}\0".encode())
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
-            try:
-                while chunk := os.read(fd, 1 << 20):
-                    h.update(chunk)
-            finally:
-                os.close(fd)
+            known = self.digests.get(rel, st) if self.digests is not None else None
+            h.update((known or self._content(rel, st, dfd, name)).encode())
         elif stat.S_ISLNK(st.st_mode):
             h.update(os.readlink(name, dir_fd=dfd).encode() + b"\0")
+
+    def _content(self, rel: str, st: os.stat_result, dfd: int, name: str) -> str:
+        """sha256 of a regular file, read through an fd; remembered when the file did not
+        change while it was read."""
+        c = hashlib.sha256()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                c.update(chunk)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        digest = c.hexdigest()
+        if self.digests is not None and _identity(after) == _identity(st):
+            self.digests.put(rel, st, digest)
+        return digest
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    """What says a file is unchanged: the kernel sets ctime to the current time on every
+    change of content or metadata (write, truncate, chmod, utime...), and no system call
+    sets it to a chosen value."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _identity_in(root: int, rel: str) -> list[int]:
+    """The identity of what `rel` names in the tree now (no symlink followed); [] if nothing."""
+    try:
+        fd = fs.open_in_root(root, rel, fs.O_PATH | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    try:
+        return _identity(os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
+class DigestCache:
+    """The sha256 of a tree's regular files from earlier builds, by path in the tree, each
+    with the identity of the file it was read from (device, inode, size, mtime and ctime in
+    ns, as git's index and BuildKit's contenthash keep): a file whose identity is unchanged
+    is not read again.
+
+    The racily-clean rule (git's): a file changed within MARGIN_NS before it was read is not
+    remembered, so a later change inside the same timestamp tick (a coarse kernel clock, a
+    filesystem with 1 s or 2 s times) cannot leave its ctime equal. What this cannot see: a
+    change that leaves ctime as it was, which no system call does but which setting the
+    clock back, restoring a filesystem snapshot in place, writing the block device beneath
+    the filesystem, or a filesystem that does not keep ctime (some FUSE and network
+    filesystems; a server clock more than MARGIN_NS behind ours) can do; and a write
+    through a shared mapping into a page already dirty when the file was read. (A build
+    with --no-cache copies the files as they are whatever their digest; `builder prune`
+    forgets the digests.)
+
+    The file is a hint: a missing or unreadable one is an empty cache. Saving merges with
+    what another build saved meanwhile, under an flock of the directory, and replaces the
+    file by rename: concurrent builds never see half a file."""
+
+    MARGIN_NS = 2_000_000_000
+
+    def __init__(self, path: str, context: str) -> None:
+        self.path, self.context = path, context
+        self.start = time.time_ns()  # before any file of this build is read
+        self.files: dict[str, list] | None = None
+        self.added: dict[str, list] = {}
+        self.seen: set[str] = set()
+
+    def _load(self) -> dict[str, list]:
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read())
+            files = doc["files"] if doc.get("context") == self.context else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            files = {}
+        return files if isinstance(files, dict) else {}
+
+    def get(self, rel: str, st: os.stat_result) -> str | None:
+        if self.files is None:
+            self.files = self._load()
+        self.seen.add(rel)
+        e = self.files.get(rel)
+        if isinstance(e, list) and len(e) == 6 and e[:5] == _identity(st) and isinstance(e[5], str):
+            return e[5]
+        return None
+
+    def put(self, rel: str, st: os.stat_result, digest: str) -> None:
+        self.seen.add(rel)
+        if max(st.st_mtime_ns, st.st_ctime_ns) < self.start - self.MARGIN_NS:
+            self.added[rel] = _identity(st) + [digest]
+
+    def save(self, root: int) -> None:
+        """Write what was added (if anything), merged with the file as it is now; entries
+        whose path no longer names the file they describe are dropped. `root`: an fd of
+        the tree. A cache that cannot be written (a full disk) is left as it was."""
+        if not self.added:
+            return
+        d = os.path.dirname(self.path)
+        tmp = f"{self.path}.{os.getpid()}.tmp"  # unique while the lock is held
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            lock = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            files = self._load()
+            for rel in [r for r in files if r not in self.seen and r not in self.added]:
+                e = files[rel]
+                if not isinstance(e, list) or _identity_in(root, rel)[:2] != e[:2]:
+                    del files[rel]  # gone, or another file now
+            files.update(self.added)
+            data = json.dumps({"context": self.context, "files": files}, separators=(",", ":")).encode()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                f.write(data)
+            os.rename(tmp, self.path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return
+        finally:
+            os.close(lock)
+        self.files = files
+        self.added = {}
 
 
 def read_in(tree: Tree, rel: str, limit: int = 16 << 20) -> bytes:
