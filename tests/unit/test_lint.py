@@ -27,3 +27,15 @@ def test_ruff_is_clean():
     p = subprocess.run([ruff, "check", "--no-cache", "kobako", "tests"], cwd=REPO, capture_output=True,
                        text=True, env={**os.environ, "NO_COLOR": "1"})
     assert p.returncode == 0, f"ruff check kobako tests:\n{p.stdout[-6000:]}{p.stderr[-2000:]}"
+
+
+def test_test_modules_have_distinct_names():
+    """pytest imports test modules by basename (rootdir-relative, no packages): two files of
+    one name in different directories stop the whole run at collection."""
+    seen: dict[str, Path] = {}
+    dup = []
+    for p in sorted((REPO / "tests").rglob("test_*.py")):
+        if p.name in seen:
+            dup.append(f"{seen[p.name].relative_to(REPO)} and {p.relative_to(REPO)}")
+        seen.setdefault(p.name, p)
+    assert dup == []
