@@ -9,6 +9,7 @@ from kobako.cli.parser import Command, opt
 from kobako.engine.lifecycle import Engine
 
 HEADINGS = {
+    "kernel": "Kernel objects",
     "process": "Process",
     "namespace": "Namespaces (inode; whose: compared with the host's inodes)",
     "cgroup": "Cgroup (one directory per hierarchy; the limits as its files hold them now)",

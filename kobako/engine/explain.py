@@ -24,7 +24,6 @@ from collections.abc import Callable
 
 from kobako.engine.records import ContainerConflict
 
-KINDS = ("process", "namespace", "cgroup", "mount", "network", "nftables", "security", "files")
 # /proc/PID/ns/<name> -> (OCI type, nsenter flag)
 NAMESPACES = {"cgroup": ("cgroup", "-C"), "ipc": ("ipc", "-i"), "mnt": ("mount", "-m"),
               "net": ("network", "-n"), "pid": ("pid", "-p"), "time": ("time", "-T"),
@@ -623,8 +622,12 @@ def _endpoint(pid: int, name: str, ep: dict, state_file: str, inside: dict, addr
         if cidr not in addrs.get(ifname, []):
             problems.append(f"{cidr} is not on {ifname}")
     route = default is not None and default.get("dev") == ifname
-    return obj("network", name, f"veth {veth} (host, on bridge {br}) <-> {ifname} {cidr} mac {ep['mac']} "
-               f"(container)" + (f", default route via {default.get('gateway')}" if route else ""),
+    # the line says what the kernel has; the state's plan shows only where the kernel lacks it
+    left = f"veth {veth} (host, on bridge {host['master']})" if host else f"veth {veth}: not on the host"
+    right = f"{ifname} {' '.join(addrs.get(ifname, [])) or '(no address)'} mac {peer.get('address')} " \
+        "(container)" if peer else f"{ifname}: not in the container"
+    return obj("network", name, f"{left} <-> {right}"
+               + (f", default route via {default.get('gateway')}" if route else ""),
                facts={"network": name, "veth": veth, "bridge": br, "ifname": ifname, "ip": ep["ip"],
                       "prefix": ep["prefix"], "mac": ep["mac"], "gateway": ep["gateway"], "hostLink": host,
                       "addresses": addrs.get(ifname, []), "defaultRoute": route},
@@ -776,7 +779,7 @@ def _leftovers(e, rec: dict) -> list[dict]:
         pass
     found = [(w, p) for w, p in candidates if os.path.lexists(p)]
     looked = [p for _, p in candidates]
-    return [obj("process", "kernel objects", "none: it is not running" if not found else
+    return [obj("kernel", "objects", "none: it is not running" if not found else
                 f"it is not running, yet {len(found)} object(s) of an earlier run remain",
                 facts={"leftovers": [{"what": w, "path": p} for w, p in found], "lookedAt": looked},
                 read=[(p, "exists" if os.path.lexists(p) else "absent") for p in looked],
