@@ -88,6 +88,18 @@ def capsh_names(hexmask: str) -> str:
     return ",".join(n.lower() for n in cap_names(hexmask))
 
 
+def inside_id(host_id: str, id_map: list[str]) -> str:
+    """A host uid/gid (as /proc/PID/status shows it from the host) as the container sees it,
+    through the lines of /proc/PID/uid_map ("inside outside count")."""
+    if not host_id.isdigit():
+        return host_id
+    for line in id_map:
+        inside, outside, count = (int(x) for x in line.split())
+        if outside <= int(host_id) < outside + count:
+            return str(int(host_id) - outside + inside)
+    return f"{host_id} (unmapped)"
+
+
 def parse_status(text: str) -> dict[str, str]:
     """/proc/PID/status as {field: value} (tabs between a field's values kept as one space)."""
     out = {}
@@ -435,6 +447,10 @@ def _cgroup(live: _Live) -> list[dict]:
     return out
 
 
+def _options(opts: list[str]) -> dict[str, str]:
+    return dict((o.split("=", 1) + [""])[:2] for o in opts)
+
+
 def _layers(cwd: str, lowerdir: str) -> list[dict]:
     """Each lowerdir entry (relative to the data root, l/<short>) -> the layer's snapshot."""
     out = []
@@ -453,18 +469,27 @@ def _mounts(e, live: _Live) -> list[dict]:
     out = []
     root = seen.get("/")
     if root:
-        opts = dict((o.split("=", 1) + [""])[:2] for o in root["super"].split(","))
+        opts = _options(root["super"].split(","))
         import json
-        ann = (live.state.get("annotations") or {}).get("org.kobako.rootfs.mount")
-        cwd = json.loads(ann).get("cwd", e.root) if ann else e.root
-        layers = _layers(cwd, opts.get("lowerdir", "")) if root["fstype"] == "overlay" else []
+        ann = json.loads((live.state.get("annotations") or {}).get("org.kobako.rootfs.mount") or "{}")
+        cwd = ann.get("cwd", e.root)
+        # with a user namespace the runtime mounts the layers through idmapped mounts staged in a
+        # directory of its own: the kernel names them relative to it (lowerdir=l0), so the layers
+        # are found from the mount kobako described, and the line says so
+        staged = _options(ann.get("options") or []) if ann.get("idmap") else {}
+        upper = staged.get("upperdir") or opts.get("upperdir", "?")
+        lowers = staged.get("lowerdir") or opts.get("lowerdir", "")
+        layers = _layers(cwd, lowers) if root["fstype"] == "overlay" else []
         problems = [f"layer {x['lowerdir']} -> {x['path']} is missing" for x in layers if not x["exists"]]
         ro = "read-only" if read_only(root) else "writable"
         out.append(obj("mount", "/", f"{root['fstype']}, {ro}: {len(layers)} image layer(s) under "
-                       f"upperdir {opts.get('upperdir', '?')}",
+                       f"upperdir {upper}" + ("; layers and upper dir seen through idmapped mounts (the "
+                                              "kernel names them lowerdir="
+                                              f"{opts.get('lowerdir')}, upperdir={opts.get('upperdir')})"
+                                              if staged else ""),
                        facts={"fstype": root["fstype"], "readOnly": read_only(root), "layers": layers,
                               "upperdir": opts.get("upperdir"), "workdir": opts.get("workdir"),
-                              "lowerdir": opts.get("lowerdir")},
+                              "lowerdir": opts.get("lowerdir"), "idmapped": bool(staged)},
                        read=[(f"/proc/{pid}/mountinfo", f"/ {root['options']} - {root['fstype']} "
                               f"{root['super']}")]
                        + [(f"readlink -f {cwd}/{x['lowerdir']}", x["path"]) for x in layers],
@@ -699,7 +724,10 @@ def _security(live: _Live, status: dict) -> list[dict]:
     maps = {}
     for f in ("uid_map", "gid_map"):
         maps[f] = [" ".join(x.split()) for x in (_read(f"/proc/{pid}/{f}") or "").splitlines() if x.strip()]
-    user = f"uid {status.get('Uid', '?').split(' ')[0]}, gid {status.get('Gid', '?').split(' ')[0]}"
+    uid, gid = status.get("Uid", "?").split(" ")[0], status.get("Gid", "?").split(" ")[0]
+    user = f"uid {inside_id(uid, maps['uid_map'])}, gid {inside_id(gid, maps['gid_map'])}"
+    if maps["uid_map"] != ["0 0 4294967295"]:
+        user += f" (the host's {uid}, {gid})"
     if status.get("Groups"):
         user += f", groups {status['Groups']}"
     if maps["uid_map"] == ["0 0 4294967295"]:

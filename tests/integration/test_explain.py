@@ -192,6 +192,23 @@ def test_shared_namespaces_are_named_as_shared(k: Kobako):
     k("rm", "-f", "ex-guest", "ex-owner")
 
 
+def test_a_user_namespace_and_its_idmapped_root(k: Kobako):
+    k("run", "-d", "--name", "ex-userns", "--userns", "auto", "--network", "none", IMG, "sleep", "600")
+    doc = _explain(k, "ex-userns")
+    pid = doc["pid"]
+    assert [p for o in doc["objects"] for p in o["problems"]] == []
+    user = _objects(doc, "namespace")["user"]["facts"]
+    assert user["owner"] == "container" and user["inode"] == os.stat(f"/proc/{pid}/ns/user").st_ino
+    sec = _objects(doc, "security")["user"]
+    assert sec["facts"]["uidMap"] == [" ".join(ln.split()) for ln in open(f"/proc/{pid}/uid_map")]
+    host_uid = _status(pid)["Uid"].split()[0]
+    assert host_uid != "0" and sec["summary"].startswith(f"runs as uid 0, gid 0 (the host's {host_uid}")
+    root = _objects(doc, "mount")["/"]["facts"]
+    assert root["idmapped"] and root["layers"] and all(x["exists"] for x in root["layers"])
+    _run_checks(doc)
+    k("rm", "-f", "ex-userns")
+
+
 def test_what_the_kernel_lacks_is_reported_not_assumed(k: Kobako):
     port = _free_port()
     k("run", "-d", "--name", "ex-broken", "-p", f"127.0.0.1:{port}:80", "--network", NET, IMG, "sleep", "600")

@@ -138,3 +138,11 @@ def test_a_stopped_container_says_why_it_has_no_kernel_objects():
     assert "exited" in text.splitlines()[0] and "init PID" not in text
     assert "Not running: its namespaces ... exist only while it runs." in text
     assert "Kernel objects\n  objects    none: it is not running" in text
+
+
+def test_ids_seen_from_the_host_map_back_into_the_container():
+    userns = ["0 1073741824 65536"]
+    assert ex.inside_id("1073741824", userns) == "0"
+    assert ex.inside_id("1073742824", userns) == "1000"
+    assert ex.inside_id("0", userns) == "0 (unmapped)"
+    assert ex.inside_id("1000", ["0 0 4294967295"]) == "1000"
