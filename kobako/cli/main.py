@@ -34,6 +34,7 @@ MODULES = {
     "network create": "networks", "network ls": "networks", "network inspect": "networks",
     "network rm": "networks", "network prune": "networks", "network connect": "networks",
     "network disconnect": "networks", "network reload": "networks",
+    "explain": "explain",
 }
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
@@ -45,7 +46,7 @@ ALIASES = {
     "container kill": "kill", "container restart": "restart", "container pause": "pause",
     "container unpause": "unpause", "container wait": "wait", "container logs": "logs",
     "container exec": "exec", "container top": "top", "container rename": "rename",
-    "container inspect": "inspect",
+    "container inspect": "inspect", "container explain": "explain",
     "info": "system info", "container stats": "stats",
     "container cp": "cp", "container attach": "attach",
     "container update": "update", "container port": "port", "system version": "version",
@@ -77,6 +78,7 @@ Containers:
   export      A container's filesystem as a tar archive
 
   create, start, stop, kill, restart, pause, unpause, wait, logs, exec, top, rename, inspect
+  explain     The kernel objects a container is made of, and a host command to check each
 
 Volumes:
   volume create, ls, inspect, rm, prune
