@@ -280,3 +280,15 @@ def test_seed_matches_the_overlay_mount(k: VKobako, session_base: Path):
     assert json.loads(k("volume", "inspect", "web").stdout)[0]["Name"] == "web"
     k("volume", "rm", "web")
     assert k.volumes_dir() == [".lock"]
+
+
+def test_a_failed_create_leaves_no_anonymous_volume(k: VKobako, busybox_rootfs: Path):
+    """The anonymous volumes of a create are steps of its record: a create that fails after
+    making them (here: the name is taken) removes them again."""
+    k("import", str(busybox_rootfs), "kbt/busybox:1")
+    k("create", "--name", "taken", "-v", "/data", "kbt/busybox:1", "true")
+    before = k.volumes_dir()
+    cp = k("create", "--name", "taken", "-v", "/data", "-v", "/more", "kbt/busybox:1", "true", check=False)
+    assert_user_error(cp, "already in use")
+    assert k.volumes_dir() == before
+    k("rm", "-v", "taken")
