@@ -117,6 +117,7 @@ class Record:
     def __init__(self, layer: str) -> None:
         self.layer = layer
         self.undos: list[tuple[str, str, Callable[[], object]]] = []
+        self.diagnoses: list[Callable[[], str | None]] = []
         self.names: dict[str, int] = {}
         self._mark = time.perf_counter()
 
@@ -146,9 +147,32 @@ class Record:
         work before it)."""
         self._mark = time.perf_counter()
 
+    def diagnose(self, why: Callable[[], str | None]) -> None:
+        """Register a question to ask before unwinding, while what was made still exists
+        (the cgroup's OOM count, say): it returns the likely cause of a failure, or None."""
+        self.diagnoses.append(why)
+
+    def why(self) -> str | None:
+        """The first cause a diagnosis finds (a diagnosis that fails itself is no answer)."""
+        for d in self.diagnoses:
+            try:
+                reason = d()
+            except Exception:  # noqa: BLE001 - a question about a half-made object
+                continue
+            if reason:
+                return reason
+        return None
+
     def unwind(self, error: BaseException | None = None) -> list[str]:
-        """Undo everything, newest first; every undo runs even when some fail. Their errors
-        are returned and, when `error` is given, attached to it as notes."""
+        """Diagnose, then undo everything, newest first; every undo runs even when some fail.
+        The cause found becomes the error's hint (kobako's errors carry one) when it has
+        none; the undos' errors are returned and attached to `error` as notes."""
+        if error is not None and self.diagnoses:
+            reason = self.why()
+            if reason and getattr(error, "hint", False) is None:
+                error.hint = reason  # type: ignore[attr-defined]
+            elif reason:
+                error.add_note(reason)
         errs: list[str] = []
         while self.undos:
             _point, what, undo = self.undos.pop()

@@ -112,8 +112,8 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
             chan.close()
             return c, None
         return c, chan
-    except BaseException:
-        for e in steps.unwind():
+    except BaseException as exc:
+        for e in steps.unwind(exc):
             log.error(e)
         if chan is not None:
             chan.close()
@@ -171,11 +171,22 @@ def _make_cgroup(c: state.Container, steps: Steps):
 
     # registered before the mkdirs: a failure halfway removes the ones made
     steps.made("mkdir(2) in cgroupfs", f"cgroup {cg.rec['path']} ({cg.rec['layout']})", undo)
+    steps.diagnose(lambda: _oom_during_create(cg.rec, linux.get("resources")))
     cg.create(record=c.save)
     if linux.get("resources"):
         cg.apply(linux["resources"])
         steps.made("write cgroupfs", f"linux.resources applied to {cg.rec['path']}")
     return cg
+
+
+def _oom_during_create(rec: dict, res: dict | None) -> str | None:
+    """Why an init died before its program ran: the cgroup's OOM killer, if it acted."""
+    from kobako.runtime.cgroups import stats
+    if stats.oom_kills(rec) <= 0:
+        return None
+    limit = ((res or {}).get("memory") or {}).get("limit")
+    return ("the OOM killer ended the container's init while it was being set up: the memory limit"
+            + (f" ({limit} bytes)" if limit else "") + " is too small for it")
 
 
 def _enter_for_children(nss: dict, linux: dict, steps: Steps) -> list[tuple[int, int]]:

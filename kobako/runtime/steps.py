@@ -45,8 +45,8 @@ class Steps(record.Record):
             self.log.debug(f"{self.who} step {self.count}: {primitive}: {what}")
         super().made(_name(primitive), primitive, what, undo, what)
 
-    def unwind(self) -> list[str]:  # type: ignore[override]
-        return [f"undo {e}" for e in super().unwind()]
+    def unwind(self, error: BaseException | None = None) -> list[str]:
+        return [f"undo {e}" for e in super().unwind(error)]
 
     def undone(self, what: str, error: Exception | None) -> None:
         if error is None and self.log.debug_on:
