@@ -574,7 +574,7 @@ class Engine:
 
     def _recover(self, rec: dict, st: str | None, why: str) -> bool:
         """Settle a container whose owner is gone: exited with exit code 255 (unknown, as
-        containerd reports a task whose shim died) and `why` in State.Error, then what it left
+        containerd reports a task whose dead shim gave no status) and `why` in State.Error, then what it left
         torn down: runtime state and cgroup, network namespace, veth, nft elements, address.
         `rec` is updated in place; False when it was removed (--rm). The container's
         init has ended (or never ran the program: a `created` init waits for a start that
