@@ -13,7 +13,15 @@ import time
 
 from kobako import errors, paths, steps
 from kobako.engine import ocispec
-from kobako.engine.records import ContainerConflict, ContainerError, ContainerNotFound, ContainerStore
+from kobako.engine.records import (
+    OWNED,
+    ContainerConflict,
+    ContainerError,
+    ContainerNotFound,
+    ContainerStore,
+    owner_gone,
+    this_process,
+)
 from kobako.engine.spec import ContainerSpec
 from kobako.image.store import ImageStore, now_iso
 from kobako.storage.snapshots import Snapshots
@@ -101,6 +109,29 @@ class Engine:
         self.snapshots = Snapshots(self.root)
         self.containers = ContainerStore(self.root)
         self.runtime_root = os.path.join(self.run_dir, "runtime")
+        self.firewall_back()
+
+    def firewall_back(self) -> bool:
+        """kobako's nft table again when someone's `nft flush ruleset` (or a firewall's reload)
+        took it away while containers have endpoints: every command checks, so none needs the
+        user to. Costs a directory listing when no container has a network of kobako's, one
+        netlink query (~0.05 ms) when some do; re-applying from state, ~30 ms, only after a
+        flush. True when it re-applied the table."""
+        try:
+            with os.scandir(os.path.join(self.run_dir, "network", "endpoints")) as it:
+                if not any(e.name.endswith(".json") for e in it):
+                    return False
+        except OSError:
+            return False
+        from kobako.network import nftables
+        from kobako.network.networks import table_name
+        try:
+            if nftables.present(table_name(self.run_dir)):
+                return False
+            from kobako.network.endpoints import Endpoints
+            return Endpoints(self.root, self.run_dir).restore_table()
+        except (errors.KobakoError, OSError):
+            return False  # no nftables here, or not allowed: `kobako network reload` says why
 
     def event(self, rec: dict, action: str, **attrs: object) -> None:
         from kobako.engine.events import emit
@@ -167,7 +198,7 @@ class Engine:
         first = {
             "image": image["id"], "imageName": image_name, "created": now_iso(),
             "status": "running" if starting else "created", "chainIds": image["chainIds"], "volumes": vols,
-            **({"started": now_iso()} if starting else {}),
+            **({"started": now_iso(), "owner": this_process("run")} if starting else {}),
             "options": {"command": opts.command, "entrypoint": opts.entrypoint, "tty": opts.tty,
                         "autoRemove": remove, "interactive": c["OpenStdin"]},
             **spec.record(),
@@ -448,9 +479,9 @@ class Engine:
     def run_foreground(self, rec: dict, remove: bool) -> int:
         cid = rec["id"]
         if rec.get("status") != "running":  # not marked so at create (see create's `starting`)
-            rec.update(status="running", started=now_iso())
+            rec.update(status="running", started=now_iso(), owner=this_process("run"))
             # field by field, not save(): a concurrent rename or update of the record must survive
-            self.containers.update(cid, status="running", started=rec["started"])
+            self.containers.update(cid, status="running", started=rec["started"], owner=rec["owner"])
         self.event(rec, "start")
         code = 125
         from kobako.runtime.errors import RuntimeFailure
@@ -465,8 +496,7 @@ class Engine:
         bridged = (rec.get("net") or {}).get("mode") == "bridge"
         try:
             if bridged:
-                from kobako.network.endpoints import Endpoints
-                Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
+                self._attach(rec)
             if tee is not None:
                 tee.start()
             try:
@@ -498,6 +528,19 @@ class Engine:
                     pass  # removed meanwhile (rm -f)
         return code
 
+    def _attach(self, rec: dict) -> None:
+        """The foreground container's network. A port or address another container holds may
+        belong to one whose owner was killed: those are settled, and the attach tried again."""
+        from kobako.network.endpoints import Endpoints
+        from kobako.network.networks import NetworkError
+        from kobako.network.ports import PortError
+        try:
+            Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
+        except (NetworkError, PortError):
+            if not self.recover_orphans():
+                raise
+            Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
+
     def detach_network(self, cid: str, gen: int | None = None, sync: bool = True) -> None:
         from kobako.network.endpoints import Endpoints
         Endpoints(self.root, self.run_dir).detach(cid, gen, sync)
@@ -513,26 +556,88 @@ class Engine:
 
     # -- detached: through the monitor ---------------------------------------------
     def state(self, rec: dict) -> str:
-        """Docker's status words: created, running, paused, restarting, exited."""
+        """Docker's status words: created, running, paused, restarting, exited. A container
+        whose owner was killed (records.py) and whose init has ended is settled on the way:
+        `rec` then says exited, with why; one with --rm is removed ("removing")."""
         st = self.runtime_state(rec["id"])
         if st in ("running", "paused"):
             return st
+        if rec.get("status") in OWNED:
+            why = owner_gone(rec, ran=st is not None)
+            if why is not None and not self._recover(rec, st, why):
+                return "removing"
         if rec.get("status") == "restarting":
             return "restarting"
         if rec.get("status") in ("exited", "running") or st == "stopped":
             return "exited"
         return "created"
 
-    def start(self, rec: dict, attach: bool = False, stdin: bool = False):
+    def _recover(self, rec: dict, st: str | None, why: str) -> bool:
+        """Settle a container whose owner is gone: exited with exit code 255 (unknown, as
+        containerd reports a task whose dead shim gave no status) and `why` in State.Error, then what it left
+        torn down: runtime state and cgroup, network namespace, veth, nft elements, address.
+        `rec` is updated in place; False when it was removed (--rm). The container's
+        init has ended (or never ran the program: a `created` init waits for a start that
+        will not come), so nothing here stops a container that still runs."""
+        cid = rec["id"]
+        ep = None
+        if (rec.get("net") or {}).get("mode") == "bridge":
+            from kobako.network.endpoints import Endpoints
+            ep = Endpoints(self.root, self.run_dir).state(cid)
+        mine: list[bool] = []
+
+        def exited(old: object) -> object:  # under the record's lock: one command settles it
+            if old in OWNED:
+                mine.append(True)
+                return "exited"
+            return old
+        try:  # the keys are applied in this order: `mine` is known for the ones after status
+            fresh = self.containers.update(cid, status=exited, exitCode=lambda o: 255 if mine else o,
+                                           error=lambda o: why if mine else o,
+                                           finished=lambda o: now_iso() if mine else o,
+                                           pid=lambda o: 0 if mine else o)
+        except ContainerNotFound:
+            return False
+        rec.update(fresh)
+        if not mine:
+            return True  # another command settled it meanwhile
+        self.event(rec, "die", exitCode="255")
+        if (rec.get("options") or {}).get("autoRemove"):
+            self.remove(rec, force=True)
+            return False
+        from kobako.runtime.errors import RuntimeFailure
+        if st is not None:
+            try:  # --force only for an init that waits: a stopped one needs none
+                self.runtime(["delete", *(["--force"] if st in ("created", "creating") else []), cid])
+            except RuntimeFailure:
+                pass  # started again meanwhile, or gone already
+        if ep is not None:  # only that start's network: a newer start's stays
+            self.detach_network(cid, ep.get("gen"))
+        return True
+
+    def recover_orphans(self) -> list[str]:
+        """Settle every container whose owner is gone and whose init has ended: their IDs."""
+        out = []
+        for rec in self.containers.all():
+            if rec.get("status") in OWNED:
+                if self.state(rec) == "removing" or rec.get("status") not in OWNED:
+                    out.append(rec["id"])
+        return out
+
+    def start(self, rec: dict, attach: bool = False, stdin: bool = False, again: bool = True):
         """Start a created or exited container under the monitor; returns the init's PID, or
-        with `attach`, (reply, connection): the connection then carries the container's stdio."""
+        with `attach`, (reply, connection): the connection then carries the container's stdio.
+        A start that fails while containers whose owner was killed hold ports or addresses is
+        tried `again` once they are settled."""
         from kobako.engine import monitor
         st = self.state(rec)
         if st in ("running", "paused"):
             return rec.get("pid", 0)
         if self.runtime_state(rec["id"]) is not None:  # a stopped runtime container: clear it first
             self.runtime(["delete", "--force", rec["id"]])
-        self.containers.update(rec["id"], status="starting", error=None, stoppedByUser=False)
+        # owned by this command until the monitor, taking the request, names itself
+        self.containers.update(rec["id"], status="starting", error=None, stoppedByUser=False,
+                               owner=this_process("start"))
         req = {"op": "start", "id": rec["id"], "attach": attach, "stdin": stdin}
         for attempt in range(2):
             s = monitor.connect(self.root, self.run_dir)
@@ -553,6 +658,8 @@ class Engine:
                 raise
         if not r.get("ok"):
             s.close()
+            if again and self.recover_orphans():
+                return self.start(self.containers.get(rec["id"]) or rec, attach, stdin, again=False)
             raise StartError(r.get("error") or "the container did not start")
         if attach:
             return r, s
@@ -580,13 +687,18 @@ class Engine:
                 pass
             finally:
                 s.close()
-        # no monitor (it was killed): poll the runtime's view; the exit code is lost
+        # no monitor (it was killed): poll the runtime's view; the exit code is lost, and the
+        # exit is recorded here if the container's owner is gone (state() settles it)
         end = None if timeout is None else time.monotonic() + timeout
         while self.runtime_state(rec["id"]) in ("running", "paused"):
             if end is not None and time.monotonic() > end:
                 raise TimeoutError
             time.sleep(0.05)
-        return int((self.containers.get(rec["id"]) or rec).get("exitCode", 137))
+        now = self.containers.get(rec["id"]) or rec
+        if self.state(now) != "removing" and now.get("status") in OWNED:
+            self.settle(rec["id"])  # its owner lives and is about to record the exit
+            now = self.containers.get(rec["id"]) or now
+        return int(now.get("exitCode", 137))
 
     def _kill_self_when_running(self, cid: str) -> None:
         """Fault injection: SIGKILL this CLI once the runtime reports the container running."""

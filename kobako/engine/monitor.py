@@ -8,7 +8,10 @@ It is started on demand by the first `kobako run -d`/`start` (a fresh interprete
 nothing but this module and the runtime's JSON helper imported) and exits by itself
 when no container runs and no client is connected. It is not a daemon the user
 manages: commands that do not start containers never need it, and killing it leaves
-the containers running (their exit codes are then lost, as with a killed conmon).
+the containers running (their exit codes are then lost, as with a killed conmon). Each
+record it starts names it as the owner (PID and start time): once such a container's
+init has ended, the next command that looks at it finds the owner gone and records the
+exit itself (exit code 255, unknown, and why in State.Error), tearing down what it left.
 
 It is every container's parent: it forks a child that runs `kobako-runtime run
 --detach` in-process with the container's stdout/stderr as its own; the runtime child
@@ -129,6 +132,10 @@ class Monitor:
         self.pending: list[tuple[float, str]] = []  # restarts due: (when, id)
         self.early_exits: dict[int, int] = {}  # init PID -> exit code, reaped before started()
         self.idle_since = time.monotonic()
+        from kobako.runtime.state import start_time
+        # what each record it starts names as its owner (engine/records.py): a command that finds
+        # this process gone settles the containers it ran
+        self.owner = {"pid": os.getpid(), "start": start_time(os.getpid()), "by": "monitor"}
 
     def cdir(self, cid: str) -> str:
         return os.path.join(self.data, "containers", cid)
@@ -336,7 +343,7 @@ class Monitor:
         import selectors
         if cid in self.boxes:
             return f"container {cid[:12]} is already running"
-        rec = self.record(cid)
+        rec = update_record(self.cdir(cid), owner=self.owner)  # before anything is made
         if rec is None:
             return f"no such container: {cid}"
         err = self.refresh_joins(rec)
@@ -419,7 +426,7 @@ class Monitor:
                 box.next_probe = box.started_at + box.health["Interval"] / health.SECOND
                 more["health"] = health.starting()
             rec = update_record(box.cdir, status="running", pid=box.pid, started=now_iso(),
-                                restartCount=box.restarts, monitorPid=os.getpid(), **more) or {}
+                                restartCount=box.restarts, **more) or {}
             self.event(rec, box.cid, "start")
             if conn is not None:
                 self.reply(conn, {"ok": True, "pid": box.pid, "tty": box.tty})
@@ -850,7 +857,8 @@ def serve() -> None:
 def connect(data_root: str, run_root: str, spawn: bool = True) -> socket.socket:
     """A connection to this run root's monitor, starting one if none answers."""
     path = os.path.join(run_root, SOCK)
-    for _attempt in range(3):
+    end = spawned = 0.0
+    while True:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             s.connect(path)
@@ -859,11 +867,17 @@ def connect(data_root: str, run_root: str, spawn: bool = True) -> socket.socket:
             s.close()
             if not spawn:
                 raise
-        _spawn(data_root, run_root)
-        end = time.monotonic() + 5
-        while time.monotonic() < end and not os.path.exists(path):
-            time.sleep(0.005)
-    raise OSError(f"cannot reach the container monitor at {path}")
+        now = time.monotonic()
+        if end and now > end:
+            raise OSError(f"cannot reach the container monitor at {path}")
+        # Refused: no monitor, or a killed one's socket is still there (the new one replaces
+        # it), or one is going away idle (the new one waits for its lock): connect again until
+        # the new one listens, and spawn another if that one gave up
+        if now - spawned > 2.5:
+            _spawn(data_root, run_root)
+            spawned = time.monotonic()
+            end = end or spawned + 5
+        time.sleep(0.005)
 
 
 def _spawn(data_root: str, run_root: str) -> None:

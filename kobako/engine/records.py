@@ -5,6 +5,12 @@
     bundle/          the OCI bundle handed to the runtime (config.json, rootfs/)
 
 Names are unique; `names.lock` serialises the name check and the directory creation.
+
+A record that says the container is starting, running or restarting also says who runs
+it, its `owner`: the `kobako run` process of a foreground container, the monitor of a
+detached one (engine/monitor.py), by PID and start time (a PID alone may be reused). When
+that process is gone and the container's init has ended too, nobody will ever record the
+exit: the next command that looks at the container settles it (Engine.state).
 """
 
 from __future__ import annotations
@@ -32,6 +38,37 @@ _LEFT = ("brave", "calm", "eager", "gentle", "happy", "jolly", "keen", "lucid", 
          "proud", "quiet", "swift", "tidy", "vivid", "witty", "zen", "bold", "cool", "fond")
 _RIGHT = ("fox", "owl", "crane", "otter", "lynx", "heron", "koi", "tanuki", "kitsune", "panda",
           "finch", "hare", "mole", "newt", "seal", "wren", "yak", "ibis", "gecko", "badger")
+
+
+OWNED = ("starting", "running", "restarting")  # the statuses someone must be alive to end
+
+
+def this_process(by: str) -> dict:
+    """The owner entry for the calling process: `by` is "run" (a foreground run), "start" (a
+    command handing a start to the monitor) or "monitor"."""
+    from kobako.runtime.state import start_time
+    pid = os.getpid()
+    return {"pid": pid, "start": start_time(pid), "by": by}
+
+
+def owner_gone(rec: dict, ran: bool = True) -> str | None:
+    """Why the process that runs the container is gone (State.Error's words), or None while
+    it lives -- or when the record names no owner (made by an older kobako: left as it is).
+    `ran`: the runtime made the container (its state is there) before the owner died."""
+    owner = rec.get("owner")
+    if not owner:
+        return None
+    from kobako.runtime.state import start_time
+    pid = int(owner.get("pid") or 0)
+    if pid > 0 and start_time(pid) == owner.get("start"):
+        return None
+    by = owner.get("by")
+    if by == "start":
+        return f"the kobako command that was starting it (pid {pid}) was killed before the monitor took it"
+    who = "kobako run" if by == "run" else "the container monitor"
+    if not ran:
+        return f"{who} (pid {pid}) was killed while it was starting the container"
+    return f"{who} (pid {pid}), which ran it, was killed: its exit code is unknown"
 
 
 def random_name() -> str:

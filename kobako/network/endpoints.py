@@ -681,6 +681,18 @@ class Endpoints:
         with self.locked():
             self._full()
 
+    def restore_table(self) -> bool:
+        """The table again, whole, if it is missing while endpoints need it (someone's `nft
+        flush ruleset`, nftables.service or firewalld reloaded): True when it was re-applied.
+        The check is one netlink query; the lock and the rebuild only follow a flush."""
+        if nftables.present(self.table):
+            return False
+        with self.locked():
+            if nftables.present(self.table) or not self.all():
+                return False
+            self._full()
+            return True
+
     # -- /etc/hosts ---------------------------------------------------------------------------
     def _update_hosts(self, st: dict, nets: set[str], leaving: bool = False) -> None:
         """Rewrite the peers' section of /etc/hosts for every container that shares a user

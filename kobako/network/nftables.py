@@ -184,3 +184,31 @@ def remove(table: str) -> None:
 
 def exists(table: str) -> bool:
     return f"table inet {table}\n" in run("list tables\n") + "\n"
+
+
+def present(table: str) -> bool:
+    """Whether `inet <table>` exists, asked of the kernel directly: one nfnetlink
+    NFT_MSG_GETTABLE request, ~0.05 ms, where libnftables' `list tables` costs ~3 ms and
+    spawning `nft` ~5 ms. Cheap enough for every kobako command to check (lifecycle.py)."""
+    import _socket
+    import struct
+    name = table.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(name), 1) + name  # NFTA_TABLE_NAME
+    attr += b"\0" * (-len(attr) % 4)
+    body = struct.pack("=BBH", 1, 0, 0) + attr  # nfgenmsg: NFPROTO_INET, version 0
+    # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE, NLM_F_REQUEST
+    msg = struct.pack("=IHHII", 16 + len(body), (10 << 8) | 1, 1, 1, 0) + body
+    s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, 12)  # NETLINK_NETFILTER
+    try:
+        s.sendto(msg, (0, 0))
+        reply = s.recv(65536)
+    finally:
+        s.close()
+    if struct.unpack_from("=H", reply, 4)[0] != 2:  # not NLMSG_ERROR: the table itself
+        return True
+    err = -struct.unpack_from("=i", reply, 16)[0]
+    if err == 2:  # ENOENT
+        return False
+    if err:
+        raise OSError(err, f"nftables: cannot look up table inet {table}")
+    return True

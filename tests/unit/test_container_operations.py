@@ -227,3 +227,38 @@ def test_split_frames_keeps_the_incomplete_rest():
     frames, rest = stdio.split_frames(buf)
     assert frames == [(1, b"out"), (2, b"err")] and rest == stdio.frame(1, b"xyz")[:9]
     assert stdio.split_frames(rest + b"yz") == ([(1, b"xyz")], b"")
+
+
+# -- owners (records.py): who must be alive for a running record to be true -------------------
+
+def test_an_owner_that_lives_is_not_gone():
+    from kobako.engine.records import owner_gone, this_process
+    assert owner_gone({"owner": this_process("run")}) is None
+    assert owner_gone({}) is None  # a record of an older kobako: left as it is
+
+
+def test_an_owner_whose_pid_was_reused_is_gone_and_says_who_it_was():
+    from kobako.engine.records import owner_gone, this_process
+    me = this_process("run")
+    reused = {**me, "start": (me["start"] or 0) + 1}  # same PID, another process
+    assert owner_gone({"owner": reused}) == (f"kobako run (pid {me['pid']}), which ran it, was killed: "
+                                             "its exit code is unknown")
+    assert "killed while it was starting" in owner_gone({"owner": reused}, ran=False)
+    assert owner_gone({"owner": {**reused, "by": "monitor"}}).startswith("the container monitor (pid ")
+    assert "before the monitor took it" in owner_gone({"owner": {**reused, "by": "start"}})
+
+
+def test_a_record_whose_owner_is_gone_is_settled_by_state(tmp_path: Path, monkeypatch):
+    """No runtime state, a dead owner: exited with 255 and why; with --rm, removed."""
+    from kobako.engine.records import this_process
+    e = Engine(str(tmp_path / "data"), str(tmp_path / "run"))
+    monkeypatch.setattr(Engine, "event", lambda *a, **k: None)
+    dead = {**this_process("run"), "start": -1}
+    rec = e.containers.create({"status": "running", "owner": dead, "options": {}}, "orphan")
+    assert e.state(rec) == "exited"
+    assert rec["exitCode"] == 255 and "was killed" in rec["error"] and rec["finished"]
+    assert e.containers.get(rec["id"])["status"] == "exited"
+    gone = e.containers.create({"status": "running", "owner": dead, "options": {"autoRemove": True}}, "rm")
+    assert e.state(gone) == "removing" and e.containers.get(gone["id"]) is None
+    alive = e.containers.create({"status": "running", "owner": this_process("run"), "options": {}}, "mine")
+    assert e.state(alive) == "exited" and e.containers.get(alive["id"])["status"] == "running"
