@@ -376,7 +376,7 @@ async def ps(req: Request) -> None:
         raise ApiError(400, "invalid limit: a number") from None
 
     def states() -> list[tuple[dict, str]]:
-        return [(rec, e.state(rec)) for rec in e.containers.all()]
+        return e.listed()
 
     def rows() -> list[dict]:
         from kobako.network.endpoints import Endpoints

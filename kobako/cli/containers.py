@@ -440,8 +440,7 @@ def ps(e: Engine, args) -> int:
     from kobako.engine.views import CONTAINER_FILTERS, container_list, container_status
     rows = []
     last = 1 if args.latest else args.last if args.last is not None else -1
-    # a --rm container whose owner was killed is removed as it is seen ("removing"): not listed
-    states = [(rec, st) for rec in e.containers.all() if (st := e.state(rec)) != "removing"]
+    states = e.listed()
     flt = filters.from_args(args.filter, CONTAINER_FILTERS)
     for rec, state in container_list(e, states, flt, bool(args.all), last):
         status = container_status(rec, state)

@@ -555,6 +555,11 @@ class Engine:
         return Endpoints(self.root, self.run_dir).sweep(running)
 
     # -- detached: through the monitor ---------------------------------------------
+    def listed(self) -> list[tuple[dict, str]]:
+        """Every container with its state, as `ps` and GET /containers/json list them: a --rm
+        container whose owner was killed is removed by this very look at it, not listed."""
+        return [(rec, st) for rec in self.containers.all() if (st := self.state(rec)) != "removing"]
+
     def state(self, rec: dict) -> str:
         """Docker's status words: created, running, paused, restarting, exited. A container
         whose owner was killed (records.py) and whose init has ended is settled on the way:
