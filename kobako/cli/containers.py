@@ -724,8 +724,8 @@ COMMANDS = {
                            opt("-a --author", "author", "str", None, "author"),
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
-                           opt("-p --pause", "pause", "bool", True, "accepted for docker compatibility")],
-                       min_args=1, max_args=2), commit),
+                           opt("-p --pause", "pause", "bool", True, "accepted for docker compatibility"),
+                           TRACE], min_args=1, max_args=2), commit),
     "diff": (Command("diff", "CONTAINER", "Show a container's changes to its image's files (A, C, D)",
                      min_args=1, max_args=1), diff),
     "export": (Command("export", "[OPTIONS] CONTAINER", "Write a container's filesystem as a tar archive", [

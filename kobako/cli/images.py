@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from kobako.cli.containers import TRACE
 from kobako.cli.output import Progress, ago, familiar, formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine.lifecycle import Engine
@@ -289,7 +290,7 @@ COMMANDS = {
     "pull": (Command("pull", "[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", [
         opt("-q --quiet", "quiet", help="print only the image ID"),
         opt("--platform", "platform", "str", None, "os/arch[/variant] to pull (default: this host's)"),
-        TLS], min_args=1, max_args=1), pull),
+        TLS, TRACE], min_args=1, max_args=1), pull),
     "push": (Command("push", "[OPTIONS] NAME[:TAG] [DESTINATION]", "Upload an image to a registry", [
         opt("-q --quiet", "quiet", help="print nothing"), TLS], min_args=1, max_args=2), push),
     "images": (Command("images", "[OPTIONS] [REPOSITORY[:TAG]]", "List images", [
@@ -323,14 +324,14 @@ COMMANDS = {
                      min_args=1), save),
     "load": (Command("load", "[OPTIONS]", "Load images from a tar archive (docker-archive or OCI)", [
         opt("-i --input", "input", "str", None, "read from a file instead of stdin"),
-        opt("-q --quiet", "quiet", help="suppress progress output")], max_args=0), load),
+        opt("-q --quiet", "quiet", help="suppress progress output"), TRACE], max_args=0), load),
     "import": (Command("import", "[OPTIONS] file|URL|-|DIRECTORY [REPOSITORY[:TAG]]",
                        "Create an image from a tarball or a host directory (such as /)", [
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
                            opt("-q --quiet", "quiet", help="print nothing but the image ID"),
-                           opt("--platform", "platform", "str", None, "accepted; the host's is used")],
-                       min_args=1, max_args=2), import_),
+                           opt("--platform", "platform", "str", None, "accepted; the host's is used"),
+                           TRACE], min_args=1, max_args=2), import_),
     "login": (Command("login", "[OPTIONS] [SERVER]", "Log in to a registry", [
         opt("-u --username", "username", "str", None, "username"),
         opt("-p --password", "password", "str", None, "password"),

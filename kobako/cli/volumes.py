@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from kobako.cli.containers import TRACE
 from kobako.cli.output import formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt, pairs
 from kobako.engine import volumes
@@ -90,7 +91,8 @@ COMMANDS = {
         opt("-d --driver", "driver", "str", DRIVER, 'volume driver name ("local")'),
         opt("--label", "label", "list", None, "set metadata on the volume (KEY=VALUE)"),
         opt("-o --opt", "opt", "list", None, "driver options: type, device, o (as mount(8))"),
-        opt("--name", "name", "str", None, "the volume's name (or give it as the argument)")], max_args=1),
+        opt("--name", "name", "str", None, "the volume's name (or give it as the argument)"), TRACE],
+        max_args=1),
         create),
     "volume ls": (Command("volume ls", "[OPTIONS]", "List volumes", [
         opt("-q --quiet", "quiet", help="only display volume names"),

@@ -34,7 +34,7 @@ from kobako.image.content import ContentError, sha256_of
 from kobako.image.store import ImageStore
 from kobako.image.unpack import UnpackError, ensure_layers, gc_shield, register_local
 from kobako.storage import layer
-from kobako.storage.snapshots import Snapshots, chain_ids, syncfs
+from kobako.storage.snapshots import Snapshots, syncfs
 
 FORMATS = ("docker-archive", "oci-archive")
 CHUNK = 1 << 20
@@ -336,19 +336,12 @@ class _Image:
 def load(store: ImageStore, snaps: Snapshots, src: BinaryIO,
          progress: Callable[[str], None] | None = None) -> list[str]:
     """Load every image in a docker-archive or oci-archive (plain, gzip or zstd) read from
-    `src`. Returns the names loaded (the image ID for an untagged image). All or nothing:
-    on failure no record is written and what this load created is removed again."""
+    `src`. Returns the names loaded (the image ID for an untagged image). All or nothing
+    under `gc.undo_on_failure`, which the callers hold: each blob, snapshot and record the
+    load makes is a step of its record, undone when the load fails."""
     job = _Load(store, snaps, progress or (lambda s: None))
-    with gc_shield(store.root):
-        try:
-            with _seekable_tar(store, src) as f:
-                return job.run(f)
-        except BaseException:
-            try:
-                job.rollback()
-            except OSError:
-                pass  # the load's own error is the one to report; GC removes the rest
-            raise
+    with gc_shield(store.root), _seekable_tar(store, src) as f:
+        return job.run(f)
 
 
 @contextmanager
@@ -474,9 +467,7 @@ class _Load:
         self.content = store.content
         self.tar: tarfile.TarFile | None = None
         self.members: dict[str, tarfile.TarInfo] = {}
-        self.created: list[str] = []  # blobs this load added (rollback deletes unreferenced ones)
-        self.new_chains: set[str] = set()  # snapshots that did not exist before
-        self.new_records: list[str] = []
+        self.wrote = False  # a blob was written (without an fsync of its own)
 
     # -- the steps
 
@@ -505,7 +496,7 @@ class _Load:
             else:
                 raise ArchiveError("not an image archive: no manifest.json or index.json")
             self._unpack(plan)
-            if self.created:
+            if self.wrote:
                 syncfs(self.store.root)  # layer blobs were written without an fsync each: flush them
             return self._record(plan)
         except OSError as e:
@@ -514,25 +505,6 @@ class _Load:
             raise ArchiveError(f"the archive is truncated or corrupt: {e}") from None
         except (ContentError, mf.ManifestError, UnpackError, layer.LayerError) as e:
             raise ArchiveError(str(e)) from None
-
-    def rollback(self) -> None:
-        """Undo a failed load: its new records, then the blobs and snapshots it created that
-        no image uses (another load or pull may have recorded an image using them meanwhile)."""
-        with self.store.locked():
-            for rid in self.new_records:
-                self.store.delete_record(rid)
-            blobs: set[str] = set()
-            chains: set[str] = set()
-            for r in self.store.all():
-                blobs.update([r["id"], r.get("manifest", {}).get("digest", "")])
-                blobs.update(d.get("digest", "") for d in r.get("layers", []))
-                chains.update(r.get("chainIds", []))
-            for d in self.created:
-                if d not in blobs:
-                    self.content.delete(d)
-            for c in self.new_chains:
-                if c not in chains:
-                    self.snaps.remove(c)
 
     def _unpack(self, plan: list[_Image]) -> None:
         """Every image's layers into snapshots, before any record is written: a bad layer in the
@@ -543,7 +515,6 @@ class _Load:
             diff_ids = mf.parse_config(img.config)["rootfs"]["diff_ids"]
             self._put(img.config, img.config_digest)
             self._put(img.manifest, sha256_of(img.manifest))
-            self.new_chains.update(c for c in chain_ids(diff_ids) if not self.snaps.exists(c))
             self.say(f"Unpacking {img.label} ({_layers(len(m.layers))})")
             try:
                 ensure_layers(self.store, self.snaps, m.layers, diff_ids)
@@ -553,10 +524,7 @@ class _Load:
     def _record(self, plan: list[_Image]) -> list[str]:
         out: list[str] = []
         for img in plan:
-            existed = self.store.get(img.config_digest) is not None
             rec = register_local(self.store, self.snaps, img.manifest, img.config, img.names)
-            if not existed:
-                self.new_records.append(rec["id"])
             out += img.names or [rec["id"]]
         return out
 
@@ -792,16 +760,13 @@ class _Load:
             while chunk := src.read(CHUNK):
                 w.write(chunk)
             digest = f"{w.algo}:{w.hash.hexdigest()}"
-            existed = self.content.has(digest)
             try:
                 w.commit(durable=False)
             except ContentError:
                 raise ArchiveError(bad) from None
-        if not existed:
-            self.created.append(digest)
+        self.wrote = True
         return digest
 
     def _put(self, data: bytes, digest: str) -> None:
         if not self.content.has(digest, len(data)):
             self.content.put(data, digest)
-            self.created.append(digest)

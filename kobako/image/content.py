@@ -9,7 +9,7 @@ that `prune_ingest` removes. Readers can trust what `path()` returns.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kobako import errors
 from kobako.image.reference import ALGORITHMS, HEX, InvalidReference, check_digest
@@ -68,9 +68,10 @@ class Writer:
             self.fd = -1
             final = self.store.path(digest)
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            if self.store.created is not None and not os.path.exists(final):
-                self.store.created.append(digest)
+            new = not os.path.exists(final)
             os.rename(self.tmp, final)
+            if new and self.store.made is not None:
+                self.store.made(digest)  # a step: its undo is registered before the next one
             if durable:
                 fsync_dir(os.path.dirname(final))
             return digest
@@ -100,7 +101,8 @@ class ContentStore:
         self.root = root
         self.blob_dir = os.path.join(root, "blobs")
         self.ingest_dir = os.path.join(root, "ingest")
-        self.created: list[str] | None = None  # digests new to the store, while gc.undo_on_failure tracks
+        # called with the digest of each blob new to the store, while gc.undo_on_failure records
+        self.made: Callable[[str], None] | None = None
         for d in (self.blob_dir, self.ingest_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
 

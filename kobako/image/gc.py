@@ -71,25 +71,68 @@ def collect(e, wait: bool = False) -> int:
 
 @contextmanager
 def undo_on_failure(e):
-    """Blobs an operation (pull, load, import, commit) added are removed again if it fails
-    and no image references them, so a failed operation leaves the store as it was."""
-    content = e.images.content
-    made: list[str] = []
-    content.created = made
+    """The steps of an operation that makes an image (pull, load, import, commit, build's
+    final image), recorded in one step record (kobako/steps.py, layer "image"): each blob
+    new to the content store (`image:blob`), snapshot published (`image:snapshot`) and
+    image record written (`image:record`) is a step whose undo is registered as it is
+    made, before the next step; each is a fault point, and `--trace` shows them. On a
+    failure `unwind()` undoes them newest first: the records go, then the blobs and
+    snapshots that nothing references (`_drop_blob`, `_drop_snapshot`), so a failed
+    operation leaves the store as it was."""
+    import threading
+
+    from kobako import steps
+    rec = steps.Record("image")
+    guard = threading.Lock()  # layers are fetched and unpacked on several threads at once
+    content, snaps, store = e.images.content, e.snapshots, e.images
+
+    def blob(digest: str) -> None:
+        with guard:
+            rec.made("blob", "write, rename(2)", f"blob {digest}", lambda: _drop_blob(e, digest),
+                     f"blob {digest} removed unless an image uses it")
+
+    def snapshot(chain: str) -> None:
+        with guard:
+            rec.made("snapshot", "mkdir(2), rename(2)", f"snapshot {chain} (a layer unpacked)",
+                     lambda: _drop_snapshot(e, chain), f"snapshot {chain} removed unless an image uses it")
+
+    def record(image_id: str, names: list[str]) -> None:
+        named = f" ({', '.join(names)})" if names else ""
+        with guard:
+            rec.made("record", "write", f"image record {image_id}{named}", lambda: _drop_record(e, image_id),
+                     f"image record {image_id} removed")
+
+    saved = content.made, snaps.made, store.made  # an operation inside another (build's pull)
+    content.made, snaps.made, store.made = blob, snapshot, record
     try:
-        yield
-    except BaseException:
-        # Only when no other pull/load holds the shield: one of them may have found a blob we
-        # wrote and be about to record it. Otherwise the next collection takes what is left.
-        with exclusive(e.root, wait=False) as alone:
-            if alone:
-                blobs, _ = referenced(e)
-                for d in made:
-                    if d not in blobs:
-                        content.delete(d)
+        yield rec
+    except BaseException as err:
+        rec.unwind(err)
         raise
     finally:
-        content.created = None
+        content.made, snaps.made, store.made = saved
+
+
+def _drop_blob(e, digest: str) -> None:
+    """A blob's undo: removed when no image, container or build-cache entry references it,
+    and only when no other pull or load holds the GC shield (one of them may have found
+    the blob and be about to record it): otherwise the next collection takes it."""
+    with exclusive(e.root, wait=False) as alone:
+        if alone and digest not in referenced(e)[0]:
+            e.images.content.delete(digest)
+
+
+def _drop_snapshot(e, chain: str) -> None:
+    """A snapshot's undo, under the same rule as a blob's."""
+    with exclusive(e.root, wait=False) as alone:
+        if alone and chain not in referenced(e)[1]:
+            e.snapshots.remove(chain)
+
+
+def _drop_record(e, image_id: str) -> None:
+    """An image record's undo: this operation wrote it new, so nothing else names it."""
+    with e.images.locked():
+        e.images.delete_record(image_id)
 
 
 def users(e, image_id: str) -> list[dict]:

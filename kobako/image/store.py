@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from kobako import errors
 from kobako.image import reference
@@ -37,6 +38,9 @@ class ImageStore:
         self.dir = os.path.join(root, "images")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.content = ContentStore(root)
+        # called with (image ID, names) for each record new to the store, while an image
+        # operation records its steps (gc.undo_on_failure)
+        self.made: Callable[[str, list[str]], None] | None = None
 
     def locked(self):
         from kobako.paths import FileLock
@@ -122,7 +126,9 @@ class ImageStore:
                 if d not in rec["repoDigests"]:
                     rec["repoDigests"].append(d)
             self.save(rec)
-            return rec
+        if not old and self.made is not None:
+            self.made(rec["id"], rec["names"])  # a step: its undo is registered before the next one
+        return rec
 
     def _take_names(self, names: list[str], owner: str) -> None:
         for r in self.all():

@@ -19,6 +19,7 @@ half-unpacked layer under a real name.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from kobako import errors
 from kobako.paths import fsync_dir
@@ -116,6 +117,9 @@ class Snapshots:
         self.root = root
         self.dir = os.path.join(root, "snapshots")
         self.links = os.path.join(root, "l")
+        # called with the chain ID of each snapshot this process publishes, while an image
+        # operation records its steps (kobako/image/gc.py undo_on_failure)
+        self.made: Callable[[str], None] | None = None
         if not os.path.isdir(self.dir):
             try:
                 os.makedirs(self.dir, mode=0o700)
@@ -227,6 +231,8 @@ class Snapshots:
             # published snapshot without its link
             os.symlink(f"../snapshots/{os.path.basename(final)}/fs", os.path.join(self.links, short))
             os.rename(tmp, final)
+        if self.made is not None:
+            self.made(chain_id)  # a step: its undo is registered before the next one
         fsync_dir(self.dir)
         fsync_dir(self.links)
 

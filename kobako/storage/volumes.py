@@ -191,20 +191,35 @@ class VolumeStore:
                 return self.get(name)
             except VolumeNotFound:
                 pass
-            tmp = os.path.join(self.dir, ".tmp-" + secrets.token_hex(8))
+            return self._make(name, labels, options)
+
+    def _make(self, name: str, labels: dict, options: dict) -> dict:
+        """The volume's steps (kobako/steps.py, layer "volume"; `volume create --trace` shows
+        them, each a fault point): made under a temp name, so a crash leaves only what the
+        next `_sweep` removes; a failure unwinds at once."""
+        from kobako import steps
+        rec = steps.Record("volume")
+        tmp = os.path.join(self.dir, ".tmp-" + secrets.token_hex(8))
+        final = os.path.join(self.dir, name)
+        try:
             os.mkdir(tmp, 0o700)
-            try:
-                os.mkdir(os.path.join(tmp, "_data"), 0o755)
-                os.chmod(os.path.join(tmp, "_data"), 0o755)
-                vol = {"Name": name, "Driver": DRIVER, "Mountpoint": os.path.join(self.dir, name, "_data"),
-                       "CreatedAt": _now(), "Labels": labels, "Options": options, "Scope": "local",
-                       "seeded": False}
-                atomic_write(os.path.join(tmp, "volume.json"), json.dumps(vol, indent=1).encode(), mode=0o600)
-                os.rename(tmp, os.path.join(self.dir, name))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            return vol
+            rec.made("dir", "mkdir(2)", f"volume directory {tmp}",
+                     lambda: shutil.rmtree(tmp, ignore_errors=True), f"rm -r {tmp}")
+            os.mkdir(os.path.join(tmp, "_data"), 0o755)
+            os.chmod(os.path.join(tmp, "_data"), 0o755)  # whatever the umask
+            rec.made("data", "mkdir(2), chmod(2)", f"{tmp}/_data (0755)")
+            vol = {"Name": name, "Driver": DRIVER, "Mountpoint": os.path.join(final, "_data"),
+                   "CreatedAt": _now(), "Labels": labels, "Options": options, "Scope": "local",
+                   "seeded": False}
+            atomic_write(os.path.join(tmp, "volume.json"), json.dumps(vol, indent=1).encode(), mode=0o600)
+            rec.made("record", "write", f"{tmp}/volume.json")
+            os.rename(tmp, final)
+            rec.made("rename", "rename(2)", f"volume {name} at {final}")
+        except BaseException as e:
+            rec.unwind(e)
+            raise
+        rec.forget()
+        return vol
 
     # -- users, removal, prune ---------------------------------------------------------------
     @staticmethod
