@@ -10,11 +10,12 @@ import io
 import json
 import os
 import tarfile
+import types
 from pathlib import Path
 
 import pytest
 
-from kobako.image import archive, build
+from kobako.image import archive, build, gc
 from kobako.image.archive import ArchiveError
 from kobako.image.store import ImageStore
 from kobako.storage.snapshots import Snapshots
@@ -64,7 +65,11 @@ class Root:
                 "ingest": files("ingest"), "tmp": files("tmp")}
 
     def load(self, data: bytes) -> list[str]:
-        return archive.load(self.store, self.snaps, io.BytesIO(data))
+        """As every caller loads: in the step record that unwinds a failed load (gc.undo_on_failure)."""
+        e = types.SimpleNamespace(root=str(self.path), images=self.store, snapshots=self.snaps,
+                                  containers=types.SimpleNamespace(all=lambda: []))
+        with gc.undo_on_failure(e):
+            return archive.load(self.store, self.snaps, io.BytesIO(data))
 
     def rejects(self, data: bytes, *words: str) -> str:
         """Loading `data` fails with an ArchiveError naming `words` and changes nothing."""
