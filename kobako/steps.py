@@ -47,6 +47,12 @@ def tracing() -> bool:
     return _trace_fd >= 0
 
 
+def trace_fd() -> int:
+    """The trace's sink (-1: none), for a process that does steps on our behalf (the
+    monitor starting a container for `start --trace`)."""
+    return _trace_fd
+
+
 def show(layer: str, primitive: str, what: str, took: float | None = None) -> None:
     """One trace line: time since the trace began, layer, primitive, object, duration."""
     if _trace_fd < 0:

@@ -652,7 +652,7 @@ COMMANDS = {
                        RUN_OPTS, interspersed=False, min_args=1), create),
     "start": (Command("start", "[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more containers", [
         opt("-a --attach", "attach", help="print the container's output until it exits"),
-        opt("-i --interactive", "interactive", help="attach the container's stdin")], min_args=1),
+        opt("-i --interactive", "interactive", help="attach the container's stdin"), TRACE], min_args=1),
               start),
     "attach": (Command("attach", "[OPTIONS] CONTAINER",
                        "Attach to a running container's stdio (detach with ctrl-p ctrl-q)", [

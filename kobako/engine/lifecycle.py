@@ -647,7 +647,7 @@ class Engine:
         for attempt in range(2):
             s = monitor.connect(self.root, self.run_dir)
             try:
-                r = monitor.request(s, req, timeout=120)
+                r = monitor.request(s, req, timeout=120, fd=steps.trace_fd())  # start --trace
                 break
             except TimeoutError:
                 s.close()

@@ -32,6 +32,7 @@ Protocol: one JSON object per line over <run root>/monitor.sock.
 
 from __future__ import annotations
 
+import array
 import os
 import signal
 import socket
@@ -129,6 +130,7 @@ class Monitor:
         self.by_pid: dict[int, Box] = {}
         self.helpers: dict[int, tuple[str, object]] = {}  # pid -> (what, context)
         self.clients: dict[socket.socket, bytes] = {}
+        self.trace_fds: dict[socket.socket, int] = {}  # start --trace: the client's stderr
         self.pending: list[tuple[float, str]] = []  # restarts due: (when, id)
         self.early_exits: dict[int, int] = {}  # init PID -> exit code, reaped before started()
         self.idle_since = time.monotonic()
@@ -211,7 +213,13 @@ class Monitor:
         self.clients[conn] = b""
         self.sel.register(conn, selectors.EVENT_READ, ("client", None))
 
+    @staticmethod
+    def close_fd(fd: int) -> None:
+        if fd >= 0:
+            os.close(fd)
+
     def drop(self, conn: socket.socket) -> None:
+        self.close_fd(self.trace_fds.pop(conn, -1))
         if conn in self.clients:
             try:
                 self.sel.unregister(conn)
@@ -234,12 +242,17 @@ class Monitor:
             self.drop(conn)
 
     def client_read(self, conn: socket.socket) -> None:
-        try:
-            data = conn.recv(65536)
+        try:  # recvmsg: a start request may carry the client's trace fd (start --trace)
+            data, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
+            data, anc = b"", []
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                for fd in array.array("i", raw[:len(raw) - len(raw) % 4]):
+                    self.close_fd(self.trace_fds.pop(conn, -1))
+                    self.trace_fds[conn] = fd
         for b in self.boxes.values():  # an attached client: what it sends is the container's stdin
             if conn in b.attached:
                 if not data:  # its stdin ended (shutdown SHUT_WR): EOF for the container, output goes on
@@ -282,7 +295,12 @@ class Monitor:
         if op == "ping":
             self.reply(conn, {"ok": True, "pid": os.getpid()})
         elif op == "start":
-            err = self.start(cid, conn, attach=bool(req.get("attach")), stdin=bool(req.get("stdin")))
+            trace = self.trace_fds.pop(conn, -1)
+            try:
+                err = self.start(cid, conn, attach=bool(req.get("attach")), stdin=bool(req.get("stdin")),
+                                 trace=trace)
+            finally:
+                self.close_fd(trace)
             if err:
                 self.reply(conn, {"ok": False, "error": err})
         elif op == "wait":
@@ -339,7 +357,7 @@ class Monitor:
 
     # -- starting a container -------------------------------------------------------------
     def start(self, cid: str, conn: socket.socket | None, attach: bool = False,
-              stdin: bool = False) -> str | None:
+              stdin: bool = False, trace: int = -1) -> str | None:
         import selectors
         if cid in self.boxes:
             return f"container {cid[:12]} is already running"
@@ -380,6 +398,9 @@ class Monitor:
                 os.dup2(in_r if in_r >= 0 else null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
+                if trace >= 0:  # start --trace: this start's steps, on the client's stderr
+                    from kobako import steps
+                    steps.trace_to(trace)
                 if _attach_network(self.data, self.run, rec, rep_w):
                     _run_runtime(self.rt_root, rec["bundle"], cid, rep_w, cpath if console else None)
             finally:
@@ -905,11 +926,15 @@ def _spawn(data_root: str, run_root: str) -> None:
     os.waitpid(pid, 0)
 
 
-def request(sock: socket.socket, obj: dict, timeout: float | None = 30.0) -> dict:
+def request(sock: socket.socket, obj: dict, timeout: float | None = 30.0, fd: int = -1) -> dict:
     """One request, one reply line. Bytes that came after the reply (an attach stream's first
-    frames) are kept in the reply under "_rest"."""
+    frames) are kept in the reply under "_rest". `fd` goes with the request (SCM_RIGHTS)."""
     sock.settimeout(timeout)
-    sock.sendall((jsonfast.dumps(obj) + "\n").encode())
+    data = (jsonfast.dumps(obj) + "\n").encode()
+    if fd >= 0:
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        data = data[sent:]
+    sock.sendall(data)
     buf = b""
     while b"\n" not in buf:
         chunk = sock.recv(65536)
