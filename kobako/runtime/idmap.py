@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import stat
 
+from kobako import steps
 from kobako.linux import mount as m
 from kobako.linux import namespaces as ns
 from kobako.runtime import jsonfast
@@ -175,12 +176,17 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
         return False
     # the init is forked with the stage as its cwd (below): keep the bundle's absolute
     cfg["_bundle"] = os.path.abspath(cfg["_bundle"])
+    # (every mount here is in a private mount namespace of this child: it goes with the
+    # namespace, so the record's steps need no undo of their own)
+    rec = steps.Record("idmap")
     ns.unshare(ns.TYPES["mount"][0])
     m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
     os.makedirs(stage, 0o700, exist_ok=True)
     m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=711")
+    rec.made("stage", "unshare(2) CLONE_NEWNS, mount(2) tmpfs",
+             f"stage {stage} (0711) in a private mount namespace of the host's root")
     if desc is not None:
-        _mount_root(cfg, desc, stage, userns_fd)
+        _mount_root(cfg, desc, stage, userns_fd, rec)
     for i, (mnt, src) in enumerate(binds):
         opts = mnt.get("options") or []
         attrs = 0
@@ -188,6 +194,10 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
             attrs |= _ATTRS.get(o, 0)
         mapped = userns_fd if "idmap" in opts else None
         _attach(src, os.path.join(stage, f"b{i}"), attrs, mapped, recursive="rbind" in opts)
+        idm = mapped is not None
+        rec.made("bind", "open_tree(2), mount_setattr(2)" + (" MOUNT_ATTR_IDMAP" if idm else ""),
+                 f"{src} staged at {stage}/b{i} for {mnt['destination']}"
+                 + (" (idmapped into the container's user namespace)" if idm else ""))
         mnt[STAGED] = f"b{i}"
         mnt["options"] = [o for o in opts if o != "idmap"]
     os.chdir(stage)  # the init's cwd: after its unshare(CLONE_NEWNS), the copy of this tmpfs
@@ -196,7 +206,7 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
     return desc is not None
 
 
-def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
+def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int, rec: steps.Record) -> None:
     opts = list(desc.get("options") or [])
     kv = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in opts if "=" in o}
     lowers = [x for x in kv.get("lowerdir", "").split(":") if x]
@@ -207,6 +217,8 @@ def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
     staged = []
     for i, low in enumerate(lowers):
         _attach(os.path.join(cwd, low), os.path.join(stage, f"l{i}"), m.MOUNT_ATTR_RDONLY, userns_fd)
+        rec.made("layer", "open_tree(2), mount_setattr(2) MOUNT_ATTR_IDMAP|RDONLY",
+                 f"layer {os.path.join(cwd, low)} idmapped, read-only, at {stage}/l{i}")
         staged.append(f"l{i}")
     rest = [o for o in opts if o.split("=", 1)[0] not in ("lowerdir", "upperdir", "workdir")]
     new = ["lowerdir=" + ":".join(staged)]
@@ -219,6 +231,9 @@ def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
             _attach(os.path.join(cwd, os.path.dirname(upper.rstrip("/"))), os.path.join(stage, "u"), 0, ext)
         finally:
             os.close(ext)
+        rec.made("upper", "open_tree(2), mount_setattr(2) MOUNT_ATTR_IDMAP",
+                 f"upper and work directories {os.path.join(cwd, os.path.dirname(upper.rstrip('/')))} "
+                 f"idmapped at {stage}/u")
         new += [f"upperdir=u/{os.path.basename(upper.rstrip('/'))}",
                 f"workdir=u/{os.path.basename(work.rstrip('/'))}"]
     # on the stage, not on the bundle's rootfs: the container's root reaches it through the
@@ -233,3 +248,4 @@ def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int) -> None:
                              HINT) from None
     finally:
         os.chdir("/")
+    rec.made("root", "mount(2) overlay", f"the container's root on {root}, over the idmapped layers")
