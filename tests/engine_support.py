@@ -49,6 +49,23 @@ class Kobako:
         return {n for n in os.listdir(d)} if d.exists() else set()
 
 
+def build_context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
+    """A build context at tmp_path/ctx: the Dockerfile and `files` (names may have directories)."""
+    d = tmp_path / "ctx"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(text)
+    return d
+
+
+def import_tarred(k: Kobako, rootfs: Path, tar: Path, name: str) -> None:
+    """A root filesystem tarred to `tar`, then imported from it as image `name`."""
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+    k("import", str(tar), name)
+
+
 def assert_user_error(cp: subprocess.CompletedProcess, *words: str, code: int = 125) -> str:
     """One line on stderr starting with 'Error:', exit 125, no traceback."""
     out = (cp.stderr or "") + (cp.stdout or "")

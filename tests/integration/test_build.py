@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_support import Kobako
+from engine_support import Kobako, import_tarred
+from engine_support import build_context as ctx
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -25,19 +26,8 @@ IMG = "kbt/busybox:1"
 def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     kb = Kobako(session_base / "engine-build")
     tar = session_base / "busybox-rootfs-build.tar"
-    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
-    kb("import", str(tar), IMG)
+    import_tarred(kb, busybox_rootfs, tar, IMG)
     return kb
-
-
-def ctx(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    d = tmp_path / "ctx"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "Dockerfile").write_text(dockerfile)
-    for name, text in (files or {}).items():
-        (d / name).parent.mkdir(parents=True, exist_ok=True)
-        (d / name).write_text(text)
-    return d
 
 
 def inspect(k: Kobako, name: str) -> dict:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_support import Kobako, assert_user_error
+from engine_support import Kobako, assert_user_error, import_tarred
+from engine_support import build_context as ctx
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -23,20 +24,9 @@ IMG = "kbt/busybox:1"
 def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     kb = Kobako(session_base / "engine-build-mounts")
     tar = session_base / "busybox-rootfs-mounts.tar"
-    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
-    kb("import", str(tar), IMG)
+    import_tarred(kb, busybox_rootfs, tar, IMG)
     yield kb
     kb.clean()
-
-
-def ctx(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    d = tmp_path / "ctx"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "Dockerfile").write_text(dockerfile)
-    for name, text in (files or {}).items():
-        (d / name).parent.mkdir(parents=True, exist_ok=True)
-        (d / name).write_text(text)
-    return d
 
 
 def assert_clean(k: Kobako) -> None:

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_support import Kobako
+from engine_support import Kobako, import_tarred
+from engine_support import build_context as ctx
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -26,19 +27,9 @@ REPO = Path(__file__).resolve().parent.parent.parent
 def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     kb = Kobako(session_base / "engine-build-progress")
     tar = session_base / "busybox-rootfs-build-progress.tar"
-    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
-    kb("import", str(tar), IMG)
+    import_tarred(kb, busybox_rootfs, tar, IMG)
     yield kb
     kb.clean()
-
-
-def ctx(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    d = tmp_path / "ctx"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "Dockerfile").write_text(dockerfile)
-    for name, text in (files or {}).items():
-        (d / name).write_text(text)
-    return d
 
 
 def on_terminal(k: Kobako, *args: str, timeout: float = 120) -> tuple[int, str]:
