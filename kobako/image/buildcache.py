@@ -176,21 +176,16 @@ class CacheMounts:
 
     def size(self) -> tuple[int, int]:
         """(directories, bytes in them) for `system df`."""
+        from kobako.paths import dir_size
         paths = self._instances()
-        total = 0
-        for p in paths:
-            for d, dirs, files in os.walk(p):
-                for name in dirs + files:
-                    try:
-                        total += os.lstat(os.path.join(d, name)).st_blocks * 512
-                    except OSError:
-                        pass
-        return len(paths), total
+        return len(paths), sum(dir_size(p, allocated=True) for p in paths)
 
     def clear(self) -> int:
         """Remove every cache mount no step is using; bytes freed."""
         import fcntl
         import shutil
+
+        from kobako.paths import dir_size
         freed = 0
         for p in self._instances():
             try:
@@ -203,12 +198,7 @@ class CacheMounts:
                 os.close(fd)
                 continue
             try:
-                for d, dirs, files in os.walk(p):
-                    for name in dirs + files:
-                        try:
-                            freed += os.lstat(os.path.join(d, name)).st_blocks * 512
-                        except OSError:
-                            pass
+                freed += dir_size(p, allocated=True)
                 shutil.rmtree(p, ignore_errors=True)  # a waiter sees st_nlink 0 and makes a new one
             finally:
                 os.close(fd)
