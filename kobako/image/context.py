@@ -383,8 +383,8 @@ class DigestCache:
         the tree. A cache that cannot be written (a full disk) is left as it was."""
         if not self.added:
             return
+        from kobako.paths import atomic_write
         d = os.path.dirname(self.path)
-        tmp = f"{self.path}.{os.getpid()}.tmp"  # unique while the lock is held
         try:
             os.makedirs(d, mode=0o700, exist_ok=True)
             lock = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -399,15 +399,9 @@ class DigestCache:
                     del files[rel]  # gone, or another file now
             files.update(self.added)
             data = json.dumps({"context": self.context, "files": files}, separators=(",", ":")).encode()
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as f:
-                f.write(data)
-            os.rename(tmp, self.path)
+            # a cache: losing it costs a re-read, so no fsync
+            atomic_write(self.path, data, 0o600, durable=False)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             return
         finally:
             os.close(lock)
