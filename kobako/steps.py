@@ -115,6 +115,19 @@ def fault(point: str) -> None:
     os._exit(137)
 
 
+def slug(primitive: str) -> str:
+    """A step's name from its primitive: `mount(2) MS_BIND` -> `mount-ms_bind`."""
+    out, dash = [], False
+    for ch in primitive.lower().replace("(2)", ""):
+        if ch.isalnum() or ch == "_":
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-")
+
+
 # -- the record --------------------------------------------------------------------------------
 
 class Record:
@@ -122,7 +135,7 @@ class Record:
 
     def __init__(self, layer: str) -> None:
         self.layer = layer
-        self.undos: list[tuple[str, str, Callable[[], object]]] = []
+        self.undos: list[tuple[str, Callable[[], object]]] = []
         self.diagnoses: list[Callable[[], str | None]] = []
         self.names: dict[str, int] = {}
         self._mark = time.perf_counter()
@@ -134,24 +147,22 @@ class Record:
         self.names[name] = n
         return f"{self.layer}:{name}" + (f"#{n}" if n > 1 else "")
 
-    def made(self, name: str, primitive: str, what: str, undo: Callable[[], object] | None = None,
+    def made(self, name: str | None, primitive: str, what: str, undo: Callable[[], object] | None = None,
              undo_what: str | None = None) -> None:
         """A step that just succeeded, with the undo that reverses it (registered now,
-        before the next step)."""
+        before the next step). `name` None: the step is named after its primitive
+        (`mount(2) MS_BIND` -> `mount-ms_bind`)."""
+        if undo is not None:
+            self.undos.append((undo_what or f"undo {what}", undo))
+        if _trace_fd < 0 and _fault is None:  # (the runtime's start-up path: nothing more to do)
+            return
         now = time.perf_counter()
         took, self._mark = now - self._mark, now
-        point = self.point(name)
+        point = self.point(name or slug(primitive))
         if _trace_fd >= 0:
             show(self.layer, primitive, f"{what}  [{point}]", took)
-        if undo is not None:
-            self.undos.append((point, undo_what or f"undo {what}", undo))
         if _fault is not None:
             fault(point)
-
-    def begin(self) -> None:
-        """The next step's time counts from now (a step timed alone, not with the
-        work before it)."""
-        self._mark = time.perf_counter()
 
     def diagnose(self, why: Callable[[], str | None]) -> None:
         """Register a question to ask before unwinding, while what was made still exists
@@ -181,7 +192,7 @@ class Record:
                 error.add_note(reason)
         errs: list[str] = []
         while self.undos:
-            _point, what, undo = self.undos.pop()
+            what, undo = self.undos.pop()
             t = time.perf_counter()
             try:
                 undo()

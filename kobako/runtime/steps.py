@@ -18,19 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def _name(primitive: str) -> str:
-    """A step's name from its primitive: `mount(2) MS_BIND` -> `mount-ms_bind`."""
-    out, dash = [], False
-    for ch in primitive.lower().replace("(2)", ""):
-        if ch.isalnum() or ch == "_":
-            out.append(ch)
-            dash = False
-        elif not dash and out:
-            out.append("-")
-            dash = True
-    return "".join(out).strip("-")
-
-
 class Steps(record.Record):
     def __init__(self, log: Log, who: str = "runtime") -> None:
         super().__init__(who)
@@ -43,7 +30,7 @@ class Steps(record.Record):
         self.count += 1
         if self.log.debug_on:
             self.log.debug(f"{self.who} step {self.count}: {primitive}: {what}")
-        super().made(_name(primitive), primitive, what, undo, what)
+        super().made(None, primitive, what, undo, what)
 
     def unwind(self, error: BaseException | None = None) -> list[str]:
         return [f"undo {e}" for e in super().unwind(error)]
