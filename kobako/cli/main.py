@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.help:
             sys.stdout.write(parser.help_text(cmd))
             return 0
+        if os.geteuid():  # an ordinary user: into the user's own namespace first (rootless)
+            from kobako.engine import rootless
+            rootless.enter()
         from kobako.engine.lifecycle import Engine
         from kobako.steps import arm_from_environment
         arm_from_environment()

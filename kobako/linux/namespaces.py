@@ -47,3 +47,21 @@ def enter(path: str, nstype: int) -> None:
         setns(fd, nstype, path)
     finally:
         os.close(fd)
+
+
+_IN_USERNS: bool | None = None
+
+
+def in_user_namespace() -> bool:
+    """True in any user namespace but the host's (runc's RunningInUserNS): rootless kobako,
+    or a runtime started by a rootless engine. Such a process cannot join the host's
+    namespaces again once it has left them, and mknod, cgroupfs and rlimits above its
+    own are the host's to grant."""
+    global _IN_USERNS
+    if _IN_USERNS is None:
+        try:
+            with open("/proc/self/uid_map") as f:
+                _IN_USERNS = f.read().split() != ["0", "0", "4294967295"]
+        except OSError:
+            _IN_USERNS = False
+    return _IN_USERNS

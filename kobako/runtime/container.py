@@ -133,6 +133,10 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     if ctx.userns:
         cg = _make_cgroup(c, steps)
         return _spawn_via_userns(ctx, chan, c, cg, steps)
+    if ns.in_user_namespace() and ("pid" in ctx.namespaces or "time" in ctx.namespaces):
+        # rootless: once this process leaves its pid namespace it cannot join it again
+        # (the host's belongs to the host's user namespace), so a child enters it instead
+        return _spawn_via_mid(ctx, chan, c, steps)
     restore = _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, steps)
     try:
         pid = os.fork()
@@ -152,6 +156,33 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     return pid
 
 
+def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
+    prctl.set_child_subreaper()  # the init, grandchild, becomes our child when mid exits
+    mid = os.fork()
+    if mid == 0:
+        try:
+            chan.close()
+            c.close_lock()
+            _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, Steps(ctx.log, "init"))
+            pid = os.fork()
+            if pid == 0:
+                init_main(ctx)
+            ctx.chan.send("PID", str(pid))
+            os._exit(0)
+        except BaseException as e:
+            ctx.chan.fail(f"cannot make the container's pid namespace: {describe(e)}")
+    steps.made("fork(2)", f"intermediate pid {mid} for the pid namespace", lambda: _kill_and_reap(mid))
+    kind, msg = chan.recv()
+    if kind != "PID":
+        raise RuntimeFailure(msg or "the intermediate process exited")
+    os.waitpid(mid, 0)
+    pid = int(msg)
+    steps.made("fork(2)", f"init pid {pid} (PID 1 of its namespace)", lambda: _kill_and_reap(pid))
+    _record_init(c, pid)
+    _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
+    return pid
+
+
 def _record_init(c: state.Container, pid: int) -> None:
     c.data["pid"] = pid
     c.data["_start_time"] = state.start_time(pid)
@@ -162,6 +193,19 @@ def _make_cgroup(c: state.Container, steps: Steps):
 
     linux = (c.cfg or {}).get("linux") or {}
     cg = Manager.plan(linux.get("cgroupsPath"), c.id, linux.get("resources"))
+    if ns.in_user_namespace() and not cg.writable():
+        # rootless without a delegated cgroup: run without one (as runc and crun do), but
+        # never drop a limit the container asked for
+        limits = sorted(k for k, v in (linux.get("resources") or {}).items() if v and k != "devices")
+        if limits:
+            raise RuntimeFailure(
+                f"linux.resources.{', '.join(limits)} needs a cgroup this user may write, and "
+                f"{cg.rec['leaves'][0]['dir'] if cg.rec['leaves'] else 'none'} is not",
+                "limits of rootless containers need a delegated cgroup v2 subtree: with systemd, "
+                "Delegate=yes for user@.service (see kobako's docs/rootless.md)")
+        c.data["_cgroup"] = {"layout": "none", "path": "", "leaves": [], "dirs": []}
+        steps.made("no cgroup", "rootless and no cgroup delegated to this user: none made")
+        return Manager(c.data["_cgroup"])
     c.data["_cgroup"] = cg.rec
 
     def undo() -> None:

@@ -132,7 +132,9 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
     from kobako.runtime.rootfs import Rootfs
 
     os.umask(0)
-    root = Rootfs(cfg, steps, ctx.userns, "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"],
+    # (a rootless runtime is in a user namespace already: no mknod there either)
+    root = Rootfs(cfg, steps, ctx.userns or ns.in_user_namespace(),
+                  "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"],
                   placed=lambda: _placed(ctx, steps))
     root.premounted = ctx.root_premounted
     if "mount" in ctx.namespaces:

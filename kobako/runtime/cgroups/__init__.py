@@ -116,6 +116,17 @@ class Manager:
             rec["shared"] = [os.path.dirname(x["dir"]) for x in leaves]
         return cls(rec)
 
+    def writable(self) -> bool:
+        """Whether this process may make every leaf: the nearest existing level of each is
+        writable (a rootless runtime without a delegated subtree may not)."""
+        for leaf in self.rec["leaves"]:
+            p = leaf["dir"]
+            while not os.path.isdir(p):
+                p = os.path.dirname(p)
+            if not os.access(p, os.W_OK):
+                return False
+        return True
+
     # -- making and removing -----------------------------------------------------
     def create(self, record) -> None:
         """mkdir each missing level. Every directory is listed in rec["dirs"] and
