@@ -123,6 +123,9 @@ class Engine:
                     return False
         except OSError:
             return False
+        from kobako.linux.namespaces import in_user_namespace
+        if in_user_namespace():  # rootless: the table is in the user's own network namespace
+            return False
         from kobako.network import nftables
         from kobako.network.networks import table_name
         try:

@@ -34,11 +34,18 @@ import os
 from kobako import steps
 from kobako.linux import netlink
 from kobako.network import nftables
-from kobako.network.networks import DEFAULT, NetworkError, NetworkStore, netns_path, sha256_hex, table_name
+from kobako.network.networks import (
+    DEFAULT,
+    NetworkError,
+    NetworkStore,
+    netns_dir,
+    netns_path,
+    sha256_hex,
+    table_name,
+)
 from kobako.paths import FileLock
 from kobako.runtime import jsonfast
 
-NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 _HOSTS_MARK = "# kobako: containers on the same networks\n"
 # what a bridge's record keeps
@@ -96,8 +103,32 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _in_user_netns(method):
+    """Rootless: the method runs in a child that entered the user's network namespace, where
+    the user's bridges, veths and nft table live (rootlessns.py); root runs it in place."""
+    def wrapper(self, *args, **kw):
+        from kobako.linux.namespaces import in_user_namespace
+        if self._inside or not in_user_namespace():
+            return method(self, *args, **kw)
+        from kobako.network import rootlessns
+        nspath, restarted = rootlessns.ensure(self.run_root)
+
+        def inside():
+            self._inside = True
+            if restarted:  # a new slirp4netns: the host forwards of running containers again
+                with self.locked():
+                    for st in self.all():
+                        self._forward_ports(st)
+            return method(self, *args, **kw)
+        return rootlessns.call_inside(nspath, inside)
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 class Endpoints:
     def __init__(self, root: str, run_root: str) -> None:
+        self.run_root = run_root
+        self._inside = False  # rootless: this process is in the user's network namespace
         self.store = NetworkStore(root, run_root)
         self.netdir = os.path.join(run_root, "network")
         self.dir = os.path.join(run_root, "network", "endpoints")
@@ -137,6 +168,7 @@ class Endpoints:
         return out
 
     # -- attach -----------------------------------------------------------------------------
+    @_in_user_netns
     def attach(self, rec: dict, gen: int | None = None) -> dict | None:
         """Make the container's network as its record asks (rec["net"]); its state, or None
         for modes that need nothing (host, none, container:X). Raises NetworkError or PortError
@@ -163,6 +195,8 @@ class Endpoints:
                 self._make(st)
                 steps.fault("net:made")
                 self._fw_add(st, self._new_bridges)
+                if self._inside:
+                    self._forward_ports(st)
                 self._save(st)  # with what making it learnt (the route's network)
                 self._update_hosts(st, set(st["networks"]))
                 if st.get("hosts"):
@@ -271,6 +305,7 @@ class Endpoints:
             os.close(home)
 
     # -- connect / disconnect on a running container --------------------------------------------
+    @_in_user_netns
     def connect(self, rec: dict, name: str, want: dict | None = None) -> dict:
         """Join a running container to network `name`; `want`: {"ip", "aliases", "mac", ...}."""
         want = want or {}
@@ -303,6 +338,7 @@ class Endpoints:
                 raise
         return st
 
+    @_in_user_netns
     def disconnect(self, rec: dict, name: str) -> None:
         with self.locked():
             st = self.state(rec["id"])
@@ -340,12 +376,13 @@ class Endpoints:
         """A new network namespace bound at `path` (what `ip netns add` does), and a netlink
         socket inside it. The calling thread enters it only for the two calls that need to."""
         from kobako.linux import mount, namespaces
-        os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+        where = netns_dir()
+        os.makedirs(where, mode=0o755, exist_ok=True)
         try:  # as iproute2: /run/netns shared, so an unmount here reaches every mount namespace
-            mount.mount(None, NETNS_DIR, None, mount.MS_SHARED | mount.MS_REC)
+            mount.mount(None, where, None, mount.MS_SHARED | mount.MS_REC)
         except OSError:
-            mount.mount(NETNS_DIR, NETNS_DIR, None, mount.MS_BIND | mount.MS_REC)
-            mount.mount(None, NETNS_DIR, None, mount.MS_SHARED | mount.MS_REC)
+            mount.mount(where, where, None, mount.MS_BIND | mount.MS_REC)
+            mount.mount(None, where, None, mount.MS_SHARED | mount.MS_REC)
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -484,6 +521,7 @@ class Endpoints:
         _sysctl("net/ipv4/ip_forward", "0")
         os.unlink(mark)
 
+    @_in_user_netns
     def set_rate(self, cid: str, rate: int) -> None:
         """`kobako update --net-rate`: change the limit live; 0 lifts it."""
         with self.locked():
@@ -519,6 +557,7 @@ class Endpoints:
                                        f"{(r.stderr or 'tc failed').strip()}")
 
     # -- detach -----------------------------------------------------------------------------
+    @_in_user_netns
     def detach(self, cid: str, gen: int | None = None, sync: bool = True) -> bool:
         """Tear the container's network down. With `gen`, only if it is still that start's (a
         late cleanup never takes down a newer start's network). `sync=False` (a container's
@@ -557,6 +596,11 @@ class Endpoints:
             os.unlink(st["netns"])
         except FileNotFoundError:
             pass
+        if st.get("forwards"):  # rootless: slirp4netns's host forwards first
+            from kobako.network import rootlessns
+            for fid in st["forwards"]:
+                rootlessns.remove_forward(self.run_root, fid)
+            st["forwards"] = []
         # the DNAT entries go before the address is released: nobody else may get its traffic
         gone = nftables.port_elements(st.get("ports") or [], {k: v["ip"] for k, v in st["networks"].items()})
         self._fw_delete(gone)
@@ -606,6 +650,7 @@ class Endpoints:
             self._fw_delete([e for n in gone for e in nftables.network_elements(n)])
         self._forwarding_restore()
 
+    @_in_user_netns
     def reap_idle(self) -> None:
         with self.locked():
             self._reap_idle()
@@ -634,6 +679,19 @@ class Endpoints:
                 self._reap_idle()
         finally:
             os._exit(0)
+
+    def _forward_ports(self, st: dict) -> None:
+        """Rootless: each published port is a slirp4netns host forward too (the host's address
+        to the namespace's; the table DNATs it on), its id kept in the state for teardown."""
+        from kobako.network import rootlessns
+        st["forwards"] = []
+        for p in st.get("ports") or []:
+            st["forwards"].append(rootlessns.add_forward(self.run_root, p["proto"], p.get("hostIp"),
+                                                         int(p["hostPort"])))
+            self._save(st)  # recorded as made: a failure later removes it
+            self.steps.made("port", "slirp4netns add_hostfwd",
+                            f"host {p.get('hostIp') or '0.0.0.0'}:{p['hostPort']}/{p['proto']} -> "
+                            f"{rootlessns.GUEST_ADDR}:{p['hostPort']} in the user's network namespace")
 
     # -- the firewall ------------------------------------------------------------------------------
     def _fw_add(self, st: dict | None, new_bridges: list[dict]) -> None:
@@ -676,11 +734,13 @@ class Endpoints:
         except nftables.NftError as e:
             raise NetworkError(str(e)) from None
 
+    @_in_user_netns
     def reload(self) -> None:
         """Re-apply the table whole (after a firewall restart or someone's flush)."""
         with self.locked():
             self._full()
 
+    @_in_user_netns
     def restore_table(self) -> bool:
         """The table again, whole, if it is missing while endpoints need it (someone's `nft
         flush ruleset`, nftables.service or firewalld reloaded): True when it was re-applied.
@@ -744,6 +804,7 @@ class Endpoints:
             pass
 
     # -- crash recovery ---------------------------------------------------------------------------
+    @_in_user_netns
     def sweep(self, running: set[str]) -> list[str]:
         """Tear down what containers that are not running left (a kill -9 of the command that
         was starting or stopping them), and idle bridges. `running`: IDs the runtime runs."""

@@ -24,9 +24,19 @@ MODES = ("host", "none")
 _DEFAULT_RUN = "/run/kobako"
 
 
+def netns_dir() -> str:
+    """Where network namespaces are bound: /run/netns for root (`ip netns` lists them there),
+    the user's run root when rootless (network/rootlessns.py)."""
+    from kobako.linux.namespaces import in_user_namespace
+    if in_user_namespace():
+        from kobako.paths import run_root
+        return os.path.join(run_root(), "netns")
+    return "/run/netns"
+
+
 def netns_path(cid: str) -> str:
-    """Where a container's network namespace is bound while it runs (`ip netns` lists it)."""
-    return f"/run/netns/kobako-{cid[:12]}"
+    """Where a container's network namespace is bound while it runs."""
+    return f"{netns_dir()}/kobako-{cid[:12]}"
 
 
 class NetworkError(errors.InvalidArgument):

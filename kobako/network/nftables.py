@@ -128,13 +128,16 @@ def network_elements(net: dict) -> list[tuple[str, str]]:
 
 def port_elements(ports: list[dict], ip_of: dict[str, str]) -> list[tuple[str, str]]:
     """(map, "key : value") for published ports; ip_of: network name -> the container's IP."""
+    from kobako.linux.namespaces import in_user_namespace
+    # rootless: slirp4netns binds the host's address and brings everything to tap0's
+    by_address = not in_user_namespace()
     out = []
     for p in ports:
         ip = ip_of.get(p.get("network", ""))
         if ip is None:
             continue
         key = f"{p['proto']} . {p['hostPort']}"
-        if p.get("hostIp") not in (None, "", "0.0.0.0"):
+        if by_address and p.get("hostIp") not in (None, "", "0.0.0.0"):
             out.append(("dnat_ip", f"{p['hostIp']} . {key} : {ip} . {p['containerPort']}"))
         else:
             out.append(("dnat_any", f"{key} : {ip} . {p['containerPort']}"))

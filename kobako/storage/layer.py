@@ -36,6 +36,14 @@ CHUNK = 1 << 20  # bytes per read/write of file content
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def overlay_xattr(name: str) -> str:
+    """The xattr overlayfs reads for `name`: trusted.overlay.* for root; in a user namespace
+    (rootless) trusted.* is the host's to write, so overlays are mounted with `userxattr` and
+    read user.overlay.* (kernel >= 5.11)."""
+    from kobako.linux.namespaces import in_user_namespace
+    return f"{'user' if in_user_namespace() else 'trusted'}.overlay.{name}"
 XATTR_PAX = "SCHILY.xattr."
 _CACHE_MAX = 128  # parent dir fds kept open during one extract()
 _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
@@ -676,7 +684,7 @@ class _Extractor:
     def _whiteout(self, parent: str, name: str) -> None:
         pfd = self._dir(parent)
         if name == OPAQUE:  # hide the lower layers' DIR: overlayfs reads this xattr
-            os.setxattr(fs.proc_fd(pfd), "trusted.overlay.opaque", b"y")
+            os.setxattr(fs.proc_fd(pfd), overlay_xattr("opaque"), b"y")
             return
         gone = name[len(WHITEOUT):]
         if gone in ("", ".", "..") or gone.startswith(WHITEOUT):
@@ -814,12 +822,12 @@ class _Extractor:
         os.utime(name, ns=(t, t), dir_fd=pfd, follow_symlinks=False)
 
     def _xattrs(self, target: int | str, m: tarfile.TarInfo) -> None:
-        """PAX SCHILY.xattr.* onto the entry. trusted.* is never taken from a layer:
-        overlayfs acts on trusted.overlay.* (opaque, redirect, metacopy)."""
+        """PAX SCHILY.xattr.* onto the entry. trusted.* and user.overlay.* are never taken
+        from a layer: overlayfs acts on them (opaque, redirect, metacopy)."""
         if not m.pax_headers:
             return
         for key, value in m.pax_headers.items():
-            if not key.startswith(XATTR_PAX) or key.startswith("trusted.", len(XATTR_PAX)):
+            if not key.startswith(XATTR_PAX) or key.startswith(("trusted.", "user.overlay."), len(XATTR_PAX)):
                 continue
             try:
                 os.setxattr(target, key[len(XATTR_PAX):], value.encode("utf-8", "surrogateescape"),

@@ -292,6 +292,9 @@ class Snapshots:
         opts = [f"lowerdir={self.lowerdir(chains)}", f"upperdir={upper}", f"workdir={work}"]
         if volatile:
             opts.append("volatile")
+        from kobako.linux.namespaces import in_user_namespace
+        if in_user_namespace():  # rootless: user.overlay.* xattrs (layer.overlay_xattr)
+            opts.append("userxattr")
         if len(",".join(opts)) >= PAGE:
             raise SnapshotError(f"too many layers ({len(chains)}) for one overlay mount: the options "
                                 f"exceed a page (about {(PAGE - 300) // 29} layers fit)")
