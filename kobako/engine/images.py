@@ -169,7 +169,9 @@ def commit(e, container: str, repo: str | None = None, tag: str | None = None,
     if comment:
         hist["comment"] = comment
     extra = {"container": rec["id"], "container_config": cont_cfg, **({"author": author} if author else {})}
-    paused = pause and e.state(rec) == "running"
+    # a container without a freezer (rootless, no cgroup delegated) is committed running,
+    # as `commit --pause=false` would
+    paused = pause and e.state(rec) == "running" and e.freezable(rec)
     if paused:
         try:
             e.pause(rec)

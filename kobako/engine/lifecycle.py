@@ -267,7 +267,8 @@ class Engine:
                                          volatile=first["options"]["autoRemove"])
         record.made("overlay", "overlay mount described", f"{mount.type} {','.join(mount.options)} "
                     "(the runtime mounts it in the container's mount namespace)")
-        user = self.resolve_user(image["chainIds"], opts.user or img_cfg.get("User") or "")
+        user = self.resolve_user(image["chainIds"], opts.user or (opts.userns.user if opts.userns else "")
+                                 or img_cfg.get("User") or "")
         if opts.group_add:
             user = (user[0], user[1], user[2] + [self.resolve_group(image["chainIds"], g)
                                                  for g in opts.group_add])
@@ -778,6 +779,17 @@ class Engine:
                     self.runtime_state(cid) in ("running", "paused"):
                 return
             time.sleep(0.02)
+
+    def freezable(self, rec: dict) -> bool:
+        """Whether the container's cgroup has a freezer (`pause` works)."""
+        from kobako.runtime import state
+        from kobako.runtime.cgroups import manager_for
+        c = state.Container(self.runtime_root, rec["id"])
+        try:
+            c.load()
+        except Exception:  # noqa: BLE001 - gone meanwhile
+            return False
+        return manager_for(c.data).has_freezer()
 
     def pause(self, rec: dict) -> None:
         st = self.state(rec)

@@ -200,6 +200,20 @@ def _start_pause(pidfile: str, user: str, uid: int, gid: int) -> int:
     return pid
 
 
+def host_ids() -> tuple[int, int] | None:
+    """The user's own uid and gid on the host, in a rootless process (None for root)."""
+    v = os.environ.get("KOBAKO_ROOTLESS_IDS", "")
+    uid, _, gid = v.partition(":")
+    return (int(uid), int(gid)) if uid.isdigit() and gid.isdigit() else None
+
+
+def namespace_extents(kind: str) -> list[tuple[int, int]]:
+    """(first id, count) of each line of the user's namespace's map (kind "u" or "g"), in the
+    namespace's own ids: the user's own id at 0, then each subordinate range."""
+    with open(f"/proc/self/{kind}id_map") as f:
+        return sorted((int(x[0]), int(x[2])) for x in (line.split() for line in f) if x)
+
+
 def enter() -> None:
     """Join the calling user's namespace (made first if need be); no-op for root and for a
     process already inside. Must run before anything starts a thread (setns on a user
@@ -214,6 +228,7 @@ def enter() -> None:
     # paths are decided now: once inside, the user is uid 0 and would get root's
     data, run = paths.data_root(), paths.run_root()
     os.environ["KOBAKO_ROOT"], os.environ["KOBAKO_RUN"] = data, run
+    os.environ["KOBAKO_ROOTLESS_IDS"] = f"{uid}:{gid}"  # for --userns keep-id
     os.makedirs(run, mode=0o700, exist_ok=True)
     pidfile = os.path.join(run, "pause.pid")
     with paths.FileLock(os.path.join(run, "pause.lock")):

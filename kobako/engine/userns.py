@@ -39,6 +39,7 @@ class Userns:
     def __init__(self, mode: str, size: int = DEFAULT_SIZE, uid_maps: list[dict] | None = None,
                  gid_maps: list[dict] | None = None, join: str | None = None) -> None:
         self.mode, self.size, self.join = mode, size, join
+        self.user = ""  # the container's default user (keep-id: the user's own ids)
         self.uid_maps, self.gid_maps = uid_maps or [], gid_maps or []
 
     def record(self) -> dict:
@@ -81,11 +82,14 @@ def parse(mode: str | None, uidmap: list[str], gidmap: list[str]) -> Userns | No
         return Userns("private", uid_maps=uids, gid_maps=gids)
     if mode in (None, "", "host"):
         return None
+    if mode == "keep-id":
+        return keep_id()
     if mode.startswith("container:"):
         return Userns("container", join=mode.split(":", 1)[1])
     name, _, rest = mode.partition(":")
     if name not in ("auto", "private"):
-        raise OptionError(f"invalid --userns {mode!r}: host, auto[:size=N], private or container:NAME")
+        raise OptionError(f"invalid --userns {mode!r}: host, auto[:size=N], private, keep-id or "
+                          "container:NAME")
     size = DEFAULT_SIZE
     for kv in filter(None, rest.split(",")):
         k, _, v = kv.partition("=")
@@ -93,6 +97,43 @@ def parse(mode: str | None, uidmap: list[str], gidmap: list[str]) -> Userns | No
             raise OptionError(f"invalid --userns {mode!r}: the one option is size=N (1 to 16777216)")
         size = int(v)
     return Userns(name, size=size)
+
+
+def keep_id() -> Userns:
+    """Podman's --userns keep-id, for rootless kobako: the user's own uid and gid inside the
+    container too (files it writes into a bind-mounted home dir are the user's, under the
+    user's own id), in a user namespace nested in the user's (engine/rootless.py), where the
+    user is 0: container id U is 0 there, ids below U move up by one, the rest stay."""
+    from kobako.engine import rootless
+    ids = rootless.host_ids()
+    if ids is None:
+        raise OptionError("--userns keep-id is for rootless kobako (an ordinary user's): root's "
+                          "containers take --userns auto")
+
+    def maps(own: int, kind: str) -> list[dict]:
+        extents = rootless.namespace_extents(kind)
+        total = sum(n for _, n in extents)
+        if own + 1 >= total:
+            raise OptionError(f"--userns keep-id: id {own} is beyond the {total} ids of the user's "
+                              f"namespace (/etc/sub{kind}id gives it {total - 1})")
+        out = [{"containerID": own, "hostID": 0, "size": 1}]
+        if own:
+            out += _split({"containerID": 0, "hostID": 1, "size": own}, extents)
+        return out + _split({"containerID": own + 1, "hostID": own + 1, "size": total - own - 1}, extents)
+    req = Userns("keep-id", uid_maps=maps(ids[0], "u"), gid_maps=maps(ids[1], "g"))
+    req.user = f"{ids[0]}:{ids[1]}"
+    return req
+
+
+def _split(m: dict, extents: list[tuple[int, int]]) -> list[dict]:
+    """A mapping cut where the parent namespace's extents meet: the kernel takes a child's
+    range only when it lies within one extent of its parent's map."""
+    out = []
+    for first, count in extents:
+        lo, hi = max(first, m["hostID"]), min(first + count, m["hostID"] + m["size"])
+        if lo < hi:
+            out.append({"containerID": m["containerID"] + lo - m["hostID"], "hostID": lo, "size": hi - lo})
+    return out
 
 
 def subid_ranges(path: str) -> list[tuple[int, int]]:

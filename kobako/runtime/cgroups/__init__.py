@@ -48,9 +48,31 @@ def own_cgroup(controller: str | None) -> str:
     return "/"
 
 
-def resolve_path(cgroups_path: str | None, cid: str) -> str:
-    """linux.cgroupsPath -> path inside each hierarchy. Default: /kobako/<id>."""
-    p = cgroups_path or f"/kobako/{cid}"
+def delegated_root(v2: str) -> str | None:
+    """Rootless, pure v2: the topmost cgroup above this process's own that this user may
+    write -- the subtree delegated to it (systemd's user@UID.service with Delegate=yes, or
+    one an administrator made and chowned) -- or None."""
+    own = own_cgroup(None)
+    found = None
+    p = own
+    while p not in ("", "/"):
+        d = os.path.join(v2, p.lstrip("/"))
+        try:
+            writable = os.stat(d).st_uid == os.geteuid() and os.access(d, os.W_OK) and \
+                os.access(os.path.join(d, "cgroup.procs"), os.W_OK)
+        except OSError:
+            writable = False
+        if not writable:
+            break
+        found = p
+        p = os.path.dirname(p)
+    return found
+
+
+def resolve_path(cgroups_path: str | None, cid: str, base: str = "") -> str:
+    """linux.cgroupsPath -> path inside each hierarchy. Default: <base>/kobako/<id> (base: a
+    rootless runtime's delegated subtree)."""
+    p = cgroups_path or f"{base}/kobako/{cid}"
     if ":" in p and not p.startswith("/"):
         raise RuntimeFailure(f"cgroupsPath {p!r} is in systemd's slice:prefix:name form",
                              "kobako-runtime manages cgroupfs directly; pass a path like /kobako/ID")
@@ -87,8 +109,9 @@ def _check_controllers(v1: dict[str, str], v2: str | None, res: dict) -> None:
 class Manager:
     """One container's cgroup across every hierarchy it lives in."""
 
-    def __init__(self, rec: dict) -> None:
+    def __init__(self, rec: dict, init: int = 0) -> None:
         self.rec = rec  # {"layout", "path", "dirs": [...made by us...], "leaves": [...], "relative"}
+        self.init = init  # the container's init (for a container without a cgroup)
 
     @classmethod
     def plan(cls, cgroups_path: str | None, cid: str, resources: dict | None = None) -> Manager:
@@ -97,7 +120,12 @@ class Manager:
         if not v1 and not v2:
             raise RuntimeFailure("no cgroup filesystem is mounted under /sys/fs/cgroup")
         _check_controllers(v1, v2, resources or {})
-        path = resolve_path(cgroups_path, cid)
+        base = ""
+        if not cgroups_path and kind == "v2" and v2:
+            from kobako.linux.namespaces import in_user_namespace
+            if in_user_namespace():  # rootless: inside the subtree delegated to the user, if any
+                base = delegated_root(v2) or ""
+        path = resolve_path(cgroups_path, cid, base)
         relative = bool(cgroups_path) and not cgroups_path.startswith("/")
         leaves = []
         for point, ctrls in sorted(v1.items()):
@@ -112,6 +140,8 @@ class Manager:
             leaves.append({"dir": os.path.join(v2, (base + path).lstrip("/")).rstrip("/"),
                            "v": 2, "ctrls": "", "mount": v2})
         rec = {"layout": kind, "path": path, "leaves": leaves, "dirs": []}
+        if base:  # the delegated subtree passes its controllers down to kobako's level
+            rec["delegated"] = os.path.join(v2, base.lstrip("/"))
         if not cgroups_path:  # /kobako is kobako's own parent: the last one out removes it
             rec["shared"] = [os.path.dirname(x["dir"]) for x in leaves]
         return cls(rec)
@@ -142,6 +172,8 @@ class Manager:
             todo.append((leaf, list(reversed(missing))))
             self.rec["dirs"] += missing
         record()
+        if self.rec.get("delegated"):
+            _enable_controllers(self.rec["delegated"])
         for leaf, missing in todo:
             for m in missing:
                 for _attempt in range(10):
@@ -200,6 +232,8 @@ class Manager:
                 pass
 
     def pids(self) -> list[int]:
+        if self.rec.get("layout") == "none":
+            return _pidns_members(self.init)
         out: set[int] = set()
         for leaf in self.rec["leaves"]:
             try:
@@ -240,6 +274,9 @@ class Manager:
         return errors
 
     # -- freezer -----------------------------------------------------------------
+    def has_freezer(self) -> bool:
+        return self._freezer() is not None
+
     def _freezer(self) -> tuple[int, str] | None:
         for leaf in self.rec["leaves"]:
             if leaf["v"] == 1 and "freezer" in leaf["ctrls"].split(","):
@@ -267,6 +304,10 @@ class Manager:
 
         fz = self._freezer()
         if fz is None:
+            if self.rec.get("layout") == "none":
+                raise RuntimeFailure("this rootless container has no cgroup, so nothing can freeze it",
+                                     "pause needs a cgroup v2 subtree delegated to the user "
+                                     "(kobako's docs/rootless.md says how)")
             raise RuntimeFailure("this container's cgroup has no freezer",
                                  "pause needs the v1 freezer controller or cgroup v2")
         v, d = fz
@@ -331,4 +372,27 @@ def _enable_controllers(d: str) -> None:
 
 
 def manager_for(state: dict) -> Manager:
-    return Manager(state.get("_cgroup") or {"leaves": [], "dirs": []})
+    return Manager(state.get("_cgroup") or {"leaves": [], "dirs": []}, int(state.get("pid") or 0))
+
+
+def _pidns_members(init: int) -> list[int]:
+    """A container without a cgroup (rootless, none delegated): the processes of its init's pid
+    namespace, found by that namespace's inode in /proc. Never more than the init when that
+    namespace is the caller's own (--pid host)."""
+    try:
+        want = os.stat(f"/proc/{init}/ns/pid").st_ino if init > 0 else None
+    except OSError:
+        return []
+    if want is None:
+        return []
+    if want == os.stat("/proc/self/ns/pid").st_ino:
+        return [init]
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}/ns/pid").st_ino == want:
+                    out.append(int(name))
+            except OSError:
+                pass  # gone, or not ours to look at
+    return sorted(out)
