@@ -229,8 +229,12 @@ def enter() -> None:
     data, run = paths.data_root(), paths.run_root()
     os.environ["KOBAKO_ROOT"], os.environ["KOBAKO_RUN"] = data, run
     os.environ["KOBAKO_ROOTLESS_IDS"] = f"{uid}:{gid}"  # for --userns keep-id
-    os.makedirs(run, mode=0o700, exist_ok=True)
     pidfile = os.path.join(run, "pause.pid")
+    if _pause_pid(pidfile, uid) is None:  # a host not set up for it: refused before anything is made
+        _ranges(user, uid)
+        _check_helper("newuidmap")
+        _check_helper("newgidmap")
+    os.makedirs(run, mode=0o700, exist_ok=True)
     with paths.FileLock(os.path.join(run, "pause.lock")):
         pid = _pause_pid(pidfile, uid)
         if pid is None:

@@ -361,6 +361,7 @@ def _inherit_cpuset(d: str) -> None:
 
 def _enable_controllers(d: str) -> None:
     """On v2, a level we made passes every controller it has down to its children."""
+    ctrls: list[str] = []
     try:
         with open(os.path.join(d, "cgroup.controllers")) as f:
             ctrls = f.read().split()
@@ -368,7 +369,14 @@ def _enable_controllers(d: str) -> None:
             with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
                 f.write(" ".join("+" + c for c in ctrls))
     except OSError:
-        pass
+        # one at a time: the write is all or nothing, and one controller may be refused
+        # (a delegated subtree need not offer them all)
+        for c in ctrls:
+            try:
+                with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                    f.write("+" + c)
+            except OSError:
+                pass
 
 
 def manager_for(state: dict) -> Manager:

@@ -1,0 +1,271 @@
+"""Rootless kobako, for real: ordinary users made for this module (with subordinate id
+ranges in /etc/subuid and /etc/subgid, as Debian's useradd writes them) run the CLI of this
+checkout through runuser. Root inside is the user outside, the user's ids come from its
+range, files written into a bind-mounted home directory are the user's, ports are published
+on the host's 127.0.0.1, user networks resolve names, and two users cannot reach each
+other's containers. Each way a host can be unready ends in one message and leaves nothing.
+
+On this hybrid-cgroup host nothing is delegated, so limits are refused; the v2 VM suite
+runs the delegated-subtree case (tests/v2vm)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+USERS = {"kbrl1": 3200000000, "kbrl2": 3200200000, "kbrl3": None}  # kbrl3: no range at all
+NEEDED = ("newuidmap", "newgidmap", "slirp4netns", "runuser", "useradd")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _drop_lines(path: str, user: str) -> None:
+    with open(path) as f:
+        lines = f.readlines()
+    with open(path, "w") as f:
+        f.writelines(ln for ln in lines if not ln.startswith(f"{user}:"))
+
+
+class User:
+    """kobako run as an ordinary user, in a login-like environment (XDG_RUNTIME_DIR as
+    pam_systemd gives it)."""
+
+    def __init__(self, name: str) -> None:
+        pw = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir)
+        self.run = Path(f"/run/user/{self.uid}")
+
+    def env(self) -> list[str]:
+        return ["env", "-i", f"HOME={self.home}", f"USER={self.name}", f"LOGNAME={self.name}",
+                "PATH=/usr/local/bin:/usr/bin:/bin", f"XDG_RUNTIME_DIR={self.run}"]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        cp = subprocess.run(["runuser", "-u", self.name, "--", *self.env(), sys.executable, "-I", "-c",
+                             f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                             "from kobako.cli.main import entry; sys.argv[0] = 'kobako'; entry()", *args],
+                            capture_output=True, text=True, timeout=timeout, cwd="/")
+        if check and cp.returncode != 0:
+            raise AssertionError(f"{self.name}: kobako {' '.join(args)} failed ({cp.returncode}):\n"
+                                 f"{cp.stderr}")
+        return cp
+
+    def sh(self, script: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", self.name, "--", *self.env(), "sh", "-c", script],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["ps", "-u", str(self.uid), "-o", "pid="], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+
+@pytest.fixture(scope="module")
+def users(busybox_rootfs: Path):
+    missing = [t for t in NEEDED if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    if missing:
+        pytest.skip(f"rootless needs {', '.join(missing)}")
+    modes = {}
+    for dev in ("/dev/net/tun", "/dev/fuse"):  # what udev gives them on a stock host
+        if os.path.exists(dev):
+            modes[dev] = os.stat(dev).st_mode & 0o777
+            os.chmod(dev, 0o666)
+    made = {}
+    try:
+        for name, start in USERS.items():
+            if subprocess.run(["id", name], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+            for path in ("/etc/subuid", "/etc/subgid"):
+                _drop_lines(path, name)
+                if start is not None:
+                    with open(path, "a") as f:
+                        f.write(f"{name}:{start}:65536\n")
+            u = User(name)
+            u.run.mkdir(parents=True, exist_ok=True)
+            os.chown(u.run, u.uid, u.gid)
+            u.run.chmod(0o700)
+            tar = u.home / "bb.tar"
+            subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+            os.chown(tar, u.uid, u.gid)
+            made[name] = u
+        yield made
+    finally:
+        for u in made.values():
+            for pid in u.pids():  # its pause process, slirp4netns, monitors: all made by this module
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.2)
+        for name in USERS:
+            subprocess.run(["userdel", "-r", name], capture_output=True)
+            for path in ("/etc/subuid", "/etc/subgid"):
+                _drop_lines(path, name)
+            if name in made:
+                shutil.rmtree(made[name].run, ignore_errors=True)
+        for dev, mode in modes.items():
+            os.chmod(dev, mode)
+
+
+@pytest.fixture(scope="module")
+def one(users) -> User:
+    u = users["kbrl1"]
+    u("import", str(u.home / "bb.tar"), "rl/bb:1")
+    return u
+
+
+def test_root_inside_is_the_user_outside(one: User) -> None:
+    share = one.home / "share"
+    share.mkdir(exist_ok=True)
+    os.chown(share, one.uid, one.gid)
+    out = one("run", "--rm", "-v", f"{share}:/share", "rl/bb:1", "sh", "-c",
+              "id -u; cat /proc/self/uid_map; echo made > /share/out.txt; ls -ln /bin/busybox").stdout
+    lines = out.splitlines()
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", str(one.uid), "1"]
+    assert lines[2].split() == ["1", "3200000000", "65536"]
+    assert os.stat(share / "out.txt").st_uid == one.uid
+    assert " 0 " in lines[3]  # the image's files are root's inside
+    # the store is the user's, under XDG; root's is not touched
+    assert (one.home / ".local/share/kobako/containers").is_dir()
+    assert (one.run / "kobako/pause.pid").is_file()
+
+
+def test_every_command_joins_one_namespace(one: User) -> None:
+    pid = int((one.run / "kobako/pause.pid").read_text())
+    ns = os.readlink(f"/proc/{pid}/ns/user")
+    a = one("run", "--rm", "rl/bb:1", "readlink", "/proc/self/ns/user").stdout.strip()
+    b = one("run", "--rm", "rl/bb:1", "readlink", "/proc/self/ns/user").stdout.strip()
+    assert a == b == ns
+
+
+def test_published_port_exec_and_teardown(one: User) -> None:
+    port = _free_port()
+    one("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "rl/bb:1", "httpd", "-f", "-p", "80",
+        "-h", "/etc")
+    try:
+        body = ""
+        for _ in range(50):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert "root:x:0:0" in body
+        assert one("exec", "web", "id", "-u").stdout.strip() == "0"
+        assert f"127.0.0.1:{port}" in one("port", "web").stdout
+        top = one("top", "web").stdout
+        assert "httpd" in top
+    finally:
+        one("rm", "-f", "web")
+    with pytest.raises(OSError):  # the host forward went with the container
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=2)
+
+
+def test_user_network_names_resolve(one: User) -> None:
+    one("network", "create", "rlnet")
+    try:
+        one("run", "-d", "--name", "srv", "--network", "rlnet", "rl/bb:1", "httpd", "-f", "-p", "80",
+            "-h", "/etc")
+        out = one("run", "--rm", "--network", "rlnet", "rl/bb:1", "sh", "-c",
+                  "nslookup srv >/dev/null && wget -qO- http://srv/hostname").stdout
+        srv_id = one("inspect", "-f", "{{.Id}}", "srv").stdout.strip()
+        assert out.strip() == srv_id[:12]
+    finally:
+        one("rm", "-f", "srv", check=False)
+        one("network", "rm", "rlnet", check=False)
+
+
+def test_volume_build_commit_save_load(one: User) -> None:
+    one("run", "--rm", "-v", "rlvol:/data", "rl/bb:1", "sh", "-c", "echo v > /data/f")
+    assert one("run", "--rm", "-v", "rlvol:/data", "rl/bb:1", "cat", "/data/f").stdout == "v\n"
+    ctx = one.home / "ctx"
+    ctx.mkdir(exist_ok=True)
+    # a whiteout (rm of an image file) and an opaque directory (a dir replaced whole)
+    (ctx / "Dockerfile").write_text("FROM rl/bb:1\nRUN mkdir -p /a/b && echo x > /a/b/f && rm -rf /root\n"
+                                    "RUN rm -rf /a && mkdir /a && echo y > /a/g\n")
+    os.chown(ctx, one.uid, one.gid)
+    one("build", "-q", "-t", "rl/built:1", str(ctx))
+    assert one("run", "--rm", "rl/built:1", "sh", "-c", "ls /a; test -e /root || echo gone").stdout.split() \
+        == ["g", "gone"]
+    one("run", "--name", "tocommit", "rl/bb:1", "touch", "/committed")
+    one("commit", "tocommit", "rl/committed:1")
+    one("rm", "tocommit")
+    one("run", "--rm", "rl/committed:1", "ls", "/committed")
+    one("save", "-o", str(one.home / "s.tar"), "rl/built:1")
+    one("rmi", "rl/built:1")
+    one("load", "-i", str(one.home / "s.tar"))
+    assert one("run", "--rm", "rl/built:1", "cat", "/a/g").stdout == "y\n"
+    one("volume", "rm", "rlvol")
+
+
+def test_two_users_cannot_reach_each_other(users, one: User) -> None:
+    two = users["kbrl2"]
+    two("import", str(two.home / "bb.tar"), "rl/bb:1")
+    one("run", "-d", "--name", "mine", "rl/bb:1", "sleep", "300")
+    try:
+        assert "mine" not in two("ps", "-a").stdout
+        assert two("rm", "-f", "mine", check=False).returncode != 0
+        pid = one("inspect", "-f", "{{.State.Pid}}", "mine").stdout.strip()
+        r = two.sh(f"kill -9 {pid}")
+        assert r.returncode != 0
+        assert one("inspect", "-f", "{{.State.Status}}", "mine").stdout.strip() == "running"
+        assert two.sh(f"ls {one.home}/.local/share/kobako").returncode != 0
+    finally:
+        one("rm", "-f", "mine")
+
+
+def test_a_user_without_a_range_is_told_and_nothing_is_made(users) -> None:
+    u = users["kbrl3"]
+    cp = u("run", "--rm", "rl/bb:1", "true", check=False)
+    assert cp.returncode == 125
+    assert "/etc/subuid" in cp.stderr and "usermod --add-subuids" in cp.stderr
+    assert "Traceback" not in cp.stderr
+    assert not (u.run / "kobako").exists()
+    assert not (u.home / ".local/share/kobako").exists()
+    assert not u.pids()
+
+
+def test_a_limit_without_delegation_is_refused(one: User) -> None:
+    before = one("ps", "-aq").stdout
+    cp = one("run", "--rm", "--memory", "64m", "rl/bb:1", "true", check=False)
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr
+    assert "delegat" in cp.stderr
+    assert one("ps", "-aq").stdout == before
+
+
+def test_a_privileged_port_is_refused_with_the_sysctl(one: User) -> None:
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        start = int(f.read())
+    if start <= 80:
+        pytest.skip("this host lets users bind port 80")
+    cp = one("run", "--rm", "-p", "127.0.0.1:80:80", "rl/bb:1", "true", check=False)
+    assert cp.returncode == 125 and "Traceback" not in cp.stderr
+    assert "ip_unprivileged_port_start" in cp.stderr
+    assert one("ps", "-aq").stdout == ""
+
+
+def test_pause_without_a_cgroup_says_why(one: User) -> None:
+    one("run", "-d", "--name", "nopause", "rl/bb:1", "sleep", "300")
+    try:
+        cp = one("pause", "nopause", check=False)
+        assert cp.returncode != 0 and "no cgroup" in cp.stderr and "Traceback" not in cp.stderr
+    finally:
+        one("rm", "-f", "nopause")
