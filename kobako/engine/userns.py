@@ -175,6 +175,11 @@ def allocate(req: Userns, records: list[dict]) -> None:
     holds the lock and writes the record before letting go of it."""
     if req.uid_maps or req.mode == "container":
         return
+    from kobako.engine import rootless
+    if rootless.host_ids() is not None:
+        raise OptionError(f"--userns {req.mode}: a range of the host's ids is root's to give; rootless "
+                          "kobako has only the user's own (--uidmap with ids of the user's namespace, "
+                          "0 to 65536, works)")
     for key, path in (("uidMappings", "/etc/subuid"), ("gidMappings", "/etc/subgid")):
         used = [(m["hostID"], m["hostID"] + m["size"]) for r in records
                 for m in (r.get("userns") or {}).get(key) or []]

@@ -179,20 +179,28 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
     # (every mount here is in a private mount namespace of this child: it goes with the
     # namespace, so the record's steps need no undo of their own)
     rec = steps.Record("idmap")
+    rootless = ns.in_user_namespace()
+    fuse_root = _fuse_root(cfg, desc, stage, rec) if desc is not None and rootless else None
     ns.unshare(ns.TYPES["mount"][0])
     m.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
     os.makedirs(stage, 0o700, exist_ok=True)
     m.mount("tmpfs", stage, "tmpfs", m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "mode=711")
     rec.made("stage", "unshare(2) CLONE_NEWNS, mount(2) tmpfs",
              f"stage {stage} (0711) in a private mount namespace of the host's root")
-    if desc is not None:
+    if fuse_root is not None:
+        root = os.path.join(stage, STAGED_ROOT)
+        os.mkdir(root, 0o755)
+        m.move_mount(fuse_root, root)
+        os.close(fuse_root)
+    elif desc is not None:
         _mount_root(cfg, desc, stage, userns_fd, rec)
     for i, (mnt, src) in enumerate(binds):
         opts = mnt.get("options") or []
         attrs = 0
         for o in opts:
             attrs |= _ATTRS.get(o, 0)
-        mapped = userns_fd if "idmap" in opts else None
+        # (rootless: only the host's root may idmap the filesystems a user's files are on)
+        mapped = userns_fd if "idmap" in opts and not rootless else None
         _attach(src, os.path.join(stage, f"b{i}"), attrs, mapped, recursive="rbind" in opts)
         idm = mapped is not None
         rec.made("bind", "open_tree(2), mount_setattr(2)" + (" MOUNT_ATTR_IDMAP" if idm else ""),
@@ -204,6 +212,54 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
     from kobako.steps import fault
     fault("userns:idmapped")  # (a child of the CLI: the fault kills the CLI, then the child)
     return desc is not None
+
+
+def _fuse_root(cfg: dict, desc: dict, stage: str, rec: steps.Record) -> int:
+    """Rootless: the kernel lets only the host's root idmap the filesystem the user's layers
+    are on, so the root is a fuse-overlayfs mount that shifts owners itself (its uidmapping=
+    and gidmapping= are the container's maps). Mounted here, in the user's mount namespace,
+    then taken as a detached copy and lazily unmounted: the container's mount namespace holds
+    the only reference, and the fuse-overlayfs daemon ends when the container's last process
+    does. Returns the detached mount's fd."""
+    import shutil
+    import subprocess
+    exe = shutil.which("fuse-overlayfs", path="/usr/bin:/bin:/usr/local/bin")
+    if exe is None:
+        raise RuntimeFailure("a rootless container with a user namespace of its own needs fuse-overlayfs",
+                             "as root: apt-get install fuse-overlayfs (and /dev/fuse mode 0666)")
+    opts = list(desc.get("options") or [])
+    kv = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in opts if "=" in o}
+    cwd = desc.get("cwd") or "/"
+    lowers = [os.path.join(cwd, x) for x in kv.get("lowerdir", "").split(":") if x]
+    if desc.get("type") != "overlay" or not lowers:
+        raise RuntimeFailure("an idmapped root must be an overlay with lowerdir=")
+    uid_maps, gid_maps = maps_of(cfg)
+
+    def mapping(ms: list[dict]) -> str:
+        return ":".join(f"{x['containerID']}:{x['hostID']}:{x['size']}" for x in ms)
+    fopts = [f"lowerdir={':'.join(lowers)}"]
+    if kv.get("upperdir"):
+        fopts += [f"upperdir={os.path.join(cwd, kv['upperdir'])}",
+                  f"workdir={os.path.join(cwd, kv['workdir'])}"]
+    fopts += [f"uidmapping={mapping(uid_maps)}", f"gidmapping={mapping(gid_maps)}"]
+    target = stage + ".fuse"
+    os.makedirs(target, 0o700, exist_ok=True)
+    r = subprocess.run([exe, "-o", ",".join(fopts), target], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        why = [ln for ln in r.stderr.splitlines() if "lazytime" not in ln]
+        raise RuntimeFailure(f"fuse-overlayfs could not mount the container's root: "
+                             f"{why[-1] if why else r.returncode}",
+                             "/dev/fuse must be readable and writable by the user (mode 0666)")
+    try:
+        fd = m.open_tree(target)
+    finally:
+        m.umount2(target, m.MNT_DETACH)
+        os.rmdir(target)
+    rec.made("root", "fuse-overlayfs, open_tree(2)",
+             f"the container's root: fuse-overlayfs over {len(lowers)} layers, owners shifted by the "
+             "container's maps (uidmapping/gidmapping), held only by the container")
+    return fd
 
 
 def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int, rec: steps.Record) -> None:
