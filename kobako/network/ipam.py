@@ -6,6 +6,11 @@ netavark's IPAM do).
     (<network>: the name as a file name, file_name() below)
     <data root>/networks/ipam/.lock            one flock around every change, for all networks
 
+A network made without a subnet gets the first free one of a list of address pools
+(AddressPool, DEFAULT_POOLS: dockerd's default-address-pools shape), avoiding the other
+networks and every route of the host (pick_subnet); once written, a network's subnet never
+changes.
+
 One lock for all networks: creating a network must see every other network's subnet, and
 allocations are a few microseconds of work, so finer locks would buy nothing. Files are
 replaced atomically, so readers (get, owners, networks) need no lock. Network names never
