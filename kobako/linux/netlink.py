@@ -17,13 +17,13 @@ import os
 import struct
 
 AF_NETLINK, NETLINK_ROUTE = 16, 0
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_GETROUTE = 16, 17, 18, 20, 24, 26
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
-RTA_GATEWAY, RTA_OIF = 5, 4
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 IFF_UP = 1
 AF_INET, AF_INET6 = 2, 10
 IFA_F_NODAD = 0x02
@@ -37,6 +37,33 @@ _RTMSG = struct.Struct("=BBBBBBBBI")     # rtmsg: family, dst/src len, tos, tabl
 def attr(kind: int, data: bytes) -> bytes:
     n = 4 + len(data)
     return struct.pack("=HH", n, kind) + data + b"\0" * (-n & 3)
+
+
+def attrs(data: bytes, off: int = 0) -> dict[int, bytes]:
+    """A message's attributes from `off` on, by type (the last of a type wins)."""
+    out: dict[int, bytes] = {}
+    while off + 4 <= len(data):
+        n, kind = struct.unpack_from("=HH", data, off)
+        if n < 4:
+            break
+        out[kind & 0x3FFF] = data[off + 4:off + n]  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+        off += (n + 3) & ~3
+    return out
+
+
+def route_of(payload: bytes) -> tuple[str, int, int, int, int] | None:
+    """One RTM_NEWROUTE reply -> (destination, prefix length, table, route type, output
+    link index or 0); None for a family other than IPv4 and IPv6."""
+    family, dst_len, _, _, table, _, _, rtype, _ = _RTMSG.unpack_from(payload)
+    if family not in (AF_INET, AF_INET6):
+        return None
+    a = attrs(payload, _RTMSG.size)
+    size = 4 if family == AF_INET else 16
+    dst = a.get(RTA_DST, b"\0" * size)
+    table = struct.unpack("=I", a[RTA_TABLE])[0] if len(a.get(RTA_TABLE, b"")) == 4 else table
+    oif = struct.unpack("=I", a[RTA_OIF])[0] if len(a.get(RTA_OIF, b"")) == 4 else 0
+    fam = _socket.AF_INET if family == AF_INET else _socket.AF_INET6
+    return _socket.inet_ntop(fam, dst.ljust(size, b"\0")[:size]), dst_len, table, rtype, oif
 
 
 def _str(s: str) -> bytes:
@@ -111,6 +138,16 @@ class Netlink:
             raise
         return _IFINFO.unpack_from(payload)[2]
 
+    def name(self, index: int) -> str | None:
+        """A link's name by index, None when there is none."""
+        try:
+            (_, payload), *_ = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, index, 0, 0),
+                                            f"look up link {index}")
+        except (OSError, ValueError):
+            return None
+        raw = attrs(payload, _IFINFO.size).get(IFLA_IFNAME, b"")
+        return raw.rstrip(b"\0").decode(errors="replace") or None
+
     def add_bridge(self, name: str, mtu: int | None = None, mac: bytes | None = None) -> None:
         """`mac`: fixed, else the bridge takes the lowest MAC of its ports and changes it as
         they come and go, leaving stale ARP entries for its address in the containers."""
@@ -168,6 +205,13 @@ class Netlink:
         body = (_IFADDR.pack(AF_INET, prefix, 0, 0, index) + attr(IFA_LOCAL, a) + attr(IFA_ADDRESS, a)
                 + attr(IFA_BROADCAST, bcast))
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefix} to {what}")
+
+    def routes(self, family: int = AF_INET) -> list[tuple[str, int, int, int, int]]:
+        """Every route of `family` in every table (`ip route show table all`), as route_of()
+        gives them."""
+        got = self.request(RTM_GETROUTE, NLM_F_DUMP, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0),
+                           "list routes")
+        return [r for kind, payload in got if kind == RTM_NEWROUTE and (r := route_of(payload)) is not None]
 
     def add_default_route(self, gateway: str, index: int) -> None:
         fam = AF_INET6 if ":" in gateway else AF_INET

@@ -260,7 +260,7 @@ class Endpoints:
         """One network's veth pair, address and (for the first network with a way out) the
         default route."""
         ep = st["networks"][name]
-        br = self._ensure_bridge(nl, ep, bool(st["ports"]))
+        br = self._ensure_bridge(nl, ep, bool(st["ports"]), name)
         fd = os.open(st["netns"], os.O_RDONLY | os.O_CLOEXEC)
         try:
             nl.add_veth(ep["veth"], ep["ifname"], fd, master=br, mtu=ep["mtu"],
@@ -396,15 +396,11 @@ class Endpoints:
             os.close(home)
         return nl
 
-    def _ensure_bridge(self, nl: netlink.Netlink, ep: dict, publishing: bool) -> int:
+    def _ensure_bridge(self, nl: netlink.Netlink, ep: dict, publishing: bool, network: str) -> int:
         br = ep["bridge"]
         idx = nl.index(br)
         if idx is None:
-            from kobako.network.ipam import host_routes, overlaps
-            for r in host_routes():
-                if overlaps(r, ep["subnet"]):
-                    raise NetworkError(f"subnet {ep['subnet']} of bridge {br} overlaps the host's route {r}: "
-                                       "another network (perhaps of another kobako data root) is using it")
+            self._check_routes(ep, network)
             self._new_bridges.append(ep)
             self._bridge_record({k: ep.get(k) for k in _BRIDGE_KEYS})
             # a MAC of its own (02:42:<gateway>, beside the containers' 02:42:<ip>): one taken
@@ -424,6 +420,27 @@ class Endpoints:
             if ep.get("gateway6"):
                 self._bridge_ipv6(nl, idx, br, ep)
         return idx
+
+    def _check_routes(self, ep: dict, network: str) -> None:
+        """A network keeps the subnet it was given (the default network's too, so its addresses
+        stay put): a route that came up on the host since then is a collision to report with
+        its fix, never a reason to move the network."""
+        from kobako.network.ipam import IPAMError, route_overlapping
+        try:
+            r = route_overlapping(ep["subnet"])
+        except IPAMError as e:
+            raise NetworkError(f"network {network}: {e}") from None
+        if r is None:
+            return
+        if network == DEFAULT:
+            state = self.store.ipam.path(DEFAULT)
+            fix = (f"remove that route (the network or interface that made it), or, while no container "
+                   f"runs on {DEFAULT}, delete {state} and the next run picks a free subnet for it")
+        else:
+            fix = (f"remove that route (the network or interface that made it), or recreate {network} "
+                   f"(network rm, network create) to pick a free subnet")
+        raise NetworkError(f"network {network}: its subnet {ep['subnet']} overlaps the host's route {r} "
+                           f"(another network, perhaps of another engine or kobako data root): {fix}")
 
     @staticmethod
     def _bridge_ipv6(nl: netlink.Netlink, idx: int, br: str, ep: dict) -> None:

@@ -6,6 +6,11 @@ netavark's IPAM do).
     (<network>: the name as a file name, file_name() below)
     <data root>/networks/ipam/.lock            one flock around every change, for all networks
 
+A network made without a subnet gets the first free one of a list of address pools
+(AddressPool, DEFAULT_POOLS: dockerd's default-address-pools shape), avoiding the other
+networks and every route of the host (pick_subnet); once written, a network's subnet never
+changes.
+
 One lock for all networks: creating a network must see every other network's subnet, and
 allocations are a few microseconds of work, so finer locks would buy nothing. Files are
 replaced atomically, so readers (get, owners, networks) need no lock. Network names never
@@ -21,7 +26,6 @@ have an IPv6 pool (dockerd's second IPAM config): "subnet6", "gateway6", "ipRang
 from __future__ import annotations
 
 import os
-import sys
 
 from kobako import errors
 from kobako.paths import FileLock, atomic_write
@@ -87,34 +91,115 @@ def overlaps(a: str, b: str) -> bool:
     return na & m == nb & m
 
 
-def host_routes(path: str = "/proc/net/route") -> list[str]:
-    """The host's IPv4 routes as CIDRs, the default route left out. Connected routes cover
-    the host's own addresses, so this is all a new subnet must avoid. /proc/net/route
-    prints each address as the raw 32-bit word, i.e. network order read in host order."""
+def _route_table(family: int) -> list[tuple[str, int]]:
+    """This network namespace's routes, in every routing table (a VPN's own table too, and
+    the local table's host addresses), read over rtnetlink: (CIDR, output link index or 0).
+    Left out: default routes (everything overlaps them) and, for IPv6, the link-local,
+    multicast and loopback ones every interface has."""
+    from kobako.linux import netlink
+    fam = netlink.AF_INET if family == 4 else netlink.AF_INET6
     try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("ascii", "replace").splitlines()[1:]
-    except FileNotFoundError:
-        return []  # no /proc (a build chroot): nothing known to avoid
-    out: list[str] = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8:
+        with netlink.Netlink() as nl:
+            got = nl.routes(fam)
+    except OSError as e:
+        raise IPAMError(f"cannot read the host's routes: {e.strerror or e}") from None
+    out: list[tuple[str, int]] = []
+    for dst, plen, _table, _type, oif in got:
+        if plen == 0:
             continue
-        try:
-            dest = int.from_bytes(bytes.fromhex(fields[1]), sys.byteorder)
-            mask = int.from_bytes(bytes.fromhex(fields[7]), sys.byteorder)
-        except ValueError:
+        if family == 4:
+            out.append((f"{_str(_ip(dst) & _mask(plen))}/{plen}", oif))
             continue
-        if mask == 0:
-            continue  # the default route: everything overlaps it
-        cidr = f"{_str(dest & mask)}/{bin(mask).count('1')}"
-        if cidr not in out:
-            out.append(cidr)
+        import ipaddress
+        net = ipaddress.IPv6Network((dst, plen), strict=False)
+        if not (net.is_link_local or net.is_multicast or net.is_loopback):
+            out.append((str(net), oif))
     return out
 
 
+def host_routes(family: int = 4) -> list[str]:
+    """The host's routes of `family` (4 or 6) as CIDRs, each once: what a new subnet must
+    avoid (_route_table says which)."""
+    return list(dict.fromkeys(cidr for cidr, _ in _route_table(family)))
+
+
+def route_overlapping(subnet: str, routes: list[str] | None = None) -> str | None:
+    """The first route that shares an address with `subnet`, or None. Without `routes`, the
+    host's, named with their interface ("10.88.0.0/16 dev podman0"): that tells the user
+    whose route it is."""
+    if routes is not None:
+        return next((r for r in routes if r.split("/")[-1] != "0" and overlaps(subnet, r)), None)
+    for cidr, oif in _route_table(4):
+        if overlaps(subnet, cidr):
+            from kobako.linux import netlink
+            with netlink.Netlink() as nl:
+                dev = nl.name(oif) if oif else None
+            return f"{cidr} dev {dev}" if dev else cidr
+    return None
+
+
 _host_routes = host_routes  # IPAM.create's parameter of the same name shadows it
+
+
+# -- where subnets come from -------------------------------------------------------------------
+
+
+class AddressPool:
+    """A range that subnets are cut from, as one entry of dockerd's `default-address-pools`
+    ({"base": "172.17.0.0/12", "size": 16}): `base` split into subnets of prefix length
+    `size`, taken in address order."""
+
+    __slots__ = ("base", "size", "net", "prefix")
+
+    def __init__(self, base: str, size: int) -> None:
+        self.net, self.prefix = _cidr(base, "address pool")
+        self.base, self.size = base, size
+        if not isinstance(size, int) or not max(self.prefix, 8) <= size <= 30:
+            raise IPAMError(f"invalid address pool {base} size {size}: the size must be a prefix length "
+                            f"from {max(self.prefix, 8)} (the pool's own) to 30")
+
+    def __repr__(self) -> str:
+        return f"AddressPool({self.base!r}, {self.size})"
+
+    def describe(self) -> str:
+        return f"{self.base} as /{self.size}s" if self.size != self.prefix else self.base
+
+
+# kobako's pool. 10.88.0.0/16 comes first: it is where the default network `bridge` has
+# always been, so an existing store keeps it and a new one gets it when it is free. Then the
+# rest of 10.88-255 in /16s (podman's range: its default network is 10.88/16, its new
+# networks take /24s from 10.89 on, so a live podman network's route sends kobako past
+# it), then Docker's own defaults: 172.17-31 in /16s and 192.168/16 in /20s.
+DEFAULT_POOLS: tuple[AddressPool, ...] = (
+    AddressPool("10.88.0.0/13", 16), AddressPool("10.96.0.0/11", 16), AddressPool("10.128.0.0/9", 16),
+    AddressPool("172.17.0.0/16", 16), AddressPool("172.18.0.0/15", 16), AddressPool("172.20.0.0/14", 16),
+    AddressPool("172.24.0.0/13", 16), AddressPool("192.168.0.0/16", 20),
+)
+
+
+def pick_subnet(pools: tuple[AddressPool, ...] | list[AddressPool], networks: list[dict],
+                routes: list[str]) -> str:
+    """The first subnet of `pools`, in their order, that shares no address with another
+    network's subnet nor with a host route (a route that covers the candidate and one
+    inside it both count; default routes do not). A blocker wider than a candidate is
+    stepped over whole rather than one candidate at a time."""
+    blocked: list[tuple[int, int]] = []
+    for cidr in [n["subnet"] for n in networks] + [r for r in routes if r.split("/")[-1] != "0"]:
+        net, prefix = _cidr(cidr, "CIDR", strict=False)
+        blocked.append((net, net | (~_mask(prefix) & _ALL)))
+    for pool in pools:
+        step = 1 << (32 - pool.size)
+        end = pool.net | (~_mask(pool.prefix) & _ALL)
+        cand = pool.net
+        while cand <= end:
+            last = cand + step - 1
+            hit = max((hi for lo, hi in blocked if lo <= last and cand <= hi), default=None)
+            if hit is None:
+                return f"{_str(cand)}/{pool.size}"
+            cand = max(cand + step, (hit + step) & _mask(pool.size))  # the first one past the blocker
+    where = ", ".join(p.describe() for p in pools) or "no address pool"
+    raise IPAMError(f"no free subnet left in the address pools ({where}): every one overlaps a host route "
+                    "or another network; give one with --subnet")
 
 
 # -- one network's addresses --------------------------------------------------------------
@@ -249,38 +334,6 @@ class Pool6:
         return ipaddress.IPv6Network(self.cidr).overlaps(ipaddress.IPv6Network(cidr, strict=False))
 
 
-def host_routes6(path: str = "/proc/net/ipv6_route") -> list[str]:
-    """The host's IPv6 routes as CIDRs, without the default route, link-local, multicast and
-    loopback ones (every interface has those)."""
-    import ipaddress
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return []
-    out: list[str] = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 2:
-            continue
-        try:
-            net = ipaddress.IPv6Network((int(fields[0], 16), int(fields[1], 16)), strict=False)
-        except ValueError:
-            continue
-        if net.prefixlen == 0 or net.is_link_local or net.is_multicast or net.is_loopback:
-            continue
-        if str(net) not in out:
-            out.append(str(net))
-    return out
-
-
-def _default_subnets() -> list[str]:
-    """Where a network without a subnet gets one: podman's 10.88/16 onwards, then Docker's
-    172.17-31/16, then 192.168.x/24."""
-    return ([f"10.{b}.0.0/16" for b in range(88, 255)] + [f"172.{b}.0.0/16" for b in range(17, 32)]
-            + [f"192.168.{c}.0/24" for c in range(256)])
-
-
 def _short(owner: str) -> str:
     return owner[:12] if len(owner) == 64 else owner  # container ids as `docker ps` shows them
 
@@ -311,18 +364,22 @@ def file_name(network: str) -> str:
 
 
 class IPAM:
-    def __init__(self, root: str) -> None:
+    """`pools`: where a network created without a subnet gets one (pick_subnet)."""
+
+    def __init__(self, root: str, pools: tuple[AddressPool, ...] = DEFAULT_POOLS) -> None:
+        self.pools = pools
         self.dir = os.path.join(root, "networks", "ipam")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
 
     def _locked(self) -> FileLock:
         return FileLock(os.path.join(self.dir, ".lock"))
 
-    def _path(self, network: str) -> str:
+    def path(self, network: str) -> str:
+        """Where a network's state (its subnet, kept once chosen, and its allocations) lives."""
         return os.path.join(self.dir, file_name(network) + ".json")
 
     def _read(self, network: str) -> dict:
-        path = self._path(network)
+        path = self.path(network)
         rec = self._read_file(path, network)
         if rec is None:
             raise IPAMError(f"no such network: {network}")
@@ -345,7 +402,7 @@ class IPAM:
         # Sorted by address so a human reading the file sees the pool in order. Not fsynced, as
         # the container records are not: an allocation only matters while its container exists.
         rec["allocated"] = dict(sorted(rec["allocated"].items(), key=lambda kv: _ip(kv[0])))
-        atomic_write(self._path(rec["name"]), jsonfast.dumps(rec).encode(), 0o600, durable=False)
+        atomic_write(self.path(rec["name"]), jsonfast.dumps(rec).encode(), 0o600, durable=False)
 
     # -- networks --------------------------------------------------------------------------
 
@@ -356,7 +413,7 @@ class IPAM:
         `aux`: auxiliary addresses (name -> address in the subnet) that allocation skips.
         `v6`: {"subnet", "gateway", "ipRange", "enabled"}, the IPv6 pool."""
         pool6 = Pool6(v6["subnet"], v6.get("gateway"), v6.get("ipRange")) if v6 and v6.get("subnet") else None
-        path = self._path(network)
+        path = self.path(network)
         if subnet is None and (gateway is not None or ip_range is not None or aux):
             raise IPAMError("a gateway, ip range or auxiliary address needs an explicit subnet")
         pool = Pool(subnet, gateway, ip_range) if subnet is not None else None  # validate before locking
@@ -371,13 +428,13 @@ class IPAM:
                 raise IPAMError(f"network {network} already exists")
             others = self.networks()
             if pool is None:
-                pool = self._pick(others, routes)
+                pool = Pool(pick_subnet(self.pools, others, routes))
             else:
                 self._check_free(pool.subnet, others, routes)
             rec = {**(extra or {}), "name": network, "subnet": pool.subnet, "gateway": pool.gateway,
                    "ipRange": pool.ip_range, "allocated": {}}
             if pool6 is not None:
-                self._check_free6(pool6, others, host_routes6() if host_routes is None else [])
+                self._check_free6(pool6, others, _host_routes(6) if host_routes is None else [])
                 rec.update(subnet6=pool6.subnet, gateway6=pool6.gateway, ipRange6=pool6.ip_range,
                            allocated6={})
             if v6:
@@ -405,16 +462,6 @@ class IPAM:
             if pool.overlaps(r):
                 raise IPAMError(f"IPv6 subnet {pool.subnet} overlaps the host route {r}")
 
-    def _pick(self, others: list[dict], routes: list[str]) -> Pool:
-        for cand in _default_subnets():
-            try:
-                self._check_free(cand, others, routes)
-            except IPAMError:
-                continue
-            return Pool(cand)
-        raise IPAMError("no free subnet left in 10.88-254.0.0/16, 172.17-31.0.0/16 or 192.168.x.0/24; "
-                        "give one explicitly")
-
     def get(self, network: str) -> dict:
         return self._read(network)
 
@@ -434,7 +481,7 @@ class IPAM:
                 held = ", ".join(f"{_short(o)} ({ip})" for ip, o in rec["allocated"].items())
                 n = len(rec["allocated"])
                 raise IPAMError(f"network {network} is in use by {n} container{'s' * (n > 1)}: {held}")
-            os.unlink(self._path(network))
+            os.unlink(self.path(network))
 
     # -- addresses ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from kobako import errors
-from kobako.network.ipam import IPAM, IPAMError, file_name
+from kobako.network.ipam import DEFAULT_POOLS, IPAM, AddressPool, IPAMError, file_name
 
 DEFAULT = "bridge"
 MODES = ("host", "none")
@@ -66,9 +66,10 @@ def _now() -> str:
 
 
 class NetworkStore:
-    def __init__(self, root: str, run_root: str) -> None:
+    def __init__(self, root: str, run_root: str, pools: tuple[AddressPool, ...] = DEFAULT_POOLS) -> None:
+        """`pools`: where networks without a subnet get one, the default network first."""
         self.root, self.run_root = root, run_root
-        self.ipam = IPAM(root)
+        self.ipam = IPAM(root, pools)
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, name: str) -> dict:
@@ -162,6 +163,8 @@ class NetworkStore:
         extra = {"id": nid, "driver": "bridge", "bridge": bridge, "internal": bool(internal), "mtu": mtu,
                  "labels": labels or {}, "created": _now(), "createdOptions": created_options,
                  "attachable": bool(attachable), "ipamOptions": ipam_options}
+        if subnet is None and not _default:
+            self.get(DEFAULT)  # the default network takes its subnet from the pool first
         key = name
         if duplicate:
             key, extra["displayName"] = f"{name}@{nid[:12]}", name

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from engine_support import Kobako, assert_user_error
+from support import wait_for
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -423,3 +424,67 @@ def test_the_bridge_keeps_its_mac_when_a_port_goes(k: Kobako):
     finally:
         k("rm", "-f", "nb-mac1")
         k("network", "rm", "nb-mac")
+
+
+def test_default_network_subnet_comes_from_the_pool_and_stays(session_base: Path, busybox_rootfs: Path):
+    """In a network namespace of this test's own (never on the host), with a private data and
+    run root: podman's 10.88.0.0/16 is taken there and a route sits inside 10.89/16, so the
+    default network comes up on 10.90.0.0/16; it keeps that subnet after those routes go;
+    a route that later covers it is refused with the route and the fix named."""
+    ns = f"kbt-pool-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    kb = Kobako(session_base / "pool")
+    kb.env["KOBAKO_NET_LINGER"] = "0"  # idle bridges go at once: the test waits for them below
+    inside = ["nsenter", f"--net=/run/netns/{ns}"]
+
+    def kobako(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        cp = subprocess.run([*inside, sys.executable, "-m", "kobako.cli.main", *argv], env=kb.env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+        assert not check or cp.returncode == 0, f"kobako {' '.join(argv)}: {cp.stderr}"
+        return cp
+
+    def ip(*argv: str) -> str:
+        return subprocess.run([*inside, "ip", *argv], check=True, capture_output=True, text=True).stdout
+
+    def eth0() -> str:
+        out = kobako("run", "--rm", IMG, "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()
+        return out[out.index("inet") + 1]
+
+    def link(name: str, cidr: str) -> None:
+        """An interface with an address, so its subnet's route (no dummy module here: a veth pair)."""
+        ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
+        ip("addr", "add", cidr, "dev", name)
+        ip("link", "set", name + "p", "up")
+        ip("link", "set", name, "up")
+
+    def no_bridge() -> None:  # the idle bridge's reaper has run
+        wait_for(lambda: ip("-o", "link", "show", "type", "bridge") == "", 10, "the idle bridge to go")
+
+    netns_before = _netns()
+    try:
+        ip("link", "set", "lo", "up")
+        link("kbt-podman0", "10.88.0.1/16")  # as podman's default network makes it
+        ip("route", "add", "10.89.7.0/24", "dev", "kbt-podman0")
+        kobako("import", str(busybox_rootfs), IMG)
+        assert eth0() == "10.90.0.2/16"
+        subnet = json.loads(kobako("network", "inspect", "bridge").stdout)[0]["IPAM"]["Config"][0]["Subnet"]
+        assert subnet == "10.90.0.0/16"
+        no_bridge()
+        ip("link", "del", "kbt-podman0")  # 10.88 is free now: the default network stays where it is
+        assert eth0() == "10.90.0.2/16"
+        no_bridge()
+        link("kbt-other0", "10.90.0.1/16")
+        cp = kobako("run", "--rm", "--name", "pool-late", IMG, "true", check=False)
+        assert_user_error(cp, "network bridge", "overlaps the host's route 10.90.0.0/16 dev kbt-other0",
+                          str(kb.data / "networks" / "ipam" / "bridge.json"))
+        assert kobako("ps", "-aq").stdout == ""  # nothing left of it
+        assert ip("-o", "link", "show", "type", "bridge") == ""
+        assert " kb-" not in ip("-o", "link", "show", "type", "veth")
+        assert {x for x in _netns() - netns_before if x.startswith("kobako-")} == set()
+        state = kb.data / "networks" / "ipam" / "bridge.json"
+        assert json.loads(state.read_text())["subnet"] == "10.90.0.0/16"  # still kept
+    finally:
+        for cid in kobako("ps", "-aq", check=False).stdout.split():
+            kobako("rm", "-f", cid, check=False)
+        kobako("system", "prune", "-f", check=False)
+        subprocess.run(["ip", "netns", "del", ns])

@@ -9,12 +9,26 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from kobako.network.ipam import IPAM, IPAMError, Pool, file_name, host_routes, overlaps
+from kobako import errors
+from kobako.network.ipam import (
+    DEFAULT_POOLS,
+    IPAM,
+    AddressPool,
+    IPAMError,
+    Pool,
+    file_name,
+    host_routes,
+    overlaps,
+    pick_subnet,
+    route_overlapping,
+)
 
 CID = "abc123" + "0" * 58  # a 64-hex container id; messages show its first 12 characters
 
@@ -47,19 +61,92 @@ def test_default_subnet_skips_host_routes_and_networks(ipam: IPAM):
     assert ipam.create("c", host_routes=routes)["subnet"] == "10.92.0.0/16"
     # A host route covering all of 10/8 sends the pick to Docker's 172.17-31 range.
     assert ipam.create("d", host_routes=["10.0.0.0/8"])["subnet"] == "172.17.0.0/16"
-    assert ipam.create("e", host_routes=["10.0.0.0/8", "172.16.0.0/12"])["subnet"] == "192.168.0.0/24"
-    assert ipam.create("f", host_routes=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/23"])["subnet"] == \
-        "192.168.2.0/24"
+    # ... then to Docker's 192.168/16 in /20s; a route inside one /20 moves the pick to the next.
+    assert ipam.create("e", host_routes=["10.0.0.0/8", "172.16.0.0/12"])["subnet"] == "192.168.0.0/20"
+    assert ipam.create("f", host_routes=["10.0.0.0/8", "172.16.0.0/12", "192.168.16.0/23"])["subnet"] == \
+        "192.168.32.0/20"
 
 
 def test_no_free_subnet_left(ipam: IPAM):
-    with pytest.raises(IPAMError, match="no free subnet left"):
+    with pytest.raises(IPAMError, match="no free subnet left") as ei:
         ipam.create("x", host_routes=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+    assert isinstance(ei.value, errors.InvalidArgument)
+    assert "10.88.0.0/13 as /16s" in str(ei.value) and "192.168.0.0/16 as /20s" in str(ei.value)
+    assert "--subnet" in str(ei.value)
+    assert ipam.networks() == []
 
 
-def test_default_routes_come_from_proc(ipam: IPAM):
-    rec = ipam.create("auto")  # reads this host's /proc/net/route
+def test_default_routes_come_from_the_host(ipam: IPAM):
+    rec = ipam.create("auto")  # reads this host's routes over rtnetlink
     assert not any(overlaps(rec["subnet"], r) for r in host_routes())
+
+
+# -- the pool allocator ---------------------------------------------------------------------
+
+
+def test_kobakos_pool_starts_at_the_default_networks_subnet():
+    assert pick_subnet(DEFAULT_POOLS, [], []) == "10.88.0.0/16"
+    # the candidates, in order: 10.88-255 /16, 172.17-31 /16, 192.168 /20
+    got, nets = [], []
+    while True:
+        try:
+            got.append(pick_subnet(DEFAULT_POOLS, nets, []))
+        except IPAMError:
+            break
+        nets.append({"name": str(len(nets)), "subnet": got[-1]})
+    assert got == ([f"10.{b}.0.0/16" for b in range(88, 256)] + [f"172.{b}.0.0/16" for b in range(17, 32)]
+                   + [f"192.168.{c}.0/20" for c in range(0, 256, 16)])
+
+
+@pytest.mark.parametrize("routes, nets, want", [
+    (["10.88.0.0/16"], [], "10.89.0.0/16"),                    # the candidate itself
+    (["10.0.0.0/8"], [], "172.17.0.0/16"),                     # a route covering the candidate
+    (["10.88.0.0/15"], [], "10.90.0.0/16"),                    # one covering two candidates
+    (["10.88.4.0/24"], [], "10.89.0.0/16"),                    # a route inside the candidate
+    (["10.88.0.5/32"], [], "10.89.0.0/16"),                    # a host address (the local table)
+    (["0.0.0.0/0", "192.0.2.0/24"], [], "10.88.0.0/16"),       # the default route and others: no matter
+    ([], [{"name": "a", "subnet": "10.88.0.0/24"}], "10.89.0.0/16"),   # another network inside it
+    ([], [{"name": "a", "subnet": "10.0.0.0/8"}], "172.17.0.0/16"),    # another network covering it
+    (["10.88.0.0/16"], [{"name": "a", "subnet": "10.89.0.0/16"}], "10.90.0.0/16"),
+])
+def test_pick_subnet_overlap_rules(routes: list, nets: list, want: str):
+    assert pick_subnet(DEFAULT_POOLS, nets, routes) == want
+
+
+def test_pick_subnet_pools_are_a_parameter(tmp_path: Path):
+    pools = (AddressPool("10.200.0.0/16", 24), AddressPool("192.168.100.0/24", 28))
+    assert pick_subnet(pools, [], []) == "10.200.0.0/24"
+    assert pick_subnet(pools, [], ["10.200.0.0/23"]) == "10.200.2.0/24"
+    # a wide blocker is stepped over whole: 10.200.0-127 taken leaves 10.200.128.0/24 first
+    assert pick_subnet(pools, [], ["10.200.0.0/17"]) == "10.200.128.0/24"
+    assert pick_subnet(pools, [], ["10.200.0.0/16"]) == "192.168.100.0/28"
+    assert pick_subnet(pools, [], ["10.200.0.0/16", "192.168.100.0/26", "192.168.100.64/28"]) == \
+        "192.168.100.80/28"
+    with pytest.raises(IPAMError) as ei:
+        pick_subnet(pools, [{"name": "x", "subnet": "192.168.100.0/24"}], ["10.0.0.0/8"])
+    assert str(ei.value).startswith("no free subnet left in the address pools "
+                                    "(10.200.0.0/16 as /24s, 192.168.100.0/24 as /28s)")
+    # the store takes them too: every network without a subnet comes from them
+    ipam = IPAM(str(tmp_path), pools)
+    assert [ipam.create(n, host_routes=["10.200.1.0/24"])["subnet"] for n in ("a", "b")] == \
+        ["10.200.0.0/24", "10.200.2.0/24"]
+
+
+@pytest.mark.parametrize("base, size, msg", [
+    ("10.0.0.1/16", 24, "host bits set"),
+    ("10.0.0.0/16", 8, "size must be a prefix length from 16"),
+    ("10.0.0.0/16", 31, "to 30"),
+    ("10.0.0.0", 24, "expected a CIDR"),
+])
+def test_bad_address_pools(base: str, size: int, msg: str):
+    with pytest.raises(IPAMError, match=msg):
+        AddressPool(base, size)
+
+
+def test_route_overlapping():
+    assert route_overlapping("10.88.0.0/16", ["0.0.0.0/0", "192.0.2.0/24"]) is None
+    assert route_overlapping("10.88.0.0/16", ["0.0.0.0/0", "10.0.0.0/8"]) == "10.0.0.0/8"
+    assert route_overlapping("10.88.0.0/16", ["10.88.3.0/24"]) == "10.88.3.0/24"
 
 
 def test_explicit_subnet_gateway_and_range(ipam: IPAM):
@@ -330,31 +417,39 @@ def test_concurrent_allocations_from_processes(tmp_path: Path):
 # -- helpers -------------------------------------------------------------------------------------
 
 
-ROUTE = """\
-Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
-eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
-eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
-docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
-wg0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0
-eth1\t0300A8C0\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0
-eth0\t000200C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
-garbage line
-"""
+def _ip_route_show() -> list[str]:
+    """`ip -4 route show table all`, as CIDRs (iproute2 prints a /32 as a bare address)."""
+    kinds = {"unicast", "local", "broadcast", "multicast", "anycast", "blackhole", "unreachable", "prohibit",
+             "throw", "nat"}
+    out = []
+    for line in subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        words = line.split()
+        dst = words[1] if words[0] in kinds else words[0]
+        if dst != "default":
+            out.append(dst if "/" in dst else dst + "/32")
+    return out
 
 
-def test_host_routes_parsing(tmp_path: Path):
-    f = tmp_path / "route"
-    f.write_text(ROUTE)
-    # Little-endian words: 000200C0 is 192.0.2.0; the duplicate (another metric) is listed once.
-    assert host_routes(str(f)) == ["192.0.2.0/24", "172.17.0.0/16", "10.0.0.0/8", "192.168.0.3/32"]
-    assert host_routes(str(tmp_path / "absent")) == []
-    ipam = IPAM(str(tmp_path / "data"))
-    assert ipam.create("n", host_routes=host_routes(str(f)))["subnet"] == "172.18.0.0/16"
+@pytest.mark.skipif(not shutil.which("ip"), reason="iproute2 is not installed")
+def test_host_routes_agree_with_iproute2():
+    got = host_routes()
+    assert got and "0.0.0.0/0" not in got and len(got) == len(set(got))
+    assert set(got) == set(_ip_route_show())
+    for r in host_routes(6):
+        assert ":" in r and not r.startswith(("fe80:", "ff")) and r != "::1/128"
 
 
-def test_host_routes_of_this_host():
-    for r in host_routes():
-        assert r != "0.0.0.0/0" and "/" in r
+def test_route_overlapping_names_the_hosts_interface():
+    """Without a list, the host's routes (the first that overlaps), named with its interface."""
+    from kobako.network import ipam as ipam_mod
+    table = ipam_mod._route_table(4)
+    by_index = {int((d / "ifindex").read_text()): d.name for d in Path("/sys/class/net").iterdir()}
+    cidr = next(c for c, i in table if i in by_index)
+    first, oif = next((c, i) for c, i in table if overlaps(c, cidr))
+    assert route_overlapping(cidr) == (f"{first} dev {by_index[oif]}" if oif else first)
+    if not any(overlaps(c, "198.51.100.0/24") for c, _ in table):
+        assert route_overlapping("198.51.100.0/24") is None
 
 
 def test_overlaps():

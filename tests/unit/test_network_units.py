@@ -3,6 +3,7 @@ elements and table text, network options, and netlink attribute encoding."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from pathlib import Path
@@ -146,3 +147,58 @@ def test_netlink_attributes_are_aligned():
         netlink._ifname("a" * 16)
     with pytest.raises(ValueError):
         netlink._ifname("a/b")
+
+
+def test_netlink_route_replies_are_parsed():
+    body = netlink._RTMSG.pack(netlink.AF_INET, 16, 0, 0, 254, 2, 0, 1, 0)
+    msg = body + netlink.attr(netlink.RTA_DST, bytes([10, 88, 0, 0])) + netlink.attr(netlink.RTA_OIF,
+                                                                                     struct.pack("=I", 7))
+    assert netlink.route_of(msg) == ("10.88.0.0", 16, 254, 1, 7)
+    # a table above 255 comes in RTA_TABLE (the header's byte says 252, RT_TABLE_COMPAT); no RTA_DST: 0.0.0.0
+    big = netlink._RTMSG.pack(netlink.AF_INET, 0, 0, 0, 252, 2, 0, 1, 0) + netlink.attr(
+        netlink.RTA_TABLE, struct.pack("=I", 51820))
+    assert netlink.route_of(big) == ("0.0.0.0", 0, 51820, 1, 0)
+    v6 = netlink._RTMSG.pack(netlink.AF_INET6, 64, 0, 0, 254, 2, 0, 1, 0) + netlink.attr(
+        netlink.RTA_DST, bytes.fromhex("fd000000000000000000000000000000"))
+    assert netlink.route_of(v6) == ("fd00::", 64, 254, 1, 0)
+    assert netlink.route_of(netlink._RTMSG.pack(7, 0, 0, 0, 0, 0, 0, 0, 0)) is None  # another family
+
+
+def _routes(monkeypatch, routes: list[tuple[str, int]]) -> None:
+    """The host's routes as the network layer reads them (ipam._route_table), replaced."""
+    from kobako.network import ipam
+    monkeypatch.setattr(ipam, "_route_table", lambda family: routes if family == 4 else [])
+
+
+def test_default_network_takes_the_pool_first_and_keeps_its_subnet(tmp_path: Path, monkeypatch):
+    """The default network is made before any user network picks a subnet, so it gets the
+    first free one; once chosen it stays, whatever routes come or go."""
+    # podman's default network, and a route inside the next candidate
+    _routes(monkeypatch, [("10.88.0.0/16", 0), ("10.89.3.0/24", 0)])
+    store = NetworkStore(str(tmp_path / "data"), str(tmp_path / "run"))
+    assert store.create("first")["subnet"] == "10.91.0.0/16"  # the default network took 10.90 before it
+    assert store.get("bridge")["subnet"] == "10.90.0.0/16"
+    state = json.loads((tmp_path / "data" / "networks" / "ipam" / "bridge.json").read_text())
+    assert state["subnet"] == "10.90.0.0/16"  # recorded in the network's state
+    _routes(monkeypatch, [])  # 10.88 is free again: the default network stays where it is
+    again = NetworkStore(str(tmp_path / "data"), str(tmp_path / "run"))
+    assert again.get("bridge")["subnet"] == "10.90.0.0/16"
+    assert again.create("second")["subnet"] == "10.88.0.0/16"  # a new network gets the first free one
+
+
+def test_default_network_route_collision_says_how_to_fix_it(tmp_path: Path, monkeypatch):
+    from kobako.network.endpoints import Endpoints
+    _routes(monkeypatch, [])
+    eps = Endpoints(str(tmp_path / "data"), str(tmp_path / "run"))
+    net = eps.store.get("bridge")
+    user = eps.store.create("u1")
+    _routes(monkeypatch, [("10.0.0.0/8", 0)])  # a route that came up later and covers both
+    with pytest.raises(NetworkError) as ei:
+        eps._check_routes({"subnet": net["subnet"]}, "bridge")
+    msg = str(ei.value)
+    assert msg.startswith("network bridge: its subnet 10.88.0.0/16 overlaps the host's route 10.0.0.0/8")
+    assert str(tmp_path / "data" / "networks" / "ipam" / "bridge.json") in msg and "remove that route" in msg
+    with pytest.raises(NetworkError, match=r"network u1: its subnet 10\.89\.0\.0/16 .* recreate u1"):
+        eps._check_routes({"subnet": user["subnet"]}, "u1")
+    _routes(monkeypatch, [("192.0.2.0/24", 0)])
+    eps._check_routes({"subnet": net["subnet"]}, "bridge")  # no collision: nothing to say
