@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the integration tests make real containers)" >&2; exit 1; }
 "$here/scripts/install.sh" >/dev/null
 need_pkgs=""
-for p in iproute2 procps util-linux docker-registry openssl tar tini nftables debootstrap curl busybox-static; do
+for p in iproute2 procps util-linux docker-registry openssl tar tini nftables debootstrap curl busybox-static \
+    uidmap slirp4netns; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs="$need_pkgs $p"
 done
 if [ -n "$need_pkgs" ]; then

@@ -120,12 +120,12 @@ class Manager:
         if not v1 and not v2:
             raise RuntimeFailure("no cgroup filesystem is mounted under /sys/fs/cgroup")
         _check_controllers(v1, v2, resources or {})
-        base = ""
+        deleg = ""
         if not cgroups_path and kind == "v2" and v2:
             from kobako.linux.namespaces import in_user_namespace
             if in_user_namespace():  # rootless: inside the subtree delegated to the user, if any
-                base = delegated_root(v2) or ""
-        path = resolve_path(cgroups_path, cid, base)
+                deleg = delegated_root(v2) or ""
+        path = resolve_path(cgroups_path, cid, deleg)
         relative = bool(cgroups_path) and not cgroups_path.startswith("/")
         leaves = []
         for point, ctrls in sorted(v1.items()):
@@ -140,8 +140,8 @@ class Manager:
             leaves.append({"dir": os.path.join(v2, (base + path).lstrip("/")).rstrip("/"),
                            "v": 2, "ctrls": "", "mount": v2})
         rec = {"layout": kind, "path": path, "leaves": leaves, "dirs": []}
-        if base:  # the delegated subtree passes its controllers down to kobako's level
-            rec["delegated"] = os.path.join(v2, base.lstrip("/"))
+        if deleg and v2:  # the delegated subtree passes its controllers down to kobako's level
+            rec["delegated"] = os.path.join(v2, deleg.lstrip("/"))
         if not cgroups_path:  # /kobako is kobako's own parent: the last one out removes it
             rec["shared"] = [os.path.dirname(x["dir"]) for x in leaves]
         return cls(rec)
