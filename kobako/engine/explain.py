@@ -312,6 +312,8 @@ def _namespaces(e, rec: dict, live: _Live) -> list[dict]:
         joined["network"] = rec["net"]["container"]
     names = {r["id"]: r["name"] for r in e.containers.all()}
     ref = _host_reference()
+    from kobako.linux.namespaces import in_user_namespace
+    rootless = in_user_namespace() and ref == "self"
     out = []
     for ns, (oci, flag) in NAMESPACES.items():
         try:
@@ -327,7 +329,9 @@ def _namespaces(e, rec: dict, live: _Live) -> list[dict]:
         sharers = others.get((ns, ino), [])
         path = cfg_ns.get(oci) or ""
         bound = path if oci == "network" and path.startswith("/run/netns/") else None
-        if ino == host:
+        if ino == host and rootless:
+            whose, facts["owner"] = "the user's (rootless kobako's, shared by the user's containers)", "user"
+        elif ino == host:
             whose, facts["owner"] = "the host's (shared with the host's processes)", "host"
         elif oci in joined and names.get(joined[oci]) in sharers:
             whose, facts["owner"] = f"container {names[joined[oci]]}'s, joined (setns(2))", names[joined[oci]]
@@ -604,6 +608,15 @@ def _network(e, rec: dict, live: _Live) -> list[dict]:
                     "no veth, no address outside, no nft elements",
                     facts={"mode": "none", "interfaces": only}, read=read,
                     checks=[(f"nsenter -t {pid} -n ip -o link", "lo")], problems=problems)]
+    from kobako.linux.namespaces import in_user_namespace
+    if in_user_namespace():  # rootless: the veths, bridges and table are in the user's namespace
+        from kobako.network import rootlessns
+        return rootlessns.call_inside(rootlessns.ensure(e.run_dir)[0], _bridged, e, rec, pid, read, inside,
+                                      addrs, sysfs=True)
+    return _bridged(e, rec, pid, read, inside, addrs)
+
+
+def _bridged(e, rec: dict, pid: int, read: list, inside: dict, addrs: dict) -> list[dict]:
     from kobako.network.networks import table_name
     from kobako.runtime import jsonfast
     state_file = os.path.join(e.run_dir, "network", "endpoints", rec["id"] + ".json")
@@ -617,7 +630,7 @@ def _network(e, rec: dict, live: _Live) -> list[dict]:
     default = next((r for r in routes or () if r.get("dst") == "default"), None)
     out = [_endpoint(pid, name, st["networks"][name], state_file, inside, addrs, default)
            for name in st.get("order") or ()]
-    out.append(_nft(table_name(e.run_dir), st))
+    out.append(_nft(e, table_name(e.run_dir), st))
     return out
 
 
@@ -662,7 +675,7 @@ def _endpoint(pid: int, name: str, ep: dict, state_file: str, inside: dict, addr
                        (f"nsenter -t {pid} -n ip route", f"default via {ep['gateway']}" if route else None)])
 
 
-def _nft(table: str, st: dict) -> dict:
+def _nft(e, table: str, st: dict) -> dict:
     """The elements of kobako's table that this container's networks and ports need, each
     looked up in the table as the kernel has it now."""
     from kobako.network import nftables

@@ -136,9 +136,10 @@ def ensure(run_root: str) -> tuple[str, bool]:
         return nspath, True
 
 
-def call_inside(nspath: str, fn, *args):
+def call_inside(nspath: str, fn, *args, sysfs: bool = False):
     """fn(*args) in a child that entered the network namespace bound at nspath (ensure's);
-    its result (or its exception) comes back through a pipe."""
+    its result (or its exception) comes back through a pipe. With sysfs, the child also
+    mounts a /sys of its own that shows that namespace's links (/sys/class/net)."""
     import pickle
     r, w = os.pipe()
     pid = os.fork()
@@ -146,6 +147,11 @@ def call_inside(nspath: str, fn, *args):
         try:
             os.close(r)
             namespaces.enter(nspath, namespaces.CLONE_NEWNET)
+            if sysfs:
+                from kobako.linux import mount
+                namespaces.unshare(namespaces.CLONE_NEWNS)
+                mount.mount(None, "/", None, mount.MS_REC | mount.MS_SLAVE)
+                mount.mount("sysfs", "/sys", "sysfs", 0)
             try:
                 out: tuple = ("ok", fn(*args))
             except BaseException as e:  # noqa: BLE001 -- handed to the parent as it is

@@ -201,7 +201,9 @@ class Manager:
                 v1.apply(set(leaf["ctrls"].split(",")), leaf["dir"], res)
             elif self.rec["layout"] == "v2":
                 v2.apply(leaf["dir"], res)
-                if res.get("devices") is not None:
+                # rootless: a BPF device program is the host's root's to attach, and needless:
+                # the container can neither mknod nor open a node the user could not
+                if res.get("devices") is not None and not _rootless():
                     from kobako.runtime.cgroups import devices
 
                     devices.apply_v2(leaf["dir"], res["devices"])
@@ -329,6 +331,11 @@ class Manager:
                     return
             time.sleep(0.001)
         raise RuntimeFailure(f"cgroup {d} did not {'freeze' if on else 'thaw'}")
+
+
+def _rootless() -> bool:
+    from kobako.linux.namespaces import in_user_namespace
+    return in_user_namespace()
 
 
 def _inherit_cpuset(d: str) -> None:
