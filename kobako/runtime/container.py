@@ -163,6 +163,7 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
         try:
             chan.close()
             c.close_lock()
+            _premount_root(ctx, c)
             _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, Steps(ctx.log, "init"))
             pid = os.fork()
             if pid == 0:
@@ -181,6 +182,22 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     _record_init(c, pid)
     _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
+
+
+def _premount_root(ctx, c: state.Container) -> None:
+    """Rootless: the engine's overlay root is mounted here, outside the container's pid
+    namespace, so that where the kernel refuses it a fuse-overlayfs daemon can serve it from
+    outside the container (idmap.detached_root); the init attaches the detached mount."""
+    from kobako.runtime.rootfs import ROOT_MOUNT_ANNOTATION
+    raw = (ctx.cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
+    if not raw or "mount" not in ctx.namespaces:
+        return
+    from kobako.runtime import idmap
+    try:
+        desc = jsonfast.loads(raw)
+    except ValueError:
+        return  # the init says so
+    ctx.root_tree = idmap.detached_root(desc, os.path.join(c.dir, "rootfs.mnt"))
 
 
 def _record_init(c: state.Container, pid: int) -> None:

@@ -217,23 +217,62 @@ def setup(cfg: dict, stage: str, userns_fd: int | None) -> bool:
 def _fuse_root(cfg: dict, desc: dict, stage: str, rec: steps.Record) -> int:
     """Rootless: the kernel lets only the host's root idmap the filesystem the user's layers
     are on, so the root is a fuse-overlayfs mount that shifts owners itself (its uidmapping=
-    and gidmapping= are the container's maps). Mounted here, in the user's mount namespace,
-    then taken as a detached copy and lazily unmounted: the container's mount namespace holds
-    the only reference, and the fuse-overlayfs daemon ends when the container's last process
-    does. Returns the detached mount's fd."""
-    import shutil
-    import subprocess
-    exe = shutil.which("fuse-overlayfs", path="/usr/bin:/bin:/usr/local/bin")
-    if exe is None:
-        raise RuntimeFailure("a rootless container with a user namespace of its own needs fuse-overlayfs",
-                             "as root: apt-get install fuse-overlayfs (and /dev/fuse mode 0666)")
+    and gidmapping= are the container's maps). Returns the detached mount's fd (detached_root)."""
+    uid_maps, gid_maps = maps_of(cfg)
+    fd = detached_root(desc, stage + ".fuse", (uid_maps, gid_maps))
+    rec.made("root", "fuse-overlayfs, open_tree(2)",
+             "the container's root: fuse-overlayfs over the layers, owners shifted by the container's "
+             "maps (uidmapping/gidmapping), held only by the container")
+    return fd
+
+
+def detached_root(desc: dict, target: str, maps: tuple[list[dict], list[dict]] | None = None) -> int:
+    """A rootless container's root, mounted here (in the user's mount namespace), taken as a
+    detached copy and lazily unmounted at once: the container's mount namespace then holds the
+    only reference, and everything goes with the container's last process. The kernel's
+    overlay when it takes the mount (and no owner shifting is asked for); else fuse-overlayfs
+    (a kernel older than 5.11, or a store on a filesystem without user.* xattrs), whose daemon
+    ends when the mount's last reference does. Returns the fd (open_tree(2))."""
     opts = list(desc.get("options") or [])
     kv = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in opts if "=" in o}
     cwd = desc.get("cwd") or "/"
     lowers = [os.path.join(cwd, x) for x in kv.get("lowerdir", "").split(":") if x]
     if desc.get("type") != "overlay" or not lowers:
-        raise RuntimeFailure("an idmapped root must be an overlay with lowerdir=")
-    uid_maps, gid_maps = maps_of(cfg)
+        raise RuntimeFailure("the root filesystem must be an overlay with lowerdir=")
+    os.makedirs(target, 0o700, exist_ok=True)
+    try:
+        kernel_err = None
+        if maps is None:
+            try:
+                os.chdir(cwd)  # short relative lowerdirs: the options are limited to one page
+                m.mount("overlay", target, "overlay", 0, ",".join(opts))
+            except OSError as e:
+                kernel_err = e
+            finally:
+                os.chdir("/")
+        if maps is not None or kernel_err is not None:
+            _fuse_overlay(lowers, kv, cwd, target, maps, kernel_err)
+        try:
+            fd = m.open_tree(target)
+        finally:
+            m.umount2(target, m.MNT_DETACH)
+    finally:
+        os.rmdir(target)
+    return fd
+
+
+def _fuse_overlay(lowers: list[str], kv: dict, cwd: str, target: str,
+                  maps: tuple[list[dict], list[dict]] | None, kernel_err: OSError | None) -> None:
+    import shutil
+    import subprocess
+    why = f"the kernel's overlay refused it ({kernel_err.strerror})" if kernel_err else \
+        "a rootless container with a user namespace of its own"
+    exe = shutil.which("fuse-overlayfs", path="/usr/bin:/bin:/usr/local/bin")
+    if exe is None:
+        raise RuntimeFailure(f"cannot mount the root filesystem: {why}, and fuse-overlayfs is not installed",
+                             "as root: apt-get install fuse-overlayfs (with /dev/fuse mode 0666); kernel "
+                             "overlay mounts in a user namespace need Linux 5.11+ and user.* xattrs "
+                             "on the store's filesystem")
 
     def mapping(ms: list[dict]) -> str:
         return ":".join(f"{x['containerID']}:{x['hostID']}:{x['size']}" for x in ms)
@@ -241,25 +280,15 @@ def _fuse_root(cfg: dict, desc: dict, stage: str, rec: steps.Record) -> int:
     if kv.get("upperdir"):
         fopts += [f"upperdir={os.path.join(cwd, kv['upperdir'])}",
                   f"workdir={os.path.join(cwd, kv['workdir'])}"]
-    fopts += [f"uidmapping={mapping(uid_maps)}", f"gidmapping={mapping(gid_maps)}"]
-    target = stage + ".fuse"
-    os.makedirs(target, 0o700, exist_ok=True)
+    if maps is not None:
+        fopts += [f"uidmapping={mapping(maps[0])}", f"gidmapping={mapping(maps[1])}"]
     r = subprocess.run([exe, "-o", ",".join(fopts), target], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL)
     if r.returncode != 0:
-        why = [ln for ln in r.stderr.splitlines() if "lazytime" not in ln]
-        raise RuntimeFailure(f"fuse-overlayfs could not mount the container's root: "
-                             f"{why[-1] if why else r.returncode}",
+        lines = [ln for ln in r.stderr.splitlines() if "lazytime" not in ln]
+        raise RuntimeFailure(f"cannot mount the root filesystem ({why}) with fuse-overlayfs: "
+                             f"{lines[-1] if lines else r.returncode}",
                              "/dev/fuse must be readable and writable by the user (mode 0666)")
-    try:
-        fd = m.open_tree(target)
-    finally:
-        m.umount2(target, m.MNT_DETACH)
-        os.rmdir(target)
-    rec.made("root", "fuse-overlayfs, open_tree(2)",
-             f"the container's root: fuse-overlayfs over {len(lowers)} layers, owners shifted by the "
-             "container's maps (uidmapping/gidmapping), held only by the container")
-    return fd
 
 
 def _mount_root(cfg: dict, desc: dict, stage: str, userns_fd: int, rec: steps.Record) -> None:

@@ -43,6 +43,7 @@ class InitContext:
         self.userns = "user" in self.namespaces
         self.prejoined: set[str] = set()  # joined by path before a new user namespace was made
         self.root_premounted = False  # the idmapped root, mounted before the user namespace (idmap.py)
+        self.root_tree = -1  # rootless: the root, mounted outside the container and detached (open_tree)
         self.path = ""  # the resolved program, set once the root is in place
         self.seccomp = None  # the prepared filter (libseccomp is out of sight after pivot_root)
         self.state_json = ""  # the OCI state, sent with GO once we are in the cgroup
@@ -137,6 +138,7 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
                   "cgroup" in ctx.namespaces and not ctx.namespaces["cgroup"],
                   placed=lambda: _placed(ctx, steps))
     root.premounted = ctx.root_premounted
+    root.tree_fd = ctx.root_tree
     if "mount" in ctx.namespaces:
         root.prepare()
     _placed(ctx, steps)

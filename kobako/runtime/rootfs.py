@@ -71,6 +71,7 @@ class Rootfs:
         self.rootfd = -1
         self.placed = placed  # waits until the init is in its cgroup; returns the cgroup record
         self.premounted = False  # the root is mounted already (idmap.py)
+        self.tree_fd = -1  # the root as a detached mount, to attach (rootless: container._premount_root)
         self.stage_fd = -1  # our cwd at the start: where idmap.setup staged the bind mounts
 
     # -- before pivot_root --------------------------------------------------------
@@ -90,7 +91,12 @@ class Rootfs:
         if self.premounted:  # the idmapped root, on the stage (idmap.py)
             self.path = f"{_at(self.stage_fd)}/{STAGED_ROOT}"
         root_mount = (self.cfg.get("annotations") or {}).get(ROOT_MOUNT_ANNOTATION)
-        if root_mount and not self.premounted:
+        if root_mount and self.tree_fd >= 0:
+            m.move_mount(self.tree_fd, self.path)
+            os.close(self.tree_fd)
+            self.steps.made("move_mount(2)", f"root filesystem on {self.path} (mounted outside the "
+                            "container)")
+        elif root_mount and not self.premounted:
             self.mount_root(root_mount)
         else:  # (an idmapped root came with a more privileged namespace: locked, pivot_root refuses it)
             m.mount(self.path, self.path, None, m.MS_BIND | m.MS_REC)

@@ -269,3 +269,58 @@ def test_pause_without_a_cgroup_says_why(one: User) -> None:
         assert cp.returncode != 0 and "no cgroup" in cp.stderr and "Traceback" not in cp.stderr
     finally:
         one("rm", "-f", "nopause")
+
+
+def test_keep_id_is_the_users_own_id_inside(one: User) -> None:
+    if shutil.which("fuse-overlayfs") is None:
+        pytest.skip("fuse-overlayfs is not installed")
+    share = one.home / "keep"
+    share.mkdir(exist_ok=True)
+    os.chown(share, one.uid, one.gid)
+    out = one("run", "--rm", "--userns", "keep-id", "-v", f"{share}:/keep", "rl/bb:1", "sh", "-c",
+              "id -u; id -g; stat -c %u /bin/busybox; echo k > /keep/f").stdout.split()
+    assert out == [str(one.uid), str(one.gid), "0"]  # the image's files stay root's inside
+    assert os.stat(share / "f").st_uid == one.uid
+    time.sleep(0.3)
+    assert not any("fuse-overlayfs" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                   for p in one.pids() if Path(f"/proc/{p}/cmdline").exists())
+
+
+def test_fuse_overlayfs_serves_the_root_where_the_kernel_refuses(one: User) -> None:
+    """The fallback of runtime/idmap.detached_root, driven with an option only the kernel's
+    overlay rejects (fuse-overlayfs ignores it): the root is served by fuse-overlayfs from
+    outside the container, and its daemon ends with the mount's last reference."""
+    if shutil.which("fuse-overlayfs") is None:
+        pytest.skip("fuse-overlayfs is not installed")
+    script = (
+        "import os, sys; sys.path.insert(0, REPO)\n"
+        "from kobako.engine import rootless; rootless.enter()\n"
+        "from kobako.runtime import idmap\n"
+        "from kobako.linux import mount as m, namespaces as ns\n"
+        "b = os.path.expanduser('~/fb')\n"
+        "for d in ('l', 'u', 'w', 'at'): os.makedirs(f'{b}/{d}', exist_ok=True)\n"
+        "open(f'{b}/l/f', 'w').write('lower')\n"
+        "fd = idmap.detached_root({'type': 'overlay', 'options': [f'lowerdir={b}/l', f'upperdir={b}/u', "
+        "f'workdir={b}/w', 'kbtest_only_the_kernel_refuses=1']}, f'{b}/t')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    ns.unshare(ns.CLONE_NEWNS); m.mount(None, '/', None, m.MS_REC | m.MS_SLAVE)\n"
+        "    m.move_mount(fd, f'{b}/at'); open(f'{b}/at/new', 'w').write('up')\n"
+        "    print(open(f'{b}/at/f').read(), open('/proc/self/mountinfo').read().count('fuse'),\n"
+        "          flush=True)\n"
+        "    os._exit(0)\n"
+        "os.close(fd); os.waitpid(pid, 0); print(open(f'{b}/u/new').read())\n"
+    ).replace("REPO", repr(str(REPO)), 1)
+    cp = subprocess.run(["runuser", "-u", one.name, "--", *one.env(), sys.executable, "-I", "-c", script],
+                        capture_output=True, text=True, timeout=60, cwd="/")
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.split("\n")
+    assert lines[0].split()[0] == "lower" and int(lines[0].split()[1]) >= 1  # a fuse mount served it
+    assert lines[1] == "up"  # writes land in the upper dir
+    for _ in range(50):  # the daemon ends once no namespace holds the mount
+        if not any("fuse-overlayfs" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                   for p in one.pids() if Path(f"/proc/{p}/cmdline").exists()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("fuse-overlayfs outlived the mount")
