@@ -138,6 +138,7 @@ def version(e: Engine, args) -> int:
 
 
 def info(e: Engine, args) -> int:
+    from kobako.linux.namespaces import in_user_namespace
     from kobako.runtime import cgroups
     recs = e.containers.all()
     states = [e.state(r) for r in recs]
@@ -153,7 +154,8 @@ def info(e: Engine, args) -> int:
         "Architecture": u.machine, "NCPU": os.cpu_count(),
         "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "Name": u.nodename, "ServerVersion": __version__, "DefaultRuntime": "kobako-runtime",
-        "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "SecurityOptions": ["name=seccomp,profile=builtin"]
+        + (["name=rootless"] if in_user_namespace() else []),
     }
     if args.format:
         formatted(args.format, [doc])

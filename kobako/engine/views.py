@@ -569,6 +569,7 @@ def system_info(e) -> dict:
 
     from kobako import __version__
     from kobako.image import registries
+    from kobako.linux.namespaces import in_user_namespace
     recs = e.containers.all()
     states = [e.state(r) for r in recs]
     u = os.uname()
@@ -641,7 +642,8 @@ def system_info(e) -> dict:
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": init,
         "ContainerdCommit": {"ID": "", "Expected": ""}, "RuncCommit": {"ID": "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""},
-        "SecurityOptions": ["name=seccomp,profile=default"] + (["name=cgroupns"] if version == "2" else []),
+        "SecurityOptions": ["name=seccomp,profile=default"] + (["name=cgroupns"] if version == "2" else [])
+        + (["name=rootless"] if in_user_namespace() else []),
         "Warnings": None,
         "ProductLicense": f"kobako {__version__} on Python {platform.python_version()}",
     }
