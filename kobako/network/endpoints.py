@@ -103,6 +103,12 @@ def _alive(pid: int) -> bool:
         return True
 
 
+_BUSY = object()
+# what these return when the user has no endpoint and no bridge (so `ps` never needs slirp4netns)
+_IDLE: dict[str, object] = {"detach": False, "sweep": [], "reap_idle": None, "reload": None,
+                            "restore_table": False}
+
+
 def _in_user_netns(method):
     """Rootless: the method runs in a child that entered the user's network namespace, where
     the user's bridges, veths and nft table live (rootlessns.py); root runs it in place."""
@@ -110,6 +116,10 @@ def _in_user_netns(method):
         from kobako.linux.namespaces import in_user_namespace
         if self._inside or not in_user_namespace():
             return method(self, *args, **kw)
+        idle = _IDLE.get(method.__name__, _BUSY)
+        if idle is not _BUSY and not (self.state(args[0]) if method.__name__ == "detach" else
+                                      self.all() or self._bridge_records()):
+            return idle  # nothing of the user's network to look at: its namespace is not needed
         from kobako.network import rootlessns
         nspath, restarted = rootlessns.ensure(self.run_root)
 

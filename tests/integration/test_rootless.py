@@ -324,3 +324,28 @@ def test_fuse_overlayfs_serves_the_root_where_the_kernel_refuses(one: User) -> N
         time.sleep(0.1)
     else:
         raise AssertionError("fuse-overlayfs outlived the mount")
+
+
+def test_no_tun_access_is_told_and_leaves_no_container(users, tmp_path: Path) -> None:
+    """/dev/net/tun mode 0600 (this host without udev), in a mount namespace of the test's
+    own: the user's first command there makes its namespaces from it."""
+    u = users["kbrl2"]
+    if not (u.home / ".local/share/kobako").exists():
+        u("import", str(u.home / "bb.tar"), "rl/bb:1")
+    for pid in u.pids():  # a fresh pause process: made inside the namespace below
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    node = tmp_path / "tun0600"
+    os.mknod(node, 0o600 | 0o020000, os.makedev(10, 200))
+    entry = f"import sys; sys.path.insert(0, {str(REPO)!r}); from kobako.cli.main import entry; " \
+        "sys.argv[0] = 'kobako'; entry()"
+    user_cmd = " ".join(["runuser", "-u", u.name, "--", *u.env(), sys.executable, "-I", "-c", repr(entry),
+                         "run", "--rm", "rl/bb:1", "true"])
+    cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                         f"mount --bind {node} /dev/net/tun && {user_cmd}"],
+                        capture_output=True, text=True, timeout=60, cwd="/")
+    assert cp.returncode == 125, cp.stderr
+    assert "/dev/net/tun" in cp.stderr and "chmod 0666" in cp.stderr and "Traceback" not in cp.stderr
+    assert u("ps", "-aq").stdout == ""
+    assert not any(Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"/usr/bin/slirp4netns")
+                   for p in u.pids() if Path(f"/proc/{p}/cmdline").exists())
