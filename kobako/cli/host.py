@@ -268,7 +268,8 @@ COMMANDS = {
     "system service": (Command("system service", "[OPTIONS]",
                                "Serve the Docker Engine API on a unix socket (docker CLI, docker-py)", [
                                    opt("--socket", "socket", "str", None,
-                                       "the socket's path (default /run/kobako/docker.sock)"),
+                                       "the socket's path (default /run/kobako/docker.sock; rootless: "
+                                       "$XDG_RUNTIME_DIR/kobako/docker.sock)"),
                                    opt("--tcp", "tcp", "str", None, "also listen on HOST:PORT (TLS only)"),
                                    opt("--tlscacert", "tlscacert", "str", None,
                                        "CA that signs client certificates"),

@@ -68,8 +68,12 @@ def id_map_args(own: int, ranges: list[tuple[int, int]]) -> list[str]:
     return args
 
 
-def _check_helper(name: str) -> str:
-    for d in ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"):
+HELPER_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin")
+
+
+def check_helper(name: str, dirs: tuple[str, ...] = HELPER_DIRS) -> str:
+    """The path of newuidmap/newgidmap, or RootlessError saying how to get a usable one."""
+    for d in dirs:
         p = os.path.join(d, name)
         if os.path.exists(p):
             st = os.stat(p)
@@ -121,7 +125,7 @@ def _start_pause(pidfile: str, user: str, uid: int, gid: int) -> int:
     """Make the user namespace (mapped by newuidmap/newgidmap) and its mount namespace, held
     by a pause process that outlives this command; return its pid."""
     uids, gids = _ranges(user, uid)
-    newuidmap, newgidmap = _check_helper("newuidmap"), _check_helper("newgidmap")
+    newuidmap, newgidmap = check_helper("newuidmap"), check_helper("newgidmap")
     from kobako.linux import namespaces as ns
 
     to_parent_r, to_parent_w = os.pipe()
@@ -232,8 +236,8 @@ def enter() -> None:
     pidfile = os.path.join(run, "pause.pid")
     if _pause_pid(pidfile, uid) is None:  # a host not set up for it: refused before anything is made
         _ranges(user, uid)
-        _check_helper("newuidmap")
-        _check_helper("newgidmap")
+        check_helper("newuidmap")
+        check_helper("newgidmap")
     os.makedirs(run, mode=0o700, exist_ok=True)
     with paths.FileLock(os.path.join(run, "pause.lock")):
         pid = _pause_pid(pidfile, uid)
