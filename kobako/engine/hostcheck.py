@@ -866,3 +866,11 @@ def hint(error: BaseException, area: str) -> None:
         return
     if reason:
         error.hint = reason  # type: ignore[attr-defined]
+
+
+def hint_start_failure(error: BaseException) -> None:
+    """A container that did not start: the host's reason from the runtime's checks, unless
+    the container's own program was the problem (126/127: not found, not executable)."""
+    from kobako.errors import CannotStart
+    if CannotStart(str(error)).exit_code == 125:
+        hint(error, "runtime")
