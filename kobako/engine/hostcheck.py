@@ -403,8 +403,9 @@ def check_overlay(h: Host) -> Result:
     if err is None:
         return Result("overlay", OK, f"overlay mounts work (one tried under {where})")
     return Result("overlay", FAIL, f"an overlay mount under {where} failed: {err}",
-                  "modprobe overlay (a kernel built with CONFIG_OVERLAY_FS); the data root must be on a "
-                  "filesystem overlay accepts as upper dir (ext4, xfs with ftype=1, btrfs)")
+                  "modprobe overlay (a kernel built with CONFIG_OVERLAY_FS); the data root (KOBAKO_ROOT) "
+                  "must be on a filesystem overlay takes as an upper dir: ext4, xfs with ftype=1, btrfs, "
+                  "tmpfs (not overlayfs itself, nor 9p or NFS)")
 
 
 def check_overlay_userns(h: Host) -> Result:
@@ -571,8 +572,9 @@ def check_cgroup_delegation(h: Host) -> Result:
     own = own_v2_cgroup(h.read("/proc/self/cgroup") or "") or "/"
     top = delegated_subtree(h, v2, own)
     if top is None:
-        return Result("cgroup-delegation", WARN, f"no cgroup v2 subtree is delegated to {h.user} (its cgroup "
-                      f"{own} and the ones above it are not writable): a limit is refused", fix)
+        where = f"its cgroup {own} is not" if own == "/" else f"neither its cgroup {own} nor any above it is"
+        return Result("cgroup-delegation", WARN, f"no cgroup v2 subtree is delegated to {h.user} ({where} "
+                      "writable): a limit is refused", fix)
     ctrls = (h.read(f"{top}/cgroup.controllers") or "").split()
     missing = [c for c in LIMIT_CONTROLLERS if c not in ctrls]
     if missing:
