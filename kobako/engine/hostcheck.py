@@ -226,6 +226,7 @@ class Host:
         network namespace of its own, where it holds CAP_NET_ADMIN."""
         if self.is_root:
             return self._once("nft", _ask_nftables)
+        import kobako.network.nftables  # noqa: F401 - before the child's fork (see _in_child)
         return self._once("nft", lambda: _in_child(_ask_nftables_in_own_netns))
 
 
@@ -239,6 +240,11 @@ def _describe(e: BaseException) -> str:
 def _in_child(fn: Callable[[], object]) -> str | None:
     """Run fn in a forked child (namespaces it makes die with it): None when it returned,
     else what it raised, as one line."""
+    # what the probes import, imported before the fork: a child of a threaded process (the
+    # API service) should not have to take the import machinery's locks
+    import kobako.errors  # noqa: F401
+    import kobako.linux.mount  # noqa: F401
+    import kobako.linux.namespaces  # noqa: F401
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's report is what the parent sees
