@@ -316,15 +316,12 @@ def _remove_tree(base: str) -> None:
     """Remove a probe's directory; overlay leaves work/work at mode 0, which its owner may
     not enter until it is given back its permissions."""
     import shutil
-    for d, dirs, _ in os.walk(base):
+    for d, dirs, _ in os.walk(base):  # top-down: a directory is opened up before it is entered
         for x in dirs:
             try:
                 os.chmod(os.path.join(d, x), 0o700)
             except OSError:
                 pass
-    w = os.path.join(base, "work", "work")
-    if os.path.isdir(w):
-        os.chmod(w, 0o700)
     shutil.rmtree(base, ignore_errors=True)
 
 
