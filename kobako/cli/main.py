@@ -25,7 +25,7 @@ MODULES = {
     "unpause": "containers", "wait": "containers", "logs": "containers", "exec": "containers",
     "top": "containers", "rename": "containers", "inspect": "containers",
     "container prune": "containers", "cp": "containers", "attach": "containers",
-    "system df": "system", "system prune": "system",
+    "system df": "system", "system prune": "system", "system check": "system",
     "volume create": "volumes", "volume ls": "volumes", "volume inspect": "volumes",
     "volume rm": "volumes", "volume prune": "volumes",
     "stats": "host", "update": "host", "port": "host", "events": "host",
@@ -54,6 +54,8 @@ ALIASES = {
     "network list": "network ls", "network remove": "network rm",
 }
 GROUPS = ("image", "container", "system", "volume", "network", "builder")
+# commands that must work where the engine cannot start, and make nothing: no Engine for them
+NO_ENGINE = ("system check",)
 
 USAGE = f"""Usage:  kobako [OPTIONS] COMMAND
 
@@ -90,6 +92,7 @@ Networks:
 
 System:
   system df, system prune, system info (info), system restore
+  system check    What this host lacks for kobako, and the fix for each
   system service  Serve the Docker Engine API on a unix socket
   version     Show the version
 
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "trace", False):  # the step record, shown as it happens (kobako/steps.py)
             from kobako.steps import trace_to
             trace_to(os.dup(2))
-        return handler(Engine(), args)
+        return handler(None if name in NO_ENGINE else Engine(), args)
     except parser.UsageError as e:
         sys.stderr.write(f"kobako {name}: {e}\nSee 'kobako {name} --help'.\n")
         return 125

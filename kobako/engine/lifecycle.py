@@ -513,6 +513,8 @@ class Engine:
                     console.OUTPUT_TEE = None
                     pty_log.close()
         except RuntimeFailure as e:  # the program did not start: docker's 126/127
+            from kobako.engine import hostcheck
+            hostcheck.hint_start_failure(e)  # or the host lacks something: its check says what
             rec["error"] = str(e)
             err = StartError(str(e))
             code = err.exit_code
@@ -539,11 +541,16 @@ class Engine:
         from kobako.network.networks import NetworkError
         from kobako.network.ports import PortError
         try:
-            Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
-        except (NetworkError, PortError):
-            if not self.recover_orphans():
-                raise
-            Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
+            try:
+                Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
+            except (NetworkError, PortError):
+                if not self.recover_orphans():
+                    raise
+                Endpoints(self.root, self.run_dir).attach(rec, os.getpid())
+        except NetworkError as e:  # no nftables, the default subnet taken...: the host says which
+            from kobako.engine import hostcheck
+            hostcheck.hint(e, "network")
+            raise
 
     def detach_network(self, cid: str, gen: int | None = None, sync: bool = True) -> None:
         from kobako.network.endpoints import Endpoints

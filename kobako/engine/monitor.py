@@ -775,6 +775,8 @@ def _run_runtime(rt_root: str, bundle: str, cid: str, report: int, console: str 
         c.load()
         os.write(report, f"OK {c.data['pid']}".encode())
     except RuntimeFailure as e:
+        from kobako.engine import hostcheck
+        hostcheck.hint_start_failure(e)  # the host lacks something: its check says what
         os.write(report, f"ERR {e}".encode())
     except OSError as e:
         from kobako.runtime.errors import describe_oserror
@@ -794,6 +796,10 @@ def _attach_network(data: str, run: str, rec: dict, report: int) -> bool:
         return True
     except Exception as e:  # noqa: BLE001 - reported to the CLI as one line
         from kobako.errors import describe
+        from kobako.network.networks import NetworkError
+        if isinstance(e, NetworkError):  # no nftables, the default subnet taken...: the host says which
+            from kobako.engine import hostcheck
+            hostcheck.hint(e, "network")
         os.write(report, f"ERR {describe(e)}".encode())
         return False
 

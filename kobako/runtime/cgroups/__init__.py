@@ -15,11 +15,12 @@ from kobako.runtime.errors import RuntimeFailure
 ROOT = "/sys/fs/cgroup"
 
 
-def mounts() -> tuple[dict[str, str], str | None]:
-    """{v1 hierarchy mount point: comma list of controllers}, cgroup2 mount point."""
+def mounts(mountinfo: str = "/proc/self/mountinfo") -> tuple[dict[str, str], str | None]:
+    """{v1 hierarchy mount point: comma list of controllers}, cgroup2 mount point.
+    (`mountinfo`: another file of that format; `kobako system check`'s tests pass a fake.)"""
     v1: dict[str, str] = {}
     v2 = None
-    with open("/proc/self/mountinfo", "rb") as f:
+    with open(mountinfo, "rb") as f:
         for line in f:
             if b"cgroup" not in line:
                 continue
