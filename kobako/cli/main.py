@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.help:
             sys.stdout.write(parser.help_text(cmd))
             return 0
-        if os.geteuid():  # an ordinary user: into the user's own namespace first (rootless)
+        if os.geteuid() and name not in NO_ENGINE:  # a user: into the user's own namespace (rootless)
             from kobako.engine import rootless
             rootless.enter()
         from kobako.engine.lifecycle import Engine

@@ -157,7 +157,7 @@ class Host:
     def routes(self) -> list[str]:
         """The host's IPv4 routes: what the network layer checks a new bridge's subnet against."""
         from kobako.network.ipam import host_routes
-        return host_routes(self.path("/proc/net/route"))
+        return host_routes()
 
     def default_network(self) -> tuple[str, dict | None]:
         """The default network's state file, and its record when it has been made."""
@@ -534,11 +534,11 @@ def check_cgroups(h: Host) -> Result:
 DELEGATE_FIX = ("as root: mkdir -p /etc/systemd/system/user@.service.d && "
                 "printf '[Service]\\nDelegate=yes\\n' > /etc/systemd/system/user@.service.d/delegate.conf && "
                 "systemctl daemon-reload, then log in again; without systemd: as root, "
-                "mkdir /sys/fs/cgroup/kobako-{user} && chown {user}: /sys/fs/cgroup/kobako-{user} "
-                "/sys/fs/cgroup/kobako-{user}/cgroup.procs /sys/fs/cgroup/kobako-{user}/cgroup.threads "
-                "/sys/fs/cgroup/kobako-{user}/cgroup.subtree_control && echo '+cpu +memory +pids' > "
-                "/sys/fs/cgroup/cgroup.subtree_control, and move the shell into it "
-                "(echo $$ > /sys/fs/cgroup/kobako-{user}/cgroup.procs)")
+                "mkdir -p /sys/fs/cgroup/kobako-{user}/session && "
+                "chown -R {user}: /sys/fs/cgroup/kobako-{user} && "
+                "echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control, and start the user's "
+                "session in its child (echo $$ > /sys/fs/cgroup/kobako-{user}/session/cgroup.procs, then "
+                "su - {user}): a cgroup with processes of its own cannot pass controllers down")
 
 
 def own_v2_cgroup(text: str) -> str | None:
@@ -766,11 +766,6 @@ def subnet_collisions(candidates: list[str], routes: list[str]) -> list[tuple[st
     return [(c, r) for c in candidates for r in routes if not r.endswith("/0") and overlaps(c, r)]
 
 
-def default_pool() -> list[str]:
-    """The subnets the default network is chosen from when it is first made: the network
-    layer's list, read from there and nowhere else."""
-    from kobako.network import ipam
-    return ipam._default_subnets()
 
 
 def check_default_subnet(h: Host) -> Result:
@@ -791,14 +786,18 @@ def check_default_subnet(h: Host) -> Result:
                           f"bridge, a VPN); remove that, or with no kobako container running, rm {path} so "
                           "that kobako picks a subnet no route uses")
         return Result("default-subnet", OK, f"{subnet} (the default network's): no host route overlaps it")
-    pool = default_pool()
-    for i, cand in enumerate(pool):
-        if not subnet_collisions([cand], routes):
-            skipped = f"; {i} subnet(s) before it skipped for host routes" if i else ""
-            return Result("default-subnet", OK, f"the default network will get {cand}{skipped}")
-    return Result("default-subnet", FAIL, f"every subnet of the default pool ({pool[0]} ... {pool[-1]}) "
-                  "overlaps a host route", "free one: remove a route from `ip route` that covers a subnet of "
-                  "the pool")
+    # the network layer's own allocator and pool (network/ipam.py), against the host's routes
+    from kobako.network import ipam
+    try:
+        cand = ipam.pick_subnet(ipam.DEFAULT_POOLS, [], routes)
+    except ipam.IPAMError:
+        pools = ", ".join(p.describe() for p in ipam.DEFAULT_POOLS)
+        return Result("default-subnet", FAIL, f"every subnet of kobako's address pool ({pools}) overlaps a "
+                      "host route",
+                      "free one: remove a route from `ip route` that covers a subnet of the pool")
+    first = ipam.pick_subnet(ipam.DEFAULT_POOLS, [], [])
+    skipped = f"; {first} and others before it are taken by host routes" if cand != first else ""
+    return Result("default-subnet", OK, f"the default network will get {cand}{skipped}")
 
 
 # -- which checks, for whom ---------------------------------------------------------------------

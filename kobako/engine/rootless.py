@@ -92,10 +92,19 @@ def _ranges(user: str, uid: int) -> tuple[list[tuple[int, int]], list[tuple[int,
     for ranges, path, kind in ((uids, "/etc/subuid", "uids"), (gids, "/etc/subgid", "gids")):
         if sum(c for _, c in ranges) < SUBID_NEED:
             have = f"only {sum(c for _, c in ranges)} ids" if ranges else "no range"
+            from kobako.engine import hostcheck  # (only on this failure)
+            taken = []
+            for p in ("/etc/subuid", "/etc/subgid"):
+                try:
+                    with open(p) as f:
+                        taken += [(first, n) for _, first, n in hostcheck.parse_subids(f.read())]
+                except OSError:
+                    pass
+            first = hostcheck.free_range(taken, SUBID_NEED)
             raise RootlessError(
                 f"user {user} has {have} in {path}: rootless containers need {SUBID_NEED} subordinate {kind}",
-                hint=f"as root: usermod --add-sub{kind} 100000-165535 {user} (pick a range no other "
-                     f"user has in {path})")
+                hint=f"as root: usermod --add-subuids {first}-{first + SUBID_NEED - 1} --add-subgids "
+                     f"{first}-{first + SUBID_NEED - 1} {user} (a range no other user has)")
     return uids, gids
 
 

@@ -294,7 +294,8 @@ def test_no_delegated_subtree_warns_with_the_systemd_drop_in(tmp_path):
     r = hc.check_cgroup_delegation(h)
     assert r.status == "warn" and f"neither its cgroup {USER_CG} nor any above it is writable" in r.detail
     assert "Delegate=yes" in r.fix and "/etc/systemd/system/user@.service.d/delegate.conf" in r.fix
-    assert "chown alice: /sys/fs/cgroup/kobako-alice" in r.fix
+    assert "chown -R alice: /sys/fs/cgroup/kobako-alice" in r.fix
+    assert "kobako-alice/session/cgroup.procs" in r.fix
 
 
 def test_a_delegation_without_memory_warns(tmp_path):
@@ -396,7 +397,7 @@ def test_the_default_networks_subnet_against_the_hosts_routes(tmp_path):
     r = hc.check_default_subnet(h)
     assert r.status == "ok"
     assert r.detail == ("the default network will get 10.89.0.0/16; "
-                        "1 subnet(s) before it skipped for host routes")
+                        "10.88.0.0/16 and others before it are taken by host routes")
     rec = "/var/lib/kobako/networks/ipam/bridge.json"
     h.put(rec, json.dumps({"name": "bridge", "subnet": "10.88.0.0/16", "bridge": "kobako0", "allocated": {}}))
     r = hc.check_default_subnet(h)
@@ -411,10 +412,10 @@ def test_the_default_networks_subnet_against_the_hosts_routes(tmp_path):
     assert hc.check_default_subnet(h).status == "FAIL"
 
 
-def test_the_pool_is_the_network_layers():
-    from kobako.network import ipam
-    assert hc.default_pool() == ipam._default_subnets()
-    assert hc.default_pool()[0] == "10.88.0.0/16"
+def test_the_pool_is_the_network_layers(tmp_path):
+    h = good_host(tmp_path, uid=0)
+    h.fake_routes = ["10.88.0.0/13"]  # the allocator steps over the whole blocker, as the network layer does
+    assert hc.check_default_subnet(h).detail.startswith("the default network will get 10.96.0.0/16")
 
 
 # -- kernel features -------------------------------------------------------------------------------

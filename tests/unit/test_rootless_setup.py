@@ -31,6 +31,7 @@ def test_too_few_ids_names_the_file_and_the_usermod(tmp_path: Path, monkeypatch)
     with pytest.raises(rootless.RootlessError) as e:
         rootless._ranges("alice", 1000)
     assert "only 1000 ids in /etc/subuid" in str(e.value) and "usermod --add-subuids" in e.value.hint
+    assert "--add-subgids" in e.value.hint
 
 
 def test_helper_missing_or_not_setuid(tmp_path: Path) -> None:
