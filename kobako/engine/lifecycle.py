@@ -124,8 +124,18 @@ class Engine:
         except OSError:
             return False
         from kobako.linux.namespaces import in_user_namespace
-        if in_user_namespace():  # rootless: the table is in the user's own network namespace
-            return False
+        if in_user_namespace():
+            # rootless: the table is in the user's own network namespace, where nobody else
+            # flushes it; what can go is slirp4netns, and its host forwards with it
+            from kobako.network import rootlessns
+            if rootlessns.uplink_alive(self.run_dir):
+                return False
+            from kobako.network.endpoints import Endpoints
+            try:
+                Endpoints(self.root, self.run_dir).reload()  # (a new slirp4netns, the forwards again)
+            except (errors.KobakoError, OSError):
+                return False
+            return True
         from kobako.network import nftables
         from kobako.network.networks import table_name
         try:

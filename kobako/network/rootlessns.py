@@ -59,6 +59,11 @@ def _slirp_alive(pidfile: str) -> bool:
         return False
 
 
+def uplink_alive(run_root: str) -> bool:
+    """Whether the user's slirp4netns runs (one pid file read and one /proc read)."""
+    return _slirp_alive(_paths(run_root)[1])
+
+
 def _make_netns(path: str) -> None:
     """A new network namespace bound at path, made by a child (which then exits)."""
     from kobako.linux import mount

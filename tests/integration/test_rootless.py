@@ -349,3 +349,30 @@ def test_no_tun_access_is_told_and_leaves_no_container(users, tmp_path: Path) ->
     assert u("ps", "-aq").stdout == ""
     assert not any(Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"/usr/bin/slirp4netns")
                    for p in u.pids() if Path(f"/proc/{p}/cmdline").exists())
+
+
+def _get(port: int) -> str:
+    for _ in range(50):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=2).read().decode()
+        except OSError:
+            time.sleep(0.1)
+    return ""
+
+
+def test_a_killed_slirp4netns_is_mended_by_the_next_command(one: User) -> None:
+    port = _free_port()
+    one("run", "-d", "--name", "mend", "-p", f"127.0.0.1:{port}:80", "rl/bb:1", "httpd", "-f", "-p", "80",
+        "-h", "/etc")
+    try:
+        assert "root:x:0:0" in _get(port)
+        pid = int((one.run / "kobako/network/slirp4netns.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=2)
+        one("ps")  # any command: a new slirp4netns, the container's forward again
+        assert "root:x:0:0" in _get(port)
+        assert int((one.run / "kobako/network/slirp4netns.pid").read_text()) != pid
+    finally:
+        one("rm", "-f", "mend")
