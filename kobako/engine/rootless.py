@@ -227,6 +227,69 @@ def namespace_extents(kind: str) -> list[tuple[int, int]]:
         return sorted((int(x[0]), int(x[2])) for x in (line.split() for line in f) if x)
 
 
+def _monitor_pid(run: str, uid: int) -> int | None:
+    """The user's running monitor (it holds the user's containers), if one answers on its
+    socket: a process in the user's namespaces even when the pause process is gone."""
+    import json
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(os.path.join(run, "monitor.sock"))
+        s.sendall(b'{"op": "ping"}\n')
+        pid = int(json.loads(s.makefile().readline())["pid"])
+        if os.stat(f"/proc/{pid}").st_uid != uid or \
+                os.stat(f"/proc/{pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino:
+            return None
+        return pid
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        s.close()
+
+
+def _respawn_pause(pidfile: str) -> int:
+    """A new pause process in the namespaces this process has just joined (the monitor's): the
+    containers still running there stay within reach of the user's next commands."""
+    r, w = os.pipe()
+    first = os.fork()
+    if first == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            pid = os.fork()
+            if pid:
+                os.write(w, f"{pid}\n".encode())
+                os._exit(0)
+            os.chdir("/")
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 1 << 16)
+            os.execv("/bin/sleep", [PAUSE_NAME, "infinity"])
+        finally:
+            os._exit(1)
+    os.close(w)
+    got = _read_exact(r)
+    os.close(r)
+    os.waitpid(first, 0)
+    pid = int(got.split()[0])
+    paths.atomic_write(pidfile, f"{pid}\n".encode(), mode=0o600, durable=False)
+    return pid
+
+
+def _join(pid: int) -> None:
+    from kobako.linux import namespaces as ns
+    userfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    mntfd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ns.setns(userfd, ns.CLONE_NEWUSER, "the user's kobako namespace")
+        ns.setns(mntfd, ns.CLONE_NEWNS, "the user's kobako mount namespace")
+    finally:
+        os.close(userfd)
+        os.close(mntfd)
+
+
 def enter() -> None:
     """Join the calling user's namespace (made first if need be); no-op for root and for a
     process already inside. Must run before anything starts a thread (setns on a user
@@ -248,21 +311,18 @@ def enter() -> None:
         check_helper("newuidmap")
         check_helper("newgidmap")
     os.makedirs(run, mode=0o700, exist_ok=True)
+    cwd = os.getcwd()
     with paths.FileLock(os.path.join(run, "pause.lock")):
         pid = _pause_pid(pidfile, uid)
-        if pid is None:
-            pid = _start_pause(pidfile, user, uid, gid)
-        from kobako.linux import namespaces as ns
-
-        cwd = os.getcwd()
-        userfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-        mntfd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ns.setns(userfd, ns.CLONE_NEWUSER, "the user's kobako namespace")
-            ns.setns(mntfd, ns.CLONE_NEWNS, "the user's kobako mount namespace")
-        finally:
-            os.close(userfd)
-            os.close(mntfd)
+        if pid is not None:
+            _join(pid)
+        else:
+            monitor = _monitor_pid(run, uid)
+            if monitor is not None:  # the pause process was killed: its namespaces live on
+                _join(monitor)
+                _respawn_pause(pidfile)
+            else:
+                _join(_start_pause(pidfile, user, uid, gid))
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     try:

@@ -376,3 +376,19 @@ def test_a_killed_slirp4netns_is_mended_by_the_next_command(one: User) -> None:
         assert int((one.run / "kobako/network/slirp4netns.pid").read_text()) != pid
     finally:
         one("rm", "-f", "mend")
+
+
+def test_a_killed_pause_process_is_replaced_in_the_same_namespaces(one: User) -> None:
+    one("run", "-d", "--name", "keep", "rl/bb:1", "sleep", "300")
+    try:
+        pidfile = one.run / "kobako/pause.pid"
+        old = int(pidfile.read_text())
+        ns = os.readlink(f"/proc/{old}/ns/user")
+        os.kill(old, signal.SIGKILL)
+        time.sleep(0.2)
+        assert "keep" in one("ps").stdout  # still within reach: through the monitor's namespaces
+        assert one("exec", "keep", "echo", "hi").stdout == "hi\n"
+        new = int(pidfile.read_text())
+        assert new != old and os.readlink(f"/proc/{new}/ns/user") == ns
+    finally:
+        one("rm", "-f", "keep")
