@@ -26,6 +26,7 @@ import pytest
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
+SRC = {"path": str(REPO)}  # the users' copy of kobako/ (the checkout may be where they cannot read)
 USERS = {"kbrl1": 3200000000, "kbrl2": 3200200000, "kbrl3": None}  # kbrl3: no range at all
 NEEDED = ("newuidmap", "newgidmap", "slirp4netns", "runuser", "useradd")
 
@@ -60,7 +61,7 @@ class User:
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         cp = subprocess.run(["runuser", "-u", self.name, "--", *self.env(), sys.executable, "-I", "-c",
-                             f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                             f"import sys; sys.path.insert(0, {SRC['path']!r}); "
                              "from kobako.cli.main import entry; sys.argv[0] = 'kobako'; entry()", *args],
                             capture_output=True, text=True, timeout=timeout, cwd="/")
         if check and cp.returncode != 0:
@@ -78,10 +79,16 @@ class User:
 
 
 @pytest.fixture(scope="module")
-def users(busybox_rootfs: Path):
+def users(busybox_rootfs: Path, session_base: Path):
     missing = [t for t in NEEDED if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
     if missing:
         pytest.skip(f"rootless needs {', '.join(missing)}")
+    src = session_base / "rootless-src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(REPO / "kobako", src / "kobako", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in (src, *src.rglob("*")):
+        d.chmod(0o755 if d.is_dir() else 0o644)
+    SRC["path"] = str(src)
     modes = {}
     for dev in ("/dev/net/tun", "/dev/fuse"):  # what udev gives them on a stock host
         if os.path.exists(dev):
@@ -310,7 +317,7 @@ def test_fuse_overlayfs_serves_the_root_where_the_kernel_refuses(one: User) -> N
         "          flush=True)\n"
         "    os._exit(0)\n"
         "os.close(fd); os.waitpid(pid, 0); print(open(f'{b}/u/new').read())\n"
-    ).replace("REPO", repr(str(REPO)), 1)
+    ).replace("REPO", repr(SRC["path"]), 1)
     cp = subprocess.run(["runuser", "-u", one.name, "--", *one.env(), sys.executable, "-I", "-c", script],
                         capture_output=True, text=True, timeout=60, cwd="/")
     assert cp.returncode == 0, cp.stderr
@@ -337,7 +344,7 @@ def test_no_tun_access_is_told_and_leaves_no_container(users, tmp_path: Path) ->
     time.sleep(0.2)
     node = tmp_path / "tun0600"
     os.mknod(node, 0o600 | 0o020000, os.makedev(10, 200))
-    entry = f"import sys; sys.path.insert(0, {str(REPO)!r}); from kobako.cli.main import entry; " \
+    entry = f"import sys; sys.path.insert(0, {SRC['path']!r}); from kobako.cli.main import entry; " \
         "sys.argv[0] = 'kobako'; entry()"
     user_cmd = " ".join(["runuser", "-u", u.name, "--", *u.env(), sys.executable, "-I", "-c", repr(entry),
                          "run", "--rm", "rl/bb:1", "true"])
