@@ -215,11 +215,13 @@ def _make_cgroup(c: state.Container, steps: Steps):
         # never drop a limit the container asked for
         limits = sorted(k for k, v in (linux.get("resources") or {}).items() if v and k != "devices")
         if limits:
+            why = "cgroup v1 cannot be delegated to a user" if cg.rec["layout"] != "v2" else \
+                "no cgroup v2 subtree is delegated to this user"
             raise RuntimeFailure(
-                f"linux.resources.{', '.join(limits)} needs a cgroup this user may write, and "
-                f"{cg.rec['leaves'][0]['dir'] if cg.rec['leaves'] else 'none'} is not",
-                "limits of rootless containers need a delegated cgroup v2 subtree: with systemd, "
-                "Delegate=yes for user@.service (see kobako's docs/rootless.md)")
+                f"a rootless container's limits (linux.resources.{', '.join(limits)}) need a cgroup of "
+                f"its own, and {why}",
+                "pure cgroup v2 with a subtree delegated to the user (systemd: Delegate=yes for "
+                "user@.service); `kobako system check` says what this host lacks, docs/rootless.md how")
         c.data["_cgroup"] = {"layout": "none", "path": "", "leaves": [], "dirs": []}
         steps.made("no cgroup", "rootless and no cgroup delegated to this user: none made")
         return Manager(c.data["_cgroup"])
