@@ -14,7 +14,8 @@
 # enabled in the root cgroup, as systemd sets up a v2 host.  Its root file system is the
 # host's / (9p, read-only) under an overlay whose upper layer is guest RAM: the guest
 # has the host's Python, venv, tools and this checkout, and whatever it writes is gone
-# when it powers off.  /tmp, /run and /var/lib/kobako are empty tmpfs.  The
+# when it powers off.  /tmp, /run and /var/lib/kobako are empty tmpfs; /dev/vda is a
+# 64 MiB disk of zeros that drops writes.  The
 # command runs in the current directory with stdin from /dev/null; its stdout and stderr
 # (merged) come back on our stdout.  Exit status: the command's; 124 on timeout; 125
 # when the VM could not be set up or did not report a status.
@@ -125,6 +126,8 @@ mkdir -p $R/lib/modules/$KVER && mount --bind $R$MODDIR $R/lib/modules/$KVER
 cp /bin/busybox $R/run/v2vm/busybox
 for t in modprobe insmod rmmod lsmod depmod; do ln -sf /run/v2vm/busybox $R/usr/sbin/$t; done
 echo /usr/sbin/modprobe > $R/proc/sys/kernel/modprobe
+# a disk, as a host has one, for io.max and blkio rules to name (reads zeros, drops writes)
+modprobe virtio_blk || echo "v2vm-init: no virtio_blk: the guest has no disk"
 mount --make-rshared $R
 exec switch_root $R /run/v2vm/busybox sh /run/v2vm/ctl/pid1
 fail "switch_root"
@@ -163,7 +166,7 @@ if [ ! -e "$INITRD" ]; then
     mkdir -p "$t"/{bin,proc,dev,lib/modules/"$KVER"}
     cp $BUSYBOX "$t/bin/busybox"
     printf '%s\n' "$INIT" > "$t/init"; chmod 755 "$t/init"
-    for m in virtio_pci 9pnet_virtio 9p overlay; do add_module "$t/lib/modules/$KVER" $m; done
+    for m in virtio_pci 9pnet_virtio 9p overlay virtio_blk; do add_module "$t/lib/modules/$KVER" $m; done
     cp "$MODDIR"/modules.builtin* "$t/lib/modules/$KVER/"
     $BUSYBOX depmod -b "$t" "$KVER"
     (cd "$t" && find . -mindepth 1 | sed 's|^\./||' | $BUSYBOX cpio -o -H newc 2>/dev/null) | gzip -1 > "$INITRD.tmp"
@@ -216,6 +219,7 @@ QEMU=(qemu-system-x86_64 -name v2vm -machine q35 "${ACC[@]}" -m "$MEM" -smp "$CP
       -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND"
       -chardev stdio,id=out,signal=off -serial chardev:out
       -chardev "file,id=con,path=$CTL/console.log" -serial chardev:con
+      -blockdev driver=null-co,node-name=disk,size=67108864,read-zeroes=on -device virtio-blk-pci,drive=disk
       "${SHARES[@]}")
 TAILPID=""
 [ "$VERBOSE" = 0 ] || { tail -n +1 -f "$CTL/console.log" >&2 & TAILPID=$!; }

@@ -76,6 +76,32 @@ def test_device_rules_deny_what_is_not_allowed(runtime, bundle):
     assert "not permitted" in lines[1].lower(), cp.stdout
 
 
+def _a_disk() -> tuple[int, int]:
+    """major, minor of a disk of this machine: io/blkio throttles must name a real one."""
+    names = sorted(os.listdir("/sys/block"), key=lambda n: n.startswith(("loop", "zram", "ram")))
+    assert names, "this machine has no block device"
+    with open(f"/sys/block/{names[0]}/dev") as f:
+        major, minor = f.read().split(":")
+    return int(major), int(minor)
+
+
+def test_block_io_throttles_are_written_and_visible_inside(runtime, bundle):
+    major, minor = _a_disk()
+    dev = f"{major}:{minor}"
+    if V2:
+        script, want = "cat /sys/fs/cgroup/io.max", [f"{dev} rbps=max wbps=1048576 riops=100 wiops=max"]
+    else:
+        files = "blkio.throttle.write_bps_device blkio.throttle.read_iops_device"
+        script = f"cd /sys/fs/cgroup/blkio && cat {files}"
+        want = [f"{dev} 1048576", f"{dev} 100"]
+    rate = lambda n: [{"major": major, "minor": minor, "rate": n}]  # noqa: E731
+    b = bundle(["sh", "-c", script], edit=_res({"blockIO": {"throttleWriteBpsDevice": rate(1 << 20),
+                                                            "throttleReadIOPSDevice": rate(100)}}))
+    cp = runtime("run", "--bundle", b.path, runtime.new_id("bio"))
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.splitlines() == want
+
+
 def test_update_changes_and_lifts_limits_of_a_running_container(runtime, bundle):
     support.lacks("crun", "crun's update flags differ")
     b = bundle(["sleep", "60"], edit=_res({"pids": {"limit": 20}, "memory": {"limit": 64 << 20}}))
