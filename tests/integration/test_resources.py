@@ -173,7 +173,7 @@ def test_events_reports_an_oom_kill(runtime, bundle):
     proc = sp.Popen(runtime.argv(["events", "--interval", "200ms", cid]), stdout=sp.PIPE, text=True)
     seen: list[str] = []
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20 * support.TIME_SCALE
         while time.monotonic() < deadline and "oom" not in seen:
             line = proc.stdout.readline()
             if not line:
