@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+# Waits for events are upper bounds, never measurements: on a slow machine (the cgroup v2
+# suite's emulated VM, tests/v2vm/suite.sh) KOBAKO_TEST_TIME_SCALE stretches them.
+TIME_SCALE = float(os.environ.get("KOBAKO_TEST_TIME_SCALE") or 1)
 
 
 # -- which runtime ----------------------------------------------------------------------
@@ -167,7 +170,7 @@ def assert_clean_error(cp: subprocess.CompletedProcess, *words: str) -> str:
 
 def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
     """Poll until pred() is true (for events, not to measure time)."""
-    end = time.monotonic() + timeout
+    end = time.monotonic() + timeout * TIME_SCALE
     while time.monotonic() < end:
         if pred():
             return

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import support
 from engine_support import Kobako, assert_user_error
 
 pytestmark = pytest.mark.root
@@ -45,13 +46,13 @@ def _monitor_pid(k: Kobako) -> int | None:
 
 
 def _wait_monitor_gone(k: Kobako, timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
+    end = time.monotonic() + timeout * support.TIME_SCALE
     while time.monotonic() < end and _monitor_pid(k) is not None:
         time.sleep(0.1)
 
 
 def _until(pred, timeout: float = 15, what: str = "") -> None:
-    end = time.monotonic() + timeout
+    end = time.monotonic() + timeout * support.TIME_SCALE
     while time.monotonic() < end:
         if pred():
             return
