@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -399,3 +400,59 @@ def test_a_killed_pause_process_is_replaced_in_the_same_namespaces(one: User) ->
         assert new != old and os.readlink(f"/proc/{new}/ns/user") == ns
     finally:
         one("rm", "-f", "keep")
+
+
+def _pure_v2() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        kinds = {line.split(" - ")[1].split()[0] for line in f if " - cgroup" in line}
+    return kinds == {"cgroup2"}
+
+
+def test_limits_pause_update_in_a_delegated_cgroup_v2(one: User) -> None:
+    """What systemd's Delegate=yes gives a user, made by hand: a cgroup the user owns, the
+    session in a child of it. Every limit then lands in the container's own cgroup, below it."""
+    if not _pure_v2():
+        pytest.skip("needs pure cgroup v2 (tests/v2vm runs it in a VM)")
+    cg = Path("/sys/fs/cgroup/kbrl-delegated")
+    (cg / "session").mkdir(parents=True, exist_ok=True)
+    for p in (cg, *cg.rglob("*")):
+        os.chown(p, one.uid, one.gid)
+
+    def in_session(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        entry = f"import sys; sys.path.insert(0, {SRC['path']!r}); from kobako.cli.main import entry; " \
+            "sys.argv[0] = 'kobako'; entry()"
+        argv = " ".join(shlex.quote(a) for a in ["runuser", "-u", one.name, "--", *one.env(), sys.executable,
+                                                 "-I", "-c", entry, *args])
+        cp = subprocess.run(["sh", "-c", f"echo $$ > {cg}/session/cgroup.procs && exec {argv}"],
+                            capture_output=True, text=True, timeout=300, cwd="/")
+        if check and cp.returncode != 0:
+            raise AssertionError(f"kobako {' '.join(args)} failed ({cp.returncode}): {cp.stderr}")
+        return cp
+    try:
+        out = in_session("run", "--rm", "--network", "none", "-m", "64m", "--pids-limit", "20",
+                         "--cpus", "0.5", "rl/bb:1", "sh", "-c",
+                         "cat /proc/self/cgroup /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max "
+                         "/sys/fs/cgroup/cpu.max").stdout.split("\n")
+        assert out[1:4] == ["67108864", "20", "50000 100000"], out
+        oom = in_session("run", "--rm", "--network", "none", "-m", "32m", "rl/bb:1", "sh", "-c",
+                         "head -c 200m /dev/zero | tail >/dev/null", check=False)
+        assert oom.returncode == 137, oom.stderr
+        in_session("run", "-d", "--name", "lim", "--network", "none", "rl/bb:1", "sleep", "300")
+        (d,) = [p for p in (cg / "kobako").iterdir() if p.is_dir()]  # below the delegated subtree
+        in_session("update", "--memory", "100m", "--pids-limit", "50", "lim")
+        assert (d / "memory.max").read_text().strip() == "104857600"
+        assert (d / "pids.max").read_text().strip() == "50"
+        in_session("pause", "lim")
+        assert (d / "cgroup.freeze").read_text().strip() == "1"
+        in_session("unpause", "lim")
+        assert "lim" in in_session("stats", "--no-stream", "lim").stdout
+        in_session("rm", "-f", "lim")
+        assert not [p for p in (cg / "kobako").iterdir() if p.is_dir()]
+    finally:
+        in_session("rm", "-f", "lim", check=False)
+        for d in [*sorted(cg.rglob("*"), key=lambda p: -len(str(p))), cg]:
+            if d.is_dir():
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
