@@ -140,6 +140,9 @@ B=/run/v2vm/busybox
 . /run/v2vm/ctl/env
 $B hostname v2vm
 $B ip link set lo up
+# the device nodes a host's kmod/udev make at boot: /dev/fuse and /dev/net/tun appear only
+# once their modules are in (rootless containers use both: fuse-overlayfs, slirp4netns)
+for m in fuse tun; do /usr/sbin/modprobe $m 2>/dev/null || echo "v2vm: no $m module" >/dev/ttyS1; done
 $B stty -F /dev/ttyS0 raw -echo
 echo "v2vm: command starts at uptime $($B cut -d' ' -f1 /proc/uptime)s" >/dev/ttyS1
 { $B env -i /bin/bash --noprofile --norc /run/v2vm/ctl/cmd </dev/null 2>&1

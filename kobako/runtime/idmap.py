@@ -274,6 +274,10 @@ def _fuse_overlay(lowers: list[str], kv: dict, cwd: str, target: str,
                              "overlay mounts in a user namespace need Linux 5.11+ and user.* xattrs "
                              "on the store's filesystem")
 
+    if not os.path.exists("/dev/fuse"):
+        raise RuntimeFailure(f"cannot mount the root filesystem: {why}, and this kernel offers no /dev/fuse "
+                             "for fuse-overlayfs", "as root: modprobe fuse (udev then makes /dev/fuse)")
+
     def mapping(ms: list[dict]) -> str:
         return ":".join(f"{x['containerID']}:{x['hostID']}:{x['size']}" for x in ms)
     fopts = [f"lowerdir={':'.join(lowers)}"]
