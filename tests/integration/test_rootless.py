@@ -447,7 +447,7 @@ def test_limits_pause_update_in_a_delegated_cgroup_v2(one: User) -> None:
         in_session("unpause", "lim")
         assert "lim" in in_session("stats", "--no-stream", "lim").stdout
         in_session("rm", "-f", "lim")
-        assert not [p for p in (cg / "kobako").iterdir() if p.is_dir()]
+        assert not (cg / "kobako").exists()  # the last container out takes kobako's level with it
     finally:
         in_session("rm", "-f", "lim", check=False)
         for d in [*sorted(cg.rglob("*"), key=lambda p: -len(str(p))), cg]:
