@@ -456,3 +456,17 @@ def test_limits_pause_update_in_a_delegated_cgroup_v2(one: User) -> None:
                     d.rmdir()
                 except OSError:
                     pass
+
+
+def test_push_and_pull_against_a_registry_on_the_hosts_loopback(one: User) -> None:
+    import registry_support as rs
+    if rs.available() is not None:
+        pytest.skip(str(rs.available()))
+    with rs.Registry() as reg:
+        ref = f"{reg.addr}/rl/bb:1"
+        one("tag", "rl/bb:1", ref)
+        one("push", ref)
+        one("rmi", ref)
+        one("pull", ref)
+        assert one("run", "--rm", "--network", "none", ref, "echo", "pulled").stdout == "pulled\n"
+        one("rmi", ref)
