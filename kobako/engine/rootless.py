@@ -130,6 +130,17 @@ def _read_exact(fd: int) -> bytes:
     return out
 
 
+def _become_pause() -> None:
+    """This (forked, session-leading) process becomes the pause process: nothing of the
+    command's open, then `sleep infinity` named kobako-pause, ~1 MB resident."""
+    os.chdir("/")
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, 1 << 16)
+    os.execv("/bin/sleep", [PAUSE_NAME, "infinity"])
+
+
 def _start_pause(pidfile: str, user: str, uid: int, gid: int) -> int:
     """Make the user namespace (mapped by newuidmap/newgidmap) and its mount namespace, held
     by a pause process that outlives this command; return its pid."""
@@ -157,12 +168,7 @@ def _start_pause(pidfile: str, user: str, uid: int, gid: int) -> int:
             # host's: host mounts still show up, the user's never leak out
             ns.unshare(ns.CLONE_NEWNS)
             os.write(to_parent_w, b"ok\n")
-            os.chdir("/")
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.closerange(3, 1 << 16)
-            os.execv("/bin/sleep", [PAUSE_NAME, "infinity"])
+            _become_pause()
         except BaseException as e:
             try:
                 os.write(to_parent_w, f"error {e}\n".encode())
@@ -261,12 +267,7 @@ def _respawn_pause(pidfile: str) -> int:
             if pid:
                 os.write(w, f"{pid}\n".encode())
                 os._exit(0)
-            os.chdir("/")
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.closerange(3, 1 << 16)
-            os.execv("/bin/sleep", [PAUSE_NAME, "infinity"])
+            _become_pause()
         finally:
             os._exit(1)
     os.close(w)
