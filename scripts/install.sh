@@ -23,6 +23,9 @@ fi
 # Debian's interpreter, never a pyenv one first on PATH: start-up is measured.
 [ -x "$PREFIX/venv/bin/python3" ] || /usr/bin/python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e "$here"
+# byte-compiled now, as root: modules only ordinary users import (rootless kobako) would
+# otherwise be compiled on every command, since a user cannot write their __pycache__
+"$PREFIX/venv/bin/python3" -m compileall -q "$here/kobako" >/dev/null
 
 # pip's console scripts import `re` and site-packages (~15 ms). kobako-runtime is
 # stdlib-only, so its launcher runs Debian's python with -I -S (isolated, no site).
