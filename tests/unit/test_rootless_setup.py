@@ -84,3 +84,18 @@ def test_delegated_root_is_the_topmost_cgroup_the_user_owns(tmp_path: Path, monk
     assert cgroups.delegated_root(str(v2)) == "/user.slice/user-1000.slice/user@1000.service"
     monkeypatch.setattr(os, "access", lambda p, m: False)
     assert cgroups.delegated_root(str(v2)) is None
+
+
+def test_errors_cross_back_from_the_users_network_namespace_with_their_kind() -> None:
+    from kobako.network import rootlessns
+    from kobako.network.ports import PortError
+    from kobako.runtime import jsonfast
+
+    def again(e: BaseException) -> BaseException:
+        return rootlessns._error_in(jsonfast.loads(jsonfast.dumps(rootlessns._error_out(e))))
+    e = again(PortError("port 80 is taken", hint="pick another"))
+    assert type(e) is PortError and str(e) == "port 80 is taken" and e.hint == "pick another"
+    e = again(PermissionError(1, "Operation not permitted", "/x"))
+    assert isinstance(e, OSError) and e.errno == 1 and e.filename == "/x"
+    e = again(ValueError("odd"))
+    assert type(e).__name__ == "KobakoError" and "ValueError: odd" in str(e)
