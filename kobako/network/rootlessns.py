@@ -187,7 +187,7 @@ def call_inside(nspath: str, fn, *args, sysfs: bool = False):
 
 def _error_out(e: BaseException) -> dict:
     if isinstance(e, KobakoError):
-        return {"module": type(e).__module__, "class": type(e).__qualname__, "message": str(e),
+        return {"module": type(e).__module__, "class": type(e).__qualname__, "message": e.message,
                 "hint": e.hint}
     if isinstance(e, OSError):
         return {"errno": e.errno, "message": e.strerror or str(e), "filename": e.filename}

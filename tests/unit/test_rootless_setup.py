@@ -94,7 +94,7 @@ def test_errors_cross_back_from_the_users_network_namespace_with_their_kind() ->
     def again(e: BaseException) -> BaseException:
         return rootlessns._error_in(jsonfast.loads(jsonfast.dumps(rootlessns._error_out(e))))
     e = again(PortError("port 80 is taken", hint="pick another"))
-    assert type(e) is PortError and str(e) == "port 80 is taken" and e.hint == "pick another"
+    assert type(e) is PortError and e.message == "port 80 is taken" and e.hint == "pick another"
     e = again(PermissionError(1, "Operation not permitted", "/x"))
     assert isinstance(e, OSError) and e.errno == 1 and e.filename == "/x"
     e = again(ValueError("odd"))
