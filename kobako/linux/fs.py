@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 from kobako.linux import libc
@@ -16,15 +15,10 @@ O_PATH = 0o10000000
 CLOSE_RANGE_CLOEXEC = 1 << 2
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    how = libc.u64(flags | os.O_CLOEXEC, mode, resolve)  # struct open_how
     while True:
-        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, os.fsencode(path),
-                              ctypes.byref(how), ctypes.sizeof(how))
+        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, os.fsencode(path), how, len(how))
         if r != -1 or libc.errno() not in (11, 4):  # EAGAIN (rename race) or EINTR: retry
             return libc.check(r, "openat2", path)
 
@@ -36,8 +30,7 @@ def open_in_root(rootfd: int, path: str, flags: int = O_PATH) -> int:
 
 def cloexec_from(first: int) -> None:
     """Mark every fd >= first close-on-exec, so none reaches the container's program."""
-    r = libc.LIBC.syscall(libc.syscall_number("close_range"), first, ctypes.c_uint(~0),
-                          CLOSE_RANGE_CLOEXEC)
+    r = libc.LIBC.syscall(libc.syscall_number("close_range"), first, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
     if r == -1:  # kernel < 5.11: do it by hand
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
