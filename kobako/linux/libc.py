@@ -34,6 +34,10 @@ class _VoidP(_ctypes._SimpleCData):
     _type_ = "P"
 
 
+class _Char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
 class _Function(_ctypes.CFuncPtr):
     _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO  # errno saved per call
     _restype_ = _Int
@@ -94,6 +98,14 @@ def u32(*values: int) -> bytes:
 def u64(*values: int) -> bytes:
     """Native-endian 64-bit fields, as a C struct of them lays them out."""
     return b"".join((v & 0xFFFFFFFFFFFFFFFF).to_bytes(8, _BYTEORDER) for v in values)
+
+
+def buffer(data: bytes) -> tuple[object, int]:
+    """A C array holding a copy of data, and its address, for a struct that points to memory
+    (seccomp's sock_fprog). The address is valid while the first value is referenced."""
+    array = type("_Bytes", (_ctypes.Array,), {"_type_": _Char, "_length_": len(data)})
+    buf = array.from_buffer_copy(data)
+    return buf, _ctypes.addressof(buf)
 
 
 def syscall_number(name: str) -> int:
