@@ -130,13 +130,14 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     must be owned by the new user namespace (or /proc cannot be mounted).
     The init builds its namespaces and mounts while the parent makes the cgroup.
     """
+    cg = _plan_cgroup(c)
     if ctx.userns:
-        cg = _make_cgroup(c, steps)
+        _make_cgroup(c, cg, steps)
         return _spawn_via_userns(ctx, chan, c, cg, steps)
     if ns.in_user_namespace() and ("pid" in ctx.namespaces or "time" in ctx.namespaces):
         # rootless: once this process leaves its pid namespace it cannot join it again
         # (the host's belongs to the host's user namespace), so a child enters it instead
-        return _spawn_via_mid(ctx, chan, c, steps)
+        return _spawn_via_mid(ctx, chan, c, cg, steps)
     restore = _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, steps)
     try:
         pid = os.fork()
@@ -152,11 +153,11 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
             os.close(fd)
     steps.made("fork(2)", f"init pid {pid}", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
+    _make_cgroup(c, cg, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
 
 
-def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
+def _spawn_via_mid(ctx, chan: Channel, c: state.Container, cg, steps: Steps) -> int:
     prctl.set_child_subreaper()  # the init, grandchild, becomes our child when mid exits
     mid = os.fork()
     if mid == 0:
@@ -180,7 +181,7 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     pid = int(msg)
     steps.made("fork(2)", f"init pid {pid} (PID 1 of its namespace)", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
+    _make_cgroup(c, cg, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
 
 
@@ -205,7 +206,10 @@ def _record_init(c: state.Container, pid: int) -> None:
     c.data["_start_time"] = state.start_time(pid)
 
 
-def _make_cgroup(c: state.Container, steps: Steps):
+def _plan_cgroup(c: state.Container):
+    """Where the container's cgroup goes (Manager.plan), decided before the init is forked,
+    with the modules that making it needs: an import after fork pays a copy-on-write fault
+    for every page it touches, in both processes (about twice its cost, here)."""
     from kobako.runtime.cgroups import Manager
 
     linux = (c.cfg or {}).get("linux") or {}
@@ -220,10 +224,17 @@ def _make_cgroup(c: state.Container, steps: Steps):
                 f"{cg.rec['leaves'][0]['dir'] if cg.rec['leaves'] else 'none'} is not",
                 "limits of rootless containers need a delegated cgroup v2 subtree: with systemd, "
                 "Delegate=yes for user@.service (see kobako's docs/rootless.md)")
-        c.data["_cgroup"] = {"layout": "none", "path": "", "leaves": [], "dirs": []}
-        steps.made("no cgroup", "rootless and no cgroup delegated to this user: none made")
-        return Manager(c.data["_cgroup"])
+        return Manager({"layout": "none", "path": "", "leaves": [], "dirs": []})
+    cg.load_writers(linux.get("resources"))
+    return cg
+
+
+def _make_cgroup(c: state.Container, cg, steps: Steps) -> None:
+    linux = (c.cfg or {}).get("linux") or {}
     c.data["_cgroup"] = cg.rec
+    if cg.rec["layout"] == "none":
+        steps.made("no cgroup", "rootless and no cgroup delegated to this user: none made")
+        return
 
     def undo() -> None:
         errors = cg.remove()
@@ -237,7 +248,6 @@ def _make_cgroup(c: state.Container, steps: Steps):
     if linux.get("resources"):
         cg.apply(linux["resources"])
         steps.made("write cgroupfs", f"linux.resources applied to {cg.rec['path']}")
-    return cg
 
 
 def _oom_during_create(rec: dict, res: dict | None) -> str | None:

@@ -190,17 +190,33 @@ class Manager:
                 if leaf["v"] == 2 and m != leaf["dir"]:
                     _enable_controllers(m)
 
+    def load_writers(self, res: dict | None) -> None:
+        """Import now the modules apply() will write `res` with (the runtime calls this before
+        it forks the init: after the fork, an import costs copy-on-write faults)."""
+        if not res:
+            return
+        kinds = {leaf["v"] for leaf in self.rec["leaves"]}
+        if 1 in kinds:
+            from kobako.runtime.cgroups import v1  # noqa: F401
+        if 2 in kinds:
+            from kobako.runtime.cgroups import v2  # noqa: F401
+            if self.rec["layout"] == "v2" and res.get("devices") is not None:
+                from kobako.runtime.cgroups import devices  # noqa: F401
+
     def apply(self, res: dict | None) -> None:
         """Write linux.resources into every hierarchy (v1.py / v2.py say how); on v2
         the device rules become a BPF program (devices.py)."""
         if not res:
             return
-        from kobako.runtime.cgroups import v1, v2
-
         for leaf in self.rec["leaves"]:
             if leaf["v"] == 1:
+                from kobako.runtime.cgroups import v1
+
                 v1.apply(set(leaf["ctrls"].split(",")), leaf["dir"], res)
-            elif self.rec["layout"] == "v2":
+                continue
+            from kobako.runtime.cgroups import v2
+
+            if self.rec["layout"] == "v2":
                 v2.apply(leaf["dir"], res)
                 # rootless: a BPF device program is the host's root's to attach, and needless:
                 # the container can neither mknod nor open a node the user could not
