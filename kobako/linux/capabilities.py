@@ -3,7 +3,7 @@ prctl for the bounding and ambient sets. All five OCI sets end up here."""
 
 from __future__ import annotations
 
-from kobako.linux import libc, prctl
+from kobako.linux import fs, libc, prctl
 
 NAMES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -22,8 +22,7 @@ _VERSION_3 = 0x20080522
 
 def last_cap() -> int:
     try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
+        return int(fs.read_file("/proc/sys/kernel/cap_last_cap"))
     except OSError:
         return len(NAMES) - 1
 

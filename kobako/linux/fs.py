@@ -41,6 +41,28 @@ def cloexec_from(first: int) -> None:
                     pass
 
 
+def read_file(path: str) -> bytes:
+    """A small file (/proc, cgroupfs) read with os.read: Python's open() adds an io object
+    and four syscalls (fstat, ioctl, two lseeks) per file, and the runtime reads dozens."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str, data: str | bytes, flags: int = 0) -> None:
+    """One write to an existing file (cgroupfs, /proc); `flags`: O_CREAT, O_TRUNC... to add."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o644)
+    try:
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
+
+
 def proc_fd(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
+from kobako.linux import fs, prctl
 from kobako.linux import namespaces as ns
-from kobako.linux import prctl
 from kobako.runtime import jsonfast, spec, state
 from kobako.runtime.errors import RuntimeFailure, describe
 from kobako.runtime.steps import Steps
@@ -20,8 +20,7 @@ from kobako.runtime.sync import Channel
 
 
 def oci_state(c: state.Container, status: str) -> str:
-    d = c.public()
-    d["status"] = status
+    d = c.public(status)
     d["pid"] = c.data.get("pid", 0)
     return jsonfast.dumps(d)
 
@@ -76,16 +75,15 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
             if fd >= 0:
                 os.close(fd)
         child.close()
-        with open(os.path.join(c.dir, "config.json"), "wb") as f:  # exec reuses it
-            f.write(cfg.pop("_raw"))
         if proc.get("oomScoreAdj") is not None:
-            with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-                f.write(str(proc["oomScoreAdj"]))
+            fs.write_file(f"/proc/{pid}/oom_score_adj", str(proc["oomScoreAdj"]))
         go = jsonfast.dumps({"state": oci_state(c, "creating"), "cgroup": c.data["_cgroup"]})
         try:
             chan.send("GO", go)
         except BrokenPipeError:  # the init failed early: its ERR line is waiting for us
             pass
+        # (after GO: the init waits for nothing else, while this file is only read by `exec`)
+        fs.write_file(os.path.join(c.dir, "config.json"), cfg.pop("_raw"), os.O_CREAT | os.O_EXCL)
         while True:
             kind, msg = chan.recv()
             if kind == "READY":

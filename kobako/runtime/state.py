@@ -17,6 +17,7 @@ import fcntl
 import os
 import time
 
+from kobako.linux import fs
 from kobako.runtime import jsonfast
 from kobako.runtime.errors import RuntimeFailure
 
@@ -24,8 +25,7 @@ from kobako.runtime.errors import RuntimeFailure
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks since boot), None if the PID is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = fs.read_file(f"/proc/{pid}/stat")
     except OSError:
         return None
     rest = data[data.rindex(b")") + 2:].split()
@@ -177,9 +177,9 @@ class Container:
             return "paused"
         return "running"
 
-    def public(self) -> dict:
-        """The state the OCI spec (and runc) print."""
-        st = self.status()
+    def public(self, st: str | None = None) -> dict:
+        """The state the OCI spec (and runc) print; `st`: the status, when the caller knows it."""
+        st = st or self.status()
         out = {
             "ociVersion": self.data.get("ociVersion", "1.2.0"),
             "id": self.id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from kobako.linux import fs
 from kobako.runtime.errors import RuntimeFailure
 
 ROOT = "/sys/fs/cgroup"
@@ -41,11 +42,10 @@ def mounts(mountinfo: str = "/proc/self/mountinfo") -> tuple[dict[str, str], str
 
 def own_cgroup(controller: str | None) -> str:
     """This process's cgroup in the hierarchy of controller (None: the v2 one)."""
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
-            if (controller is None and ctrls == "") or (controller and controller in ctrls.split(",")):
-                return path
+    for line in fs.read_file("/proc/self/cgroup").decode().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if (controller is None and ctrls == "") or (controller and controller in ctrls.split(",")):
+            return path
     return "/"
 
 
@@ -177,9 +177,11 @@ class Manager:
             _enable_controllers(self.rec["delegated"])
         for leaf, missing in todo:
             for m in missing:
-                for _attempt in range(10):
-                    try:
-                        os.makedirs(m, exist_ok=True)
+                for attempt in range(10):
+                    try:  # (parents first: a plain mkdir, unless a delete removed one meanwhile)
+                        os.mkdir(m) if attempt == 0 else os.makedirs(m, exist_ok=True)
+                        break
+                    except FileExistsError:
                         break
                     except FileNotFoundError:  # a concurrent delete removed the shared parent
                         continue
@@ -237,8 +239,7 @@ class Manager:
         for leaf in self.rec["leaves"]:
             name = "tasks" if leaf["v"] == 1 else "cgroup.procs"
             try:
-                with open(os.path.join(leaf["dir"], name), "w") as f:
-                    f.write("0")
+                fs.write_file(os.path.join(leaf["dir"], name), b"0", os.O_CREAT | os.O_TRUNC)
             except OSError as e:
                 raise RuntimeFailure(f"cannot join cgroup {leaf['dir']}: {e.strerror}") from None
 
@@ -256,8 +257,7 @@ class Manager:
         out: set[int] = set()
         for leaf in self.rec["leaves"]:
             try:
-                with open(os.path.join(leaf["dir"], "cgroup.procs")) as f:
-                    out.update(int(x) for x in f.read().split())
+                out.update(int(x) for x in fs.read_file(os.path.join(leaf["dir"], "cgroup.procs")).split())
             except OSError:
                 pass
         return sorted(out)
@@ -365,8 +365,7 @@ def _inherit_cpuset(d: str) -> None:
         val = ""
         while p.startswith(ROOT) and p != ROOT:
             try:
-                with open(os.path.join(p, f)) as fh:
-                    val = fh.read().strip()
+                val = fs.read_file(os.path.join(p, f)).decode().strip()
             except OSError:
                 break
             if val:
@@ -377,8 +376,7 @@ def _inherit_cpuset(d: str) -> None:
             continue
         for q in reversed(chain):
             try:
-                with open(os.path.join(q, f), "w") as fh:
-                    fh.write(val)
+                fs.write_file(os.path.join(q, f), val, os.O_CREAT | os.O_TRUNC)
             except OSError:
                 break
 
