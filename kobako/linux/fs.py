@@ -63,6 +63,17 @@ def write_file(path: str, data: str | bytes, flags: int = 0) -> None:
         os.close(fd)
 
 
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); False where either is missing
+    or the filesystem cannot (the caller falls back to rename)."""
+    r = libc.LIBC.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    return r == 0
+
+
 def proc_fd(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 

@@ -55,6 +55,7 @@ _SIGNATURES: dict[str, tuple[tuple | None, type]] = {
     "capget": ((_VoidP, _VoidP), _Int),
     "capset": ((_VoidP, _VoidP), _Int),
     "prlimit": ((_Int, _Int, _VoidP, _VoidP), _Int),
+    "renameat2": ((_Int, _CharP, _Int, _CharP, _Int), _Int),
     "syscall": (None, _Long),  # (number, ...): ints, bytes (a pointer to them) and None
 }
 

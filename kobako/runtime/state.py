@@ -148,12 +148,20 @@ class Container:
 
     def save(self) -> None:
         tmp = os.path.join(self.dir, ".state.json.tmp")
+        path = os.path.join(self.dir, "state.json")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, jsonfast.dumps(self.data).encode())
         finally:
             os.close(fd)
-        os.rename(tmp, os.path.join(self.dir, "state.json"))
+        # Replaced atomically either way. ext4's rename() over an existing file starts the
+        # writeback of the new one (auto_da_alloc), and the unlink of `delete` right after a
+        # short container then waits for that write (0.3-0.7 ms here): swapping the names and
+        # unlinking the old content writes nothing.
+        if fs.exchange(tmp, path):
+            os.unlink(tmp)
+        else:
+            os.rename(tmp, path)
 
     def config(self) -> dict:
         with open(os.path.join(self.dir, "config.json"), "rb") as f:

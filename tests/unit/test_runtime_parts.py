@@ -45,6 +45,19 @@ def test_save_is_atomic_json_and_load_reads_it(tmp_path):
     assert d.data == c.data
 
 
+def test_a_second_save_replaces_the_state_and_leaves_no_temp_file(tmp_path):
+    c = state.Container(str(tmp_path), "c1")
+    c.make_dir()
+    c.data = {"status": "creating", "pid": 1}
+    c.save()
+    first = os.stat(tmp_path / "c1" / "state.json").st_ino
+    c.data = {"status": "created", "pid": 1}
+    c.save()  # names swapped (renameat2 RENAME_EXCHANGE), the old content unlinked
+    assert json.loads((tmp_path / "c1" / "state.json").read_text()) == {"status": "created", "pid": 1}
+    assert os.stat(tmp_path / "c1" / "state.json").st_ino != first
+    assert sorted(os.listdir(tmp_path / "c1")) == ["lock", "state.json"]
+
+
 def test_damaged_state_is_a_clear_error(tmp_path):
     (tmp_path / "c1").mkdir()
     (tmp_path / "c1" / "state.json").write_text("{broken")
