@@ -263,11 +263,11 @@ class Manager:
         return sorted(out)
 
     def remove(self) -> list[str]:
-        """rmdir what we made, deepest first; returns errors, never raises."""
-        import time
-
+        """rmdir what we made, deepest first; returns errors, never raises. What is left
+        inside is killed when a leaf is found busy: after the init of a pid namespace nothing
+        is, and asking first would read every hierarchy's cgroup.procs on every delete."""
         leaves = {x["dir"] for x in self.rec["leaves"]}
-        self.kill_all()
+        killed = False
         errors = []
         for d in sorted(set(self.rec["dirs"]), key=len, reverse=True):
             tries = 200 if d in leaves else 1
@@ -279,13 +279,21 @@ class Manager:
                 except OSError as e:
                     if d not in leaves:
                         pass  # a parent such as /kobako that other containers share
-                    elif e.errno == 16 and i < tries - 1:  # EBUSY: exiting tasks still listed
-                        time.sleep(0.005)
+                    elif e.errno == 16 and i < tries - 1:  # EBUSY: processes left, or exiting ones
+                        if not killed:  # (a container without its own pid namespace, say)
+                            self.kill_all()
+                            killed = True
+                        else:
+                            import time
+
+                            time.sleep(0.005)
                         continue
                     else:
                         errors.append(f"rmdir {d}: {e.strerror}")
                 break
         for d in self.rec.get("shared") or ():
+            if d in self.rec["dirs"]:
+                continue  # made by us, and tried above
             try:
                 os.rmdir(d)
             except OSError:
