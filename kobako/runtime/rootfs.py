@@ -223,24 +223,34 @@ class Rootfs:
             m.mount("tmpfs", _at(fd), "tmpfs", base, "mode=755")
         finally:
             os.close(fd)
-        for leaf in leaves:
-            name = os.path.basename(leaf["mount"])
-            sub = f"{dest.rstrip('/')}/{name}"
-            fd = ensure(self.rootfd, sub)
-            try:
-                if self.cgroupns:
-                    if leaf["v"] == 2:
-                        m.mount("cgroup2", _at(fd), "cgroup2", flags)
+        # The tmpfs is new, empty and seen by no one else: each hierarchy's directory is made
+        # in it directly, through one fd of it (not found again from the root each time).
+        top = fs.open_in_root(self.rootfd, dest)
+        try:
+            for leaf in leaves:
+                name = os.path.basename(leaf["mount"])
+                try:
+                    os.mkdir(name, 0o755, dir_fd=top)
+                except FileExistsError:
+                    pass
+                fd = fs.openat2(top, name, fs.O_PATH, fs.RESOLVE_BENEATH | fs.RESOLVE_NO_SYMLINKS)
+                try:
+                    if self.cgroupns:
+                        if leaf["v"] == 2:
+                            m.mount("cgroup2", _at(fd), "cgroup2", flags)
+                        else:
+                            m.mount("cgroup", _at(fd), "cgroup", flags, leaf["ctrls"])
                     else:
-                        m.mount("cgroup", _at(fd), "cgroup", flags, leaf["ctrls"])
-                else:
-                    m.mount(leaf["dir"], _at(fd), None, m.MS_BIND)
-                    if flags:
-                        self._remount(sub, flags)
-            finally:
-                os.close(fd)
-        if ro:
-            self._remount(dest, flags)
+                        m.mount(leaf["dir"], _at(fd), None, m.MS_BIND)
+                        if flags:
+                            self._remount(f"{dest.rstrip('/')}/{name}", flags)
+                finally:
+                    os.close(fd)
+            if ro:
+                target = _at(top)
+                m.mount(None, target, None, m.MS_BIND | m.MS_REMOUNT | flags | _locked_flags(target))
+        finally:
+            os.close(top)
 
     def make_devices(self) -> None:
         devfd = ensure(self.rootfd, "/dev")
