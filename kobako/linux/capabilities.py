@@ -3,9 +3,7 @@ prctl for the bounding and ambient sets. All five OCI sets end up here."""
 
 from __future__ import annotations
 
-import ctypes
-
-from kobako.linux import libc, prctl
+from kobako.linux import fs, libc, prctl
 
 NAMES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -22,19 +20,9 @@ BY_NAME = {n: i for i, n in enumerate(NAMES)}
 _VERSION_3 = 0x20080522
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
 def last_cap() -> int:
     try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
+        return int(fs.read_file("/proc/sys/kernel/cap_last_cap"))
     except OSError:
         return len(NAMES) - 1
 
@@ -56,13 +44,10 @@ def from_mask(mask: int) -> list[str]:
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    hdr = _Header(_VERSION_3, 0)
-    data = (_Data * 2)()
-    for k, m in enumerate((effective, permitted, inheritable)):
-        name = _Data._fields_[k][0]
-        setattr(data[0], name, m & 0xFFFFFFFF)
-        setattr(data[1], name, m >> 32)
-    libc.check(libc.LIBC.capset(ctypes.byref(hdr), data), "capset")
+    hdr = libc.u32(_VERSION_3, 0)  # struct __user_cap_header_struct: version, pid (0: ourselves)
+    # two struct __user_cap_data_struct {effective, permitted, inheritable}: bits 0-31, 32-63
+    data = libc.u32(effective, permitted, inheritable, effective >> 32, permitted >> 32, inheritable >> 32)
+    libc.check(libc.LIBC.capset(hdr, data), "capset")
 
 
 def drop_bounding(keep: int, top: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 from kobako.linux import libc
@@ -16,15 +15,10 @@ O_PATH = 0o10000000
 CLOSE_RANGE_CLOEXEC = 1 << 2
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    how = libc.u64(flags | os.O_CLOEXEC, mode, resolve)  # struct open_how
     while True:
-        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, os.fsencode(path),
-                              ctypes.byref(how), ctypes.sizeof(how))
+        r = libc.LIBC.syscall(libc.syscall_number("openat2"), dirfd, os.fsencode(path), how, len(how))
         if r != -1 or libc.errno() not in (11, 4):  # EAGAIN (rename race) or EINTR: retry
             return libc.check(r, "openat2", path)
 
@@ -36,8 +30,7 @@ def open_in_root(rootfd: int, path: str, flags: int = O_PATH) -> int:
 
 def cloexec_from(first: int) -> None:
     """Mark every fd >= first close-on-exec, so none reaches the container's program."""
-    r = libc.LIBC.syscall(libc.syscall_number("close_range"), first, ctypes.c_uint(~0),
-                          CLOSE_RANGE_CLOEXEC)
+    r = libc.LIBC.syscall(libc.syscall_number("close_range"), first, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
     if r == -1:  # kernel < 5.11: do it by hand
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
@@ -46,6 +39,39 @@ def cloexec_from(first: int) -> None:
                     os.set_inheritable(fd, False)
                 except OSError:
                     pass
+
+
+def read_file(path: str) -> bytes:
+    """A small file (/proc, cgroupfs) read with os.read: Python's open() adds an io object
+    and four syscalls (fstat, ioctl, two lseeks) per file, and the runtime reads dozens."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str, data: str | bytes, flags: int = 0) -> None:
+    """One write to an existing file (cgroupfs, /proc); `flags`: O_CREAT, O_TRUNC... to add."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o644)
+    try:
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
+
+
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); False where either is missing
+    or the filesystem cannot (the caller falls back to rename)."""
+    r = libc.LIBC.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    return r == 0
 
 
 def proc_fd(fd: int) -> str:

@@ -1,39 +1,85 @@
-"""libc loaded once through ctypes; errors become OSError with errno and object."""
+"""libc through `_ctypes` (ctypes' C half); errors become OSError with errno and object.
+
+The `ctypes` package itself costs ~3 ms to import here (its Python half defines every C
+type, imports struct and types), a tenth of what `kobako-runtime run` may spend in all. The
+runtime calls a handful of libc functions: they are declared below with the four C types
+they take. Structs passed by pointer are plain bytes (fs.openat2, capabilities.capset);
+code off the start-up path (seccomp, bpf) may still use ctypes, and pass its objects here.
+"""
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
-
-_c_char_p = ctypes.c_char_p
-_c_ulong = ctypes.c_ulong
-_c_int = ctypes.c_int
-_c_long = ctypes.c_long
-_c_void_p = ctypes.c_void_p
+import sys
 
 
-def _load() -> ctypes.CDLL:
-    lib = ctypes.CDLL(None, use_errno=True)
-    lib.mount.argtypes = (_c_char_p, _c_char_p, _c_char_p, _c_ulong, _c_char_p)
-    lib.umount2.argtypes = (_c_char_p, _c_int)
-    lib.unshare.argtypes = (_c_int,)
-    lib.setns.argtypes = (_c_int, _c_int)
-    lib.sethostname.argtypes = (_c_char_p, ctypes.c_size_t)
-    lib.setdomainname.argtypes = (_c_char_p, ctypes.c_size_t)
-    lib.prctl.argtypes = (_c_int, _c_ulong, _c_ulong, _c_ulong, _c_ulong)
-    lib.capget.argtypes = (_c_void_p, _c_void_p)
-    lib.capset.argtypes = (_c_void_p, _c_void_p)
-    lib.syscall.restype = _c_long
-    return lib
+class _Int(_ctypes._SimpleCData):
+    _type_ = "i"
 
 
-LIBC = _load()
+class _Long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class _ULong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class _CharP(_ctypes._SimpleCData):
+    _type_ = "z"
+
+
+class _VoidP(_ctypes._SimpleCData):
+    _type_ = "P"
+
+
+class _Char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class _Function(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO  # errno saved per call
+    _restype_ = _Int
+
+
+# name -> (argument types (None: unchecked, as for varargs), result type)
+_SIGNATURES: dict[str, tuple[tuple | None, type]] = {
+    "mount": ((_CharP, _CharP, _CharP, _ULong, _CharP), _Int),
+    "umount2": ((_CharP, _Int), _Int),
+    "unshare": ((_Int,), _Int),
+    "setns": ((_Int, _Int), _Int),
+    "sethostname": ((_CharP, _ULong), _Int),
+    "setdomainname": ((_CharP, _ULong), _Int),
+    "prctl": ((_Int, _ULong, _ULong, _ULong, _ULong), _Int),
+    "capget": ((_VoidP, _VoidP), _Int),
+    "capset": ((_VoidP, _VoidP), _Int),
+    "prlimit": ((_Int, _Int, _VoidP, _VoidP), _Int),
+    "renameat2": ((_Int, _CharP, _Int, _CharP, _Int), _Int),
+    "syscall": (None, _Long),  # (number, ...): ints, bytes (a pointer to them) and None
+}
+
+
+class _Libc:
+    """The libc this process runs on (dlopen(NULL)), one attribute per function above."""
+
+    def __init__(self) -> None:
+        self._handle = _ctypes.dlopen(None, 0)  # (read by CFuncPtr to look the names up)
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            f = _Function((name, self))
+            if argtypes is not None:
+                f.argtypes = argtypes
+            f.restype = restype
+            setattr(self, name, f)
+
+
+LIBC = _Libc()
 
 
 def check(ret: int, op: str, obj: str | None = None) -> int:
     """Raise OSError(errno, "op: strerror", obj) when a libc call returned -1."""
     if ret == -1:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         msg = os.strerror(err)
         if err == 38:  # ENOSYS: say it plainly, the kernel is too old or the call is filtered
             msg += " (this kernel does not offer it, or a seccomp filter blocks it)"
@@ -42,7 +88,25 @@ def check(ret: int, op: str, obj: str | None = None) -> int:
 
 
 def errno() -> int:
-    return ctypes.get_errno()
+    return _ctypes.get_errno()
+
+
+def u32(*values: int) -> bytes:
+    """Native-endian 32-bit fields, as a C struct of them lays them out."""
+    return b"".join((v & 0xFFFFFFFF).to_bytes(4, _BYTEORDER) for v in values)
+
+
+def u64(*values: int) -> bytes:
+    """Native-endian 64-bit fields, as a C struct of them lays them out."""
+    return b"".join((v & 0xFFFFFFFFFFFFFFFF).to_bytes(8, _BYTEORDER) for v in values)
+
+
+def buffer(data: bytes) -> tuple[object, int]:
+    """A C array holding a copy of data, and its address, for a struct that points to memory
+    (seccomp's sock_fprog). The address is valid while the first value is referenced."""
+    array = type("_Bytes", (_ctypes.Array,), {"_type_": _Char, "_length_": len(data)})
+    buf = array.from_buffer_copy(data)
+    return buf, _ctypes.addressof(buf)
 
 
 def syscall_number(name: str) -> int:
@@ -50,6 +114,7 @@ def syscall_number(name: str) -> int:
     return _SYSCALLS[name][_ARCH]
 
 
+_BYTEORDER = sys.byteorder
 _ARCH = os.uname().machine
 # openat2 (437) and close_range (436) share one number on every architecture.
 _SYSCALLS = {
@@ -74,7 +139,9 @@ class Recorder:
 
     def __getattr__(self, name: str):
         def call(*args):
-            self.calls.append((name, *[a.decode() if isinstance(a, bytes) else a for a in args]))
+            # strings as str; a struct (bytes with a NUL inside, which no C string has) as bytes
+            self.calls.append((name, *[a.decode() if isinstance(a, bytes) and b"\0" not in a else a
+                                       for a in args]))
             return 0
 
         return call

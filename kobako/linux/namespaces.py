@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kobako.linux import libc
+from kobako.linux import fs, libc
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -60,8 +60,7 @@ def in_user_namespace() -> bool:
     global _IN_USERNS
     if _IN_USERNS is None:
         try:
-            with open("/proc/self/uid_map") as f:
-                _IN_USERNS = f.read().split() != ["0", "0", "4294967295"]
+            _IN_USERNS = fs.read_file("/proc/self/uid_map").split() != [b"0", b"0", b"4294967295"]
         except OSError:
             _IN_USERNS = False
     return _IN_USERNS

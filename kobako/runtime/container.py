@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
+from kobako.linux import fs, prctl
 from kobako.linux import namespaces as ns
-from kobako.linux import prctl
 from kobako.runtime import jsonfast, spec, state
 from kobako.runtime.errors import RuntimeFailure, describe
 from kobako.runtime.steps import Steps
@@ -20,8 +20,7 @@ from kobako.runtime.sync import Channel
 
 
 def oci_state(c: state.Container, status: str) -> str:
-    d = c.public()
-    d["status"] = status
+    d = c.public(status)
     d["pid"] = c.data.get("pid", 0)
     return jsonfast.dumps(d)
 
@@ -76,16 +75,15 @@ def create(args, log, for_run: bool = False) -> tuple[state.Container, Channel |
             if fd >= 0:
                 os.close(fd)
         child.close()
-        with open(os.path.join(c.dir, "config.json"), "wb") as f:  # exec reuses it
-            f.write(cfg.pop("_raw"))
         if proc.get("oomScoreAdj") is not None:
-            with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-                f.write(str(proc["oomScoreAdj"]))
+            fs.write_file(f"/proc/{pid}/oom_score_adj", str(proc["oomScoreAdj"]))
         go = jsonfast.dumps({"state": oci_state(c, "creating"), "cgroup": c.data["_cgroup"]})
         try:
             chan.send("GO", go)
         except BrokenPipeError:  # the init failed early: its ERR line is waiting for us
             pass
+        # (after GO: the init waits for nothing else, while this file is only read by `exec`)
+        fs.write_file(os.path.join(c.dir, "config.json"), cfg.pop("_raw"), os.O_CREAT | os.O_EXCL)
         while True:
             kind, msg = chan.recv()
             if kind == "READY":
@@ -130,13 +128,14 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     must be owned by the new user namespace (or /proc cannot be mounted).
     The init builds its namespaces and mounts while the parent makes the cgroup.
     """
+    cg = _plan_cgroup(c)
     if ctx.userns:
-        cg = _make_cgroup(c, steps)
+        _make_cgroup(c, cg, steps)
         return _spawn_via_userns(ctx, chan, c, cg, steps)
     if ns.in_user_namespace() and ("pid" in ctx.namespaces or "time" in ctx.namespaces):
         # rootless: once this process leaves its pid namespace it cannot join it again
         # (the host's belongs to the host's user namespace), so a child enters it instead
-        return _spawn_via_mid(ctx, chan, c, steps)
+        return _spawn_via_mid(ctx, chan, c, cg, steps)
     restore = _enter_for_children(ctx.namespaces, ctx.cfg.get("linux") or {}, steps)
     try:
         pid = os.fork()
@@ -152,11 +151,11 @@ def spawn(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
             os.close(fd)
     steps.made("fork(2)", f"init pid {pid}", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
+    _make_cgroup(c, cg, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
 
 
-def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
+def _spawn_via_mid(ctx, chan: Channel, c: state.Container, cg, steps: Steps) -> int:
     prctl.set_child_subreaper()  # the init, grandchild, becomes our child when mid exits
     mid = os.fork()
     if mid == 0:
@@ -171,7 +170,7 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
             ctx.chan.send("PID", str(pid))
             os._exit(0)
         except BaseException as e:
-            ctx.chan.fail(f"cannot make the container's pid namespace: {describe(e)}")
+            ctx.chan.fail(f"cannot set up the container's root or pid namespace: {describe(e)}")
     steps.made("fork(2)", f"intermediate pid {mid} for the pid namespace", lambda: _kill_and_reap(mid))
     kind, msg = chan.recv()
     if kind != "PID":
@@ -180,7 +179,7 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, steps: Steps) -> int:
     pid = int(msg)
     steps.made("fork(2)", f"init pid {pid} (PID 1 of its namespace)", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    _make_cgroup(c, steps)  # the init joins it itself on GO (Manager.join_self)
+    _make_cgroup(c, cg, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
 
 
@@ -205,7 +204,10 @@ def _record_init(c: state.Container, pid: int) -> None:
     c.data["_start_time"] = state.start_time(pid)
 
 
-def _make_cgroup(c: state.Container, steps: Steps):
+def _plan_cgroup(c: state.Container):
+    """Where the container's cgroup goes (Manager.plan), decided before the init is forked,
+    with the modules that making it needs: an import after fork pays a copy-on-write fault
+    for every page it touches, in both processes (about twice its cost, here)."""
     from kobako.runtime.cgroups import Manager
 
     linux = (c.cfg or {}).get("linux") or {}
@@ -222,10 +224,17 @@ def _make_cgroup(c: state.Container, steps: Steps):
                 f"its own, and {why}",
                 "pure cgroup v2 with a subtree delegated to the user (systemd: Delegate=yes for "
                 "user@.service); `kobako system check` says what this host lacks, docs/rootless.md how")
-        c.data["_cgroup"] = {"layout": "none", "path": "", "leaves": [], "dirs": []}
-        steps.made("no cgroup", "rootless and no cgroup delegated to this user: none made")
-        return Manager(c.data["_cgroup"])
+        return Manager({"layout": "none", "path": "", "leaves": [], "dirs": []})
+    cg.load_writers(linux.get("resources"))
+    return cg
+
+
+def _make_cgroup(c: state.Container, cg, steps: Steps) -> None:
+    linux = (c.cfg or {}).get("linux") or {}
     c.data["_cgroup"] = cg.rec
+    if cg.rec["layout"] == "none":
+        steps.made("no cgroup", "rootless and no cgroup delegated to this user: none made")
+        return
 
     def undo() -> None:
         errors = cg.remove()
@@ -239,7 +248,6 @@ def _make_cgroup(c: state.Container, steps: Steps):
     if linux.get("resources"):
         cg.apply(linux["resources"])
         steps.made("write cgroupfs", f"linux.resources applied to {cg.rec['path']}")
-    return cg
 
 
 def _oom_during_create(rec: dict, res: dict | None) -> str | None:

@@ -16,6 +16,7 @@ from kobako.linux import keyring, prctl, uts
 from kobako.linux import namespaces as ns
 from kobako.runtime import hooks, jsonfast, process
 from kobako.runtime.errors import RuntimeFailure, describe
+from kobako.runtime.rootfs import Rootfs  # (imported before the fork: see container._plan_cgroup)
 from kobako.runtime.steps import Steps
 from kobako.runtime.sync import Channel, die
 
@@ -130,8 +131,6 @@ def _setup(ctx: InitContext, steps: Steps) -> None:
         uts.setdomainname(cfg["domainname"])
         steps.made("setdomainname(2)", cfg["domainname"])
     # 2. the root filesystem, mounts and devices
-    from kobako.runtime.rootfs import Rootfs
-
     os.umask(0)
     # (a rootless runtime is in a user namespace already: no mknod there either)
     root = Rootfs(cfg, steps, ctx.userns or ns.in_user_namespace(),

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import _signal  # built in: still importable after pivot_root
 import os
-import resource
 
 from kobako import steps as record  # (imported here: after pivot_root nothing can be)
-from kobako.linux import capabilities, fs, prctl
+from kobako.linux import capabilities, fs, libc, prctl
 from kobako.runtime.errors import RuntimeFailure
 from kobako.runtime.spec import RLIMITS
 
@@ -53,11 +52,13 @@ def set_rlimits(proc: dict, steps) -> None:
     if not proc.get("rlimits"):
         return
     for r in proc["rlimits"]:
-        try:
-            resource.setrlimit(RLIMITS[r["type"]], (r["soft"], r["hard"]))
-        except (ValueError, OSError) as e:
-            raise RuntimeFailure(f"cannot set {r['type']} to {r['soft']}:{r['hard']}: {e}",
-                                 "a hard limit above the runtime's own needs CAP_SYS_RESOURCE") from None
+        # prlimit(2) through libc: the `resource` module is one more shared library to load
+        # (values were checked to be 0 <= soft <= hard < 2**64 with the config)
+        limits = libc.u64(r["soft"], r["hard"])  # struct rlimit
+        if libc.LIBC.prlimit(0, RLIMITS[r["type"]], limits, None) == -1:
+            raise RuntimeFailure(f"cannot set {r['type']} to {r['soft']}:{r['hard']}: "
+                                 f"{os.strerror(libc.errno())}",
+                                 "a hard limit above the runtime's own needs CAP_SYS_RESOURCE")
         steps.made("setrlimit(2)", f"{r['type']} soft={r['soft']} hard={r['hard']}")
 
 

@@ -31,27 +31,24 @@ DEV_LINKS = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self
 
 
 def ensure(rootfd: int, path: str, is_file: bool = False) -> int:
-    """O_PATH fd of path inside the root, creating it (and its parents) if missing."""
+    """O_PATH fd of path inside the root, creating it (and its missing parents, nearest
+    existing one first found) if missing."""
     try:
         return fs.open_in_root(rootfd, path)
     except FileNotFoundError:
         pass
-    parts = [p for p in path.split("/") if p]
-    parent = os.dup(rootfd)
+    parent_path, _, name = path.rstrip("/").rpartition("/")
+    parent = ensure(rootfd, parent_path)
     try:
-        for i, name in enumerate(parts):
-            last = i == len(parts) - 1
-            try:
-                fd = fs.open_in_root(rootfd, "/".join(parts[:i + 1]))
-            except FileNotFoundError:
-                if last and is_file:
-                    os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=parent))
-                else:
-                    os.mkdir(name, 0o755, dir_fd=parent)
-                fd = fs.open_in_root(rootfd, "/".join(parts[:i + 1]))
-            os.close(parent)
-            parent = fd
-        return os.dup(parent)
+        try:
+            if is_file:  # (O_EXCL: a dangling symlink there is not followed out of the root)
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644,
+                                 dir_fd=parent))
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass  # made meanwhile, or a symlink: resolved inside the root below
+        return fs.open_in_root(rootfd, path)
     finally:
         os.close(parent)
 
@@ -226,24 +223,34 @@ class Rootfs:
             m.mount("tmpfs", _at(fd), "tmpfs", base, "mode=755")
         finally:
             os.close(fd)
-        for leaf in leaves:
-            name = os.path.basename(leaf["mount"])
-            sub = f"{dest.rstrip('/')}/{name}"
-            fd = ensure(self.rootfd, sub)
-            try:
-                if self.cgroupns:
-                    if leaf["v"] == 2:
-                        m.mount("cgroup2", _at(fd), "cgroup2", flags)
+        # The tmpfs is new, empty and seen by no one else: each hierarchy's directory is made
+        # in it directly, through one fd of it (not found again from the root each time).
+        top = fs.open_in_root(self.rootfd, dest)
+        try:
+            for leaf in leaves:
+                name = os.path.basename(leaf["mount"])
+                try:
+                    os.mkdir(name, 0o755, dir_fd=top)
+                except FileExistsError:
+                    pass
+                fd = fs.openat2(top, name, fs.O_PATH, fs.RESOLVE_BENEATH | fs.RESOLVE_NO_SYMLINKS)
+                try:
+                    if self.cgroupns:
+                        if leaf["v"] == 2:
+                            m.mount("cgroup2", _at(fd), "cgroup2", flags)
+                        else:
+                            m.mount("cgroup", _at(fd), "cgroup", flags, leaf["ctrls"])
                     else:
-                        m.mount("cgroup", _at(fd), "cgroup", flags, leaf["ctrls"])
-                else:
-                    m.mount(leaf["dir"], _at(fd), None, m.MS_BIND)
-                    if flags:
-                        self._remount(sub, flags)
-            finally:
-                os.close(fd)
-        if ro:
-            self._remount(dest, flags)
+                        m.mount(leaf["dir"], _at(fd), None, m.MS_BIND)
+                        if flags:
+                            self._remount(f"{dest.rstrip('/')}/{name}", flags)
+                finally:
+                    os.close(fd)
+            if ro:
+                target = _at(top)
+                m.mount(None, target, None, m.MS_BIND | m.MS_REMOUNT | flags | _locked_flags(target))
+        finally:
+            os.close(top)
 
     def make_devices(self) -> None:
         devfd = ensure(self.rootfd, "/dev")
@@ -252,8 +259,17 @@ class Rootfs:
                        for p, a, b in DEFAULT_DEVICES]
             listed = {d["path"] for d in self.linux.get("devices") or []}
             devices = [d for d in devices if d["path"] not in listed] + list(self.linux.get("devices") or [])
-            for d in devices:
-                self.make_device(d)
+            parents = {"/dev": devfd}
+            try:
+                for d in devices:
+                    where = os.path.dirname(d["path"])
+                    if where not in parents:
+                        parents[where] = ensure(self.rootfd, where)
+                    self.make_device(d, parents[where])
+            finally:
+                for fd in parents.values():
+                    if fd != devfd:
+                        os.close(fd)
             for target, name in DEV_LINKS:
                 try:
                     if name == "ptmx":
@@ -273,33 +289,30 @@ class Rootfs:
         finally:
             os.close(devfd)
 
-    def make_device(self, d: dict) -> None:
+    def make_device(self, d: dict, parent: int) -> None:
+        """The device node d["path"] in the directory open at `parent` (an O_PATH fd)."""
         path = d["path"]
-        parent = ensure(self.rootfd, os.path.dirname(path))
         name = os.path.basename(path)
-        try:
-            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
-            mode = d.get("fileMode", 0o666) & 0o7777
-            if self.userns and kind != stat.S_IFIFO:
-                # mknod is refused in a user namespace: bind the host's node instead
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=parent))
-                fd = fs.openat2(parent, name, fs.O_PATH, fs.RESOLVE_BENEATH | fs.RESOLVE_NO_SYMLINKS)
-                try:
-                    m.mount(path, _at(fd), None, m.MS_BIND)
-                finally:
-                    os.close(fd)
-                self.steps.made("mount(2) MS_BIND", f"device {path} from the host")
-                return
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
+        mode = d.get("fileMode", 0o666) & 0o7777
+        if self.userns and kind != stat.S_IFIFO:
+            # mknod is refused in a user namespace: bind the host's node instead
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=parent))
+            fd = fs.openat2(parent, name, fs.O_PATH, fs.RESOLVE_BENEATH | fs.RESOLVE_NO_SYMLINKS)
             try:
-                os.unlink(name, dir_fd=parent)
-            except FileNotFoundError:
-                pass
-            os.mknod(name, mode | kind, os.makedev(d.get("major", 0), d.get("minor", 0)), dir_fd=parent)
-            os.chmod(name, mode, dir_fd=parent)  # mknod's mode is filtered by the umask
-            os.chown(name, d.get("uid", 0) or 0, d.get("gid", 0) or 0, dir_fd=parent)
-            self.steps.made("mknod(2)", f"device {path} {d['type']} {d.get('major', 0)}:{d.get('minor', 0)}")
-        finally:
-            os.close(parent)
+                m.mount(path, _at(fd), None, m.MS_BIND)
+            finally:
+                os.close(fd)
+            self.steps.made("mount(2) MS_BIND", f"device {path} from the host")
+            return
+        try:
+            os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        os.mknod(name, mode | kind, os.makedev(d.get("major", 0), d.get("minor", 0)), dir_fd=parent)
+        os.chmod(name, mode, dir_fd=parent)  # mknod's mode is filtered by the umask
+        os.chown(name, d.get("uid", 0) or 0, d.get("gid", 0) or 0, dir_fd=parent)
+        self.steps.made("mknod(2)", f"device {path} {d['type']} {d.get('major', 0)}:{d.get('minor', 0)}")
 
     # -- the switch ----------------------------------------------------------------
     def pivot(self, no_pivot: bool = False) -> None:

@@ -276,19 +276,17 @@ class CachedFilter:
         self.arches_skipped: list[str] = []
 
     def load(self) -> None:
-        import ctypes
+        # (after pivot_root: builtin modules and kobako's, already imported, only)
+        import _struct
 
         from kobako.linux import libc
 
-        class SockFprog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-        buf = ctypes.create_string_buffer(self.prog, len(self.prog))
-        prog = SockFprog(len(self.prog) // 8, ctypes.addressof(buf))
+        keep, address = libc.buffer(self.prog)
+        prog = _struct.pack("@HP", len(self.prog) // 8, address)  # struct sock_fprog {len, filter}
         nr = libc.syscall_number("seccomp")
         flags = self.flags
         while True:
-            r = libc.LIBC.syscall(nr, 1, flags, ctypes.byref(prog))  # SECCOMP_SET_MODE_FILTER
+            r = libc.LIBC.syscall(nr, 1, flags, prog)  # SECCOMP_SET_MODE_FILTER
             if r == 0:
                 return
             err = libc.errno()

@@ -128,6 +128,24 @@ def test_kill_all(runtime, bundle, hostdir):
     support.wait_for(lambda: not any(support.pid_alive(p) for p in procs), what="every process to die")
 
 
+def test_run_kills_what_is_left_in_a_cgroup_without_its_own_pid_namespace(runtime, bundle, hostdir):
+    # with the host's pid namespace, the init's exit ends nothing else: the delete of `run`
+    # finds the cgroup busy, kills what is in it and removes it
+    d = hostdir("leftover")
+
+    def host_pid(cfg):
+        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "pid"]
+    b = bundle(["sh", "-c", "sleep 300 & echo $! > /w/pid"], edit=host_pid)
+    b.add_bind(d, "/w")
+    cid = runtime.new_id("leftover")
+    cp = runtime("run", "--bundle", b.path, cid)
+    assert cp.returncode == 0, cp.stderr
+    pid = int((d / "pid").read_text())
+    support.wait_for(lambda: not support.pid_alive(pid), what="the sleep left behind to die")
+    assert support.cgroup_dirs(cid) == []
+    assert not (runtime.root / cid).exists()
+
+
 def test_kill_a_stopped_container_fails(runtime, bundle, hostdir):
     b, d = lifecycle_bundle(bundle, hostdir, "true")
     cid = runtime.new_id("killstopped")

@@ -40,6 +40,16 @@ def test_errno_ret_is_the_one_configured(runtime, bundle):
     assert "Permission denied" in cp.stdout, cp.stdout + cp.stderr
 
 
+def test_a_filter_compiled_before_is_loaded_from_the_cache(runtime, bundle):
+    # kobako-runtime keeps the compiled BPF under its root; the next container with the same
+    # profile loads it with seccomp(2) itself, after pivot_root, where no library is in sight
+    b = bundle(["sh", "-c", "mkdir /tmp/d 2>&1; grep ^Seccomp: /proc/self/status"], edit=_sec())
+    for n in range(2):
+        cp = runtime("run", "--bundle", b.path, runtime.new_id(f"seccache{n}"))
+        assert cp.returncode == 0, cp.stderr
+        assert "Operation not permitted" in cp.stdout and "Seccomp:\t2" in cp.stdout, cp.stdout + cp.stderr
+
+
 def test_exec_runs_under_the_containers_filter(runtime, bundle):
     cid, _ = runtime.start_container(bundle(["sleep", "60"], edit=_sec()), "secx")
     cp = runtime("exec", cid, "sh", "-c", "mkdir /tmp/e 2>&1; grep ^Seccomp: /proc/self/status")

@@ -11,6 +11,11 @@ import support
 pytestmark = pytest.mark.root
 
 
+def _pid_written(path) -> bool:
+    """The hook's `echo $$ > file` has written its line (the file exists empty a moment first)."""
+    return path.exists() and path.read_text().endswith("\n")
+
+
 def _gone(runtime, cid: str, pids) -> None:
     assert not (runtime.root / cid).exists(), "state dir left behind"
     support.wait_for(lambda: not any(support.pid_alive(p) for p in pids), what=f"processes {pids} to die")
@@ -27,7 +32,7 @@ def test_runtime_killed_midway_through_create(runtime, bundle, hostdir, kill_lat
     b.add_hook("createRuntime", str(hook))
     cid = runtime.new_id("midway")
     p = runtime.popen("create", "--bundle", b.path, cid)
-    support.wait_for(lambda: (d / "hook.pid").exists() or p.poll() is not None, what="the hook to start")
+    support.wait_for(lambda: _pid_written(d / "hook.pid") or p.poll() is not None, what="the hook to start")
     assert p.poll() is None, open(p.err_path).read()
     hook_pid = int((d / "hook.pid").read_text())
     kill_later.append(hook_pid)
@@ -55,7 +60,7 @@ def test_runtime_killed_midway_then_plain_delete(runtime, bundle, hostdir, kill_
     b.add_hook("createRuntime", str(hook))
     cid = runtime.new_id("midway")
     p = runtime.popen("create", "--bundle", b.path, cid)
-    support.wait_for(lambda: (d / "hook.pid").exists() or p.poll() is not None, what="the hook to start")
+    support.wait_for(lambda: _pid_written(d / "hook.pid") or p.poll() is not None, what="the hook to start")
     kill_later.append(int((d / "hook.pid").read_text()))
     support.wait_for(lambda: bool(support.cgroup_pids(cid)), what="the init in its cgroup")
     init_pids = support.cgroup_pids(cid)

@@ -45,6 +45,19 @@ def test_save_is_atomic_json_and_load_reads_it(tmp_path):
     assert d.data == c.data
 
 
+def test_a_second_save_replaces_the_state_and_leaves_no_temp_file(tmp_path):
+    c = state.Container(str(tmp_path), "c1")
+    c.make_dir()
+    c.data = {"status": "creating", "pid": 1}
+    c.save()
+    first = os.stat(tmp_path / "c1" / "state.json").st_ino
+    c.data = {"status": "created", "pid": 1}
+    c.save()  # names swapped (renameat2 RENAME_EXCHANGE), the old content unlinked
+    assert json.loads((tmp_path / "c1" / "state.json").read_text()) == {"status": "created", "pid": 1}
+    assert os.stat(tmp_path / "c1" / "state.json").st_ino != first
+    assert sorted(os.listdir(tmp_path / "c1")) == ["lock", "state.json"]
+
+
 def test_damaged_state_is_a_clear_error(tmp_path):
     (tmp_path / "c1").mkdir()
     (tmp_path / "c1" / "state.json").write_text("{broken")
@@ -382,3 +395,45 @@ def test_describe_oserror():
 def test_spec_constants_cover_the_oci_lists():
     assert set(spec.NAMESPACES) == {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
     assert len(spec.RLIMITS) == 16 and spec.RLIMITS["RLIMIT_NOFILE"] == 7
+
+
+# -- rlimits ------------------------------------------------------------------------------------
+
+class _NoSteps:
+    def made(self, *args) -> None:
+        pass
+
+
+def _in_child(fn) -> int:
+    """Run fn in a forked child (rlimits are the process's own); its exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            code = fn()
+        except BaseException:
+            code = 99
+        os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_set_rlimits_sets_soft_and_hard():
+    import resource
+
+    def child() -> int:
+        process.set_rlimits({"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+                                         {"type": "RLIMIT_CORE", "soft": 0, "hard": 2**64 - 1}]}, _NoSteps())
+        ok = resource.getrlimit(resource.RLIMIT_NOFILE) == (100, 200)
+        return 0 if ok and resource.getrlimit(resource.RLIMIT_CORE) == (0, resource.RLIM_INFINITY) else 1
+    assert _in_child(child) == 0
+
+
+def test_set_rlimits_refused_is_one_clear_error():
+    def child() -> int:
+        process.set_rlimits({"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 10}]}, _NoSteps())
+        try:  # a hard limit above the one just set: refused without CAP_SYS_RESOURCE, else granted
+            process.set_rlimits({"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 2**40}]},
+                                _NoSteps())
+        except RuntimeFailure as e:
+            return 0 if "cannot set RLIMIT_NOFILE to 10:1099511627776: " in str(e) else 1
+        return 0 if os.geteuid() == 0 else 2
+    assert _in_child(child) == 0

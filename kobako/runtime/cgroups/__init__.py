@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from kobako.linux import fs
 from kobako.runtime.errors import RuntimeFailure
 
 ROOT = "/sys/fs/cgroup"
@@ -41,11 +42,10 @@ def mounts(mountinfo: str = "/proc/self/mountinfo") -> tuple[dict[str, str], str
 
 def own_cgroup(controller: str | None) -> str:
     """This process's cgroup in the hierarchy of controller (None: the v2 one)."""
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
-            if (controller is None and ctrls == "") or (controller and controller in ctrls.split(",")):
-                return path
+    for line in fs.read_file("/proc/self/cgroup").decode().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if (controller is None and ctrls == "") or (controller and controller in ctrls.split(",")):
+            return path
     return "/"
 
 
@@ -177,9 +177,11 @@ class Manager:
             _enable_controllers(self.rec["delegated"])
         for leaf, missing in todo:
             for m in missing:
-                for _attempt in range(10):
-                    try:
-                        os.makedirs(m, exist_ok=True)
+                for attempt in range(10):
+                    try:  # (parents first: a plain mkdir, unless a delete removed one meanwhile)
+                        os.mkdir(m) if attempt == 0 else os.makedirs(m, exist_ok=True)
+                        break
+                    except FileExistsError:
                         break
                     except FileNotFoundError:  # a concurrent delete removed the shared parent
                         continue
@@ -190,17 +192,33 @@ class Manager:
                 if leaf["v"] == 2 and m != leaf["dir"]:
                     _enable_controllers(m)
 
+    def load_writers(self, res: dict | None) -> None:
+        """Import now the modules apply() will write `res` with (the runtime calls this before
+        it forks the init: after the fork, an import costs copy-on-write faults)."""
+        if not res:
+            return
+        kinds = {leaf["v"] for leaf in self.rec["leaves"]}
+        if 1 in kinds:
+            from kobako.runtime.cgroups import v1  # noqa: F401
+        if 2 in kinds:
+            from kobako.runtime.cgroups import v2  # noqa: F401
+            if self.rec["layout"] == "v2" and res.get("devices") is not None:
+                from kobako.runtime.cgroups import devices  # noqa: F401
+
     def apply(self, res: dict | None) -> None:
         """Write linux.resources into every hierarchy (v1.py / v2.py say how); on v2
         the device rules become a BPF program (devices.py)."""
         if not res:
             return
-        from kobako.runtime.cgroups import v1, v2
-
         for leaf in self.rec["leaves"]:
             if leaf["v"] == 1:
+                from kobako.runtime.cgroups import v1
+
                 v1.apply(set(leaf["ctrls"].split(",")), leaf["dir"], res)
-            elif self.rec["layout"] == "v2":
+                continue
+            from kobako.runtime.cgroups import v2
+
+            if self.rec["layout"] == "v2":
                 v2.apply(leaf["dir"], res)
                 # rootless: a BPF device program is the host's root's to attach, and needless:
                 # the container can neither mknod nor open a node the user could not
@@ -221,8 +239,7 @@ class Manager:
         for leaf in self.rec["leaves"]:
             name = "tasks" if leaf["v"] == 1 else "cgroup.procs"
             try:
-                with open(os.path.join(leaf["dir"], name), "w") as f:
-                    f.write("0")
+                fs.write_file(os.path.join(leaf["dir"], name), b"0", os.O_CREAT | os.O_TRUNC)
             except OSError as e:
                 raise RuntimeFailure(f"cannot join cgroup {leaf['dir']}: {e.strerror}") from None
 
@@ -240,18 +257,17 @@ class Manager:
         out: set[int] = set()
         for leaf in self.rec["leaves"]:
             try:
-                with open(os.path.join(leaf["dir"], "cgroup.procs")) as f:
-                    out.update(int(x) for x in f.read().split())
+                out.update(int(x) for x in fs.read_file(os.path.join(leaf["dir"], "cgroup.procs")).split())
             except OSError:
                 pass
         return sorted(out)
 
     def remove(self) -> list[str]:
-        """rmdir what we made, deepest first; returns errors, never raises."""
-        import time
-
+        """rmdir what we made, deepest first; returns errors, never raises. What is left
+        inside is killed when a leaf is found busy: after the init of a pid namespace nothing
+        is, and asking first would read every hierarchy's cgroup.procs on every delete."""
         leaves = {x["dir"] for x in self.rec["leaves"]}
-        self.kill_all()
+        killed = False
         errors = []
         for d in sorted(set(self.rec["dirs"]), key=len, reverse=True):
             tries = 200 if d in leaves else 1
@@ -263,13 +279,21 @@ class Manager:
                 except OSError as e:
                     if d not in leaves:
                         pass  # a parent such as /kobako that other containers share
-                    elif e.errno == 16 and i < tries - 1:  # EBUSY: exiting tasks still listed
-                        time.sleep(0.005)
+                    elif e.errno == 16 and i < tries - 1:  # EBUSY: processes left, or exiting ones
+                        if not killed:  # (a container without its own pid namespace, say)
+                            self.kill_all()
+                            killed = True
+                        else:
+                            import time
+
+                            time.sleep(0.005)
                         continue
                     else:
                         errors.append(f"rmdir {d}: {e.strerror}")
                 break
         for d in self.rec.get("shared") or ():
+            if d in self.rec["dirs"]:
+                continue  # made by us, and tried above
             try:
                 os.rmdir(d)
             except OSError:
@@ -349,8 +373,7 @@ def _inherit_cpuset(d: str) -> None:
         val = ""
         while p.startswith(ROOT) and p != ROOT:
             try:
-                with open(os.path.join(p, f)) as fh:
-                    val = fh.read().strip()
+                val = fs.read_file(os.path.join(p, f)).decode().strip()
             except OSError:
                 break
             if val:
@@ -361,8 +384,7 @@ def _inherit_cpuset(d: str) -> None:
             continue
         for q in reversed(chain):
             try:
-                with open(os.path.join(q, f), "w") as fh:
-                    fh.write(val)
+                fs.write_file(os.path.join(q, f), val, os.O_CREAT | os.O_TRUNC)
             except OSError:
                 break
 
