@@ -17,7 +17,7 @@ def cgroup_sample(e, rec: dict) -> dict | None:
         c.load()
     except Exception:  # noqa: BLE001 - not running: no stats
         return None
-    return stats.collect(c.data.get("_cgroup") or {})
+    return stats.collect(c.data.get("_cgroup") or {}, int(c.data.get("pid") or 0))
 
 
 def net_io(pid: int) -> dict[str, dict[str, int]]:

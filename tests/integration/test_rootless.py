@@ -275,6 +275,10 @@ def test_pause_without_a_cgroup_says_why(one: User) -> None:
     try:
         cp = one("pause", "nopause", check=False)
         assert cp.returncode != 0 and "no cgroup" in cp.stderr and "Traceback" not in cp.stderr
+        # stats of a container without a cgroup: summed over its pid namespace's processes
+        out = one("stats", "--no-stream", "--format", "{{.PIDs}} {{.MemUsage}}", "nopause").stdout
+        pids, mem = out.split()[:2]
+        assert pids == "1" and not mem.startswith("0B")
     finally:
         one("rm", "-f", "nopause")
 

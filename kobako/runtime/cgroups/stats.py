@@ -35,9 +35,14 @@ def _kv(path: str) -> dict[str, int]:
     return out
 
 
-def collect(rec: dict) -> dict:
+def collect(rec: dict, init: int = 0) -> dict:
+    """rec: the container's cgroup record; init: its init's pid, for a container that has
+    no cgroup (rootless, none delegated): then the figures are summed over the processes of
+    its pid namespace (cpu time, resident memory, count), with no limits to show."""
     data: dict = {"cpu": {"usage": {}, "throttling": {}}, "memory": {"usage": {}, "raw": {}},
                   "pids": {}, "blkio": {}, "hugetlb": {}}
+    if rec.get("layout") == "none":
+        return _from_processes(data, init)
     for leaf in rec.get("leaves") or []:
         d, ctrls = leaf["dir"], set(leaf["ctrls"].split(","))
         if leaf["v"] == 1:
@@ -78,6 +83,27 @@ def collect(rec: dict) -> dict:
             data["memory"]["raw"] = _kv(os.path.join(d, "memory.stat"))
             data["pids"] = {"current": _int(os.path.join(d, "pids.current")),
                             "limit": _int(os.path.join(d, "pids.max"))}
+    return data
+
+
+def _from_processes(data: dict, init: int) -> dict:
+    from kobako.runtime.cgroups import _pidns_members
+    tick = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+    page = os.sysconf("SC_PAGE_SIZE")
+    user = system = rss = 0
+    pids = _pidns_members(init)
+    for pid in pids:
+        stat = _read(f"/proc/{pid}/stat")
+        fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces
+        if len(fields) > 12:
+            user += int(fields[11])
+            system += int(fields[12])
+        statm = _read(f"/proc/{pid}/statm").split()
+        if len(statm) > 1:
+            rss += int(statm[1]) * page
+    data["cpu"]["usage"] = {"total": (user + system) * tick, "user": user * tick, "kernel": system * tick}
+    data["memory"]["usage"] = {"usage": rss, "max": 0, "limit": 0, "failcnt": 0}
+    data["pids"] = {"current": len(pids), "limit": 0}
     return data
 
 
