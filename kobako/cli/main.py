@@ -96,7 +96,8 @@ System:
   system service  Serve the Docker Engine API on a unix socket
   version     Show the version
 
-Run 'kobako COMMAND --help' for more information on a command.
+Run 'kobako COMMAND --help' (or 'kobako help COMMAND') for more information on a command,
+'kobako GROUP --help' for a group's commands (image, container, network, volume, system).
 The OCI runtime is kobako-runtime (runc's command line).
 """
 
@@ -114,10 +115,29 @@ def _lookup(argv: list[str]) -> tuple[str | None, list[str]]:
     return one, argv[1:]
 
 
+def group_help(group: str) -> str:
+    """`kobako network --help`: the group's commands, each with its own one-line help."""
+    by_target: dict[str, list[str]] = {}  # a command and its aliases on one line (ls, list)
+    for n in sorted(MODULES) + sorted(ALIASES):
+        if n.startswith(group + " "):
+            by_target.setdefault(ALIASES.get(n, n), []).append(n.split(" ", 1)[1])
+    lines = [f"Usage:  kobako {group} COMMAND", "", "Commands:"]
+    for target, names in sorted(by_target.items(), key=lambda kv: kv[1][0]):
+        mod = __import__(f"kobako.cli.{MODULES[target]}", fromlist=["COMMANDS"])
+        lines.append(f"  {', '.join(dict.fromkeys(names)):<14} {mod.COMMANDS[target][0].help}")
+    lines += ["", f"Run 'kobako {group} COMMAND --help' for more information on a command."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["help"] and len(argv) > 1:  # `kobako help run`: as `kobako run --help`
+        argv = argv[1:] + ["--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
+        return 0
+    if argv[0] in GROUPS and (len(argv) == 1 or argv[1] in ("-h", "--help", "help")):
+        sys.stdout.write(group_help(argv[0]))
         return 0
     if argv[0] in ("--version", "-v"):
         print(f"kobako version {__version__}")

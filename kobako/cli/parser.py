@@ -81,7 +81,7 @@ def parse(cmd: Command, argv: list[str]) -> Args:
         if a == "--":
             pos += argv[i + 1:]
             break
-        if a in ("-h", "--help"):
+        if a == "--help" or (a == "-h" and "-h" not in by_name):  # run/create: -h is the hostname
             vals["help"] = True
         elif a.startswith("--"):
             name, eq, value = a.partition("=")

@@ -474,3 +474,32 @@ def test_push_and_pull_against_a_registry_on_the_hosts_loopback(one: User) -> No
         one("pull", ref)
         assert one("run", "--rm", "--network", "none", ref, "echo", "pulled").stdout == "pulled\n"
         one("rmi", ref)
+
+
+def test_kill_9_of_a_running_command_leaves_nothing_after_rm(one: User) -> None:
+    """kill -9 of a user's foreground `kobako run` while its container runs: the next commands
+    find the container, `rm -f` takes it, its network namespace and its published port."""
+    port = _free_port()
+    entry = f"import sys; sys.path.insert(0, {SRC['path']!r}); from kobako.cli.main import entry; " \
+        "sys.argv[0] = 'kobako'; entry()"
+    p = subprocess.Popen(["runuser", "-u", one.name, "--", *one.env(), sys.executable, "-I", "-c", entry,
+                          "run", "--name", "killed", "-p", f"127.0.0.1:{port}:80", "rl/bb:1",
+                          "httpd", "-f", "-p", "80", "-h", "/etc"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+    try:
+        assert "root:x:0:0" in _get(port)
+        cli = [pid for pid in one.pids()
+               if b"killed" in Path(f"/proc/{pid}/cmdline").read_bytes() and pid != p.pid]
+        for pid in cli:  # the CLI (runuser's child), not the container
+            if b"kobako.cli.main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=30)
+    assert "killed" in one("ps", "-a").stdout
+    one("rm", "-f", "killed")
+    assert "killed" not in one("ps", "-a").stdout
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/passwd", timeout=2)
+    netns = one.sh(f"ls {one.run}/kobako/netns").stdout.split()
+    assert netns == ["kobako-user"], netns  # only the user's own network namespace is left
+    assert not os.listdir(one.run / "kobako/network/endpoints")

@@ -71,3 +71,22 @@ def test_spec_from_image_config_and_options():
 @pytest.mark.parametrize("s, n", [("512", 512), ("32m", 32 << 20), ("1g", 1 << 30), ("1.5k", 1536)])
 def test_sizes(s, n):
     assert ocispec.parse_size(s) == n
+
+
+def test_h_is_the_hostname_for_run_and_create_and_help_elsewhere():
+    a = parser.parse(CCMDS["run"][0], ["-h", "myhost", "img"])
+    assert a.hostname == "myhost" and not a.help
+    assert parser.parse(CCMDS["create"][0], ["-h", "x", "img"]).hostname == "x"
+    assert parser.parse(CCMDS["run"][0], ["--help"]).help
+    assert parser.parse(CCMDS["ps"][0], ["-h"]).help
+
+
+def test_group_help_and_help_of_a_command(capsys):
+    from kobako.cli import main
+    assert main.main(["network", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage:  kobako network COMMAND" in out and "  ls, list" in out and "create" in out
+    assert main.main(["image"]) == 0
+    assert "inspect" in capsys.readouterr().out
+    assert main.main(["help", "ps"]) == 0
+    assert capsys.readouterr().out.startswith("Usage:  kobako ps [OPTIONS]")
