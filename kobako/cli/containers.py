@@ -1,5 +1,5 @@
-"""Container commands: run, rm, ps, commit, export, diff. (The monitor-backed ones —
-run -d, logs, exec, stop, attach — come with the engine issue.)"""
+"""Container commands: run, create, start, stop, kill, restart, pause, wait, logs, exec,
+top, rename, rm, ps, commit, export, diff, cp and the rest of `kobako container`."""
 
 from __future__ import annotations
 

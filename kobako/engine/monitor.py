@@ -1,8 +1,8 @@
 """The container monitor: one small process that holds the stdio of every detached
-container, writes their logs, records exit codes and applies restart policies — the
-seminar's `.mon`, shared by all containers of one data root instead of one per
-container (a Python process costs ~8 MB; shared by ten containers that is under 1 MB
-each, conmon's ballpark; docs/engine.md measures it).
+container, writes their logs, records exit codes and applies restart policies. One is
+shared by all containers of one data root, where podman starts a conmon per container
+(a Python process costs ~8 MB; shared by ten containers that is under 1 MB each,
+conmon's ballpark; docs/engine.md measures it).
 
 It is started on demand by the first `kobako run -d`/`start` (a fresh interpreter with
 nothing but this module and the runtime's JSON helper imported) and exits by itself

@@ -7,7 +7,7 @@ brings asyncio and its NDB along), more than the whole start-up budget of a netw
 
 A socket lives in the network namespace it was made in: `Netlink()` made while the
 calling thread is inside a container's namespace configures that namespace from then on,
-whatever namespace the thread is in later (network/sandbox.py relies on it).
+whatever namespace the thread is in later (network/endpoints.py relies on it).
 """
 
 from __future__ import annotations

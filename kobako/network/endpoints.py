@@ -1,7 +1,7 @@
 """A container's place on its networks: the named network namespace, one veth pair per
 network, addresses, routes, published ports -- made when it starts, gone when it stops.
 
-The seminar's `bridge_create.sh`, `veth_create.sh`, `net_attach.sh`, `portfwd_create.sh`:
+What `ip`, `brctl` and `nft` would do by hand, in order:
 
     1. the container's network namespace, bind-mounted at /run/netns/kobako-<id12> so that
        `ip netns` lists it; config.json joins it by that path (the runtime makes none)

@@ -5,7 +5,7 @@ and what it made, and registers its undo *before* the next step runs. On failure
 `unwind()` undoes everything in reverse order and returns every error, so one
 failure never hides another. The record is kobako's one step record (kobako/steps.py):
 with --debug the runtime's log shows the steps, and `kobako run --trace` shows them as
-they happen - the seminar's explanation of a container, printed by the runtime itself.
+they happen - an explanation of a container, printed by the runtime itself.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ plus a cgroup2 mount holding no controllers, as on the development VM).
 
 Every directory is recorded in the container's state *before* it is made, so
 `delete` (also after kill -9 of the runtime) removes exactly what kobako made and
-nothing else. Resource limits are applied by the next layer (issue: runtime limits).
+nothing else. Resource limits are written by v1.py and v2.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Device rules on cgroup v2: a BPF_PROG_TYPE_CGROUP_DEVICE program that kobako
-assembles itself from the OCI rule list and attaches to the container's cgroup (the
-seminar's my_devctl.c, done by the runtime; crun's ebpf.c is the model).
+assembles itself from the OCI rule list and attaches to the container's cgroup (crun's
+ebpf.c is the model).
 
 The kernel runs the program on every open/mknod of a device node with
 struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; } in R1, where

@@ -1,5 +1,5 @@
 """kobako-runtime update: change (or lift) a running container's limits, with runc's
-flags or a linux.resources JSON (-r). The seminar's cpu_limit.sh / cpu_unlimit.sh."""
+flags or a linux.resources JSON (-r)."""
 
 from __future__ import annotations
 
