@@ -359,9 +359,12 @@ async def remove_link(req: Request) -> None:
 
 @route("GET", "/containers/{id}/json")
 async def inspect(req: Request) -> None:
-    from kobako.engine.views import container_json
+    from kobako.engine.views import container_json, container_sizes
     e, rec = container(req)
-    await req.send_json(200, await blocking(container_json, e, rec))
+    doc = await blocking(container_json, e, rec)
+    if req.query.get("size") in ("1", "true", "True"):  # docker inspect -s
+        doc.update(await blocking(container_sizes, e, rec))
+    await req.send_json(200, doc)
 
 
 @route("GET", "/containers/json")

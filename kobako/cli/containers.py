@@ -348,7 +348,8 @@ def logs(e: Engine, args) -> int:
 
     def emit(x: dict) -> None:
         out = sys.stdout if x.get("stream") != "stderr" else sys.stderr
-        out.write((x.get("time", "") + " " if args.timestamps else "") + x.get("log", ""))
+        out.write((x.get("time", "") + " " if args.timestamps else "") + (details(x) if args.details else "")
+                  + x.get("log", ""))
         out.flush()
 
     for x in ents:
@@ -362,6 +363,17 @@ def logs(e: Engine, args) -> int:
             if until is None or lg.parse_time(x.get("time") or "") <= until:
                 emit(x)
     return 0
+
+
+def details(entry: dict) -> str:
+    """`logs --details`: the entry's extra attributes as docker writes them before the line,
+    k=v pairs (query-escaped, sorted by key) joined by commas, then a space, also when
+    there are none."""
+    attrs = entry.get("attrs") or {}
+    if not attrs:
+        return " "
+    from urllib.parse import quote_plus
+    return ",".join(f"{quote_plus(k)}={quote_plus(str(v))}" for k, v in sorted(attrs.items())) + " "
 
 
 def exec_(e: Engine, args) -> int:
@@ -402,8 +414,11 @@ def inspect(e: Engine, args) -> int:
             except Exception:  # noqa: BLE001
                 errors.append(f"no such object: {ref}")
                 continue
-        from kobako.engine.views import container_json
-        docs.append(container_json(e, rec))
+        from kobako.engine.views import container_json, container_sizes
+        doc = container_json(e, rec)
+        if args.size:
+            doc.update(container_sizes(e, rec))
+        docs.append(doc)
     return print_docs(docs, args.format, errors)
 
 
@@ -547,11 +562,11 @@ def cp(e: Engine, args) -> int:
     if sc is not None:
         if dp == "-" and sys.stdout.isatty():
             raise ocispec.OptionError("refusing to write a tar stream to a terminal: redirect stdout")
-        copy.from_container(e, e.containers.resolve(sc), sp, dp)
+        copy.from_container(e, e.containers.resolve(sc), sp, dp, follow=args.follow)
     elif sp == "-":  # a tar stream on stdin, extracted into the directory DEST
         copy.to_container(e, e.containers.resolve(dc), sp, dp, tar_in=sys.stdin.buffer)
     else:
-        copy.to_container(e, e.containers.resolve(dc), sp, dp)
+        copy.to_container(e, e.containers.resolve(dc), sp, dp, follow=args.follow)
     return 0
 
 
@@ -680,7 +695,8 @@ COMMANDS = {
         opt("-t --timestamps", "timestamps", help="prefix each line with its time"),
         opt("--since", "since", "str", None, "since a time (RFC 3339) or a duration back (10m)"),
         opt("--until", "until", "str", None, "until a time or a duration back"),
-        opt("--details", "details", help="accepted")], min_args=1, max_args=1), logs),
+        opt("--details", "details", help="show the attributes stored with each line (docker's)")],
+                     min_args=1, max_args=1), logs),
     "exec": (Command("exec", "[OPTIONS] CONTAINER COMMAND [ARG...]", "Run a command in a running container", [
         opt("-d --detach", "detach", help="run in the background"),
         opt("-i --interactive", "interactive", help="keep stdin open"),
@@ -695,12 +711,13 @@ COMMANDS = {
     "cp": (Command("cp", "CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
                    "Copy files between a container (running or not) and the host", [
                        opt("-a --archive", "archive", help="accepted: owners and modes are kept"),
-                       opt("-L --follow-link", "follow", help="accepted")], min_args=2, max_args=2), cp),
+                       opt("-L --follow-link", "follow", help="always follow a symlink in SRC_PATH")],
+                   min_args=2, max_args=2), cp),
     "rename": (Command("rename", "CONTAINER NEW_NAME", "Rename a container", min_args=2, max_args=2), rename),
     "inspect": (Command("inspect", "[OPTIONS] NAME|ID [NAME|ID...]",
                         "Detailed information on containers (or images)", [
                             opt("-f --format", "format", "str", None, "Go template"),
-                            opt("-s --size", "size", help="accepted"),
+                            opt("-s --size", "size", help="add SizeRw and SizeRootFs (containers)"),
                             opt("--type", "type", "str", None, "container or image")], min_args=1), inspect),
     "rm": (Command("rm", "[OPTIONS] CONTAINER [CONTAINER...]", "Remove one or more containers", [
         opt("-f --force", "force", help="kill a running container first"),

@@ -34,7 +34,7 @@ def _stats_row(doc: dict) -> dict:
 def stats(e: Engine, args) -> int:
     from kobako.engine.stats import sample
     recs = [e.containers.resolve(r) for r in args.args] if args.args else \
-        [r for r in e.containers.all() if e.state(r) == "running"]
+        [r for r in e.containers.all() if args.all or e.state(r) == "running"]
     heads = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
     prev: dict[str, dict] = {r["id"]: sample(e, r) for r in recs}  # a first sample: CPU % needs two
     while True:
@@ -42,7 +42,12 @@ def stats(e: Engine, args) -> int:
         rows = []
         for r in recs:
             prev[r["id"]] = sample(e, r, prev[r["id"]])
-            rows.append(_stats_row(prev[r["id"]]))
+            row = _stats_row(prev[r["id"]])
+            if e.state(e.containers.get(r["id"]) or r) not in ("running", "paused"):
+                # a stopped container (stats -a): zeros, as docker shows it, not the host's memory
+                row.update(CPUPerc="0.00%", MemUsage="0B / 0B", MemPerc="0.00%", PIDs="0",
+                           NetIO="0B / 0B", BlockIO="0B / 0B")
+            rows.append(row)
         if args.format:
             formatted(args.format, rows)
         else:
@@ -263,7 +268,7 @@ LIMITS = [
 COMMANDS = {
     "stats": (Command("stats", "[OPTIONS] [CONTAINER...]", "Live resource usage of containers", [
         opt("--no-stream", "no_stream", help="print one sample and exit"),
-        opt("-a --all", "all", help="accepted"),
+        opt("-a --all", "all", help="all containers (default: running ones); stopped ones show zeros"),
         opt("--format", "format", "str", None, "json, table TEMPLATE or a Go template")]), stats),
     "system service": (Command("system service", "[OPTIONS]",
                                "Serve the Docker Engine API on a unix socket (docker CLI, docker-py)", [

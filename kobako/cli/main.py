@@ -61,6 +61,14 @@ USAGE = f"""Usage:  kobako [OPTIONS] COMMAND
 
 kobako {__version__}: a container engine built from Linux primitives, daemonless.
 
+Options (before the command; each overrides its environment variable):
+  --root DIR          Data root: images, layers, containers, volumes (KOBAKO_ROOT)
+  --runroot DIR       Run root: state that a reboot clears (KOBAKO_RUN)
+  --config DIR        Client config: auth.json written, Docker's config.json read (KOBAKO_CONFIG)
+  -D, --debug         Debug output: where an internal error happened (KOBAKO_DEBUG=1)
+  -l, --log-level L   debug (as -D), info, warn, error or fatal
+  -v, --version       Print the version and quit
+
 Images:
   pull        Download an image from a registry
   push        Upload an image to a registry
@@ -102,6 +110,58 @@ The OCI runtime is kobako-runtime (runc's command line).
 """
 
 
+# global flag -> the environment variables it sets (read by kobako/paths.py, kobako/image/auth.py,
+# and inherited by every process the command starts: monitor, rootless namespace, runtime)
+GLOBAL_DIRS = {"--root": ("KOBAKO_ROOT",), "--runroot": ("KOBAKO_RUN",),
+               "--config": ("KOBAKO_CONFIG", "DOCKER_CONFIG")}
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+def global_flags(argv: list[str]) -> list[str]:
+    """Apply the options before the command (`kobako --root DIR ps`) to os.environ, as
+    docker's and podman's global flags; returns the rest of argv, from the command on.
+    Runs before anything reads a path (rootless.enter() decides the roots from these)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-h", "--help", "-v", "--version"):
+        a = argv[i]
+        name, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "=" if len(a) > 2 else "",
+                                                                       a[2:].removeprefix("="))
+        if name in ("-D", "--debug"):
+            if eq and value.lower() in ("false", "0", "no"):
+                os.environ.pop("KOBAKO_DEBUG", None)
+            else:
+                os.environ["KOBAKO_DEBUG"] = "1"
+            i += 1
+            continue
+        if name not in GLOBAL_DIRS and name not in ("-l", "--log-level"):
+            raise GlobalUsageError(f"unknown flag: {name}" if a.startswith("--")
+                                   else f"unknown shorthand flag: {a[1:2]!r} in {a}")
+        if not eq:
+            i += 1
+            if i >= len(argv):
+                raise GlobalUsageError(f"flag needs an argument: {name}")
+            value = argv[i]
+        if name in ("-l", "--log-level"):
+            if value not in LOG_LEVELS:
+                raise GlobalUsageError(f'invalid argument "{value}" for "{name}" flag: '
+                                       f"not one of {', '.join(LOG_LEVELS)}")
+            if value == "debug":
+                os.environ["KOBAKO_DEBUG"] = "1"
+            else:
+                os.environ.pop("KOBAKO_DEBUG", None)
+        else:
+            if not value:
+                raise GlobalUsageError(f"{name} needs a directory")
+            for var in GLOBAL_DIRS[name]:  # absolute: the monitor and the runtime run elsewhere
+                os.environ[var] = os.path.abspath(os.path.expanduser(value))
+        i += 1
+    return argv[i:]
+
+
+class GlobalUsageError(ValueError):
+    """A mistake in the options before the command (exit 125, as docker's)."""
+
+
 def _lookup(argv: list[str]) -> tuple[str | None, list[str]]:
     if not argv:
         return None, []
@@ -131,6 +191,12 @@ def group_help(group: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0].startswith("-"):
+        try:
+            argv = global_flags(argv)
+        except GlobalUsageError as e:
+            sys.stderr.write(f"kobako: {e}\nSee 'kobako --help'.\n")
+            return 125
     if argv[:1] == ["help"] and len(argv) > 1:  # `kobako help run`: as `kobako run --help`
         argv = argv[1:] + ["--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -180,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, (KobakoError, OSError)):
             sys.stderr.write(f"Error: {describe(e)}\n")
             return getattr(e, "exit_code", 125)  # 126/127: the program could not start
-        sys.stderr.write(f"Error: internal error: {type(e).__name__}: {e} (KOBAKO_DEBUG=1 shows where)\n")
+        sys.stderr.write(f"Error: internal error: {type(e).__name__}: {e} "
+                         "(kobako -D or KOBAKO_DEBUG=1 shows where)\n")
         return 125
 
 

@@ -16,8 +16,78 @@ def df(e: Engine, args) -> int:
         pct = f" ({100 * d['reclaimable'] // d['size']}%)" if d["size"] else ""
         rows.append([kind, str(d["total"]), str(d["active"]), human_size(d["size"]),
                      human_size(d["reclaimable"]) + pct])
+    if args.verbose:
+        verbose_df(e, u["Build Cache"]["size"])
+        return 0
     table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], rows)
     return 0
+
+
+def verbose_df(e: Engine, cache_size: int) -> None:
+    """`system df -v`, docker's sections: each image with the bytes it shares with other
+    images and those only it holds, each container's writable layer, each volume with the
+    containers that use it, the build cache."""
+    from kobako.engine import images as engine_images
+    from kobako.engine.views import ago, container_status
+    from kobako.image.buildcache import BuildCache
+    from kobako.image.reference import familiar
+    from kobako.paths import dir_size
+    from kobako.storage.volumes import VolumeStore
+    recs = e.containers.all()
+    listing = engine_images.listing(e, {})
+    holders: dict[str, int] = {}  # chain ID -> how many images have that layer
+    for r, _ in listing:
+        for c in set(r.get("chainIds", [])):
+            holders[c] = holders.get(c, 0) + 1
+    rows = []
+    for r, names in listing:
+        chains = set(r.get("chainIds", []))
+        size = sum(e.snapshots.size(c) for c in chains)
+        shared = sum(e.snapshots.size(c) for c in chains if holders[c] > 1)
+        users = sum(1 for c in recs if c.get("image") == r["id"])
+        cells = [ago(r["created"]), human_size(size), human_size(shared), human_size(size - shared),
+                 str(users)]
+        short = r["id"].split(":")[1][:12]
+        for n in names or ["<none>:<none>"]:
+            repo, _, tag = (familiar(n) if names else n).rpartition(":")
+            rows.append([repo, tag, short] + cells)
+    print("Images space usage:\n")
+    table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
+          rows)
+    vs = VolumeStore(e.root)
+    rows = []
+    for c in recs:
+        argv = list((c.get("options") or {}).get("command") or [])
+        cmd = " ".join(argv)
+        rows.append([c["id"][:12], c.get("imageName", ""), f'"{cmd[:19] + "…" if len(cmd) > 20 else cmd}"',
+                     str(len(vs.in_use([c]))),
+                     human_size(dir_size(e.containers.path(c["id"], "upper"), allocated=True)),
+                     ago(c["created"]) if c.get("created") else "", container_status(c, e.state(c)),
+                     c["name"]])
+    print("\nContainers space usage:\n")
+    table(["CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"], rows)
+    rows = []
+    for v in vs.list():
+        links = sum(1 for c in recs if v["Name"] in vs.in_use([c]))
+        rows.append([v["Name"], str(links), human_size(dir_size(vs.mountpoint(v["Name"]), allocated=True))])
+    print("\nLocal Volumes space usage:\n")
+    table(["VOLUME NAME", "LINKS", "SIZE"], rows)
+    rows = []
+    for key, ce in BuildCache(e.root).all():
+        size = e.snapshots.size(ce["chainId"]) if ce.get("chainId") else 0
+        last = ce.get("lastUsed")
+        # shared: an image holds the same layer, so clearing the cache frees nothing of it
+        rows.append([key[:12], "regular", human_size(size), "", ago_epoch(last) if last else "", "",
+                     str(ce.get("chainId") in holders).lower()])
+    print(f"\nBuild cache usage: {human_size(cache_size)}\n")
+    table(["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"], rows)
+
+
+def ago_epoch(t: float) -> str:
+    import time
+
+    from kobako.engine.views import ago
+    return ago(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
 
 
 def prune(e: Engine, args) -> int:
@@ -91,7 +161,8 @@ def render_check(results: list) -> str:
 
 COMMANDS = {
     "system df": (Command("system df", "", "Show disk usage of images, containers and volumes", [
-        opt("-v --verbose", "verbose", help="show details")], max_args=0), df),
+        opt("-v --verbose", "verbose", help="each image, container, volume and build cache entry")],
+                          max_args=0), df),
     "system prune": (Command("system prune", "[OPTIONS]",
                              "Remove stopped containers, unused images and unreferenced blobs", [
                                  opt("-a --all", "all", help="also images with names that no container uses"),

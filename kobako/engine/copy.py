@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from stat import S_ISLNK
 
 from kobako import errors
 from kobako.storage import layer
@@ -136,11 +137,32 @@ def stat(e, rec: dict, path: str) -> dict:
     return json.loads(out)
 
 
-def from_container(e, rec: dict, src: str, dest: str, out=None) -> None:
+def _follow(rootfd: int, parent_dir: str, name: str) -> tuple[str, str]:
+    """SRC's final symlinks followed inside the container root (docker cp -L): the
+    directory and name of what the link points to; a dangling or looping link is an error."""
+    from kobako.linux import fs
+    for _ in range(40):  # the kernel's own limit on nested links (ELOOP)
+        pfd = fs.open_in_root(rootfd, parent_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if not S_ISLNK(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode):
+                return parent_dir, name
+            target = os.readlink(name, dir_fd=pfd)
+        except FileNotFoundError:  # a dangling link: the caller's stat names SRC as missing
+            return parent_dir, name
+        finally:
+            os.close(pfd)
+        # '..' above '/' stays at '/', as in the kernel; open_in_root keeps the rest inside
+        parent_dir, name = _split(os.path.normpath(os.path.join(parent_dir, target)))
+    raise CopyError("too many levels of symbolic links")
+
+
+def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = False) -> None:
     """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST).
-    DEST "-": a tar stream of SRC to `out` (a binary file; stdout by default)."""
+    DEST "-": a tar stream of SRC to `out` (a binary file; stdout by default). `follow`
+    (-L): a symlink SRC is copied as the file it points to, under the link's name."""
     r, w = os.pipe()
     parent_dir, name = _split(src)
+    arcname = name
     to_stdout = dest == "-"
     if to_stdout:  # a tar stream of SRC, as docker cp CONTAINER:SRC -
         target_dir, rename = "", None
@@ -155,21 +177,24 @@ def from_container(e, rec: dict, src: str, dest: str, out=None) -> None:
         os.close(r)
         # resolve SRC inside the container root, never through a symlink to the host
         from kobako.linux import fs
+        rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        src_dir, src_name = parent_dir, name
         try:
-            pfd = fs.open_in_root(os.open(root, os.O_RDONLY | os.O_DIRECTORY), parent_dir,
-                                  os.O_RDONLY | os.O_DIRECTORY)
+            if follow:
+                src_dir, src_name = _follow(rootfd, src_dir, src_name)
+            pfd = fs.open_in_root(rootfd, src_dir, os.O_RDONLY | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
-            raise CopyError(f"no such directory in the container: {parent_dir}") from None
+            raise CopyError(f"no such directory in the container: {src_dir}") from None
         try:
-            os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            os.stat(src_name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             raise CopyError(f"no such file or directory in the container: {src}") from None
         except NotADirectoryError:
-            raise CopyError(f"not a directory in the container: {parent_dir}") from None
+            raise CopyError(f"not a directory in the container: {src_dir}") from None
         os.fchdir(pfd)  # relative names from here: /proc/self is not ours in the container's /proc
         with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|",
                                                       format=tarfile.PAX_FORMAT) as t:
-            t.add(name, arcname=rename or name, recursive=True)
+            t.add(src_name, arcname=rename or arcname, recursive=True)
 
     err: list[BaseException] = []
 
@@ -193,12 +218,15 @@ def from_container(e, rec: dict, src: str, dest: str, out=None) -> None:
         raise CopyError(f"copy from the container failed: {err[0]}")
 
 
-def to_container(e, rec: dict, src: str, dest: str, tar_in=None) -> None:
+def to_container(e, rec: dict, src: str, dest: str, tar_in=None, follow: bool = False) -> None:
     """host SRC -> container:DEST (into DEST if it is a directory there, else as DEST). With
     `tar_in` (docker cp - C:DEST, the API's PUT archive) SRC is ignored: that tar stream is
-    extracted into the directory DEST."""
+    extracted into the directory DEST. `follow` (-L): a symlink SRC is copied as the file it
+    points to, under the link's name."""
     if tar_in is None and not os.path.lexists(src):
         raise CopyError(f"no such file or directory: {src}")
+    if follow and tar_in is None and not os.path.exists(src):
+        raise CopyError(f"{src} is a symbolic link to nothing (dangling)")
     r, w = os.pipe()
     parent_dir, name = _split(dest)
 
@@ -231,7 +259,8 @@ def to_container(e, rec: dict, src: str, dest: str, tar_in=None) -> None:
                 return
             with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|",
                                                           format=tarfile.PAX_FORMAT) as t:
-                t.add(src, arcname=os.path.basename(os.path.normpath(src)), recursive=True)
+                t.add(os.path.realpath(src) if follow else src,
+                      arcname=os.path.basename(os.path.normpath(src)), recursive=True)
         except BrokenPipeError:
             pass  # the container side failed; its error is reported
 

@@ -86,6 +86,15 @@ def container_json(e, rec: dict) -> dict:
     }
 
 
+def container_sizes(e, rec: dict) -> dict:
+    """SizeRw (the bytes the container's writable layer holds on disk) and SizeRootFs (those
+    plus its image's), as dockerd adds them to inspect and ps with size=1."""
+    from kobako.paths import dir_size
+    rw = dir_size(e.containers.path(rec["id"], "upper"), allocated=True)
+    image = e.images.get(rec.get("image", "")) if rec.get("image") else None
+    return {"SizeRw": rw, "SizeRootFs": rw + ((image or {}).get("size") or 0)}
+
+
 def _spec_of(e, rec: dict) -> tuple[dict, dict]:
     """The record's Config and HostConfig with every field dockerd shows; a record made before
     the spec existed gets what its config.json says."""

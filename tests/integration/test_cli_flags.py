@@ -1,0 +1,109 @@
+"""Docker's CLI conventions on a real kernel: global flags before the command, and the
+flags that change output (cp -L, inspect -s, stats -a, logs --details, system df -v)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from engine_support import Kobako
+
+pytestmark = pytest.mark.root
+IMG = "kbt/busybox:1"
+
+
+@pytest.fixture(scope="module")
+def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
+    kb = Kobako(session_base / "cliflags")
+    kb("import", str(busybox_rootfs), IMG)
+    yield kb
+    kb.clean()
+
+
+def test_global_root_and_runroot_override_the_environment(k: Kobako, tmp_path: Path):
+    k("create", "--name", "in-env-root", IMG, "true")
+    try:
+        other = tmp_path / "other"
+        cp = k("--root", str(other / "data"), f"--runroot={other}/run", "ps", "-a", "--format", "{{.Names}}")
+        assert "in-env-root" not in cp.stdout
+        assert (other / "data" / "containers").is_dir()  # the store was made where the flag said
+        assert "in-env-root" in k("ps", "-a", "--format", "{{.Names}}").stdout
+        bad = k("--bogus", "ps", check=False)
+        assert bad.returncode == 125 and "unknown flag: --bogus" in bad.stderr
+    finally:
+        k("rm", "-f", "in-env-root")
+
+
+def test_cp_follow_link(k: Kobako, tmp_path: Path):
+    k("create", "--name", "cpl", IMG, "true")
+    try:
+        (tmp_path / "target.txt").write_text("through-the-link\n")
+        os.symlink("target.txt", tmp_path / "link")
+        k("cp", str(tmp_path / "target.txt"), "cpl:/tmp/")
+        k("cp", str(tmp_path / "link"), "cpl:/tmp/")  # the link itself
+        k("cp", "-L", str(tmp_path / "link"), "cpl:/tmp/followed")  # the file it points to
+        out = tmp_path / "out"
+        out.mkdir()
+        k("cp", "cpl:/tmp/link", str(out))
+        assert os.readlink(out / "link") == "target.txt"
+        k("cp", "-L", "cpl:/tmp/link", str(out / "copied"))
+        assert not (out / "copied").is_symlink() and (out / "copied").read_text() == "through-the-link\n"
+        k("cp", "--follow-link", "cpl:/tmp/followed", str(out / "f2"))
+        assert (out / "f2").read_text() == "through-the-link\n"
+        os.symlink("/nowhere", tmp_path / "dangling")
+        cp = k("cp", "-L", str(tmp_path / "dangling"), "cpl:/tmp/", check=False)
+        assert cp.returncode == 125 and "dangling" in cp.stderr
+    finally:
+        k("rm", "-f", "cpl")
+
+
+def test_inspect_size(k: Kobako):
+    k("run", "--name", "sized", IMG, "sh", "-c", "head -c 100000 /dev/zero > /big")
+    try:
+        plain = json.loads(k("inspect", "sized").stdout)[0]
+        assert plain.get("SizeRw") is None
+        doc = json.loads(k("inspect", "-s", "sized").stdout)[0]
+        assert doc["SizeRw"] >= 100000
+        assert doc["SizeRootFs"] > doc["SizeRw"]  # plus the image's layers
+    finally:
+        k("rm", "-f", "sized")
+
+
+def test_stats_all_shows_stopped_containers_with_zeros(k: Kobako):
+    k("create", "--name", "stopped1", IMG, "true")
+    try:
+        names = "{{.Name}} {{.MemUsage}} {{.PIDs}}"
+        assert "stopped1" not in k("stats", "--no-stream", "--format", names).stdout
+        lines = k("stats", "-a", "--no-stream", "--format", names).stdout.splitlines()
+        assert "stopped1 0B / 0B 0" in lines
+    finally:
+        k("rm", "-f", "stopped1")
+
+
+def test_logs_details_prefix(k: Kobako):
+    k("run", "--name", "dl", IMG, "echo", "hello")
+    try:
+        assert k("logs", "dl").stdout == "hello\n"
+        assert k("logs", "--details", "dl").stdout == " hello\n"
+    finally:
+        k("rm", "-f", "dl")
+
+
+def test_system_df_verbose(k: Kobako):
+    k("volume", "create", "dfvol")
+    k("create", "--name", "dfc", "-v", "dfvol:/data", IMG, "true")
+    try:
+        out = k("system", "df", "-v").stdout
+        for section in ("Images space usage:", "Containers space usage:", "Local Volumes space usage:",
+                        "Build cache usage:"):
+            assert section in out
+        assert "SHARED SIZE" in out and "UNIQUE SIZE" in out
+        vol = next(ln for ln in out.splitlines() if ln.startswith("dfvol "))
+        assert vol.split()[1] == "1"  # one container links it
+        assert any(ln.split()[-1] == "dfc" for ln in out.splitlines() if ln.strip())
+        assert "RECLAIMABLE" in k("system", "df").stdout and "RECLAIMABLE" not in out
+    finally:
+        k("rm", "-f", "dfc")
+        k("volume", "rm", "dfvol")
