@@ -8,7 +8,7 @@ import sys
 import time
 
 from kobako import __version__
-from kobako.cli.output import formatted, human_size, table
+from kobako.cli.output import binary_size, formatted, human_size, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
@@ -21,13 +21,18 @@ def _stats_row(doc: dict) -> dict:
     mem = doc["memory_stats"]
     usage, limit = mem.get("usage", 0), mem.get("limit", 0)
     row = {"ID": doc["id"][:12], "Name": doc["name"].lstrip("/"), "CPUPerc": f"{cpu_percent(doc):.2f}%",
-           "MemUsage": f"{human_size(usage)} / {human_size(limit)}",
+           "MemUsage": f"{binary_size(usage)} / {binary_size(limit)}",
            "MemPerc": f"{(usage / limit * 100) if limit else 0:.2f}%",
            "PIDs": str(doc["pids_stats"].get("current", 0)), "NetIO": "-- / --", "BlockIO": "-- / --"}
     nets = doc.get("networks") or {}
     if nets:
         rx, tx = sum(n["rx_bytes"] for n in nets.values()), sum(n["tx_bytes"] for n in nets.values())
         row["NetIO"] = f"{human_size(rx)} / {human_size(tx)}"
+    io = (doc.get("blkio_stats") or {}).get("io_service_bytes_recursive")
+    if io is not None:  # docker's sums: every device, ops read and write (any case)
+        rd = sum(x["value"] for x in io if x["op"].lower() == "read")
+        wr = sum(x["value"] for x in io if x["op"].lower() == "write")
+        row["BlockIO"] = f"{human_size(rd)} / {human_size(wr)}"
     return row
 
 

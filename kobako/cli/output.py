@@ -17,6 +17,16 @@ def human_size(n: float) -> str:
     return f"{n}"
 
 
+def binary_size(n: float) -> str:
+    """docker's units.BytesSize: 1024-based, four significant digits (`1.562MiB`), as
+    `docker stats` shows memory."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.4g}{unit}"
+        n /= 1024
+    return f"{n}"
+
+
 def table(headers: list[str], rows: list[list[str]], out=None) -> None:
     out = out or sys.stdout
     widths = [len(h) for h in headers]

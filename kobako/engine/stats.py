@@ -65,7 +65,9 @@ def sample(e, rec: dict, pre: dict | None = None) -> dict:
                          "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
            "memory_stats": {"usage": mem.get("usage", 0), "max_usage": mem.get("max", 0), "limit": limit,
                             "stats": {}},
-           "blkio_stats": {}, "networks": {}}
+           "blkio_stats": {"io_service_bytes_recursive":
+                           (data.get("blkio") or {}).get("ioServiceBytesRecursive") if data else None},
+           "networks": {}}
     pid = rec.get("pid") or 0
     if data and pid and (rec.get("net") or {}).get("mode") not in (None, "host"):
         doc["networks"] = net_io(int(pid))

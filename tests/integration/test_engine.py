@@ -238,13 +238,13 @@ def test_stats_update_and_lifting_limits(k: Kobako):
     k("run", "-d", "--name", "lim", "-m", "64m", "--pids-limit", "50", IMG, "sleep", "60")
     try:
         out = k("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "lim").stdout.split()
-        assert out[0] == "lim" and out[-1] == "1" and out[3] == "67.1MB"
+        assert out[0] == "lim" and out[-1] == "1" and out[3] == "64MiB"  # docker's binary units
         k("update", "-m", "128m", "--pids-limit", "5", "lim")
-        assert "134MB" in k("stats", "--no-stream", "--format", "{{.MemUsage}}", "lim").stdout
+        assert "128MiB" in k("stats", "--no-stream", "--format", "{{.MemUsage}}", "lim").stdout
         cp = k("exec", "lim", "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 5 & done; wait", check=False)
         assert cp.returncode != 0  # the fifth process was refused
         k("update", "-m", "-1", "--pids-limit", "-1", "lim")
-        assert "134MB" not in k("stats", "--no-stream", "--format", "{{.MemUsage}}", "lim").stdout
+        assert "128MiB" not in k("stats", "--no-stream", "--format", "{{.MemUsage}}", "lim").stdout
         assert_user_error(k("update", "lim", check=False), "at least one flag")
     finally:
         k("rm", "-f", "lim")

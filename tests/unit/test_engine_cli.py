@@ -90,3 +90,29 @@ def test_group_help_and_help_of_a_command(capsys):
     assert "inspect" in capsys.readouterr().out
     assert main.main(["help", "ps"]) == 0
     assert capsys.readouterr().out.startswith("Usage:  kobako ps [OPTIONS]")
+
+
+def test_stats_memory_in_binary_units_and_block_io_summed():
+    from kobako.cli.host import _stats_row
+    doc = {"id": "a" * 64, "name": "/c", "memory_stats": {"usage": 64 << 20, "limit": 1 << 30},
+           "pids_stats": {"current": 2}, "networks": {},
+           "cpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 1},
+           "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0},
+           "blkio_stats": {"io_service_bytes_recursive": [
+               {"major": 8, "minor": 0, "op": "Read", "value": 1500},
+               {"major": 8, "minor": 0, "op": "Write", "value": 0},
+               {"major": 8, "minor": 16, "op": "read", "value": 500},
+               {"major": 8, "minor": 0, "op": "Total", "value": 9}]}}
+    row = _stats_row(doc)
+    assert row["MemUsage"] == "64MiB / 1GiB" and row["BlockIO"] == "2kB / 0B"
+
+
+def test_block_io_from_v1_and_v2_files(tmp_path):
+    from kobako.runtime.cgroups import stats
+    (tmp_path / "blkio.throttle.io_service_bytes_recursive").write_text(
+        "8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n")
+    (tmp_path / "io.stat").write_text("8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n")
+    assert stats._blkio_v1(str(tmp_path))[:2] == [{"major": 8, "minor": 0, "op": "Read", "value": 4096},
+                                                 {"major": 8, "minor": 0, "op": "Write", "value": 8192}]
+    assert stats._io_v2(str(tmp_path)) == [{"major": 8, "minor": 0, "op": "read", "value": 100},
+                                           {"major": 8, "minor": 0, "op": "write", "value": 200}]

@@ -68,6 +68,8 @@ def collect(rec: dict, init: int = 0) -> dict:
             if "pids" in ctrls:
                 data["pids"] = {"current": _int(os.path.join(d, "pids.current")),
                                 "limit": _int(os.path.join(d, "pids.max"))}
+            if "blkio" in ctrls:
+                data["blkio"] = {"ioServiceBytesRecursive": _blkio_v1(d)}
         elif rec.get("layout") == "v2":
             cs = _kv(os.path.join(d, "cpu.stat"))
             data["cpu"]["usage"] = {"total": cs.get("usage_usec", 0) * 1000,
@@ -83,7 +85,37 @@ def collect(rec: dict, init: int = 0) -> dict:
             data["memory"]["raw"] = _kv(os.path.join(d, "memory.stat"))
             data["pids"] = {"current": _int(os.path.join(d, "pids.current")),
                             "limit": _int(os.path.join(d, "pids.max"))}
+            data["blkio"] = {"ioServiceBytesRecursive": _io_v2(d)}
     return data
+
+
+def _blkio_v1(d: str) -> list[dict]:
+    """Bytes read and written per device (runc's ioServiceBytesRecursive): v1's throttle
+    counters, which count every I/O (the CFQ ones only under that scheduler)."""
+    text = _read(os.path.join(d, "blkio.throttle.io_service_bytes_recursive")) or \
+        _read(os.path.join(d, "blkio.throttle.io_service_bytes"))
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 3 and ":" in f[0] and f[2].isdigit():
+            major, _, minor = f[0].partition(":")
+            out.append({"major": int(major), "minor": int(minor), "op": f[1], "value": int(f[2])})
+    return out
+
+
+def _io_v2(d: str) -> list[dict]:
+    """The same from v2's io.stat (`MAJ:MIN rbytes=N wbytes=N ...`)."""
+    out = []
+    for line in _read(os.path.join(d, "io.stat")).splitlines():
+        f = line.split()
+        if not f or ":" not in f[0]:
+            continue
+        major, _, minor = f[0].partition(":")
+        kv = dict(x.split("=", 1) for x in f[1:] if "=" in x)
+        for key, op in (("rbytes", "read"), ("wbytes", "write")):
+            if kv.get(key, "").isdigit():
+                out.append({"major": int(major), "minor": int(minor), "op": op, "value": int(kv[key])})
+    return out
 
 
 def _from_processes(data: dict, init: int) -> dict:
