@@ -150,7 +150,7 @@ def _version_doc() -> dict:
     that runs it."""
     import platform
 
-    from kobako.api.server import API_VERSION, MIN_API_VERSION
+    from kobako.api import API_VERSION, MIN_API_VERSION
     u = os.uname()
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(u.machine, u.machine)
     lang = f"python{platform.python_version()}"

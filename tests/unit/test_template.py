@@ -232,3 +232,13 @@ def test_inspect_range_over_repo_tags(monkeypatch):
     assert out == "alpine:3.19 alpine:latest \nx:1 \n"
     assert _capture(monkeypatch, output.print_docs, [{"A": 1}], "{{.B}}") == "<no value>\n"
     assert json.loads(_capture(monkeypatch, output.print_docs, [{"A": 1}], "json")) == [{"A": 1}]
+
+
+def test_version_document_has_dockers_shape():
+    from kobako import __version__
+    from kobako.api import API_VERSION
+    from kobako.cli.host import _version_doc
+    doc = _version_doc()
+    assert run("{{.Client.Version}} {{.Server.ApiVersion}} {{.Client.Os}}", doc, strict=True) == \
+        f"{__version__} {API_VERSION} linux"
+    assert {"Version", "ApiVersion", "GoVersion", "Os", "Arch"} <= set(doc["Client"]) & set(doc["Server"])
