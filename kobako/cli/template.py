@@ -1022,6 +1022,8 @@ class _State:
                     raise _ExecError(f"{name} is not a method but has arguments")
                 if name in recv:
                     recv = recv[name]
+                elif self.header:
+                    return name.upper()
                 elif self.strict and recv is self.root:
                     raise _ExecError(f"can't evaluate field {name} in type {self.context_type()}")
                 else:

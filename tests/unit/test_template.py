@@ -217,6 +217,7 @@ def test_formatted_table_and_lines(monkeypatch):
                    "0123456789ab   WEB            Up 2 minutes\n"
                    "ba9876543210   DB-LONG-NAME   Exited (0)\n")
     assert _capture(monkeypatch, output.formatted, "table", [], heads) == "CONTAINER ID   NAMES     STATUS\n"
+    assert _capture(monkeypatch, output.formatted, 'table {{.Label "k"}}', [], heads) == "LABEL\n"
     assert _capture(monkeypatch, output.formatted, "{{.Names}}:{{.ID}}", rows, heads) == \
         "web:0123456789ab\ndb-long-name:ba9876543210\n"
     assert _capture(monkeypatch, output.formatted, "table {{json .Names}}", rows[:1], heads) == \
