@@ -487,7 +487,8 @@ def go_v(v, top: bool = False) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + " ".join(go_v(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "map[" + " ".join(f"{go_v(k)}:{go_v(v[k])}" for k in _sorted_keys(v)) + "]"
+        pairs = (f"{go_v(k)}:{go_v(v[k])}" for k in _sorted_keys(v) if not callable(v[k]))
+        return "map[" + " ".join(pairs) + "]"
     return str(v)
 
 
@@ -505,8 +506,8 @@ def go_json(v) -> str:
             return None
         if isinstance(x, float) and x.is_integer() and abs(x) < 1e21:
             return int(x)
-        if isinstance(x, dict):
-            return {k: clean(y) for k, y in x.items()}
+        if isinstance(x, dict):  # a method (a callable value) is no data
+            return {k: clean(y) for k, y in x.items() if not callable(y)}
         if isinstance(x, (list, tuple)):
             return [clean(y) for y in x]
         return x
@@ -834,6 +835,8 @@ class Template:
             self.defines = p.defines
         except _ParseError as e:
             raise TemplateError(f"template parsing error: template: :{self._line(e.pos)}: {e}") from None
+        except RecursionError:
+            raise TemplateError("template parsing error: template: :1: nested too deeply") from None
 
     def _line(self, pos: int) -> int:
         return self.src.count("\n", 0, pos) + 1

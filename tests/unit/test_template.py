@@ -169,6 +169,11 @@ def test_execution_errors_are_docker_lines(tmpl, msg):
     assert str(ei.value) == "template parsing error: " + msg
 
 
+def test_deep_nesting_is_a_template_error():
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        parse("{{" + "(" * 5000 + "1" + ")" * 5000 + "}}")
+
+
 def test_strict_objects_reject_unknown_fields_as_docker_list_rows_do():
     row = {"ID": "abc", "Names": "web"}
     assert run("{{.Names}}", row, strict=True) == "web"
@@ -180,6 +185,7 @@ def test_strict_objects_reject_unknown_fields_as_docker_list_rows_do():
 def test_callable_fields_are_methods():
     row = {"Label": lambda k: {"a": "1"}.get(k, "")}
     assert run('{{.Label "a"}}|{{.Label "b"}}|{{"a" | .Label}}', row) == "1||1"
+    assert run("{{json .}} {{.}}", {**row, "A": 1}) == '{"A":1} map[A:1]'  # methods are not data
 
 
 def test_go_values_and_printf_helpers():
