@@ -22,10 +22,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from kobako.api import API_VERSION, MIN_API_VERSION  # noqa: F401 - re-exported for the routes
 from kobako.errors import KobakoError
 
-API_VERSION = "1.41"
-MIN_API_VERSION = "1.24"
 MAX_BODY = 16 << 20  # a create or update body is a few kB; more is an error, not a buffer
 
 

@@ -466,6 +466,7 @@ def ps(e: Engine, args) -> int:
                      "CreatedAt": rec["created"], "RunningFor": ago(rec["created"]), "Status": status,
                      "State": state, "Ports": _ps_ports(e, rec, state), "Names": rec["name"],
                      "Labels": ",".join(f"{k}={v}" for k, v in (rec.get("labels") or {}).items()),
+                     "Label": lambda k, r=rec: (r.get("labels") or {}).get(k, ""),  # docker's {{.Label "k"}}
                      "Size": _size(e, rec) if args.size else ""})
     if args.quiet:
         for r in rows:

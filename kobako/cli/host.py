@@ -36,6 +36,10 @@ def _stats_row(doc: dict) -> dict:
     return row
 
 
+STATS_HEADERS = {"ID": "CONTAINER ID", "Name": "NAME", "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT",
+                 "MemPerc": "MEM %", "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
+
+
 def stats(e: Engine, args) -> int:
     from kobako.engine.stats import sample
     recs = [e.containers.resolve(r) for r in args.args] if args.args else \
@@ -54,7 +58,7 @@ def stats(e: Engine, args) -> int:
                            NetIO="0B / 0B", BlockIO="0B / 0B")
             rows.append(row)
         if args.format:
-            formatted(args.format, rows)
+            formatted(args.format, rows, STATS_HEADERS)
         else:
             if not args.no_stream and sys.stdout.isatty():
                 sys.stdout.write("\x1b[2J\x1b[H")
@@ -141,10 +145,37 @@ def service(e: Engine, args) -> int:
 
 def version(e: Engine, args) -> int:
     from kobako.runtime.main import SPEC_VERSION
+    if args.format:
+        formatted(args.format, [_version_doc()])
+        return 0
     print(f"Client:\n Version:    {__version__}\n Python:     {sys.version.split()[0]}\n"
           f"\nEngine (daemonless):\n Version:    {__version__}\n OCI spec:   {SPEC_VERSION}\n"
           f" Runtime:    kobako-runtime (in-process)\n OS/Arch:    linux/{os.uname().machine}")
     return 0
+
+
+def _version_doc() -> dict:
+    """`docker version`'s document (Client and Server), for --format: '{{.Server.Version}}',
+    '{{json .}}'. The server is this same program (no daemon); GoVersion names the Python
+    that runs it."""
+    import platform
+
+    from kobako.api import API_VERSION, MIN_API_VERSION
+    u = os.uname()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(u.machine, u.machine)
+    lang = f"python{platform.python_version()}"
+    client = {"Platform": {"Name": "kobako"}, "Version": __version__, "ApiVersion": API_VERSION,
+              "DefaultAPIVersion": API_VERSION, "GitCommit": "", "GoVersion": lang, "Os": "linux",
+              "Arch": arch, "BuildTime": "", "Context": "default"}
+    details = {"ApiVersion": API_VERSION, "Arch": arch, "BuildTime": "", "Experimental": "false",
+               "GitCommit": "", "GoVersion": lang, "KernelVersion": u.release,
+               "MinAPIVersion": MIN_API_VERSION, "Os": "linux"}
+    server = {"Platform": {"Name": "kobako"},
+              "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
+              "Version": __version__, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+              "GitCommit": "", "GoVersion": lang, "Os": "linux", "Arch": arch, "KernelVersion": u.release,
+              "BuildTime": ""}
+    return {"Client": client, "Server": server}
 
 
 def info(e: Engine, args) -> int:
@@ -295,7 +326,8 @@ COMMANDS = {
     "port": (Command("port", "CONTAINER", "List a container's published ports", min_args=1, max_args=2),
              port),
     "version": (Command("version", "", "Show the version", [
-        opt("-f --format", "format", "str", None, "accepted")], max_args=0), version),
+        opt("-f --format", "format", "str", None, "Go template: {{.Client.Version}}, {{json .}}")],
+        max_args=0), version),
     "system info": (Command("system info", "", "Information about the host and kobako", [
         opt("-f --format", "format", "str", None, "Go template")], max_args=0), info),
     "system restore": (Command("system restore", "",

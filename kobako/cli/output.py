@@ -1,5 +1,5 @@
 """Output the way the docker CLI prints it: aligned tables, human sizes and ages,
-and `--format` with the Go-template subset people use ({{.Field}}, {{json .}}, table)."""
+and `--format` with Go templates (kobako/cli/template.py), `table` and `json`."""
 
 from __future__ import annotations
 
@@ -37,48 +37,15 @@ def table(headers: list[str], rows: list[list[str]], out=None) -> None:
         out.write("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() + "\n")
 
 
-def render(fmt: str, obj: dict) -> str:
-    """A Go-template subset: {{.A}}, {{.A.B}}, {{json .}}, {{json .A}}, \\t and \\n."""
-    out = []
-    i = 0
-    fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
-    while i < len(fmt):
-        j = fmt.find("{{", i)
-        if j < 0:
-            out.append(fmt[i:])
-            break
-        out.append(fmt[i:j])
-        k = fmt.find("}}", j)
-        if k < 0:
-            raise ValueError(f"unclosed action in format {fmt!r}")
-        expr = fmt[j + 2:k].strip()
-        as_json = expr.startswith("json ")
-        if as_json:
-            expr = expr[5:].strip()
-        val: object = obj
-        if expr != ".":
-            if not expr.startswith("."):
-                raise ValueError(f"unsupported template action {{{{{expr}}}}}")
-            for part in expr[1:].split("."):
-                val = val.get(part) if isinstance(val, dict) else None
-        if as_json:
-            import json
-            out.append(json.dumps(val))
-        elif isinstance(val, (dict, list)):
-            import json
-            out.append(json.dumps(val) if isinstance(val, dict) else " ".join(map(str, val)))
-        else:
-            out.append("" if val is None else str(val))
-        i = k + 2
-    return "".join(out)
-
-
 def print_docs(docs: list[dict], fmt: str | None, errors: list[str] = ()) -> int:
-    """`inspect`'s output: a JSON array (or each document through --format), then one
-    `Error:` line per name that was not found; exit 1 if there was one."""
-    if fmt:
-        for d in docs:
-            formatted(fmt, [d])
+    """`inspect`'s output: a JSON array (`--format json` too, as docker's), or each document
+    through the Go template fmt, then one `Error:` line per name that was not found; exit 1
+    if there was one. As docker's inspect: a field a document lacks prints "<no value>", and
+    \\t is not translated (write {{"\\t"}})."""
+    if fmt and fmt != "json":
+        from kobako.cli.template import parse
+        tmpl = parse(fmt)
+        sys.stdout.write("".join(tmpl.execute(d) + "\n" for d in docs))
     else:
         import json
         print(json.dumps(docs, indent=4))
@@ -88,23 +55,26 @@ def print_docs(docs: list[dict], fmt: str | None, errors: list[str] = ()) -> int
 
 
 def formatted(fmt: str, rows: list[dict], headers: dict[str, str] | None = None) -> None:
-    """Print rows with --format: 'json' (one JSON object per line), 'table TEMPLATE', or TEMPLATE."""
+    """Print rows with --format as the docker CLI's list commands do: 'json' (one JSON object
+    per line), 'table TEMPLATE' (a header row, then aligned columns), or TEMPLATE (a line per
+    row). As docker does, \\t and \\n in the template are a tab and a newline, and a field the
+    rows do not have is an error. Nothing is printed if the template fails on any row."""
     if fmt == "json":
         import json
         for r in rows:
-            sys.stdout.write(json.dumps(r) + "\n")
+            sys.stdout.write(json.dumps({k: v for k, v in r.items() if not callable(v)}) + "\n")
         return
-    if fmt.startswith("table"):
-        tmpl = fmt[5:].strip() or "\t".join("{{." + h + "}}" for h in (headers or {}))
-        cols = tmpl.replace("\\t", "\t").split("\t")
-        heads = []
-        for c in cols:
-            key = c.strip().strip("{}").strip().lstrip(".")
-            heads.append((headers or {}).get(key, key.upper()))
-        table(heads, [[render(c, r) for c in cols] for r in rows])
-        return
-    for r in rows:
-        sys.stdout.write(render(fmt, r) + "\n")
+    from kobako.cli.template import parse, tabwrite
+    is_table = fmt.startswith("table")
+    src = (fmt[5:] if is_table else fmt).strip(" ")
+    if is_table and not src:
+        src = "\t".join("{{." + h + "}}" for h in (headers or {}))
+    tmpl = parse(src.replace("\\t", "\t").replace("\\n", "\n"))
+    body = "".join(tmpl.execute(r, strict=True) + "\n" for r in rows)
+    if is_table:
+        names = {k: k.upper() for r in rows[:1] for k in r} | (headers or {})
+        body = tabwrite(tmpl.execute(names, header=True) + "\n" + body)
+    sys.stdout.write(body)
 
 
 class Progress:

@@ -29,15 +29,6 @@ def test_run_usage_errors(argv, msg):
         parser.parse(RUN, argv)
 
 
-def test_format_templates():
-    row = {"ID": "abc", "Names": "x", "Labels": {"a": "b"}}
-    assert output.render("{{.ID}}\\t{{.Names}}", row) == "abc\tx"
-    assert output.render("{{json .Labels}}", row) == '{"a": "b"}'
-    assert output.render("{{json .}}", {"A": 1}) == '{"A": 1}'
-    with pytest.raises(ValueError):
-        output.render("{{.ID", row)
-
-
 def test_human_size():
     assert output.human_size(0) == "0B" and output.human_size(4_300_000) == "4.3MB"
 
