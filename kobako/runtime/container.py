@@ -172,6 +172,13 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, cg, steps: Steps) -> 
         except BaseException as e:
             ctx.chan.fail(f"cannot set up the container's root or pid namespace: {describe(e)}")
     steps.made("fork(2)", f"intermediate pid {mid} for the pid namespace", lambda: _kill_and_reap(mid))
+    pid = _init_from_mid(chan, mid, c, steps)
+    _make_cgroup(c, cg, steps)  # the init joins it itself on GO (Manager.join_self)
+    return pid
+
+
+def _init_from_mid(chan: Channel, mid: int, c: state.Container, steps: Steps) -> int:
+    """The init's pid, as the intermediate child that forked it sends it before exiting."""
     kind, msg = chan.recv()
     if kind != "PID":
         raise RuntimeFailure(msg or "the intermediate process exited")
@@ -179,7 +186,6 @@ def _spawn_via_mid(ctx, chan: Channel, c: state.Container, cg, steps: Steps) -> 
     pid = int(msg)
     steps.made("fork(2)", f"init pid {pid} (PID 1 of its namespace)", lambda: _kill_and_reap(pid))
     _record_init(c, pid)
-    _make_cgroup(c, cg, steps)  # the init joins it itself on GO (Manager.join_self)
     return pid
 
 
@@ -356,13 +362,7 @@ def _spawn_via_userns(ctx, chan: Channel, c: state.Container, cg, steps: Steps) 
         chan.send("OK")
     except BrokenPipeError:  # the intermediate failed: its ERR line is waiting
         pass
-    kind, msg = chan.recv()
-    if kind != "PID":
-        raise RuntimeFailure(msg or "the intermediate process exited")
-    os.waitpid(mid, 0)
-    pid = int(msg)
-    steps.made("fork(2)", f"init pid {pid} (PID 1 of its namespace)", lambda: _kill_and_reap(pid))
-    _record_init(c, pid)
+    pid = _init_from_mid(chan, mid, c, steps)
     c.save()
     return pid
 
