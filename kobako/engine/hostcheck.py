@@ -258,10 +258,9 @@ def _in_child(fn: Callable[[], object]) -> str | None:
             os.write(w, msg)
             os._exit(0)
     os.close(w)
-    out = b""
+    from kobako.linux.fs import read_all
     try:
-        while chunk := os.read(r, 4096):
-            out += chunk
+        out = read_all(r)
     finally:
         os.close(r)
     _, status = os.waitpid(pid, 0)

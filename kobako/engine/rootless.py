@@ -30,6 +30,7 @@ import pwd
 
 from kobako import paths
 from kobako.errors import Unavailable
+from kobako.linux.fs import read_all
 
 PAUSE_NAME = "kobako-pause"
 SUBID_NEED = 65536  # what podman and docker ask for: ids 0..65535 of an image map
@@ -123,13 +124,6 @@ def _pause_pid(pidfile: str, uid: int) -> int | None:
         return None
 
 
-def _read_exact(fd: int) -> bytes:
-    out = b""
-    while chunk := os.read(fd, 64):
-        out += chunk
-    return out
-
-
 def _become_pause() -> None:
     """This (forked, session-leading) process becomes the pause process: nothing of the
     command's open, then `sleep infinity` named kobako-pause, ~1 MB resident."""
@@ -203,7 +197,7 @@ def _start_pause(pidfile: str, user: str, uid: int, gid: int) -> int:
                                     hint="check the user's ranges in /etc/subuid and /etc/subgid "
                                          "and that the helper is setuid root")
         os.write(to_child_w, b"m")
-        rest = _read_exact(to_parent_r).decode(errors="replace")
+        rest = read_all(to_parent_r).decode(errors="replace")
     except BaseException:
         try:
             os.kill(pid, 9)
@@ -271,7 +265,7 @@ def _respawn_pause(pidfile: str) -> int:
         finally:
             os._exit(1)
     os.close(w)
-    got = _read_exact(r)
+    got = read_all(r)
     os.close(r)
     os.waitpid(first, 0)
     pid = int(got.split()[0])

@@ -46,12 +46,17 @@ def read_file(path: str) -> bytes:
     and four syscalls (fstat, ioctl, two lseeks) per file, and the runtime reads dozens."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = b""
-        while chunk := os.read(fd, 65536):
-            data += chunk
-        return data
+        return read_all(fd)
     finally:
         os.close(fd)
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until EOF: a small file, or a pipe from a child until it closes its end."""
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    return data
 
 
 def write_file(path: str, data: str | bytes, flags: int = 0) -> None:

@@ -172,14 +172,15 @@ def call_inside(nspath: str, fn, *args, sysfs: bool = False):
         finally:
             os._exit(0)
     os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
+    from kobako.linux.fs import read_all
+    try:
+        data = read_all(r)
+    finally:
+        os.close(r)
     os.waitpid(pid, 0)
-    if not chunks:
+    if not data:
         raise KobakoError("the network step in the user's network namespace died")
-    out = jsonfast.loads(b"".join(chunks).decode())
+    out = jsonfast.loads(data.decode())
     if "err" in out:
         raise _error_in(out["err"])
     return out["ok"]
