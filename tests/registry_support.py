@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tarfile
@@ -36,6 +35,8 @@ import time
 import urllib.parse
 import uuid
 import warnings
+
+from support import free_port  # (its callers also take it from here: rs.free_port)
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -50,12 +51,6 @@ def available() -> str | None:
     if not shutil.which("openssl"):
         return "openssl is not installed"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sha256(data: bytes) -> str:

@@ -22,6 +22,13 @@ TIME_SCALE = float(os.environ.get("KOBAKO_TEST_TIME_SCALE") or 1)
 # -- which runtime ----------------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def runtime_binary() -> str:
     return os.environ.get("KOBAKO_TEST_RUNTIME") or "kobako-runtime"
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 from engine_support import Kobako, assert_user_error
+from support import free_port
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -27,13 +27,6 @@ def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     yield kb
     kb.clean()
 
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def _explain(k: Kobako, name: str) -> dict:
@@ -80,7 +73,7 @@ def _run_checks(doc: dict) -> list[str]:
 
 
 def test_a_published_limited_container_on_a_named_network(k: Kobako):
-    port = _free_port()
+    port = free_port()
     k("run", "-d", "--name", "ex-web", "-p", f"127.0.0.1:{port}:80", "-m", "64m", "--pids-limit", "42",
       "--network", NET, IMG, "sleep", "600")
     doc = _explain(k, "ex-web")
@@ -210,7 +203,7 @@ def test_a_user_namespace_and_its_idmapped_root(k: Kobako):
 
 
 def test_what_the_kernel_lacks_is_reported_not_assumed(k: Kobako):
-    port = _free_port()
+    port = free_port()
     k("run", "-d", "--name", "ex-broken", "-p", f"127.0.0.1:{port}:80", "--network", NET, IMG, "sleep", "600")
     doc = _explain(k, "ex-broken")
     ep = _objects(doc, "network")[NET]["facts"]

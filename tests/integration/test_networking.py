@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from engine_support import Kobako, assert_user_error
-from support import wait_for
+from support import free_port, wait_for
 
 pytestmark = pytest.mark.root
 IMG = "kbt/busybox:1"
@@ -43,13 +43,6 @@ def www(tmp_path: Path) -> Path:
     (d / "index.html").write_text("kobako-net\n")
     return d
 
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def _get(url: str, timeout: float = 10) -> str:
@@ -137,7 +130,7 @@ def test_user_networks_names_aliases_and_isolation(k: Kobako, www: Path):
 
 
 def test_publish_tcp_on_loopback_bridge_address_and_hairpin(k: Kobako, www: Path):
-    p1, p2 = _free_port(), _free_port()
+    p1, p2 = free_port(), free_port()
     _httpd(k, "nb-pub", www, "-p", f"127.0.0.1:{p1}:80", "-p", f"{p2}:80")
     try:
         assert _get(f"http://127.0.0.1:{p1}/") == "kobako-net\n"
@@ -161,7 +154,7 @@ def test_publish_tcp_on_loopback_bridge_address_and_hairpin(k: Kobako, www: Path
 
 
 def test_publish_udp(k: Kobako):
-    port = _free_port()
+    port = free_port()
     # busybox-static has no UDP server: the host's python3 (its /usr bind-mounted) echoes
     echo = ("import socket;s=socket.socket(2,2);s.bind(('',9999));"
             "[s.sendto(*s.recvfrom(99)) for _ in iter(int,1)]")
@@ -281,7 +274,7 @@ def test_busy_port_is_a_clear_error_and_leaves_nothing(k: Kobako, www: Path):
     try:
         assert_user_error(k("run", "--rm", "-p", f"{busy}:80", IMG, "true", check=False), "already in use")
         # a second container on a port kobako already publishes
-        p = _free_port()
+        p = free_port()
         _httpd(k, "nb-first", www, "-p", f"{p}:80")
         cp = k("run", "-d", "--name", "nb-second", "-p", f"{p}:80", IMG, "sleep", "5", check=False)
         assert_user_error(cp, "already allocated")
@@ -301,7 +294,7 @@ def test_bandwidth_limit_holds(k: Kobako, tmp_path: Path):
     d = tmp_path / "big"
     d.mkdir()
     (d / "blob").write_bytes(os.urandom(1 << 20))  # 1 MiB
-    port = _free_port()
+    port = free_port()
     rate = 4_000_000  # bits per second: 1 MiB takes ~2.1 s
     k("run", "-d", "--name", "nb-slow", "--net-rate", "4mbit", "-p", f"127.0.0.1:{port}:80",
       "-v", f"{d}:/www:ro", IMG, "httpd", "-f", "-p", "80", "-h", "/www")

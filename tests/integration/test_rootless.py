@@ -15,7 +15,6 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 pytestmark = pytest.mark.root
 
@@ -31,13 +31,6 @@ SRC = {"path": str(REPO)}  # the users' copy of kobako/ (the checkout may be whe
 USERS = {"kbrl1": 3200000000, "kbrl2": 3200200000, "kbrl3": None}  # kbrl3: no range at all
 NEEDED = ("newuidmap", "newgidmap", "slirp4netns", "runuser", "useradd")
 
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _drop_lines(path: str, user: str) -> None:
@@ -165,7 +158,7 @@ def test_every_command_joins_one_namespace(one: User) -> None:
 
 
 def test_published_port_exec_and_teardown(one: User) -> None:
-    port = _free_port()
+    port = free_port()
     one("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "rl/bb:1", "httpd", "-f", "-p", "80",
         "-h", "/etc")
     try:
@@ -373,7 +366,7 @@ def _get(port: int) -> str:
 
 
 def test_a_killed_slirp4netns_is_mended_by_the_next_command(one: User) -> None:
-    port = _free_port()
+    port = free_port()
     one("run", "-d", "--name", "mend", "-p", f"127.0.0.1:{port}:80", "rl/bb:1", "httpd", "-f", "-p", "80",
         "-h", "/etc")
     try:
@@ -479,7 +472,7 @@ def test_push_and_pull_against_a_registry_on_the_hosts_loopback(one: User) -> No
 def test_kill_9_of_a_running_command_leaves_nothing_after_rm(one: User) -> None:
     """kill -9 of a user's foreground `kobako run` while its container runs: the next commands
     find the container, `rm -f` takes it, its network namespace and its published port."""
-    port = _free_port()
+    port = free_port()
     entry = f"import sys; sys.path.insert(0, {SRC['path']!r}); from kobako.cli.main import entry; " \
         "sys.argv[0] = 'kobako'; entry()"
     p = subprocess.Popen(["runuser", "-u", one.name, "--", *one.env(), sys.executable, "-I", "-c", entry,
