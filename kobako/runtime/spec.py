@@ -136,6 +136,7 @@ def validate(cfg: dict, bundle: str) -> None:
     if cfg.get("hostname") and "uts" not in seen:
         raise _bad("hostname is set but there is no new uts namespace",
                    "add {\"type\": \"uts\"} to linux.namespaces")
+    validate_sysctls(linux.get("sysctl") or {}, seen)
     if linux.get("timeOffsets") and "time" not in seen:
         raise _bad("linux.timeOffsets is set but there is no time namespace")
     for k in linux.get("timeOffsets") or {}:
@@ -175,6 +176,48 @@ def validate(cfg: dict, bundle: str) -> None:
             if not isinstance(h, dict) or not str(h.get("path", "")).startswith("/"):
                 raise _bad(f"{kind} hook path {h.get('path') if isinstance(h, dict) else h!r} "
                            "must be absolute")
+
+
+# Sysctls the ipc namespace isolates (runc's list); fs.mqueue.* too
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def validate_sysctls(sysctls: dict, seen: dict[str, dict]) -> None:
+    """runc's rule: a sysctl is written only where a namespace of the container's own isolates
+    it. /proc/sys is the host's for every other key (kernel.panic, vm.*, fs.file-max), so
+    writing one there would change the whole machine."""
+    _type(sysctls, dict, "linux.sysctl")
+    for key in sysctls:
+        if not isinstance(key, str) or not all(p and "/" not in p and "\0" not in p for p in key.split(".")):
+            raise _bad(f"invalid sysctl name {key!r}")
+        if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            if "ipc" in seen and not _host_ns(seen["ipc"], "ipc"):
+                continue
+            raise _bad(f"sysctl {key!r} is not allowed in the host's ipc namespace")
+        if key.startswith("net."):
+            if "network" in seen and not _host_ns(seen["network"], "net"):
+                continue
+            raise _bad(f"sysctl {key!r} is not allowed in the host's network namespace")
+        if key == "kernel.domainname" and "uts" in seen:
+            continue
+        if key == "kernel.hostname":
+            raise _bad("sysctl 'kernel.hostname' conflicts with the OCI \"hostname\" field", "set hostname")
+        raise _bad(f"sysctl {key!r} is not in a separate kernel namespace",
+                   "only namespaced sysctls (net.*, kernel.msg*/shm*/sem, fs.mqueue.*, kernel.domainname) "
+                   "can be set for a container")
+
+
+def _host_ns(ns: dict, kind: str) -> bool:
+    """A namespace entry with a path that is the host's own (`--network host` by path)."""
+    p = ns.get("path")
+    if not p:
+        return False
+    try:
+        a, b = os.stat(p), os.stat(f"/proc/self/ns/{kind}")
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def validate_resources(res: dict | None) -> None:

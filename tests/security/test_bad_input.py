@@ -144,6 +144,19 @@ def bad_sysctl(b, hostdir):
     return None, ("kernel.no_such_sysctl",)
 
 
+def host_wide_sysctl(b, hostdir):
+    # kernel.panic belongs to no namespace: writing it in the container would change the host's
+    b.config["linux"]["sysctl"] = {"kernel.panic": "7"}
+    b.write()
+    return None, ("kernel.panic", "namespace")
+
+
+def sysctl_name_climbing_out(b, hostdir):
+    b.config["linux"]["sysctl"] = {"net/../../kernel/panic": "7"}
+    b.write()
+    return None, ("sysctl",)
+
+
 def user_ns_without_mappings(b, hostdir):
     support.add_namespace(b.config, "user")
     b.write()
@@ -229,14 +242,15 @@ def cgroups_path_with_dotdot(b, hostdir):
 BREAKERS = [malformed_config, config_not_an_object, missing_config, missing_rootfs, unknown_namespace,
             id_with_slash, id_with_dotdot, id_with_spaces, missing_program, missing_program_in_path,
             program_not_executable, failing_hook, missing_hook, missing_bind_source, unknown_filesystem_type,
-            cwd_is_a_file,
-            bad_sysctl, user_ns_without_mappings, bad_rlimit, rlimit_above_hard, namespace_path_missing,
-            hostname_too_long, namespace_path_not_a_namespace, uid_out_of_range, negative_gid,
+            cwd_is_a_file, bad_sysctl, host_wide_sysctl, user_ns_without_mappings, bad_rlimit,
+            rlimit_above_hard, namespace_path_missing, hostname_too_long, namespace_path_not_a_namespace,
+            uid_out_of_range, negative_gid,
             nul_byte_in_args, nul_byte_in_env, capabilities_not_a_list, bad_mount_data]
 KOBAKO_ONLY = {  # stricter than runc 1.1, which only warns or cleans up
     cgroups_path_with_dotdot: "runc cleans the path instead of refusing it",
     unknown_capability: "runc 1.1 ignores unknown capabilities with a warning",
     relative_mount_destination: "runc 1.1 accepts a relative destination with a warning",
+    sysctl_name_climbing_out: "runc 1.1 reads '/' in a sysctl name as '.'",
 }
 
 
@@ -269,6 +283,9 @@ def test_bad_input_fails_cleanly(runtime, bundle, hostdir, verb, breaker):
     assert "PROGRAM-RAN" not in cp.stdout
     assert os.listdir(runtime.root) == before
     _nothing_left(runtime, cid, b)
+    if breaker in (host_wide_sysctl, sysctl_name_climbing_out):
+        with open("/proc/sys/kernel/panic") as f:
+            assert f.read().strip() != "7", "a container's sysctl changed the host's kernel.panic"
     if breaker is cgroups_path_with_dotdot:
         assert not [d for d in support.cgroup_walk() if "escape-" + support.SESSION.tag in d]
 

@@ -356,3 +356,32 @@ def test_capability_set_must_be_a_list(good):
     cfg["process"]["capabilities"]["bounding"] = "CAP_KILL"
     msg = _fails(cfg, b, "bounding")
     assert "'C'" not in msg
+
+
+@pytest.mark.parametrize("key,namespaces", [
+    ("net.ipv4.ip_forward", ["network"]), ("kernel.shmmax", ["ipc"]), ("fs.mqueue.msg_max", ["ipc"]),
+    ("kernel.domainname", ["uts"])])
+def test_namespaced_sysctls_pass(good, key, namespaces):
+    cfg, bundle = good
+    cfg["linux"]["namespaces"] = [{"type": t} for t in dict.fromkeys(["mount", "pid", "uts", *namespaces])]
+    cfg["linux"]["sysctl"] = {key: "1"}
+    spec.validate(cfg, bundle)
+
+
+@pytest.mark.parametrize("key,namespaces,words", [
+    ("kernel.panic", ["network", "ipc", "uts"], "not in a separate kernel namespace"),
+    ("vm.swappiness", ["network", "ipc", "uts"], "not in a separate kernel namespace"),
+    ("net.ipv4.ip_forward", ["ipc"], "host's network namespace"),
+    ("kernel.shmmax", ["network"], "host's ipc namespace"),
+    ("kernel.hostname", ["uts"], "hostname"),
+    ("net.ipv4..x", ["network"], "invalid sysctl name"),
+    ("net/../../kernel/panic", ["network"], "invalid sysctl name")])
+def test_sysctls_outside_the_containers_namespaces_are_refused(key, namespaces, words):
+    with pytest.raises(RuntimeFailure, match=words):
+        spec.validate_sysctls({key: "1"}, {t: {"type": t} for t in namespaces})
+
+
+def test_sysctl_with_the_hosts_own_network_namespace_by_path_is_refused():
+    with pytest.raises(RuntimeFailure, match="host's network namespace"):
+        spec.validate_sysctls({"net.ipv4.ip_forward": "1"},
+                              {"network": {"type": "network", "path": "/proc/self/ns/net"}})
