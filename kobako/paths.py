@@ -1,6 +1,8 @@
 """Where kobako keeps things: the data root (images, layers, containers, volumes) and
 the run root (state that dies with a reboot). Root uses /var/lib/kobako and
-/run/kobako; KOBAKO_ROOT / KOBAKO_RUN override both (tests use private roots)."""
+/run/kobako, a user XDG paths; the configuration file's [storage] root and run_root
+override those, KOBAKO_ROOT / KOBAKO_RUN (and the --root / --runroot flags, which set
+them) override everything (tests use private roots)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ def data_root() -> str:
     env = os.environ.get("KOBAKO_ROOT")
     if env:
         return env
+    from kobako import config
+    configured = config.get().get("storage", "root")
+    if configured:
+        return configured
     if os.geteuid() == 0:
         return "/var/lib/kobako"
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
@@ -20,6 +26,16 @@ def data_root() -> str:
 
 
 def run_root() -> str:
+    env = os.environ.get("KOBAKO_RUN")
+    if env:
+        return env
+    from kobako import config
+    return config.get().get("storage", "run_root") or builtin_run_root()
+
+
+def builtin_run_root() -> str:
+    """The run root the configuration file cannot move (its own cache lives there):
+    KOBAKO_RUN, else /run/kobako for root, the XDG runtime directory for a user."""
     env = os.environ.get("KOBAKO_RUN")
     if env:
         return env

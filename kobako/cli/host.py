@@ -179,6 +179,7 @@ def _version_doc() -> dict:
 
 
 def info(e: Engine, args) -> int:
+    from kobako import config
     from kobako.linux.namespaces import in_user_namespace
     from kobako.runtime import cgroups
     recs = e.containers.all()
@@ -197,6 +198,7 @@ def info(e: Engine, args) -> int:
         "Name": u.nodename, "ServerVersion": __version__, "DefaultRuntime": "kobako-runtime",
         "SecurityOptions": ["name=seccomp,profile=builtin"]
         + (["name=rootless"] if in_user_namespace() else []),
+        "ConfigFiles": ", ".join(config.get().files) or "none",
     }
     if args.format:
         formatted(args.format, [doc])

@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.help:
             sys.stdout.write(parser.help_text(cmd))
             return 0
+        from kobako import config  # first: a bad file stops the command before anything is made
+        config.apply_proxy(config.get())
         if os.geteuid() and name not in NO_ENGINE:  # a user: into the user's own namespace (rootless)
             from kobako.engine import rootless
             rootless.enter()

@@ -788,13 +788,13 @@ def check_default_subnet(h: Host) -> Result:
     # the network layer's own allocator and pool (network/ipam.py), against the host's routes
     from kobako.network import ipam
     try:
-        cand = ipam.pick_subnet(ipam.DEFAULT_POOLS, [], routes)
+        cand = ipam.pick_subnet(ipam.configured_pools(), [], routes)
     except ipam.IPAMError:
-        pools = ", ".join(p.describe() for p in ipam.DEFAULT_POOLS)
+        pools = ", ".join(p.describe() for p in ipam.configured_pools())
         return Result("default-subnet", FAIL, f"every subnet of kobako's address pool ({pools}) overlaps a "
                       "host route",
                       "free one: remove a route from `ip route` that covers a subnet of the pool")
-    first = ipam.pick_subnet(ipam.DEFAULT_POOLS, [], [])
+    first = ipam.pick_subnet(ipam.configured_pools(), [], [])
     skipped = f"; {first} and others before it are taken by host routes" if cand != first else ""
     return Result("default-subnet", OK, f"the default network will get {cand}{skipped}")
 

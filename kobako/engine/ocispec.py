@@ -54,6 +54,7 @@ class RunOptions:
         self.privileged = False
         self.cap_add: list[str] = []
         self.cap_drop: list[str] = []
+        self.default_caps: list[str] | None = None  # the configuration's set; None: Docker's
         self.no_new_privileges = False
         self.seccomp: str | None = None  # None: the runtime's default for the engine; "unconfined"; a file
         self.host_ns: set[str] = set()  # pid, ipc, uts, cgroup shared with the host
@@ -125,9 +126,11 @@ def host_caps() -> list[str]:
 
 
 def capabilities(opts: RunOptions) -> list[str]:
-    """Docker's rules: the default set (or all with --privileged), --cap-drop then --cap-add; ALL works."""
+    """Docker's rules: the default set (the configuration's, or Docker's; all with --privileged),
+    --cap-drop then --cap-add; ALL works."""
     everything = host_caps()
-    caps = list(everything) if opts.privileged else list(DOCKER_CAPS)
+    caps = list(everything) if opts.privileged else list(
+        DOCKER_CAPS if opts.default_caps is None else opts.default_caps)
     drops = [cap_name(c) for c in opts.cap_drop]
     adds = [cap_name(c) for c in opts.cap_add]
     if "CAP_ALL" in drops:

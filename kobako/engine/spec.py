@@ -71,6 +71,24 @@ LOG_DRIVERS = {"json-file": ("max-size", "max-file", "compress", "labels", "env"
 RUNTIMES = ("runc", "kobako", "kobako-runtime", "io.containerd.runc.v2")  # all mean kobako's own
 
 
+def _log_config(driver: str, opts: dict) -> tuple[str, dict]:
+    """The configuration's [log] driver when the container names none, and its options under
+    the container's own when the driver is the configured one (dockerd's daemon log-opts)."""
+    from kobako import config
+    cfg = config.get()
+    default = cfg.get("log", "driver") or "json-file"
+    if default not in LOG_DRIVERS:
+        raise cfg.error("log", "driver", f"no log driver named '{default}' (one of {', '.join(LOG_DRIVERS)})")
+    driver = driver or default
+    if driver == default:
+        given = cfg.get("log", "options") or {}
+        for k in given:
+            if k not in LOG_DRIVERS[default]:
+                raise cfg.error("log", "options", f"unknown log opt '{k}' for {default} log driver")
+        opts = {**given, **opts}
+    return driver, opts
+
+
 def _kind_ok(kind: str, v: object) -> bool:
     if kind == _S:
         return isinstance(v, str)
@@ -185,12 +203,12 @@ class ContainerSpec:
         if c["Domainname"]:
             raise InvalidArgument("--domainname is not supported yet")
         lc = h["LogConfig"] or {}
-        driver = lc.get("Type") or "json-file"
-        if driver not in LOG_DRIVERS:
-            raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
         opts = lc.get("Config") or {}
         if not isinstance(opts, dict) or not all(isinstance(v, str) for v in opts.values()):
             raise InvalidArgument("invalid HostConfig.LogConfig.Config: expected a map of strings")
+        driver, opts = _log_config(lc.get("Type") or "", opts)
+        if driver not in LOG_DRIVERS:
+            raise InvalidArgument(f"logger: no log driver named '{driver}' is registered")
         for k, v in opts.items():
             if k not in LOG_DRIVERS[driver]:
                 raise InvalidArgument(f"unknown log opt '{k}' for {driver} log driver")
@@ -485,6 +503,20 @@ def _dns(e, opts: ocispec.RunOptions, h: dict) -> None:
         opts.dns.append(d)
     opts.dns_search = list(h["DnsSearch"] or [])
     opts.dns_options = list(h["DnsOptions"] or [])
+    # the configuration's [dns], each where the container sets nothing (as dockerd's --dns)
+    from kobako import config
+    cfg = config.get()
+    if not opts.dns and cfg.get("dns", "servers"):
+        from kobako.network.ipam import IPAMError, _ip
+        for d in cfg.get("dns", "servers"):
+            if ":" not in d:
+                try:
+                    _ip(d)
+                except IPAMError:
+                    raise cfg.error("dns", "servers", f"{d!r} is not an IP address") from None
+        opts.dns = list(cfg.get("dns", "servers"))
+    opts.dns_search = opts.dns_search or list(cfg.get("dns", "search") or [])
+    opts.dns_options = opts.dns_options or list(cfg.get("dns", "options") or [])
 
 
 def _security(e, opts: ocispec.RunOptions, spec: ContainerSpec) -> None:
@@ -493,6 +525,20 @@ def _security(e, opts: ocispec.RunOptions, spec: ContainerSpec) -> None:
     opts.cap_add, opts.cap_drop = list(h["CapAdd"] or []), list(h["CapDrop"] or [])
     for c in opts.cap_add + opts.cap_drop:
         ocispec.cap_name(c)  # an unknown capability is refused now, not at start
+    from kobako import config
+    cfg = config.get()
+    caps = cfg.get("containers", "default_capabilities")
+    if caps is not None:
+        try:
+            opts.default_caps = [ocispec.cap_name(c) for c in caps]
+        except ocispec.OptionError as e:
+            raise cfg.error("containers", "default_capabilities", e.message) from None
+    profile = cfg.get("containers", "seccomp_profile")
+    if profile and not opts.privileged:  # --privileged runs without a filter, as docker's
+        if profile != "unconfined" and not os.path.isfile(profile):
+            raise cfg.error("containers", "seccomp_profile", f"{profile}: no such profile file "
+                            "(a JSON seccomp profile, or \"unconfined\")")
+        opts.seccomp = profile
     for so in h["SecurityOpt"] or []:
         k, eq, v = so.partition("=") if "=" in so else so.partition(":")
         if k == "no-new-privileges":
@@ -563,6 +609,13 @@ def _userns(e, opts: ocispec.RunOptions, mode: str, uidmap: list[str], gidmap: l
 
 
 def _limits(opts: ocispec.RunOptions, h: dict) -> None:
+    from kobako import config
+    cfg = config.get()
+    for u in cfg.get("containers", "default_ulimits") or []:  # first: the container's own replace them
+        try:
+            opts.ulimits.append(ocispec.parse_ulimit(u))
+        except ocispec.OptionError as e:
+            raise cfg.error("containers", "default_ulimits", e.message) from None
     for u in h["Ulimits"] or []:
         if not isinstance(u, dict):
             raise InvalidArgument("invalid HostConfig.Ulimits: objects with Name, Soft and Hard")

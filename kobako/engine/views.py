@@ -576,7 +576,7 @@ def system_info(e) -> dict:
     import threading
     import time
 
-    from kobako import __version__
+    from kobako import __version__, config
     from kobako.image import registries
     from kobako.linux.namespaces import in_user_namespace
     recs = e.containers.all()
@@ -627,7 +627,8 @@ def system_info(e) -> dict:
         "OomKillDisable": oom, "NGoroutines": threading.active_count(),
         "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
         + f".{int(now % 1 * 1e9):09d}{offset[:3]}:{offset[3:]}",
-        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs", "CgroupVersion": version,
+        "LoggingDriver": config.get().get("log", "driver") or "json-file", "CgroupDriver": "cgroupfs",
+        "CgroupVersion": version,
         "NEventsListener": 0, "KernelVersion": u.release,
         "OperatingSystem": osr.get("PRETTY_NAME", "Linux"), "OSVersion": osr.get("VERSION_ID", ""),
         "OSType": "linux", "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
@@ -654,6 +655,8 @@ def system_info(e) -> dict:
         "SecurityOptions": ["name=seccomp,profile=default"] + (["name=cgroupns"] if version == "2" else [])
         + (["name=rootless"] if in_user_namespace() else []),
         "Warnings": None,
+        # kobako's own (podman's info has the like): the configuration files in force, in order
+        "ConfigFiles": list(config.get().files),
         "ProductLicense": f"kobako {__version__} on Python {platform.python_version()}",
     }
 

@@ -94,6 +94,17 @@ def _check_component(c: str, whole: str) -> None:
         prev = ch
 
 
+def short_name_domain() -> str:
+    """Where a name without a registry (`busybox`, `me/app`) is looked up: the first entry of
+    the configuration's [registries] search, else docker.io."""
+    from kobako import config
+    search = config.get().get("registries", "search")
+    if not search:
+        return DEFAULT_DOMAIN
+    from kobako.image.registries import normalize
+    return normalize(search[0])
+
+
 def parse(s: str, default_tag: str | None = "latest") -> Reference:
     """Parse and normalise; a bare name gets `default_tag` unless it has a digest."""
     whole = s
@@ -118,7 +129,7 @@ def parse(s: str, default_tag: str | None = "latest") -> Reference:
         if not set(domain) <= _HOST or domain.startswith(("-", ".")) or domain.endswith((".", ":")):
             raise InvalidReference(f"invalid registry host in {whole!r}")
     else:
-        domain = DEFAULT_DOMAIN
+        domain = short_name_domain()
     if domain in LEGACY_DOMAINS:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and len(parts) == 1:

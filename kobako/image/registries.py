@@ -1,7 +1,16 @@
-"""Registry configuration: which registries may be reached without TLS checks and which
-mirrors to try first for pulls.
+"""Registry configuration: which registries may be reached without TLS checks, which
+mirrors to try first for pulls, which are blocked, and where short names are looked up.
 
-The file is `$KOBAKO_REGISTRIES` if set, else /etc/kobako/registries.json:
+The [registries] section of the configuration file (kobako/config.py):
+
+    [registries]
+    insecure = ["myreg:5000", "10.0.0.0/8"]
+    mirrors = { "docker.io" = ["http://127.0.0.1:5001", "https://mirror.example"] }
+    blocked = ["evil.example.com"]
+    search = ["quay.io"]
+
+The older JSON file is still read when present, and its entries are added after the
+TOML's: `$KOBAKO_REGISTRIES` if set, else /etc/kobako/registries.json:
 
     {"insecure": ["myreg:5000", "10.0.0.0/8"],
      "mirrors": {"docker.io": ["http://127.0.0.1:5001", "https://mirror.example"]}}
@@ -49,42 +58,74 @@ def split_host(domain: str) -> tuple[str, str | None]:
     return domain, None
 
 
-def _bad(msg: str) -> Exception:
+def _bad(where: str, msg: str) -> Exception:
     # Imported here: registry.py imports this module at its top.
     from kobako.image.registry import RegistryError
-    return RegistryError(f"registries config {path()}: {msg}")
+    return RegistryError(f"{where}: {msg}")
+
+
+def config_file() -> str:
+    """The file a user should edit to change the registry settings (named in hints)."""
+    from kobako import config
+    files = config.get().files
+    return files[-1] if files else (os.environ.get("KOBAKO_CONFIG_FILE") or config.SYSTEM_FILE)
 
 
 def load() -> dict:
-    """The parsed file as {"insecure": [str], "mirrors": {domain: [url]}}; defaults when absent."""
+    """{"insecure": [str], "mirrors": {domain: [url]}, "blocked": [domain], "search": [domain]}:
+    the configuration file's [registries], then the JSON file's entries; defaults when neither
+    says anything."""
+    from kobako import config
+    cfg = config.get()
+    where = cfg.origins.get("registries.insecure") or cfg.origins.get("registries.mirrors") or "configuration"
+    out = _checked(cfg.get("registries", "insecure") or [], cfg.get("registries", "mirrors") or {},
+                   lambda m: _bad(f"{where}: [registries]", m))
+    out["blocked"] = [normalize(d) for d in cfg.get("registries", "blocked") or []]
+    out["search"] = [normalize(d) for d in cfg.get("registries", "search") or []]
+    old = _load_json()
+    if old is not None:
+        out["insecure"] += old["insecure"]
+        for k, v in old["mirrors"].items():
+            out["mirrors"].setdefault(k, []).extend(v)
+    return out
+
+
+def _load_json() -> dict | None:
+    """The older registries.json, checked; None when it does not exist."""
     p = path()
+    where = f"registries config {p}"
     try:
         with open(p, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return {"insecure": [], "mirrors": {}}
+        return None
     except OSError as e:
-        raise _bad(f"cannot read it: {e.strerror or e}") from None
+        raise _bad(where, f"cannot read it: {e.strerror or e}") from None
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
-        raise _bad(f"not valid JSON: {e}") from None
+        raise _bad(where, f"not valid JSON: {e}") from None
     if not isinstance(doc, dict):
-        raise _bad("expected a JSON object with \"insecure\" and \"mirrors\"")
+        raise _bad(where, "expected a JSON object with \"insecure\" and \"mirrors\"")
     insecure = doc.get("insecure", [])
     if not isinstance(insecure, list) or not all(isinstance(x, str) and x for x in insecure):
-        raise _bad("\"insecure\" must be a list of registry hosts, e.g. [\"myreg:5000\"]")
+        raise _bad(where, "\"insecure\" must be a list of registry hosts, e.g. [\"myreg:5000\"]")
     mirrors = doc.get("mirrors", {})
     if not isinstance(mirrors, dict):
-        raise _bad("\"mirrors\" must map a registry to a list of URLs, "
+        raise _bad(where, "\"mirrors\" must map a registry to a list of URLs, "
                    "e.g. {\"docker.io\": [\"http://127.0.0.1:5001\"]}")
+    return _checked(insecure, mirrors, lambda m: _bad(where, m))
+
+
+def _checked(insecure: list, mirrors: dict, bad) -> dict:
+    """The insecure entries and mirrors normalized, each checked (`bad(msg)` makes the error)."""
     out: dict[str, list[str]] = {}
     for k, v in mirrors.items():
         if not isinstance(v, list) or not all(isinstance(u, str) and u for u in v):
-            raise _bad(f"mirrors for {k!r} must be a list of URLs")
+            raise bad(f"mirrors for {k!r} must be a list of URLs")
         for u in v:
             if "://" in u and not u.startswith(("http://", "https://")):
-                raise _bad(f"mirror {u!r} for {k!r}: only http:// and https:// URLs are supported")
+                raise bad(f"mirror {u!r} for {k!r}: only http:// and https:// URLs are supported")
         out.setdefault(normalize(k), []).extend(v)
     entries = []
     for x in insecure:
@@ -92,11 +133,18 @@ def load() -> dict:
             try:
                 ipaddress.ip_network(x.strip(), strict=False)
             except ValueError:
-                raise _bad(f"insecure entry {x!r} is neither a host[:port] nor a CIDR range") from None
+                raise bad(f"insecure entry {x!r} is neither a host[:port] nor a CIDR range") from None
             entries.append(x.strip())
         else:
             entries.append(normalize(x))
     return {"insecure": entries, "mirrors": out}
+
+
+def is_blocked(domain: str) -> bool:
+    """Is `domain` listed under [registries] blocked (no request may go to it)?"""
+    domain = normalize(domain)
+    blocked = load()["blocked"]
+    return bool(blocked) and (domain in blocked or split_host(domain)[0] in blocked)
 
 
 def is_loopback(host: str) -> bool:

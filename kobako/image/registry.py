@@ -182,10 +182,10 @@ def _network_error(name: str, e: BaseException, timeout: float) -> RegistryError
         msg = f"no answer within {timeout:g}s (is the registry reachable?)"
     elif isinstance(e, ssl.SSLCertVerificationError):
         msg = (f"TLS certificate not trusted ({e.verify_message}); to use it anyway, list the registry "
-               f"under \"insecure\" in {registries.path()}")
+               f"in [registries] insecure of {registries.config_file()}")
     elif isinstance(e, ssl.SSLError):
         msg = (f"TLS handshake failed ({e.reason or e}); if the registry speaks plain HTTP, list it "
-               f"under \"insecure\" in {registries.path()}")
+               f"in [registries] insecure of {registries.config_file()}")
     elif isinstance(e, ConnectionError):
         msg = f"connection lost ({e.strerror or str(e) or type(e).__name__})"
     else:
@@ -224,6 +224,9 @@ class Client:
     def __init__(self, domain: str, insecure: bool | None = None,
                  credentials: tuple[str, str] | None = None, timeout: float = 30.0) -> None:
         self.domain = registries.normalize(domain)
+        if registries.is_blocked(self.domain):
+            raise RegistryError(f"registry {self.domain} is blocked in [registries] blocked of "
+                                f"{registries.config_file()}")
         self.timeout = timeout
         host = DOCKER_HUB if self.domain == "docker.io" else self.domain
         if insecure is None and registries.is_loopback(registries.split_host(self.domain)[0]):

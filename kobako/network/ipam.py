@@ -177,6 +177,20 @@ DEFAULT_POOLS: tuple[AddressPool, ...] = (
 )
 
 
+def configured_pools() -> tuple[AddressPool, ...]:
+    """The configuration file's [network] default_address_pools, else DEFAULT_POOLS. A pool
+    there that is not one (a bad CIDR, a size out of range) is the file's error."""
+    from kobako import config
+    cfg = config.get()
+    given = cfg.get("network", "default_address_pools")
+    if not given:
+        return DEFAULT_POOLS
+    try:
+        return tuple(AddressPool(p["base"], p["size"]) for p in given)
+    except IPAMError as e:
+        raise cfg.error("network", "default_address_pools", str(e)) from None
+
+
 def pick_subnet(pools: tuple[AddressPool, ...] | list[AddressPool], networks: list[dict],
                 routes: list[str]) -> str:
     """The first subnet of `pools`, in their order, that shares no address with another
@@ -366,8 +380,8 @@ def file_name(network: str) -> str:
 class IPAM:
     """`pools`: where a network created without a subnet gets one (pick_subnet)."""
 
-    def __init__(self, root: str, pools: tuple[AddressPool, ...] = DEFAULT_POOLS) -> None:
-        self.pools = pools
+    def __init__(self, root: str, pools: tuple[AddressPool, ...] | None = None) -> None:
+        self.pools = configured_pools() if pools is None else pools
         self.dir = os.path.join(root, "networks", "ipam")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
 

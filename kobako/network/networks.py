@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from kobako import errors
-from kobako.network.ipam import DEFAULT_POOLS, IPAM, AddressPool, IPAMError, file_name
+from kobako.network.ipam import IPAM, AddressPool, IPAMError, file_name
 
 DEFAULT = "bridge"
 MODES = ("host", "none")
@@ -66,8 +66,9 @@ def _now() -> str:
 
 
 class NetworkStore:
-    def __init__(self, root: str, run_root: str, pools: tuple[AddressPool, ...] = DEFAULT_POOLS) -> None:
-        """`pools`: where networks without a subnet get one, the default network first."""
+    def __init__(self, root: str, run_root: str, pools: tuple[AddressPool, ...] | None = None) -> None:
+        """`pools`: where networks without a subnet get one, the default network first (None:
+        the configuration's, else kobako's own)."""
         self.root, self.run_root = root, run_root
         self.ipam = IPAM(root, pools)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "kobako"
 
 # Higher numbers sit higher; a module may import its own layer and anything lower.
-RANK = {"errors": 0, "paths": 0, "steps": 0, "linux": 1, "runtime": 2, "storage": 3, "network": 3, "image": 4,
-        "engine": 5, "api": 6, "cli": 7}
+RANK = {"errors": 0, "config": 0, "paths": 0, "steps": 0, "linux": 1, "runtime": 2, "storage": 3,
+        "network": 3, "image": 4, "engine": 5, "api": 6, "cli": 7}
 # The CLI starts the API service (`kobako system service`); the API never uses the CLI.
 # image uses storage (layers are unpacked into snapshots); network and storage never meet.
 FORBIDDEN = {("network", "storage"), ("storage", "network"), ("network", "image"), ("storage", "image")}

@@ -181,7 +181,7 @@ def write_config(tmp_path, doc) -> None:
 
 
 def test_defaults_without_a_file():
-    assert registries.load() == {"insecure": [], "mirrors": {}}
+    assert registries.load() == {"insecure": [], "mirrors": {}, "blocked": [], "search": []}
     for d in ("localhost", "localhost:5000", "127.0.0.1:5000", "127.9.8.7", "[::1]:5000", "::1"):
         assert registries.is_insecure(d), d
     for d in ("docker.io", "quay.io", "10.0.0.1:5000", "example.com:443"):
