@@ -42,7 +42,8 @@ async def remove(req: Request) -> None:
     from kobako.image.gc import remove_image
     e = engine()
     _img(e, req.params["name"])
-    lines = await blocking(lambda: remove_image(e, req.params["name"], force=req.flag("force")))
+    lines = await blocking(lambda: remove_image(e, req.params["name"], force=req.flag("force"),
+                                                          prune=not req.flag("noprune")))
     out = []
     for ln in lines or []:
         k, _, v = str(ln).partition(": ")

@@ -9,6 +9,16 @@ from kobako.engine.views import ago, parse_time  # noqa: F401 - re-exported for 
 from kobako.image.reference import familiar  # noqa: F401 - re-exported for the CLI
 
 
+def confirmed(force: bool, warning: str) -> bool:
+    """docker's prune prompt: without -f, the WARNING and a [y/N] answer read from stdin (an
+    empty answer or end of input is no)."""
+    if force:
+        return True
+    sys.stdout.write(f"WARNING! {warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":

@@ -149,7 +149,7 @@ def test_a_volume_a_container_record_uses_is_kept(k: VKobako):
 
 
 def test_prune_output_and_what_it_removes(k: VKobako):
-    assert k("volume", "prune").stdout == "Total reclaimed space: 0B\n"
+    assert k("volume", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
     anon = k("volume", "create").stdout.strip()
     k("volume", "create", "named")
     k("volume", "create", "--label", "keep=yes", "kept")
