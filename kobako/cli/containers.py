@@ -736,8 +736,8 @@ COMMANDS = {
                     min_args=1), top),
     "cp": (Command("cp", "CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
                    "Copy files between a container (running or not) and the host", [
-                       opt("-a --archive", "archive", help="keep the files' owners (default: the destination's "
-                           "user: the container's root, or you)"),
+                       opt("-a --archive", "archive",
+                           help="keep the files' owners (default: the container's root, or you)"),
                        opt("-L --follow-link", "follow", help="always follow a symlink in SRC_PATH")],
                    min_args=2, max_args=2), cp),
     "rename": (Command("rename", "CONTAINER NEW_NAME", "Rename a container", min_args=2, max_args=2), rename),

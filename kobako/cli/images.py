@@ -325,7 +325,8 @@ COMMANDS = {
                     min_args=2, max_args=2), tag),
     "rmi": (Command("rmi", "[OPTIONS] IMAGE [IMAGE...]", "Remove one or more images", [
         opt("-f --force", "force", help="remove even if containers use it / it has several names"),
-        opt("--no-prune", "no_prune", help="keep the untagged parents (commit/build bases)")], min_args=1), rmi),
+        opt("--no-prune", "no_prune", help="keep the untagged parents (commit/build bases)")],
+        min_args=1), rmi),
     "image prune": (Command("image prune", "[OPTIONS]", "Remove unused images", [
         opt("-a --all", "all", help="remove all images no container uses, not just untagged ones"),
         opt("-f --force", "force", help="do not prompt for confirmation"),
@@ -335,7 +336,8 @@ COMMANDS = {
         opt("--no-trunc", "no_trunc", help="do not truncate output"),
         opt("-q --quiet", "quiet", help="only show image IDs"),
         opt("-H --human", "human", "bool", True,
-            "human-readable sizes and dates (default true; -H=false: bytes and RFC 3339)")], min_args=1, max_args=1),
+            "human-readable sizes and dates (default true; -H=false: bytes and RFC 3339)")],
+        min_args=1, max_args=1),
                 history),
     "save": (Command("save", "[OPTIONS] IMAGE [IMAGE...]", "Save images to a tar archive (stdout by default)",
                      [opt("-o --output", "output", "str", None, "write to a file instead of stdout"),

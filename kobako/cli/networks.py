@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 from kobako import errors
-
 from kobako.cli.output import confirmed, formatted, print_docs, table
 from kobako.cli.parser import Command, opt, pairs
 from kobako.engine import networks

@@ -157,10 +157,10 @@ def test_prune_output_and_what_it_removes(k: VKobako):
     (mp / "f").write_bytes(b"x" * 1500)
     assert k("volume", "prune", "-f").stdout == f"Deleted Volumes:\n{anon}\n\nTotal reclaimed space: 1.5kB\n"
     assert not mp.exists()
-    assert k("volume", "prune", "-a", "--filter", "label!=keep").stdout == \
+    assert k("volume", "prune", "-f", "-a", "--filter", "label!=keep").stdout == \
         "Deleted Volumes:\nnamed\n\nTotal reclaimed space: 0B\n"
     assert k("volume", "ls", "-q").stdout == "kept\n"
-    assert k("volume", "prune", "--filter", "all=true", "--filter", "label=keep=yes").stdout.startswith(
+    assert k("volume", "prune", "-f", "--filter", "all=true", "--filter", "label=keep=yes").stdout.startswith(
         "Deleted Volumes:\nkept\n")
     assert k.volumes_dir() == [".lock"]
 
