@@ -352,7 +352,7 @@ COMMANDS = {
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
                            opt("-q --quiet", "quiet", help="print nothing but the image ID"),
-                           opt("--platform", "platform", "str", None, "this host's os/arch (others are refused)"),
+                           opt("--platform", "platform", "str", None, "this host's os/arch (others refused)"),
                            TRACE], min_args=1, max_args=2), import_),
     "login": (Command("login", "[OPTIONS] [SERVER]", "Log in to a registry", [
         opt("-u --username", "username", "str", None, "username"),
