@@ -25,27 +25,37 @@ TLS = opt("--tls-verify", "tls_verify", "str", None, "false: allow plain HTTP an
 
 
 def pull(e: Engine, args) -> int:
+    from kobako.cli.output import PullView
     from kobako.image import manifest as mf
     from kobako.image.pull import pull as do_pull
     ref = reference.parse(args.args[0])
     platform = mf.parse_platform(args.platform) if args.platform else None
-    quiet = args.quiet
-    bar = Progress(not quiet)
-    if not quiet:
-        print(f"Pulling {familiar(str(ref))}")
+    view = PullView(sys.stdout, not args.quiet)
+    view.line(f"{ref.locator}: Pulling from {ref.path}")
+    before = _image_id(e, str(ref))
     from kobako.image.gc import undo_on_failure
     try:
         with undo_on_failure(e):
-            rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=bar)
+            rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=view.progress,
+                          status=view.status)
     finally:
-        bar.close()
+        view.close()
     from kobako.engine.events import emit
     emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
-    if quiet:
-        print(rec["id"])
-    else:
-        print(f"Digest: {rec['manifest']['digest']}\nStatus: downloaded {familiar(str(ref))}\n{rec['id']}")
+    view.line(f"Digest: {rec['manifest']['digest']}")
+    news = "Downloaded newer image" if view.fetched or before != rec["id"] else "Image is up to date"
+    view.line(f"Status: {news} for {familiar(str(ref))}")
+    print(str(ref))  # docker's last line, and all that -q prints
     return 0
+
+
+def _image_id(e: Engine, name: str) -> str | None:
+    """The ID NAME names now, if any (to tell a pull that changed nothing)."""
+    from kobako.errors import NotFound
+    try:
+        return e.images.resolve(name)["id"]
+    except NotFound:
+        return None
 
 
 def push(e: Engine, args) -> int:
