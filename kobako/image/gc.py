@@ -159,6 +159,13 @@ def remove_image(e, name: str, force: bool = False, prune: bool = True) -> list[
     elif len(names) > 1 and not force:
         raise ImageError(f"conflict: unable to delete {rec['id'][7:19]} (must be forced) - image is "
                          f"referenced in multiple repositories")
+    if any(r.get("parent") == rec["id"] for r in store.all()):  # dockerd: a parent stays, untagged
+        if by_id:
+            raise ImageError(f"conflict: unable to delete {rec['id'][7:19]} (cannot be forced) - image "
+                             "has dependent child images")
+        full = str(reference.parse(name))
+        store.untag(rec["id"], full)
+        return [f"Untagged: {familiar(full)}"]
     used = users(e, rec["id"])
     if used and not force:
         c = used[0]
