@@ -42,7 +42,8 @@ async def remove(req: Request) -> None:
     from kobako.image.gc import remove_image
     e = engine()
     _img(e, req.params["name"])
-    lines = await blocking(lambda: remove_image(e, req.params["name"], force=req.flag("force")))
+    lines = await blocking(lambda: remove_image(e, req.params["name"], force=req.flag("force"),
+                                                          prune=not req.flag("noprune")))
     out = []
     for ln in lines or []:
         k, _, v = str(ln).partition(": ")
@@ -179,18 +180,50 @@ async def pull(req: Request) -> None:
         mf.parse_platform(platform)
     from kobako.image import reference
     reference.parse(name)
+    ref = reference.parse(name)
     await req.stream_start(200, "application/json")
-    await req.chunk(json.dumps({"status": f"Pulling from {name}"}).encode() + b"\r\n")
+    await req.chunk(json.dumps({"status": f"Pulling from {ref.path}", "id": ref.locator}).encode() + b"\r\n")
 
     creds = registry_auth(req)
+    import asyncio
+    loop = asyncio.get_running_loop()
+    msgs: asyncio.Queue = asyncio.Queue()
+    pulling: set[str] = set()  # layers fetched by this pull (their bytes are reported)
+
+    def status(digest: str, text: str) -> None:  # dockerd's per-layer messages, from the threads
+        short = digest.split(":")[-1][:12]
+        if text == "Pulling fs layer":
+            pulling.add(short)
+        loop.call_soon_threadsafe(msgs.put_nowait, {"status": text, "progressDetail": {}, "id": short})
+
+    def progress(digest: str, done: int, total: int | None) -> None:
+        short = digest.split(":")[-1][:12]
+        if short in pulling:
+            loop.call_soon_threadsafe(msgs.put_nowait, {"status": "Downloading", "id": short,
+                                                        "progressDetail": {"current": done, "total": total}})
+
+    eng = engine()
+    try:
+        before = eng.images.resolve(str(ref))["id"]
+    except Exception:  # noqa: BLE001 - not there yet
+        before = None
 
     def go() -> dict:
         from kobako.engine.images import pull as engine_pull
-        return engine_pull(engine(), name, platform, credentials=creds)
+        return engine_pull(eng, name, platform, credentials=creds, status=status, progress=progress)
     try:
-        rec = await blocking(go)
-        await req.chunk(json.dumps({"status": f"Digest: {rec.get('digest', rec['id'])}"}).encode() + b"\r\n")
-        done = {"status": f"Status: Downloaded newer image for {reference.familiar(name)}"}
+        job = asyncio.ensure_future(blocking(go))
+        while not (job.done() and msgs.empty()):
+            getter = asyncio.ensure_future(msgs.get())
+            await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                await req.chunk(json.dumps(getter.result()).encode() + b"\r\n")
+            else:
+                getter.cancel()
+        rec = job.result()
+        await req.chunk(json.dumps({"status": f"Digest: {rec['manifest']['digest']}"}).encode() + b"\r\n")
+        news = "Downloaded newer image" if pulling or before != rec["id"] else "Image is up to date"
+        done = {"status": f"Status: {news} for {reference.familiar(name)}"}
         await req.chunk(json.dumps(done).encode() + b"\r\n")
     except Exception as e:  # noqa: BLE001 - a pull error travels in the stream, as dockerd sends it
         from kobako.errors import describe

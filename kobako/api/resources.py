@@ -119,7 +119,8 @@ async def archive_put(req: Request) -> None:
     if not path:
         raise ApiError(400, "Bad parameter: path cannot be empty")
     req.body_file.seek(0)
-    await blocking(lambda: copy.to_container(e, rec, "", path, tar_in=req.body_file))
+    await blocking(lambda: copy.to_container(e, rec, "", path, tar_in=req.body_file,
+                                             archive=req.flag("copyUIDGID")))
     await req.send(200)
 
 

@@ -16,7 +16,8 @@ def cmd(e: Engine, args) -> int:
     rec = e.containers.resolve(args.args[0])
     if e.state(rec) != "running":
         raise ContainerConflict(f"cannot attach to container {rec['name']}: it is not running")
-    return attach(e, rec, stdin=not args.no_stdin, keys=parse_detach_keys(args.detach_keys))
+    return attach(e, rec, stdin=not args.no_stdin, keys=parse_detach_keys(args.detach_keys),
+                  sig_proxy=args.sig_proxy)
 
 
 def attach_started(e: Engine, rec: dict, stdin: bool) -> int:
@@ -26,7 +27,26 @@ def attach_started(e: Engine, rec: dict, stdin: bool) -> int:
     return attach(e, rec, stdin=stdin, keys=parse_detach_keys(None), conn=(r, s))
 
 
-def attach(e: Engine, rec: dict, stdin: bool, keys: bytes, conn=None) -> int:
+# what docker's ForwardAllSignals passes on; job control and terminal signals stay ours
+PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+
+
+def _proxy_signals(e: Engine, rec: dict) -> dict:
+    """--sig-proxy (docker's default): a signal this process gets goes to the container's
+    init instead; returns the handlers it replaced."""
+    import signal
+
+    def forward(signum, frame) -> None:
+        from kobako.errors import KobakoError
+        try:
+            e.kill(rec, str(int(signum)), user_stop=False)
+        except KobakoError:
+            pass  # it exited meanwhile: its end ends the attach too
+
+    return {s: signal.signal(getattr(signal, s), forward) for s in PROXIED}
+
+
+def attach(e: Engine, rec: dict, stdin: bool, keys: bytes, conn=None, sig_proxy: bool = False) -> int:
     from kobako.engine import monitor
     if conn is not None:
         r, s = conn
@@ -48,12 +68,17 @@ def attach(e: Engine, rec: dict, stdin: bool, keys: bytes, conn=None) -> int:
         ttymod.setraw(0)
         _resize(e, rec)
     detached = False
+    # with a tty, ^C reaches it as a byte; docker proxies signals only without one
+    replaced = _proxy_signals(e, rec) if sig_proxy and not tty else {}
     try:
         try:
             detached = _relay(s, stdin, tty, keys if term else b"", first)
         except (ConnectionResetError, BrokenPipeError):
             pass  # the container ended while we were still sending it input
     finally:
+        import signal
+        for name, old in replaced.items():
+            signal.signal(getattr(signal, name), old)
         if saved is not None:
             import termios
             termios.tcsetattr(0, termios.TCSADRAIN, saved)

@@ -426,7 +426,9 @@ def _read_file(path: str, context: str | None) -> str:
 
 
 def builder_prune(e: Engine, args) -> int:
-    from kobako.cli.output import human_size
+    from kobako.cli.output import confirmed, human_size
+    if not confirmed(args.force, "This will remove all build cache."):
+        return 0
     from kobako.engine.build import prune
     freed = prune(e)
     print(f"Total reclaimed space: {human_size(freed)}")
@@ -458,7 +460,7 @@ COMMANDS = {
         opt("--force-rm", "force_rm", help="always remove RUN steps' containers, even with --rm=false"),
     ], min_args=1, max_args=1), build),
     "builder prune": (Command("builder prune", "[OPTIONS]", "Remove the build cache", [
-        opt("-a --all", "all", help="remove all build cache (kobako's is one kind)"),
+        opt("-a --all", "all", help="all build cache: kobako's prune always removes all of it"),
         opt("-f --force", "force", help="do not prompt for confirmation"),
     ], max_args=0), builder_prune),
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kobako.cli.output import ago, familiar, formatted, print_docs, table
+from kobako.cli.output import ago, confirmed, familiar, formatted, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine import ocispec
 from kobako.engine.lifecycle import Engine
@@ -402,11 +402,24 @@ def rename(e: Engine, args) -> int:
 
 
 def inspect(e: Engine, args) -> int:
+    kind = args.type or ""
+    if kind not in ("", "container", "image"):
+        raise ocispec.OptionError(f'"{kind}" is not a valid value for --type: use container or image')
     docs, errors = [], []
     for ref in args.args:
+        if kind == "image":
+            try:
+                from kobako.engine.views import image_doc
+                docs.append(image_doc(e, e.images.resolve(ref)))
+            except Exception:  # noqa: BLE001 - reported per name, like docker
+                errors.append(f"no such image: {ref}")
+            continue
         try:
             rec = e.containers.resolve(ref)
         except Exception:  # noqa: BLE001 - docker falls back to images
+            if kind == "container":
+                errors.append(f"no such container: {ref}")
+                continue
             try:
                 from kobako.engine.views import image_doc
                 docs.append(image_doc(e, e.images.resolve(ref)))
@@ -491,6 +504,8 @@ def _size(e: Engine, rec: dict) -> str:
 
 
 def container_prune(e: Engine, args) -> int:
+    if not confirmed(args.force, "This will remove all stopped containers."):
+        return 0
     from kobako.cli.output import human_size
     flt: dict[str, list[str]] = {}
     for f in args.filter:
@@ -563,12 +578,20 @@ def cp(e: Engine, args) -> int:
     if sc is not None:
         if dp == "-" and sys.stdout.isatty():
             raise ocispec.OptionError("refusing to write a tar stream to a terminal: redirect stdout")
-        copy.from_container(e, e.containers.resolve(sc), sp, dp, follow=args.follow)
+        copy.from_container(e, e.containers.resolve(sc), sp, dp, follow=args.follow,
+                            archive=args.archive)
     elif sp == "-":  # a tar stream on stdin, extracted into the directory DEST
-        copy.to_container(e, e.containers.resolve(dc), sp, dp, tar_in=sys.stdin.buffer)
+        copy.to_container(e, e.containers.resolve(dc), sp, dp, tar_in=sys.stdin.buffer,
+                          archive=args.archive)
     else:
-        copy.to_container(e, e.containers.resolve(dc), sp, dp, follow=args.follow)
+        copy.to_container(e, e.containers.resolve(dc), sp, dp, follow=args.follow,
+                          archive=args.archive)
     return 0
+
+
+def attach(e: Engine, args) -> int:
+    from kobako.cli.attach import cmd
+    return cmd(e, args)
 
 
 TRACE = opt("--trace", "trace", help="print each primitive step (system call, tool, object, time) to stderr")
@@ -648,8 +671,9 @@ RUN_OPTS = [
     opt("--cpu-period", "cpu_period", "int", None, "CFS period in microseconds"),
     opt("--cpu-quota", "cpu_quota", "int", None, "CFS quota in microseconds"),
     opt("--device-cgroup-rule", "device_cgroup_rule", "list", None, "a device rule, e.g. 'c 7:128 rwm'"),
-    opt("--runtime", "runtime", "str", None, "accepted: runc (kobako's own runtime)"),
-    opt("--isolation", "isolation", "str", None, "accepted: default"),
+    opt("--runtime", "runtime", "str", None,
+        "runc, kobako, kobako-runtime or io.containerd.runc.v2 (all kobako's own runtime)"),
+    opt("--isolation", "isolation", "str", None, "default (the only one on Linux)"),
     opt("--health-cmd", "health_cmd", "str", None, "a command (run by the shell) that checks health"),
     opt("--health-interval", "health_interval", "str", None, "time between checks (default 30s)"),
     opt("--health-timeout", "health_timeout", "str", None, "time a check may take (default 30s)"),
@@ -674,9 +698,10 @@ COMMANDS = {
                        "Attach to a running container's stdio (detach with ctrl-p ctrl-q)", [
                            opt("--no-stdin", "no_stdin", help="do not attach stdin"),
                            opt("--detach-keys", "detach_keys", "str", None, "default ctrl-p,ctrl-q"),
-                           opt("--sig-proxy", "sig_proxy", "bool", True, "accepted")],
-                       min_args=1, max_args=1), lambda e, a: __import__("kobako.cli.attach",
-                                                                        fromlist=["cmd"]).cmd(e, a)),
+                           opt("--sig-proxy", "sig_proxy", "bool", True,
+                               "pass the signals this command gets to the container (default true; "
+                               "not with a tty)")],
+                       min_args=1, max_args=1), attach),
     "stop": (Command("stop", "[OPTIONS] CONTAINER [CONTAINER...]",
                      "Stop containers: the stop signal, then SIGKILL after a grace period", [STOP_T],
                      min_args=1), stop),
@@ -711,7 +736,8 @@ COMMANDS = {
                     min_args=1), top),
     "cp": (Command("cp", "CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
                    "Copy files between a container (running or not) and the host", [
-                       opt("-a --archive", "archive", help="accepted: owners and modes are kept"),
+                       opt("-a --archive", "archive",
+                           help="keep the files' owners (default: the container's root, or you)"),
                        opt("-L --follow-link", "follow", help="always follow a symlink in SRC_PATH")],
                    min_args=2, max_args=2), cp),
     "rename": (Command("rename", "CONTAINER NEW_NAME", "Rename a container", min_args=2, max_args=2), rename),
@@ -742,7 +768,8 @@ COMMANDS = {
                            opt("-a --author", "author", "str", None, "author"),
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
-                           opt("-p --pause", "pause", "bool", True, "accepted for docker compatibility"),
+                           opt("-p --pause", "pause", "bool", True,
+                               "freeze it while committing (default true; --pause=false: do not)"),
                            TRACE], min_args=1, max_args=2), commit),
     "diff": (Command("diff", "CONTAINER", "Show a container's changes to its image's files (A, C, D)",
                      min_args=1, max_args=1), diff),

@@ -179,44 +179,83 @@ def _version_doc() -> dict:
 
 
 def info(e: Engine, args) -> int:
-    from kobako import config
-    from kobako.linux.namespaces import in_user_namespace
-    from kobako.runtime import cgroups
-    recs = e.containers.all()
-    states = [e.state(r) for r in recs]
-    v1, _ = cgroups.mounts()
-    layout = "v1" if v1 else "v2"
-    u = os.uname()
-    doc = {
-        "Containers": len(recs), "ContainersRunning": states.count("running"),
-        "ContainersPaused": states.count("paused"), "ContainersStopped": states.count("exited"),
-        "Images": len(e.images.all()), "Driver": "overlay", "DockerRootDir": e.root,
-        "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if layout == "v2" else "1",
-        "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSType": "linux",
-        "Architecture": u.machine, "NCPU": os.cpu_count(),
-        "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "Name": u.nodename, "ServerVersion": __version__, "DefaultRuntime": "kobako-runtime",
-        "SecurityOptions": ["name=seccomp,profile=builtin"]
-        + (["name=rootless"] if in_user_namespace() else []),
-        "ConfigFiles": ", ".join(config.get().files) or "none",
-    }
-    if args.format:
-        formatted(args.format, [doc])
+    from kobako.engine.views import system_info
+    doc = system_info(e)
+    if args.format:  # docker's: the server's document with ClientInfo beside it
+        formatted(args.format, [{**doc, "ClientInfo": _client_info(doc)}])
         return 0
-    for k, v in doc.items():
-        print(f" {k}: {v}")
+    sys.stdout.write(info_text(doc, _client_info(doc)))
     return 0
 
 
-def _os_name() -> str:
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return "Linux"
+def _client_info(doc: dict) -> dict:
+    return {"Debug": bool(doc.get("Debug")), "Version": __version__, "Context": "default",
+            "Plugins": [], "Warnings": None}
+
+
+def info_text(doc: dict, client: dict) -> str:
+    """`docker info`'s layout (cli/command/system/info.go) for the GET /info document."""
+    out = ["Client:", f" Version:    {client['Version']}", f" Context:    {client['Context']}",
+           f" Debug Mode: {str(client['Debug']).lower()}", "", "Server:"]
+
+    def line(label: str, value: object) -> None:
+        out.append(f" {label}: {value}")
+
+    def items(label: str, values: list | None) -> None:
+        if values:
+            out.append(f" {label}:")
+            out.extend(f"  {v}" for v in values)
+
+    line("Containers", doc["Containers"])
+    out += [f"  Running: {doc['ContainersRunning']}", f"  Paused: {doc['ContainersPaused']}",
+            f"  Stopped: {doc['ContainersStopped']}"]
+    line("Images", doc["Images"])
+    line("Server Version", doc["ServerVersion"])
+    line("Storage Driver", doc["Driver"])
+    out.extend(f"  {k}: {v}" for k, v in doc.get("DriverStatus") or [])
+    line("Logging Driver", doc["LoggingDriver"])
+    line("Cgroup Driver", doc["CgroupDriver"])
+    line("Cgroup Version", doc["CgroupVersion"])
+    out.append(" Plugins:")
+    for kind in ("Volume", "Network", "Authorization", "Log"):
+        if (doc.get("Plugins") or {}).get(kind):
+            out.append(f"  {kind}: {' '.join(doc['Plugins'][kind])}")
+    line("Swarm", doc["Swarm"]["LocalNodeState"])
+    line("Runtimes", " ".join(sorted(doc.get("Runtimes") or {})))
+    line("Default Runtime", doc["DefaultRuntime"])
+    line("Init Binary", doc.get("InitBinary") or "")
+    out.append(" Security Options:")
+    for opt_ in doc.get("SecurityOptions") or []:
+        fields = dict(f.split("=", 1) for f in opt_.split(",") if "=" in f)
+        out.append(f"  {fields.get('name', opt_)}")
+        out.extend(f"   {k.capitalize()}: {v}" for k, v in fields.items() if k != "name")
+    line("Kernel Version", doc["KernelVersion"])
+    line("Operating System", doc["OperatingSystem"])
+    line("OSType", doc["OSType"])
+    line("Architecture", doc["Architecture"])
+    line("CPUs", doc["NCPU"])
+    line("Total Memory", binary_size(doc["MemTotal"]))
+    line("Name", doc["Name"])
+    line("ID", doc["ID"])
+    line("Docker Root Dir", doc["DockerRootDir"])
+    if doc.get("ConfigFiles"):  # kobako's own: the configuration files in force, in order
+        items("Config Files", doc["ConfigFiles"])
+    else:
+        line("Config Files", "none")
+    line("Debug Mode", str(bool(doc.get("Debug"))).lower())
+    for label, key in (("HTTP Proxy", "HttpProxy"), ("HTTPS Proxy", "HttpsProxy"), ("No Proxy", "NoProxy")):
+        if doc.get(key):
+            line(label, doc[key])
+    line("Experimental", str(bool(doc.get("ExperimentalBuild"))).lower())
+    reg = doc.get("RegistryConfig") or {}
+    items("Insecure Registries", list((reg.get("IndexConfigs") and [
+        n for n, c in reg["IndexConfigs"].items() if not c.get("Secure")]) or []) + list(
+        reg.get("InsecureRegistryCIDRs") or []))
+    items("Registry Mirrors", reg.get("Mirrors"))
+    line("Live Restore Enabled", str(bool(doc.get("LiveRestoreEnabled"))).lower())
+    text = "\n".join(out) + "\n"
+    warnings = doc.get("Warnings") or []
+    return text + ("\n" + "\n".join(warnings) + "\n" if warnings else "")
 
 
 def restore(e: Engine, args) -> int:

@@ -7,7 +7,7 @@ import os
 import sys
 
 from kobako.cli.containers import TRACE
-from kobako.cli.output import Progress, ago, familiar, formatted, human_size, print_docs, table
+from kobako.cli.output import Progress, ago, confirmed, familiar, formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt
 from kobako.engine.lifecycle import Engine
 from kobako.image import reference
@@ -25,27 +25,37 @@ TLS = opt("--tls-verify", "tls_verify", "str", None, "false: allow plain HTTP an
 
 
 def pull(e: Engine, args) -> int:
+    from kobako.cli.output import PullView
     from kobako.image import manifest as mf
     from kobako.image.pull import pull as do_pull
     ref = reference.parse(args.args[0])
     platform = mf.parse_platform(args.platform) if args.platform else None
-    quiet = args.quiet
-    bar = Progress(not quiet)
-    if not quiet:
-        print(f"Pulling {familiar(str(ref))}")
+    view = PullView(sys.stdout, not args.quiet)
+    view.line(f"{ref.locator}: Pulling from {ref.path}")
+    before = _image_id(e, str(ref))
     from kobako.image.gc import undo_on_failure
     try:
         with undo_on_failure(e):
-            rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=bar)
+            rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=view.progress,
+                          status=view.status)
     finally:
-        bar.close()
+        view.close()
     from kobako.engine.events import emit
     emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
-    if quiet:
-        print(rec["id"])
-    else:
-        print(f"Digest: {rec['manifest']['digest']}\nStatus: downloaded {familiar(str(ref))}\n{rec['id']}")
+    view.line(f"Digest: {rec['manifest']['digest']}")
+    news = "Downloaded newer image" if view.fetched or before != rec["id"] else "Image is up to date"
+    view.line(f"Status: {news} for {familiar(str(ref))}")
+    print(str(ref))  # docker's last line, and all that -q prints
     return 0
+
+
+def _image_id(e: Engine, name: str) -> str | None:
+    """The ID NAME names now, if any (to tell a pull that changed nothing)."""
+    from kobako.errors import NotFound
+    try:
+        return e.images.resolve(name)["id"]
+    except NotFound:
+        return None
 
 
 def push(e: Engine, args) -> int:
@@ -87,7 +97,11 @@ def _image_rows(e: Engine, args) -> list[dict]:
     counts: dict[str, int] = {}
     for c in e.containers.all():
         counts[c.get("image", "")] = counts.get(c.get("image", ""), 0) + 1
+    # docker hides intermediate images (untagged, another image's parent) unless -a
+    parents = set() if args.all else {r.get("parent") for r in e.images.all()}
     for r, names in engine_images.listing(e, flt):
+        if not names and r["id"] in parents:
+            continue
         base = {"ID": r["id"] if args.no_trunc else r["id"].split(":")[1][:12],
                 "CreatedSince": ago(r["created"]),
                 "CreatedAt": r["created"], "Size": human_size(r.get("size", 0)),
@@ -142,7 +156,7 @@ def rmi(e: Engine, args) -> int:
     rc = 0
     for name in args.args:
         try:
-            for line in remove_image(e, name, force=args.force):
+            for line in remove_image(e, name, force=args.force, prune=not args.no_prune):
                 print(line)
                 if line.startswith(("Untagged: ", "Deleted: ")):
                     from kobako.engine.events import emit
@@ -162,6 +176,9 @@ def prune_lines(entries: list[dict]) -> list[str]:
 
 
 def image_prune(e: Engine, args) -> int:
+    if not confirmed(args.force, "This will remove all images without at least one container associated "
+                     "to them." if args.all else "This will remove all dangling images."):
+        return 0
     from kobako.engine import filters
     from kobako.engine import images as engine_images
     flt = filters.from_args(args.filter, engine_images.PRUNE_FILTERS)
@@ -181,7 +198,12 @@ def history(e: Engine, args) -> int:
         by = h.get("created_by", "")
         if not args.no_trunc and len(by) > 45:
             by = by[:44] + "…"
-        rows.append([ident, ago(h.get("created", "")), by, human_size(size), h.get("comment", "")])
+        created = h.get("created", "")
+        if args.human:
+            rows.append([ident, ago(created), by, human_size(size), h.get("comment", "")])
+        else:  # -H=false: docker's RFC 3339 time and size in bytes
+            rows.append([ident, created.split(".")[0].removesuffix("Z") + "Z" if created else "", by,
+                         str(size), h.get("comment", "")])
     if args.quiet:
         print(rec["id"].split(":")[1][:12])
         return 0
@@ -237,6 +259,12 @@ def import_(e: Engine, args) -> int:
     from kobako.image.unpack import gc_shield
     src = args.args[0]
     names = [str(reference.parse(args.args[1]))] if len(args.args) > 1 else []
+    if args.platform:  # the layer is this host's files: no other platform can be claimed for it
+        from kobako.image import manifest as mf
+        want, host = mf.parse_platform(args.platform), mf.host_platform()
+        if (want["os"], want["architecture"]) != (host["os"], host["architecture"]):
+            raise ImageError(f"--platform {args.platform} is not supported: kobako imports images for "
+                             f"this host's platform, {host['os']}/{host['architecture']}")
     if src != "-" and not os.path.exists(src):
         raise ImageError(f"cannot import {src}: no such file or directory")
     from kobako.image.changes import apply
@@ -294,7 +322,7 @@ COMMANDS = {
     "push": (Command("push", "[OPTIONS] NAME[:TAG] [DESTINATION]", "Upload an image to a registry", [
         opt("-q --quiet", "quiet", help="print nothing"), TLS], min_args=1, max_args=2), push),
     "images": (Command("images", "[OPTIONS] [REPOSITORY[:TAG]]", "List images", [
-        opt("-a --all", "all", help="show all images (kobako keeps no intermediate images)"),
+        opt("-a --all", "all", help="show intermediate images too (untagged parents of others)"),
         opt("-q --quiet", "quiet", help="only show image IDs"),
         opt("--digests", "digests", help="show digests"),
         opt("-f --filter", "filter", "list", None, "reference=, dangling=, before=, since=, label="),
@@ -307,7 +335,8 @@ COMMANDS = {
                     min_args=2, max_args=2), tag),
     "rmi": (Command("rmi", "[OPTIONS] IMAGE [IMAGE...]", "Remove one or more images", [
         opt("-f --force", "force", help="remove even if containers use it / it has several names"),
-        opt("--no-prune", "no_prune", help="accepted for docker compatibility")], min_args=1), rmi),
+        opt("--no-prune", "no_prune", help="keep the untagged parents (commit/build bases)")],
+        min_args=1), rmi),
     "image prune": (Command("image prune", "[OPTIONS]", "Remove unused images", [
         opt("-a --all", "all", help="remove all images no container uses, not just untagged ones"),
         opt("-f --force", "force", help="do not prompt for confirmation"),
@@ -316,7 +345,9 @@ COMMANDS = {
     "history": (Command("history", "[OPTIONS] IMAGE", "Show the history of an image", [
         opt("--no-trunc", "no_trunc", help="do not truncate output"),
         opt("-q --quiet", "quiet", help="only show image IDs"),
-        opt("-H --human", "human", help="human-readable sizes and dates (default)")], min_args=1, max_args=1),
+        opt("-H --human", "human", "bool", True,
+            "human-readable sizes and dates (default true; -H=false: bytes and RFC 3339)")],
+        min_args=1, max_args=1),
                 history),
     "save": (Command("save", "[OPTIONS] IMAGE [IMAGE...]", "Save images to a tar archive (stdout by default)",
                      [opt("-o --output", "output", "str", None, "write to a file instead of stdout"),
@@ -324,13 +355,14 @@ COMMANDS = {
                      min_args=1), save),
     "load": (Command("load", "[OPTIONS]", "Load images from a tar archive (docker-archive or OCI)", [
         opt("-i --input", "input", "str", None, "read from a file instead of stdin"),
-        opt("-q --quiet", "quiet", help="suppress progress output"), TRACE], max_args=0), load),
+        opt("-q --quiet", "quiet", help="suppress progress output (kobako load shows none)"), TRACE],
+        max_args=0), load),
     "import": (Command("import", "[OPTIONS] file|URL|-|DIRECTORY [REPOSITORY[:TAG]]",
                        "Create an image from a tarball or a host directory (such as /)", [
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
                            opt("-q --quiet", "quiet", help="print nothing but the image ID"),
-                           opt("--platform", "platform", "str", None, "accepted; the host's is used"),
+                           opt("--platform", "platform", "str", None, "this host's os/arch (others refused)"),
                            TRACE], min_args=1, max_args=2), import_),
     "login": (Command("login", "[OPTIONS] [SERVER]", "Log in to a registry", [
         opt("-u --username", "username", "str", None, "username"),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from kobako.cli.output import formatted, print_docs, table
+from kobako import errors
+from kobako.cli.output import confirmed, formatted, print_docs, table
 from kobako.cli.parser import Command, opt, pairs
 from kobako.engine import networks
 from kobako.engine.lifecycle import Engine
@@ -87,6 +88,11 @@ def rm(e: Engine, args) -> int:
         try:
             networks.remove(e, name)
             print(name)
+        except errors.NotFound as ex:
+            if args.force:  # docker's -f: a network that is not there is no error
+                continue
+            sys.stderr.write(f"Error: {ex}\n")
+            rc = 1
         except NetworkError as ex:
             sys.stderr.write(f"Error: {ex}\n")
             rc = 1
@@ -94,6 +100,8 @@ def rm(e: Engine, args) -> int:
 
 
 def prune(e: Engine, args) -> int:
+    if not confirmed(args.force, "This will remove all custom networks not used by at least one container."):
+        return 0
     from kobako.engine import filters
     e.sweep_networks()
     gone = networks.prune(e, filters.from_args(args.filter, ("label", "label!", "until")))
@@ -124,7 +132,8 @@ def reload(e: Engine, args) -> int:
 COMMANDS = {
     "network create": (Command("network create", "[OPTIONS] NETWORK", "Create a bridge network", [
         opt("-d --driver", "driver", "str", None, "bridge (the only driver)"),
-        opt("--attachable", "attachable", help="accepted: any container may join kobako's networks"),
+        opt("--attachable", "attachable", help="mark it Attachable (inspect); every container may join "
+            "any kobako network"),
         opt("--aux-address", "aux_address", "list", None, "NAME=IP: an address container allocation skips"),
         opt("--ipam-driver", "ipam_driver", "str", None, "default (the only one)"),
         opt("--ipv6", "ipv6", help="IPv6 too (dual stack): give an IPv6 --subnet as well"),
@@ -144,7 +153,7 @@ COMMANDS = {
                                 "Show networks in detail", [
         opt("-f --format", "format", "str", None, "a Go template")], min_args=1), inspect),
     "network rm": (Command("network rm", "NETWORK [NETWORK...]", "Remove networks no container uses", [
-        opt("-f --force", "force", help="accepted")], min_args=1), rm),
+        opt("-f --force", "force", help="do not error if a network does not exist")], min_args=1), rm),
     "network prune": (Command("network prune", "[OPTIONS]", "Remove every network no container uses", [
         opt("-f --force", "force", help="do not prompt for confirmation"),
         opt("--filter", "filter", "list", None, "label=K[=V], label!=K[=V], until=TIME")], max_args=0),

@@ -9,6 +9,16 @@ from kobako.engine.views import ago, parse_time  # noqa: F401 - re-exported for 
 from kobako.image.reference import familiar  # noqa: F401 - re-exported for the CLI
 
 
+def confirmed(force: bool, warning: str) -> bool:
+    """docker's prune prompt: without -f, the WARNING and a [y/N] answer read from stdin (an
+    empty answer or end of input is no)."""
+    if force:
+        return True
+    sys.stdout.write(f"WARNING! {warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
@@ -101,3 +111,70 @@ class Progress:
     def close(self) -> None:
         if self.bars is not None:
             self.bars.stop()
+
+
+def progress_bar(done: int, total: int | None) -> str:
+    """docker's jsonmessage progress: `[=====>        ] 1.2MB/3.4MB`."""
+    if not total:
+        return human_size(done)
+    n = min(50, done * 50 // total)
+    arrow = "=" * max(n - 1, 0) + (">" if n else "")
+    return f"[{arrow:<50}] {human_size(done)}/{human_size(total)}"
+
+
+class PullView:
+    """docker pull's per-layer lines. Not on a terminal: one line per status as it comes
+    (`<id>: Pull complete`), never the byte counts, as the docker CLI prints a stream when
+    not on a terminal; on one: each layer's line rewritten in place (rich), with
+    `Downloading [==>  ] 1.2MB/3.4MB` while its bytes arrive. Called from the download
+    threads. `fetched`: a layer had to be pulled (else the image was up to date)."""
+
+    def __init__(self, out, enabled: bool = True) -> None:
+        import threading
+        self.out, self.enabled, self.lock = out, enabled, threading.Lock()
+        self.lines: dict[str, str] = {}  # layer short ID -> its line, in first-seen order
+        self.fetched = False
+        self.live = None
+        if enabled and out.isatty():
+            from rich.console import Console
+            from rich.live import Live
+            self.live = Live(console=Console(file=out), refresh_per_second=8, transient=False)
+            self.live.start()
+
+    def line(self, text: str) -> None:
+        """A line of the whole pull (`Digest: ...`), after the layers' lines."""
+        if self.enabled:
+            self.close()
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def status(self, digest: str, text: str) -> None:
+        short = digest.split(":")[-1][:12]
+        with self.lock:
+            self.fetched |= text == "Pulling fs layer"
+            self.lines[short] = text
+            if self.live is not None:
+                self._render()
+            elif self.enabled:
+                self.out.write(f"{short}: {text}\n")
+                self.out.flush()
+
+    def progress(self, digest: str, done: int, total: int | None) -> None:
+        if self.live is None:
+            return
+        short = digest.split(":")[-1][:12]
+        with self.lock:
+            if self.lines.get(short) != "Pulling fs layer" and not (self.lines.get(short) or "").startswith(
+                    "Downloading"):
+                return  # already complete, or not this pull's to show
+            self.lines[short] = f"Downloading {progress_bar(done, total)}"
+            self._render()
+
+    def _render(self) -> None:
+        from rich.text import Text
+        self.live.update(Text("\n".join(f"{k}: {v}" for k, v in self.lines.items())))
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None

@@ -91,6 +91,14 @@ def ago_epoch(t: float) -> str:
 
 
 def prune(e: Engine, args) -> int:
+    from kobako.cli.output import confirmed
+    what = ["all stopped containers", "all networks not used by at least one container"]
+    if args.volumes:
+        what.append("all anonymous volumes not used by at least one container")
+    what += ["all images without at least one container associated to them" if args.all
+             else "all dangling images", "all build cache"]
+    if not confirmed(args.force, "This will remove:\n" + "".join(f"  - {w}\n" for w in what)):
+        return 0
     from kobako.engine import images, networks
     from kobako.image.gc import collect
     removed = e.remove_orphans()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from kobako.cli.containers import TRACE
-from kobako.cli.output import formatted, human_size, print_docs, table
+from kobako.cli.output import confirmed, formatted, human_size, print_docs, table
 from kobako.cli.parser import Command, opt, pairs
 from kobako.engine import volumes
 from kobako.engine.lifecycle import Engine
@@ -76,6 +76,9 @@ def rm(e: Engine, args) -> int:
 
 
 def prune(e: Engine, args) -> int:
+    if not confirmed(args.force, f"This will remove {'all local' if args.all else 'anonymous local'} volumes "
+                     "not used by at least one container."):
+        return 0
     from kobako.engine import filters
     removed, freed = volumes.prune(e, filters.from_args(args.filter, volumes.PRUNE_FILTERS), args.all)
     if removed:

@@ -156,10 +156,13 @@ def _follow(rootfd: int, parent_dir: str, name: str) -> tuple[str, str]:
     raise CopyError("too many levels of symbolic links")
 
 
-def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = False) -> None:
+def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = False,
+                   archive: bool = False) -> None:
     """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST).
     DEST "-": a tar stream of SRC to `out` (a binary file; stdout by default). `follow`
-    (-L): a symlink SRC is copied as the file it points to, under the link's name."""
+    (-L): a symlink SRC is copied as the file it points to, under the link's name. The
+    files are ours (the user running the copy), or keep the container's owners with
+    `archive` (docker's -a)."""
     r, w = os.pipe()
     parent_dir, name = _split(src)
     arcname = name
@@ -209,7 +212,8 @@ def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = F
                     shutil.copyfileobj(f, sink, 1 << 20)
                     sink.flush()
                     return
-                layer.extract(f, target_dir, layer.COPY_OUT)
+                layer.extract(f, target_dir, layer.COPY_OUT,
+                              owner=None if archive else (os.geteuid(), os.getegid()))
         except BaseException as ex:  # noqa: BLE001 - reported after the child's own error
             err.append(ex)
 
@@ -218,11 +222,13 @@ def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = F
         raise CopyError(f"copy from the container failed: {err[0]}")
 
 
-def to_container(e, rec: dict, src: str, dest: str, tar_in=None, follow: bool = False) -> None:
+def to_container(e, rec: dict, src: str, dest: str, tar_in=None, follow: bool = False,
+                 archive: bool = False) -> None:
     """host SRC -> container:DEST (into DEST if it is a directory there, else as DEST). With
     `tar_in` (docker cp - C:DEST, the API's PUT archive) SRC is ignored: that tar stream is
     extracted into the directory DEST. `follow` (-L): a symlink SRC is copied as the file it
-    points to, under the link's name."""
+    points to, under the link's name. The files belong to the container's root, or keep the
+    owners they have (in the tar) with `archive` (docker's -a, the API's copyUIDGID)."""
     if tar_in is None and not os.path.lexists(src):
         raise CopyError(f"no such file or directory: {src}")
     if follow and tar_in is None and not os.path.exists(src):
@@ -247,7 +253,7 @@ def to_container(e, rec: dict, src: str, dest: str, tar_in=None, follow: bool = 
             arc = name
         os.fchdir(dfd)  # extract into ".": /proc/self is not ours in the container's /proc
         with os.fdopen(r, "rb") as f:
-            layer.extract(f, ".", layer.COPY_IN, top=arc)
+            layer.extract(f, ".", layer.COPY_IN, top=arc, owner=None if archive else (0, 0))
 
     def produce() -> None:
         os.close(r)

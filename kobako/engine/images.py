@@ -99,16 +99,20 @@ def archive_targets(e, names: list[str]) -> list[tuple[dict, list[str]]]:
     return out
 
 
-def pull(e, name: str, platform: str | None = None, credentials: tuple[str, str] | None = None) -> dict:
+def pull(e, name: str, platform: str | None = None, credentials: tuple[str, str] | None = None,
+         status=None, progress=None) -> dict:
     """Pull `name` for `platform` (os/arch[/variant]; the host's by default), with
-    `credentials` (user, password) for its registry if given, else the stored logins."""
+    `credentials` (user, password) for its registry if given, else the stored logins.
+    `status(layer digest, text)` and `progress(layer digest, done, total)`: docker's
+    per-layer messages (image/unpack.ensure_layers), from the download threads."""
     from kobako.image import manifest as mf
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull as do_pull
     plat = mf.parse_platform(platform) if platform else None  # checked before anything is fetched
     ref = reference.parse(name)
     with undo_on_failure(e):
-        rec = do_pull(e.images, e.snapshots, ref, plat, credentials=credentials)
+        rec = do_pull(e.images, e.snapshots, ref, plat, credentials=credentials, status=status,
+                      progress=progress)
     from kobako.engine.events import emit
     emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
     return rec

@@ -80,7 +80,7 @@ def container_json(e, rec: dict) -> dict:
         "Name": "/" + rec["name"], "RestartCount": rec.get("restartCount", 0), "Driver": "overlay",
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
         "ExecIDs": None, "HostConfig": host,
-        "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": os.path.join(cdir, "upper"),
+        "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(cdir, "upper"),
                                                     "WorkDir": os.path.join(cdir, "work")}},
         "Mounts": _mounts(e, rec), "Config": config, "NetworkSettings": net_settings,
     }
@@ -331,7 +331,7 @@ def image_doc(e, rec: dict) -> dict:
         "Config": cfg.get("config") or {},
         "Architecture": cfg.get("architecture", ""), "Variant": cfg.get("variant"), "Os": cfg.get("os", ""),
         "Size": rec.get("size", 0), "VirtualSize": rec.get("size", 0),
-        "GraphDriver": {"Name": "overlay", "Data": None},
+        "GraphDriver": {"Name": "overlay2", "Data": None},
         "RootFS": {"Type": "layers", "Layers": rec.get("diffIds", [])},
         "Metadata": {"LastTagTime": rec.get("added", "")},
         "Manifest": rec["manifest"],
@@ -612,7 +612,8 @@ def system_info(e) -> dict:
         "ID": _engine_id(e), "Containers": len(recs), "ContainersRunning": states.count("running"),
         "ContainersPaused": states.count("paused"),
         "ContainersStopped": len(recs) - states.count("running") - states.count("paused"),
-        "Images": len(e.images.all()), "Driver": "overlay",
+        # overlay2: Docker's name for the multi-lowerdir overlay layout kobako mounts
+        "Images": len(e.images.all()), "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", _fs_type(e.root)], ["Supports d_type", "true"],
                          ["Native Overlay Diff", "true"], ["userxattr", "false"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
@@ -652,13 +653,27 @@ def system_info(e) -> dict:
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": init,
         "ContainerdCommit": {"ID": "", "Expected": ""}, "RuncCommit": {"ID": "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""},
-        "SecurityOptions": ["name=seccomp,profile=default"] + (["name=cgroupns"] if version == "2" else [])
+        "SecurityOptions": ["name=seccomp,profile=builtin"] + (["name=cgroupns"] if version == "2" else [])
         + (["name=rootless"] if in_user_namespace() else []),
-        "Warnings": None,
+        "Warnings": _info_warnings(swap, cfs, "pids" not in ctrls) or None,
         # kobako's own (podman's info has the like): the configuration files in force, in order
         "ConfigFiles": list(config.get().files),
         "ProductLicense": f"kobako {__version__} on Python {platform.python_version()}",
     }
+
+
+def _info_warnings(swap: bool, cfs: bool, no_pids: bool) -> list[str]:
+    """dockerd's Warnings for what this host's kernel cannot limit or route."""
+    out = []
+    if not swap:
+        out.append("WARNING: No swap limit support")
+    if not cfs:
+        out.append("WARNING: No cpu cfs quota support")
+    if no_pids:
+        out.append("WARNING: No pids limit support")
+    if _read("/proc/sys/net/ipv4/ip_forward") != "1":
+        out.append("WARNING: IPv4 forwarding is disabled")
+    return out
 
 
 def _engine_id(e) -> str:

@@ -139,7 +139,11 @@ def users(e, image_id: str) -> list[dict]:
     return [c for c in e.containers.all() if c.get("image") == image_id]
 
 
-def remove_image(e, name: str, force: bool = False) -> list[str]:
+def remove_image(e, name: str, force: bool = False, prune: bool = True) -> list[str]:
+    """docker rmi: untag NAME, or delete the image when it was its last name (or named by
+    ID); `prune` (docker's default; --no-prune turns it off) also deletes the untagged
+    parents (commit and build bases) that nothing else holds: no name, no container, no
+    other child."""
     from kobako.image import reference
     familiar = reference.familiar
     store = e.images
@@ -155,6 +159,13 @@ def remove_image(e, name: str, force: bool = False) -> list[str]:
     elif len(names) > 1 and not force:
         raise ImageError(f"conflict: unable to delete {rec['id'][7:19]} (must be forced) - image is "
                          f"referenced in multiple repositories")
+    if any(r.get("parent") == rec["id"] for r in store.all()):  # dockerd: a parent stays, untagged
+        if by_id:
+            raise ImageError(f"conflict: unable to delete {rec['id'][7:19]} (cannot be forced) - image "
+                             "has dependent child images")
+        full = str(reference.parse(name))
+        store.untag(rec["id"], full)
+        return [f"Untagged: {familiar(full)}"]
     used = users(e, rec["id"])
     if used and not force:
         c = used[0]
@@ -164,7 +175,25 @@ def remove_image(e, name: str, force: bool = False) -> list[str]:
         store.delete_record(rec["id"])
     out += [f"Untagged: {familiar(n)}" for n in names]
     out.append(f"Deleted: {rec['id']}")
+    if prune:
+        out += _prune_parents(e, rec.get("parent", ""))
     collect(e)
+    return out
+
+
+def _prune_parents(e, parent: str) -> list[str]:
+    store = e.images
+    out = []
+    while parent:
+        p = store.get(parent)
+        if p is None or p.get("names") or users(e, parent):
+            break
+        if any(r.get("parent") == parent for r in store.all()):
+            break  # another child still stands on it
+        with store.locked():
+            store.delete_record(parent)
+        out.append(f"Deleted: {parent}")
+        parent = p.get("parent", "")
     return out
 
 

@@ -9,13 +9,15 @@ import threading
 from kobako.image import manifest as mf
 from kobako.image.reference import Reference
 from kobako.image.store import ImageStore
-from kobako.image.unpack import Progress, UnpackError, ensure_layers, gc_shield, record
+from kobako.image.unpack import Progress, Status, UnpackError, ensure_layers, gc_shield, record
 from kobako.storage.snapshots import Snapshots
 
 
 def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | None = None,
          insecure: bool | None = None, progress: Progress | None = None,
-         say=lambda s: None, credentials: tuple[str, str] | None = None) -> dict:
+         say=lambda s: None, credentials: tuple[str, str] | None = None,
+         status: Status | None = None) -> dict:
+    """`status(layer digest, text)`: docker's per-layer lines (see unpack.ensure_layers)."""
     from kobako.image.registry import Client
     content = store.content
     local = threading.local()
@@ -58,7 +60,7 @@ def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | N
                               f"not {platform['os']}/{platform['architecture']}")
         chains = ensure_layers(store, snaps, doc.layers, config["rootfs"]["diff_ids"],
                                fetch=lambda d: client().open_blob(ref.path, d.digest, d.size),
-                               progress=progress)
+                               progress=progress, status=status)
         content.put(body, "sha256:" + hashlib.sha256(body).hexdigest())
         names = [str(ref.with_tag(ref.tag))] if ref.tag else []
         return record(store, snaps, digest, doc, config, chains, names,

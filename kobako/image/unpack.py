@@ -23,6 +23,9 @@ from kobako.storage import layer, tarsplit
 from kobako.storage.snapshots import Snapshots, chain_ids
 
 Progress = Callable[[str, int, int | None], None]  # (layer digest, bytes done, total)
+# (layer digest, docker's status: "Pulling fs layer", "Already exists", "Download complete",
+# "Extracting", "Pull complete"); called from the download threads
+Status = Callable[[str, str], None]
 
 
 class UnpackError(errors.InvalidArgument):
@@ -181,7 +184,7 @@ _locks_guard = threading.Lock()
 
 def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descriptor], diff_ids: list[str],
                   fetch: Callable[[mf.Descriptor], BinaryIO] | None = None,
-                  progress: Progress | None = None, jobs: int = 4) -> list[str]:
+                  progress: Progress | None = None, jobs: int = 4, status: Status | None = None) -> list[str]:
     """Make sure every layer has its blob and snapshot; returns the chain IDs.
     Missing blobs come from `fetch` (a registry stream) and are unpacked as they arrive;
     layers are independent overlay directories, so they are fetched and unpacked in parallel."""
@@ -189,6 +192,15 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
         raise UnpackError(f"image config names {len(diff_ids)} layers, the manifest {len(layers)}")
     chains = chain_ids(diff_ids)
     content = store.content
+    say = status or (lambda digest, text: None)
+
+    def present(i: int) -> bool:
+        return snaps.exists(chains[i]) and (content.has(layers[i].digest, layers[i].size)
+                                            or bool(snaps.tarsplit(chains[i])))
+
+    if status:  # docker's first line per layer, before any download starts
+        for i, desc in enumerate(layers):
+            say(desc.digest, "Already exists" if present(i) else "Pulling fs layer")
 
     def one(i: int) -> None:
         desc, diff, chain = layers[i], diff_ids[i], chains[i]
@@ -199,14 +211,17 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
                 progress(desc.digest, desc.size, desc.size)
             return
         if have_blob:
+            say(desc.digest, "Extracting")
             unpack_blob(content, snaps, desc.digest, diff, chain)
             if progress:
                 progress(desc.digest, desc.size, desc.size)
+            say(desc.digest, "Pull complete")
             return
         if fetch is None:
             raise UnpackError(f"layer {desc.digest} is missing from the content store")
         if have_snap:  # a snapshot from before tar-splits, without its blob: fetch the blob
             _download(content, fetch, desc, progress)
+            say(desc.digest, "Pull complete")
             return
         src = fetch(desc)
         try:
@@ -218,6 +233,7 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
                 def publish(has_split: bool) -> None:
                     tee.drain()
                     w.commit()
+                    say(desc.digest, "Download complete")
                     if not has_split:  # a layer that cannot be rebuilt: keep its blob after all
                         # no fsync of its own: the snapshot's syncfs, next, flushes it too
                         _download(content, fetch, desc, None, durable=False)  # type: ignore[arg-type]
@@ -225,6 +241,7 @@ def ensure_layers(store: ImageStore, snaps: Snapshots, layers: list[mf.Descripto
                     unpack_stream(snaps, tee, diff, chain, before_commit=publish, split=True)
                 except layer.LayerError as e:
                     raise layer.LayerError(f"layer {desc.digest[:19]}… as downloaded: {e}") from None
+            say(desc.digest, "Pull complete")
         finally:
             _close(src)
 

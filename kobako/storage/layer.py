@@ -254,7 +254,7 @@ LAYER, COPY_IN, COPY_OUT = "layer", "copy-in", "copy-out"
 
 
 def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = None,
-            split: str | None = None) -> int:
+            split: str | None = None, owner: tuple[int, int] | None = None) -> int:
     """Apply one (decompressed) layer tar, read sequentially, into the directory `dest`.
     Returns the bytes of file content written. Bad input raises LayerError only.
 
@@ -262,13 +262,17 @@ def extract(stream: BinaryIO, dest: str, mode: str = LAYER, top: str | None = No
     (`kobako cp` into a container: names like .wh.x are plain files, and a directory is
     never replaced by a non-directory); COPY_OUT (`cp` from a container to the host: as
     COPY_IN, and nothing the container chose may gain privilege on the host: no device
-    nodes, no setuid/setgid bits, no xattrs such as file capabilities, owned by us).
+    nodes, no setuid/setgid bits, no xattrs such as file capabilities).
+
+    `owner` (COPY_IN/COPY_OUT): the uid/gid every entry gets, as `docker cp` without -a
+    gives files the destination's user; None keeps the owners the tar names (cp -a).
 
     `split`: also record the tar-split there (see tarsplit), reading the stream to its end;
     no file is left there if the layer cannot be rebuilt from what it unpacked to."""
     x = _Extractor(dest)
     x.mode = mode
     x.top = top  # `cp FILE c:/dir/NEW`: the archive's top entry lands under this name
+    x.owner = owner
     src = _Source(stream)
     if split:
         from kobako.storage import tarsplit
@@ -529,6 +533,7 @@ class _Extractor:
         self.umask = _umask()
         self.setgid = {""} if os.fstat(self.rootfd).st_mode & stat.S_ISGID else set()
         self.split: Recorder | None = None
+        self.owner: tuple[int, int] | None = None  # COPY_IN/COPY_OUT: every entry's uid/gid
 
     def close(self) -> None:
         for fd in [*self.cache.values(), *self.temp, self.rootfd]:
@@ -631,10 +636,11 @@ class _Extractor:
 
     def _as_copy(self, m: tarfile.TarInfo, path: str, parent: str, name: str) -> bool:
         """COPY_IN/COPY_OUT: adjust or refuse the member; False: skip it."""
+        if self.owner is not None:
+            m.uid, m.gid = self.owner
         if self.mode == COPY_OUT:
             if m.type in _DEVICE_KINDS:
                 return False
-            m.uid, m.gid = os.geteuid(), os.getegid()
             m.mode &= ~0o7000
             m.pax_headers = {k: v for k, v in m.pax_headers.items() if not k.startswith(XATTR_PAX)}
         if not m.isdir() and name:

@@ -107,3 +107,37 @@ def test_system_df_verbose(k: Kobako):
     finally:
         k("rm", "-f", "dfc")
         k("volume", "rm", "dfvol")
+
+
+def test_cp_archive_keeps_owners_and_rmi_no_prune_keeps_parents(k: Kobako, tmp_path: Path):
+    """cp: the destination's owner (the container's root) unless -a; rmi removes the
+    untagged commit base unless --no-prune; network rm -f ignores a missing network."""
+    k("create", "--name", "cpa", IMG, "true")
+    try:
+        f = tmp_path / "owned"
+        f.write_text("x\n")
+        os.chown(f, 1234, 5678)
+        k("cp", str(f), "cpa:/tmp/plain")
+        k("cp", "-a", str(f), "cpa:/tmp/kept")
+        out = tmp_path / "out"
+        out.mkdir()
+        k("cp", "-a", "cpa:/tmp/kept", str(out / "kept"))
+        k("cp", "cpa:/tmp/plain", str(out / "plain"))
+        assert (os.stat(out / "kept").st_uid, os.stat(out / "kept").st_gid) == (1234, 5678)
+        assert os.stat(out / "plain").st_uid == 0
+        k("cp", "-a", "cpa:/tmp/plain", str(out / "plain-a"))
+        assert os.stat(out / "plain-a").st_uid == 0  # it went in as the container's root
+        base = k("commit", "--pause=false", "cpa", "kbt/cpa-base:1").stdout.strip()
+        k("rm", "-f", "cpa")
+        k("create", "--name", "cpa", "kbt/cpa-base:1", "true")
+        k("commit", "cpa", "kbt/cpa-child:1")
+        k("rm", "-f", "cpa")
+        k("rmi", "kbt/cpa-base:1")  # untagged now, and the child's parent: kept, hidden
+        assert base[7:19] not in k("images", "-q").stdout and base[7:19] in k("images", "-a", "-q").stdout
+        kept = k("rmi", "--no-prune", "kbt/cpa-child:1").stdout
+        assert base not in kept and base[7:19] in k("images", "-a", "-q").stdout
+        k("rmi", base)
+    finally:
+        k("rm", "-f", "cpa", check=False)
+    assert k("network", "rm", "-f", "kbt-no-such-net").returncode == 0
+    assert k("network", "rm", "kbt-no-such-net", check=False).returncode != 0

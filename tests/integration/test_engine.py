@@ -270,7 +270,8 @@ def test_ps_filters_size_and_container_prune(k: Kobako):
 
 def test_version_info_and_system_restore(k: Kobako):
     assert "kobako-runtime" in k("version").stdout
-    assert "KernelVersion" in k("info").stdout and "Containers:" in k("system", "info").stdout
+    assert " Kernel Version: " in k("info").stdout and "\n Containers: " in k("system", "info").stdout
+    assert k("info", "-f", "{{.Driver}}").stdout == "overlay2\n"
     k("run", "-d", "--name", "always1", "--restart", "always", IMG, "sleep", "60")
     k("run", "-d", "--name", "unless1", "--restart", "unless-stopped", IMG, "sleep", "60")
     try:

@@ -67,6 +67,22 @@ def test_push_then_pull_into_an_empty_store_and_run(k: Kobako, reg, pushed: str)
     assert {p: os.stat(k.data / "blobs" / "sha256" / p).st_mtime_ns for p in k.blobs()} == blobs
 
 
+def test_pull_prints_dockers_lines(k: Kobako, reg, pushed: str):
+    """Not on a terminal: docker's per-layer lines, then Digest/Status and the name; again:
+    every layer already exists and the image is up to date; -q: the name only."""
+    lines = k("pull", pushed).stdout.splitlines()
+    assert lines[0] == "1: Pulling from kbt/bb"
+    layer = lines[1].split(":")[0]
+    assert len(layer) == 12 and lines[1] == f"{layer}: Pulling fs layer"
+    assert f"{layer}: Pull complete" in lines
+    assert lines[-3].startswith("Digest: sha256:")
+    assert lines[-2:] == [f"Status: Downloaded newer image for {pushed}", pushed]
+    again = k("pull", pushed).stdout.splitlines()
+    assert again[1] == f"{layer}: Already exists" and f"{layer}: Pull complete" not in again
+    assert again[-2] == f"Status: Image is up to date for {pushed}"
+    assert k("pull", "-q", pushed).stdout == pushed + "\n"
+
+
 def test_pull_by_digest(k: Kobako, reg, pushed: str):
     digest = reg.request("HEAD", "/v2/kbt/bb/manifests/1", headers={
         "Accept": "application/vnd.oci.image.manifest.v1+json"})[1]["docker-content-digest"]

@@ -149,7 +149,7 @@ def test_a_volume_a_container_record_uses_is_kept(k: VKobako):
 
 
 def test_prune_output_and_what_it_removes(k: VKobako):
-    assert k("volume", "prune").stdout == "Total reclaimed space: 0B\n"
+    assert k("volume", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
     anon = k("volume", "create").stdout.strip()
     k("volume", "create", "named")
     k("volume", "create", "--label", "keep=yes", "kept")
@@ -157,10 +157,10 @@ def test_prune_output_and_what_it_removes(k: VKobako):
     (mp / "f").write_bytes(b"x" * 1500)
     assert k("volume", "prune", "-f").stdout == f"Deleted Volumes:\n{anon}\n\nTotal reclaimed space: 1.5kB\n"
     assert not mp.exists()
-    assert k("volume", "prune", "-a", "--filter", "label!=keep").stdout == \
+    assert k("volume", "prune", "-f", "-a", "--filter", "label!=keep").stdout == \
         "Deleted Volumes:\nnamed\n\nTotal reclaimed space: 0B\n"
     assert k("volume", "ls", "-q").stdout == "kept\n"
-    assert k("volume", "prune", "--filter", "all=true", "--filter", "label=keep=yes").stdout.startswith(
+    assert k("volume", "prune", "-f", "--filter", "all=true", "--filter", "label=keep=yes").stdout.startswith(
         "Deleted Volumes:\nkept\n")
     assert k.volumes_dir() == [".lock"]
 
