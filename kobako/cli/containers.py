@@ -578,8 +578,7 @@ def cp(e: Engine, args) -> int:
     if sc is not None:
         if dp == "-" and sys.stdout.isatty():
             raise ocispec.OptionError("refusing to write a tar stream to a terminal: redirect stdout")
-        copy.from_container(e, e.containers.resolve(sc), sp, dp, follow=args.follow,
-                            archive=args.archive)
+        copy.from_container(e, e.containers.resolve(sc), sp, dp, follow=args.follow)
     elif sp == "-":  # a tar stream on stdin, extracted into the directory DEST
         copy.to_container(e, e.containers.resolve(dc), sp, dp, tar_in=sys.stdin.buffer,
                           archive=args.archive)

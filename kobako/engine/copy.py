@@ -156,13 +156,11 @@ def _follow(rootfd: int, parent_dir: str, name: str) -> tuple[str, str]:
     raise CopyError("too many levels of symbolic links")
 
 
-def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = False,
-                   archive: bool = False) -> None:
+def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = False) -> None:
     """container:SRC -> host DEST (a file to a file or into a directory; a directory into DEST).
     DEST "-": a tar stream of SRC to `out` (a binary file; stdout by default). `follow`
     (-L): a symlink SRC is copied as the file it points to, under the link's name. The
-    files are ours (the user running the copy), or keep the container's owners with
-    `archive` (docker's -a)."""
+    files are ours (the user running the copy), as the docker CLI extracts them (-a or not)."""
     r, w = os.pipe()
     parent_dir, name = _split(src)
     arcname = name
@@ -212,8 +210,7 @@ def from_container(e, rec: dict, src: str, dest: str, out=None, follow: bool = F
                     shutil.copyfileobj(f, sink, 1 << 20)
                     sink.flush()
                     return
-                layer.extract(f, target_dir, layer.COPY_OUT,
-                              owner=None if archive else (os.geteuid(), os.getegid()))
+                layer.extract(f, target_dir, layer.COPY_OUT, owner=(os.geteuid(), os.getegid()))
         except BaseException as ex:  # noqa: BLE001 - reported after the child's own error
             err.append(ex)
 
@@ -227,10 +224,15 @@ def to_container(e, rec: dict, src: str, dest: str, tar_in=None, follow: bool = 
     """host SRC -> container:DEST (into DEST if it is a directory there, else as DEST). With
     `tar_in` (docker cp - C:DEST, the API's PUT archive) SRC is ignored: that tar stream is
     extracted into the directory DEST. `follow` (-L): a symlink SRC is copied as the file it
-    points to, under the link's name. The files belong to the container's root, or keep the
-    owners they have (in the tar) with `archive` (docker's -a, the API's copyUIDGID)."""
+    points to, under the link's name. The files keep the owners the tar names (a host file's
+    own), as dockerd does; with `archive` (docker's -a, the API's copyUIDGID) they belong to
+    the container's user (its Config.User, root when none), as dockerd's tarCopyOptions."""
     if tar_in is None and not os.path.lexists(src):
         raise CopyError(f"no such file or directory: {src}")
+    owner = None
+    if archive:
+        uid, gid, _ = e.resolve_user(rec["chainIds"], (rec.get("config") or {}).get("User") or "")
+        owner = (uid, gid)
     if follow and tar_in is None and not os.path.exists(src):
         raise CopyError(f"{src} is a symbolic link to nothing (dangling)")
     r, w = os.pipe()
@@ -253,7 +255,7 @@ def to_container(e, rec: dict, src: str, dest: str, tar_in=None, follow: bool = 
             arc = name
         os.fchdir(dfd)  # extract into ".": /proc/self is not ours in the container's /proc
         with os.fdopen(r, "rb") as f:
-            layer.extract(f, ".", layer.COPY_IN, top=arc, owner=None if archive else (0, 0))
+            layer.extract(f, ".", layer.COPY_IN, top=arc, owner=owner)
 
     def produce() -> None:
         os.close(r)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,24 +110,27 @@ def test_system_df_verbose(k: Kobako):
         k("volume", "rm", "dfvol")
 
 
-def test_cp_archive_keeps_owners_and_rmi_no_prune_keeps_parents(k: Kobako, tmp_path: Path):
-    """cp: the destination's owner (the container's root) unless -a; rmi removes the
-    untagged commit base unless --no-prune; network rm -f ignores a missing network."""
-    k("create", "--name", "cpa", IMG, "true")
+def test_cp_archive_gives_the_containers_user_and_rmi_no_prune_keeps_parents(k: Kobako, tmp_path: Path):
+    """cp as dockerd: going in, files keep their owners, or with -a belong to the container's
+    user; coming out they are ours. rmi removes the untagged commit base unless --no-prune;
+    network rm -f ignores a missing network."""
+    k("create", "--name", "cpa", "-u", "4321:8765", IMG, "true")
     try:
         f = tmp_path / "owned"
         f.write_text("x\n")
         os.chown(f, 1234, 5678)
         k("cp", str(f), "cpa:/tmp/plain")
-        k("cp", "-a", str(f), "cpa:/tmp/kept")
+        k("cp", "-a", str(f), "cpa:/tmp/archived")
         out = tmp_path / "out"
         out.mkdir()
-        k("cp", "-a", "cpa:/tmp/kept", str(out / "kept"))
+        tar = k("cp", "cpa:/tmp", "-", text=False).stdout
+        listing = subprocess.run(["tar", "-tvnf", "-"], input=tar, capture_output=True,
+                                 check=True).stdout.decode()
+        assert "1234/5678" in next(ln for ln in listing.splitlines() if ln.endswith("tmp/plain"))
+        assert "4321/8765" in next(ln for ln in listing.splitlines() if ln.endswith("tmp/archived"))
+        k("cp", "-a", "cpa:/tmp/archived", str(out / "archived"))
         k("cp", "cpa:/tmp/plain", str(out / "plain"))
-        assert (os.stat(out / "kept").st_uid, os.stat(out / "kept").st_gid) == (1234, 5678)
-        assert os.stat(out / "plain").st_uid == 0
-        k("cp", "-a", "cpa:/tmp/plain", str(out / "plain-a"))
-        assert os.stat(out / "plain-a").st_uid == 0  # it went in as the container's root
+        assert os.stat(out / "archived").st_uid == 0 and os.stat(out / "plain").st_uid == 0  # ours
         base = k("commit", "--pause=false", "cpa", "kbt/cpa-base:1").stdout.strip()
         k("rm", "-f", "cpa")
         k("create", "--name", "cpa", "kbt/cpa-base:1", "true")
