@@ -88,15 +88,19 @@ def _split(addr: str) -> tuple[str, str]:
     return addr, ""
 
 
+def _address(s: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(s)
+    except ValueError:
+        return None
+
+
 def bypassed(host: str, port: int, no_proxy: str) -> bool:
     """Does NO_PROXY (or the loopback rule) say `host:port` is reached directly?"""
     host = host.lower().rstrip(".")
     if host == "localhost":
         return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
+    ip = _address(host)
     if ip is not None and ip.is_loopback:
         return True
     for entry in no_proxy.lower().split(","):
@@ -113,21 +117,16 @@ def bypassed(host: str, port: int, no_proxy: str) -> bool:
             if ip is not None and ip in net:
                 return True
             continue
-        try:  # a bare address, IPv6 included
-            if ip is not None and ipaddress.ip_address(entry.strip("[]")) == ip:
-                return True
-            continue
-        except ValueError:
-            pass
         name, want_port = _split(entry)
+        if _address(entry.strip("[]")):  # a bare address, IPv6 included
+            name, want_port = entry.strip("[]"), ""
         if want_port and want_port != str(port):
             continue
-        try:  # an address with a port
-            if ip is not None and ipaddress.ip_address(name) == ip:
+        addr = _address(name)
+        if addr is not None:  # an address matches only a host given as that address
+            if addr == ip:
                 return True
             continue
-        except ValueError:
-            pass
         if name.startswith("*."):
             name = name[1:]
         if name.startswith("."):
