@@ -6,6 +6,8 @@
     with Registry(htpasswd=("alice", "secret")) as reg:  # Basic auth
     with Registry(token=True, users={"bob": "pw"}) as reg:   # Bearer tokens from a token server
     with Registry(tls=True) as reg:                      # HTTPS with a self-signed certificate
+    with Registry(tls=CA(d), names=["registry.test"]) as reg:   # HTTPS, a certificate from a private CA
+    with Registry(tls=ca, client_ca=ca) as reg:          # ... that also asks for a client certificate
 
 The token server runs in a thread of the test process on another 127.0.0.1 port and
 signs RS256 JWTs with `openssl dgst -sign`; the registry trusts its self-signed
@@ -68,6 +70,38 @@ def make_cert(d: str, name: str, cn: str = "127.0.0.1") -> tuple[str, str]:
                     "-days", "2", "-subj", f"/CN={cn}", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     return key, crt
+
+
+class CA:
+    """A private certificate authority made with openssl in `d`; `crt` is what a client trusts."""
+
+    def __init__(self, d: str, name: str = "kobako test CA") -> None:
+        self.dir = d
+        self.key, self.crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key,
+                        "-out", self.crt, "-days", "2", "-subj", f"/CN={name}",
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign"], check=True, capture_output=True)
+
+    def issue(self, name: str, sans: list[str] | None = None, client: bool = False,
+              d: str | None = None) -> tuple[str, str]:
+        """A certificate signed by this CA: (key path, cert path); `sans` are host names and
+        addresses, `client` makes it a client certificate."""
+        d = d or self.dir
+        key, csr, crt = (os.path.join(d, name + ext) for ext in (".key", ".csr", ".crt"))
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                        "-subj", f"/CN={name}"], check=True, capture_output=True)
+        ext = os.path.join(d, name + ".ext")
+        with open(ext, "w") as f:
+            f.write(f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+            if sans:
+                alt = ",".join(("IP:" if s.replace(".", "").isdigit() or ":" in s else "DNS:") + s
+                               for s in sans)
+                f.write(f"subjectAltName={alt}\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", self.crt, "-CAkey", self.key,
+                        "-CAcreateserial", "-days", "2", "-out", crt, "-extfile", ext],
+                       check=True, capture_output=True)
+        return key, crt
 
 
 def bcrypt_line(user: str, password: str) -> str:
@@ -169,8 +203,9 @@ class TokenServer:
 
 class Registry:
     def __init__(self, htpasswd: tuple[str, str] | None = None, token: bool = False,
-                 users: dict[str, str] | None = None, anonymous_pull: bool = False, tls: bool = False,
-                 access_token_only: bool = False) -> None:
+                 users: dict[str, str] | None = None, anonymous_pull: bool = False, tls: bool | CA = False,
+                 access_token_only: bool = False, names: list[str] | None = None,
+                 client_ca: CA | None = None) -> None:
         why = available()
         if why:
             raise RuntimeError(why)
@@ -182,6 +217,9 @@ class Registry:
         self.anonymous_pull = anonymous_pull
         self.tls = tls
         self.access_token_only = access_token_only
+        self.names = names or []          # host names the CA-signed certificate is for
+        self.client_ca = client_ca        # TLS client certificates must come from this CA
+        self.client_cert: tuple[str, str] | None = None  # (cert, key) the helpers below present
         self.dir = ""
         self.proc: subprocess.Popen | None = None
         self.token_server: TokenServer | None = None
@@ -218,9 +256,16 @@ class Registry:
             f"  addr: {self.addr}",
             f"  secret: {uuid.uuid4().hex}",
         ]
-        if self.tls:
+        if isinstance(self.tls, CA):
+            key, crt = self.tls.issue("server", [*self.names, "127.0.0.1"], d=self.dir)
+            cfg += ["  tls:", f"    certificate: {crt}", f"    key: {key}"]
+        elif self.tls:
             key, crt = make_cert(self.dir, "server")
             cfg += ["  tls:", f"    certificate: {crt}", f"    key: {key}"]
+        if self.client_ca:
+            cfg += ["    clientcas:", f"      - {self.client_ca.crt}"]
+            key, crt = self.client_ca.issue("registry-helper", client=True, d=self.dir)
+            self.client_cert = (crt, key)
         if self.htpasswd:
             with open(os.path.join(self.dir, "htpasswd"), "w") as f:
                 f.write(bcrypt_line(*self.htpasswd))
@@ -290,6 +335,8 @@ class Registry:
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+            if self.client_cert:
+                ctx.load_cert_chain(*self.client_cert)
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(self.addr, timeout=10, context=ctx)
         else:
             conn = http.client.HTTPConnection(self.addr, timeout=10)

@@ -27,6 +27,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import socket
 import ssl
 import threading
@@ -217,6 +218,8 @@ def _network_error(name: str, e: BaseException, timeout: float, netloc: str = ""
         msg = (f"TLS certificate not trusted ({e.verify_message}); if the registry uses a private CA, put "
                f"the CA's certificate in {certs.ca_hint(netloc or name)}, or list the registry under "
                f"\"insecure\" in {registries.path()}")
+    elif isinstance(e, ssl.SSLError) and (e.reason or "") in CLIENT_CERT_ALERTS:
+        msg = _client_cert_problem(netloc or name, e.reason)
     elif isinstance(e, ssl.SSLError):
         msg = (f"TLS handshake failed ({e.reason or e}); if the registry speaks plain HTTP, list it "
                f"under \"insecure\" in {registries.path()}")
@@ -225,6 +228,24 @@ def _network_error(name: str, e: BaseException, timeout: float, netloc: str = ""
     else:
         msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return RegistryError(f"registry {name}: {msg}")
+
+
+# What a server answers about our client certificate (our own checks of its certificate
+# fail with SSLCertVerificationError instead).
+CLIENT_CERT_ALERTS = ("SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+                      "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_UNKNOWN")
+
+
+def _client_cert_problem(netloc: str, reason: str) -> str:
+    try:
+        client = certs.material(netloc)[1]
+    except certs.CertsError:
+        client = None
+    if client:
+        return f"the registry did not accept the TLS client certificate {client[0]} ({reason})"
+    where = os.path.dirname(certs.ca_hint(netloc))
+    return (f"the registry asks for a TLS client certificate ({reason}); put it in {where}/client.cert "
+            f"and its key in {where}/client.key")
 
 
 # -- endpoints and connections -------------------------------------------------------------
