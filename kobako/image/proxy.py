@@ -56,25 +56,35 @@ def _env(*names: str) -> str:
 def parse(url: str, variable: str) -> Proxy:
     """'http://user:pw@proxy:3128' -> Proxy; a bare 'proxy:3128' is http://."""
     raw = url.strip()
+    shown = _without_password(raw)
     if "://" not in raw:
         raw = "http://" + raw
     u = urllib.parse.urlsplit(raw)
     if u.scheme != "http":
-        raise ProxyConfigError(f"{variable}={url}: only http:// proxies are supported (not {u.scheme}://)")
+        raise ProxyConfigError(f"{variable}={shown}: only http:// proxies are supported (not {u.scheme}://)")
     try:
         port = u.port or DEFAULT_PORTS["http"]
     except ValueError:
-        raise ProxyConfigError(f"{variable}={url}: invalid port") from None
+        raise ProxyConfigError(f"{variable}={shown}: invalid port") from None
     if not u.hostname:
-        raise ProxyConfigError(f"{variable}={url}: no proxy host")
+        raise ProxyConfigError(f"{variable}={shown}: no proxy host")
     authorization = None
     if u.username is not None:
         creds = f"{urllib.parse.unquote(u.username)}:{urllib.parse.unquote(u.password or '')}"
         authorization = "Basic " + base64.b64encode(creds.encode()).decode()
     host = u.hostname
-    shown = f"[{host}]" if ":" in host else host
+    bracketed = f"[{host}]" if ":" in host else host
     user = f"{urllib.parse.unquote(u.username)}@" if u.username else ""
-    return Proxy(host, port, authorization, f"http://{user}{shown}:{port}")
+    return Proxy(host, port, authorization, f"http://{user}{bracketed}:{port}")
+
+
+def _without_password(url: str) -> str:
+    """'http://user:secret@proxy:3128' -> 'http://user@proxy:3128', for messages."""
+    scheme, sep, rest = url.rpartition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}@{hostpart}"
 
 
 def _split(addr: str) -> tuple[str, str]:

@@ -85,12 +85,13 @@ def test_proxy_credentials_become_basic_auth_and_stay_out_of_messages(monkeypatc
     ("socks5://proxy:1080", "only http:// proxies"),
     ("https://proxy:3128", "only http:// proxies"),
     ("http://proxy:port", "invalid port"),
+    ("socks5://user:secret@proxy:1080", "HTTPS_PROXY=socks5://user@proxy:1080: only http://"),
 ])
 def test_a_bad_proxy_url_is_one_line_naming_the_variable(monkeypatch, url, words):
     monkeypatch.setenv("HTTPS_PROXY", url)
     with pytest.raises(proxy.ProxyConfigError, match=words) as e:
         proxy.for_url("https", "registry.test")
-    assert "HTTPS_PROXY" in str(e.value)
+    assert "HTTPS_PROXY" in str(e.value) and "secret" not in str(e.value)
     c = Client("registry.test:5000", credentials=("u", "p"))
     with pytest.raises(RegistryError, match="registry registry.test:5000: HTTPS_PROXY"):
         c.ping()
