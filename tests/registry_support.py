@@ -117,7 +117,8 @@ def bcrypt_line(user: str, password: str) -> str:
 class TokenServer:
     """Issues registry tokens: users (name -> password) get what they ask for; anonymous
     callers get pull access if `anonymous_pull`, else nothing. `requests` records each
-    query (dicts of service, scope list, account, user) for assertions."""
+    query (dicts of service, scope list, account, user) for assertions. `refresh_tokens`
+    (token -> user) are the identity tokens an OAuth2 POST (grant_type=refresh_token) may use."""
 
     def __init__(self, d: str, service: str, users: dict[str, str], anonymous_pull: bool = False,
                  access_token_only: bool = False) -> None:
@@ -131,6 +132,7 @@ class TokenServer:
             pem = f.read()
         self.x5c = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
         self.requests: list[dict] = []
+        self.refresh_tokens: dict[str, str] = {}
         self.port = free_port()
         self.realm = f"http://127.0.0.1:{self.port}/token"
         outer = self
@@ -138,6 +140,9 @@ class TokenServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer._serve(self)
+
+            def do_POST(self) -> None:
+                outer._serve_oauth(self)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -168,6 +173,25 @@ class TokenServer:
         doc = {"access_token": token} if self.access_token_only else {"token": token, "access_token": token}
         doc["expires_in"] = 300
         body = json.dumps(doc).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _serve_oauth(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        n = int(h.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(h.rfile.read(n).decode())
+        user = self.refresh_tokens.get(form.get("refresh_token", [""])[0])
+        if form.get("grant_type") != ["refresh_token"] or user is None:
+            h.send_response(401)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        scopes = form.get("scope", [""])[0].split()
+        self.requests.append({"service": form.get("service", [None])[0], "scope": scopes,
+                              "account": None, "user": user, "oauth": True})
+        body = json.dumps({"access_token": self.issue(scopes, user), "expires_in": 300}).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))

@@ -92,5 +92,7 @@ def context(netloc: str, verify: bool) -> ssl.SSLContext:
 
 def _reason(e: BaseException) -> str:
     if isinstance(e, ssl.SSLError):
-        return (e.reason or str(e)).lower().replace("_", " ")
+        if e.reason in (None, "PEM_LIB", "NO_CERTIFICATE_OR_CRL_FOUND", "NO_START_LINE"):
+            return "not a valid PEM file"
+        return e.reason.lower().replace("_", " ")
     return getattr(e, "strerror", None) or str(e)

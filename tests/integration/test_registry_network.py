@@ -197,7 +197,7 @@ def test_a_broken_ca_file_is_one_line(k: Kobako, tls_reg, proxy: Proxy):
     (d / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n")
     k.env["HTTPS_PROXY"] = proxy.url
     cp = k("pull", f"{netloc}/test/hello:1", check=False)
-    assert_user_error(cp, f"registry {netloc}", f"{d}/ca.crt cannot be used")
+    assert_user_error(cp, f"registry {netloc}", f"{d}/ca.crt cannot be used: not a valid PEM file")
     assert_nothing_left(k)
 
 
