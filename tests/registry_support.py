@@ -6,6 +6,8 @@
     with Registry(htpasswd=("alice", "secret")) as reg:  # Basic auth
     with Registry(token=True, users={"bob": "pw"}) as reg:   # Bearer tokens from a token server
     with Registry(tls=True) as reg:                      # HTTPS with a self-signed certificate
+    with Registry(tls=CA(d), names=["registry.test"]) as reg:   # HTTPS, a certificate from a private CA
+    with Registry(tls=ca, client_ca=ca) as reg:          # ... that also asks for a client certificate
 
 The token server runs in a thread of the test process on another 127.0.0.1 port and
 signs RS256 JWTs with `openssl dgst -sign`; the registry trusts its self-signed
@@ -70,6 +72,38 @@ def make_cert(d: str, name: str, cn: str = "127.0.0.1") -> tuple[str, str]:
     return key, crt
 
 
+class CA:
+    """A private certificate authority made with openssl in `d`; `crt` is what a client trusts."""
+
+    def __init__(self, d: str, name: str = "kobako test CA") -> None:
+        self.dir = d
+        self.key, self.crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key,
+                        "-out", self.crt, "-days", "2", "-subj", f"/CN={name}",
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign"], check=True, capture_output=True)
+
+    def issue(self, name: str, sans: list[str] | None = None, client: bool = False,
+              d: str | None = None) -> tuple[str, str]:
+        """A certificate signed by this CA: (key path, cert path); `sans` are host names and
+        addresses, `client` makes it a client certificate."""
+        d = d or self.dir
+        key, csr, crt = (os.path.join(d, name + ext) for ext in (".key", ".csr", ".crt"))
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                        "-subj", f"/CN={name}"], check=True, capture_output=True)
+        ext = os.path.join(d, name + ".ext")
+        with open(ext, "w") as f:
+            f.write(f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+            if sans:
+                alt = ",".join(("IP:" if s.replace(".", "").isdigit() or ":" in s else "DNS:") + s
+                               for s in sans)
+                f.write(f"subjectAltName={alt}\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", self.crt, "-CAkey", self.key,
+                        "-CAcreateserial", "-days", "2", "-out", crt, "-extfile", ext],
+                       check=True, capture_output=True)
+        return key, crt
+
+
 def bcrypt_line(user: str, password: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # crypt leaves the stdlib in 3.13
@@ -83,7 +117,8 @@ def bcrypt_line(user: str, password: str) -> str:
 class TokenServer:
     """Issues registry tokens: users (name -> password) get what they ask for; anonymous
     callers get pull access if `anonymous_pull`, else nothing. `requests` records each
-    query (dicts of service, scope list, account, user) for assertions."""
+    query (dicts of service, scope list, account, user) for assertions. `refresh_tokens`
+    (token -> user) are the identity tokens an OAuth2 POST (grant_type=refresh_token) may use."""
 
     def __init__(self, d: str, service: str, users: dict[str, str], anonymous_pull: bool = False,
                  access_token_only: bool = False) -> None:
@@ -97,6 +132,7 @@ class TokenServer:
             pem = f.read()
         self.x5c = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
         self.requests: list[dict] = []
+        self.refresh_tokens: dict[str, str] = {}
         self.port = free_port()
         self.realm = f"http://127.0.0.1:{self.port}/token"
         outer = self
@@ -104,6 +140,9 @@ class TokenServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer._serve(self)
+
+            def do_POST(self) -> None:
+                outer._serve_oauth(self)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -140,6 +179,25 @@ class TokenServer:
         h.end_headers()
         h.wfile.write(body)
 
+    def _serve_oauth(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        n = int(h.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(h.rfile.read(n).decode())
+        user = self.refresh_tokens.get(form.get("refresh_token", [""])[0])
+        if form.get("grant_type") != ["refresh_token"] or user is None:
+            h.send_response(401)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        scopes = form.get("scope", [""])[0].split()
+        self.requests.append({"service": form.get("service", [None])[0], "scope": scopes,
+                              "account": None, "user": user, "oauth": True})
+        body = json.dumps({"access_token": self.issue(scopes, user), "expires_in": 300}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
     def issue(self, scopes: list[str], user: str | None) -> str:
         """A signed JWT granting `scopes` (space-separated lists allowed) to `user`."""
         access = []
@@ -169,8 +227,9 @@ class TokenServer:
 
 class Registry:
     def __init__(self, htpasswd: tuple[str, str] | None = None, token: bool = False,
-                 users: dict[str, str] | None = None, anonymous_pull: bool = False, tls: bool = False,
-                 access_token_only: bool = False) -> None:
+                 users: dict[str, str] | None = None, anonymous_pull: bool = False, tls: bool | CA = False,
+                 access_token_only: bool = False, names: list[str] | None = None,
+                 client_ca: CA | None = None) -> None:
         why = available()
         if why:
             raise RuntimeError(why)
@@ -182,6 +241,9 @@ class Registry:
         self.anonymous_pull = anonymous_pull
         self.tls = tls
         self.access_token_only = access_token_only
+        self.names = names or []          # host names the CA-signed certificate is for
+        self.client_ca = client_ca        # TLS client certificates must come from this CA
+        self.client_cert: tuple[str, str] | None = None  # (cert, key) the helpers below present
         self.dir = ""
         self.proc: subprocess.Popen | None = None
         self.token_server: TokenServer | None = None
@@ -218,9 +280,16 @@ class Registry:
             f"  addr: {self.addr}",
             f"  secret: {uuid.uuid4().hex}",
         ]
-        if self.tls:
+        if isinstance(self.tls, CA):
+            key, crt = self.tls.issue("server", [*self.names, "127.0.0.1"], d=self.dir)
+            cfg += ["  tls:", f"    certificate: {crt}", f"    key: {key}"]
+        elif self.tls:
             key, crt = make_cert(self.dir, "server")
             cfg += ["  tls:", f"    certificate: {crt}", f"    key: {key}"]
+        if self.client_ca:
+            cfg += ["    clientcas:", f"      - {self.client_ca.crt}"]
+            key, crt = self.client_ca.issue("registry-helper", client=True, d=self.dir)
+            self.client_cert = (crt, key)
         if self.htpasswd:
             with open(os.path.join(self.dir, "htpasswd"), "w") as f:
                 f.write(bcrypt_line(*self.htpasswd))
@@ -290,6 +359,8 @@ class Registry:
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+            if self.client_cert:
+                ctx.load_cert_chain(*self.client_cert)
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(self.addr, timeout=10, context=ctx)
         else:
             conn = http.client.HTTPConnection(self.addr, timeout=10)

@@ -7,7 +7,10 @@ written atomically with mode 0600 in a 0700 directory (it holds passwords in the
 clear, as Docker's does). Lookups fall back to ~/.docker/config.json (or
 $DOCKER_CONFIG/config.json), read-only, so a `docker login` already done works too.
 Keys are normalised: 'https://index.docker.io/v1/' and 'docker.io' are the same.
-Credential helpers (credsStore) are not consulted.
+
+Docker's config may name credential helpers (credhelper.py): "credHelpers" per registry,
+else "credsStore" for all. For such a registry, lookups ask the helper (after kobako's own
+file), and `kobako login`/`logout` store and erase through it, as the docker CLI does.
 """
 
 from __future__ import annotations
@@ -92,9 +95,36 @@ def find(auths: dict, domain: str) -> tuple[str, str] | None:
     return None
 
 
+def helper(domain: str) -> str | None:
+    """The credential helper Docker's config names for `domain`: credHelpers, else credsStore."""
+    doc = _read(docker_path(), strict=False)
+    want = normalize(domain)
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, name in helpers.items():
+            if isinstance(key, str) and normalize(key) == want and isinstance(name, str) and name:
+                return name
+    store = doc.get("credsStore")
+    return store if isinstance(store, str) and store else None
+
+
 def get(domain: str) -> tuple[str, str] | None:
-    """(user, password) for `domain`, from kobako's file, else Docker's; None if neither has it."""
-    return find(_load(path(), strict=True), domain) or find(_load(docker_path(), strict=False), domain)
+    """(user, password) for `domain`: kobako's file, else the credential helper Docker's config
+    names for it, else that config's "auths"; None if none has it. A user of "<token>" means
+    the password is an identity token."""
+    found = find(_load(path(), strict=True), domain)
+    if found:
+        return found
+    name = helper(domain)
+    if name:
+        from kobako.image import credhelper
+        try:
+            found = credhelper.get(name, domain)
+        except credhelper.HelperError as e:
+            raise AuthError(str(e)) from None
+        if found:
+            return found
+    return find(_load(docker_path(), strict=False), domain)
 
 
 def _update(change: Callable[[dict], bool]) -> bool:
@@ -117,9 +147,20 @@ def _update(change: Callable[[dict], bool]) -> bool:
 
 
 def store(domain: str, user: str, password: str) -> None:
+    """Remember the login: in the credential helper Docker's config names for `domain`, else
+    in kobako's file."""
     if not user or ":" in user:
         raise AuthError("a registry user name must be non-empty and must not contain ':'")
     key = normalize(domain)
+    name = helper(key)
+    if name:
+        from kobako.image import credhelper
+        try:
+            credhelper.store(name, key, user, password)
+        except credhelper.HelperError as e:
+            raise AuthError(str(e)) from None
+        _forget(key)  # an older login in kobako's file would shadow the helper's
+        return
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
 
     def change(auths: dict) -> bool:
@@ -132,10 +173,23 @@ def store(domain: str, user: str, password: str) -> None:
 
 
 def remove(domain: str) -> bool:
-    """Forget `domain` in kobako's file (Docker's is never written); False if it was not there."""
+    """Forget `domain` in kobako's file and in its credential helper (Docker's config is never
+    written); False if neither had it."""
+    key = normalize(domain)
+    erased = False
+    name = helper(key)
+    if name:
+        from kobako.image import credhelper
+        try:
+            erased = credhelper.erase(name, key)
+        except credhelper.HelperError as e:
+            raise AuthError(str(e)) from None
+    return _forget(key) or erased
+
+
+def _forget(key: str) -> bool:
     if not os.path.exists(path()):
         return False
-    key = normalize(domain)
 
     def change(auths: dict) -> bool:
         hits = [k for k in auths if normalize(k) == key]

@@ -14,6 +14,11 @@ per scope. Credentials only ever go to the registry's own host, never to a redir
 Each thread keeps one connection alive per host; a stream that is still open holds
 its connection, so the thread opens another for its next request. Pulls try the
 configured mirrors first (registries.py) and fall back to the registry itself.
+
+Every connection (to the registry, a mirror, a token server or a redirect's host) goes
+through the proxy the environment names for it (proxy.py) and trusts, besides the
+system's CAs, those in the host's certs.d directory, which may also hold a client
+certificate (certs.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import socket
 import ssl
 import threading
@@ -33,7 +39,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, BinaryIO
 
 from kobako import errors
-from kobako.image import auth, manifest, registries
+from kobako.image import auth, certs, manifest, registries
+from kobako.image import proxy as proxies
 
 if TYPE_CHECKING:
     from kobako.image.store import ImageStore
@@ -49,6 +56,7 @@ RESUMES = 5              # consecutive re-requests of a broken blob download
 BACKOFF = 0.5            # seconds before the first re-request; doubles each time
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
+IDENTITY_TOKEN_USER = "<token>"  # a credential helper's user name for an identity token
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
@@ -66,6 +74,15 @@ class NotFound(RegistryError, errors.NotFound):
 
 class Unauthorized(RegistryError, errors.Unauthorized):
     status = 401
+
+
+class ProxyFailure(OSError):
+    """Connecting through a proxy failed before the registry was reached."""
+
+    def __init__(self, proxy: proxies.Proxy, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.proxy = proxy
+        self.cause = cause
 
 
 # -- small parsers ---------------------------------------------------------------------
@@ -169,7 +186,21 @@ def _with_param(url: str, key: str, value: str) -> str:
     return url + ("&" if "?" in url else "?") + urllib.parse.urlencode({key: value})
 
 
-def _network_error(name: str, e: BaseException, timeout: float) -> RegistryError:
+def _network_error(name: str, e: BaseException, timeout: float, netloc: str = "") -> RegistryError:
+    if isinstance(e, ProxyFailure):
+        cause = e.cause
+        text = str(cause)
+        if text.startswith("Tunnel connection failed: "):
+            why = f"refused the tunnel: {text.removeprefix('Tunnel connection failed: ')}"
+        elif isinstance(cause, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(cause, socket.gaierror):
+            why = f"cannot resolve the proxy's host name ({cause.strerror})"
+        elif isinstance(cause, TimeoutError):
+            why = f"no answer within {timeout:g}s"
+        else:
+            why = cause.strerror or text or type(cause).__name__
+        return RegistryError(f"registry {name}: proxy {e.proxy.display}: {why}")
     if isinstance(e, http.client.RemoteDisconnected):
         return RegistryError(f"registry {name} closed the connection without answering")
     if isinstance(e, http.client.HTTPException):
@@ -180,9 +211,15 @@ def _network_error(name: str, e: BaseException, timeout: float) -> RegistryError
         msg = f"cannot resolve the host name ({e.strerror})"
     elif isinstance(e, TimeoutError):
         msg = f"no answer within {timeout:g}s (is the registry reachable?)"
+    elif isinstance(e, ssl.SSLCertVerificationError) and e.verify_code == 62:  # hostname mismatch
+        msg = (f"TLS certificate is not valid for this host name ({e.verify_message}); to use it anyway, "
+               f"list the registry in [registries] insecure of {registries.config_file()}")
     elif isinstance(e, ssl.SSLCertVerificationError):
-        msg = (f"TLS certificate not trusted ({e.verify_message}); to use it anyway, list the registry "
-               f"in [registries] insecure of {registries.config_file()}")
+        msg = (f"TLS certificate not trusted ({e.verify_message}); if the registry uses a private CA, put "
+               f"the CA's certificate in {certs.ca_hint(netloc or name)}, or list the registry in "
+               f"[registries] insecure of {registries.config_file()}")
+    elif isinstance(e, ssl.SSLError) and (e.reason or "") in CLIENT_CERT_ALERTS:
+        msg = _client_cert_problem(netloc or name, e.reason)
     elif isinstance(e, ssl.SSLError):
         msg = (f"TLS handshake failed ({e.reason or e}); if the registry speaks plain HTTP, list it "
                f"in [registries] insecure of {registries.config_file()}")
@@ -191,6 +228,24 @@ def _network_error(name: str, e: BaseException, timeout: float) -> RegistryError
     else:
         msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return RegistryError(f"registry {name}: {msg}")
+
+
+# What a server answers about our client certificate (our own checks of its certificate
+# fail with SSLCertVerificationError instead).
+CLIENT_CERT_ALERTS = ("SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+                      "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_UNKNOWN")
+
+
+def _client_cert_problem(netloc: str, reason: str) -> str:
+    try:
+        client = certs.material(netloc)[1]
+    except certs.CertsError:
+        client = None
+    if client:
+        return f"the registry did not accept the TLS client certificate {client[0]} ({reason})"
+    where = os.path.dirname(certs.ca_hint(netloc))
+    return (f"the registry asks for a TLS client certificate ({reason}); put it in {where}/client.cert "
+            f"and its key in {where}/client.key")
 
 
 # -- endpoints and connections -------------------------------------------------------------
@@ -245,7 +300,8 @@ class Client:
         self._local = threading.local()
         self._pools: weakref.WeakValueDictionary[int, _Pool] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
-        self._contexts: dict[bool, ssl.SSLContext] = {}
+        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._proxies: dict[tuple[str, str], proxies.Proxy | None] = {}
 
     def _mirror(self, url: str) -> _Endpoint:
         if "://" not in url:
@@ -269,26 +325,41 @@ class Client:
                 self._pools[id(pool)] = pool
         return pool
 
-    def _context(self, verify: bool) -> ssl.SSLContext:
-        ctx = self._contexts.get(verify)
+    def _context(self, netloc: str, verify: bool) -> ssl.SSLContext:
+        """The TLS context for one host: the system's CAs plus its certs.d material."""
+        ctx = self._contexts.get((netloc, verify))
         if ctx is None:
-            ctx = ssl.create_default_context()
-            if not verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._contexts[verify] = ctx
+            try:
+                ctx = certs.context(netloc, verify)
+            except certs.CertsError as e:
+                raise RegistryError(f"registry {netloc}: {e}") from None
+            self._contexts[(netloc, verify)] = ctx
         return ctx
+
+    def _proxy(self, scheme: str, netloc: str) -> proxies.Proxy | None:
+        if (scheme, netloc) not in self._proxies:
+            try:
+                self._proxies[(scheme, netloc)] = proxies.for_url(scheme, netloc)
+            except proxies.ProxyConfigError as e:
+                raise RegistryError(f"registry {netloc}: {e}") from None
+        return self._proxies[(scheme, netloc)]
 
     def _checkout(self, key: tuple[str, str, bool]) -> tuple[http.client.HTTPConnection, bool]:
         conn = self._pool().pop(key, None)
         if conn is not None:
             return conn, True
         scheme, netloc, verify = key
+        proxy = self._proxy(scheme, netloc)
+        host, port = (proxy.host, proxy.port) if proxy else (netloc, None)
         if scheme == "https":
-            conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self._context(verify))
+            conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                               context=self._context(netloc, verify))
+            if proxy:  # CONNECT through the proxy, then TLS with the registry itself
+                conn.set_tunnel(netloc, headers=proxy.headers())
         else:
-            conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         conn.kobako_key = key  # type: ignore[attr-defined]
+        conn.kobako_proxy = proxy  # type: ignore[attr-defined]
         return conn, False
 
     def _checkin(self, conn: http.client.HTTPConnection) -> None:
@@ -324,9 +395,21 @@ class Client:
         key = (scheme, netloc, verify)
         while True:
             conn, reused = self._checkout(key)
+            proxy: proxies.Proxy | None = conn.kobako_proxy  # type: ignore[attr-defined]
             try:
                 if conn.sock is None:
-                    conn.connect()  # TCP and TLS handshake: errors here are connection errors
+                    try:  # TCP (and CONNECT) and TLS handshake: errors here are connection errors
+                        conn.connect()
+                    except ssl.SSLError:
+                        raise  # the registry's TLS, past the proxy
+                    except OSError as e:
+                        if proxy:
+                            raise ProxyFailure(proxy, e) from None
+                        raise
+                if proxy and scheme == "http":  # to the proxy as an absolute-URI request
+                    conn.request(method, f"http://{netloc}{target}", body=body,
+                                 headers={**headers, **proxy.headers()})
+                    return conn.getresponse(), conn
                 conn.request(method, target, body=body, headers=headers)
                 return conn.getresponse(), conn
             except STALE:
@@ -347,14 +430,14 @@ class Client:
             resp, conn = self._raw(scheme, netloc, ep.verify, method, target, headers, body)
         except ssl.SSLError as e:
             if not (own and ep.fallback and not isinstance(e, ssl.SSLCertVerificationError)):
-                raise _network_error(ep.name, e, self.timeout) from None
+                raise _network_error(ep.name, e, self.timeout, netloc) from None
             with ep.lock:
                 ep.scheme, ep.fallback = "http", False
             return self._exchange(ep, netloc, "http", method, target, headers, body)
         except (OSError, http.client.HTTPException) as e:
             if own and ep is not self.registry:
                 ep.dead = True
-            raise _network_error(ep.name, e, self.timeout) from None
+            raise _network_error(ep.name, e, self.timeout, netloc) from None
         if own and ep.fallback:
             ep.fallback = False  # TLS worked: stay on it
         return resp, conn
@@ -456,19 +539,31 @@ class Client:
         if u.scheme not in ("http", "https") or not u.netloc:
             raise RegistryError(f"registry {ep.name} named an invalid token realm {realm!r}", 401)
         query = [("service", service)] if service else []
-        query += [("scope", s) for s in scopes]
         headers = {"User-Agent": USER_AGENT}
-        if ep.credentials:
-            query.append(("account", ep.credentials[0]))
-            headers["Authorization"] = "Basic " + base64.b64encode(":".join(ep.credentials).encode()).decode()
-        target = (u.path or "/") + "?" + "&".join(x for x in (u.query, urllib.parse.urlencode(query)) if x)
+        method, form = "GET", None
+        if ep.credentials and ep.credentials[0] == IDENTITY_TOKEN_USER:
+            # an identity token (from a credential helper) is an OAuth2 refresh token: POSTed
+            method = "POST"
+            form = urllib.parse.urlencode(query + [
+                ("scope", " ".join(scopes)), ("grant_type", "refresh_token"),
+                ("refresh_token", ep.credentials[1]), ("client_id", "kobako")]).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            target = (u.path or "/") + ("?" + u.query if u.query else "")
+        else:
+            query += [("scope", s) for s in scopes]
+            if ep.credentials:
+                query.append(("account", ep.credentials[0]))
+                headers["Authorization"] = "Basic " + base64.b64encode(
+                    ":".join(ep.credentials).encode()).decode()
+            encoded = urllib.parse.urlencode(query)
+            target = (u.path or "/") + "?" + "&".join(x for x in (u.query, encoded) if x)
         # The token server is trusted as far as the registry is: same TLS checks.
         verify = ep.verify and not registries.is_insecure(u.netloc)
         name = f"{ep.name} (token server {u.netloc})"
         try:
-            resp, conn = self._raw(u.scheme, u.netloc, verify, "GET", target, headers, None)
+            resp, conn = self._raw(u.scheme, u.netloc, verify, method, target, headers, form)
         except (OSError, http.client.HTTPException) as e:
-            raise _network_error(name, e, self.timeout) from None
+            raise _network_error(name, e, self.timeout, u.netloc) from None
         tep = _Endpoint(name, ep.login, u.scheme, u.netloc, "", verify, False, None)
         body = self._body(tep, resp, conn)
         if resp.status in (401, 403):

@@ -254,6 +254,20 @@ def test_bearer_token_flow():
             Client(r.addr).get_manifest("test/hello", "1")
 
 
+def test_an_identity_token_is_exchanged_at_the_token_server():
+    with rs.Registry(token=True, users={"bob": "pw"}) as r:
+        image = rs.upload_image(r)
+        ts = r.token_server
+        ts.refresh_tokens["identity-123"] = "bob"
+        c = Client(r.addr, credentials=(registry.IDENTITY_TOKEN_USER, "identity-123"))
+        assert c.get_manifest("test/hello", "1")[2] == image["manifest_digest"]
+        asked = ts.requests[-1]
+        assert asked["oauth"] and asked["user"] == "bob" and asked["scope"] == ["repository:test/hello:pull"]
+        expired = Client(r.addr, credentials=(registry.IDENTITY_TOKEN_USER, "expired"))
+        with pytest.raises(Unauthorized, match="incorrect username or password"):
+            expired.get_manifest("test/hello", "1")
+
+
 def test_bearer_anonymous_pull_and_access_token_field():
     with rs.Registry(token=True, users={"bob": "pw"}, anonymous_pull=True, access_token_only=True) as r:
         image = rs.upload_image(r)
