@@ -51,7 +51,7 @@ def test_storage_root_from_the_file(k: Kobako, tmp_path: Path):
         k("ps")
         assert (tmp_path / "store" / "containers").is_dir()
         info = k("info").stdout
-        assert f"ConfigFiles: {cfg}" in info and f"{tmp_path}/store" in info
+        assert f" Config Files:\n  {cfg}\n" in info and f"{tmp_path}/store" in info
     finally:
         k.env.clear()
         k.env.update(env)

@@ -175,7 +175,7 @@ def test_pull_over_connect_from_a_registry_with_a_private_ca(k: Kobako, tls_reg,
     k.env["HTTPS_PROXY"] = proxy.url
     k.env["NO_PROXY"] = "example.com,10.0.0.0/8"  # not this registry: still proxied
     out = k("pull", f"{netloc}/test/hello:1").stdout
-    assert f"downloaded {netloc}/test/hello:1" in out
+    assert f"Downloaded newer image for {netloc}/test/hello:1" in out
     assert f"{netloc}/test/hello" in k("images").stdout
     assert ("CONNECT", netloc) in proxy.seen
     assert all(m == "CONNECT" for m, _ in proxy.seen)  # https never goes as plain requests
