@@ -1,5 +1,6 @@
 #!/bin/sh
-# Install what the tests need (as root, on Debian 12) and run every test:
+# Install kobako and what the tests need (as root, on Debian 12) and run every test, from a venv
+# of their own (/opt/kobako/test-venv):
 # unit (no root), integration (real containers), security, conformance on this host, then
 # the cgroup v2 suite (tests/v2vm/suite.txt) in a pure cgroup v2 VM (scripts/v2vm.sh).
 # Arguments, if any, go to pytest instead of "tests", on this host only (KOBAKO_TEST_RUNTIME=runc
@@ -41,14 +42,19 @@ if [ ! -x /opt/kobako/test-tools/containerd/usr/bin/containerd ]; then
     && mkdir -p /opt/kobako/test-tools && dpkg-deb -x "$d"/containerd_*.deb /opt/kobako/test-tools/containerd
   rm -rf "$d"
 fi
-/opt/kobako/venv/bin/pip install -q --disable-pip-version-check -e "$here[test]"
+# The tests' own venv: this checkout, editable (the tests run its code), and the test tools
+# (pytest, ruff, docker-py), none of which the installed kobako's venv carries.
+TEST_VENV=${KOBAKO_TEST_VENV:-/opt/kobako/test-venv}
+[ -x "$TEST_VENV/bin/python3" ] || /usr/bin/python3 -m venv "$TEST_VENV"
+"$TEST_VENV/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+py=$TEST_VENV/bin/python
 cd "$here"
-[ $# = 0 ] || exec /opt/kobako/venv/bin/python -m pytest -q -p no:cacheprovider "$@"  # just some
+[ $# = 0 ] || exec "$py" -m pytest -q -p no:cacheprovider "$@"  # just some
 rc=0
-/opt/kobako/venv/bin/python -m pytest -q -p no:cacheprovider tests || rc=$?
+"$py" -m pytest -q -p no:cacheprovider tests || rc=$?
 # Most hosts CI runs on are cgroup v1 or hybrid, where the v2 code paths never run: the
 # tests that take them run again in a VM that is pure v2.  It fails the run like any
 # test; a VM that cannot start fails it too (exit 125).  900 s bounds a hung VM.
 echo '== the cgroup v2 suite, in a VM (README.md, "The cgroup v2 suite") =='
-"$here/scripts/v2vm.sh" -t 900 -- tests/v2vm/suite.sh || { echo "the cgroup v2 suite failed (exit $?)"; rc=1; }
+"$here/scripts/v2vm.sh" -t 900 -- env KOBAKO_PYTHON="$py" tests/v2vm/suite.sh || { echo "the cgroup v2 suite failed (exit $?)"; rc=1; }
 exit $rc

@@ -34,7 +34,7 @@ MODULES = {
     "network create": "networks", "network ls": "networks", "network inspect": "networks",
     "network rm": "networks", "network prune": "networks", "network connect": "networks",
     "network disconnect": "networks", "network reload": "networks",
-    "explain": "explain",
+    "explain": "explain", "completion": "reference",
 }
 ALIASES = {
     "image ls": "images", "image list": "images", "image rm": "rmi", "image remove": "rmi",
@@ -55,7 +55,7 @@ ALIASES = {
 }
 GROUPS = ("image", "container", "system", "volume", "network", "builder")
 # commands that must work where the engine cannot start, and make nothing: no Engine for them
-NO_ENGINE = ("system check",)
+NO_ENGINE = ("system check", "completion")
 
 USAGE = f"""Usage:  kobako [OPTIONS] COMMAND
 
@@ -103,6 +103,7 @@ System:
   system check    What this host lacks for kobako, and the fix for each
   system service  Serve the Docker Engine API on a unix socket
   version     Show the version
+  completion  Print a shell completion script (bash, zsh, fish)
 
 Run 'kobako COMMAND --help' (or 'kobako help COMMAND') for more information on a command,
 'kobako GROUP --help' for a group's commands (image, container, network, volume, system).

@@ -6,7 +6,7 @@
 # A listed test that skips fails the suite: everything listed must run on cgroup v2.
 set -eu
 here=$(cd "$(dirname "$0")/../.." && pwd)
-py=${KOBAKO_PYTHON:-/opt/kobako/venv/bin/python}
+py=${KOBAKO_PYTHON:-/opt/kobako/test-venv/bin/python}  # scripts/test.sh makes it
 cd "$here"
 
 if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] || grep -q ' - cgroup ' /proc/self/mountinfo; then
