@@ -23,18 +23,25 @@ async def create(req: Request) -> None:
     body = req.json()
     name = req.query.get("name") or None
     spec = ContainerSpec.from_docker(body, name)
+    platform = req.query.get("platform") or ""
+    warnings: list[str] = []
 
     def make() -> dict:
+        from kobako.image import manifest as mf
         from kobako.image.store import ImageNotFound
+        want = mf.parse_platform(platform) if platform else None  # a 400 for one that does not parse
         e = engine()
         try:
             img = e.images.resolve(spec.config["Image"])
         except ImageNotFound:
             raise ApiError(404, f"No such image: {spec.config['Image']}") from None
+        if want is not None or img.get("architecture") not in ("", None, mf.host_platform()["architecture"]):
+            from kobako.engine import emulation  # a mismatch is dockerd's 404: the docker CLI then pulls
+            warnings.extend(emulation.check_image(e, img, spec.config["Image"], want))
         return e.create_container(spec, img, spec.config["Image"])
 
     rec = await blocking(make)
-    await req.send_json(201, {"Id": rec["id"], "Warnings": []})
+    await req.send_json(201, {"Id": rec["id"], "Warnings": warnings})
 
 
 # -- start, attach, wait -----------------------------------------------------------------------

@@ -18,8 +18,13 @@ from kobako.image.store import ImageNotFound
 def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform: str | None = None) -> dict:
     if pull_policy not in ("missing", "always", "never"):
         raise ocispec.OptionError(f"invalid --pull {pull_policy!r}: missing, always or never")
+    from kobako.image import manifest as mf
+    want = mf.parse_platform(platform) if platform else None  # a bad one before anything is fetched
+    if want is not None and want != mf.normalize(mf.host_platform()):
+        from kobako.engine import emulation
+        emulation.check_requested(want)  # no QEMU for it: say so before a pull
     if pull_policy == "always":
-        img = _pull(e, name, quiet, platform)
+        img = _pull(e, name, quiet, want)
     else:
         try:
             img = e.images.resolve(name)
@@ -27,23 +32,19 @@ def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform
             if pull_policy == "never" or reference.looks_like_id(name):
                 raise
             sys.stderr.write(f"Unable to find image '{familiar(str(reference.parse(name)))}' locally\n")
-            img = _pull(e, name, quiet, platform)
-    from kobako.image import manifest as mf
-    host = mf.host_platform()["architecture"]
-    arch = img.get("architecture") or host
-    if arch != host:  # no emulation (binfmt) here: say so rather than fail with ENOEXEC
-        raise ocispec.OptionError(f"image {familiar(name)} is for {img.get('os', 'linux')}/{arch}; "
-                                  f"this host runs {host}")
+            img = _pull(e, name, quiet, want)
+    if want is not None or img.get("architecture") not in ("", None, mf.host_platform()["architecture"]):
+        from kobako.engine import emulation
+        for w in emulation.check_image(e, img, name, want):
+            sys.stderr.write(f"WARNING: {w}\n")
     return img
 
 
-def _pull(e: Engine, name: str, quiet: bool, platform: str | None = None) -> dict:
-    from kobako.image import manifest as mf
+def _pull(e: Engine, name: str, quiet: bool, platform: dict | None = None) -> dict:
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull
     with undo_on_failure(e):
-        plat = mf.parse_platform(platform) if platform else None
-        return pull(e.images, e.snapshots, reference.parse(name), plat)
+        return pull(e.images, e.snapshots, reference.parse(name), platform)
 
 
 def _mount(m: str) -> dict:

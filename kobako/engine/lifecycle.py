@@ -193,9 +193,23 @@ class Engine:
         opts = specs.plan(self, spec)
         return self.create(image, image_name, opts, spec, starting, img_cfg)
 
+    @staticmethod
+    def emulate(arch: str | None) -> str:
+        """The foreign architecture a container's binaries run under QEMU for ('' when the
+        host runs them itself), its binfmt handler made sure of (engine/emulation.py)."""
+        from kobako.image.manifest import host_platform
+        if not arch or arch == host_platform()["architecture"]:
+            return ""
+        from kobako.engine import emulation  # only for foreign images: off a native run's path
+        return emulation.ensure_for(arch)
+
     def image_config(self, image: dict) -> dict:
+        return self.image_config_doc(image).get("config") or {}
+
+    def image_config_doc(self, image: dict) -> dict:
+        """The image's whole config document (architecture, os, variant, config, rootfs...)."""
         from kobako.runtime import jsonfast
-        return jsonfast.loads(self.images.content.read(image["id"])).get("config") or {}
+        return jsonfast.loads(self.images.content.read(image["id"]))
 
     def create(self, image: dict, image_name: str, opts: ocispec.RunOptions, spec: ContainerSpec,
                starting: bool = False, img_cfg: dict | None = None) -> dict:
@@ -207,6 +221,7 @@ class Engine:
         if img_cfg is None:
             img_cfg = self.image_config(image)
         ocispec.command_of(img_cfg, opts)  # fail before anything is made
+        emulated = self.emulate(image.get("architecture"))  # QEMU's handler, or why not: before too
         vols: list[dict] = []
         first = {
             "image": image["id"], "imageName": image_name, "created": now_iso(),
@@ -232,6 +247,8 @@ class Engine:
                 for k, v in log["Config"].items() if k in ("max-size", "max-file", "compress")}}
         if opts.join_ids:
             first["joinNamespaces"] = dict(opts.join_ids)
+        if emulated:
+            first["emulated"] = emulated
         # Each step registers its undo before the next one runs; a failure (a name taken, no
         # user-namespace range left, a bad bind) undoes all of them, anonymous volumes included.
         record = steps.Record("engine")
@@ -659,6 +676,8 @@ class Engine:
         st = self.state(rec)
         if st in ("running", "paused"):
             return rec.get("pid", 0)
+        if rec.get("emulated"):  # the handler made at create may be gone (a reboot)
+            self.emulate(rec["emulated"])
         if self.runtime_state(rec["id"]) is not None:  # a stopped runtime container: clear it first
             self.runtime(["delete", "--force", rec["id"]])
         # owned by this command until the monitor, taking the request, names itself

@@ -149,13 +149,73 @@ def host_platform() -> dict:
 
 
 def parse_platform(s: str) -> dict:
-    parts = s.split("/")
-    if len(parts) < 2 or len(parts) > 3 or not all(parts):
-        raise ManifestError(f"invalid platform {s!r}: expected os/arch[/variant], e.g. linux/amd64")
+    """`os/arch[/variant]` (or just `arch`, or just `os`, as containerd's platforms.Parse
+    takes them), normalised: `linux/aarch64` is `linux/arm64`, `x86_64` is `amd64`."""
+    parts = s.strip().lower().split("/")
+    if len(parts) > 3 or not all(p.strip() for p in parts):
+        raise ManifestError(f"invalid platform {s!r}: expected os/arch[/variant], e.g. linux/arm64")
+    if len(parts) == 1:  # one word: an OS (its host architecture) or an architecture (on linux)
+        word = parts[0]
+        if word in _OSES:
+            return normalize({"os": word, "architecture": host_platform()["architecture"]})
+        parts = ["linux", word]
+    if parts[0] not in _OSES:
+        raise ManifestError(f"invalid platform {s!r}: unknown operating system {parts[0]!r} "
+                            "(expected os/arch[/variant], e.g. linux/arm64)")
     p = {"os": parts[0], "architecture": parts[1]}
     if len(parts) == 3:
         p["variant"] = parts[2]
+    p = normalize(p)
+    if p["architecture"] not in _ARCHES:
+        raise ManifestError(f"invalid platform {s!r}: unknown architecture {parts[1]!r} "
+                            f"(known: {', '.join(sorted(_ARCHES))})")
     return p
+
+
+# GOOS / GOARCH values an image's config may name (Go's list, less the ones no Linux image uses)
+_OSES = {"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix", "plan9",
+         "android", "ios", "js", "wasip1", "dragonfly"}
+_ARCHES = {"amd64", "386", "arm", "arm64", "ppc64", "ppc64le", "s390x", "riscv64", "mips", "mipsle",
+           "mips64", "mips64le", "loong64", "wasm", "sparc64"}
+
+
+def normalize(p: dict) -> dict:
+    """A platform as containerd's platforms.Normalize writes it: lower case, Go's names for
+    the architecture, arm's variant made explicit (v7) and arm64's default one (v8) dropped."""
+    os_ = (p.get("os") or "linux").lower()
+    arch, variant = (p.get("architecture") or "").lower(), (p.get("variant") or "").lower()
+    if arch in ("x86_64", "x86-64", "amd64"):
+        arch, variant = "amd64", "" if variant == "v1" else variant
+    elif arch in ("i386", "i686", "386"):
+        arch, variant = "386", ""
+    elif arch in ("aarch64", "arm64"):
+        arch = "arm64"
+        variant = {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}.get(variant, variant)
+    elif arch == "armhf":
+        arch, variant = "arm", "v7"
+    elif arch == "armel":
+        arch, variant = "arm", "v6"
+    elif arch == "arm":
+        variant = {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(variant, variant)
+    out = {"os": "darwin" if os_ == "macos" else os_, "architecture": arch}
+    if variant:
+        out["variant"] = variant
+    return out
+
+
+def platform_string(p: dict) -> str:
+    """os/arch[/variant], as docker prints a platform."""
+    return "/".join(x for x in (p.get("os") or "linux", p.get("architecture") or "", p.get("variant")) if x)
+
+
+def platform_matches(have: dict, want: dict) -> bool:
+    """Whether an image of platform `have` serves a request for `want` (both normalised):
+    os and architecture equal; a variant only when both name one (an image without one
+    serves any, as containerd's matcher lets it)."""
+    h, w = normalize(have), normalize(want)
+    if (h["os"], h["architecture"]) != (w["os"], w["architecture"]):
+        return False
+    return not (h.get("variant") and w.get("variant")) or h["variant"] == w["variant"]
 
 
 def select(index: Index, want: dict | None = None) -> Descriptor:
