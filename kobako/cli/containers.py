@@ -734,10 +734,10 @@ COMMANDS = {
              exec_),
     "top": (Command("top", "CONTAINER [ps OPTIONS]", "Show a container's processes", interspersed=False,
                     min_args=1), top),
-    "cp": (Command("cp", "CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
+    "cp": (Command("cp", "[OPTIONS] CONTAINER:SRC_PATH DEST_PATH | SRC_PATH CONTAINER:DEST_PATH",
                    "Copy files between a container (running or not) and the host", [
                        opt("-a --archive", "archive",
-                           help="keep the files' owners (default: the container's root, or you)"),
+                           help="into the container: owned by its user (default: they keep their owners)"),
                        opt("-L --follow-link", "follow", help="always follow a symlink in SRC_PATH")],
                    min_args=2, max_args=2), cp),
     "rename": (Command("rename", "CONTAINER NEW_NAME", "Rename a container", min_args=2, max_args=2), rename),

@@ -364,12 +364,12 @@ COMMANDS = {
                        EVENT_OPTS, max_args=0), events),
     "system events": (Command("system events", "[OPTIONS]", "Same as kobako events", EVENT_OPTS,
                               max_args=0), events),
-    "port": (Command("port", "CONTAINER", "List a container's published ports", min_args=1, max_args=2),
-             port),
-    "version": (Command("version", "", "Show the version", [
+    "port": (Command("port", "CONTAINER [PRIVATE_PORT[/PROTO]]", "List a container's published ports",
+                     min_args=1, max_args=2), port),
+    "version": (Command("version", "[OPTIONS]", "Show the version", [
         opt("-f --format", "format", "str", None, "Go template: {{.Client.Version}}, {{json .}}")],
         max_args=0), version),
-    "system info": (Command("system info", "", "Information about the host and kobako", [
+    "system info": (Command("system info", "[OPTIONS]", "Information about the host and kobako", [
         opt("-f --format", "format", "str", None, "Go template")], max_args=0), info),
     "system restore": (Command("system restore", "",
                                "Start containers whose restart policy is always or unless-stopped "

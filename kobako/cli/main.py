@@ -88,6 +88,9 @@ Containers:
   export      A container's filesystem as a tar archive
 
   create, start, stop, kill, restart, pause, unpause, wait, logs, exec, top, rename, inspect
+  attach      Join a detached container's input and output
+  cp          Copy files between a container and the host
+  container prune  Remove all stopped containers
   explain     The kernel objects a container is made of, and a host command to check each
 
 Volumes:
@@ -96,7 +99,7 @@ Volumes:
 Networks:
   network create, ls, inspect, rm, prune, connect, disconnect, reload
 
-  stats, update, port
+  stats, update, port, events (system events)
 
 System:
   system df, system prune, system info (info), system restore

@@ -152,7 +152,8 @@ COMMANDS = {
     "network inspect": (Command("network inspect", "[OPTIONS] NETWORK [NETWORK...]",
                                 "Show networks in detail", [
         opt("-f --format", "format", "str", None, "a Go template")], min_args=1), inspect),
-    "network rm": (Command("network rm", "NETWORK [NETWORK...]", "Remove networks no container uses", [
+    "network rm": (Command("network rm", "[OPTIONS] NETWORK [NETWORK...]",
+                           "Remove networks no container uses", [
         opt("-f --force", "force", help="do not error if a network does not exist")], min_args=1), rm),
     "network prune": (Command("network prune", "[OPTIONS]", "Remove every network no container uses", [
         opt("-f --force", "force", help="do not prompt for confirmation"),

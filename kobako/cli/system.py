@@ -168,7 +168,7 @@ def render_check(results: list) -> str:
 
 
 COMMANDS = {
-    "system df": (Command("system df", "", "Show disk usage of images, containers and volumes", [
+    "system df": (Command("system df", "[OPTIONS]", "Show disk usage of images, containers and volumes", [
         opt("-v --verbose", "verbose", help="each image, container, volume and build cache entry")],
                           max_args=0), df),
     "system prune": (Command("system prune", "[OPTIONS]",
