@@ -11,7 +11,7 @@ with the probes replaced, so every check runs without root.
 Which checks a user gets depends on who runs kobako: root's containers need overlay,
 cgroups, seccomp, nftables and a free bridge subnet; a non-root user's need a user namespace
 made with newuidmap/newgidmap from /etc/subuid and /etc/subgid, overlay in that namespace (or
-fuse-overlayfs), /dev/net/tun and slirp4netns or pasta. A check is FAIL when a default
+fuse-overlayfs), /dev/net/tun and slirp4netns. A check is FAIL when a default
 `kobako run` (bridge network, no options) cannot work without the fix; warn when only some
 feature needs it (limits, --userns, published ports below a bound, time namespaces).
 
@@ -460,7 +460,7 @@ def check_tun(h: Host) -> Result:
     ok, found, fix = _device(h, "/dev/net/tun", "tun")
     if ok:
         return Result("tun", OK, found)
-    return Result("tun", FAIL, f"{found}; slirp4netns and pasta (a rootless container's network) need it",
+    return Result("tun", FAIL, f"{found}; slirp4netns (a rootless container's network) needs it",
                   fix)
 
 
@@ -738,12 +738,11 @@ def check_subgid(h: Host) -> Result:
 
 
 def check_rootless_network(h: Host) -> Result:
-    found = [f"{p}" for p in (h.which("pasta"), h.which("slirp4netns")) if p]
+    found = h.which("slirp4netns")  # the only way out kobako/network/rootlessns.py uses (not pasta)
     if found:
-        return Result("rootless-network", OK, ", ".join(found) + " (a rootless container's network)")
-    return Result("rootless-network", FAIL, "neither pasta nor slirp4netns is installed: a rootless "
-                  "container has no network without one",
-                  _as_root(h, "apt-get install passt (or: apt-get install slirp4netns)"))
+        return Result("rootless-network", OK, found + " (a rootless container's network)")
+    return Result("rootless-network", FAIL, "slirp4netns is not installed: a rootless "
+                  "container has no network without it", _as_root(h, "apt-get install slirp4netns"))
 
 
 def check_unprivileged_ports(h: Host) -> Result:

@@ -163,7 +163,7 @@ def test_as_a_plain_user_every_check_matches_the_host(session_base: Path):
             assert rows[tool][0] == ("ok" if setuid else "FAIL") or "file capabilities" in rows[tool][1]
         port = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip()
         assert rows["unprivileged-ports"][0] == ("ok" if port == "0" else "warn")
-        net = shutil.which("pasta") or shutil.which("slirp4netns")
+        net = shutil.which("slirp4netns")
         assert rows["rootless-network"][0] == ("ok" if net else "FAIL")
         v1 = " - cgroup cgroup " in Path("/proc/self/mountinfo").read_text()
         if v1:

@@ -286,6 +286,16 @@ def test_tun_closed_to_the_user_fails_with_chmod_and_a_udev_rule(tmp_path):
     assert r.status == "FAIL" and r.fix == "as root: modprobe tun"
 
 
+def test_pasta_alone_is_not_a_rootless_network(tmp_path):
+    # rootless kobako's way out is slirp4netns only (kobako/network/rootlessns.py)
+    h = good_host(tmp_path)
+    assert hc.check_rootless_network(h).status == "ok"
+    os.unlink(h.path("/usr/bin/slirp4netns"))
+    _tool(h, "pasta")
+    r = hc.check_rootless_network(h)
+    assert r.status == "FAIL" and r.fix == "as root: apt-get install slirp4netns"
+
+
 # -- cgroups ------------------------------------------------------------------------------------
 
 def test_no_delegated_subtree_warns_with_the_systemd_drop_in(tmp_path):
