@@ -617,7 +617,7 @@ def system_info(e) -> dict:
         "DriverStatus": [["Backing Filesystem", _fs_type(e.root)], ["Supports d_type", "true"],
                          ["Native Overlay Diff", "true"], ["userxattr", "false"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
-                    "Log": ["json-file"]},
+                    "Log": ["json-file", "local"]},  # spec.LOG_DRIVERS but none, as dockerd lists
         "MemoryLimit": bool(mem) or "memory" in ctrls, "SwapLimit": swap, "KernelMemory": kmem,
         "KernelMemoryTCP": kmem_tcp, "CpuCfsPeriod": cfs, "CpuCfsQuota": cfs,
         "CPUShares": "cpu" in ctrls, "CPUSet": "cpuset" in ctrls, "PidsLimit": "pids" in ctrls,

@@ -31,6 +31,7 @@ def test_info_text_is_dockers_layout_without_python_reprs(tmp_path):
     assert "  seccomp" in lines and "   Profile: builtin" in lines
     assert f" CPUs: {os.cpu_count()}" in lines and f" Docker Root Dir: {tmp_path}" in lines
     assert any(ln.startswith(" Total Memory: ") and ln.endswith("iB") for ln in lines)
+    assert "  Log: json-file local" in lines  # the log drivers a container may use
     assert lines[-1] == "WARNING: No swap limit support" and lines[-2] == ""
     for bad in ("[", "{", "None", "True", "False"):  # no list, dict or bool reprs
         assert bad not in text, bad
