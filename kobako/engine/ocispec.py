@@ -46,6 +46,7 @@ class RunOptions:
         self.entrypoint = entrypoint
         self.env = env or []
         self.workdir, self.user, self.hostname = workdir, user, hostname
+        self.domainname: str | None = None  # --domainname: the UTS namespace's NIS domain name
         self.tty, self.read_only, self.network, self.memory = tty, read_only, network, memory
         self.binds: list[tuple[str, str, bool]] = []  # (host path, destination, read-only)
         self.volumes: list[tuple[str | None, str, bool]] = []  # (volume name, None: anonymous; ...)
@@ -284,6 +285,8 @@ def build(image_cfg: dict, opts: RunOptions, cid: str, user: tuple[int, int, lis
         proc["rlimits"].append({"type": f"RLIMIT_{name.upper()}", "hard": hard, "soft": soft})
     # Docker: --network host keeps the host's hostname (in a UTS namespace of its own)
     cfg["hostname"] = opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12])
+    if opts.domainname:
+        cfg["domainname"] = opts.domainname
     cfg["root"] = {"path": "rootfs", "readonly": opts.read_only}
     linux = cfg["linux"]
     res: dict = {"devices": [{"allow": False, "access": "rwm"}]}

@@ -200,8 +200,6 @@ class ContainerSpec:
                                   "its own cgroup")
         if h["Cgroup"]:
             raise InvalidArgument("HostConfig.Cgroup (joining another container's cgroup) is not supported")
-        if c["Domainname"]:
-            raise InvalidArgument("--domainname is not supported yet")
         lc = h["LogConfig"] or {}
         opts = lc.get("Config") or {}
         if not isinstance(opts, dict) or not all(isinstance(v, str) for v in opts.values()):
@@ -283,7 +281,7 @@ class ContainerSpec:
             raise InvalidArgument(f"invalid UTS mode {h['UTSMode']!r}: host")
         if h["CgroupnsMode"] not in ("", "host", "private"):
             raise InvalidArgument(f"invalid cgroup namespace mode {h['CgroupnsMode']!r}: host or private")
-        if h["UTSMode"] == "host" and c["Hostname"]:
+        if h["UTSMode"] == "host" and (c["Hostname"] or c["Domainname"]):
             raise InvalidArgument("conflicting options: hostname and the UTS mode")
         for env in c["Env"] or []:
             if not env or env.startswith("="):
@@ -394,6 +392,7 @@ def plan(e, spec: ContainerSpec) -> ocispec.RunOptions:
         else None, env=[x for x in c["Env"] or [] if "=" in x], workdir=c["WorkingDir"] or None,
         user=c["User"] or None, hostname=c["Hostname"] or None, tty=c["Tty"],
         read_only=h["ReadonlyRootfs"], network=kind, memory=h["Memory"] or None)
+    opts.domainname = c["Domainname"] or None
     # the endpoint settings of the network it joins (dockerd ignores ones for other networks)
     ep = spec.endpoints.get(mode) or (spec.endpoints.get("bridge") if mode in ("default", "bridge") else None)
     if kind == "bridge":

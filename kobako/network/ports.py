@@ -37,7 +37,8 @@ def parse(spec: str) -> list[dict]:
     if proto not in ("tcp", "udp", "sctp") or (slash and not proto):
         raise PortError(f"invalid protocol in {spec!r}: tcp, udp or sctp")
     if body.startswith("["):
-        raise PortError(f"invalid -p {spec!r}: IPv6 addresses are not supported yet")
+        raise PortError(f"invalid -p {spec!r}: publishing on an IPv6 address is not supported "
+                        "(publish on 0.0.0.0 or an IPv4 address)")
     parts = body.rsplit(":", 2)
     ip, host, ctr = ("", "", parts[0]) if len(parts) == 1 else \
         ("", parts[0], parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2])

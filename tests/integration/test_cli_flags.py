@@ -145,3 +145,11 @@ def test_cp_archive_gives_the_containers_user_and_rmi_no_prune_keeps_parents(k: 
         k("rm", "-f", "cpa", check=False)
     assert k("network", "rm", "-f", "kbt-no-such-net").returncode == 0
     assert k("network", "rm", "kbt-no-such-net", check=False).returncode != 0
+
+
+def test_domainname_sets_the_uts_namespaces_nis_domain(k: Kobako):
+    out = k("run", "--rm", "--network", "none", "--domainname", "corp.example", "-h", "web", IMG,
+            "cat", "/proc/sys/kernel/hostname", "/proc/sys/kernel/domainname").stdout
+    assert out.split() == ["web", "corp.example"]
+    bad = k("run", "--rm", "--uts", "host", "--domainname", "x", IMG, "true", check=False)
+    assert bad.returncode == 125 and "UTS mode" in bad.stderr
