@@ -117,7 +117,7 @@ def test_platform_selection_from_an_index(k: Kobako, reg):
     k("pull", "-q", "--platform", "linux/arm64", f"{reg.addr}/kbt/multi:both")
     assert arch() == "arm64"
     cp = k("pull", "--platform", "linux/s390x", f"{reg.addr}/kbt/multi:both", check=False)
-    assert_user_error(cp, "no image for platform linux/s390x")
+    assert_user_error(cp, "no matching manifest for linux/s390x in the manifest list entries")
 
 
 def test_login_with_basic_auth_then_pull_and_logout(k: Kobako, pushed: str, session_base: Path):
