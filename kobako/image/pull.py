@@ -33,9 +33,9 @@ def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | N
         doc = mf.parse(body, mtype, what=f"manifest of {ref}")
         index_digest, variant = None, ""
         if isinstance(doc, mf.Index):
+            d = mf.select(doc, platform)  # before anything is stored: a platform it lacks leaves nothing
             index_digest = digest
             content.put(body, digest)
-            d = mf.select(doc, platform)
             variant = mf.entry_platform(d).get("variant", "")
             body, mtype, digest = client().get_manifest(ref.path, d.digest)
             doc = mf.parse(body, mtype, what=f"manifest {d.digest}")
