@@ -74,6 +74,7 @@ async def _import(req: Request) -> None:
         tag = req.query.get("tag")
         names = [str(reference.parse(f"{req.query['repo']}:{tag}" if tag else req.query["repo"]))]
     changes = req.query_all.get("changes") or []  # repeated: changes=USER x&changes=CMD ["y"]
+    want = _platform_query(req)
     e = engine()
 
     def go() -> dict:
@@ -85,7 +86,8 @@ async def _import(req: Request) -> None:
         path = f"/proc/self/fd/{req.body_file.fileno()}"
         cfg = apply(changes, {})
         with undo_on_failure(e), gc_shield(e.root):
-            return import_source(e.images, e.snapshots, path, names, cfg, req.query.get("message") or "")
+            return import_source(e.images, e.snapshots, path, names, cfg, req.query.get("message") or "",
+                                 want)
     await req.stream_start(200, "application/json")
     try:
         rec = await blocking(go)
@@ -97,11 +99,31 @@ async def _import(req: Request) -> None:
     await req.stream_end()
 
 
+def _platform_query(req: Request) -> dict | None:
+    """The `platform` query parameter, normalised: "os/arch[/variant]" (pull and import, as
+    dockerd 20.10 takes it) or a JSON-encoded OCI platform (load, API 1.48). A bad one is a 400,
+    before any stream starts."""
+    from kobako.image import manifest as mf
+    raw = req.query.get("platform") or ""
+    if not raw:
+        return None
+    if raw.lstrip().startswith("{"):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, f"invalid platform {raw!r}: not valid JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("architecture"), str):
+            raise ApiError(400, f"invalid platform {raw!r}: expected an object with os and architecture")
+        raw = "/".join(str(doc[k]) for k in ("os", "architecture", "variant") if doc.get(k)) or raw
+    return mf.parse_platform(raw)
+
+
 @route("POST", "/images/load")
 async def load(req: Request) -> None:
     """dockerd answers 200 and reports a bad archive in the stream ({"error": ...}): docker-py
     raises ImageLoadError from it. quiet=1: no progress lines, the same result lines."""
     e = engine()
+    want = _platform_query(req)
 
     def go() -> list[str]:
         from kobako.image import archive
@@ -110,7 +132,7 @@ async def load(req: Request) -> None:
             raise ApiError(400, "no archive in the body")
         req.body_file.seek(0)
         with undo_on_failure(e):
-            return archive.load(e.images, e.snapshots, req.body_file)
+            return archive.load(e.images, e.snapshots, req.body_file, platform=want)
     from kobako.image.reference import familiar, looks_like_id
     await req.stream_start(200, "application/json")
     try:
@@ -177,12 +199,21 @@ async def pull(req: Request) -> None:
     platform = req.query.get("platform") or None
     if platform:  # refused before the stream starts: a 400, as dockerd
         from kobako.image import manifest as mf
-        mf.parse_platform(platform)
+        platform = mf.platform_string(_platform_query(req) or {})
     from kobako.image import reference
     reference.parse(name)
     ref = reference.parse(name)
-    await req.stream_start(200, "application/json")
-    await req.chunk(json.dumps({"status": f"Pulling from {ref.path}", "id": ref.locator}).encode() + b"\r\n")
+    started = False
+
+    async def send(msg: dict) -> None:
+        """The stream starts with the first layer's news: an error before it (no such image, no
+        manifest for the platform) is the reply's status, as dockerd sends one before it flushes."""
+        nonlocal started
+        if not started:
+            started = True
+            await req.stream_start(200, "application/json")
+            await send({"status": f"Pulling from {ref.path}", "id": ref.locator})
+        await req.chunk(json.dumps(msg).encode() + b"\r\n")
 
     creds = registry_auth(req)
     import asyncio
@@ -217,15 +248,16 @@ async def pull(req: Request) -> None:
             getter = asyncio.ensure_future(msgs.get())
             await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
-                await req.chunk(json.dumps(getter.result()).encode() + b"\r\n")
+                await send(getter.result())
             else:
                 getter.cancel()
         rec = job.result()
-        await req.chunk(json.dumps({"status": f"Digest: {rec['manifest']['digest']}"}).encode() + b"\r\n")
+        await send({"status": f"Digest: {rec['manifest']['digest']}"})
         news = "Downloaded newer image" if pulling or before != rec["id"] else "Image is up to date"
-        done = {"status": f"Status: {news} for {reference.familiar(name)}"}
-        await req.chunk(json.dumps(done).encode() + b"\r\n")
-    except Exception as e:  # noqa: BLE001 - a pull error travels in the stream, as dockerd sends it
+        await send({"status": f"Status: {news} for {reference.familiar(name)}"})
+    except Exception as e:  # noqa: BLE001 - once started, a pull error travels in the stream, as dockerd's
+        if not started:
+            raise
         from kobako.errors import describe
         msg = describe(e)
         await req.chunk(json.dumps({"errorDetail": {"message": msg}, "error": msg}).encode() + b"\r\n")

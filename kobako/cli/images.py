@@ -90,7 +90,7 @@ def push(e: Engine, args) -> int:
 def _image_rows(e: Engine, args) -> list[dict]:
     from kobako.engine import filters
     from kobako.engine import images as engine_images
-    flt = filters.from_args(args.filter, engine_images.FILTERS)
+    flt = filters.from_args(args.filter, engine_images.CLI_FILTERS)
     if args.args:  # docker images REPO[:TAG]: a reference filter
         flt.setdefault("reference", []).append(args.args[0])
     rows = []
@@ -105,7 +105,7 @@ def _image_rows(e: Engine, args) -> list[dict]:
         base = {"ID": r["id"] if args.no_trunc else r["id"].split(":")[1][:12],
                 "CreatedSince": ago(r["created"]),
                 "CreatedAt": r["created"], "Size": human_size(r.get("size", 0)),
-                "Containers": str(counts.get(r["id"], 0))}
+                "Containers": str(counts.get(r["id"], 0)), **_platform_fields(r)}
         digest = r["manifest"]["digest"]
         if not names:
             rows.append({**base, "Repository": "<none>", "Tag": "<none>", "Digest": digest})
@@ -113,6 +113,15 @@ def _image_rows(e: Engine, args) -> list[dict]:
             repo, _, tag = familiar(n).rpartition(":")
             rows.append({**base, "Repository": repo, "Tag": tag, "Digest": digest})
     return rows
+
+
+def _platform_fields(rec: dict) -> dict:
+    """--format's {{.Platform}} (os/arch[/variant]), {{.Os}}, {{.Architecture}}, {{.Variant}}."""
+    from kobako.engine.images import platform_of
+    from kobako.image.manifest import platform_string
+    p = platform_of(rec)
+    return {"Platform": platform_string(p), "Os": p["os"], "Architecture": p["architecture"],
+            "Variant": p.get("variant", "")}
 
 
 def images(e: Engine, args) -> int:
@@ -126,7 +135,9 @@ def images(e: Engine, args) -> int:
         return 0
     if args.format:
         formatted(args.format, rows, {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
-                                      "CreatedSince": "CREATED", "Size": "SIZE", "Digest": "DIGEST"})
+                                      "CreatedSince": "CREATED", "Size": "SIZE", "Digest": "DIGEST",
+                                      "Platform": "PLATFORM", "Os": "OS", "Architecture": "ARCHITECTURE",
+                                      "Variant": "VARIANT"})
         return 0
     heads = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     table(heads, [[r["Repository"], r["Tag"]] + ([r["Digest"]] if args.digests else [])
@@ -239,6 +250,8 @@ def save(e: Engine, args) -> int:
 
 def load(e: Engine, args) -> int:
     from kobako.image import archive
+    from kobako.image import manifest as mf
+    want = mf.parse_platform(args.platform) if args.platform else None  # before anything is read
     if args.input:
         try:
             src = open(args.input, "rb")
@@ -248,7 +261,7 @@ def load(e: Engine, args) -> int:
         src = sys.stdin.buffer
     from kobako.image.gc import undo_on_failure
     with src, undo_on_failure(e):
-        names = archive.load(e.images, e.snapshots, src)
+        names = archive.load(e.images, e.snapshots, src, platform=want)
     for n in names:
         print(f"Loaded image: {familiar(n)}" if not reference.looks_like_id(n) else f"Loaded image ID: {n}")
     return 0
@@ -259,19 +272,15 @@ def import_(e: Engine, args) -> int:
     from kobako.image.unpack import gc_shield
     src = args.args[0]
     names = [str(reference.parse(args.args[1]))] if len(args.args) > 1 else []
-    if args.platform:  # the layer is this host's files: no other platform can be claimed for it
-        from kobako.image import manifest as mf
-        want, host = mf.parse_platform(args.platform), mf.host_platform()
-        if (want["os"], want["architecture"]) != (host["os"], host["architecture"]):
-            raise ImageError(f"--platform {args.platform} is not supported: kobako imports images for "
-                             f"this host's platform, {host['os']}/{host['architecture']}")
+    from kobako.image import manifest as mf
+    platform = mf.parse_platform(args.platform) if args.platform else None
     if src != "-" and not os.path.exists(src):
         raise ImageError(f"cannot import {src}: no such file or directory")
     from kobako.image.changes import apply
     changes = apply(args.change, {})
     from kobako.image.gc import undo_on_failure
     with undo_on_failure(e), gc_shield(e.root):
-        rec = import_source(e.images, e.snapshots, src, names, changes, args.message or "")
+        rec = import_source(e.images, e.snapshots, src, names, changes, args.message or "", platform)
     print(rec["id"])
     return 0
 
@@ -325,7 +334,8 @@ COMMANDS = {
         opt("-a --all", "all", help="show intermediate images too (untagged parents of others)"),
         opt("-q --quiet", "quiet", help="only show image IDs"),
         opt("--digests", "digests", help="show digests"),
-        opt("-f --filter", "filter", "list", None, "reference=, dangling=, before=, since=, label="),
+        opt("-f --filter", "filter", "list", None,
+            "reference=, dangling=, before=, since=, label=, platform=os/arch[/variant]"),
         opt("--no-trunc", "no_trunc", help="do not truncate IDs"), FORMAT], max_args=1), images),
     "image inspect": (Command("image inspect", "[OPTIONS] IMAGE [IMAGE...]",
                               "Display detailed information on one or more images", [
@@ -355,14 +365,17 @@ COMMANDS = {
                      min_args=1), save),
     "load": (Command("load", "[OPTIONS]", "Load images from a tar archive (docker-archive or OCI)", [
         opt("-i --input", "input", "str", None, "read from a file instead of stdin"),
-        opt("-q --quiet", "quiet", help="suppress progress output (kobako load shows none)"), TRACE],
+        opt("-q --quiet", "quiet", help="suppress progress output (kobako load shows none)"),
+        opt("--platform", "platform", "str", None,
+            "os/arch[/variant]: only that platform's image of a multi-platform archive"), TRACE],
         max_args=0), load),
     "import": (Command("import", "[OPTIONS] file|URL|-|DIRECTORY [REPOSITORY[:TAG]]",
                        "Create an image from a tarball or a host directory (such as /)", [
                            opt("-c --change", "change", "list", None, "apply a Dockerfile instruction"),
                            opt("-m --message", "message", "str", None, "commit message"),
                            opt("-q --quiet", "quiet", help="print nothing but the image ID"),
-                           opt("--platform", "platform", "str", None, "this host's os/arch (others refused)"),
+                           opt("--platform", "platform", "str", None,
+                               "os/arch[/variant] the image is recorded for (default: this host's)"),
                            TRACE], min_args=1, max_args=2), import_),
     "login": (Command("login", "[OPTIONS] [SERVER]", "Log in to a registry", [
         opt("-u --username", "username", "str", None, "username"),

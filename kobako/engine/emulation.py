@@ -248,11 +248,12 @@ def _mount_binfmt_misc(root: str) -> None:
 
 
 def image_platform(image: dict, config: dict) -> dict:
-    """An image's platform, normalised: its record's os and architecture, its config's variant."""
+    """An image's platform, normalised: its record's os and architecture, its config's variant
+    (else the record's: the index entry's it was pulled by)."""
     from kobako.image.manifest import normalize
     return normalize({"os": image.get("os") or config.get("os") or "linux",
                       "architecture": image.get("architecture") or config.get("architecture") or "",
-                      "variant": config.get("variant") or ""})
+                      "variant": config.get("variant") or image.get("variant") or ""})
 
 
 def check_image_platform(have: dict, name: str, want: dict | None) -> list[str]:

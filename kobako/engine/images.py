@@ -10,6 +10,17 @@ from kobako.image import reference
 from kobako.image.store import ImageError
 
 FILTERS = ("before", "dangling", "label", "reference", "since")
+# `kobako images` takes one more: platform=os/arch[/variant] (podman and docker have no
+# filter on the platform; GET /images/json keeps dockerd's list and refuses it as dockerd does)
+CLI_FILTERS = FILTERS + ("platform",)
+
+
+def platform_of(rec: dict) -> dict:
+    """An image record's platform, normalised (its variant: the config's, else the index
+    entry's it was pulled by; records written before variants were kept have none)."""
+    from kobako.image import manifest as mf
+    return mf.normalize({"os": rec.get("os") or "linux", "architecture": rec.get("architecture") or "",
+                         "variant": rec.get("variant") or ""})
 
 
 def _created(rec: dict) -> float:
@@ -31,9 +42,12 @@ def _labels(e, rec: dict) -> dict:
 def listing(e, flt: dict[str, list[str]]) -> list[tuple[dict, list[str]]]:
     """(image record, the names to show) for each image the filters let through, newest
     first: reference (Go path patterns on the familiar name, with or without the tag),
-    dangling, before / since (an image by name or ID), label KEY[=VALUE]."""
+    dangling, before / since (an image by name or ID), label KEY[=VALUE], platform
+    os/arch[/variant] (any of those given; a variant matches when either side names none)."""
     from kobako.engine import filters
+    from kobako.image import manifest as mf
     dangling = filters.boolean(flt, "dangling")
+    platforms = [mf.parse_platform(p) for p in flt.get("platform") or []]
     bounds = {}
     for k in ("before", "since"):
         for v in flt.get(k) or []:
@@ -52,6 +66,8 @@ def listing(e, flt: dict[str, list[str]]) -> list[tuple[dict, list[str]]]:
             if not names:
                 continue
         if flt.get("label") and not filters.labels_match(_labels(e, rec), flt["label"]):
+            continue
+        if platforms and not any(mf.platform_matches(platform_of(rec), p) for p in platforms):
             continue
         out.append((rec, names))
     return out

@@ -329,13 +329,24 @@ def image_doc(e, rec: dict) -> dict:
         "DockerVersion": cfg.get("docker_version", ""),
         "Author": cfg.get("author", ""),
         "Config": cfg.get("config") or {},
-        "Architecture": cfg.get("architecture", ""), "Variant": cfg.get("variant"), "Os": cfg.get("os", ""),
+        **image_platform_fields(cfg, rec),
         "Size": rec.get("size", 0), "VirtualSize": rec.get("size", 0),
         "GraphDriver": {"Name": "overlay2", "Data": None},
         "RootFS": {"Type": "layers", "Layers": rec.get("diffIds", [])},
         "Metadata": {"LastTagTime": rec.get("added", "")},
         "Manifest": rec["manifest"],
     }
+
+
+def image_platform_fields(cfg: dict, rec: dict) -> dict:
+    """ImageInspect's Architecture, Variant (omitted when empty, as dockerd's omitempty) and Os:
+    the config's; the variant of the index entry the image was pulled by when its config has none."""
+    out = {"Architecture": cfg.get("architecture") or rec.get("architecture", "")}
+    variant = cfg.get("variant") or rec.get("variant")
+    if variant:
+        out["Variant"] = variant
+    out["Os"] = cfg.get("os") or rec.get("os", "")
+    return out
 
 
 def image_summary(e, rec: dict, tags: list[str], containers: int) -> dict:

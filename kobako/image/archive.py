@@ -181,10 +181,12 @@ class _Writer:
         self.tar.addfile(self._info(name, size), src)
 
 
-def _platform(config: dict) -> dict:
+def _platform(config: dict, rec: dict) -> dict:
+    """An index entry's platform: the config's, with the variant the image was pulled by when
+    the config names none (linux/arm/v7 stays v7 through save and load)."""
     p = {"architecture": config.get("architecture") or "", "os": config.get("os") or "linux"}
-    if config.get("variant"):
-        p["variant"] = config["variant"]
+    if config.get("variant") or rec.get("variant"):
+        p["variant"] = config.get("variant") or rec["variant"]
     return p
 
 
@@ -225,7 +227,7 @@ def _save_docker(store: ImageStore, entries: list[tuple[dict, list[str]]], w: _W
         mdigest = sha256_of(m)
         w.data(_blob_path(mdigest), m)
         index += _index_entries({"mediaType": mf.OCI_MANIFEST, "digest": mdigest, "size": len(m),
-                                 "platform": _platform(config)}, names)
+                                 "platform": _platform(config, rec)}, names)
         for n in names:
             ref = reference.parse(n)
             if diff_ids:
@@ -316,7 +318,7 @@ def _save_oci(store: ImageStore, entries: list[tuple[dict, list[str]]], w: _Writ
                 with content.open(d.digest) as f:
                     w.stream(name, os.fstat(f.fileno()).st_size, f)  # type: ignore[arg-type]
         index += _index_entries({"mediaType": m.media_type, "digest": mdigest, "size": len(mbytes),
-                                 "platform": _platform(config)}, names)
+                                 "platform": _platform(config, rec)}, names)
     w.data("oci-layout", OCI_LAYOUT)
     w.data("index.json", mf.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": index}))
 
@@ -331,15 +333,18 @@ class _Image:
     config: bytes
     config_digest: str
     names: list[str] = field(default_factory=list)
+    variant: str = ""  # its index entry's (kept when the config names none)
 
 
 def load(store: ImageStore, snaps: Snapshots, src: BinaryIO,
-         progress: Callable[[str], None] | None = None) -> list[str]:
+         progress: Callable[[str], None] | None = None, platform: dict | None = None) -> list[str]:
     """Load every image in a docker-archive or oci-archive (plain, gzip or zstd) read from
-    `src`. Returns the names loaded (the image ID for an untagged image). All or nothing
+    `src`; with `platform` (normalised), only that platform's of a multi-platform index, and
+    an image of another platform is refused (docker load --platform). Returns the names
+    loaded (the image ID for an untagged image). All or nothing
     under `gc.undo_on_failure`, which the callers hold: each blob, snapshot and record the
     load makes is a step of its record, undone when the load fails."""
-    job = _Load(store, snaps, progress or (lambda s: None))
+    job = _Load(store, snaps, progress or (lambda s: None), platform)
     with gc_shield(store.root), _seekable_tar(store, src) as f:
         return job.run(f)
 
@@ -462,8 +467,9 @@ def _digest_name(path: str) -> str | None:
 
 
 class _Load:
-    def __init__(self, store: ImageStore, snaps: Snapshots, say: Callable[[str], None]) -> None:
-        self.store, self.snaps, self.say = store, snaps, say
+    def __init__(self, store: ImageStore, snaps: Snapshots, say: Callable[[str], None],
+                 want: dict | None = None) -> None:
+        self.store, self.snaps, self.say, self.want = store, snaps, say, want
         self.content = store.content
         self.tar: tarfile.TarFile | None = None
         self.members: dict[str, tarfile.TarInfo] = {}
@@ -524,7 +530,7 @@ class _Load:
     def _record(self, plan: list[_Image]) -> list[str]:
         out: list[str] = []
         for img in plan:
-            rec = register_local(self.store, self.snaps, img.manifest, img.config, img.names)
+            rec = register_local(self.store, self.snaps, img.manifest, img.config, img.names, img.variant)
             out += img.names or [rec["id"]]
         return out
 
@@ -535,6 +541,7 @@ class _Load:
         if not isinstance(doc, list) or not doc:
             raise ArchiveError("manifest.json is not a list of images: the archive is corrupt")
         plan: list[_Image] = []
+        variants = self._docker_variants()
         for n, item in enumerate(doc, 1):
             label = f"image {n} of manifest.json"
             if not isinstance(item, dict):
@@ -552,6 +559,8 @@ class _Load:
                 raise ArchiveError(f"the config of {label} does not match its digest: the archive is corrupt "
                                    "or was modified")
             config = self._config(config_bytes, label)
+            variant = variants.get(digest, "")
+            self._check_platform(config, variant, label)
             diff_ids = config["rootfs"]["diff_ids"]
             if len(layers) != len(diff_ids):
                 raise ArchiveError(f"{label}: manifest.json lists {_layers(len(layers))}, its image config "
@@ -562,8 +571,37 @@ class _Load:
                                  "config": {"mediaType": mf.OCI_CONFIG, "digest": digest,
                                             "size": len(config_bytes)},
                                  "layers": [d.to_json() for d in descs]})
-            plan.append(_Image(label, manifest, config_bytes, digest, names))
+            plan.append(_Image(label, manifest, config_bytes, digest, names, variant))
         return plan
+
+    def _docker_variants(self) -> dict[str, str]:
+        """config digest -> variant, from the index.json a docker-archive written by Docker 25+
+        or kobako carries beside manifest.json (manifest.json has no platforms). Best effort:
+        an archive without one, or with one kobako cannot follow, loads as before."""
+        if "index.json" not in self.members:
+            return {}
+        out: dict[str, str] = {}
+        try:
+            index = self._index(self._read("index.json", "index.json"), "index.json")
+            for d in index.manifests:
+                variant = (d.platform or {}).get("variant")
+                if variant and d.media_type in mf.MANIFESTS:
+                    m = mf.parse(self._blob(d, f"manifest {d.digest}", small=True), d.media_type)
+                    if isinstance(m, mf.Manifest):
+                        out[m.config.digest] = variant
+        except (ArchiveError, mf.ManifestError):
+            return {}
+        return out
+
+    def _check_platform(self, config: dict, variant: str, label: str) -> None:
+        """With load --platform: an image of another platform is refused, as dockerd does."""
+        if self.want is None:
+            return
+        have = mf.config_platform(config, variant)
+        if not mf.platform_matches(have, self.want):
+            raise mf.NoMatchingManifest(f"image {label} was found but does not match the specified "
+                                        f"platform: wanted {mf.platform_string(self.want)}, "
+                                        f"actual: {mf.platform_string(have)}")
 
     def _repo_tag(self, tag: object) -> str:
         try:
@@ -618,6 +656,9 @@ class _Load:
             _, _, have = found.setdefault(desc.digest, (desc, body, []))
             have += [n for n in names if n not in have]
         if not found:
+            if self.want is not None:
+                raise mf.NoMatchingManifest(f"no matching manifest for {mf.platform_string(self.want)} in "
+                                            "the manifest list entries")
             raise ArchiveError("index.json lists no image for this platform")
         plan: list[_Image] = []
         for desc, body, names in found.values():
@@ -626,6 +667,8 @@ class _Load:
             label = reference.familiar(names[0]) if names else m.config.digest[7:19]
             config_bytes = self._blob(m.config, f"the config of {label}", small=True)
             config = self._config(config_bytes, label)
+            variant = (desc.platform or {}).get("variant") or ""
+            self._check_platform(config, variant, label)
             if len(m.layers) != len(config["rootfs"]["diff_ids"]):
                 raise ArchiveError(f"{label}: its manifest lists {_layers(len(m.layers))}, its image config "
                                    f"{len(config['rootfs']['diff_ids'])}: the archive is corrupt")
@@ -633,7 +676,8 @@ class _Load:
                 if not self.content.has(d.digest, d.size):
                     self.say(f"Loading layer {i}/{len(m.layers)} of {label}")
                     self._blob(d, f"layer {i} of {label}")
-            plan.append(_Image(label, body, config_bytes, m.config.digest, names))
+            plan.append(_Image(label, body, config_bytes, m.config.digest, names,
+                               variant if isinstance(variant, str) else ""))
         return plan
 
     def _index(self, data: bytes, what: str) -> mf.Index:
@@ -652,11 +696,10 @@ class _Load:
         if depth > MAX_NESTING:
             raise ArchiveError("index.json nests indexes too deeply")
         ds = [d for d in index.manifests if not (d.annotations or {}).get("vnd.docker.reference.type")]
+        if self.want is not None:  # load --platform: only that platform's entries (and nested indexes)
+            ds = [d for d in ds if not d.platform or mf.platform_matches(mf.entry_platform(d), self.want)]
         if not any(self._names(d) for d in ds) and sum(1 for d in ds if d.platform) > 1:
-            try:
-                ds = [mf.select(mf.Index(index.media_type, ds))]
-            except mf.ManifestError as e:
-                raise ArchiveError(f"the archive has {e}") from None
+            ds = [mf.select(mf.Index(index.media_type, ds), self.want)]
         for d in ds:
             names = self._names(d) or (inherited if len(ds) == 1 else [])
             body = self._blob(d, f"manifest {d.digest}", small=True)

@@ -115,7 +115,10 @@ def new_image(store: ImageStore, snaps: Snapshots, base: dict | None, layers: li
         h["empty_layer"] = True
     config["history"] = list(config.get("history") or []) + [h]
     for k, v in (extra or {}).items():
-        config[k] = v
+        if v is None:
+            config.pop(k, None)  # (a platform without a variant)
+        else:
+            config[k] = v
     descs = [d.to_json() for d in base_layers] + [d.to_json() for d, _ in layers]
     return assemble(store, snaps, config, descs, names)
 
@@ -140,8 +143,10 @@ def assemble(store: ImageStore, snaps: Snapshots, config: dict, layers: list[dic
 
 
 def import_source(store: ImageStore, snaps: Snapshots, source: str, names: list[str],
-                  changes: dict | None = None, message: str = "") -> dict:
-    """`kobako import`: a tarball (file or '-') or a host directory (such as '/') as a base image."""
+                  changes: dict | None = None, message: str = "", platform: dict | None = None) -> dict:
+    """`kobako import`: a tarball (file or '-') or a host directory (such as '/') as a base image,
+    recorded for `platform` (normalised; the host's by default): the files are taken as they
+    are, so it is the caller's word that they are that platform's, as docker import takes it."""
     import sys
     if source != "-" and os.path.isdir(source):
         desc = layer_from_dir(store.content, source)
@@ -160,4 +165,8 @@ def import_source(store: ImageStore, snaps: Snapshots, source: str, names: list[
     hist = {"created_by": f"kobako import {src}"}
     if message:
         hist["comment"] = message
-    return new_image(store, snaps, None, [desc], changes or {}, hist, names)
+    extra = None
+    if platform:
+        extra = {"architecture": platform["architecture"], "os": platform["os"],
+                 "variant": platform.get("variant")}
+    return new_image(store, snaps, None, [desc], changes or {}, hist, names, extra)

@@ -218,29 +218,45 @@ def platform_matches(have: dict, want: dict) -> bool:
     return not (h.get("variant") and w.get("variant")) or h["variant"] == w["variant"]
 
 
+class NoMatchingManifest(errors.NotFound):
+    """A platform an index (or an image) does not have: dockerd answers 404."""
+
+
 def select(index: Index, want: dict | None = None) -> Descriptor:
     """The index entry for the wanted platform (the host's by default), as containerd picks it:
-    os and architecture must match; a variant, when asked for, too (arm64 treats none as v8)."""
-    want = want or host_platform()
+    os and architecture must match; a variant, when both name one, too (an exact variant
+    is preferred over an entry naming none)."""
+    want = normalize(want or host_platform())
     best = None
     for d in index.manifests:
-        p = d.platform or {}
         if d.media_type and d.media_type not in MANIFESTS:
             continue
-        if (p.get("os") or "linux") != want["os"] or p.get("architecture") != want["architecture"]:
+        p = d.platform or {}
+        have = normalize({"os": p.get("os") or "linux", "architecture": p.get("architecture") or "",
+                          "variant": p.get("variant") or ""})
+        if not platform_matches(have, want):
             continue
-        v, wv = p.get("variant"), want.get("variant")
-        if wv and v and v != wv:
-            continue
-        if v == wv:
+        if have.get("variant") == want.get("variant"):
             return d
         best = best or d
     if best is None:
-        have = ", ".join(sorted({f"{(d.platform or {}).get('os', '?')}/"
-                                 f"{(d.platform or {}).get('architecture', '?')}" for d in index.manifests}))
-        raise ManifestError(f"no image for platform {'/'.join(want.values())} "
-                            f"(the index has: {have or 'none'})")
+        raise NoMatchingManifest(f"no matching manifest for {platform_string(want)} in the manifest list "
+                                 "entries")
     return best
+
+
+def entry_platform(d: Descriptor) -> dict:
+    """An index entry's platform, normalised (linux/amd64 when it names none)."""
+    p = d.platform or {}
+    return normalize({"os": p.get("os") or "linux", "architecture": p.get("architecture") or "amd64",
+                      "variant": p.get("variant") or ""})
+
+
+def config_platform(config: dict, variant: str = "") -> dict:
+    """An image config's platform, normalised; `variant` (its index entry's) when the config
+    names none, as many arm images' configs do not."""
+    return normalize({"os": config.get("os") or "linux", "architecture": config.get("architecture") or "",
+                      "variant": config.get("variant") or variant})
 
 
 def parse_config(data: bytes) -> dict:

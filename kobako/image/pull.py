@@ -31,17 +31,16 @@ def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | N
     with gc_shield(store.root):
         body, mtype, digest = client().get_manifest(ref.path, ref.locator)
         doc = mf.parse(body, mtype, what=f"manifest of {ref}")
-        index_digest = None
+        index_digest, variant = None, ""
         if isinstance(doc, mf.Index):
+            d = mf.select(doc, platform)  # before anything is stored: a platform it lacks leaves nothing
             index_digest = digest
             content.put(body, digest)
-            d = mf.select(doc, platform)
+            variant = mf.entry_platform(d).get("variant", "")
             body, mtype, digest = client().get_manifest(ref.path, d.digest)
             doc = mf.parse(body, mtype, what=f"manifest {d.digest}")
             if isinstance(doc, mf.Index):
                 raise UnpackError(f"{ref}: an index inside an index is not supported")
-        elif platform:
-            pass  # checked against the config below
         say(f"{ref.locator}: pulling from {ref.name}")
         cfg = doc.config
         if not content.has(cfg.digest, cfg.size):
@@ -54,14 +53,15 @@ def pull(store: ImageStore, snaps: Snapshots, ref: Reference, platform: dict | N
                 s.close()
             content.put(data, cfg.digest)
         config = mf.parse_config(content.read(cfg.digest))
-        if platform and (config.get("architecture"), config.get("os")) != (platform["architecture"],
-                                                                          platform["os"]):
-            raise UnpackError(f"{ref} is for {config.get('os')}/{config.get('architecture')}, "
-                              f"not {platform['os']}/{platform['architecture']}")
+        have = mf.config_platform(config, variant)
+        if platform and not mf.platform_matches(have, platform):  # a single-platform image (dockerd's words)
+            raise mf.NoMatchingManifest(f"image with reference {ref} was found but does not match the "
+                                        f"specified platform: wanted {mf.platform_string(platform)}, "
+                                        f"actual: {mf.platform_string(have)}")
         chains = ensure_layers(store, snaps, doc.layers, config["rootfs"]["diff_ids"],
                                fetch=lambda d: client().open_blob(ref.path, d.digest, d.size),
                                progress=progress, status=status)
         content.put(body, "sha256:" + hashlib.sha256(body).hexdigest())
         names = [str(ref.with_tag(ref.tag))] if ref.tag else []
         return record(store, snaps, digest, doc, config, chains, names,
-                      [f"{ref.name}@{digest}"], index_digest)
+                      [f"{ref.name}@{digest}"], index_digest, variant)

@@ -293,7 +293,10 @@ def _run_all(one: Callable[[int], None], n: int, jobs: int) -> None:
 
 def record(store: ImageStore, snaps: Snapshots, manifest_digest: str, manifest: mf.Manifest,
            config: dict, chains: list[str], names: list[str], repo_digests: list[str] | None = None,
-           index_digest: str | None = None) -> dict:
+           index_digest: str | None = None, variant: str = "") -> dict:
+    """The image's record; `variant`: its index entry's, kept when the config names none (an
+    image pulled for linux/arm/v7 is v7 whatever its config says)."""
+    plat = mf.config_platform(config, variant)
     rec = {
         "id": manifest.config.digest,
         "manifest": {"digest": manifest_digest, "mediaType": manifest.media_type,
@@ -305,16 +308,19 @@ def record(store: ImageStore, snaps: Snapshots, manifest_digest: str, manifest: 
         "created": config.get("created") or now_iso(),
         "added": now_iso(),
         "size": sum(snaps.size(c) for c in chains),
-        "os": config.get("os", "linux"),
-        "architecture": config.get("architecture", ""),
+        "os": plat["os"],
+        "architecture": plat["architecture"],
     }
+    if plat.get("variant"):
+        rec["variant"] = plat["variant"]
     return store.add(rec, names, repo_digests)
 
 
 def register_local(store: ImageStore, snaps: Snapshots, manifest_bytes: bytes, config_bytes: bytes,
-                   names: list[str]) -> dict:
+                   names: list[str], variant: str = "") -> dict:
     """An image whose blobs are all in the content store already (load, import, commit):
-    store manifest and config, unpack what is missing, write the record."""
+    store manifest and config, unpack what is missing, write the record (`variant`: its
+    index entry's, see record)."""
     content = store.content
     m = mf.parse(manifest_bytes)
     if not isinstance(m, mf.Manifest):
@@ -326,4 +332,4 @@ def register_local(store: ImageStore, snaps: Snapshots, manifest_bytes: bytes, c
         raise UnpackError(f"image config: {e}") from None
     digest = content.put(manifest_bytes)
     chains = ensure_layers(store, snaps, m.layers, config["rootfs"]["diff_ids"])
-    return record(store, snaps, digest, m, config, chains, names)
+    return record(store, snaps, digest, m, config, chains, names, variant=variant)

@@ -267,6 +267,34 @@ def test_import_changes_load_errors_and_prune_report(api):
 
 
 @pytest.mark.skipif(rs.available() is not None, reason=str(rs.available()))
+def test_pull_and_import_take_a_platform_as_dockerd(api):
+    """POST /images/create?platform=: the index's entry for it; one it lacks is a 404 with
+    dockerd's words before any stream; import records the platform given; inspect shows it."""
+    with rs.Registry() as reg:
+        amd = rs.upload_image(reg, "kbt/apiplat", "amd")
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                           "digest": amd["manifest_digest"], "size": len(amd["manifest"]),
+                                           "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+        reg.put_manifest("kbt/apiplat", "multi", index, "application/vnd.oci.image.index.v1+json")
+        name = f"{reg.addr}/kbt/apiplat"
+        status, doc = call(api, "POST", f"/images/create?fromImage={name}&tag=multi&platform=linux/s390x")
+        assert (status, doc) == (404, {"message": "no matching manifest for linux/s390x in the manifest "
+                                                  "list entries"})
+        assert call(api, "GET", f"/images/{name}:multi/json")[0] == 404
+        status, _ = call(api, "POST", f"/images/create?fromImage={name}&tag=multi&platform=linux/amd64")
+        assert status == 200
+        doc = call(api, "GET", f"/images/{name}:multi/json")[1]
+        assert (doc["Os"], doc["Architecture"]) == ("linux", "amd64") and "Variant" not in doc
+    status, _ = call(api, "POST", "/images/create?fromSrc=-&repo=kbt/impplat&tag=1&platform=linux/arm/v7",
+                     raw=_tar({"f": b"x"}))
+    assert status == 200
+    doc = call(api, "GET", "/images/kbt/impplat:1/json")[1]
+    assert (doc["Os"], doc["Architecture"], doc["Variant"]) == ("linux", "arm", "v7")
+    call(api, "DELETE", "/images/kbt/impplat:1")
+
+
+@pytest.mark.skipif(rs.available() is not None, reason=str(rs.available()))
 def test_distribution_asks_the_registry(api):
     with rs.Registry() as reg:
         info = rs.upload_image(reg, "kbt/dist", "1")

@@ -116,8 +116,53 @@ def test_platform_selection_from_an_index(k: Kobako, reg):
     assert arch() == "amd64"
     k("pull", "-q", "--platform", "linux/arm64", f"{reg.addr}/kbt/multi:both")
     assert arch() == "arm64"
+    blobs = sorted(p.name for p in k.root.joinpath("data", "blobs").rglob("*") if p.is_file())
     cp = k("pull", "--platform", "linux/s390x", f"{reg.addr}/kbt/multi:both", check=False)
-    assert_user_error(cp, "no image for platform linux/s390x")
+    assert_user_error(cp, "no matching manifest for linux/s390x in the manifest list entries")
+    assert sorted(p.name for p in k.root.joinpath("data", "blobs").rglob("*") if p.is_file()) == blobs
+
+
+def test_pulled_platform_is_kept_shown_filtered_and_saved(k: Kobako, reg, tmp_path: Path):
+    """An arm/v7 image whose config names no variant (as many do): the index entry's v7 is
+    kept, shown by inspect, filtered on by `images`, and written by save."""
+    amd = rs.upload_image(reg, "kbt/plat", "amd", files={"arch": b"amd64\n"})
+    arm = rs.upload_image(reg, "kbt/plat", "arm", files={"arch": b"armv7\n"})
+    cfg_bytes = json.dumps({**json.loads(arm["config"]), "architecture": "arm"}).encode()
+    man = json.loads(arm["manifest"])
+    man["config"] = {**man["config"], "digest": reg.put_blob("kbt/plat", cfg_bytes), "size": len(cfg_bytes)}
+    arm_man = json.dumps(man).encode()
+    index = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [
+        {"mediaType": mf.OCI_MANIFEST, "digest": reg.put_manifest("kbt/plat", "arm", arm_man),
+         "size": len(arm_man), "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"mediaType": mf.OCI_MANIFEST, "digest": amd["manifest_digest"], "size": len(amd["manifest"]),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+    ]}).encode()
+    reg.put_manifest("kbt/plat", "multi", index, mf.OCI_INDEX)
+    name = f"{reg.addr}/kbt/plat:multi"
+    k("pull", "-q", f"{reg.addr}/kbt/plat:amd")
+    k("pull", "-q", "--platform", "linux/arm/v7", name)
+    doc = json.loads(k("image", "inspect", name).stdout)[0]
+    assert (doc["Os"], doc["Architecture"], doc["Variant"]) == ("linux", "arm", "v7")
+    assert "Variant" not in json.loads(k("image", "inspect", f"{reg.addr}/kbt/plat:amd").stdout)[0]
+    fmt = "{{.Tag}} {{.Platform}} {{.Architecture}} {{.Variant}}"
+    got = k("images", "--filter", "platform=linux/arm", "--format", fmt).stdout
+    assert got == "multi linux/arm/v7 arm v7\n"
+    assert k("images", "--filter", "platform=amd64", "--format", "{{.Tag}}").stdout == "amd\n"
+    assert k("images", "--filter", "platform=linux/s390x", "-q").stdout == ""
+    assert_user_error(k("images", "--filter", "platform=linux/nope", check=False), "invalid platform")
+    out = tmp_path / "arm.tar"
+    k("save", "--format", "oci-archive", "-o", str(out), name)
+    import tarfile
+    with tarfile.open(out) as t:
+        entry = json.load(t.extractfile("index.json"))["manifests"][0]  # type: ignore[arg-type]
+    assert entry["platform"] == {"architecture": "arm", "os": "linux", "variant": "v7"}
+    k("rmi", name)
+    k("load", "--platform", "linux/arm/v7", "-i", str(out))
+    assert json.loads(k("image", "inspect", name).stdout)[0]["Variant"] == "v7"
+    assert_user_error(k("load", "--platform", "linux/arm64", "-i", str(out), check=False),
+                      "no matching manifest for linux/arm64")
+    cp = k("pull", "--platform", "linux/arm64", f"{reg.addr}/kbt/plat:amd", check=False)
+    assert_user_error(cp, "does not match the specified platform: wanted linux/arm64, actual: linux/amd64")
 
 
 def test_login_with_basic_auth_then_pull_and_logout(k: Kobako, pushed: str, session_base: Path):

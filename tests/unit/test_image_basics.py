@@ -94,7 +94,7 @@ def test_manifest_parse_and_select():
     assert mf.select(i, {"os": "linux", "architecture": "amd64"}).size == 3
     assert mf.select(i, mf.parse_platform("linux/arm64")).size == 3 and \
         mf.select(i, mf.parse_platform("linux/arm64")).platform["architecture"] == "arm64"
-    with pytest.raises(mf.ManifestError, match="no image for platform linux/s390x"):
+    with pytest.raises(mf.NoMatchingManifest, match="no matching manifest for linux/s390x in the manifest"):
         mf.select(i, mf.parse_platform("linux/s390x"))
 
 
