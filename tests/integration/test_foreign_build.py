@@ -4,12 +4,15 @@ stage that runs natively and is copied into an arm64 one; what is refused, leavi
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
-from engine_support import Kobako, assert_user_error
+from engine_support import Kobako, api_service, assert_user_error, http_request
 from test_foreign_arch import arm64_busybox, docker_archive
 
 pytestmark = [pytest.mark.root,
@@ -21,16 +24,21 @@ ARM, AMD = "kbt/arm64:1", "kbt/amd64:1"
 def k(session_base: Path, busybox_rootfs: Path) -> Kobako:
     if not os.path.exists("/usr/lib/binfmt.d/qemu-aarch64.conf"):
         pytest.skip("qemu-user-static is not installed (apt-get install qemu-user-static)")
-    root = session_base / "arm64-build-rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(arm64_busybox(), root / "bin" / "busybox")
-    for a in ("sh", "uname", "echo", "cat", "true"):
-        (root / "bin" / a).symlink_to("busybox")
     kb = Kobako(session_base / "engine-arm64-build")
-    kb("load", input=docker_archive(root, "arm64", ARM), text=False)
+    kb("load", input=arm64_archive(session_base), text=False)
     kb("load", input=docker_archive(busybox_rootfs, "amd64", AMD), text=False)
     yield kb
     kb.clean()
+
+
+def arm64_archive(base: Path) -> bytes:
+    root = base / "arm64-build-rootfs"
+    if not root.exists():
+        (root / "bin").mkdir(parents=True)
+        shutil.copy2(arm64_busybox(), root / "bin" / "busybox")
+        for a in ("sh", "uname", "echo", "cat", "true"):
+            (root / "bin" / a).symlink_to("busybox")
+    return docker_archive(root, "arm64", ARM)
 
 
 def context(tmp: Path, text: str) -> str:
@@ -89,3 +97,24 @@ def test_bad_platform_is_one_message_and_leaves_nothing(k: Kobako, session_base:
     assert k("ps", "-aq").stdout == ""
     assert k("images", "-aq").stdout == images
     assert not any((k.data / "builder" / "tmp").iterdir())
+
+
+def test_api_build_takes_dockerds_platform_parameter(k: Kobako, session_base: Path, busybox_rootfs: Path):
+    df = f"FROM {ARM}\nARG TARGETPLATFORM\nRUN echo $(uname -m) $TARGETPLATFORM > /made\n".encode()
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(df)
+        t.addfile(info, io.BytesIO(df))
+    headers = {"Content-Type": "application/x-tar"}
+    with api_service(session_base / "api-arm64", busybox_rootfs, AMD) as api:
+        api("load", input=arm64_archive(session_base), text=False)
+        st, out, _ = http_request(api.sock, "POST", "/build?t=kbt/api-arm64:1&platform=linux%2Farm64",
+                                  tar.getvalue(), headers)
+        assert st == 200 and b"Successfully tagged kbt/api-arm64:1" in out, out
+        assert json.loads(api("image", "inspect", "kbt/api-arm64:1").stdout)[0]["Architecture"] == "arm64"
+        assert run(api, "kbt/api-arm64:1", "cat", "/made") == "aarch64 linux/arm64\n"
+        for bad in ("linux%2Farm64%2Clinux%2Famd64", "nope%2Fx"):  # refused before the stream, as dockerd
+            st, out, _ = http_request(api.sock, "POST", f"/build?platform={bad}", tar.getvalue(), headers)
+            assert st == 400, out
+        assert api("ps", "-aq").stdout == ""
