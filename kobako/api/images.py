@@ -442,9 +442,8 @@ async def build(req: Request) -> None:
 
     from kobako.engine import build as b
     opts = build_options(req)
-    if opts.platform:
-        from kobako.image import manifest as mf
-        mf.parse_platform(opts.platform)  # a 400 before the stream, as dockerd
+    if opts.platform:  # one that does not parse, several, another OS: a 400 before the stream, as dockerd
+        b.target_platform(opts.platform)
     quiet = req.flag("q")
     e = engine()
     loop = asyncio.get_running_loop()

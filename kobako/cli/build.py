@@ -454,7 +454,7 @@ COMMANDS = {
         opt("--cache-from", "cache_from", "list", None, "images whose layers may serve as cache"),
         opt("--secret", "secret", "list", None,
             "id=ID[,src=PATH|,env=VAR]: a secret for RUN --mount=type=secret"),
-        opt("--platform", "platform", "str", None, "os/arch (this host's only)"),
+        opt("--platform", "platform", "str", None, "os/arch[/variant] to build for"),
         opt("--progress", "progress", "str", None, "auto, plain, tty or quiet"),
         opt("--rm", "rm", "bool", True, "remove RUN steps' containers (--rm=false keeps them, stopped)"),
         opt("--force-rm", "force_rm", help="always remove RUN steps' containers, even with --rm=false"),

@@ -123,8 +123,11 @@ class State:
     chain IDs), the cache key of the last step, the ARGs in scope."""
 
     def __init__(self, doc: dict, layers: list[dict], chains: list[str], key: str,
-                 parent: str = "") -> None:
+                 parent: str = "", platform: dict | None = None) -> None:
         self.doc, self.layers, self.chains, self.key, self.parent = doc, layers, chains, key, parent
+        # what the stage's RUN steps run as (normalised): its FROM --platform, the build's
+        # --platform, or its base image's own; an earlier stage's, for FROM <stage>
+        self.platform = platform or _host()
         self.doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})
         self.doc["rootfs"].setdefault("diff_ids", [])
         self.doc.setdefault("history", [])
@@ -138,7 +141,8 @@ class State:
         return self.doc["config"]
 
     def clone(self) -> State:
-        st = State(copy.deepcopy(self.doc), list(self.layers), list(self.chains), self.key, self.parent)
+        st = State(copy.deepcopy(self.doc), list(self.layers), list(self.chains), self.key, self.parent,
+                   dict(self.platform))
         return st
 
     def env(self) -> dict[str, str]:
@@ -182,6 +186,10 @@ class Builder:
         self.lexer = dockerfile.Lexer()
         self.cache_sources: list[tuple[dict, dict]] | None = None
         self.tmp = os.path.join(e.root, "builder", "tmp")
+        # the platform the image is built for (--platform; the host's by default), and whether
+        # it was asked for: then FROM images must be of it, and the image is labelled with it
+        self.target = _host()
+        self.explicit = False
 
     # -- the whole build --
     def build(self, text: str) -> dict:
@@ -199,7 +207,8 @@ class Builder:
         if self.opts.squash:
             raise errors.NotImplementedYet("squash is not supported: kobako's builder keeps one layer a "
                                            "step")
-        self._check_platform(self.opts.platform)
+        if self.opts.platform:  # before any step: one that does not parse, several, another OS
+            self.target, self.explicit = target_platform(self.opts.platform), True
         if self.opts.labels:  # dockerd adds them as a last LABEL of the target stage
             text = "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}"
                                        for k, v in self.opts.labels.items())
@@ -209,7 +218,8 @@ class Builder:
             self.cache_sources = self._cache_sources(self.opts.cache_from)
         self._sweep()
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
-        meta_args = _platform_args()  # BuildKit's automatic args, for FROM --platform=$BUILDPLATFORM
+        # BuildKit's automatic args: in scope for FROM lines; in a stage once an ARG declares them
+        meta_args = platform_args(_host(), self.target, self.opts.build_args)
         for ins in meta:
             self._step(ins)
             for name, default in dockerfile.arg_decls(ins, self.escape):
@@ -235,15 +245,14 @@ class Builder:
         self.step_no += 1
         self.out.step(self.step_no, self.total, ins.original)
 
-    def _check_platform(self, platform: str | None) -> None:
-        if not platform:
-            return
-        from kobako.image import manifest as mf
-        want = mf.parse_platform(platform)
-        host = mf.host_platform()
-        if want.get("os") != host["os"] or want.get("architecture") != host["architecture"]:
-            raise BuildError(f"platform {platform} is not this host's ({host['os']}/{host['architecture']}): "
-                             "kobako builds for the host's platform only")
+    def _emulation(self, platform: dict, stage: dockerfile.Stage) -> None:
+        """A stage of another architecture whose RUN steps need QEMU: refused before its base is
+        pulled when none is installed (the step's container would be refused at create, with the
+        same message). A stage without RUN needs no emulator (FROM scratch + COPY)."""
+        from kobako.engine import emulation
+        if emulation.needs_emulation(platform["architecture"]) and \
+                any(ins.cmd == "run" for ins in stage.instructions):
+            emulation.check_requested(platform)
 
     def _arg_value(self, name: str, default: str | None, scope: dict[str, str]) -> str | None:
         self.used_args.add(name)
@@ -259,19 +268,30 @@ class Builder:
         base = self.lexer.word(stage.base, self.meta_args)
         if not base:
             raise stage.start.error(f"base name ({stage.base}) should not be blank")
-        self._check_platform(stage.platform and self.lexer.word(stage.platform, self.meta_args))
+        plat = None
+        if stage.platform:  # FROM --platform=$BUILDPLATFORM: the meta ARGs substitute
+            word = self.lexer.word(stage.platform, self.meta_args)
+            try:
+                plat = target_platform(word)
+            except errors.KobakoError as ex:
+                raise stage.start.error(errors.describe(ex)) from None
+        want = plat or (self.target if self.explicit else None)
         earlier = next((st for s, st in self.stages if s.name == base.lower()), None)
-        if earlier is not None:
+        if earlier is not None:  # an earlier stage keeps its platform (BuildKit's d.base.platform)
             st = earlier.clone()
         elif base.lower() == "scratch":
-            from kobako.image.build import host_config
-            st = State({**host_config(), "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
-                        "history": []}, [], [], "scratch")
+            p = want or self.target
+            st = State({**_platform_doc(p), "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
+                        "history": []}, [], [], "scratch", platform=p)
         else:
-            rec = self._image(base)
+            if want is not None:
+                self._emulation(want, stage)
+            rec = self._image(base, want)
             doc = json.loads(self.e.images.content.read(rec["id"]))
+            from kobako.engine.emulation import image_platform
             st = State(doc, list(rec.get("layers") or []), list(rec.get("chainIds") or []), rec["id"],
-                       rec["id"])
+                       rec["id"], platform=want or image_platform(rec, doc))
+        self._emulation(st.platform, stage)
         if earlier is None:
             st.doc.pop("container", None)
             st.doc.pop("container_config", None)
@@ -286,25 +306,38 @@ class Builder:
                 self._dispatch(st, ins, trigger=True)
         return st
 
-    def _image(self, name: str) -> dict:
-        from kobako.image.store import ImageNotFound
+    def _image(self, name: str, want: dict | None = None) -> dict:
+        """Image `name` from the store, else pulled; for platform `want` when one is asked for
+        (FROM --platform, build --platform): pulled for it, and one here of another platform is
+        refused as `run --platform` refuses it."""
+        from kobako.image import manifest as mf
         if not self.opts.pull:
-            try:
-                return self.e.images.resolve(name)
-            except ImageNotFound:
-                pass
+            rec = self._local(name, want)
+            if rec is not None:
+                return rec
         from kobako.engine.images import pull
         self.out.stream(f"Pulling {name}\n")
         try:
-            return pull(self.e, name, credentials=self._credentials(name))
+            return pull(self.e, name, platform=mf.platform_string(want) if want else None,
+                        credentials=self._credentials(name))
         except errors.KobakoError as ex:
             if self.opts.pull:  # --pull with the image at hand: dockerd falls back to it
-                try:
-                    return self.e.images.resolve(name)
-                except ImageNotFound:
-                    pass
+                rec = self._local(name, want)
+                if rec is not None:
+                    return rec
             raise BuildError(f"pull access denied or image not found for {name}: "
                              f"{errors.describe(ex)}") from None
+
+    def _local(self, name: str, want: dict | None) -> dict | None:
+        from kobako.image.store import ImageNotFound
+        try:
+            rec = self.e.images.resolve(name)
+        except ImageNotFound:
+            return None
+        if want is not None:
+            from kobako.engine.emulation import check_image
+            check_image(self.e, rec, name, want)  # another platform's: refused, not pulled over
+        return rec
 
     def _credentials(self, name: str) -> tuple[str, str] | None:
         """The build's own credentials for the registry of image `name` (X-Registry-Config),
@@ -466,7 +499,10 @@ class Builder:
     def _commit(self, st: State, created_by: str, extra: str, produce, history_match: bool = True) -> None:
         """`history_match`: whether a --cache-from image may serve the step by its history
         entry (not when what decides the step is not in `created_by`, as a RUN's mounts)."""
-        k = buildcache.key(st.key, created_by, extra)
+        from kobako.image.manifest import platform_string
+        # the platform is in every key: an arm64 step never reuses an amd64 one's layer, even
+        # when both start from the same key (FROM scratch)
+        k = buildcache.key(st.key, created_by, extra, platform_string(st.platform))
         entry = self._cached(st, k, created_by, history_match)
         if entry is not None:
             self.out.cached()
@@ -515,8 +551,12 @@ class Builder:
     def _from_sources(self, st: State, created_by: str) -> dict | None:
         """A cache hit from a --cache-from image whose history and layers so far are this
         stage's, and whose next history entry is this step (dockerd's ImageCache)."""
+        from kobako.engine.emulation import image_platform
+        from kobako.image.manifest import platform_matches
         n, diffs = len(st.doc["history"]), st.doc["rootfs"]["diff_ids"]
         for doc, rec in self.cache_sources or []:
+            if not platform_matches(image_platform(rec, doc), st.platform):
+                continue  # another platform's steps are not this one's, even with the same history
             hist, sdiffs = doc.get("history") or [], (doc.get("rootfs") or {}).get("diff_ids") or []
             if len(hist) <= n or hist[:n] != st.doc["history"] or sdiffs[:len(diffs)] != diffs:
                 continue
@@ -634,7 +674,8 @@ class Builder:
         builder = {"pid": os.getpid(), "start": _start_time()}  # a build killed midway: swept later
         spec = ContainerSpec.from_docker(body, extra={"Builder": builder})
         specs.merge_image(spec.config, img_cfg)
-        image = {"id": img_id, "chainIds": list(st.chains)}
+        # its architecture: Engine.create registers QEMU's handler for a foreign one
+        image = {"id": img_id, "chainIds": list(st.chains), "architecture": st.platform["architecture"]}
         opts = specs.plan(self.e, spec)
         with _StepMounts(self) as held:
             # the mounts, and a secret's variables: in the container's config.json only (not in
@@ -886,7 +927,7 @@ class Builder:
                 return list(st.chains), st.key
         if name.isdigit():
             raise ins.error(f"invalid from flag value {name}: stage {name} is not an earlier stage")
-        rec = self._image(name)
+        rec = self._image(name, self.target if self.explicit else None)
         return list(rec.get("chainIds") or []), rec["id"]
 
     def _fetch(self, url: str, checksum: str | None = None) -> str:
@@ -1019,6 +1060,9 @@ class Builder:
         from kobako.image.gc import undo_on_failure
         doc = st.doc
         doc.setdefault("created", _now())
+        if self.explicit:  # BuildKit labels the image with the asked-for platform, whatever its last stage's
+            doc.pop("variant", None)
+            doc.update(_platform_doc(self.target))
         if not doc["config"].get("OnBuild"):
             doc["config"]["OnBuild"] = None
         with undo_on_failure(self.e):
@@ -1036,14 +1080,45 @@ class Builder:
         return img
 
 
-def _platform_args() -> dict[str, str]:
+def _host() -> dict:
     from kobako.image import manifest as mf
-    p = mf.host_platform()
-    plat = "/".join(x for x in (p["os"], p["architecture"], p.get("variant") or "") if x)
+    return mf.normalize(mf.host_platform())
+
+
+def _platform_doc(p: dict) -> dict:
+    """An image config's platform fields."""
+    return {"architecture": p["architecture"], "os": p["os"], **({"variant": p["variant"]} if p.get("variant")
+                                                                 else {})}
+
+
+def target_platform(s: str) -> dict:
+    """A build's --platform (or a FROM's), normalised: one platform, of an OS this host runs.
+    Several (`linux/amd64,linux/arm64`, a multi-platform build) are refused: one build makes
+    one image."""
+    from kobako.image import manifest as mf
+    if "," in s:
+        raise BuildError(f"multiple platforms ({s}) are not supported: kobako builds one platform per "
+                         "build (run one build for each)")
+    p = mf.parse_platform(s)
+    if p["os"] != _host()["os"]:
+        raise BuildError(f"platform {mf.platform_string(p)} is not supported: this host builds "
+                         f"{_host()['os']} images only")
+    return p
+
+
+def platform_args(build: dict, target: dict,
+                  overrides: dict[str, str | None] | None = None) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs (dockerfile2llb defaultArgs): BUILDPLATFORM,
+    BUILDOS, BUILDARCH, BUILDVARIANT for the host, TARGET* for what is built; a --build-arg of
+    the same name replaces its value."""
+    from kobako.image.manifest import platform_string
     out = {}
-    for who in ("BUILD", "TARGET"):
-        out.update({f"{who}PLATFORM": plat, f"{who}OS": p["os"], f"{who}ARCH": p["architecture"],
-                    f"{who}VARIANT": p.get("variant") or ""})
+    for who, p in (("BUILD", build), ("TARGET", target)):
+        out.update({f"{who}PLATFORM": platform_string(p), f"{who}OS": p["os"],
+                    f"{who}ARCH": p["architecture"], f"{who}VARIANT": p.get("variant") or ""})
+    for k, v in (overrides or {}).items():
+        if k in out and v is not None:
+            out[k] = v
     return out
 
 
