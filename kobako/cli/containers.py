@@ -41,10 +41,14 @@ def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform
 
 
 def _pull(e: Engine, name: str, quiet: bool, platform: dict | None = None) -> dict:
+    from kobako.engine.images import search
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull
-    with undo_on_failure(e):
-        return pull(e.images, e.snapshots, reference.parse(name), platform)
+
+    def attempt(ref: reference.Reference) -> dict:
+        with undo_on_failure(e):
+            return pull(e.images, e.snapshots, ref, platform)
+    return search(name, attempt, lambda ref: sys.stderr.write(f"Trying to pull {ref}...\n"))[1]
 
 
 def _mount(m: str) -> dict:

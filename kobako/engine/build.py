@@ -296,7 +296,7 @@ class Builder:
         from kobako.engine.images import pull
         self.out.stream(f"Pulling {name}\n")
         try:
-            return pull(self.e, name, credentials=self._credentials(name))
+            return pull(self.e, name, credentials=self._credentials)
         except errors.KobakoError as ex:
             if self.opts.pull:  # --pull with the image at hand: dockerd falls back to it
                 try:
@@ -306,16 +306,13 @@ class Builder:
             raise BuildError(f"pull access denied or image not found for {name}: "
                              f"{errors.describe(ex)}") from None
 
-    def _credentials(self, name: str) -> tuple[str, str] | None:
-        """The build's own credentials for the registry of image `name` (X-Registry-Config),
-        or None: the stored logins."""
+    def _credentials(self, ref) -> tuple[str, str] | None:
+        """The build's own credentials for the registry of `ref` (X-Registry-Config), or
+        None: the stored logins."""
         if not self.opts.auth_configs:
             return None
-        from kobako.image import auth, reference
-        try:
-            return auth.find(self.opts.auth_configs, reference.parse(name).domain)
-        except errors.InvalidArgument:
-            return None  # a bad name fails in the pull itself, with its own message
+        from kobako.image import auth
+        return auth.find(self.opts.auth_configs, ref.domain)
 
     def _short(self, st: State) -> str:
         from kobako.image.build import config_id
