@@ -152,11 +152,11 @@ def pull(e, name: str, platform: str | None = None,
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull as do_pull
     plat = mf.parse_platform(platform) if platform else None  # checked before anything is fetched
-    several = len(reference.candidates(name)) > 1
+    short = reference.is_short(name.partition("@")[0])
 
     def attempt(ref: reference.Reference) -> dict:
         creds = credentials(ref) if callable(credentials) else credentials
-        if several and not callable(credentials) and ref.domain != reference.DEFAULT_DOMAIN:
+        if short and not callable(credentials) and ref.domain != reference.DEFAULT_DOMAIN:
             creds = None
         with undo_on_failure(e):
             return do_pull(e.images, e.snapshots, ref, plat, credentials=creds, status=status,
