@@ -37,7 +37,7 @@ def pull(e: Engine, args) -> int:
 
     def attempt(ref: reference.Reference) -> dict:
         nonlocal before
-        view.line(f"{ref.locator}: Pulling from {ref.path}")
+        view.line_before(f"{ref.locator}: Pulling from {ref.path}")
         before = _image_id(e, str(ref))
         with undo_on_failure(e):
             return do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=view.progress,
