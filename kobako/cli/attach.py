@@ -3,6 +3,7 @@ through the monitor, which holds its stdio. Ctrl-P Ctrl-Q detaches and leaves it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -20,30 +21,45 @@ def cmd(e: Engine, args) -> int:
                   sig_proxy=args.sig_proxy)
 
 
-def attach_started(e: Engine, rec: dict, stdin: bool) -> int:
+def attach_started(e: Engine, rec: dict, stdin: bool, sig_proxy: bool = True) -> int:
     """start -a[i]: the start request's own connection becomes the stream, so no output is
     missed, however short the program."""
     r, s = e.start(rec, attach=True, stdin=stdin)
-    return attach(e, rec, stdin=stdin, keys=parse_detach_keys(None), conn=(r, s))
+    return attach(e, rec, stdin=stdin, keys=parse_detach_keys(None), conn=(r, s), sig_proxy=sig_proxy)
 
 
 # what docker's ForwardAllSignals passes on; job control and terminal signals stay ours
 PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+ENDING = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")  # these end docker's CLI when not passed on
 
 
-def _proxy_signals(e: Engine, rec: dict) -> dict:
+def _proxy_signals(e: Engine, rec: dict, forward: bool = True) -> dict:
     """--sig-proxy (docker's default): a signal this process gets goes to the container's
-    init instead; returns the handlers it replaced."""
+    init instead; without it the ones that do not end docker's CLI are ignored, as docker's
+    CLI ignores them. Returns the handlers it replaced."""
     import signal
 
-    def forward(signum, frame) -> None:
+    def send(signum, frame) -> None:
         from kobako.errors import KobakoError
         try:
             e.kill(rec, str(int(signum)), user_stop=False)
         except KobakoError:
             pass  # it exited meanwhile: its end ends the attach too
 
-    return {s: signal.signal(getattr(signal, s), forward) for s in PROXIED}
+    return {s: signal.signal(getattr(signal, s), send if forward else signal.SIG_IGN)
+            for s in PROXIED if forward or s not in ENDING}
+
+
+@contextlib.contextmanager
+def signals_proxied(e: Engine, rec: dict, on: bool):
+    """While in the block: --sig-proxy `on` or off (see _proxy_signals)."""
+    replaced = _proxy_signals(e, rec, on)
+    try:
+        yield
+    finally:
+        import signal
+        for name, old in replaced.items():
+            signal.signal(getattr(signal, name), old)
 
 
 def attach(e: Engine, rec: dict, stdin: bool, keys: bytes, conn=None, sig_proxy: bool = False) -> int:
@@ -69,7 +85,7 @@ def attach(e: Engine, rec: dict, stdin: bool, keys: bytes, conn=None, sig_proxy:
         _resize(e, rec)
     detached = False
     # with a tty, ^C reaches it as a byte; docker proxies signals only without one
-    replaced = _proxy_signals(e, rec) if sig_proxy and not tty else {}
+    replaced = _proxy_signals(e, rec, sig_proxy and not tty)
     try:
         try:
             detached = _relay(s, stdin, tty, keys if term else b"", first)

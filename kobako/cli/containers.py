@@ -41,10 +41,14 @@ def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform
 
 
 def _pull(e: Engine, name: str, quiet: bool, platform: dict | None = None) -> dict:
+    from kobako.engine.images import search
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull
-    with undo_on_failure(e):
-        return pull(e.images, e.snapshots, reference.parse(name), platform)
+
+    def attempt(ref: reference.Reference) -> dict:
+        with undo_on_failure(e):
+            return pull(e.images, e.snapshots, ref, platform)
+    return search(name, attempt, lambda ref: sys.stderr.write(f"Trying to pull {ref}...\n"))[1]
 
 
 def _mount(m: str) -> dict:
@@ -251,7 +255,7 @@ def run(e: Engine, args) -> int:
             raise
         print(rec["id"])
         return 0
-    return e.run_foreground(rec, remove=args.rm)
+    return e.run_foreground(rec, remove=args.rm, sig_proxy=args.sig_proxy)
 
 
 def create(e: Engine, args) -> int:
@@ -265,12 +269,13 @@ def start(e: Engine, args) -> int:
     for ref in args.args:
         rec = e.containers.resolve(ref)
         if args.attach and len(args.args) == 1:
+            from kobako.cli import attach
             if args.interactive or (rec.get("options") or {}).get("tty"):
-                from kobako.cli.attach import attach_started
-                return attach_started(e, rec, stdin=bool(args.interactive))
+                return attach.attach_started(e, rec, stdin=bool(args.interactive), sig_proxy=args.sig_proxy)
             size = _log_size(e, rec)
             e.start(rec)
-            return _follow_until_exit(e, rec, size)
+            with attach.signals_proxied(e, rec, args.sig_proxy):
+                return _follow_until_exit(e, rec, size)
         try:
             e.start(rec)
             print(ref)
@@ -685,24 +690,25 @@ RUN_OPTS = [
     opt("--platform", "platform", "str", None, "os/arch[/variant] of the image to pull and run"),
     TRACE,
 ]
+SIG_PROXY = opt("--sig-proxy", "sig_proxy", "bool", True,
+                "pass the signals this command gets to the container (default true; not with a tty)")
 STOP_T = opt("-t --time", "time", "int", None, "seconds to wait before killing it (default 10)")
 COMMANDS = {
     "run": (Command("run", "[OPTIONS] IMAGE [COMMAND] [ARG...]",
-                    "Create and run a new container from an image", RUN_OPTS, interspersed=False,
-                    min_args=1), run),
+                    "Create and run a new container from an image", [*RUN_OPTS, SIG_PROXY],
+                    interspersed=False, min_args=1), run),
     "create": (Command("create", "[OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container",
                        RUN_OPTS, interspersed=False, min_args=1), create),
     "start": (Command("start", "[OPTIONS] CONTAINER [CONTAINER...]", "Start one or more containers", [
         opt("-a --attach", "attach", help="print the container's output until it exits"),
-        opt("-i --interactive", "interactive", help="attach the container's stdin"), TRACE], min_args=1),
+        opt("-i --interactive", "interactive", help="attach the container's stdin"), SIG_PROXY, TRACE],
+                      min_args=1),
               start),
     "attach": (Command("attach", "[OPTIONS] CONTAINER",
                        "Attach to a running container's stdio (detach with ctrl-p ctrl-q)", [
                            opt("--no-stdin", "no_stdin", help="do not attach stdin"),
                            opt("--detach-keys", "detach_keys", "str", None, "default ctrl-p,ctrl-q"),
-                           opt("--sig-proxy", "sig_proxy", "bool", True,
-                               "pass the signals this command gets to the container (default true; "
-                               "not with a tty)")],
+                           SIG_PROXY],
                        min_args=1, max_args=1), attach),
     "stop": (Command("stop", "[OPTIONS] CONTAINER [CONTAINER...]",
                      "Stop containers: the stop signal, then SIGKILL after a grace period", [STOP_T],

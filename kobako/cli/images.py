@@ -26,18 +26,24 @@ TLS = opt("--tls-verify", "tls_verify", "str", None, "false: allow plain HTTP an
 
 def pull(e: Engine, args) -> int:
     from kobako.cli.output import PullView
+    from kobako.engine.images import search
     from kobako.image import manifest as mf
     from kobako.image.pull import pull as do_pull
-    ref = reference.parse(args.args[0])
+    reference.parse(args.args[0])  # a bad name before anything else
     platform = mf.parse_platform(args.platform) if args.platform else None
     view = PullView(sys.stdout, not args.quiet)
-    view.line(f"{ref.locator}: Pulling from {ref.path}")
-    before = _image_id(e, str(ref))
     from kobako.image.gc import undo_on_failure
-    try:
+    before: str | None = None
+
+    def attempt(ref: reference.Reference) -> dict:
+        nonlocal before
+        view.line_before(f"{ref.locator}: Pulling from {ref.path}")
+        before = _image_id(e, str(ref))
         with undo_on_failure(e):
-            rec = do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=view.progress,
-                          status=view.status)
+            return do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=view.progress,
+                           status=view.status)
+    try:
+        ref, rec = search(args.args[0], attempt, lambda ref: sys.stderr.write(f"Trying to pull {ref}...\n"))
     finally:
         view.close()
     from kobako.engine.events import emit

@@ -135,24 +135,38 @@ class PullView:
         self.lines: dict[str, str] = {}  # layer short ID -> its line, in first-seen order
         self.fetched = False
         self.live = None
-        if enabled and out.isatty():
-            from rich.console import Console
-            from rich.live import Live
-            self.live = Live(console=Console(file=out), refresh_per_second=8, transient=False)
-            self.live.start()
+        # the live region starts with the first layer's line: the lines before it (`Pulling
+        # from`) are plain, and one written after the layers (`Digest:`) ends it
+        self.rich = enabled and out.isatty()
 
     def line(self, text: str) -> None:
-        """A line of the whole pull (`Digest: ...`), after the layers' lines."""
+        """A line of the whole pull: `Pulling from` before the layers, `Digest:` after them."""
         if self.enabled:
-            self.close()
+            with self.lock:
+                self.close()
+                self.rich = False  # a layer line after this one is plain: the region is ended
+                self.out.write(text + "\n")
+                self.out.flush()
+
+    def line_before(self, text: str) -> None:
+        """A line before the layers' (`Pulling from`): the live region is still to come."""
+        if self.enabled:
             self.out.write(text + "\n")
             self.out.flush()
+
+    def _start(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        self.live = Live(console=Console(file=self.out), refresh_per_second=8, transient=False)
+        self.live.start()
 
     def status(self, digest: str, text: str) -> None:
         short = digest.split(":")[-1][:12]
         with self.lock:
             self.fetched |= text == "Pulling fs layer"
             self.lines[short] = text
+            if self.rich and self.live is None:
+                self._start()
             if self.live is not None:
                 self._render()
             elif self.enabled:

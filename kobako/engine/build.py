@@ -319,7 +319,7 @@ class Builder:
         self.out.stream(f"Pulling {name}\n")
         try:
             return pull(self.e, name, platform=mf.platform_string(want) if want else None,
-                        credentials=self._credentials(name))
+                        credentials=self._credentials)
         except errors.KobakoError as ex:
             if self.opts.pull:  # --pull with the image at hand: dockerd falls back to it
                 rec = self._local(name, want)
@@ -339,16 +339,13 @@ class Builder:
             check_image(self.e, rec, name, want)  # another platform's: refused, not pulled over
         return rec
 
-    def _credentials(self, name: str) -> tuple[str, str] | None:
-        """The build's own credentials for the registry of image `name` (X-Registry-Config),
-        or None: the stored logins."""
+    def _credentials(self, ref) -> tuple[str, str] | None:
+        """The build's own credentials for the registry of `ref` (X-Registry-Config), or
+        None: the stored logins."""
         if not self.opts.auth_configs:
             return None
-        from kobako.image import auth, reference
-        try:
-            return auth.find(self.opts.auth_configs, reference.parse(name).domain)
-        except errors.InvalidArgument:
-            return None  # a bad name fails in the pull itself, with its own message
+        from kobako.image import auth
+        return auth.find(self.opts.auth_configs, ref.domain)
 
     def _short(self, st: State) -> str:
         from kobako.image.build import config_id

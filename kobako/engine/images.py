@@ -5,10 +5,14 @@ and the listing's counts need them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from kobako import errors
 from kobako.image import reference
 from kobako.image.store import ImageError
 
+T = TypeVar("T")
 FILTERS = ("before", "dangling", "label", "reference", "since")
 # `kobako images` takes one more: platform=os/arch[/variant] (podman and docker have no
 # filter on the platform; GET /images/json keeps dockerd's list and refuses it as dockerd does)
@@ -115,20 +119,65 @@ def archive_targets(e, names: list[str]) -> list[tuple[dict, list[str]]]:
     return out
 
 
-def pull(e, name: str, platform: str | None = None, credentials: tuple[str, str] | None = None,
+def search(name: str, attempt: Callable[[reference.Reference], T],
+           trying: Callable[[reference.Reference], None] | None = None) -> tuple[reference.Reference, T]:
+    """Pull-side short-name resolution, as podman's unqualified-search-registries: `attempt`
+    (a pull) with each reference `name` stands for (reference.candidates), in the order of
+    the search list; the first that succeeds wins. A registry error (not found, unauthorized,
+    blocked, unreachable) moves on to the next registry, and when none has it the error names
+    each registry tried and why. Other errors (a platform the image lacks, a full disk) stop
+    the search: the name was found. `trying(ref)` is called before each attempt when there
+    are several."""
+    refs = reference.candidates(name)
+    if len(refs) == 1:
+        return refs[0], attempt(refs[0])
+    from kobako.image.registry import RegistryError
+    failures: list[RegistryError] = []
+    for ref in refs:
+        if trying:
+            trying(ref)
+        try:
+            return ref, attempt(ref)
+        except RegistryError as ex:
+            failures.append(ex)
+    raise _not_in_search_list(name, refs, failures)
+
+
+def _not_in_search_list(name: str, refs: list[reference.Reference], failures: list) -> errors.KobakoError:
+    """One error for a short name no registry of the search list gave: not found (404) when
+    each said not found or unauthorized, unavailable (503) when one could not be asked."""
+    kind: type[errors.KobakoError] = errors.NotFound
+    if any(not isinstance(f, (errors.NotFound, errors.Unauthorized)) for f in failures):
+        kind = errors.Unavailable
+    tried = ", ".join(r.domain for r in refs)
+    return kind(f"{name}: no registry of the search list ({tried}) gave the image:"
+                + "".join(f"\n  * {errors.describe(f)}" for f in failures))
+
+
+def pull(e, name: str, platform: str | None = None,
+         credentials: tuple[str, str] | Callable[[reference.Reference], tuple[str, str] | None] | None = None,
          status=None, progress=None) -> dict:
     """Pull `name` for `platform` (os/arch[/variant]; the host's by default), with
     `credentials` (user, password) for its registry if given, else the stored logins.
+    A short name is tried with each registry of the search list (`search`); credentials
+    given for it are the docker client's, meant for docker.io, and used only there, unless
+    `credentials` is a function of the candidate reference.
     `status(layer digest, text)` and `progress(layer digest, done, total)`: docker's
     per-layer messages (image/unpack.ensure_layers), from the download threads."""
     from kobako.image import manifest as mf
     from kobako.image.gc import undo_on_failure
     from kobako.image.pull import pull as do_pull
     plat = mf.parse_platform(platform) if platform else None  # checked before anything is fetched
-    ref = reference.parse(name)
-    with undo_on_failure(e):
-        rec = do_pull(e.images, e.snapshots, ref, plat, credentials=credentials, status=status,
-                      progress=progress)
+    short = reference.is_short(name.partition("@")[0])
+
+    def attempt(ref: reference.Reference) -> dict:
+        creds = credentials(ref) if callable(credentials) else credentials
+        if short and not callable(credentials) and ref.domain != reference.DEFAULT_DOMAIN:
+            creds = None
+        with undo_on_failure(e):
+            return do_pull(e.images, e.snapshots, ref, plat, credentials=creds, status=status,
+                           progress=progress)
+    ref, rec = search(name, attempt)
     from kobako.engine.events import emit
     emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
     return rec

@@ -507,7 +507,9 @@ class Engine:
         console.OUTPUT_TEE = lambda data: log.write("stdout", data)
         return log
 
-    def run_foreground(self, rec: dict, remove: bool) -> int:
+    def run_foreground(self, rec: dict, remove: bool, sig_proxy: bool = True) -> int:
+        """`sig_proxy` false (docker's --sig-proxy=false, without a tty): the signals this
+        process gets are not passed to the container (kobako/runtime/commands/run.PROXY)."""
         cid = rec["id"]
         if rec.get("status") != "running":  # not marked so at create (see create's `starting`)
             rec.update(status="running", started=now_iso(), owner=this_process("run"))
@@ -530,9 +532,12 @@ class Engine:
                 self._attach(rec)
             if tee is not None:
                 tee.start()
+            from kobako.runtime.commands import run as rt_run
+            rt_run.PROXY = sig_proxy or tty  # docker proxies only without a tty: with one, as ever
             try:
                 code = self.runtime(["run", "--bundle", rec["bundle"], cid])
             finally:
+                rt_run.PROXY = True
                 if tee is not None:
                     tee.stop()
                 if pty_log is not None:

@@ -94,19 +94,47 @@ def _check_component(c: str, whole: str) -> None:
         prev = ch
 
 
-def short_name_domain() -> str:
-    """Where a name without a registry (`busybox`, `me/app`) is looked up: the first entry of
-    the configuration's [registries] search, else docker.io."""
+def search_domains() -> list[str]:
+    """Where a name without a registry (`busybox`, `me/app`) is looked up, in order: the
+    configuration's [registries] search, else docker.io alone (Docker's behaviour)."""
     from kobako import config
     search = config.get().get("registries", "search")
     if not search:
-        return DEFAULT_DOMAIN
+        return [DEFAULT_DOMAIN]
     from kobako.image.registries import normalize
-    return normalize(search[0])
+    out: list[str] = []
+    for d in search:
+        d = normalize(d)
+        d = DEFAULT_DOMAIN if d in LEGACY_DOMAINS else d
+        if d not in out:
+            out.append(d)
+    return out
 
 
-def parse(s: str, default_tag: str | None = "latest") -> Reference:
-    """Parse and normalise; a bare name gets `default_tag` unless it has a digest."""
+def short_name_domain() -> str:
+    """The registry a short name means when one is needed (tag, push, commit): the first
+    of the search list."""
+    return search_domains()[0]
+
+
+def is_short(s: str) -> bool:
+    """A name without a registry host (`busybox`, `me/app:1`): one the search list applies to."""
+    first, slash, _ = s.partition("/")
+    return not slash or not ("." in first or ":" in first or first == "localhost" or first != first.lower())
+
+
+def candidates(s: str, default_tag: str | None = "latest") -> list[Reference]:
+    """The references a name stands for, in the order they are tried: one for a qualified
+    name, one per registry of the search list for a short one (podman's
+    unqualified-search-registries)."""
+    if not is_short(s.partition("@")[0]):
+        return [parse(s, default_tag)]
+    return [parse(s, default_tag, domain=d) for d in search_domains()]
+
+
+def parse(s: str, default_tag: str | None = "latest", domain: str | None = None) -> Reference:
+    """Parse and normalise; a bare name gets `default_tag` unless it has a digest. `domain`:
+    the registry of a short name (by default the first of the search list)."""
     whole = s
     if not s or len(s) > 4096 or s != s.strip():
         raise InvalidReference(f"invalid reference format: {whole!r}")
@@ -129,7 +157,7 @@ def parse(s: str, default_tag: str | None = "latest") -> Reference:
         if not set(domain) <= _HOST or domain.startswith(("-", ".")) or domain.endswith((".", ":")):
             raise InvalidReference(f"invalid registry host in {whole!r}")
     else:
-        domain = short_name_domain()
+        domain = domain or short_name_domain()
     if domain in LEGACY_DOMAINS:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and len(parts) == 1:

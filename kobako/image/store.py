@@ -88,24 +88,25 @@ class ImageStore:
             if len(hits) > 1:
                 raise ImageError(f"image ID {name!r} is ambiguous: {len(hits)} images start with it")
         try:
-            ref = reference.parse(name)
+            refs = reference.candidates(name)
         except reference.InvalidReference:
             if reference.looks_like_id(name):
                 raise ImageNotFound(f"no such image: {name}") from None
             raise
-        if ref.digest:
-            want = f"{ref.name}@{ref.digest}"
+        for ref in refs:  # a short name: the first registry of the search list with it here wins
+            if ref.digest:
+                want = f"{ref.name}@{ref.digest}"
+                for r in recs:
+                    if want in r.get("repoDigests", []) or (ref.digest == r.get("manifest", {}).get("digest")
+                                                            and any(n.startswith(ref.name + ":")
+                                                                    for n in r.get("names", []))):
+                        return r
+                continue
+            s = str(ref)
             for r in recs:
-                if want in r.get("repoDigests", []) or (ref.digest == r.get("manifest", {}).get("digest")
-                                                        and any(n.startswith(ref.name + ":")
-                                                                for n in r.get("names", []))):
+                if s in r.get("names", []):
                     return r
-            raise ImageNotFound(f"no such image: {name}")
-        s = str(ref)
-        for r in recs:
-            if s in r.get("names", []):
-                return r
-        raise ImageNotFound(f"no such image: {s}")
+        raise ImageNotFound(f"no such image: {name if refs[0].digest else refs[0]}")
 
     def add(self, rec: dict, names: list[str], repo_digests: list[str] | None = None) -> dict:
         """Store (or update) an image record and move `names` onto it."""

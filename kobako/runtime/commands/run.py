@@ -9,6 +9,11 @@ from kobako.runtime import container, hooks
 from kobako.runtime.errors import RuntimeFailure
 
 FORWARDED = (1, 2, 3, 10, 12, 15, 28)  # HUP INT QUIT USR1 USR2 TERM WINCH
+ENDING = (1, 2, 3, 15)  # HUP INT QUIT TERM
+# False: nothing is passed on (the engine's `kobako run --sig-proxy=false`, run in this process).
+# Then the signals that end docker's CLI end this command, and the container it holds with it;
+# the others are ignored, as docker's CLI ignores them.
+PROXY = True
 
 
 def run(args, log) -> int:
@@ -49,7 +54,8 @@ def run(args, log) -> int:
 
 
 def forward_signals(pid: int) -> None:
-    """Pass on the signals a foreground runc passes on (main thread only)."""
+    """Pass on the signals a foreground runc passes on (main thread only); with PROXY
+    false, none (see PROXY)."""
     import _signal
 
     def forward(signum, frame):
@@ -58,8 +64,11 @@ def forward_signals(pid: int) -> None:
         except ProcessLookupError:
             pass
 
+    def end(signum, frame):
+        raise KeyboardInterrupt  # run() then destroys the container; the command exits 130
+
     for s in FORWARDED:
-        _signal.signal(s, forward)
+        _signal.signal(s, forward if PROXY else end if s in ENDING else _signal.SIG_IGN)
 
 
 def reap(pid: int) -> int:
