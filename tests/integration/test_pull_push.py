@@ -155,14 +155,15 @@ def test_pulled_platform_is_kept_shown_filtered_and_saved(k: Kobako, reg, tmp_pa
     assert_user_error(cp, "does not match the specified platform: wanted linux/arm64, actual: linux/amd64")
 
 
-def _index_of_busybox_and_arm(reg, pushed: str, repo: str) -> tuple[str, str]:
-    """An index in `repo`:multi of the pushed busybox (amd64, runnable) and an arm/v7 image."""
+def _index_of_busybox_and_arm(src_reg, reg, pushed: str, repo: str) -> tuple[str, str]:
+    """An index in `repo`:multi on `reg` of the busybox pushed to `src_reg` (amd64, runnable)
+    and an arm/v7 image."""
     src = pushed.split("/", 1)[1].split(":")[0]
-    status, h, body = reg.request("GET", f"/v2/{src}/manifests/1", headers={"Accept": mf.OCI_MANIFEST},
+    status, h, body = src_reg.request("GET", f"/v2/{src}/manifests/1", headers={"Accept": mf.OCI_MANIFEST},
                                   scope=f"repository:{src}:pull")
     assert status == 200, body
     for d in [json.loads(body)["config"]] + json.loads(body)["layers"]:
-        _, _, blob = reg.request("GET", f"/v2/{src}/blobs/{d['digest']}", scope=f"repository:{src}:pull")
+        _, _, blob = src_reg.request("GET", f"/v2/{src}/blobs/{d['digest']}", scope=f"repository:{src}:pull")
         reg.put_blob(repo, blob)
     reg.put_manifest(repo, "amd", body, h["content-type"].split(";")[0])
     amd = {"manifest": body, "manifest_digest": rs.sha256(body)}
@@ -170,9 +171,9 @@ def _index_of_busybox_and_arm(reg, pushed: str, repo: str) -> tuple[str, str]:
     return f"{reg.addr}/{repo}:multi", rs.upload_index(reg, repo, "multi", amd, arm)
 
 
-def test_pull_all_platforms_keeps_the_index_and_picks_offline(k: Kobako, pushed: str, tmp_path: Path):
-    with rs.Registry() as reg:
-        name, digest = _index_of_busybox_and_arm(reg, pushed, "kbt/all")
+def test_pull_all_platforms_keeps_the_index_and_picks_offline(k: Kobako, reg, pushed: str, tmp_path: Path):
+    with rs.Registry() as own:  # stopped after the pull
+        name, digest = _index_of_busybox_and_arm(reg, own, pushed, "kbt/all")
         out = k("pull", "--all-platforms", name).stdout
         assert f"Digest: {digest} (2 platforms: linux/arm/v7, linux/amd64)" in out
         assert_user_error(k("pull", "--all-platforms", "--platform", "linux/arm", name, check=False),
@@ -200,13 +201,14 @@ def test_pull_all_platforms_keeps_the_index_and_picks_offline(k: Kobako, pushed:
     k("rmi", "kbt/copy:1")
     archive = tmp_path / "all.tar"
     k("save", "--format", "oci-archive", "-o", str(archive), name)
-    blobs = k.blobs()
     k("rmi", name)
     k("image", "prune", "-f")
     assert k("images", "-aq").stdout == "" and k.blobs() == set()
-    assert k("load", "-i", str(archive)).returncode == 0
-    assert k.blobs() == blobs
-    assert k(*arm_only).stdout == f"multi linux/arm/v7 {digest}\n"
+    k("load", "-i", str(archive))
+    # the same images (pulled layers are gzipped anew by save, so the index is a new one)
+    by_id = ("images", "--filter", "platform=linux/arm", "--format", "{{.Tag}} {{.Platform}} {{.ID}}")
+    assert k(*by_id).stdout == f"multi linux/arm/v7 {doc['Id'][7:19]}\n"
+    assert k("run", "--rm", name, "cat", "/etc/motd").stdout == "pulled and run\n"
     k("rmi", name)
     k("load", "--platform", "linux/arm/v7", "-i", str(archive))
     assert k("images", "--format", "{{.Tag}} {{.Platform}}").stdout == "multi linux/arm/v7\n"
@@ -229,7 +231,7 @@ def test_kill_9_midway_through_pull_all_platforms_leaves_no_index(k: Kobako, reg
                        cwd=Path(__file__).resolve().parents[2], env={**k.env, "KOBAKO_FAULT": point},
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == -9, p.stderr
-    assert_user_error(k("image", "inspect", name, check=False), "no such image")
+    assert "no such image" in k("image", "inspect", name, check=False).stderr  # no index record
     k("image", "prune", "-f")
     assert k("images", "-aq").stdout == "" and k.blobs() == set()
     k("pull", "-q", "--all-platforms", name)  # a retry starts clean
