@@ -44,6 +44,7 @@ REGISTRY_BIN = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def available() -> str | None:
@@ -427,3 +428,25 @@ def upload_image(reg: Registry, repo: str = "test/hello", tag: str = "1",
     digest = reg.put_manifest(repo, tag, man)
     return {"manifest": man, "manifest_digest": digest, "config": config, "config_digest": config_digest,
             "layer": layer, "layer_digest": layer_digest, "diff_id": sha256(tar)}
+
+
+def upload_arm_v7(reg: Registry, repo: str, tag: str, files: dict[str, bytes]) -> dict:
+    """An arm/v7 image whose config says `arm` and names no variant (as many do)."""
+    arm = upload_image(reg, repo, tag, files=files)
+    cfg = json.dumps({**json.loads(arm["config"]), "architecture": "arm"}).encode()
+    man = json.loads(arm["manifest"])
+    man["config"] = {**man["config"], "digest": reg.put_blob(repo, cfg), "size": len(cfg)}
+    body = json.dumps(man).encode()
+    return {**arm, "manifest": body, "manifest_digest": reg.put_manifest(repo, tag, body), "config": cfg}
+
+
+def upload_index(reg: Registry, repo: str, tag: str, amd: dict, arm: dict) -> str:
+    """A multi-platform OCI index of an arm/v7 and an amd64 image (upload_image's parts,
+    `manifest` and `manifest_digest`, each); returns its digest."""
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": arm["manifest_digest"], "size": len(arm["manifest"]),
+         "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"mediaType": OCI_MANIFEST, "digest": amd["manifest_digest"], "size": len(amd["manifest"]),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+    ]}).encode()
+    return reg.put_manifest(repo, tag, index, OCI_INDEX)

@@ -32,7 +32,7 @@ async def create(req: Request) -> None:
         want = mf.parse_platform(platform) if platform else None  # a 400 for one that does not parse
         e = engine()
         try:
-            img = e.images.resolve(spec.config["Image"])
+            img = e.images.resolve(spec.config["Image"], want)  # a multi-platform image: that platform's
         except ImageNotFound:
             raise ApiError(404, f"No such image: {spec.config['Image']}") from None
         if want is not None or img.get("architecture") not in ("", None, mf.host_platform()["architecture"]):

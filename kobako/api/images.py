@@ -295,7 +295,12 @@ async def push(req: Request) -> None:
     from kobako.image import reference
     e = engine()
     name = req.params["name"] + (f":{req.query['tag']}" if req.query.get("tag") else "")
-    rec = _img(e, name)
+    from kobako.engine.images import push_source
+    from kobako.image.store import ImageNotFound
+    try:
+        rec = push_source(e, name)
+    except ImageNotFound:
+        raise ApiError(404, f"No such image: {name}") from None
     creds = registry_auth(req)
     ref = reference.parse(name)
     await req.stream_start(200, "application/json")

@@ -27,7 +27,7 @@ def _image_for_run(e: Engine, name: str, pull_policy: str, quiet: bool, platform
         img = _pull(e, name, quiet, want)
     else:
         try:
-            img = e.images.resolve(name)
+            img = e.images.resolve(name, want)  # a multi-platform image: that platform's
         except ImageNotFound:
             if pull_policy == "never" or reference.looks_like_id(name):
                 raise

@@ -31,6 +31,8 @@ def pull(e: Engine, args) -> int:
     from kobako.image.pull import pull as do_pull
     reference.parse(args.args[0])  # a bad name before anything else
     platform = mf.parse_platform(args.platform) if args.platform else None
+    if platform and args.all_platforms:
+        raise ImageError("--all-platforms and --platform cannot be used together")
     view = PullView(sys.stdout, not args.quiet)
     from kobako.image.gc import undo_on_failure
     before: str | None = None
@@ -41,14 +43,18 @@ def pull(e: Engine, args) -> int:
         before = _image_id(e, str(ref))
         with undo_on_failure(e):
             return do_pull(e.images, e.snapshots, ref, platform, insecure=_tls(args), progress=view.progress,
-                           status=view.status)
+                           status=view.status, all_platforms=args.all_platforms)
     try:
         ref, rec = search(args.args[0], attempt, lambda ref: sys.stderr.write(f"Trying to pull {ref}...\n"))
     finally:
         view.close()
     from kobako.engine.events import emit
     emit(e.root, "image", "pull", str(ref), {"name": str(ref)})
-    view.line(f"Digest: {rec['manifest']['digest']}")
+    if "manifests" in rec:  # --all-platforms of an index: its record
+        view.line(f"Digest: {rec['id']} ({len(rec['manifests'])} platforms: "
+                  f"{', '.join(mf.platform_string(m['platform']) for m in rec['manifests'])})")
+    else:
+        view.line(f"Digest: {rec['manifest']['digest']}")
     news = "Downloaded newer image" if view.fetched or before != rec["id"] else "Image is up to date"
     view.line(f"Status: {news} for {familiar(str(ref))}")
     print(str(ref))  # docker's last line, and all that -q prints
@@ -56,8 +62,12 @@ def pull(e: Engine, args) -> int:
 
 
 def _image_id(e: Engine, name: str) -> str | None:
-    """The ID NAME names now, if any (to tell a pull that changed nothing)."""
+    """The ID NAME names now, if any (to tell a pull that changed nothing): an index
+    record's for a name an index holds."""
     from kobako.errors import NotFound
+    index = e.images.resolve_index(name)
+    if index is not None:
+        return index["id"]
     try:
         return e.images.resolve(name)["id"]
     except NotFound:
@@ -65,9 +75,10 @@ def _image_id(e: Engine, name: str) -> str | None:
 
 
 def push(e: Engine, args) -> int:
+    from kobako.engine.images import push_source
     from kobako.image.registry import Client, push_image
     src = args.args[0]
-    rec = e.images.resolve(src)
+    rec = push_source(e, src)
     dest = args.args[1] if len(args.args) > 1 else src
     ref = reference.parse(dest)
     if ref.digest:
@@ -112,7 +123,7 @@ def _image_rows(e: Engine, args) -> list[dict]:
                 "CreatedSince": ago(r["created"]),
                 "CreatedAt": r["created"], "Size": human_size(r.get("size", 0)),
                 "Containers": str(counts.get(r["id"], 0)), **_platform_fields(r)}
-        digest = r["manifest"]["digest"]
+        digest = r.get("listDigest") or r["manifest"]["digest"]  # a multi-platform image: its index's
         if not names:
             rows.append({**base, "Repository": "<none>", "Tag": "<none>", "Digest": digest})
         for n in names:
@@ -153,10 +164,12 @@ def images(e: Engine, args) -> int:
 
 def image_inspect(e: Engine, args) -> int:
     from kobako.engine.views import image_doc
+    from kobako.image import manifest as mf
+    want = mf.parse_platform(args.platform) if args.platform else None
     docs, errors = [], []
     for name in args.args:
         try:
-            docs.append(image_doc(e, e.images.resolve(name)))
+            docs.append(image_doc(e, e.images.resolve(name, want)))
         except Exception as ex:  # noqa: BLE001 - reported per name, like docker
             errors.append(str(ex))
     return print_docs(docs, args.format, errors)
@@ -333,6 +346,8 @@ COMMANDS = {
     "pull": (Command("pull", "[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", [
         opt("-q --quiet", "quiet", help="print only the image ID"),
         opt("--platform", "platform", "str", None, "os/arch[/variant] to pull (default: this host's)"),
+        opt("--all-platforms", "all_platforms",
+            help="every platform of a multi-platform image, kept as one (run/create --platform picks)"),
         TLS, TRACE], min_args=1, max_args=1), pull),
     "push": (Command("push", "[OPTIONS] NAME[:TAG] [DESTINATION]", "Upload an image to a registry", [
         opt("-q --quiet", "quiet", help="print nothing"), TLS], min_args=1, max_args=2), push),
@@ -345,7 +360,10 @@ COMMANDS = {
         opt("--no-trunc", "no_trunc", help="do not truncate IDs"), FORMAT], max_args=1), images),
     "image inspect": (Command("image inspect", "[OPTIONS] IMAGE [IMAGE...]",
                               "Display detailed information on one or more images", [
-                                  opt("-f --format", "format", "str", None, "Go template")], min_args=1),
+                                  opt("-f --format", "format", "str", None, "Go template"),
+                                  opt("--platform", "platform", "str", None,
+                                      "os/arch[/variant]: that platform's image of a multi-platform one")],
+                              min_args=1),
                       image_inspect),
     "tag": (Command("tag", "SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", "Give an image another name",
                     min_args=2, max_args=2), tag),

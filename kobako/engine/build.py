@@ -331,7 +331,7 @@ class Builder:
     def _local(self, name: str, want: dict | None) -> dict | None:
         from kobako.image.store import ImageNotFound
         try:
-            rec = self.e.images.resolve(name)
+            rec = self.e.images.resolve(name, want)  # a multi-platform index: its image for want
         except ImageNotFound:
             return None
         if want is not None:

@@ -57,8 +57,11 @@ def listing(e, flt: dict[str, list[str]]) -> list[tuple[dict, list[str]]]:
         for v in flt.get(k) or []:
             bounds[k] = _created(e.images.resolve(v))
     out = []
-    for rec in e.images.all():
+    held = {m.get("image") for x in e.images.indexes() for m in x.get("manifests", [])}
+    for rec in [*e.images.all(), *_index_rows(e, platforms)]:
         names = list(rec.get("names") or [])
+        if not names and rec["id"] in held:
+            continue  # listed under its index's names
         if dangling is not None and (not names) != dangling:
             continue
         if "before" in bounds and not _created(rec) < bounds["before"]:
@@ -75,6 +78,32 @@ def listing(e, flt: dict[str, list[str]]) -> list[tuple[dict, list[str]]]:
             continue
         out.append((rec, names))
     return out
+
+
+def _index_rows(e, platforms: list[dict]) -> list[dict]:
+    """What each index record lists as: its image for the host's platform (else its first)
+    under the index's names and repo digests -- or, with a platform filter, one row for each
+    of its images of those platforms. `listDigest`: the index's digest (the DIGEST column)."""
+    from kobako import errors
+    out = []
+    for x in e.images.indexes():
+        try:
+            if platforms:
+                want = {m["image"] for m in x.get("manifests", []) for p in platforms
+                        if _entry_matches(m, p)}
+                picked = [r for i in want if (r := e.images.get(i)) is not None]
+            else:
+                picked = [e.images.pick(x)]
+        except errors.NotFound:
+            continue
+        out += [{**r, "names": list(x.get("names", [])), "repoDigests": list(x.get("repoDigests", [])),
+                 "listDigest": x["id"]} for r in picked]
+    return out
+
+
+def _entry_matches(entry: dict, want: dict) -> bool:
+    from kobako.image import manifest as mf
+    return mf.platform_matches(mf.normalize(entry.get("platform") or {}), want)
 
 
 def _ref_match(pattern: str, name: str) -> bool:
@@ -95,15 +124,33 @@ def summaries(e, flt: dict[str, list[str]]) -> list[dict]:
 
 
 def tag(e, source: str, target: str) -> str:
-    """Give the image `source` names another name; returns the full name."""
-    rec = e.images.resolve(source)
+    """Give the image `source` names another name; returns the full name. A name a
+    multi-platform index holds: the index gets the new name, every platform with it."""
+    index = e.images.resolve_index(source)
+    rec = index or e.images.resolve(source)
     ref = reference.parse(target)
     if ref.digest:
         raise ImageError("refusing to create a tag with a digest reference")
-    e.images.tag(rec["id"], str(ref))
+    if index is not None:
+        e.images.tag_index(index["id"], str(ref))
+    else:
+        e.images.tag(rec["id"], str(ref))
     from kobako.engine.events import emit
     emit(e.root, "image", "tag", rec["id"], {"name": str(ref)})
     return str(ref)
+
+
+def push_source(e, name: str) -> dict:
+    """The image `push NAME` sends. A name a multi-platform index holds is refused: pushing
+    every platform and the index is not done (the registry would get one platform under a
+    name that stood for several)."""
+    index = e.images.resolve_index(name)
+    if index is not None and e.images.get(index["id"]) is None:
+        raise errors.NotImplementedYet(
+            f"{reference.familiar(str(reference.parse(name)))} is a multi-platform image (pulled with "
+            "--all-platforms): pushing it whole is not supported; `kobako pull --platform os/arch` "
+            "one platform under another name and push that")
+    return e.images.resolve(name)
 
 
 def archive_targets(e, names: list[str]) -> list[tuple[dict, list[str]]]:
@@ -111,6 +158,10 @@ def archive_targets(e, names: list[str]) -> list[tuple[dict, list[str]]]:
     names when it was given by ID, as docker does)."""
     out = []
     for n in names:
+        index = e.images.resolve_index(n)
+        if index is not None:  # the whole index, every platform (archive.save writes it as one)
+            out.append((index, [str(reference.parse(n))]))
+            continue
         rec = e.images.resolve(n)
         if reference.looks_like_id(n) and not n.count(":") > 1:
             out.append((rec, list(rec.get("names", []))))

@@ -31,7 +31,7 @@ from kobako import errors
 from kobako.image import layerdata, reference
 from kobako.image import manifest as mf
 from kobako.image.content import ContentError, sha256_of
-from kobako.image.store import ImageStore
+from kobako.image.store import ImageStore, now_iso
 from kobako.image.unpack import UnpackError, ensure_layers, gc_shield, register_local
 from kobako.storage import layer
 from kobako.storage.snapshots import Snapshots, syncfs
@@ -106,6 +106,8 @@ def save(store: ImageStore, images: list[tuple[dict, list[str]]], out: BinaryIO,
         raise ArchiveError(f"unknown archive format {fmt!r}: use docker-archive or oci-archive")
     if not images:
         raise ArchiveError("nothing to save: name at least one image")
+    if fmt == "docker-archive":  # manifest.json has no platforms: a multi-platform image as the host's
+        images = [(store.pick(rec) if "manifests" in rec else rec, names) for rec, names in images]
     merged: dict[str, tuple[dict, list[str]]] = {}
     for rec, names in images:  # one entry per image, tags merged (docker save a:1 a:2)
         _, have = merged.setdefault(rec["id"], (rec, []))
@@ -124,7 +126,10 @@ def save(store: ImageStore, images: list[tuple[dict, list[str]]], out: BinaryIO,
 def _save(store: ImageStore, entries: list[tuple[dict, list[str]]], out: BinaryIO, fmt: str) -> None:
     content = store.content
     snaps = layerdata.snapshots_of(content)
+    every = []
     for rec, _ in entries:
+        every += _held(store, rec) if "manifests" in rec else [rec]
+    for rec in every:
         blobs = [d["digest"] for d in rec.get("layers", [])]
         need = [rec["id"], *blobs]
         if fmt == "oci-archive":
@@ -147,6 +152,19 @@ def _save(store: ImageStore, entries: list[tuple[dict, list[str]]], out: BinaryI
     except (ContentError, layer.LayerError, mf.ManifestError, tarfile.TarError, EOFError,
             layerdata.LayerDataError) as e:
         raise ArchiveError(f"cannot write the archive: {e}") from None
+
+
+def _held(store: ImageStore, index: dict) -> list[dict]:
+    """An index record's images, each one checked to be here."""
+    out = []
+    for m in index.get("manifests", []):
+        rec = store.get(m["image"])
+        if rec is None:
+            plat = mf.platform_string(m["platform"])
+            raise ArchiveError(f"image {_label(index)} is incomplete: its {plat} image {m['image']} is "
+                               "missing (pull it again)")
+        out.append(rec)
+    return out
 
 
 def _label(rec: dict) -> str:
@@ -296,31 +314,54 @@ class _Pieces:
 
 
 def _save_oci(store: ImageStore, entries: list[tuple[dict, list[str]]], w: _Writer) -> None:
-    content = store.content
     index: list[dict] = []
     for rec, names in entries:
-        mdigest = rec["manifest"]["digest"]
-        mbytes = content.read(mdigest)
-        m = mf.parse(mbytes, rec["manifest"].get("mediaType"), what=f"manifest of {_label(rec)}")
-        if not isinstance(m, mf.Manifest):
-            raise ArchiveError(f"image {_label(rec)}: its manifest blob is an index")
-        config_bytes = content.read(m.config.digest)
-        config = mf.parse_config(config_bytes)
-        layers, changed = layerdata.ready_layers(content, layerdata.snapshots_of(content), rec)
-        if changed:  # layers rebuilt from snapshots and gzipped anew: a manifest naming them
-            mbytes = layerdata.with_layers(mbytes, layers)
-            mdigest = sha256_of(mbytes)
-        w.data(_blob_path(mdigest), mbytes)
-        w.data(_blob_path(m.config.digest), config_bytes)
-        for d in layers:
-            name = _blob_path(d.digest)
-            if name not in w.done:
-                with content.open(d.digest) as f:
-                    w.stream(name, os.fstat(f.fileno()).st_size, f)  # type: ignore[arg-type]
-        index += _index_entries({"mediaType": m.media_type, "digest": mdigest, "size": len(mbytes),
-                                 "platform": _platform(config, rec)}, names)
+        desc = _save_oci_index(store, rec, w) if "manifests" in rec else _save_oci_image(store, rec, w)
+        index += _index_entries(desc, names)
     w.data("oci-layout", OCI_LAYOUT)
     w.data("index.json", mf.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": index}))
+
+
+def _save_oci_image(store: ImageStore, rec: dict, w: _Writer) -> dict:
+    """One image's manifest, config and layers; returns its index entry (with its platform)."""
+    content = store.content
+    mdigest = rec["manifest"]["digest"]
+    mbytes = content.read(mdigest)
+    m = mf.parse(mbytes, rec["manifest"].get("mediaType"), what=f"manifest of {_label(rec)}")
+    if not isinstance(m, mf.Manifest):
+        raise ArchiveError(f"image {_label(rec)}: its manifest blob is an index")
+    config_bytes = content.read(m.config.digest)
+    config = mf.parse_config(config_bytes)
+    layers, changed = layerdata.ready_layers(content, layerdata.snapshots_of(content), rec)
+    if changed:  # layers rebuilt from snapshots and gzipped anew: a manifest naming them
+        mbytes = layerdata.with_layers(mbytes, layers)
+        mdigest = sha256_of(mbytes)
+    w.data(_blob_path(mdigest), mbytes)
+    w.data(_blob_path(m.config.digest), config_bytes)
+    for d in layers:
+        name = _blob_path(d.digest)
+        if name not in w.done:
+            with content.open(d.digest) as f:
+                w.stream(name, os.fstat(f.fileno()).st_size, f)  # type: ignore[arg-type]
+    return {"mediaType": m.media_type, "digest": mdigest, "size": len(mbytes),
+            "platform": _platform(config, rec)}
+
+
+def _save_oci_index(store: ImageStore, index: dict, w: _Writer) -> dict:
+    """A multi-platform image: every platform's image, then the index naming them -- the one
+    pulled, byte for byte, when it lists exactly these manifests; else (an index that also
+    listed attestations, or layers gzipped anew) one written for what the archive holds."""
+    descs = [_save_oci_image(store, rec, w) for rec in _held(store, index)]
+    body = store.content.read(index["id"]) if store.content.has(index["id"]) else b""
+    kept = {m["digest"] for m in index.get("manifests", [])}
+    original = mf.parse(body, index.get("mediaType"), what=f"index of {_label(index)}") if body else None
+    if (not isinstance(original, mf.Index) or {d.digest for d in original.manifests} != kept
+            or {d["digest"] for d in descs} != kept):
+        body = mf.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": descs})
+    digest = sha256_of(body)
+    w.data(_blob_path(digest), body)
+    media_type = index.get("mediaType") if digest == index["id"] else mf.OCI_INDEX
+    return {"mediaType": media_type, "digest": digest, "size": len(body)}
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -474,6 +515,8 @@ class _Load:
         self.tar: tarfile.TarFile | None = None
         self.members: dict[str, tarfile.TarInfo] = {}
         self.wrote = False  # a blob was written (without an fsync of its own)
+        # named multi-platform indexes kept whole: (descriptor, body, names, its image entries)
+        self.indexes: list[tuple[mf.Descriptor, bytes, list[str], list[mf.Descriptor]]] = []
 
     # -- the steps
 
@@ -529,9 +572,20 @@ class _Load:
 
     def _record(self, plan: list[_Image]) -> list[str]:
         out: list[str] = []
+        images: dict[str, str] = {}  # manifest digest -> image ID
+        grouped = {d.digest for _, _, _, entries in self.indexes for d in entries}
         for img in plan:
             rec = register_local(self.store, self.snaps, img.manifest, img.config, img.names, img.variant)
-            out += img.names or [rec["id"]]
+            images[sha256_of(img.manifest)] = rec["id"]
+            if img.names or sha256_of(img.manifest) not in grouped:
+                out += img.names or [rec["id"]]
+        for desc, body, names, entries in self.indexes:  # last: an index record never names a missing image
+            self._put(body, desc.digest)
+            held = [{"digest": d.digest, "mediaType": d.media_type or mf.OCI_MANIFEST, "size": d.size,
+                     "platform": mf.entry_platform(d), "image": images[d.digest]} for d in entries]
+            self.store.add_index({"id": desc.digest, "mediaType": desc.media_type or mf.OCI_INDEX,
+                                  "size": desc.size, "manifests": held, "added": now_iso()}, names)
+            out += names
         return out
 
     # -- docker-archive
@@ -689,16 +743,25 @@ class _Load:
             raise ArchiveError(f"{what} is not an image index")
         return doc
 
-    def _expand(self, index: mf.Index, inherited: list[str], depth: int
-                ) -> Iterator[tuple[mf.Descriptor, bytes, list[str]]]:
+    def _expand(self, index: mf.Index, inherited: list[str], depth: int, own: mf.Descriptor | None = None,
+                own_body: bytes = b"") -> Iterator[tuple[mf.Descriptor, bytes, list[str]]]:
         """The manifests an index stands for: every named entry; with no names, the host
-        platform's entry when the index is multi-platform (as a pull picks it)."""
+        platform's entry when the index is multi-platform (as a pull picks it). A named
+        multi-platform index inside index.json (`own`, as `save` writes one) is kept whole,
+        every platform, unless `load --platform` asks for one."""
         if depth > MAX_NESTING:
             raise ArchiveError("index.json nests indexes too deeply")
         ds = [d for d in index.manifests if not (d.annotations or {}).get("vnd.docker.reference.type")]
         if self.want is not None:  # load --platform: only that platform's entries (and nested indexes)
             ds = [d for d in ds if not d.platform or mf.platform_matches(mf.entry_platform(d), self.want)]
-        if not any(self._names(d) for d in ds) and sum(1 for d in ds if d.platform) > 1:
+        multi = not any(self._names(d) for d in ds) and sum(1 for d in ds if d.platform) > 1
+        if multi and own is not None and inherited and self.want is None:
+            entries = [d for d in ds if mf.is_image_entry(d)]
+            self.indexes.append((own, own_body, inherited, entries))
+            for d in entries:
+                yield d, self._blob(d, f"manifest {d.digest}", small=True), []
+            return
+        if multi:
             ds = [mf.select(mf.Index(index.media_type, ds), self.want)]
         for d in ds:
             names = self._names(d) or (inherited if len(ds) == 1 else [])
@@ -708,7 +771,7 @@ class _Load:
             except RecursionError:
                 raise ArchiveError(f"manifest {d.digest} is not valid JSON (nested too deeply)") from None
             if isinstance(doc, mf.Index):
-                yield from self._expand(doc, names, depth + 1)
+                yield from self._expand(doc, names, depth + 1, d, body)
             else:
                 yield d, body, names
 

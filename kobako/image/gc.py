@@ -9,6 +9,7 @@ import fcntl
 import os
 from contextlib import contextmanager
 
+from kobako import errors
 from kobako.image.store import ImageError
 from kobako.paths import dir_size
 
@@ -37,6 +38,9 @@ def referenced(e) -> tuple[set[str], set[str]]:
             blobs.add(r["index"])
         blobs.update(d["digest"] for d in r.get("layers", []))
         chains.update(r.get("chainIds", []))
+    for x in e.images.indexes():  # an index record keeps its own blob and its manifests'
+        blobs.add(x["id"])
+        blobs.update(m["digest"] for m in x.get("manifests", []))
     for c in e.containers.all():
         chains.update(c.get("chainIds", []))
     from kobako.image.buildcache import BuildCache
@@ -130,9 +134,10 @@ def _drop_snapshot(e, chain: str) -> None:
 
 
 def _drop_record(e, image_id: str) -> None:
-    """An image record's undo: this operation wrote it new, so nothing else names it."""
+    """An image (or index) record's undo: this operation wrote it new, so nothing else names it."""
     with e.images.locked():
         e.images.delete_record(image_id)
+        e.images.delete_index(image_id)
 
 
 def users(e, image_id: str) -> list[dict]:
@@ -147,6 +152,9 @@ def remove_image(e, name: str, force: bool = False, prune: bool = True) -> list[
     from kobako.image import reference
     familiar = reference.familiar
     store = e.images
+    index = store.resolve_index(name)
+    if index is not None and store.get(index["id"]) is None:
+        return _remove_index(e, index, name, force)
     rec = store.resolve(name)
     out: list[str] = []
     by_id = reference.looks_like_id(name) and name.removeprefix("sha256:") in rec["id"]
@@ -166,6 +174,12 @@ def remove_image(e, name: str, force: bool = False, prune: bool = True) -> list[
         full = str(reference.parse(name))
         store.untag(rec["id"], full)
         return [f"Untagged: {familiar(full)}"]
+    held = store.holders(rec["id"])
+    if held:  # by ID: the index that holds it names it (dockerd refuses a child the same way)
+        label = familiar(held[0]["names"][0]) if held[0].get("names") else held[0]["id"]
+        raise errors.Conflict(f"conflict: unable to delete {rec['id'][7:19]} (cannot be forced) - image is "
+                              f"the {platform_label(rec)} image of the multi-platform image {label}; "
+                              f"remove {label} instead")
     used = users(e, rec["id"])
     if used and not force:
         c = used[0]
@@ -177,6 +191,48 @@ def remove_image(e, name: str, force: bool = False, prune: bool = True) -> list[
     out.append(f"Deleted: {rec['id']}")
     if prune:
         out += _prune_parents(e, rec.get("parent", ""))
+    collect(e)
+    return out
+
+
+def platform_label(rec: dict) -> str:
+    return "/".join(x for x in (rec.get("os") or "linux", rec.get("architecture") or "", rec.get("variant"))
+                    if x)
+
+
+def _remove_index(e, index: dict, name: str, force: bool) -> list[str]:
+    """rmi of a name an index record holds: untag it when the index has another name; else
+    the index record goes, and with it each of its images that nothing else holds (no name,
+    no other index; a container's image only with force, as for one image)."""
+    from kobako.image import reference
+    store = e.images
+    full = str(reference.parse(name))
+    names = index.get("names", [])
+    if full in names and len(names) > 1:
+        store.untag_index(index["id"], full)
+        return [f"Untagged: {reference.familiar(full)}"]
+    images = [m["image"] for m in index.get("manifests", [])]
+    if not force:
+        for image_id in images:
+            used = users(e, image_id)
+            if used:
+                c = used[0]
+                raise ImageError(f"conflict: unable to remove image {reference.familiar(name)}: container "
+                                 f"{c['id'][:12]} ({c['name']}) uses its {image_id[7:19]}; remove the "
+                                 "container first or use -f")
+    with store.locked():
+        store.delete_index(index["id"])
+    out = [f"Untagged: {reference.familiar(n)}" for n in names]
+    out.append(f"Deleted: {index['id']}")
+    for image_id in dict.fromkeys(images):
+        rec = store.get(image_id)
+        if rec is None or rec.get("names") or store.holders(image_id):
+            continue
+        if any(r.get("parent") == image_id for r in store.all()):
+            continue
+        with store.locked():
+            store.delete_record(image_id)
+        out.append(f"Deleted: {image_id}")
     collect(e)
     return out
 
@@ -203,8 +259,20 @@ def prune_images(e, all_images: bool = False, match=None) -> tuple[list[dict], i
     ({"Untagged": name} for each name, then {"Deleted": id}) and the bytes freed."""
     from kobako.image.reference import familiar
     out: list[dict] = []
+    if all_images:  # an index none of whose images a container uses goes whole (its images below)
+        for x in e.images.indexes():
+            ids = [m.get("image") for m in x.get("manifests", [])]
+            if any(users(e, i) for i in ids):
+                continue
+            if match is not None and not any(match(r) for i in ids if (r := e.images.get(i)) is not None):
+                continue
+            with e.images.locked():
+                e.images.delete_index(x["id"])
+            out += [{"Untagged": familiar(n)} for n in x.get("names") or []]
+            out.append({"Deleted": x["id"]})
+    held = {m.get("image") for x in e.images.indexes() for m in x.get("manifests", [])}
     for r in e.images.all():
-        if users(e, r["id"]):
+        if users(e, r["id"]) or r["id"] in held:  # an index's images go with the index
             continue
         if r.get("names") and not all_images:
             continue

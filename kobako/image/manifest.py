@@ -245,6 +245,16 @@ def select(index: Index, want: dict | None = None) -> Descriptor:
     return best
 
 
+def is_image_entry(d: Descriptor) -> bool:
+    """An index entry that is a platform's image: not a nested index, not an attestation
+    (BuildKit's provenance manifests: platform unknown/unknown, annotated by type)."""
+    if d.media_type and d.media_type not in MANIFESTS:
+        return False
+    if (d.annotations or {}).get("vnd.docker.reference.type"):
+        return False
+    return (d.platform or {}).get("architecture") != "unknown"
+
+
 def entry_platform(d: Descriptor) -> dict:
     """An index entry's platform, normalised (linux/amd64 when it names none)."""
     p = d.platform or {}

@@ -126,18 +126,8 @@ def test_pulled_platform_is_kept_shown_filtered_and_saved(k: Kobako, reg, tmp_pa
     """An arm/v7 image whose config names no variant (as many do): the index entry's v7 is
     kept, shown by inspect, filtered on by `images`, and written by save."""
     amd = rs.upload_image(reg, "kbt/plat", "amd", files={"arch": b"amd64\n"})
-    arm = rs.upload_image(reg, "kbt/plat", "arm", files={"arch": b"armv7\n"})
-    cfg_bytes = json.dumps({**json.loads(arm["config"]), "architecture": "arm"}).encode()
-    man = json.loads(arm["manifest"])
-    man["config"] = {**man["config"], "digest": reg.put_blob("kbt/plat", cfg_bytes), "size": len(cfg_bytes)}
-    arm_man = json.dumps(man).encode()
-    index = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [
-        {"mediaType": mf.OCI_MANIFEST, "digest": reg.put_manifest("kbt/plat", "arm", arm_man),
-         "size": len(arm_man), "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-        {"mediaType": mf.OCI_MANIFEST, "digest": amd["manifest_digest"], "size": len(amd["manifest"]),
-         "platform": {"os": "linux", "architecture": "amd64"}},
-    ]}).encode()
-    reg.put_manifest("kbt/plat", "multi", index, mf.OCI_INDEX)
+    arm = rs.upload_arm_v7(reg, "kbt/plat", "arm", files={"arch": b"armv7\n"})
+    rs.upload_index(reg, "kbt/plat", "multi", amd, arm)
     name = f"{reg.addr}/kbt/plat:multi"
     k("pull", "-q", f"{reg.addr}/kbt/plat:amd")
     k("pull", "-q", "--platform", "linux/arm/v7", name)
@@ -163,6 +153,90 @@ def test_pulled_platform_is_kept_shown_filtered_and_saved(k: Kobako, reg, tmp_pa
                       "no matching manifest for linux/arm64")
     cp = k("pull", "--platform", "linux/arm64", f"{reg.addr}/kbt/plat:amd", check=False)
     assert_user_error(cp, "does not match the specified platform: wanted linux/arm64, actual: linux/amd64")
+
+
+def _index_of_busybox_and_arm(src_reg, reg, pushed: str, repo: str) -> tuple[str, str]:
+    """An index in `repo`:multi on `reg` of the busybox pushed to `src_reg` (amd64, runnable)
+    and an arm/v7 image."""
+    src = pushed.split("/", 1)[1].split(":")[0]
+    status, h, body = src_reg.request("GET", f"/v2/{src}/manifests/1", headers={"Accept": mf.OCI_MANIFEST},
+                                  scope=f"repository:{src}:pull")
+    assert status == 200, body
+    for d in [json.loads(body)["config"]] + json.loads(body)["layers"]:
+        _, _, blob = src_reg.request("GET", f"/v2/{src}/blobs/{d['digest']}", scope=f"repository:{src}:pull")
+        reg.put_blob(repo, blob)
+    reg.put_manifest(repo, "amd", body, h["content-type"].split(";")[0])
+    amd = {"manifest": body, "manifest_digest": rs.sha256(body)}
+    arm = rs.upload_arm_v7(reg, repo, "arm", files={"arch": b"armv7\n"})
+    return f"{reg.addr}/{repo}:multi", rs.upload_index(reg, repo, "multi", amd, arm)
+
+
+def test_pull_all_platforms_keeps_the_index_and_picks_offline(k: Kobako, reg, pushed: str, tmp_path: Path):
+    with rs.Registry() as own:  # stopped after the pull
+        name, digest = _index_of_busybox_and_arm(reg, own, pushed, "kbt/all")
+        out = k("pull", "--all-platforms", name).stdout
+        assert f"Digest: {digest} (2 platforms: linux/arm/v7, linux/amd64)" in out
+        assert_user_error(k("pull", "--all-platforms", "--platform", "linux/arm", name, check=False),
+                          "--all-platforms and --platform cannot be used together")
+    # the registry is gone: everything below is offline
+    fmt = "{{.Tag}} {{.Platform}} {{.Digest}}"
+    arm_only = ("images", "--filter", "platform=linux/arm", "--format", fmt)
+    assert k("images", "--format", fmt).stdout == f"multi linux/amd64 {digest}\n"
+    assert k(*arm_only).stdout == f"multi linux/arm/v7 {digest}\n"
+    assert len(k("images", "-aq").stdout.split()) == 1
+    doc = json.loads(k("image", "inspect", "--platform", "linux/arm/v7", name).stdout)[0]
+    assert (doc["Architecture"], doc["Variant"]) == ("arm", "v7")
+    assert json.loads(k("image", "inspect", name).stdout)[0]["Architecture"] == "amd64"
+    assert k("run", "--rm", name, "cat", "/etc/motd").stdout == "pulled and run\n"
+    cid = k("create", "--platform", "linux/arm/v7", name, "cat", "/arch").stdout.strip()
+    ctr = json.loads(k("inspect", cid).stdout)[0]
+    assert ctr["Image"] == doc["Id"]
+    k("rm", cid)
+    assert_user_error(k("run", "--rm", "--platform", "linux/s390x", "--pull", "never", name, "true",
+                        check=False), "no matching manifest for linux/s390x")
+    assert_user_error(k("push", name, check=False), "multi-platform image")
+    k("tag", name, "kbt/copy:1")
+    copy = json.loads(k("image", "inspect", "--platform", "linux/arm", "kbt/copy:1").stdout)[0]
+    assert copy["Id"] == doc["Id"]
+    k("rmi", "kbt/copy:1")
+    archive = tmp_path / "all.tar"
+    k("save", "--format", "oci-archive", "-o", str(archive), name)
+    k("rmi", name)
+    k("image", "prune", "-f")
+    assert k("images", "-aq").stdout == "" and k.blobs() == set()
+    k("load", "-i", str(archive))
+    # the same images (pulled layers are gzipped anew by save, so the index is a new one)
+    by_id = ("images", "--filter", "platform=linux/arm", "--format", "{{.Tag}} {{.Platform}} {{.ID}}")
+    assert k(*by_id).stdout == f"multi linux/arm/v7 {doc['Id'][7:19]}\n"
+    assert k("run", "--rm", name, "cat", "/etc/motd").stdout == "pulled and run\n"
+    k("rmi", name)
+    k("load", "--platform", "linux/arm/v7", "-i", str(archive))
+    assert k("images", "--format", "{{.Tag}} {{.Platform}}").stdout == "multi linux/arm/v7\n"
+
+
+def test_pull_all_platforms_of_a_single_manifest_is_a_plain_pull(k: Kobako, reg):
+    rs.upload_image(reg, "kbt/single", "1")
+    k("pull", "-q", "--all-platforms", f"{reg.addr}/kbt/single:1")
+    assert k("images", "--format", "{{.Tag}} {{.Platform}}").stdout == "1 linux/amd64\n"
+    assert not (k.data / "images" / "indexes").exists()
+
+
+@pytest.mark.parametrize("point", ["image:record", "image:record#2", "image:blob#4"])
+def test_kill_9_midway_through_pull_all_platforms_leaves_no_index(k: Kobako, reg, point: str):
+    amd = rs.upload_image(reg, "kbt/killall", "amd", files={"arch": b"amd64\n"})
+    arm = rs.upload_arm_v7(reg, "kbt/killall", "arm", files={"arch": b"armv7\n"})
+    rs.upload_index(reg, "kbt/killall", "multi", amd, arm)
+    name = f"{reg.addr}/kbt/killall:multi"
+    p = subprocess.run([sys.executable, "-m", "kobako.cli.main", "pull", "--all-platforms", name],
+                       cwd=Path(__file__).resolve().parents[2], env={**k.env, "KOBAKO_FAULT": point},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == -9, p.stderr
+    assert "no such image" in k("image", "inspect", name, check=False).stderr  # no index record
+    k("image", "prune", "-f")
+    assert k("images", "-aq").stdout == "" and k.blobs() == set()
+    k("pull", "-q", "--all-platforms", name)  # a retry starts clean
+    [index] = (k.data / "images" / "indexes").glob("*.json")
+    assert len(json.loads(index.read_text())["manifests"]) == 2
 
 
 def test_login_with_basic_auth_then_pull_and_logout(k: Kobako, pushed: str, session_base: Path):
