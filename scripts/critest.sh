@@ -11,13 +11,14 @@
 #        from cri-tools v1.26.1 (the newest whose go.mod accepts Debian 12's Go 1.19), offline:
 #          cd cri-tools && export CGO_ENABLED=0 GOFLAGS=-mod=vendor
 #          go test -c -o build/critest ./cmd/critest && go build -o build/crictl ./cmd/crictl
-#   -o   where the ginkgo summary and the failures are written (default: stdout only)
+#   -o   where the ginkgo summary and the failures are written (default: stdout only), and
+#        critest's whole output beside it as REPORT.full
 #   after --: more critest flags, e.g. --ginkgo.focus='Container'
 #
 # Needs root, containerd's binaries unpacked by scripts/test.sh, containernetworking-plugins,
 # docker-registry. There is no internet: critest's images are stand-ins that kobako builds from
-# the host's busybox and pushes to a registry on 127.0.0.1, named as critest expects under
-# --registry-prefix. Everything lives in one scratch directory; containerd's network
+# the host's busybox and pushes to a registry on 127.0.0.1, which containerd uses as the mirror
+# of registry.k8s.io and gcr.io. Everything lives in one scratch directory; containerd's network
 # namespaces go under its state directory; its CNI bridge has no gateway address and no
 # masquerading (the host's firewall and forwarding are not touched) and is deleted at the end,
 # with the cgroups the pods made. Tests that need the portmap plugin (iptables rules on the
@@ -119,6 +120,7 @@ push e2e-test-images/busybox:1.29-2 'CMD ["sh"]'
 push e2e-test-images/httpd:2.4.39-4 "$web" 'EXPOSE 80'
 push e2e-test-images/nginx:1.14-2 "$web" 'EXPOSE 80'
 push e2e-test-images/nonewprivs:1.3 'CMD ["sh"]'
+push k8s-staging-cri-tools/hostnet-nginx-amd64:latest 'CMD ["httpd", "-f", "-p", "12003", "-h", "/www"]'
 for n in test-image-latest:latest test-image-tag:test test-image-tag:all test-image-1:latest test-image-2:latest \
          test-image-3:latest test-image-tags:1 test-image-tags:2 test-image-tags:3; do
   push "k8s-staging-cri-tools/$n" 'CMD ["sh"]'
@@ -161,6 +163,12 @@ state = "$d/state"
 [$p.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "$d/cni"
+# critest's images keep their upstream names: those registries are mirrored by the local one
+# (critest's --registry-prefix is no use: v1.26 creates containers under the unprefixed names)
+[$p.registry.mirrors."registry.k8s.io"]
+  endpoint = ["http://$reg"]
+[$p.registry.mirrors."gcr.io"]
+  endpoint = ["http://$reg"]
 [$p.registry.mirrors."$reg"]
   endpoint = ["http://$reg"]
 EOF
@@ -174,8 +182,8 @@ for _ in $(seq 100); do [ -S "$d/c.sock" ] && break; sleep 0.1; done
 out=$d/critest.out
 set +e
 "$critest" --runtime-endpoint "unix://$d/c.sock" --image-endpoint "unix://$d/c.sock" \
-  --registry-prefix "$reg" --ginkgo.skip 'port mapping|should support network with port mapping' \
-  --ginkgo.noColor --ginkgo.succinct "$@" >"$out" 2>&1
+  --ginkgo.skip 'port mapping|should support network with port mapping' \
+  --ginkgo.noColor "$@" >"$out" 2>&1
 rc=$?
 set -e
 summary=$(grep -E '^Ran [0-9]+ of|Passed \| [0-9]+ Failed|^(SUCCESS|FAIL)!' "$out" || true)
@@ -185,4 +193,5 @@ fails=$(sed -n '/^Summarizing [0-9]* Failure/,$p' "$out" || true)
   echo "$summary"
   echo "$fails"
 } | tee ${report:+"$report"}
+[ -z "$report" ] || cp "$out" "$report.full"
 exit $rc
