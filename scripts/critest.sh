@@ -109,7 +109,7 @@ kobako() { (cd "$here" && "$py" -m kobako.cli.main "$@"); }
 for _ in $(seq 50); do curl -sf "http://$reg/v2/" >/dev/null && break; sleep 0.1; done
 push() {  # push REPO:TAG [--change INSTRUCTION]...
   local name=$1; shift
-  local args=()
+  local args=(--change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
   for c in "$@"; do args+=(--change "$c"); done
   kobako import "${args[@]}" "$rootfs" "$reg/$name" >/dev/null
   kobako push "$reg/$name" >/dev/null

@@ -156,7 +156,8 @@ def test_kubelet_style_pod_lifecycle_through_cri(session_base: Path, busybox_roo
     _containerd_config(d, _runtime_binary(d), bridge, subnet)
 
     k = Kobako(session_base / "cri")
-    k("import", "--change", 'CMD ["sleep", "86400"]', str(busybox_rootfs), "kbt/cri:1")
+    k("import", "--change", 'CMD ["sleep", "86400"]', "--change", "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+      str(busybox_rootfs), "kbt/cri:1")  # runc needs the PATH an image sets; kobako-runtime has a default
     k("save", "-o", str(d / "image.tar"), "kbt/cri:1")
 
     env = {**os.environ, "PATH": f"{CONTAINERD}:{os.environ['PATH']}"}  # its shim is found on PATH

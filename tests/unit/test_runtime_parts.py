@@ -498,3 +498,43 @@ def test_kill_all_of_a_stopped_container_without_a_cgroup_signals_nothing(tmp_pa
     _stopped_container(tmp_path, {"layout": "none", "leaves": [], "dirs": []})
     monkeypatch.setattr(os, "kill", lambda pid, sig: pytest.fail("signalled a process"))
     container.kill(str(tmp_path), "c1", "KILL", all_procs=True)
+
+
+@pytest.mark.parametrize("caps, dropped_to", [
+    ({"effective": ["CAP_KILL"]}, 0),               # containerd omits an empty `bounding` (drop ALL)
+    ({"bounding": ["CAP_KILL"]}, 1 << 5),           # CAP_KILL is 5
+])
+def test_a_bounding_set_left_out_is_empty_when_capabilities_are_given(monkeypatch, caps, dropped_to):
+    from kobako.linux import capabilities, prctl
+
+    kept = []
+    monkeypatch.setattr(capabilities, "drop_bounding", lambda keep, top: kept.append(keep))
+    monkeypatch.setattr(capabilities, "capset", lambda *a: None)
+    monkeypatch.setattr(capabilities, "raise_ambient", lambda mask: [])
+    monkeypatch.setattr(prctl, "set_keepcaps", lambda on: None)
+    for name in ("setgroups", "setresgid", "setresuid"):
+        monkeypatch.setattr(os, name, lambda *a: None)
+    process.become({"capabilities": caps, "user": {"uid": 0, "gid": 0}}, _NoSteps())
+    assert kept == [dropped_to]
+
+
+def test_no_capabilities_section_leaves_the_bounding_set(monkeypatch):
+    from kobako.linux import capabilities, prctl
+
+    monkeypatch.setattr(capabilities, "drop_bounding", lambda keep, top: pytest.fail("bounding set dropped"))
+    monkeypatch.setattr(capabilities, "capset", lambda *a: None)
+    monkeypatch.setattr(capabilities, "raise_ambient", lambda mask: [])
+    monkeypatch.setattr(prctl, "set_keepcaps", lambda on: None)
+    for name in ("setgroups", "setresgid", "setresuid"):
+        monkeypatch.setattr(os, name, lambda *a: None)
+    process.become({"user": {"uid": 0, "gid": 0}}, _NoSteps())
+
+
+class _NoSteps:
+    class log:  # noqa: N801 (as Steps' attribute)
+        @staticmethod
+        def debug(msg: str) -> None:
+            pass
+
+    def made(self, *a) -> None:
+        pass
