@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/install.sh" >/dev/null
 need_pkgs=""
 for p in iproute2 procps util-linux docker-registry openssl tar tini nftables debootstrap curl busybox-static \
-    uidmap slirp4netns fuse-overlayfs; do
+    uidmap slirp4netns fuse-overlayfs containernetworking-plugins; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs="$need_pkgs $p"
 done
 if [ -n "$need_pkgs" ]; then

@@ -392,9 +392,26 @@ def _listen(path: str) -> int:
     import socket
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(path)
+    at_unix_path(path, s.bind)
     s.listen(1)
     return s.detach()
+
+
+def at_unix_path(path: str, op) -> None:
+    """`op(address)` (a socket's bind or connect) for `path`, even past sun_path's 108 bytes.
+
+    runc's gate is a fifo, opened by path of any length; ours is a socket, and callers pick
+    deep state roots: Kubernetes' 64-hex container ids under containerd's
+    `<state>/runc/k8s.io/` overflow sun_path. A longer path goes through an O_PATH handle on
+    its directory: `/proc/self/fd/N/NAME` is short and the kernel resolves it to the same file."""
+    if len(os.fsencode(path)) < 108:
+        op(path)
+        return
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        op(f"/proc/self/fd/{fd}/{os.path.basename(path)}")
+    finally:
+        os.close(fd)
 
 
 def write_pid_file(path: str, pid: int) -> None:
@@ -442,7 +459,7 @@ def start(root: str, cid: str, log) -> None:
     sock = os.path.join(c.dir, "exec.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(sock)
+        at_unix_path(sock, s.connect)
         s.sendall(b"S")
         reply = b""
         while True:
@@ -489,19 +506,30 @@ def signal_number(sig: str | None) -> int:
 def kill(root: str, cid: str, sig: str | None, all_procs: bool) -> None:
     signum = signal_number(sig)
     c = state.open_existing(root, cid)
-    st = c.status()
-    if st == "stopped":
-        raise RuntimeFailure(f"container {cid!r} is not running")
     if all_procs:
+        # as runc: whatever is left in the cgroup, even once the init is gone (containerd's
+        # shim sends `kill --all` after the init of a container sharing the pod's PID
+        # namespace exits, to reap what it left behind)
         from kobako.runtime.cgroups import manager_for
 
-        for p in manager_for(c.data).pids():
+        m = manager_for(c.data)
+        if c.status() == "stopped" and m.rec.get("layout") == "none":
+            return  # no cgroup: its members were found through the init's pid, now maybe reused
+        try:
+            pids = m.pids()
+        except OSError:
+            pids = []  # the cgroup is gone already: nothing to signal
+        for p in pids:
             try:
                 os.kill(p, signum)
             except ProcessLookupError:
                 pass
-    else:
-        os.kill(c.data["pid"], signum)
+        return
+    if c.status() == "stopped":
+        # runc's words (libcontainer's ErrNotRunning): containerd's shim matches
+        # "container not running" to treat the kill as done, not as a failure
+        raise RuntimeFailure(f"cannot signal container {cid!r}: container not running")
+    os.kill(c.data["pid"], signum)
 
 
 def delete(root: str, cid: str, force: bool, log) -> None:

@@ -75,10 +75,11 @@ def become(proc: dict, steps, setgroups_allowed: bool = True, filt=None) -> None
     top = capabilities.last_cap()
     masks = {k: capabilities.to_mask(caps.get(k), top) for k in
              ("bounding", "effective", "permitted", "inheritable", "ambient")}
-    if "bounding" in caps:
+    if "capabilities" in proc:
+        # a set left out is empty, as in runc: containerd omits `bounding` when a pod drops ALL
         capabilities.drop_bounding(masks["bounding"], top)
         steps.made("prctl(2) PR_CAPBSET_DROP",
-                   "capability bounding set: " + (" ".join(caps["bounding"]) or "empty"))
+                   "capability bounding set: " + (" ".join(caps.get("bounding") or []) or "empty"))
     user = proc.get("user") or {}
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     prctl.set_keepcaps(True)

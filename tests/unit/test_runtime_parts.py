@@ -437,3 +437,104 @@ def test_set_rlimits_refused_is_one_clear_error():
             return 0 if "cannot set RLIMIT_NOFILE to 10:1099511627776: " in str(e) else 1
         return 0 if os.geteuid() == 0 else 2
     assert _in_child(child) == 0
+
+
+def test_unix_socket_at_a_path_longer_than_sun_path(tmp_path):
+    """Kubernetes' 64-hex container ids under containerd's state root overflow sun_path's 108
+    bytes: the gate socket must still bind there and `start` still reach it."""
+    import socket
+
+
+    deep = tmp_path / ("k8s.io-" + "x" * 60) / ("a" * 64)
+    deep.mkdir(parents=True)
+    path = str(deep / "exec.sock")
+    assert len(path) > 108
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        container.at_unix_path(path, server.bind)
+        server.listen(1)
+        assert (deep / "exec.sock").exists()  # the socket file is at the long path itself
+        container.at_unix_path(path, client.connect)
+        conn, _ = server.accept()
+        client.sendall(b"S")
+        assert conn.recv(1) == b"S"
+        conn.close()
+    finally:
+        client.close()
+        server.close()
+
+
+def _stopped_container(tmp_path, cgroup: dict) -> None:
+    c = state.Container(str(tmp_path), "c1")
+    c.make_dir()
+    # the pid is not alive with that start time: the init has exited
+    c.data = {"id": "c1", "pid": os.getpid(), "_start_time": -1, "status": "running", "_cgroup": cgroup}
+    c.save()
+    c.unlock()
+
+
+def test_kill_of_a_stopped_container_says_what_containerds_shim_matches(tmp_path):
+    _stopped_container(tmp_path, {"leaves": [], "dirs": []})
+    with pytest.raises(RuntimeFailure, match="container not running"):
+        container.kill(str(tmp_path), "c1", "KILL", all_procs=False)
+
+
+def test_kill_all_of_a_stopped_container_signals_what_its_cgroup_still_holds(tmp_path, monkeypatch):
+    """As runc: `kill --all` once the init is gone is not an error, and still reaches the
+    processes left in the cgroup (the shim reaps a pod-shared PID namespace's leftovers so)."""
+    leaf = tmp_path / "cg"
+    leaf.mkdir()
+    (leaf / "cgroup.procs").write_text("4242\n4343\n")
+    _stopped_container(tmp_path / "root", {"leaves": [{"dir": str(leaf)}], "dirs": []})
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    container.kill(str(tmp_path / "root"), "c1", "TERM", all_procs=True)
+    assert sent == [(4242, signal.SIGTERM), (4343, signal.SIGTERM)]
+
+
+def test_kill_all_of_a_stopped_container_without_a_cgroup_signals_nothing(tmp_path, monkeypatch):
+    """Without a cgroup the members are found through the init's pid, which may be reused."""
+    _stopped_container(tmp_path, {"layout": "none", "leaves": [], "dirs": []})
+    monkeypatch.setattr(os, "kill", lambda pid, sig: pytest.fail("signalled a process"))
+    container.kill(str(tmp_path), "c1", "KILL", all_procs=True)
+
+
+@pytest.mark.parametrize("caps, dropped_to", [
+    ({"effective": ["CAP_KILL"]}, 0),               # containerd omits an empty `bounding` (drop ALL)
+    ({"bounding": ["CAP_KILL"]}, 1 << 5),           # CAP_KILL is 5
+])
+def test_a_bounding_set_left_out_is_empty_when_capabilities_are_given(monkeypatch, caps, dropped_to):
+    from kobako.linux import capabilities, prctl
+
+    kept = []
+    monkeypatch.setattr(capabilities, "drop_bounding", lambda keep, top: kept.append(keep))
+    monkeypatch.setattr(capabilities, "capset", lambda *a: None)
+    monkeypatch.setattr(capabilities, "raise_ambient", lambda mask: [])
+    monkeypatch.setattr(prctl, "set_keepcaps", lambda on: None)
+    for name in ("setgroups", "setresgid", "setresuid"):
+        monkeypatch.setattr(os, name, lambda *a: None)
+    process.become({"capabilities": caps, "user": {"uid": 0, "gid": 0}}, _NoSteps())
+    assert kept == [dropped_to]
+
+
+def test_no_capabilities_section_leaves_the_bounding_set(monkeypatch):
+    from kobako.linux import capabilities, prctl
+
+    monkeypatch.setattr(capabilities, "drop_bounding", lambda keep, top: pytest.fail("bounding set dropped"))
+    monkeypatch.setattr(capabilities, "capset", lambda *a: None)
+    monkeypatch.setattr(capabilities, "raise_ambient", lambda mask: [])
+    monkeypatch.setattr(prctl, "set_keepcaps", lambda on: None)
+    for name in ("setgroups", "setresgid", "setresuid"):
+        monkeypatch.setattr(os, name, lambda *a: None)
+    process.become({"user": {"uid": 0, "gid": 0}}, _NoSteps())
+
+
+class _NoSteps:
+    class log:  # noqa: N801 (as Steps' attribute)
+        @staticmethod
+        def debug(msg: str) -> None:
+            pass
+
+    def made(self, *a) -> None:
+        pass
