@@ -388,11 +388,32 @@ def write_id_maps(pid: int, linux: dict) -> None:
                              "mappings must not overlap and need root (or newuidmap) for other ids") from None
 
 
+class _UnixAddress:
+    """A socket path usable however deep it lies: sun_path holds 107 bytes, and a caller's
+    --root can be longer than that leaves room for (dockerd's is <exec-root>/runtime-runc/moby,
+    and its ids are 64 characters). A longer path is reached through an O_PATH descriptor of
+    its directory, /proc/self/fd/N/NAME, (runc's exec.fifo is a FIFO, which has no such limit)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.fd = path, -1
+
+    def __enter__(self) -> str:
+        if len(os.fsencode(self.path)) < 108:
+            return self.path
+        self.fd = os.open(os.path.dirname(self.path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.fd}/{os.path.basename(self.path)}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
 def _listen(path: str) -> int:
     import socket
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(path)
+    with _UnixAddress(path) as address:
+        s.bind(address)
     s.listen(1)
     return s.detach()
 
@@ -442,7 +463,8 @@ def start(root: str, cid: str, log) -> None:
     sock = os.path.join(c.dir, "exec.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(sock)
+        with _UnixAddress(sock) as address:
+            s.connect(address)
         s.sendall(b"S")
         reply = b""
         while True:

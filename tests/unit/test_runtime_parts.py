@@ -437,3 +437,36 @@ def test_set_rlimits_refused_is_one_clear_error():
             return 0 if "cannot set RLIMIT_NOFILE to 10:1099511627776: " in str(e) else 1
         return 0 if os.geteuid() == 0 else 2
     assert _in_child(child) == 0
+
+
+# -- the exec.sock gate under a deep --root (dockerd's: <exec-root>/runtime-runc/moby/<64 hex>) --
+
+
+def test_the_gate_socket_binds_and_connects_beyond_sun_paths_107_bytes(tmp_path):
+    import socket
+    import stat
+
+    d = tmp_path / ("r" * 60) / "runtime-runc" / "moby" / ("f" * 64)
+    d.mkdir(parents=True)
+    path = str(d / "exec.sock")
+    assert len(path) > 108
+    fd = container._listen(path)
+    try:
+        assert stat.S_ISSOCK(os.stat(path).st_mode)  # made in the directory itself
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with container._UnixAddress(path) as address:
+            assert len(address) < 108
+            c.connect(address)
+        c.sendall(b"S")
+        with socket.socket(fileno=fd) as server:
+            conn, _ = server.accept()
+            assert conn.recv(1) == b"S"
+            conn.close()
+        c.close()
+    finally:
+        os.unlink(path)
+
+
+def test_a_short_socket_path_is_used_as_it_is(tmp_path):
+    with container._UnixAddress(str(tmp_path / "exec.sock")) as address:
+        assert address == str(tmp_path / "exec.sock")
