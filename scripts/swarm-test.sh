@@ -63,14 +63,19 @@ cleanup() {
     for _ in $(seq 150); do kill -0 "${DPID[$h]}" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "${DPID[$h]}" 2>/dev/null
   done
-  # a containerd or shim that outlived its dockerd (the pidfiles say which): by PID
-  for f in "$w"/*/exec/containerd/containerd.pid; do
-    [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+  # containerd leaves its shims running when it stops (they outlive restarts by design):
+  # ours are those whose command line names this work directory; by PID
+  for p in /proc/[0-9]*; do
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "$w/" && kill -TERM "${p#/proc/}" 2>/dev/null
   done
+  sleep 1
   for h in "${hosts[@]}"; do [ -n "${HOLD[$h]:-}" ] && kill "${HOLD[$h]}" 2>/dev/null; done
   sleep 0.3
   for h in "${hosts[@]}" u; do ip netns del "$tag-$h" 2>/dev/null; done
   grep -o " $w[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  # a task that outlived a dockerd killed mid-shutdown: in our cgroups, by PID
+  for p in $(cat /sys/fs/cgroup/*/"$tag"-*/*/cgroup.procs 2>/dev/null | sort -u); do kill -KILL "$p" 2>/dev/null; done
+  sleep 0.3
   for d in /sys/fs/cgroup/*/"$tag"-*; do  # the cgroups dockerd's --cgroup-parent named
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
@@ -82,6 +87,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR  # a step set -e ends, named
 
 on() {  # HOST CMD...: in that host's network + mount namespaces
   local h=$1; shift
@@ -138,7 +144,8 @@ on "${hosts[1]}" "$rootfs/bin/busybox" ping -c 1 -W 2 "${IP[a]}" >/dev/null || f
 
 say "dockerd on each host, kobako-runtime its default runtime"
 for h in "${hosts[@]}"; do
-  on "$h" env PATH="$TOOLS/docker/usr/sbin:$TOOLS/docker/usr/bin:$CTRD:$PATH" "$DOCKERD" \
+  # nsenter execs env, which execs dockerd: $! is dockerd's PID
+  nsenter -t "${HOLD[$h]}" -m -n env PATH="$TOOLS/docker/usr/sbin:$TOOLS/docker/usr/bin:$CTRD:$PATH" "$DOCKERD" \
     --config-file "$w/$h/daemon.json" --data-root "$w/$h/data" --exec-root "$w/$h/exec" \
     --pidfile "$w/$h/dockerd.pid" -H "unix://$w/$h/docker.sock" --storage-driver overlay2 \
     --add-runtime "kobako=$w/kobako-runtime" --default-runtime kobako \
@@ -201,7 +208,7 @@ wait_for 90 "service web did not converge to $nodes tasks" converged "$nodes"
 [ "$(tasks | cut -d' ' -f1 | sort -u | wc -l)" = "$nodes" ] || fail "tasks not spread over every node: $(per_node)"
 check_runtime
 echo "   tasks per node: $(per_node)"
-id=$(tasks | head -1)
+id=$(tasks | sed -n 1p)  # (head would end tasks early: pipefail)
 [ "$(dk "${id%% *}" exec "${id#* }" sh -c 'echo $V')" = 1 ] || fail "docker exec in a task failed"
 
 say "scale up to $((nodes * 2)), down to 2"
@@ -237,7 +244,7 @@ check_runtime
 last=${hosts[$((nodes - 1))]}
 say "drain node $last: its tasks move to the others"
 dk a node update --availability drain "$(dk "$last" info -f '{{.Swarm.NodeID}}')" >/dev/null || fail "node update failed"
-drained() { converged "$nodes" && ! tasks | grep -q "^$last "; }
+drained() { converged "$nodes" && ! tasks | grep "^$last " >/dev/null; }
 wait_for 90 "the drained node's tasks did not move" drained
 check_runtime
 echo "   tasks per node: $(per_node)"
