@@ -80,7 +80,7 @@ cleanup() {
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
   if [ "$keep" = 1 ]; then
-    find "$w" -mindepth 2 -maxdepth 2 ! -name '*.log' -exec rm -rf {} + 2>/dev/null
+    find "$w" -mindepth 1 ! -name '*.log' ! -type d -delete 2>/dev/null; find "$w" -mindepth 1 -depth -type d -empty -delete
     echo "logs kept in $w"
   else
     rm -rf "$w"
