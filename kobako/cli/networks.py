@@ -131,7 +131,8 @@ def reload(e: Engine, args) -> int:
 
 COMMANDS = {
     "network create": (Command("network create", "[OPTIONS] NETWORK", "Create a bridge network", [
-        opt("-d --driver", "driver", "str", None, "bridge (the only driver)"),
+        opt("-d --driver", "driver", "str", None, "bridge, or vxlan (an overlay across hosts: "
+            "--opt peers=IP[,IP...])"),
         opt("--attachable", "attachable", help="mark it Attachable (inspect); every container may join "
             "any kobako network"),
         opt("--aux-address", "aux_address", "list", None, "NAME=IP: an address container allocation skips"),
@@ -142,7 +143,8 @@ COMMANDS = {
         opt("--ip-range", "ip_range", "list", None, "allocate container addresses from this sub-range"),
         opt("--internal", "internal", help="no route out of the network (no NAT, no forwarding)"),
         opt("-o --opt", "opt", "list", None,
-            "com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N"),
+            "com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N; vxlan: peers=IP[,IP...], "
+            "vni=N, port=N, mtu=N"),
         opt("--label", "label", "list", None, "set a label KEY=VALUE")], min_args=1, max_args=1), create),
     "network ls": (Command("network ls", "[OPTIONS]", "List networks", [
         opt("-q --quiet", "quiet", help="only IDs"),
