@@ -123,6 +123,11 @@ def disconnect(e: Engine, args) -> int:
     return 0
 
 
+def update(e: Engine, args) -> int:
+    networks.update(e, args.args[0], _pairs(args.opt, "option"))
+    return 0
+
+
 def reload(e: Engine, args) -> int:
     from kobako.network.endpoints import Endpoints
     Endpoints(e.root, e.run_dir).reload()
@@ -177,6 +182,10 @@ COMMANDS = {
                                            help="forget the network even if its link is gone")],
                                    min_args=2, max_args=2),
                            disconnect),
+    "network update": (Command("network update", "--opt peers=IP[,IP...] NETWORK",
+                               "Change a vxlan network's peers (live, if it is up)", [
+                                   opt("-o --opt", "opt", "list", None, "peers=IP[,IP...]: the other hosts")],
+                               min_args=1, max_args=1), update),
     "network reload": (Command("network reload", "", "Re-apply kobako's nftables table from its state "
                                "(after a firewall restart or a flush)", [], max_args=0), reload),
 }

@@ -148,6 +148,19 @@ def listing(e, flt: dict[str, list[str]]) -> list[dict]:
     return out
 
 
+def update(e, ref: str, options: dict[str, str]) -> dict:
+    """`network update`: a vxlan network's peers (the one setting that may change while
+    containers use it)."""
+    if set(options) != {"peers"}:
+        extra = sorted(set(options) - {"peers"})
+        raise NetworkError("network update changes only a vxlan network's peers (--opt peers=IP[,IP...])"
+                           + (f", not {extra[0]!r}" if extra else ""))
+    net = find(e, ref)
+    if isinstance(net, str):
+        raise NetworkForbidden(f"network {net} is a predefined network and cannot be updated")
+    return _endpoints(e).set_peers(net["name"], options["peers"])
+
+
 # -- removing -------------------------------------------------------------------------------------
 
 def remove(e, ref: str) -> dict:

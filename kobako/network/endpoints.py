@@ -349,6 +349,16 @@ class Endpoints:
                 raise
         return st
 
+    def set_peers(self, name: str, value: str) -> dict:
+        """`network update --opt peers=`: the vxlan network's record, and its device's FDB if
+        it is up now (a container of this host is on it); the network as it is now."""
+        from kobako.network import overlay
+        with self.locked():  # no bridge is made or reaped meanwhile
+            net, old = self.store.set_peers(name, value)
+            with netlink.Netlink() as nl:
+                overlay.set_peers(nl, net["vxlan"]["device"], old, net["vxlan"]["peers"])
+        return net
+
     @_in_user_netns
     def disconnect(self, rec: dict, name: str) -> None:
         with self.locked():

@@ -186,6 +186,23 @@ class NetworkStore:
         except IPAMError as e:
             raise NetworkError(str(e)) from None
 
+    def set_peers(self, name: str, value: str) -> tuple[dict, list[str]]:
+        """A vxlan network's peers replaced (`network update --opt peers=`): the record as it
+        is now, and the peers it had."""
+        from kobako.network import overlay
+        net = self.get(name)
+        if not net.get("vxlan"):
+            raise NetworkError(f"network {net['name']} is not a vxlan network: only a vxlan network's peers "
+                               "can be updated")
+        peers = overlay.check_peers(net, value)
+        with self.ipam._locked():
+            rec = self.ipam.get(net["name"])
+            old = list(rec["vxlan"]["peers"])
+            rec["vxlan"]["peers"] = peers
+            rec.setdefault("createdOptions", {})["peers"] = ",".join(peers)
+            self.ipam._write(rec)
+        return rec, old
+
     def remove(self, name: str, users: list[str]) -> dict:
         """`users`: names of containers (running or not) that are connected to it. `name`: the
         network's own (a twin's NAME@id12 too), else what get() takes."""

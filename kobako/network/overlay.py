@@ -80,6 +80,11 @@ def settings(options: dict, subnet: str | None, ip_range: str | None, gateway: s
     the peers) and this host's other networks: ({"vni", "peers", "port"}, the gateway, the
     MTU). Raises NetworkError, having made nothing."""
     import ipaddress
+
+    from kobako.linux.namespaces import in_user_namespace
+    if in_user_namespace():
+        raise NetworkError("vxlan networks need root: rootless containers reach the outside through "
+                           "slirp4netns, which carries no VXLAN")
     if subnet is None:
         raise NetworkError("a vxlan network needs --subnet: every host gives the same one")
     peers = parse_peers(options.pop("peers", ""))
@@ -103,8 +108,7 @@ def settings(options: dict, subnet: str | None, ip_range: str | None, gateway: s
             if not rng.subnet_of(net):
                 raise NetworkError(f"ip range {ip_range} is not inside subnet {subnet}")
             if gateway is None:  # this host's own gateway: the first address of its range
-                first = rng.network_address + (1 if rng.network_address == net.network_address else 0)
-                gateway = str(first)
+                gateway = str(rng.network_address + (rng.num_addresses > 2))
             elif ipaddress.IPv4Address(gateway) not in rng:
                 raise NetworkError(f"gateway {gateway} is outside --ip-range {ip_range}: on a vxlan network "
                                    "each host's bridge has its own gateway, inside its own range")
@@ -148,6 +152,20 @@ def _underlay_mtu(peers: list[str], nl=None) -> int:
     finally:
         if own:
             nl.close()
+
+
+def check_peers(net: dict, value: str, nl=None) -> list[str]:
+    """New peers for vxlan network `net` (network update), checked as at create."""
+    import ipaddress
+    peers = parse_peers(value)
+    for p in peers:
+        if ipaddress.IPv4Address(p) in ipaddress.IPv4Network(net["subnet"]):
+            raise NetworkError(f"peer {p} is inside the overlay's subnet {net['subnet']}")
+    underlay = _underlay_mtu(peers, nl)
+    if net.get("mtu") and net["mtu"] > underlay - OVERHEAD:
+        raise NetworkError(f"the network's MTU {net['mtu']} is too large for the underlay to these peers "
+                           f"(MTU {underlay}, less {OVERHEAD}): re-create the network")
+    return peers
 
 
 def make(nl, ov: dict, name: str, bridge: int, mtu: int | None) -> None:
