@@ -33,7 +33,7 @@ MODULES = {
     "system restore": "host", "system service": "host",
     "network create": "networks", "network ls": "networks", "network inspect": "networks",
     "network rm": "networks", "network prune": "networks", "network connect": "networks",
-    "network disconnect": "networks", "network reload": "networks",
+    "network disconnect": "networks", "network reload": "networks", "network update": "networks",
     "explain": "explain", "completion": "reference",
 }
 ALIASES = {

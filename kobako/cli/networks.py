@@ -123,6 +123,11 @@ def disconnect(e: Engine, args) -> int:
     return 0
 
 
+def update(e: Engine, args) -> int:
+    networks.update(e, args.args[0], _pairs(args.opt, "option"))
+    return 0
+
+
 def reload(e: Engine, args) -> int:
     from kobako.network.endpoints import Endpoints
     Endpoints(e.root, e.run_dir).reload()
@@ -131,7 +136,8 @@ def reload(e: Engine, args) -> int:
 
 COMMANDS = {
     "network create": (Command("network create", "[OPTIONS] NETWORK", "Create a bridge network", [
-        opt("-d --driver", "driver", "str", None, "bridge (the only driver)"),
+        opt("-d --driver", "driver", "str", None, "bridge, or vxlan (an overlay across hosts: "
+            "--opt peers=IP[,IP...])"),
         opt("--attachable", "attachable", help="mark it Attachable (inspect); every container may join "
             "any kobako network"),
         opt("--aux-address", "aux_address", "list", None, "NAME=IP: an address container allocation skips"),
@@ -142,7 +148,8 @@ COMMANDS = {
         opt("--ip-range", "ip_range", "list", None, "allocate container addresses from this sub-range"),
         opt("--internal", "internal", help="no route out of the network (no NAT, no forwarding)"),
         opt("-o --opt", "opt", "list", None,
-            "com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N"),
+            "com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N; vxlan: peers=IP[,IP...], "
+            "vni=N, port=N, mtu=N"),
         opt("--label", "label", "list", None, "set a label KEY=VALUE")], min_args=1, max_args=1), create),
     "network ls": (Command("network ls", "[OPTIONS]", "List networks", [
         opt("-q --quiet", "quiet", help="only IDs"),
@@ -176,6 +183,10 @@ COMMANDS = {
                                            help="forget the network even if its link is gone")],
                                    min_args=2, max_args=2),
                            disconnect),
+    "network update": (Command("network update", "--opt peers=IP[,IP...] NETWORK",
+                               "Change a vxlan network's peers (live, if it is up)", [
+                                   opt("-o --opt", "opt", "list", None, "peers=IP[,IP...]: the other hosts")],
+                               min_args=1, max_args=1), update),
     "network reload": (Command("network reload", "", "Re-apply kobako's nftables table from its state "
                                "(after a firewall restart or a flush)", [], max_args=0), reload),
 }

@@ -45,7 +45,8 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
            ipam_driver: str | None = None, ipam_options: dict | None = None, ipv6: bool = False,
            check_duplicate: bool = True, subnet6: str | None = None, gateway6: str | None = None,
            ip_range6: str | None = None) -> dict:
-    """A bridge network, as `docker network create` makes one. dockerd's refusals: a
+    """A bridge network, as `docker network create` makes one, or a vxlan one (a bridge that
+    spans hosts: network/overlay.py). dockerd's refusals: a
     predefined name (403), another driver (host/null: 403 as dockerd; unknown: 404 plugin
     not found), a name in use with check_duplicate (409). Without it dockerd 20.10 makes a
     second network of that name (the name is then ambiguous; its ID is not): so does this.
@@ -58,12 +59,13 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
         raise NetworkForbidden(f"network {name} is a predefined network and cannot be created")
     if driver in ("host", "null"):
         raise NetworkForbidden(f"only one instance of \"{driver}\" network is allowed")
-    if driver != "bridge":
+    if driver not in ("bridge", "vxlan"):
         from kobako import errors
 
         class DriverNotFound(errors.NotFound, NetworkError):
             pass
-        raise DriverNotFound(f"plugin \"{driver}\" not found: kobako's networks use the bridge driver")
+        raise DriverNotFound(f"plugin \"{driver}\" not found: kobako's networks use the bridge or the vxlan "
+                             "driver")
     if ipam_driver not in (None, "", "default"):
         raise NetworkError(f"IPAM driver {ipam_driver!r} is not supported (default)")
     if ipv6 and not subnet6:
@@ -83,7 +85,7 @@ def create(e, name: str, driver: str | None = None, subnet: str | None = None, g
     v6 = {"subnet": subnet6, "gateway": gateway6, "ipRange": ip_range6, "enabled": ipv6} if subnet6 else None
     return st.create(name, subnet, gateway, ip_range, internal=internal, options=options or {},
                      labels=labels or {}, aux=aux or {}, attachable=attachable, ipam_options=ipam_options,
-                     duplicate=taken, v6=v6)
+                     duplicate=taken, v6=v6, driver=driver)
 
 
 # -- finding and listing -------------------------------------------------------------------------
@@ -144,6 +146,19 @@ def listing(e, flt: dict[str, list[str]]) -> list[dict]:
             continue
         out.append(d)
     return out
+
+
+def update(e, ref: str, options: dict[str, str]) -> dict:
+    """`network update`: a vxlan network's peers (the one setting that may change while
+    containers use it)."""
+    if set(options) != {"peers"}:
+        extra = sorted(set(options) - {"peers"})
+        raise NetworkError("network update changes only a vxlan network's peers (--opt peers=IP[,IP...])"
+                           + (f", not {extra[0]!r}" if extra else ""))
+    net = find(e, ref)
+    if isinstance(net, str):
+        raise NetworkForbidden(f"network {net} is a predefined network and cannot be updated")
+    return _endpoints(e).set_peers(net["name"], options["peers"])
 
 
 # -- removing -------------------------------------------------------------------------------------

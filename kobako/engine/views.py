@@ -443,7 +443,8 @@ def network_doc(e, net: dict, endpoints: list[dict] | None = None) -> dict:
         configs.append({"Subnet": net["subnet6"], "Gateway": net["gateway6"],
                         **({"IPRange": net["ipRange6"]} if net.get("ipRange6") else {})})
     return {"Name": net.get("displayName") or net["name"], "Id": net["id"], "Created": net.get("created", ""),
-            "Scope": "local", "Driver": "bridge", "EnableIPv6": bool(net.get("enableIPv6")),
+            "Scope": "local", "Driver": net.get("driver") or "bridge",
+            "EnableIPv6": bool(net.get("enableIPv6")),
             "IPAM": {"Driver": "default", "Options": net.get("ipamOptions"), "Config": configs},
             "Internal": bool(net.get("internal")), "Attachable": bool(net.get("attachable")),
             "Ingress": False,

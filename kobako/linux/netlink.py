@@ -27,11 +27,16 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 IFF_UP = 1
 AF_INET, AF_INET6 = 2, 10
 IFA_F_NODAD = 0x02
+# VXLAN (linux/if_link.h) and the bridge's forwarding database (linux/neighbour.h)
+IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 4, 7, 15
+RTM_NEWNEIGH, RTM_DELNEIGH, AF_BRIDGE, NDA_DST, NDA_LLADDR = 28, 29, 7, 1, 2
+NUD_PERMANENT, NTF_SELF, NLM_F_APPEND = 0x80, 0x02, 0x800
 
 _HDR = struct.Struct("=IHHII")          # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")       # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")        # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")     # rtmsg: family, dst/src len, tos, table, proto, scope, type, flags
+_NDMSG = struct.Struct("=BxxxiHBB")      # ndmsg: family, (pad), ifindex, state, flags, type
 
 
 def attr(kind: int, data: bytes) -> bytes:
@@ -64,6 +69,31 @@ def route_of(payload: bytes) -> tuple[str, int, int, int, int] | None:
     oif = struct.unpack("=I", a[RTA_OIF])[0] if len(a.get(RTA_OIF, b"")) == 4 else 0
     fam = _socket.AF_INET if family == AF_INET else _socket.AF_INET6
     return _socket.inet_ntop(fam, dst.ljust(size, b"\0")[:size]), dst_len, table, rtype, oif
+
+
+def vxlan_link(name: str, vni: int, port: int, learning: bool, mtu: int | None = None,
+               master: int | None = None, local: str | None = None) -> bytes:
+    """RTM_NEWLINK's body for `ip link add NAME type vxlan id VNI dstport PORT [local IP]
+    [nolearning] [mtu M] [master BR]`: unicast only (no multicast group); the remote ends are
+    FDB entries (fdb_entry)."""
+    data = (attr(IFLA_VXLAN_ID, struct.pack("=I", vni)) + attr(IFLA_VXLAN_PORT, struct.pack("!H", port))
+            + attr(IFLA_VXLAN_LEARNING, bytes([int(learning)])))
+    if local:
+        data += attr(IFLA_VXLAN_LOCAL, _ip(local))
+    body = attr(IFLA_IFNAME, _str(_ifname(name))) + attr(
+        IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"vxlan") + attr(IFLA_INFO_DATA, data))
+    if mtu:
+        body += attr(IFLA_MTU, struct.pack("=I", mtu))
+    if master is not None:
+        body += attr(IFLA_MASTER, struct.pack("=I", master))
+    return _IFINFO.pack(0, 0, 0, 0, 0) + body
+
+
+def fdb_entry(index: int, mac: bytes, dst: str) -> bytes:
+    """RTM_NEWNEIGH/RTM_DELNEIGH's body for `bridge fdb append MAC dev VXLAN dst IP`: the
+    device's own table (NTF_SELF), permanent (never aged out)."""
+    return (_NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0) + attr(NDA_LLADDR, mac)
+            + attr(NDA_DST, _ip(dst)))
 
 
 def _str(s: str) -> bytes:
@@ -179,6 +209,39 @@ class Netlink:
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + attrs,
                      f"create veth pair {name}/{peer}")
 
+    def add_vxlan(self, name: str, vni: int, port: int, learning: bool, mtu: int | None = None,
+                  master: int | None = None) -> None:
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                     vxlan_link(name, vni, port, learning, mtu, master),
+                     f"create vxlan device {name} (VNI {vni})")
+
+    def fdb_append(self, index: int, mac: bytes, dst: str, what: str) -> None:
+        """One more remote end for `mac` (all zeros: where broadcasts and unknown unicast go;
+        several entries of it replicate each frame to every one of them)."""
+        try:
+            self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, fdb_entry(index, mac, dst),
+                         f"add FDB entry {dst} to {what}")
+        except OSError as e:
+            if e.errno != 17:  # EEXIST: that remote is there already
+                raise
+
+    def fdb_delete(self, index: int, mac: bytes, dst: str, what: str) -> None:
+        try:
+            self.request(RTM_DELNEIGH, 0, fdb_entry(index, mac, dst), f"delete FDB entry {dst} from {what}")
+        except OSError as e:
+            if e.errno != 2:  # ENOENT: gone already
+                raise
+
+    def mtu(self, index: int) -> int | None:
+        """A link's MTU, None when there is no such link."""
+        try:
+            (_, payload), *_ = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, index, 0, 0),
+                                            f"look up link {index}")
+        except OSError:
+            return None
+        raw = attrs(payload, _IFINFO.size).get(IFLA_MTU, b"")
+        return struct.unpack("=I", raw)[0] if len(raw) == 4 else None
+
     def set_up(self, index: int, what: str) -> None:
         self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, IFF_UP, IFF_UP), f"bring up {what}")
 
@@ -212,6 +275,16 @@ class Netlink:
         got = self.request(RTM_GETROUTE, NLM_F_DUMP, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0),
                            "list routes")
         return [r for kind, payload in got if kind == RTM_NEWROUTE and (r := route_of(payload)) is not None]
+
+    def route_to(self, ip: str) -> tuple[str, int, int, int, int]:
+        """The route the kernel would take to `ip` (`ip route get IP`), as route_of() gives
+        it; OSError (ENETUNREACH, EHOSTUNREACH...) when there is none."""
+        fam = AF_INET6 if ":" in ip else AF_INET
+        body = _RTMSG.pack(fam, 128 if fam == AF_INET6 else 32, 0, 0, 0, 0, 0, 0, 0) + attr(RTA_DST, _ip(ip))
+        for kind, payload in self.request(RTM_GETROUTE, 0, body, f"find the route to {ip}"):
+            if kind == RTM_NEWROUTE and (r := route_of(payload)) is not None:
+                return r
+        raise OSError(101, f"find the route to {ip}: no route")
 
     def add_default_route(self, gateway: str, index: int) -> None:
         fam = AF_INET6 if ":" in gateway else AF_INET

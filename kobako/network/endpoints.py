@@ -49,7 +49,7 @@ from kobako.runtime import jsonfast
 CLONE_NEWNET = 0x40000000
 _HOSTS_MARK = "# kobako: containers on the same networks\n"
 # what a bridge's record keeps
-_BRIDGE_KEYS = ("bridge", "subnet", "internal", "gateway", "dns", "subnet6", "gateway6")
+_BRIDGE_KEYS = ("bridge", "subnet", "internal", "gateway", "dns", "subnet6", "gateway6", "vxlan")
 
 
 def _veth(cid: str, nid: str, gen: int) -> str:
@@ -83,7 +83,8 @@ def _endpoint(net: dict, cid: str, gen: int, ifname: str, ip: str, want: dict,
             "aliases": list(want.get("aliases") or []),
             "mac": want.get("mac") or ":".join(f"{b:02x}" for b in _mac(ip)),
             "linkLocal": list(want.get("linkLocalIps") or []),
-            "dns": net["name"] != DEFAULT, "links": list(want.get("links") or [])}
+            "dns": net["name"] != DEFAULT, "links": list(want.get("links") or []),
+            **({"vxlan": net["vxlan"]} if net.get("vxlan") else {})}
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -348,6 +349,16 @@ class Endpoints:
                 raise
         return st
 
+    def set_peers(self, name: str, value: str) -> dict:
+        """`network update --opt peers=`: the vxlan network's record, and its device's FDB if
+        it is up now (a container of this host is on it); the network as it is now."""
+        from kobako.network import overlay
+        with self.locked():  # no bridge is made or reaped meanwhile
+            net, old = self.store.set_peers(name, value)
+            with netlink.Netlink() as nl:
+                overlay.set_peers(nl, net["vxlan"]["device"], old, net["vxlan"]["peers"])
+        return net
+
     @_in_user_netns
     def disconnect(self, rec: dict, name: str) -> None:
         with self.locked():
@@ -422,6 +433,8 @@ class Endpoints:
             idx = nl.index(br)
             assert idx is not None
             nl.add_address(idx, ep["gateway"], ep["prefix"], f"bridge {br}")
+            if ep.get("vxlan"):
+                self._make_vxlan(nl, ep, idx)
             nl.set_up(idx, f"bridge {br}")
             # containers on the bridge reach each other and the host without these; hairpin
             # (a container to a port published on the host) and 127.0.0.1 -> container need them
@@ -430,6 +443,23 @@ class Endpoints:
             if ep.get("gateway6"):
                 self._bridge_ipv6(nl, idx, br, ep)
         return idx
+
+    def _make_vxlan(self, nl: netlink.Netlink, ep: dict, bridge: int) -> None:
+        """A vxlan network's device, a port of its bridge (network/overlay.py)."""
+        from kobako.network import overlay
+        ov = ep["vxlan"]
+        # one left by a crash between the bridge's removal and its own (_reap_idle) would
+        # make the kernel refuse this one
+        nl.delete(ov["device"])
+        try:
+            overlay.make(nl, ov, ov["device"], bridge, ep["mtu"])
+        except OSError as e:
+            why = " (another VXLAN device of this host has that VNI?)" if e.errno == 17 else ""
+            raise NetworkError(f"cannot make the vxlan device {ov['device']} (VNI {ov['vni']}, UDP port "
+                               f"{ov.get('port', overlay.PORT)}): {e.strerror or e}{why}") from None
+        self.steps.made("vxlan", "netlink RTM_NEWLINK vxlan, RTM_NEWNEIGH AF_BRIDGE",
+                        f"vxlan device {ov['device']} (VNI {ov['vni']}) on bridge {ep['bridge']}, "
+                        f"flooding to {', '.join(ov['peers'])}")
 
     def _check_routes(self, ep: dict, network: str) -> None:
         """A network keeps the subnet it was given (the default network's too, so its addresses
@@ -658,6 +688,8 @@ class Endpoints:
                     named = named or bool(rec.get("dns"))
                     continue
                 nl.delete(rec["bridge"])
+                if rec.get("vxlan"):  # a bridge's ports stay when it goes
+                    nl.delete(rec["vxlan"]["device"])
                 os.unlink(os.path.join(self.bridges, rec["bridge"] + ".json"))
                 if rec.get("subnet"):
                     gone.append(rec)

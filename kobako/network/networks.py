@@ -5,7 +5,8 @@ A network is one file, kept by IPAM (network/ipam.py) next to its address pool:
     <data root>/networks/ipam/<name>.json
         {"name", "id", "driver": "bridge", "bridge": ifname, "internal", "mtu", "options",
          "labels", "created", "subnet", "gateway", "ipRange", "allocated": {ip: container id},
-         "enableIPv6", and with an IPv6 pool "subnet6", "gateway6", "ipRange6", "allocated6"}
+         "enableIPv6", and with an IPv6 pool "subnet6", "gateway6", "ipRange6", "allocated6";
+         a vxlan network (network/overlay.py) "vxlan": {"vni", "peers", "port", "device"}}
 
 Its bridge device exists only while a container is attached (network/endpoints.py makes
 and removes it), so an idle network leaves nothing in the kernel. `host` and `none` are
@@ -131,9 +132,10 @@ class NetworkStore:
                ip_range: str | None = None, internal: bool = False, options: dict | None = None,
                labels: dict | None = None, aux: dict | None = None, attachable: bool = False,
                ipam_options: dict | None = None, duplicate: bool = False, _default: bool = False,
-               v6: dict | None = None) -> dict:
-        """`duplicate`: a network with this name exists and the client did not ask dockerd to
-        check (CheckDuplicate false): this one is kept as NAME@<id12> and shown as NAME.
+               v6: dict | None = None, driver: str = "bridge") -> dict:
+        """`driver`: bridge, or vxlan (a bridge joined to other hosts' by a VXLAN device:
+        network/overlay.py). `duplicate`: a network with this name exists and the client did
+        not ask dockerd to check (CheckDuplicate false): this one is kept as NAME@<id12> and shown as NAME.
         `v6`: the IPv6 pool, {"subnet", "gateway", "ipRange", "enabled"} (IPAM.create)."""
         if name in MODES or (name == DEFAULT and not _default):
             raise NetworkError(f"network {name} is a predefined network and cannot be created")
@@ -153,17 +155,27 @@ class NetworkStore:
             if not str(mtu).isdigit() or not 68 <= int(mtu) <= 65535:
                 raise NetworkError(f"invalid MTU {mtu!r}: a number from 68 to 65535")
             mtu = int(mtu)
+        vxlan = None
+        if driver == "vxlan":
+            from kobako.network import overlay
+            vxlan, gateway, mtu = overlay.settings(options, subnet, ip_range, gateway, mtu, self.all())
+            vxlan["device"] = overlay.device_name(nid)
+            created_options.update(peers=",".join(vxlan["peers"]), vni=str(vxlan["vni"]))
         if options:
-            raise NetworkError(f"unknown network option {sorted(options)[0]!r} (known: "
-                               "com.docker.network.bridge.name, com.docker.network.driver.mtu)")
+            known = "com.docker.network.bridge.name, com.docker.network.driver.mtu"
+            if driver == "vxlan":
+                known += ", peers, vni, port, mtu"
+            raise NetworkError(f"unknown network option {sorted(options)[0]!r} (known: {known})")
         for other in self.all():
             if other.get("bridge") == bridge:
                 raise NetworkError(f"bridge name {bridge} is already used by network {other['name']}")
         if _default:
             created_options = {"com.docker.network.bridge.name": bridge}
-        extra = {"id": nid, "driver": "bridge", "bridge": bridge, "internal": bool(internal), "mtu": mtu,
+        extra = {"id": nid, "driver": driver, "bridge": bridge, "internal": bool(internal), "mtu": mtu,
                  "labels": labels or {}, "created": _now(), "createdOptions": created_options,
                  "attachable": bool(attachable), "ipamOptions": ipam_options}
+        if vxlan is not None:
+            extra["vxlan"] = vxlan
         if subnet is None and not _default:
             self.get(DEFAULT)  # the default network takes its subnet from the pool first
         key = name
@@ -173,6 +185,23 @@ class NetworkStore:
             return self.ipam.create(key, subnet, gateway, ip_range, extra=extra, aux=aux, v6=v6)
         except IPAMError as e:
             raise NetworkError(str(e)) from None
+
+    def set_peers(self, name: str, value: str) -> tuple[dict, list[str]]:
+        """A vxlan network's peers replaced (`network update --opt peers=`): the record as it
+        is now, and the peers it had."""
+        from kobako.network import overlay
+        net = self.get(name)
+        if not net.get("vxlan"):
+            raise NetworkError(f"network {net['name']} is not a vxlan network: only a vxlan network's peers "
+                               "can be updated")
+        peers = overlay.check_peers(net, value)
+        with self.ipam._locked():
+            rec = self.ipam.get(net["name"])
+            old = list(rec["vxlan"]["peers"])
+            rec["vxlan"]["peers"] = peers
+            rec.setdefault("createdOptions", {})["peers"] = ",".join(peers)
+            self.ipam._write(rec)
+        return rec, old
 
     def remove(self, name: str, users: list[str]) -> dict:
         """`users`: names of containers (running or not) that are connected to it. `name`: the
