@@ -664,7 +664,7 @@ RUN_OPTS = [
     opt("--device-write-bps", "device_write_bps", "list", None, "write rate limit /dev/X:RATE"),
     opt("--device-read-iops", "device_read_iops", "list", None, "read IO/s limit /dev/X:N"),
     opt("--device-write-iops", "device_write_iops", "list", None, "write IO/s limit /dev/X:N"),
-    opt("--userns", "userns", "str", None, "host, auto[:size=N], private or container:NAME"),
+    opt("--userns", "userns", "str", None, "host, auto[:size=N], private, container:NAME; keep-id rootless"),
     opt("--uidmap", "uidmap", "list", None, "map container uids CTR:HOST:SIZE (a user namespace)"),
     opt("--gidmap", "gidmap", "list", None, "map container gids CTR:HOST:SIZE"),
     opt("--log-driver", "log_driver", "str", None, "json-file (default), local or none"),

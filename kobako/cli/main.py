@@ -97,7 +97,7 @@ Volumes:
   volume create, ls, inspect, rm, prune
 
 Networks:
-  network create, ls, inspect, rm, prune, connect, disconnect, reload
+  network create, ls, inspect, rm, prune, connect, disconnect, reload, update
 
   stats, update, port, events (system events)
 

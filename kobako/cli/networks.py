@@ -135,7 +135,8 @@ def reload(e: Engine, args) -> int:
 
 
 COMMANDS = {
-    "network create": (Command("network create", "[OPTIONS] NETWORK", "Create a bridge network", [
+    "network create": (Command("network create", "[OPTIONS] NETWORK",
+                               "Create a network (bridge, or vxlan across hosts)", [
         opt("-d --driver", "driver", "str", None, "bridge, or vxlan (an overlay across hosts: "
             "--opt peers=IP[,IP...])"),
         opt("--attachable", "attachable", help="mark it Attachable (inspect); every container may join "
