@@ -369,10 +369,7 @@ class Engine:
         except OSError:
             resolv = ""
         if opts.network != "host":  # the host's loopback resolvers are not reachable from the container
-            lines = [ln for ln in resolv.splitlines()
-                     if not (ln.startswith("nameserver") and ln.split()[1:2]
-                             and ln.split()[1].startswith(("127.", "::1")))]
-            resolv = "\n".join(lines) + "\n"
+            resolv = container_resolv(resolv)
         if opts.dns or opts.dns_search or opts.dns_options:  # --dns, --dns-search, --dns-option
             keep = [ln for ln in resolv.splitlines()
                     if not ((opts.dns and ln.startswith("nameserver")) or
@@ -975,3 +972,30 @@ class Engine:
                     steps.show("engine", "undo: rm -r", f"anonymous volume {name} removed")
                 except VolumeError:
                     pass
+
+
+# Docker's fallback when the host has no nameserver a container can reach (libnetwork's resolvconf)
+DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+SYSTEMD_RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+
+
+def _loopback_nameserver(ln: str) -> bool:
+    f = ln.split()
+    return len(f) > 1 and f[0] == "nameserver" and f[1].startswith(("127.", "::1"))
+
+
+def container_resolv(host_resolv: str, upstream_path: str = SYSTEMD_RESOLVED_UPSTREAM) -> str:
+    """The host's resolv.conf as a container on its own network sees it, as dockerd writes it:
+    loopback nameservers (unreachable from the container) dropped; systemd-resolved's stub
+    (127.0.0.53) replaced by the upstream servers it forwards to; with none left, Google's."""
+    if any(ln.split()[1:2] == ["127.0.0.53"] for ln in host_resolv.splitlines() if _loopback_nameserver(ln)):
+        try:
+            with open(upstream_path) as f:
+                host_resolv = f.read()
+        except OSError:
+            pass
+    lines = [ln for ln in host_resolv.splitlines() if not _loopback_nameserver(ln)]
+    if not any(ln.split()[:1] == ["nameserver"] for ln in lines):
+        lines += [f"nameserver {ip}" for ip in DEFAULT_NAMESERVERS]
+    return "\n".join(lines) + "\n"
+

@@ -20,7 +20,7 @@ reaches it through cgo. Supported, with runc's semantics:
   host), and a rule whose action equals the default action is skipped (it is a no-op,
   and libseccomp refuses it).
 
-Not supported yet: SCMP_ACT_NOTIFY and its listenerPath / listenerMetadata (the user
+Not supported: SCMP_ACT_NOTIFY and its listenerPath / listenerMetadata (the user
 notification fd handed to a listener); validate() refuses the action clearly.
 
 Use: validate() with the rest of config.json (pure Python, no ctypes); prepare() while
@@ -95,7 +95,7 @@ FLAGS: dict[str, int | None] = {
 _NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name(): a name this libseccomp does not know
 _EEXIST = 17
 
-_NOTIFY = "SCMP_ACT_NOTIFY (listenerPath) is not supported yet"
+_NOTIFY = "SCMP_ACT_NOTIFY (listenerPath) is not supported"
 
 
 # -- validation: pure Python, called with the rest of config.json before any step ---------------
