@@ -756,11 +756,14 @@ class _Load:
             ds = [d for d in ds if not d.platform or mf.platform_matches(mf.entry_platform(d), self.want)]
         multi = not any(self._names(d) for d in ds) and sum(1 for d in ds if d.platform) > 1
         if multi and own is not None and inherited and self.want is None:
-            entries = [d for d in ds if mf.is_image_entry(d)]
-            self.indexes.append((own, own_body, inherited, entries))
-            for d in entries:
-                yield d, self._blob(d, f"manifest {d.digest}", small=True), []
-            return
+            # every platform whose blobs the archive holds (an exporter may list platforms it
+            # does not carry, as Docker's containerd store saves what it has of an index)
+            entries = [d for d in ds if mf.is_image_entry(d) and self._complete(d)]
+            if len(entries) > 1:
+                self.indexes.append((own, own_body, inherited, entries))
+                for d in entries:
+                    yield d, self._blob(d, f"manifest {d.digest}", small=True), []
+                return
         if multi:
             ds = [mf.select(mf.Index(index.media_type, ds), self.want)]
         for d in ds:
@@ -774,6 +777,23 @@ class _Load:
                 yield from self._expand(doc, names, depth + 1, d, body)
             else:
                 yield d, body, names
+
+    def _complete(self, d: mf.Descriptor) -> bool:
+        """An index entry whose manifest, config and layers are all in the archive (or, for
+        layers, already in the store)."""
+        def here(digest: str) -> bool:
+            return _clean(_blob_path(digest)) in self.members
+
+        if not here(d.digest):
+            return False
+        try:
+            m = mf.parse(self._blob(d, f"manifest {d.digest}", small=True), d.media_type or None,
+                         what=f"manifest {d.digest}")
+        except (mf.ManifestError, RecursionError):
+            return False
+        if not isinstance(m, mf.Manifest) or not here(m.config.digest):
+            return False
+        return all(here(x.digest) or self.content.has(x.digest, x.size) for x in m.layers)
 
     def _names(self, d: mf.Descriptor) -> list[str]:
         """An index entry's image name: containerd's full-name annotation, else a ref.name
