@@ -6,11 +6,11 @@ bridge network, interleaved, medians and their ratios.
 Each host is a network + mount namespace made here (its own kobako data root and run dir),
 the two joined by a veth underlay 192.168.235.1/24 <-> .2 (nothing else: the machine's own
 interfaces are never used). On host A: a server container on the overlay and one on a bridge
-network; the overlay's client runs on host B, the bridge's on host A. Throughput: busybox
-`dd` of N MiB of zeros into `nc` (dd's own figure: the pipe and socket buffers hold well
-under 1% of it); latency: the average of busybox `ping -c 20`.
+network; the overlay's client runs on host B, the bridge's on host A. Throughput: iperf3
+(Debian's package, the host's binary and libraries mounted read-only into the busybox
+containers), one TCP stream for a few seconds; latency: the average of busybox `ping -c 20`.
 
-usage: bench/overlay.py [-n ROUNDS] [--mib N]
+usage: bench/overlay.py [-n ROUNDS] [-t SECONDS]
 KOBAKO (environment) names the kobako to measure (default: the one on PATH).
 Never part of the test run's pass/fail.
 """
@@ -18,6 +18,7 @@ Never part of the test run's pass/fail.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -69,15 +70,15 @@ class Host:
         self.sleeper.wait()
 
 
-def throughput(h: Host, net: str, ip: str, mib: int) -> float:
-    """MiB/s of one dd | nc transfer, from dd's own count and time."""
-    cp = h("run", "--rm", "--network", net, IMG, "sh", "-c",
-           f"dd if=/dev/zero bs=64k count={mib * 16} 2>/tmp/dd | nc {ip} 5000 >/dev/null; cat /tmp/dd")
-    # busybox: "524288000 bytes (500.0MB) copied, 0.531 seconds, 941.6MB/s"
-    m = re.search(r"(\d+) bytes .* copied, ([\d.]+) seconds", cp.stdout + cp.stderr)
-    if not m:
-        sys.exit(f"no dd figure in: {cp.stdout}{cp.stderr}")
-    return int(m.group(1)) / (1 << 20) / float(m.group(2))
+# the host's iperf3 (Debian's package) and its libraries, read-only in the busybox containers
+HOST_BINARIES = ["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro"]
+
+
+def throughput(h: Host, net: str, ip: str, secs: int) -> float:
+    """MiB/s that iperf3 received over one TCP stream in `secs` seconds."""
+    cp = h("run", "--rm", "--network", net, *HOST_BINARIES, IMG, "/usr/bin/iperf3", "-c", ip, "-t", str(secs),
+           "--json")
+    return json.loads(cp.stdout)["end"]["sum_received"]["bits_per_second"] / 8 / (1 << 20)
 
 
 def latency(h: Host, net: str, ip: str) -> float:
@@ -92,10 +93,12 @@ def latency(h: Host, net: str, ip: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=5, help="rounds (default 5)")
-    ap.add_argument("--mib", type=int, default=500, help="MiB per transfer (default 500)")
-    a = ap.parse_args()
+    ap.add_argument("-t", dest="secs", type=int, default=3, help="seconds per iperf3 run (default 3)")
+    opt = ap.parse_args()
     if os.geteuid():
         sys.exit("run as root (it makes network namespaces)")
+    if not os.path.exists("/usr/bin/iperf3"):
+        sys.exit("needs Debian's iperf3 (apt-get install iperf3)")
     work = tempfile.mkdtemp(prefix="kbbench-ovl.", dir="/var/tmp")
     hosts: dict[str, Host] = {}
     try:
@@ -116,15 +119,15 @@ def main() -> None:
             h("network", "create", "--driver", "vxlan", "--subnet", "10.235.0.0/16", "--ip-range", rng,
               "--opt", f"peers={peer}", "ovl")
         a("network", "create", "--subnet", "10.236.0.0/24", "lbr")
-        serve = "while true; do nc -l -p 5000 >/dev/null; done"
-        a("run", "-d", "--name", "srv-ovl", "--network", "ovl", IMG, "sh", "-c", serve)
-        a("run", "-d", "--name", "srv-br", "--network", "lbr", IMG, "sh", "-c", serve)
+        serve = [*HOST_BINARIES, IMG, "/usr/bin/iperf3", "-s"]
+        a("run", "-d", "--name", "srv-ovl", "--network", "ovl", *serve)
+        a("run", "-d", "--name", "srv-br", "--network", "lbr", *serve)
         ip_ovl, ip_br = a.ip("srv-ovl", "ovl"), a.ip("srv-br", "lbr")
         latency(b, "ovl", ip_ovl)  # warm-up: ARP across the overlay, the page cache
         res: dict[str, list[float]] = {"ovl_tp": [], "br_tp": [], "ovl_lat": [], "br_lat": []}
-        for _ in range(a.n):
-            res["ovl_tp"].append(throughput(b, "ovl", ip_ovl, a.mib))
-            res["br_tp"].append(throughput(a, "lbr", ip_br, a.mib))
+        for _ in range(opt.n):
+            res["ovl_tp"].append(throughput(b, "ovl", ip_ovl, opt.secs))
+            res["br_tp"].append(throughput(a, "lbr", ip_br, opt.secs))
             res["ovl_lat"].append(latency(b, "ovl", ip_ovl))
             res["br_lat"].append(latency(a, "lbr", ip_br))
         med = {k: statistics.median(v) for k, v in res.items()}
@@ -132,7 +135,7 @@ def main() -> None:
               f"{med['br_tp']:.0f} MiB/s; ratio overlay/bridge {med['ovl_tp'] / med['br_tp']:.2f}")
         print(f"latency:    overlay {med['ovl_lat']:.3f} ms, bridge {med['br_lat']:.3f} ms; "
               f"ratio overlay/bridge {med['ovl_lat'] / med['br_lat']:.2f}")
-        print(f"(medians of {a.n} interleaved rounds, {a.mib} MiB per transfer, 20 pings per latency)")
+        print(f"(medians of {opt.n} interleaved rounds, iperf3 for {opt.secs} s, 20 pings per latency)")
     finally:
         for h in hosts.values():
             h.close()
