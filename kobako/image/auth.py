@@ -118,10 +118,7 @@ def get(domain: str) -> tuple[str, str] | None:
     name = helper(domain)
     if name:
         from kobako.image import credhelper
-        try:
-            found = credhelper.get(name, domain)
-        except credhelper.HelperError as e:
-            raise AuthError(str(e)) from None
+        found = credhelper.get(name, domain)  # its HelperError is an AuthError
         if found:
             return found
     return find(_load(docker_path(), strict=False), domain)
@@ -155,10 +152,7 @@ def store(domain: str, user: str, password: str) -> None:
     name = helper(key)
     if name:
         from kobako.image import credhelper
-        try:
-            credhelper.store(name, key, user, password)
-        except credhelper.HelperError as e:
-            raise AuthError(str(e)) from None
+        credhelper.store(name, key, user, password)
         _forget(key)  # an older login in kobako's file would shadow the helper's
         return
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -180,10 +174,7 @@ def remove(domain: str) -> bool:
     name = helper(key)
     if name:
         from kobako.image import credhelper
-        try:
-            erased = credhelper.erase(name, key)
-        except credhelper.HelperError as e:
-            raise AuthError(str(e)) from None
+        erased = credhelper.erase(name, key)
     return _forget(key) or erased
 
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 
-from kobako import errors
+from kobako.image.auth import AuthError
 
 PREFIX = "docker-credential-"
 HUB_URL = "https://index.docker.io/v1/"
@@ -25,8 +25,8 @@ IDENTITY_TOKEN_USER = "<token>"
 TIMEOUT = 60  # a helper may ask the user to unlock a keyring
 
 
-class HelperError(errors.InvalidArgument):
-    pass
+class HelperError(AuthError):
+    """A helper that is missing, fails or answers nonsense: an auth failure like any other."""
 
 
 def server_url(domain: str) -> str:
