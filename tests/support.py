@@ -237,6 +237,27 @@ def mountinfo_lines() -> list[str]:
         return f.read().splitlines()
 
 
+def unmount_and_remove(d: Path) -> None:
+    """What a test's private daemon left under `d`: every mount there (deepest first, lazily),
+    then the directory."""
+    for line in reversed(mountinfo_lines()):
+        target = line.split()[4]
+        if target.startswith(str(d)):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def remove_containerd_run_dirs() -> None:
+    """/run/containerd (fifo/, s/), which a private containerd's ctr and shim make whatever its
+    state dir: removed only if empty, so nothing of anyone else's goes (call it only when the
+    test found no /run/containerd before it began)."""
+    for sub in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):
+        try:
+            os.rmdir(sub)
+        except OSError:
+            pass
+
+
 def is_mountpoint(path: str | Path) -> bool:
     p = os.path.realpath(path)
     return any(line.split()[4] == p for line in mountinfo_lines())

@@ -127,14 +127,6 @@ def _remove_cgroups(parent: str) -> None:
                 pass
 
 
-def _cleanup(d: Path) -> None:
-    for line in reversed(open("/proc/self/mountinfo").read().splitlines()):
-        target = line.split()[4]
-        if target.startswith(str(d)):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def _cgroup_value(parent: str, cid: str, v1: tuple[str, str], v2: str) -> str:
     root = Path(support.CGROUP_ROOT)
     if (root / "cgroup.controllers").exists():
@@ -275,10 +267,6 @@ def test_kubelet_style_pod_lifecycle_through_cri(session_base: Path, busybox_roo
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         tail = (d / "containerd.log").read_text().splitlines()[-30:]
         print("containerd's log, last lines:\n" + "\n".join(tail))  # shown when the test fails
-        _cleanup(d)
+        support.unmount_and_remove(d)
         if not had_run_dir:
-            for sub in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):
-                try:
-                    os.rmdir(sub)  # only if empty: nothing of anyone else's
-                except OSError:
-                    pass
+            support.remove_containerd_run_dirs()

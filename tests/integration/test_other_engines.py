@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import support
 from engine_support import Kobako
 
 pytestmark = pytest.mark.root
@@ -27,14 +28,6 @@ def _scratch(name: str) -> Path:
     d = Path(f"/var/tmp/ext-engines-{os.getpid()}-{name}")
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def _cleanup(d: Path) -> None:
-    for line in reversed(open("/proc/self/mountinfo").read().splitlines()):
-        target = line.split()[4]
-        if target.startswith(str(d)):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +67,7 @@ def test_podman_runs_containers_with_kobako_runtime(image_tar: Path):
     finally:
         subprocess.run([*base, "rm", "-af", "-t", "0"], capture_output=True, timeout=120)
         subprocess.run([*base, "system", "reset", "-f"], capture_output=True, timeout=120)
-        _cleanup(d)
+        support.unmount_and_remove(d)
 
 
 def test_containerd_runs_containers_with_kobako_runtime(image_tar: Path):
@@ -136,10 +129,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         daemon.terminate()
         daemon.wait(timeout=30)
         log.close()
-        _cleanup(d)
+        support.unmount_and_remove(d)
         if not had_run_dir:
-            for sub in ("/run/containerd/fifo", "/run/containerd/s", "/run/containerd"):
-                try:
-                    os.rmdir(sub)  # only if empty: nothing of anyone else's
-                except OSError:
-                    pass
+            support.remove_containerd_run_dirs()
