@@ -181,26 +181,10 @@ class ImageStore:
         return rec
 
     def tag_index(self, index_id: str, name: str) -> None:
-        with self.locked():
-            rec = self.get_index(index_id)
-            if rec is None:
-                raise ImageNotFound(f"no such image: {index_id}")
-            self._take_names([name], index_id)
-            if name not in rec["names"]:
-                rec["names"].append(name)
-            self.save_index(rec)
+        self._tag(self.get_index, self.save_index, index_id, name)
 
     def untag_index(self, index_id: str, name: str) -> dict:
-        with self.locked():
-            rec = self.get_index(index_id)
-            if rec is None:
-                raise ImageNotFound(f"no such image: {index_id}")
-            rec["names"] = [n for n in rec["names"] if n != name]
-            repo = name.rsplit(":", 1)[0]
-            if not any(n.rsplit(":", 1)[0] == repo for n in rec["names"]):
-                rec["repoDigests"] = [d for d in rec.get("repoDigests", []) if not d.startswith(repo + "@")]
-            self.save_index(rec)
-            return rec
+        return self._untag(self.get_index, self.save_index, index_id, name)
 
     # -- names
 
@@ -289,23 +273,31 @@ class ImageStore:
                 self.delete_index(x["id"])
 
     def tag(self, image_id: str, name: str) -> None:
-        with self.locked():
-            rec = self.get(image_id)
-            if rec is None:
-                raise ImageNotFound(f"no such image: {image_id}")
-            self._take_names([name], image_id)
-            if name not in rec["names"]:
-                rec["names"].append(name)
-            self.save(rec)
+        self._tag(self.get, self.save, image_id, name)
 
     def untag(self, image_id: str, name: str) -> dict:
+        return self._untag(self.get, self.save, image_id, name)
+
+    # image records and index records are named the same way; each kind is read and written
+    # by its own get/save
+    def _tag(self, get, save, rec_id: str, name: str) -> None:
         with self.locked():
-            rec = self.get(image_id)
+            rec = get(rec_id)
             if rec is None:
-                raise ImageNotFound(f"no such image: {image_id}")
+                raise ImageNotFound(f"no such image: {rec_id}")
+            self._take_names([name], rec_id)
+            if name not in rec["names"]:
+                rec["names"].append(name)
+            save(rec)
+
+    def _untag(self, get, save, rec_id: str, name: str) -> dict:
+        with self.locked():
+            rec = get(rec_id)
+            if rec is None:
+                raise ImageNotFound(f"no such image: {rec_id}")
             rec["names"] = [n for n in rec["names"] if n != name]
             repo = name.rsplit(":", 1)[0]
             if not any(n.rsplit(":", 1)[0] == repo for n in rec["names"]):
                 rec["repoDigests"] = [d for d in rec.get("repoDigests", []) if not d.startswith(repo + "@")]
-            self.save(rec)
+            save(rec)
             return rec
