@@ -168,15 +168,18 @@ class Netlink:
             raise
         return _IFINFO.unpack_from(payload)[2]
 
-    def name(self, index: int) -> str | None:
-        """A link's name by index, None when there is none."""
+    def _link_attr(self, index: int, kind: int) -> bytes:
+        """One attribute of the link `index` (b"" when there is no such link or attribute)."""
         try:
             (_, payload), *_ = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, index, 0, 0),
                                             f"look up link {index}")
         except (OSError, ValueError):
-            return None
-        raw = attrs(payload, _IFINFO.size).get(IFLA_IFNAME, b"")
-        return raw.rstrip(b"\0").decode(errors="replace") or None
+            return b""
+        return attrs(payload, _IFINFO.size).get(kind, b"")
+
+    def name(self, index: int) -> str | None:
+        """A link's name by index, None when there is none."""
+        return self._link_attr(index, IFLA_IFNAME).rstrip(b"\0").decode(errors="replace") or None
 
     def add_bridge(self, name: str, mtu: int | None = None, mac: bytes | None = None) -> None:
         """`mac`: fixed, else the bridge takes the lowest MAC of its ports and changes it as
@@ -234,12 +237,7 @@ class Netlink:
 
     def mtu(self, index: int) -> int | None:
         """A link's MTU, None when there is no such link."""
-        try:
-            (_, payload), *_ = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, index, 0, 0),
-                                            f"look up link {index}")
-        except OSError:
-            return None
-        raw = attrs(payload, _IFINFO.size).get(IFLA_MTU, b"")
+        raw = self._link_attr(index, IFLA_MTU)
         return struct.unpack("=I", raw)[0] if len(raw) == 4 else None
 
     def set_up(self, index: int, what: str) -> None:
